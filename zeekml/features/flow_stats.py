@@ -1,0 +1,142 @@
+"""Per-flow numeric features: one named, ordered list, computed vectorized.
+
+The same function feeds the trainers and the runtime, and every model card records
+:data:`FEATURES` so a model trained on one order is never scored with another.
+
+What is deliberately absent: any encoding of an IP address. Attackers and servers
+in one capture reappear in others, so an address identity would not generalize;
+relations inside a host's window (same peer as the current flow or not) are added by
+:mod:`zeekml.windows.host_window` instead.
+
+Missing values get an explicit indicator feature and a neutral 0 value, so "unset"
+never looks like "zero bytes". Counters are ``log1p``-compressed because their range
+spans nine orders of magnitude; normalization to zero mean / unit variance happens
+inside each exported ONNX graph, not here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Feature names, in the order of the columns of :func:`flow_features`.
+FEATURES: tuple[str, ...] = (
+    "log_duration",
+    "duration_missing",
+    "log_orig_bytes",
+    "log_resp_bytes",
+    "bytes_missing",
+    "log_orig_pkts",
+    "log_resp_pkts",
+    "log_orig_ip_bytes",
+    "log_resp_ip_bytes",
+    "resp_counters_missing",
+    "log_orig_bytes_per_pkt",
+    "log_resp_bytes_per_pkt",
+    "proto_tcp",
+    "proto_udp",
+    "proto_icmp",
+    "resp_port_wellknown",
+    "resp_port_registered",
+    "orig_port_wellknown",
+    "state_established",
+    "state_attempt",
+    "state_rejected",
+    "state_other",
+    "hist_orig_data",
+    "hist_resp_data",
+    "hist_reset",
+    "hist_fin",
+    "hist_resp_synack",
+)
+
+N_FEATURES = len(FEATURES)
+
+_ESTABLISHED = ("SF", "S1", "S2", "S3", "RSTO", "RSTR")
+_ATTEMPT = ("S0",)
+_REJECTED = ("REJ", "RSTOS0", "RSTRH", "SH", "SHR")
+
+
+def _log1p(s: pd.Series) -> np.ndarray:
+    v = s.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    v = np.where(np.isfinite(v) & (v > 0), v, 0.0)
+    return np.log1p(v)
+
+
+def _num(s: pd.Series) -> np.ndarray:
+    return s.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _has(hist: pd.Series, chars: str) -> np.ndarray:
+    pattern = "[" + chars + "]"
+    return hist.str.contains(pattern, regex=True).fillna(False).to_numpy(dtype=bool)
+
+
+def flow_features(flows: pd.DataFrame) -> np.ndarray:
+    """Return a ``[len(flows), N_FEATURES]`` float32 array in :data:`FEATURES` order.
+
+    ``flows`` is a canonical flow table (see :mod:`zeekml.records.schema`).
+    Total: any row, however many fields are missing, gets a finite vector.
+    """
+    n = len(flows)
+    out = np.zeros((n, N_FEATURES), dtype=np.float32)
+    if n == 0:
+        return out
+    dur = _num(flows["duration"])
+    ob = _num(flows["orig_bytes"])
+    rb = _num(flows["resp_bytes"])
+    op = _num(flows["orig_pkts"])
+    rp = _num(flows["resp_pkts"])
+    col = 0
+
+    def put(values: np.ndarray) -> None:
+        nonlocal col
+        out[:, col] = values
+        col += 1
+
+    put(np.log1p(np.where(np.isfinite(dur) & (dur > 0), dur, 0.0)))
+    put(~np.isfinite(dur))
+    put(_log1p(flows["orig_bytes"]))
+    put(_log1p(flows["resp_bytes"]))
+    put(~(np.isfinite(ob) & np.isfinite(rb)))
+    put(_log1p(flows["orig_pkts"]))
+    put(_log1p(flows["resp_pkts"]))
+    put(_log1p(flows["orig_ip_bytes"]))
+    put(_log1p(flows["resp_ip_bytes"]))
+    put(~np.isfinite(rp))
+    oib = _num(flows["orig_ip_bytes"])
+    rib = _num(flows["resp_ip_bytes"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        opp = np.where(op > 0, oib / op, 0.0)
+        rpp = np.where(rp > 0, rib / rp, 0.0)
+    put(np.log1p(np.where(np.isfinite(opp) & (opp > 0), opp, 0.0)))
+    put(np.log1p(np.where(np.isfinite(rpp) & (rpp > 0), rpp, 0.0)))
+
+    proto = flows["proto"].str.lower()
+    put((proto == "tcp").fillna(False).to_numpy(dtype=bool))
+    put((proto == "udp").fillna(False).to_numpy(dtype=bool))
+    put(proto.str.startswith("icmp").fillna(False).to_numpy(dtype=bool))
+
+    rport = _num(flows["resp_p"])
+    oport = _num(flows["orig_p"])
+    put(np.isfinite(rport) & (rport < 1024))
+    put(np.isfinite(rport) & (rport >= 1024) & (rport < 49152))
+    put(np.isfinite(oport) & (oport < 1024))
+
+    state = flows["conn_state"]
+    est = state.isin(_ESTABLISHED).to_numpy(dtype=bool)
+    att = state.isin(_ATTEMPT).to_numpy(dtype=bool)
+    rej = state.isin(_REJECTED).to_numpy(dtype=bool)
+    put(est)
+    put(att)
+    put(rej)
+    put(~(est | att | rej))
+
+    hist = flows["history"]
+    put(_has(hist, "D"))
+    put(_has(hist, "d"))
+    put(_has(hist, "Rr"))
+    put(_has(hist, "Ff"))
+    put(_has(hist, "h"))
+    assert col == N_FEATURES
+    return out

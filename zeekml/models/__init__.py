@@ -1,0 +1,1 @@
+"""ONNX scorers, their model cards, and the registry that finds bundled models."""

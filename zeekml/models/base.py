@@ -1,0 +1,59 @@
+"""The contract every scorer implements (built-in AMF-LSTM, flow LM, or a plugin).
+
+A scorer turns a canonical flow batch into per-flow scores. It keeps its own bounded
+per-host / per-conversation state, so it must see every batch of a stream in order,
+and that state must round-trip through plain numpy arrays for ``--state``.
+
+Scores and decisions are separate: a scorer reports, per flow, a ``score`` (higher
+is more suspicious), the class it would report (``cls``) and the card's threshold for
+that class; :mod:`zeekml.policy.notice` decides what becomes a notice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class ScoreBatch:
+    """Per-flow results aligned with the input batch's rows.
+
+    ``score``     float64 [B], higher = more suspicious (AMF: 1 - P(normal); LM: NLL nats)
+    ``cls``       object  [B], the class the model would report if it is a notice
+                  (AMF: the most probable non-normal class; LM: ``"anomaly"``)
+    ``threshold`` float64 [B], the card's calibrated threshold for ``cls``
+    ``extra``     name -> array [B] of analyst context, written as extra output
+                  columns (e.g. ``alt``, ``alt_p``, ``context`` as lists of uids)
+    """
+
+    model: str
+    score: np.ndarray
+    cls: np.ndarray
+    threshold: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What the pipeline needs from a model."""
+
+    name: str
+
+    def score(self, flows: pd.DataFrame) -> ScoreBatch:
+        """Score a canonical batch (rows in stream order), updating internal state."""
+        ...
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Internal state as plain numpy arrays (saved without pickle)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict`; raises StateError on a mismatch."""
+        ...

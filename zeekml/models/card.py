@@ -1,0 +1,127 @@
+"""Model cards: the JSON beside every ``NAME.onnx`` that says how to feed and read it.
+
+A card is untrusted input like any other file: it is parsed as JSON (never pickle or
+eval), every field the runtime relies on is type-checked, and the ONNX file's SHA-256
+must match the card, so a card never describes a different model than the one loaded.
+
+Common fields (every kind)::
+
+    format        "zeekml-model-card/1"
+    name          str
+    kind          "amf_lstm" | "flow_lm" | a plugin's kind
+    onnx_sha256   hex digest of NAME.onnx
+    thresholds    {class: float}; "default" applies to classes not listed
+    training      {files: [{path, sha256, rows}], command: str, seconds: float, ...}
+    metrics       dict (held-out results; free-form per kind)
+    limitations   [str]
+
+Kind-specific fields are validated by the scorer of that kind (see
+:mod:`zeekml.models.registry`), because only it knows its graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zeekml.errors import ModelError
+
+CARD_FORMAT = "zeekml-model-card/1"
+MAX_CARD_BYTES = 16 * 1024 * 1024
+
+
+def card_path(onnx_path: Path) -> Path:
+    """``x/NAME.onnx`` -> ``x/NAME.card.json``."""
+    return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".card.json")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A validated card; ``data`` holds the whole JSON object."""
+
+    path: Path
+    onnx_path: Path
+    data: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.data["name"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.data["kind"])
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {str(k): float(v) for k, v in self.data["thresholds"].items()}
+
+    def threshold_for(self, cls: str) -> float:
+        t = self.thresholds
+        return t.get(cls, t.get("default", float("inf")))
+
+    def require(self, key: str, typ: type | tuple[type, ...]) -> Any:
+        """Return ``data[key]`` after checking its type, else raise ModelError."""
+        if key not in self.data:
+            raise ModelError(f"{self.path}: model card lacks {key!r}")
+        value = self.data[key]
+        if not isinstance(value, typ) or isinstance(value, bool) and typ in (int, float):
+            raise ModelError(f"{self.path}: model card field {key!r} has the wrong type")
+        return value
+
+
+def _check_common(path: Path, data: Any) -> None:
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: model card is not a JSON object")
+    if data.get("format") != CARD_FORMAT:
+        raise ModelError(f"{path}: model card format is {data.get('format')!r}, expected {CARD_FORMAT!r}")
+    for key, typ in (("name", str), ("kind", str), ("onnx_sha256", str), ("thresholds", dict)):
+        if not isinstance(data.get(key), typ):
+            raise ModelError(f"{path}: model card field {key!r} is missing or not a {typ.__name__}")
+    for k, v in data["thresholds"].items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise ModelError(f"{path}: threshold for {k!r} is not a number")
+
+
+def load_card(onnx_path: str | Path, *, verify_digest: bool = True) -> ModelCard:
+    """Read and validate the card beside ``onnx_path``."""
+    onnx_path = Path(onnx_path)
+    path = card_path(onnx_path)
+    if not onnx_path.is_file():
+        raise ModelError(f"{onnx_path}: model file not found")
+    if not path.is_file():
+        raise ModelError(f"{path}: model card not found (every model needs NAME.card.json)")
+    if path.stat().st_size > MAX_CARD_BYTES:
+        raise ModelError(f"{path}: model card is larger than {MAX_CARD_BYTES} bytes")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: model card is not valid JSON: {exc}") from exc
+    _check_common(path, data)
+    if verify_digest:
+        digest = sha256_file(onnx_path)
+        if digest != data["onnx_sha256"]:
+            raise ModelError(
+                f"{onnx_path}: SHA-256 {digest[:12]}... does not match its card "
+                f"({str(data['onnx_sha256'])[:12]}...): the model and card were not exported together"
+            )
+    return ModelCard(path=path, onnx_path=onnx_path, data=data)
+
+
+def write_card(onnx_path: str | Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as the card of ``onnx_path`` (fills format and digest)."""
+    onnx_path = Path(onnx_path)
+    data = {"format": CARD_FORMAT, **data, "onnx_sha256": sha256_file(onnx_path)}
+    path = card_path(onnx_path)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,104 @@
+"""Find models by bundled name or path, and build the scorer for a card's kind.
+
+``--model`` takes either a path to an ``.onnx`` file or the name of a bundled model
+(``amf_lstm``, ``flow_lm``). Bundled models live in the top-level ``onnx_models/``
+directory of a source checkout, which installs as the package ``zeekml.onnx_models``.
+
+Scorer classes are found by the card's ``kind``: the built-ins below, then the
+``zeekml.scorers`` entry point group (plugins), so a site can ship its own model kind.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from zeekml.errors import ModelError
+from zeekml.models.base import Scorer
+from zeekml.models.card import ModelCard, load_card
+
+BUILTIN_KINDS: dict[str, str] = {
+    "amf_lstm": "zeekml.models.amf_scorer:AmfScorer",
+    "flow_lm": "zeekml.models.lm_scorer:LmScorer",
+}
+
+
+@dataclass(frozen=True)
+class ScorerOptions:
+    """Runtime knobs shared by every scorer (validated here, not per scorer)."""
+
+    threads: int = 2
+    max_hosts: int = 1_000_000
+    idle_timeout: float = 3600.0
+    batch_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.max_hosts < 1:
+            raise ValueError(f"max_hosts must be >= 1, got {self.max_hosts}")
+        if not self.idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be > 0 s, got {self.idle_timeout}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def bundled_dir() -> Path:
+    """Directory of the bundled models (installed package, else the source tree)."""
+    try:
+        pkg = resources.files("zeekml.onnx_models")
+        path = Path(str(pkg))
+        if path.is_dir():
+            return path
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parents[2] / "onnx_models"
+
+
+def bundled_models() -> list[Path]:
+    """Every bundled ``.onnx`` file that has a card, sorted by name."""
+    d = bundled_dir()
+    return sorted(p for p in d.glob("*.onnx") if p.with_name(p.stem + ".card.json").is_file())
+
+
+def resolve_model(spec: str) -> Path:
+    """A path to an ``.onnx`` file, or a bundled model's name -> its path."""
+    p = Path(spec)
+    if p.suffix == ".onnx" or "/" in spec or p.exists():
+        if not p.is_file():
+            raise ModelError(f"{spec}: model file not found")
+        return p
+    candidate = bundled_dir() / f"{spec}.onnx"
+    if candidate.is_file():
+        return candidate
+    names = ", ".join(m.stem for m in bundled_models()) or "none"
+    raise ModelError(f"{spec}: no such bundled model (bundled: {names})")
+
+
+def _scorer_class(kind: str) -> Any:
+    target = BUILTIN_KINDS.get(kind)
+    if target is None:
+        for ep in metadata.entry_points(group="zeekml.scorers"):
+            if ep.name == kind:
+                return ep.load()
+        raise ModelError(f"no scorer for model kind {kind!r} (built-in: {', '.join(BUILTIN_KINDS)})")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def load_scorer(spec: str, options: ScorerOptions | None = None) -> Scorer:
+    """Resolve ``spec``, validate its card, and build the scorer for its kind."""
+    card: ModelCard = load_card(resolve_model(spec))
+    cls = _scorer_class(card.kind)
+    return cls(card, options or ScorerOptions())
+
+
+def default_scorers(options: ScorerOptions | None = None) -> list[Scorer]:
+    """One scorer per bundled model (the default of ``zeekml score`` and ``tail``)."""
+    models = bundled_models()
+    if not models:
+        raise ModelError(f"no bundled models found in {bundled_dir()}")
+    return [load_scorer(str(m), options) for m in models]

@@ -1,0 +1,1 @@
+"""The canonical flow table and the verdict table: columns, dtypes, missing-value rules."""

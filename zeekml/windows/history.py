@@ -1,0 +1,291 @@
+"""KeyedHistory: the last ``depth`` items per key, extended a whole batch at a time.
+
+Both detectors need "this item plus the same key's previous items": the AMF-LSTM per
+host, the flow language model per conversation. This module does that once, with
+numpy gathers instead of a Python loop per flow:
+
+* keys of a batch are factorized; a dict maps each *distinct* key to a slot (one
+  dict operation per distinct key per batch, not per flow);
+* each slot stores its last ``depth`` items right-aligned (oldest first);
+* for every row, the window is a gather from "stored items of its key followed by the
+  batch's earlier rows of the same key", so the result depends only on the order of
+  rows, never on where batch boundaries fall (tail micro-batches, cron runs and Spark
+  partitions all give the same windows).
+
+Bounded memory: at most ``max_keys`` slots; when full, the least recently used slots
+are evicted (10% at once, so eviction cost is amortized). Idle expiry is by *log* time
+(``ts``), never the wall clock, so replaying an archive equals running live: items
+older than ``idle_timeout`` before the current row are masked out of its window, and
+slots idle for twice that are freed.
+
+State round-trips through plain numpy arrays (:meth:`state_dict`), saved with
+``np.savez`` and loaded with ``allow_pickle=False``: no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from zeekml.errors import StateError
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """dtype and per-item shape of one stored field."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...] = ()
+
+
+class KeyedHistory:
+    """Per-key ring of the last ``depth`` items of several fixed-width fields."""
+
+    def __init__(
+        self,
+        depth: int,
+        fields: dict[str, FieldSpec],
+        *,
+        max_keys: int = 1_000_000,
+        idle_timeout: float = 3600.0,
+    ) -> None:
+        if depth < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}")
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, got {max_keys}")
+        if not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be > 0 seconds, got {idle_timeout}")
+        self.depth = depth
+        self.fields = {"ts": FieldSpec(np.dtype(np.float64)), **fields}
+        self.max_keys = max_keys
+        self.idle_timeout = float(idle_timeout)
+        self._slot_of: dict[str, int] = {}
+        self._cap = 0
+        self._keys = np.empty(0, dtype=object)
+        self._count = np.zeros(0, dtype=np.int16)
+        self._last_ts = np.zeros(0, dtype=np.float64)
+        self._last_use = np.zeros(0, dtype=np.int64)
+        self._buf: dict[str, np.ndarray] = {}
+        self._free: list[int] = []
+        self._seq = 0
+        self._max_ts = -np.inf
+        self.evicted = 0
+        self._grow(min(1024, max_keys))
+
+    # ----------------------------------------------------------------- storage
+    def _grow(self, new_cap: int) -> None:
+        old = self._cap
+        if new_cap <= old:
+            return
+        self._keys = np.concatenate([self._keys, np.empty(new_cap - old, dtype=object)])
+        self._count = np.concatenate([self._count, np.zeros(new_cap - old, dtype=np.int16)])
+        self._last_ts = np.concatenate([self._last_ts, np.zeros(new_cap - old)])
+        self._last_use = np.concatenate([self._last_use, np.zeros(new_cap - old, np.int64)])
+        for name, spec in self.fields.items():
+            add = np.zeros((new_cap - old, self.depth, *spec.shape), dtype=spec.dtype)
+            cur = self._buf.get(name)
+            self._buf[name] = add if cur is None else np.concatenate([cur, add])
+        self._free.extend(range(new_cap - 1, old - 1, -1))
+        self._cap = new_cap
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the slot arrays (not counting the key dict)."""
+        total = self._count.nbytes + self._last_ts.nbytes + self._last_use.nbytes
+        total += self._keys.nbytes + sum(b.nbytes for b in self._buf.values())
+        return int(total)
+
+    def _release(self, slots: np.ndarray) -> None:
+        for s in slots.tolist():
+            key = self._keys[s]
+            if key is not None:
+                del self._slot_of[key]
+                self._keys[s] = None
+                self._count[s] = 0
+                self._free.append(s)
+
+    def _evict_lru(self, need: int, protect: np.ndarray) -> None:
+        """Free at least ``need`` slots, least recently used first, never ``protect``."""
+        active = np.nonzero(self._keys != None)[0]  # noqa: E711 - elementwise
+        active = np.setdiff1d(active, protect, assume_unique=False)
+        want = min(len(active), max(need, self.max_keys // 10))
+        if want <= 0:
+            return
+        victims = active[np.argpartition(self._last_use[active], want - 1)[:want]]
+        self.evicted += len(victims)
+        self._release(victims)
+
+    def _slots_for(self, uniques: np.ndarray) -> np.ndarray:
+        get = self._slot_of.get
+        slots = np.fromiter((get(k, -1) for k in uniques), dtype=np.int64, count=len(uniques))
+        new = np.nonzero(slots < 0)[0]
+        if len(new):
+            if len(new) > self.max_keys:
+                raise ValueError("a batch has more distinct keys than max_keys")
+            short = len(new) - len(self._free)
+            if short > 0 and self._cap < self.max_keys:
+                self._grow(min(self.max_keys, max(self._cap * 2, self._cap + short)))
+                short = len(new) - len(self._free)
+            if short > 0:
+                self._evict_lru(short, slots[slots >= 0])
+            for i in new.tolist():
+                s = self._free.pop()
+                key = uniques[i]
+                self._slot_of[key] = s
+                self._keys[s] = key
+                self._count[s] = 0
+                slots[i] = s
+        return slots
+
+    # ----------------------------------------------------------------- extend
+    def extend(
+        self, keys: np.ndarray, values: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Append a batch (rows in arrival order) and return each row's window.
+
+        ``keys``: 1-D array of str, one per row. ``values``: one array per field
+        (including ``ts``), first axis = rows. Returns ``(windows, valid)`` where
+        ``windows[name]`` has shape ``[B, depth + 1, *shape]`` (oldest first, the row
+        itself last) and ``valid`` is a ``[B, depth + 1]`` bool mask.
+        """
+        b = len(keys)
+        n = self.depth + 1
+        if b == 0:
+            wins = {
+                k: np.zeros((0, n, *s.shape), dtype=s.dtype) for k, s in self.fields.items()
+            }
+            return wins, np.zeros((0, n), dtype=bool)
+        vals = {k: np.asarray(values[k], dtype=s.dtype) for k, s in self.fields.items()}
+        codes, uniques = pd.factorize(np.asarray(keys, dtype=object), use_na_sentinel=False)
+        uniques = np.asarray(uniques, dtype=object)
+        slots = self._slots_for(uniques)
+        u = len(uniques)
+        order = np.argsort(codes, kind="stable")
+        sizes = np.bincount(codes, minlength=u)
+        gstart = np.cumsum(sizes) - sizes
+        rank = np.empty(b, dtype=np.int64)
+        rank[order] = np.arange(b) - gstart[codes[order]]
+
+        depth = self.depth
+        counts = self._count[slots].astype(np.int64)
+        # rows: virtual positions r .. r + depth of "stored items ++ batch items of key"
+        v = rank[:, None] + np.arange(n)[None, :]
+        from_store = v < depth
+        row_slot = slots[codes][:, None]
+        store_idx = np.minimum(v, depth - 1) if depth else np.zeros_like(v)
+        batch_idx = order[np.clip(gstart[codes][:, None] + v - depth, 0, b - 1)]
+        valid = ~from_store | (v >= depth - counts[codes][:, None])
+        wins: dict[str, np.ndarray] = {}
+        for name, spec in self.fields.items():
+            cur = vals[name]
+            batch_part = cur[batch_idx]
+            if depth:
+                store_part = self._buf[name][row_slot, store_idx]
+                sel = from_store.reshape(from_store.shape + (1,) * len(spec.shape))
+                wins[name] = np.where(sel, store_part, batch_part)
+            else:
+                wins[name] = batch_part
+        ts_w = wins["ts"]
+        valid &= np.abs(ts_w[:, -1:] - ts_w) <= self.idle_timeout
+        for name in wins:
+            inv = ~valid.reshape(valid.shape + (1,) * (wins[name].ndim - 2))
+            wins[name] = np.where(inv, np.zeros((), dtype=wins[name].dtype), wins[name])
+
+        # store update: each key keeps virtual positions K .. K + depth - 1
+        if depth:
+            uv = sizes[:, None] + np.arange(depth)[None, :]
+            u_from_store = uv < depth
+            u_store_idx = np.minimum(uv, depth - 1)
+            u_batch_idx = order[np.clip(gstart[:, None] + uv - depth, 0, b - 1)]
+            for name, spec in self.fields.items():
+                sel = u_from_store.reshape(u_from_store.shape + (1,) * len(spec.shape))
+                old = self._buf[name][slots[:, None], u_store_idx]
+                self._buf[name][slots] = np.where(sel, old, vals[name][u_batch_idx])
+        self._count[slots] = np.minimum(depth, counts + sizes).astype(np.int16)
+        last_row = order[gstart + sizes - 1]
+        self._last_ts[slots] = vals["ts"][last_row]
+        self._seq += 1
+        self._last_use[slots] = self._seq
+        finite = vals["ts"][np.isfinite(vals["ts"])]
+        if len(finite):
+            self._max_ts = max(self._max_ts, float(finite.max()))
+        self._expire_idle()
+        return wins, valid
+
+    def _expire_idle(self) -> None:
+        horizon = self._max_ts - 2 * self.idle_timeout
+        active = self._keys != None  # noqa: E711 - elementwise
+        stale = np.nonzero(active & (self._last_ts < horizon))[0]
+        if len(stale):
+            self._release(stale)
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Plain arrays describing every live key (for ``np.savez``; no pickle)."""
+        live = np.nonzero(self._keys != None)[0]  # noqa: E711
+        out = {
+            "version": np.array(STATE_VERSION),
+            "depth": np.array(self.depth),
+            "keys": np.array([str(k) for k in self._keys[live]], dtype=str),
+            "count": self._count[live],
+            "last_ts": self._last_ts[live],
+            "last_use": self._last_use[live],
+            "seq": np.array(self._seq),
+            "max_ts": np.array(self._max_ts),
+        }
+        for name, buf in self._buf.items():
+            out["buf_" + name] = buf[live]
+        return out
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore from :meth:`state_dict`; validates version, depth, shapes and dtypes."""
+        try:
+            if int(state["version"]) != STATE_VERSION:
+                raise StateError(f"window state version {int(state['version'])} is not supported")
+            if int(state["depth"]) != self.depth:
+                raise StateError(
+                    f"window state depth {int(state['depth'])} != model depth {self.depth}"
+                )
+            keys = np.asarray(state["keys"])
+            if keys.dtype.kind != "U" or keys.ndim != 1:
+                raise StateError("window state keys must be a 1-D string array")
+            m = len(keys)
+            if m > self.max_keys:
+                raise StateError(f"window state holds {m} keys, more than max_keys")
+            self._slot_of.clear()
+            self._cap = 0
+            self._keys = np.empty(0, dtype=object)
+            self._count = np.zeros(0, dtype=np.int16)
+            self._last_ts = np.zeros(0)
+            self._last_use = np.zeros(0, dtype=np.int64)
+            self._buf = {}
+            self._free = []
+            self._grow(max(min(1024, self.max_keys), m))
+            for name, spec in self.fields.items():
+                arr = np.asarray(state["buf_" + name])
+                if arr.shape != (m, self.depth, *spec.shape) or arr.dtype != spec.dtype:
+                    raise StateError(f"window state field {name!r} has wrong shape or dtype")
+                self._buf[name][:m] = arr
+            count = np.asarray(state["count"]).astype(np.int16)
+            if count.shape != (m,) or (count < 0).any() or (count > self.depth).any():
+                raise StateError("window state counts are out of range")
+            self._count[:m] = count
+            self._last_ts[:m] = np.asarray(state["last_ts"], dtype=np.float64)
+            self._last_use[:m] = np.asarray(state["last_use"], dtype=np.int64)
+            self._keys[:m] = keys.astype(object)
+            self._slot_of = {str(k): i for i, k in enumerate(keys.tolist())}
+            if len(self._slot_of) != m:
+                raise StateError("window state has duplicate keys")
+            self._free = list(range(self._cap - 1, m - 1, -1))
+            self._seq = int(state["seq"])
+            self._max_ts = float(state["max_ts"])
+        except KeyError as exc:
+            raise StateError(f"window state lacks {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"window state is malformed: {exc}") from exc

@@ -1,0 +1,149 @@
+"""Per-host flow windows for the AMF-LSTM: ``[batch, n, features]`` plus a mask.
+
+For each flow: the same host's previous ``n - 1`` flows and the flow itself, oldest
+first, in log (arrival) order. Zeek writes conn.log in connection-*end* order, so
+``ts`` is not monotonic inside a log; the window follows the order the log was
+written, which makes a window independent of how the stream was cut into batches
+(live tail, cron runs and Spark partitions agree), while every time gap is measured
+with ``ts`` (log time, never the wall clock).
+
+Window key (configurable): ``orig`` (originator address), ``resp`` (responder
+address) or ``local`` (the side Zeek marks local, else the private-address side,
+else the originator). The other side is the flow's *peer*.
+
+Each window position carries the flow's :data:`~zeekml.features.flow_stats.FEATURES`
+plus three relational features against the current flow, which describe the host's
+behaviour without encoding any address identity:
+
+``log_dt``         ``log1p`` of seconds between that flow and the current one;
+``same_peer``      1 when that flow's peer is the current flow's peer;
+``same_peer_port`` 1 when that flow's peer port is the current flow's peer port.
+
+Storage per tracked host, at ``n = 10`` with 27 features: 9 x (27 x 2 bytes float16
+features + 8 ts + 4 peer hash + 2 port + 20 uid) = 774 bytes plus about 30 bytes of
+slot bookkeeping (the key string and dict entry come on top). Features are stored as
+float16, and the current flow's features are rounded the same way, so a value read
+back from the store equals the value the flow had when it was current.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from zeekml.features.flow_stats import FEATURES, N_FEATURES
+from zeekml.windows.history import FieldSpec, KeyedHistory
+
+WINDOW_KEYS = ("orig", "resp", "local")
+RELATIONAL_FEATURES: tuple[str, ...] = ("log_dt", "same_peer", "same_peer_port")
+WINDOW_FEATURES: tuple[str, ...] = FEATURES + RELATIONAL_FEATURES
+UID_BYTES = 20
+
+
+@dataclass
+class Windows:
+    """A batch of windows: ``x [B, n, F]`` float32, ``mask [B, n]`` bool, ``uids [B, n]``."""
+
+    x: np.ndarray
+    mask: np.ndarray
+    uids: np.ndarray
+
+
+_PRIVATE_PREFIXES = (
+    "10.", "192.168.", "127.", "169.254.", "fc", "fd", "fe80:", "::1",
+    *(f"172.{i}." for i in range(16, 32)),
+)
+
+
+def is_private(addr: pd.Series) -> np.ndarray:
+    """Vectorized RFC 1918 / ULA / link-local / loopback test on address strings."""
+    s = addr.fillna("").astype(str).str.lower()
+    return s.str.startswith(_PRIVATE_PREFIXES).to_numpy(dtype=bool)
+
+
+def key_sides(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Return (host, peer, peer_port) columns for a window key."""
+    if key == "orig":
+        return flows["orig_h"], flows["resp_h"], flows["resp_p"]
+    if key == "resp":
+        return flows["resp_h"], flows["orig_h"], flows["orig_p"]
+    if key == "local":
+        lo = flows["local_orig"].fillna(False).to_numpy(dtype=bool)
+        lr = flows["local_resp"].fillna(False).to_numpy(dtype=bool)
+        known = flows["local_orig"].notna().to_numpy() | flows["local_resp"].notna().to_numpy()
+        priv_o = is_private(flows["orig_h"])
+        priv_r = is_private(flows["resp_h"])
+        use_resp = np.where(known, lr & ~lo, priv_r & ~priv_o)
+        host = flows["orig_h"].where(~use_resp, flows["resp_h"])
+        peer = flows["resp_h"].where(~use_resp, flows["orig_h"])
+        port = flows["resp_p"].where(~use_resp, flows["orig_p"])
+        return host, peer, port
+    raise ValueError(f"window key must be one of {', '.join(WINDOW_KEYS)}, got {key!r}")
+
+
+def _hash32(s: pd.Series) -> np.ndarray:
+    vals = s.fillna("").astype(str).to_numpy(dtype=object)
+    return (pd.util.hash_array(vals) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+class HostWindows:
+    """Bounded store of each host's last flows; :meth:`push` returns their windows."""
+
+    def __init__(
+        self,
+        n: int = 10,
+        key: str = "orig",
+        *,
+        max_hosts: int = 1_000_000,
+        idle_timeout: float = 3600.0,
+    ) -> None:
+        if n < 1:
+            raise ValueError(f"window length n must be >= 1, got {n}")
+        if key not in WINDOW_KEYS:
+            raise ValueError(f"window key must be one of {', '.join(WINDOW_KEYS)}, got {key!r}")
+        self.n = n
+        self.key = key
+        self.history = KeyedHistory(
+            n - 1,
+            {
+                "feat": FieldSpec(np.dtype(np.float16), (N_FEATURES,)),
+                "peer": FieldSpec(np.dtype(np.uint32)),
+                "port": FieldSpec(np.dtype(np.int32)),
+                "uid": FieldSpec(np.dtype(f"S{UID_BYTES}")),
+            },
+            max_keys=max_hosts,
+            idle_timeout=idle_timeout,
+        )
+
+    def push(self, flows: pd.DataFrame, feats: np.ndarray) -> Windows:
+        """Append a canonical flow batch (with its :func:`flow_features`) in row order."""
+        host, peer, port = key_sides(flows, self.key)
+        ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
+        ts = np.where(np.isfinite(ts), ts, 0.0)
+        uids = flows["uid"].fillna("").astype(str).str.encode("utf-8", errors="replace")
+        values = {
+            "ts": ts,
+            "feat": feats.astype(np.float16),
+            "peer": _hash32(peer),
+            "port": port.fillna(-1).to_numpy(dtype=np.int32),
+            "uid": np.asarray(uids.to_numpy(dtype=object), dtype=f"S{UID_BYTES}"),
+        }
+        keys = host.fillna("").astype(str).to_numpy(dtype=object)
+        w, valid = self.history.extend(keys, values)
+        b, n = valid.shape
+        x = np.zeros((b, n, len(WINDOW_FEATURES)), dtype=np.float32)
+        x[:, :, :N_FEATURES] = w["feat"].astype(np.float32)
+        dt = np.maximum(w["ts"][:, -1:] - w["ts"], 0.0)
+        x[:, :, N_FEATURES] = np.log1p(dt)
+        x[:, :, N_FEATURES + 1] = w["peer"] == w["peer"][:, -1:]
+        x[:, :, N_FEATURES + 2] = w["port"] == w["port"][:, -1:]
+        x *= valid[:, :, None]
+        return Windows(x=x, mask=valid, uids=w["uid"])
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.history.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.history.load_state_dict(state)
