@@ -1,0 +1,46 @@
+"""Shared fixtures: where the real captures are, and how to need a real component.
+
+A test that needs a real component (the nfdump binary, rsyslogd, Spark, torch) calls
+:func:`need`. Locally a missing component skips with a clear reason; under CI
+(``CI=true``) it fails, because ``.ci/run`` installs every component.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared").resolve()
+DATA = SHARED / "data"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(ok: bool, what: str) -> None:
+    """Skip (locally) or fail (under CI) when a real component is missing."""
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"required component missing under CI: {what}")
+    pytest.skip(f"needs {what}")
+
+
+def need_binary(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    need(path is not None, f"the {name!r} binary (apt-get install {name})")
+    return str(path)
+
+
+def need_module(name: str) -> None:
+    import importlib.util
+
+    need(importlib.util.find_spec(name) is not None, f"the Python package {name!r}")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    need(DATA.is_dir(), f"the shared captures at {DATA}")
+    return DATA

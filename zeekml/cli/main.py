@@ -1,0 +1,109 @@
+"""``zeekml``: the command-line root. Parses, dispatches, maps errors to exit codes.
+
+Exit codes: 0 success; 1 an error in the data or the run (bad input file, model,
+state, sink); 2 a usage error (bad option, missing argument). A user-caused error is
+printed as one line naming the file (and line), never as a traceback.
+
+Each subcommand lives in its own module ``zeekml.cli.<name>`` exposing
+``register(subparsers)``, which adds its parser and sets ``func`` (called with the
+parsed namespace, returning an exit code). Modules are imported lazily by name so a
+broken optional extra (torch, pyspark) never breaks the other commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from zeekml import __version__
+from zeekml.errors import ZeekmlError
+
+#: subcommand modules, in the order ``--help`` lists them.
+COMMANDS: tuple[str, ...] = (
+    "score",
+    "tail",
+    "convert",
+    "summary",
+    "eval",
+    "train",
+    "plugins",
+)
+
+EPILOG = """exit codes:
+  0  success
+  1  error in the input data, a model, the state file or an output
+  2  usage error (bad option or argument)
+
+Run 'zeekml COMMAND --help' for a command's options."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with a one-line message (its default, kept explicit)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="zeekml",
+        description=(
+            "Score Zeek conn.log and nfdump NetFlow with small neural detectors "
+            "(AMF-LSTM classifier, flow language model) and write the verdicts back "
+            "as Zeek-readable logs."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"zeekml {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (repeatable)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"zeekml.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"zeekml.cli.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else
+                                         logging.INFO if verbose == 1 else logging.WARNING)
+    logging.basicConfig(level=level, format="zeekml: %(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ZeekmlError as exc:
+        print(f"zeekml: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:
+        # missing files, permissions, full disks: one line naming the file
+        name = f"{exc.filename}: " if exc.filename else ""
+        print(f"zeekml: error: {name}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
