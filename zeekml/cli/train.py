@@ -1,0 +1,76 @@
+"""``zeekml train amf|lm``: train a detector and export it to ONNX with its model card.
+
+Thin layer: the work is in :mod:`zeekml.train`, the only package that imports torch.
+Without the ``train`` extra installed this prints the install hint, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from zeekml.errors import ZeekmlError
+
+INSTALL_HINT = (
+    "training needs the 'train' extra: pip install torch==2.13.0 (or any torch>=2.2 "
+    "build for your machine), then pip install 'zeekml[train]'"
+)
+
+
+class TrainExtraMissing(ZeekmlError):
+    """torch/onnx are not installed."""
+
+
+def _runner(module: str):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            if exc.name and exc.name.split(".")[0] in ("torch", "onnx"):
+                raise TrainExtraMissing(INSTALL_HINT) from exc
+            raise
+        return int(mod.run(args) or 0)
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model (AMF-LSTM or flow language model) and export it to ONNX",
+        description="Train a detector on captures and export it to ONNX with a model card.",
+    )
+    tsub = p.add_subparsers(dest="train_kind", metavar="KIND", required=True)
+
+    amf = tsub.add_parser(
+        "amf",
+        help="supervised AMF-LSTM multi-class classifier (needs labeled captures)",
+        description=(
+            "Train the attention multi-flow LSTM on labeled Zeek/nfdump/CSV captures "
+            "(split by whole capture), export ONNX + model card."
+        ),
+    )
+    amf.add_argument("--data", nargs="+", required=True, metavar="PATH", help="labeled captures")
+    amf.add_argument("--out", required=True, metavar="NAME.onnx", help="output model path")
+    amf.add_argument("--window", type=int, default=10, help="flows per window n (default 10)")
+    amf.add_argument("--hidden", type=int, default=64, help="LSTM hidden units (default 64)")
+    amf.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    amf.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    amf.add_argument("--key", choices=("orig", "resp", "local"), default=None,
+                     help="window key (default: the one chosen by evaluation)")
+    amf.set_defaults(func=_runner("zeekml.train.amf_cli"))
+
+    lm = tsub.add_parser(
+        "lm",
+        help="unsupervised flow language model (labels, if any, are ignored)",
+        description=(
+            "Train the LSTM flow language model on a network's own traffic (unlabeled "
+            "captures), export ONNX + model card with a calibrated threshold."
+        ),
+    )
+    lm.add_argument("--data", nargs="+", required=True, metavar="PATH", help="captures")
+    lm.add_argument("--out", required=True, metavar="NAME.onnx", help="output model path")
+    lm.add_argument("--context", type=int, default=16, help="words of context T (default 16)")
+    lm.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    lm.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    lm.set_defaults(func=_runner("zeekml.train.lm_cli"))
