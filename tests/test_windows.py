@@ -1,0 +1,142 @@
+"""Per-key histories and per-host windows: order, masks, bounds, batch independence, state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zeekml.errors import StateError
+from zeekml.features.flow_stats import FEATURES, N_FEATURES, flow_features
+from zeekml.records.schema import conform
+from zeekml.windows.history import FieldSpec, KeyedHistory
+from zeekml.windows.host_window import WINDOW_FEATURES, HostWindows, key_sides
+
+
+def _flows(n: int, seed: int = 0, hosts: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "ts": np.sort(rng.uniform(0, 1000, n)),
+            "uid": [f"C{i:06d}" for i in range(n)],
+            "orig_h": [f"10.0.0.{i}" for i in rng.integers(0, hosts, n)],
+            "resp_h": [f"192.0.2.{i}" for i in rng.integers(0, 3, n)],
+            "resp_p": rng.choice([22, 80, 443], n),
+            "orig_p": rng.integers(1024, 65535, n),
+            "proto": rng.choice(["tcp", "udp"], n),
+            "conn_state": rng.choice(["SF", "S0", "REJ"], n),
+            "history": rng.choice(["ShADadFf", "S", "Sr"], n),
+            "orig_bytes": rng.integers(0, 10_000, n),
+            "duration": rng.uniform(0, 5, n),
+        }
+    )
+    return conform(df)
+
+
+def test_window_holds_previous_flows_of_same_host_in_order() -> None:
+    df = _flows(200, hosts=4)
+    w = HostWindows(n=4).push(df, flow_features(df))
+    assert w.x.shape == (200, 4, len(WINDOW_FEATURES))
+    for i in range(200):
+        same = df.index[(df["orig_h"] == df["orig_h"][i]) & (df.index <= i)][-4:]
+        expected = [u.encode() for u in df["uid"][same]]
+        got = [u for u, m in zip(w.uids[i], w.mask[i], strict=True) if m]
+        assert got == expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=8))
+def test_batch_boundaries_do_not_change_windows(cuts: list[int]) -> None:
+    df = _flows(150, seed=3, hosts=6)
+    feats = flow_features(df)
+    whole = HostWindows(n=5, max_hosts=100).push(df, feats)
+    hw = HostWindows(n=5, max_hosts=100)
+    parts, start = [], 0
+    for c in cuts + [len(df)]:
+        end = min(len(df), start + c)
+        if end > start:
+            parts.append(hw.push(df.iloc[start:end].reset_index(drop=True), feats[start:end]))
+        start = end
+        if start >= len(df):
+            break
+    assert np.array_equal(np.concatenate([p.x for p in parts]), whole.x)
+    assert np.array_equal(np.concatenate([p.mask for p in parts]), whole.mask)
+
+
+def test_idle_gap_by_log_time_masks_old_flows() -> None:
+    df = conform(pd.DataFrame({"ts": [0.0, 10.0, 5000.0], "orig_h": ["a"] * 3, "uid": ["A", "B", "C"]}))
+    w = HostWindows(n=3, idle_timeout=60).push(df, flow_features(df))
+    assert w.mask[1].tolist() == [False, True, True]
+    assert w.mask[2].tolist() == [False, False, True]
+
+
+def test_lru_cap_bounds_hosts() -> None:
+    hist = KeyedHistory(2, {"v": FieldSpec(np.dtype(np.int32))}, max_keys=50)
+    for b in range(20):
+        keys = np.array([f"h{b}-{i}" for i in range(30)], dtype=object)
+        hist.extend(keys, {"ts": np.full(30, float(b)), "v": np.arange(30)})
+        assert len(hist) <= 50
+    assert hist.evicted > 0
+
+
+def test_relational_features_and_no_address_identity() -> None:
+    df = _flows(50, hosts=2)
+    w = HostWindows(n=3).push(df, flow_features(df))
+    same_peer = w.x[:, -1, WINDOW_FEATURES.index("same_peer")]
+    assert np.all(same_peer == 1.0)  # the current flow is always its own peer
+    assert not any("addr" in f or f.endswith("_h") for f in FEATURES)
+    assert flow_features(df).shape == (50, N_FEATURES)
+
+
+def test_missing_fields_give_finite_features() -> None:
+    df = conform(pd.DataFrame({"ts": [1.0], "uid": ["X"]}))
+    f = flow_features(df)
+    assert np.isfinite(f).all()
+    assert f[0, FEATURES.index("duration_missing")] == 1.0
+    assert f[0, FEATURES.index("bytes_missing")] == 1.0
+
+
+def test_local_key_uses_zeek_flags_then_private_side() -> None:
+    df = conform(
+        pd.DataFrame(
+            {
+                "orig_h": ["8.8.8.8", "10.1.1.1", "8.8.4.4"],
+                "resp_h": ["10.0.0.1", "1.1.1.1", "192.168.1.5"],
+                "local_orig": [False, True, None],
+                "local_resp": [True, False, None],
+            }
+        )
+    )
+    host, peer, _ = key_sides(df, "local")
+    assert host.tolist() == ["10.0.0.1", "10.1.1.1", "192.168.1.5"]
+    assert peer.tolist() == ["8.8.8.8", "1.1.1.1", "8.8.4.4"]
+
+
+def test_state_round_trip_continues_identically() -> None:
+    df = _flows(120, seed=7)
+    feats = flow_features(df)
+    a = HostWindows(n=4)
+    a.push(df.iloc[:60].reset_index(drop=True), feats[:60])
+    state = {k: np.array(v) for k, v in a.state_dict().items()}
+    b = HostWindows(n=4)
+    b.load_state_dict(state)
+    wa = a.push(df.iloc[60:].reset_index(drop=True), feats[60:])
+    wb = b.push(df.iloc[60:].reset_index(drop=True), feats[60:])
+    assert np.array_equal(wa.x, wb.x) and np.array_equal(wa.uids, wb.uids)
+
+
+def test_state_validation_rejects_wrong_depth_and_garbage() -> None:
+    a = HostWindows(n=4)
+    df = _flows(10)
+    a.push(df, flow_features(df))
+    state = a.state_dict()
+    with pytest.raises(StateError):
+        HostWindows(n=5).load_state_dict(state)
+    bad = dict(state)
+    bad["count"] = np.full_like(state["count"], 99)
+    with pytest.raises(StateError):
+        HostWindows(n=4).load_state_dict(bad)
+    with pytest.raises(StateError):
+        HostWindows(n=4).load_state_dict({"version": np.array(1)})
