@@ -1,0 +1,338 @@
+"""Follower on real files: appends, rename and gzip rotation, truncation, deletion, resume.
+
+Every scenario uses bytes of a real conn.log from ../shared/data and checks that the
+bytes handed out, per file generation, are exactly the bytes written, in order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DATA, need
+
+from zeekml.errors import StateError
+from zeekml.sources.follow import Chunk, Ended, Follower, Opened, Position
+
+TSV = DATA / "zeek" / "stratosphere-003-androidtester-rat" / "conn.log"
+JSON = DATA / "zeek" / "zat-sample-json" / "conn.log"
+
+
+@pytest.fixture(scope="module")
+def tsv() -> bytes:
+    need(TSV.is_file(), f"{TSV}")
+    return TSV.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def jsn() -> bytes:
+    need(JSON.is_file(), f"{JSON}")
+    return JSON.read_bytes()
+
+
+def collect(f: Follower, events: list | None = None, max_bytes: int = 1 << 20) -> list:
+    """Read until nothing is left right now."""
+    events = [] if events is None else events
+    while True:
+        got = f.read(max_bytes)
+        if not got:
+            return events
+        events.extend(got)
+
+
+def by_gen(events: list) -> dict[int, bytes]:
+    """Bytes per generation, checking offsets are contiguous from the Opened offset."""
+    out: dict[int, bytearray] = {}
+    start: dict[int, int] = {}
+    for e in events:
+        if isinstance(e, Opened):
+            assert e.gen not in out
+            out[e.gen] = bytearray()
+            start[e.gen] = e.offset
+        elif isinstance(e, Chunk):
+            assert e.offset == start[e.gen] + len(out[e.gen])
+            out[e.gen].extend(e.data)
+        elif isinstance(e, Ended):
+            assert e.offset == start[e.gen] + len(out[e.gen])
+    return {g: bytes(b) for g, b in out.items()}
+
+
+def kinds(events: list) -> list[tuple[str, str]]:
+    return [(type(e).__name__, e.reason) for e in events if not isinstance(e, Chunk)]
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as fh:
+        fh.write(data)
+
+
+def split_points(data: bytes, n: int) -> list[int]:
+    """n cut points that fall inside lines (never on a newline boundary)."""
+    step = len(data) // (n + 1)
+    cuts = []
+    for i in range(1, n + 1):
+        c = i * step
+        while data[c - 1 : c] == b"\n":
+            c += 1
+        cuts.append(c)
+    return cuts
+
+
+def test_appends_in_chunks_split_lines(tmp_path: Path, tsv: bytes) -> None:
+    p = tmp_path / "conn.log"
+    p.write_bytes(b"")
+    f = Follower(p, poll_interval=0.05, watch=False)
+    events = collect(f)
+    last = 0
+    for c in split_points(tsv, 7) + [len(tsv)]:
+        append(p, tsv[last:c])
+        last = c
+        collect(f, events, max_bytes=4096)
+    f.close()
+    assert kinds(events) == [("Opened", "start")]
+    assert by_gen(events) == {1: tsv}
+
+
+def test_multibyte_split_is_passed_through(tmp_path: Path, tsv: bytes) -> None:
+    text = tsv + "é€😀\n".encode()
+    p = tmp_path / "conn.log"
+    p.write_bytes(b"")
+    f = Follower(p, poll_interval=0.05, watch=False)
+    events = collect(f)
+    cut = len(tsv) + 1  # inside the two-byte é
+    append(p, text[:cut])
+    collect(f, events)
+    append(p, text[cut:])
+    collect(f, events)
+    f.close()
+    assert by_gen(events)[1] == text
+
+
+def test_rename_rotation_keeps_tail_written_before_rename(tmp_path: Path, tsv: bytes) -> None:
+    p = tmp_path / "conn.log"
+    half = len(tsv) // 2
+    p.write_bytes(tsv[:half])
+    f = Follower(p, poll_interval=0.05, watch=False)
+    events = collect(f)
+    append(p, tsv[half:])  # written just before the rename, not yet read
+    os.rename(p, tmp_path / "conn.2024-01-01-10-00-00.log")
+    p.write_bytes(tsv[:100])
+    collect(f, events)
+    append(p, tsv[100:])
+    collect(f, events)
+    f.close()
+    assert kinds(events) == [("Opened", "start"), ("Ended", "rotated"), ("Opened", "rotated")]
+    assert by_gen(events) == {1: tsv, 2: tsv}
+
+
+def test_zeekctl_archive_and_gzip(tmp_path: Path, jsn: bytes) -> None:
+    spool = tmp_path / "spool"
+    archive = tmp_path / "logs" / "2024-01-01"
+    spool.mkdir()
+    archive.mkdir(parents=True)
+    p = spool / "conn.log"
+    p.write_bytes(jsn[:5000])
+    f = Follower(p, poll_interval=0.05, watch=False)
+    events = collect(f)
+    append(p, jsn[5000:])
+    moved = archive / "conn.10:00:00-11:00:00.log"
+    shutil.move(p, moved)
+    with open(moved, "rb") as src, gzip.open(str(moved) + ".gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    moved.unlink()  # gzip removes the original; our handle still reads it
+    collect(f, events)
+    assert kinds(events) == [("Opened", "start"), ("Ended", "deleted")]
+    p.write_bytes(jsn)  # zeek opens a new conn.log on its next write
+    collect(f, events)
+    f.close()
+    assert kinds(events)[-1] == ("Opened", "created")
+    assert by_gen(events) == {1: jsn, 2: jsn}
+
+
+def test_truncation_in_place_restarts_at_zero(tmp_path: Path, tsv: bytes) -> None:
+    p = tmp_path / "conn.log"
+    p.write_bytes(tsv)
+    f = Follower(p, poll_interval=0.05, watch=False)
+    events = collect(f)
+    with open(p, "r+b") as fh:
+        fh.truncate(0)
+    append(p, tsv[:3000])
+    collect(f, events)
+    f.close()
+    assert kinds(events) == [("Opened", "start"), ("Ended", "truncated"), ("Opened", "truncated")]
+    assert by_gen(events) == {1: tsv, 2: tsv[:3000]}
+
+
+def test_rewrite_in_place_past_offset_is_detected(tmp_path: Path, tsv: bytes, jsn: bytes) -> None:
+    """copytruncate followed by growth beyond the old offset before the next poll."""
+    p = tmp_path / "conn.log"
+    p.write_bytes(tsv[:2000])
+    f = Follower(p, poll_interval=0.05, watch=False)
+    events = collect(f)
+    with open(p, "r+b") as fh:
+        fh.truncate(0)
+        fh.write(jsn)
+    collect(f, events)
+    f.close()
+    assert kinds(events)[-2:] == [("Ended", "truncated"), ("Opened", "truncated")]
+    assert by_gen(events)[2] == jsn
+
+
+def test_delete_and_recreate(tmp_path: Path, tsv: bytes, jsn: bytes) -> None:
+    p = tmp_path / "conn.log"
+    p.write_bytes(tsv)
+    f = Follower(p, poll_interval=0.05, watch=False)
+    events = collect(f)
+    p.unlink()
+    collect(f, events)
+    assert kinds(events) == [("Opened", "start"), ("Ended", "deleted")]
+    assert collect(f) == []  # nothing there: no events, no error
+    p.write_bytes(jsn)
+    collect(f, events)
+    f.close()
+    assert kinds(events)[-1] == ("Opened", "created")
+    assert by_gen(events) == {1: tsv, 2: jsn}
+
+
+def test_missing_at_start(tmp_path: Path, tsv: bytes) -> None:
+    p = tmp_path / "later" / "conn.log"
+    f = Follower(p, poll_interval=0.05)
+    assert collect(f) == []
+    p.parent.mkdir()
+    p.write_bytes(tsv)
+    events = collect(f)
+    f.close()
+    assert kinds(events) == [("Opened", "created")]
+    assert by_gen(events) == {1: tsv}
+
+
+def test_resume_same_file(tmp_path: Path, tsv: bytes) -> None:
+    p = tmp_path / "conn.log"
+    p.write_bytes(tsv[:4000])
+    f = Follower(p, poll_interval=0.05, watch=False)
+    collect(f)
+    pos = f.position_at(3000)
+    f.close()
+    pos = Position.from_dict(pos.to_dict())
+    append(p, tsv[4000:])
+    g = Follower(p, poll_interval=0.05, watch=False, resume=pos)
+    events = collect(g)
+    g.close()
+    assert kinds(events) == [("Opened", "resumed")]
+    assert events[0].offset == 3000
+    assert by_gen(events) == {1: tsv[3000:]}
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_resume_after_rotation_while_down(tmp_path: Path, tsv: bytes, jsn: bytes, gz: bool) -> None:
+    p = tmp_path / "conn.log"
+    p.write_bytes(tsv[:4000])
+    f = Follower(p, poll_interval=0.05, watch=False)
+    collect(f)
+    pos = f.position_at(2500)
+    f.close()
+    append(p, tsv[4000:])
+    rotated = tmp_path / "conn.2024-01-01-10-00-00.log"
+    os.rename(p, rotated)
+    if gz:
+        with open(rotated, "rb") as src, gzip.open(str(rotated) + ".gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        rotated.unlink()
+    p.write_bytes(jsn)
+    g = Follower(p, poll_interval=0.05, watch=False, resume=pos)
+    events = collect(g)
+    g.close()
+    assert kinds(events) == [("Opened", "recovered"), ("Ended", "rotated"), ("Opened", "rotated")]
+    assert by_gen(events) == {1: tsv[2500:], 2: jsn}
+    assert g.lost_rotations == 0
+
+
+def test_resume_rotated_and_gone_reads_new_file(tmp_path: Path, tsv: bytes, jsn: bytes) -> None:
+    p = tmp_path / "conn.log"
+    p.write_bytes(tsv)
+    f = Follower(p, poll_interval=0.05, watch=False)
+    collect(f)
+    pos = f.position()
+    f.close()
+    p.unlink()
+    p.write_bytes(jsn)
+    g = Follower(p, poll_interval=0.05, watch=False, resume=pos)
+    events = collect(g)
+    g.close()
+    assert by_gen(events) == {1: jsn}
+    assert g.lost_rotations == 1
+
+
+def test_resume_same_inode_rewritten(tmp_path: Path, tsv: bytes, jsn: bytes) -> None:
+    p = tmp_path / "conn.log"
+    p.write_bytes(tsv)
+    f = Follower(p, poll_interval=0.05, watch=False)
+    collect(f)
+    pos = f.position()
+    f.close()
+    with open(p, "r+b") as fh:  # same inode, other content, longer than the offset
+        fh.truncate(0)
+        fh.write(jsn * 3)
+    g = Follower(p, poll_interval=0.05, watch=False, resume=pos)
+    events = collect(g)
+    g.close()
+    assert kinds(events) == [("Opened", "start")]
+    assert by_gen(events) == {1: jsn * 3}
+    assert g.lost_rotations == 1
+
+
+def test_position_rejects_hostile_state() -> None:
+    good = {"dev": 1, "ino": 2, "offset": 10, "head_len": 10, "head_sha": "a" * 64}
+    assert Position.from_dict(good).offset == 10
+    for bad in (
+        [],
+        {**good, "offset": -1},
+        {**good, "offset": "10"},
+        {**good, "offset": True},
+        {**good, "head_len": 11},
+        {**good, "head_sha": "x" * 64},
+        {k: v for k, v in good.items() if k != "ino"},
+    ):
+        with pytest.raises(StateError):
+            Position.from_dict(bad)
+
+
+def test_watchdog_wakes_wait_before_poll_interval(tmp_path: Path, tsv: bytes) -> None:
+    """With a 30 s poll interval, only a filesystem event can end the wait early."""
+    p = tmp_path / "conn.log"
+    p.write_bytes(b"")
+    f = Follower(p, poll_interval=30.0)
+    events = collect(f)
+    f.wait(0.2)  # let the observer settle
+    threading.Timer(0.3, append, (p, tsv)).start()
+    t0 = time.monotonic()
+    f.wait()
+    waited = time.monotonic() - t0
+    collect(f, events)
+    f.close()
+    assert waited < 20, "wait() was not woken by the filesystem event"
+    assert by_gen(events) == {1: tsv}
+
+
+def test_resume_after_copytruncate_while_down(tmp_path: Path, tsv: bytes, jsn: bytes) -> None:
+    """logrotate copytruncate: the old content is in conn.log.1, conn.log restarted."""
+    p = tmp_path / "conn.log"
+    p.write_bytes(tsv)
+    f = Follower(p, poll_interval=0.05, watch=False)
+    collect(f)
+    pos = f.position_at(1500)
+    f.close()
+    shutil.copyfile(p, tmp_path / "conn.log.1")
+    with open(p, "r+b") as fh:
+        fh.truncate(0)
+        fh.write(jsn)
+    g = Follower(p, poll_interval=0.05, watch=False, resume=pos)
+    events = collect(g)
+    g.close()
+    assert kinds(events) == [("Opened", "recovered"), ("Ended", "rotated"), ("Opened", "rotated")]
+    assert by_gen(events) == {1: tsv[1500:], 2: jsn}
