@@ -336,3 +336,59 @@ def test_resume_after_copytruncate_while_down(tmp_path: Path, tsv: bytes, jsn: b
     g.close()
     assert kinds(events) == [("Opened", "recovered"), ("Ended", "rotated"), ("Opened", "rotated")]
     assert by_gen(events) == {1: tsv[1500:], 2: jsn}
+
+
+def test_pipe_follower_reads_a_real_pipe_until_eof(tsv: bytes) -> None:
+    from zeekml.sources.follow import PipeFollower
+
+    r, w = os.pipe()
+    f = PipeFollower(r, poll_interval=0.05)
+    events = f.read()
+    cuts = split_points(tsv, 5) + [len(tsv)]
+    last = 0
+    for c in cuts:
+        os.write(w, tsv[last:c])
+        last = c
+        f.wait(1.0)
+        events.extend(f.read(777))
+    os.close(w)
+    while not f.eof:
+        f.wait(1.0)
+        events.extend(f.read())
+    f.close()
+    os.close(r)
+    assert kinds(events) == [("Opened", "start"), ("Ended", "eof")]
+    assert by_gen(events) == {1: tsv}
+    assert f.position_at(10) is None
+
+
+NFCAPD = DATA / "nfdump" / "pcap-slips-test7-malicious" / "nfcapd"
+
+
+def test_nfcapd_dir_lists_closed_files_in_order_once(tmp_path: Path) -> None:
+    from zeekml.sources.nfcapd_dir import DirCursor, NfcapdDir
+
+    need(NFCAPD.is_dir(), f"{NFCAPD}")
+    names = sorted(os.listdir(NFCAPD))
+    d = NfcapdDir(tmp_path, poll_interval=0.05, watch=False)
+    shutil.copyfile(NFCAPD / names[0], tmp_path / "nfcapd.current.4242")
+    assert d.ready() == [] and d.ready() == []  # in-progress file: never
+    for name in reversed(names):  # appear out of order; handed out in name order
+        shutil.copyfile(NFCAPD / name, tmp_path / ".tmp")
+        os.rename(tmp_path / ".tmp", tmp_path / name)
+    (tmp_path / "nfcapd.2018030920").write_bytes(b"")  # not a closed-file name
+    assert d.ready() == []  # first look: not settled yet
+    assert [p.name for p in d.ready()] == names
+    d.mark_done(names[0])
+    assert [p.name for p in d.ready()] == names[1:]
+    d.mark_done(names[-1])
+    assert d.ready() == []
+    # a later file with seconds in its name sorts by time among minute names
+    shutil.copyfile(NFCAPD / names[0], tmp_path / "nfcapd.20180309210030")
+    d.ready()
+    assert [p.name for p in d.ready()] == ["nfcapd.20180309210030"]
+    assert DirCursor.from_dict(d.cursor.to_dict()).done == names[-1]
+    for bad in ({"done": "../etc/passwd"}, {"done": "", "rows": -1}, {"file": 3}, "x"):
+        with pytest.raises(StateError):
+            DirCursor.from_dict(bad)
+    d.close()

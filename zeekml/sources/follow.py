@@ -40,6 +40,7 @@ import gzip
 import hashlib
 import logging
 import os
+import select
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -459,3 +460,77 @@ class Follower:
             except (OSError, EOFError, gzip.BadGzipFile):
                 continue
         return None
+
+
+class PipeFollower:
+    """A pipe (stdin) as the same event stream: one generation, ``Ended("eof")`` at EOF.
+
+    ``nfdump -r FILE -o csv | zeekml tail -`` and ``zeek ... | zeekml tail -``: reads
+    what is available without blocking (``select`` then one ``os.read`` per ready
+    chunk), so the micro-batcher's latency bound holds on a slow pipe too. A pipe has
+    no identity or offset to resume from: :meth:`position_at` is None.
+    """
+
+    def __init__(self, fd: int = 0, *, poll_interval: float = 0.25, name: str = "-") -> None:
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be > 0 s, got {poll_interval}")
+        self.fd = fd
+        self.name = name
+        self.poll_interval = float(poll_interval)
+        self.eof = False
+        self._offset = 0
+        self._started = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def position_at(self, offset: int) -> Position | None:
+        return None
+
+    def read(self, max_bytes: int = 1 << 20) -> list[Event]:
+        events: list[Event] = []
+        if not self._started:
+            self._started = True
+            events.append(Opened(1, 0, "start", self.name))
+        budget = max_bytes
+        while not self.eof and budget > 0:
+            ready, _, _ = select.select([self.fd], [], [], 0)
+            if not ready:
+                break
+            data = os.read(self.fd, min(budget, 1 << 20))
+            if not data:
+                self.eof = True
+                events.append(Ended(1, self._offset, "eof"))
+                break
+            events.append(Chunk(1, self._offset, data))
+            self._offset += len(data)
+            budget -= len(data)
+        return events
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def wait(self, timeout: float | None = None) -> None:
+        t = self.poll_interval if timeout is None else min(timeout, self.poll_interval)
+        fds = [self._wake_r] if self.eof else [self.fd, self._wake_r]
+        ready, _, _ = select.select(fds, [], [], t)
+        if self._wake_r in ready:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
