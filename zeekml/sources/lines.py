@@ -1,0 +1,145 @@
+"""Sans-I/O line assembly shared by the text parsers (Zeek TSV, Zeek JSON, CSV exports).
+
+Bytes come in as arbitrary chunks (a file read, a pipe, a growing file's new bytes);
+parsers want blocks of *complete* lines so one vectorized call (pyarrow) can parse
+thousands of them at once. :class:`LineParser` keeps the unfinished last line for
+the next :meth:`~LineParser.feed`, counts the bytes and lines fully consumed (the
+checkpoint offset a follower stores), and hands each block of complete lines to the
+subclass's :meth:`~LineParser._process` together with the number of its first line.
+
+Nothing here reads a file, so the same parser serves whole files, stdin and ``tail``.
+
+A line longer than :data:`MAX_LINE` bytes is dropped and counted as a skip instead of
+being buffered without bound (a hostile or binary input cannot exhaust memory).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from zeekml.sources.skips import SkipLog
+
+log = logging.getLogger(__name__)
+
+#: Longest line kept; longer ones are dropped and counted (a conn.log line is ~200 bytes).
+MAX_LINE = 1 << 20
+
+
+def line_spans(block: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end offsets (end = index of the ``\\n``) of every line in ``block``.
+
+    ``block`` must end with ``\\n``. Vectorized: about 1 ms per MB.
+    """
+    arr = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    starts = np.empty_like(ends)
+    if len(ends):
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+    return starts, ends
+
+
+class LineParser:
+    """Base of the incremental text parsers: feed bytes, get canonical batches.
+
+    Subclasses implement :meth:`_process` (a block of complete lines, each ending in
+    ``\\n``, and the 1-based number of its first line) and their own state keys.
+    """
+
+    format = "text"
+
+    def __init__(self, path: str, skips: SkipLog | None = None, *, batch_rows: int = 65536) -> None:
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be >= 1")
+        self.path = str(path)
+        self.skips = skips if skips is not None else SkipLog()
+        self.batch_rows = int(batch_rows)
+        #: bytes of input fully consumed (complete lines), for checkpoint offsets
+        self.consumed = 0
+        #: lines consumed so far
+        self.line_no = 0
+        self._tail = b""
+        self._dropping = False  # inside an overlong line, discarding until its newline
+
+    # -- the FlowParser interface ------------------------------------------------------
+    def feed(self, data: bytes) -> list[pd.DataFrame]:
+        """Parse every complete line in ``data`` (plus the kept partial line)."""
+        if not data:
+            return []
+        data = bytes(data)
+        if self._dropping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                self.consumed += len(data)
+                return []
+            self._dropping = False
+            self.consumed += nl + 1
+            self.line_no += 1
+            self.skips.add(self.path, self.line_no, f"line longer than {MAX_LINE} bytes")
+            data = data[nl + 1 :]
+        buf = self._tail + data if self._tail else data
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0:
+            self._tail = buf
+            if len(buf) > MAX_LINE:
+                self._tail = b""
+                self._dropping = True
+                self.consumed += len(buf)
+            return []
+        self._tail = buf[cut:]
+        block = buf[:cut] if cut < len(buf) else buf
+        return self._run(block)
+
+    def close(self) -> list[pd.DataFrame]:
+        """End of stream: a partial last line (no final newline) is parsed if valid."""
+        out: list[pd.DataFrame] = []
+        if self._dropping:
+            self._dropping = False
+            self.line_no += 1
+            self.skips.add(self.path, self.line_no, f"line longer than {MAX_LINE} bytes")
+        if self._tail:
+            tail, self._tail = self._tail, b""
+            out = self._run(tail + b"\n", extra=-1)
+        return out
+
+    def get_state(self) -> dict[str, Any]:
+        """JSON-able position and header; see :meth:`set_state`."""
+        return {"format": self.format, "line_no": self.line_no, "consumed": self.consumed}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Resume after a restart at a consumed offset; validates before changing anything."""
+        from zeekml.errors import StateError
+
+        if not isinstance(state, dict):
+            raise StateError(f"{self.path}: parser state is not an object")
+        if state.get("format") != self.format:
+            raise StateError(
+                f"{self.path}: parser state is for format {state.get('format')!r}, not {self.format!r}"
+            )
+        line_no, consumed = state.get("line_no"), state.get("consumed", 0)
+        for name, v in (("line_no", line_no), ("consumed", consumed)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise StateError(f"{self.path}: parser state {name} must be a non-negative integer")
+        self._set_state_extra(state)
+        self.line_no = line_no
+        self.consumed = consumed
+        self._tail = b""
+        self._dropping = False
+
+    # -- for subclasses ----------------------------------------------------------------
+    def _set_state_extra(self, state: dict[str, Any]) -> None:
+        """Validate and apply subclass keys (raise StateError before changing anything)."""
+
+    def _process(self, block: bytes, first_line: int) -> list[pd.DataFrame]:
+        raise NotImplementedError
+
+    def _run(self, block: bytes, extra: int = 0) -> list[pd.DataFrame]:
+        first = self.line_no + 1
+        n = block.count(b"\n")
+        self.line_no += n
+        self.consumed += len(block) + extra
+        return self._process(block, first)
