@@ -1,0 +1,155 @@
+"""``--sink NAME:TARGET?k=v&k=v`` -> a Sink, built-in or plugin.
+
+Examples::
+
+    syslog:udp://127.0.0.1:5514?format=cef&facility=local0
+    syslog:tcp://[::1]:6514?buffer=50000
+    ecs:/var/log/zeekml/alerts.json
+    ecs:-                                   (stdout)
+
+``NAME`` is looked up in the ``zeekml.sinks`` entry point group (see
+:mod:`zeekml.plugins`); ``TARGET`` is everything up to the first ``?`` and is passed
+to the factory as is; the query is split on ``&`` and percent-decoded. A bad spec,
+an unknown sink or an unknown option is a :class:`~zeekml.errors.UsageError` (exit 2)
+naming the spec.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+from zeekml import plugins
+from zeekml.errors import SinkError, UsageError, ZeekmlError
+from zeekml.sinks.base import Sink
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """A parsed ``--sink`` value."""
+
+    name: str
+    target: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def parse_spec(spec: str) -> SinkSpec:
+    """Split ``NAME:TARGET?k=v&k=v``; UsageError on a malformed spec or a repeated key."""
+    head, sep, query = spec.partition("?")
+    name, _, target = head.partition(":")
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"--sink {spec!r}: expected NAME:TARGET?k=v&... with a sink name first")
+    options: dict[str, str] = {}
+    if sep:
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+        except ValueError as exc:
+            raise UsageError(f"--sink {spec!r}: bad options {query!r} (use k=v&k=v)") from exc
+        for key, value in pairs:
+            if key in options:
+                raise UsageError(f"--sink {spec!r}: option {key!r} given twice")
+            options[key] = value
+    return SinkSpec(name, target, options)
+
+
+def make_sink(spec: str) -> Sink:
+    """Build the sink a ``--sink`` value names (plugins included)."""
+    parsed = parse_spec(spec)
+    info = plugins.find("sinks", parsed.name)
+    if info is None:
+        raise UsageError(
+            f"--sink {spec!r}: no sink named {parsed.name!r} "
+            f"(installed: {', '.join(plugins.names('sinks'))})"
+        )
+    try:
+        factory = plugins.load(info)
+    except ImportError as exc:
+        raise SinkError(str(exc)) from exc
+    try:
+        sink = factory(parsed.target, dict(parsed.options))
+    except ZeekmlError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--sink {spec!r}: {exc}") from exc
+    except OSError as exc:
+        raise SinkError(f"--sink {spec!r}: {exc}") from exc
+    if not isinstance(sink, Sink):
+        raise SinkError(
+            f"--sink {spec!r}: {info.value} returned {type(sink).__name__}, which lacks the "
+            "Sink methods (name, write, flush, checkpoint, restore, close)"
+        )
+    return sink
+
+
+class SinkOptions:
+    """Typed access to a sink's ``k=v`` options; :meth:`done` rejects unknown keys.
+
+    For built-in and plugin factories alike::
+
+        opts = SinkOptions(options, "syslog")
+        fmt = opts.choice("format", ("rfc5424", "cef"), "rfc5424")
+        buffer = opts.integer("buffer", 10_000, lo=1)
+        opts.done()          # ValueError naming any key nobody asked for
+    """
+
+    def __init__(self, options: dict[str, str], sink: str) -> None:
+        self._options = dict(options)
+        self._sink = sink
+        self._used: set[str] = set()
+
+    def text(self, key: str, default: str) -> str:
+        self._used.add(key)
+        return self._options.get(key, default)
+
+    def prefixed(self, prefix: str) -> dict[str, str]:
+        """Every ``prefix<rest>`` option as ``{rest: value}`` (e.g. ``severity.DDoS=crit``)."""
+        out = {k[len(prefix):]: v for k, v in self._options.items() if k.startswith(prefix)}
+        self._used.update(prefix + k for k in out)
+        self._used.add(prefix + "*")
+        return out
+
+    def choice(self, key: str, allowed: tuple[str, ...], default: str) -> str:
+        value = self.text(key, default)
+        if value not in allowed:
+            raise ValueError(f"{self._sink} option {key}={value!r}: one of {', '.join(allowed)}")
+        return value
+
+    def integer(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        raw = self.text(key, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{self._sink} option {key}={raw!r}: not an integer") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ValueError(f"{self._sink} option {key}={value}: must be in {lo}..{hi}")
+        return value
+
+    def number(self, key: str, default: float, lo: float = 0.0) -> float:
+        raw = self.text(key, repr(default))
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{self._sink} option {key}={raw!r}: not a number") from None
+        if not math.isfinite(value) or value < lo:
+            raise ValueError(f"{self._sink} option {key}={raw!r}: must be a number >= {lo:g}")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        raw = self.text(key, "1" if default else "0").lower()
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{self._sink} option {key}={raw!r}: use 1/0, true/false, yes/no")
+
+    def done(self) -> None:
+        unknown = sorted(set(self._options) - self._used)
+        if unknown:
+            known = ", ".join(sorted(self._used))
+            raise ValueError(
+                f"{self._sink}: unknown option(s) {', '.join(unknown)} (known: {known})"
+            )

@@ -1,0 +1,256 @@
+"""Syslog sink: RFC 5424 messages over UDP (RFC 5426) or TCP (RFC 6587 octet counting).
+
+``--sink syslog:udp://HOST[:PORT]?k=v&...`` or ``syslog:tcp://HOST[:PORT]?...`` (port 514
+by default; IPv6 as ``[::1]:514``). One message per notice::
+
+    <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD-ID k="v" ...] MSG
+
+``TIMESTAMP`` is the flow's ``ts`` (log time, so a replayed archive sends the same
+messages), ``MSGID`` the verdict class (printable ASCII, at most 32 characters), and
+the structured data element carries every verdict field (ts, uid, orig_h, orig_p,
+resp_h, resp_p, proto, model, verdict, score, threshold, notice, alt, alt_score, n,
+context), each value escaped as RFC 5424 section 6.3.3 requires (``"``, ``\\`` and
+``]`` get a backslash). With ``format=cef`` the structured data is ``-`` and MSG is a
+CEF record (:mod:`zeekml.sinks.cef`).
+
+Options (all optional):
+
+=================  ===========================================================
+format             ``rfc5424`` (default) or ``cef``
+facility           name (``user``, ``local0`` ...) or 0-23; default ``user``
+severity           severity of notices: name (``warning``) or 0-7; default warning
+severity_normal    severity of non-notice rows (with ``only=all``); default info
+severity.CLASS     severity for notices of one class, e.g. ``severity.ddos=crit``
+hostname           HOSTNAME field; default this host's name
+app                APP-NAME field; default ``zeekml``
+sd_id              structured data ID; default ``zeekml@32473`` (RFC 5612 example PEN)
+only               ``notices`` (default) or ``all`` verdict rows
+buffer             TCP: records kept for re-sending while the collector is down (10000)
+timeout            TCP: seconds ``flush()`` waits for delivery before failing (60; 0 = forever)
+retry              TCP: seconds between reconnect attempts while writing (1, doubling)
+=================  ===========================================================
+
+Delivery guarantees are those of :mod:`zeekml.sinks.transport`: UDP best effort;
+TCP at least once, bounded, drops counted, and ``flush()`` returns only once the
+collector acknowledged everything (so ``--state`` commits only delivered notices).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+
+from zeekml.errors import SinkError
+from zeekml.sinks.cef import cef_records, column, message
+from zeekml.sinks.registry import SinkOptions
+from zeekml.sinks.textcols import as_text, iso_time, joined_list, replace_all
+from zeekml.sinks.transport import TcpTransport, UdpTransport
+
+log = logging.getLogger(__name__)
+
+FACILITIES: dict[str, int] = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
+    "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13,
+    "console": 14, "solaris-cron": 15, **{f"local{i}": 16 + i for i in range(8)},
+}
+
+SEVERITIES: dict[str, int] = {
+    "emerg": 0, "emergency": 0, "alert": 1, "crit": 2, "critical": 2, "err": 3, "error": 3,
+    "warning": 4, "warn": 4, "notice": 5, "info": 6, "informational": 6, "debug": 7,
+}
+
+#: Verdict fields carried as SD-PARAMs, in order (names are valid PARAM-NAMEs).
+SD_FIELDS: tuple[str, ...] = (
+    "ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "model", "verdict",
+    "score", "threshold", "notice", "alt", "alt_score", "n", "context",
+)
+
+_SD_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("]", "\\]"))
+_SD_ID = re.compile(r'[\x21-\x7e]{1,32}')
+_NOT_PRINTUSASCII = r"[^\x21-\x7e]"
+
+
+def sd_escape(values: pd.Series) -> pd.Series:
+    """Escape a ``str`` column as an RFC 5424 PARAM-VALUE (``"``, ``\\``, ``]``)."""
+    return replace_all(values, _SD_ESCAPES)
+
+
+def header_token(text: str, limit: int) -> str:
+    """A header field (HOSTNAME, APP-NAME, PROCID): printable ASCII, no space, or ``-``."""
+    token = re.sub(_NOT_PRINTUSASCII, "_", text)[:limit]
+    return token or "-"
+
+
+def _level(raw: str, table: dict[str, int], hi: int, what: str) -> int:
+    value = table.get(raw.lower())
+    if value is None and raw.isdigit() and int(raw) <= hi:
+        value = int(raw)
+    if value is None:
+        raise ValueError(f"syslog {what} {raw!r}: a name ({', '.join(table)}) or 0-{hi}")
+    return value
+
+
+@dataclass(frozen=True)
+class SyslogFormat:
+    """How verdict rows become RFC 5424 messages (pure: no I/O)."""
+
+    format: str = "rfc5424"
+    facility: int = 1
+    severity: int = 4
+    severity_normal: int = 6
+    class_severity: dict[str, int] = field(default_factory=dict)
+    hostname: str = "-"
+    app: str = "zeekml"
+    procid: str = "-"
+    sd_id: str = "zeekml@32473"
+
+    def severities(self, df: pd.DataFrame) -> np.ndarray:
+        """Per-row syslog severity: notices by class (or the default), others normal."""
+        notice = _notices(df)
+        sev = np.where(notice, self.severity, self.severity_normal).astype("int64")
+        if self.class_severity and len(df):
+            by_class = column(df, "verdict").map(self.class_severity)
+            override = by_class.notna().to_numpy() & notice
+            sev[override] = by_class[override].astype("int64").to_numpy()
+        return sev
+
+    def records(self, df: pd.DataFrame) -> pd.Series:
+        """One RFC 5424 message (``str``, no framing) per row."""
+        sev = self.severities(df)
+        pri = as_text(pd.Series(self.facility * 8 + sev))
+        ts = iso_time(column(df, "ts")).fillna("-")
+        msgid = as_text(column(df, "verdict")).fillna("-")
+        msgid = msgid.str.replace(_NOT_PRINTUSASCII, "_", regex=True).str.slice(0, 32)
+        head = ("<" + pri + ">1 " + ts + " " + f"{self.hostname} {self.app} {self.procid} "
+                + msgid + " ")
+        if self.format == "cef":
+            return head + "- " + cef_records(df, sev)
+        text = message(df).str.replace(r"[\x00-\x1f\x7f]", " ", regex=True)
+        return head + self.structured_data(df) + " " + text
+
+    def structured_data(self, df: pd.DataFrame) -> pd.Series:
+        """``[SD-ID name="value" ...]``; a missing value leaves its parameter out."""
+        acc = pd.Series([""] * len(df), dtype="str")
+        for name in SD_FIELDS:
+            if name == "context":
+                raw = (as_text(joined_list(df["context"].reset_index(drop=True)))
+                       if "context" in df.columns else as_text(column(df, name)))
+            elif name == "ts":
+                raw = as_text(column(df, name).astype("float64").round(6))
+            else:
+                raw = as_text(column(df, name))
+            acc = acc + (" " + name + '="' + sd_escape(raw) + '"').fillna("")
+        return "[" + self.sd_id + acc + "]"
+
+
+def _notices(df: pd.DataFrame) -> np.ndarray:
+    if "notice" not in df.columns:
+        return np.ones(len(df), dtype=bool)
+    return df["notice"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+
+
+class SyslogSink:
+    """Sends verdicts to a syslog collector (see the module doc for options)."""
+
+    name = "syslog"
+
+    def __init__(
+        self, transport: UdpTransport | TcpTransport, fmt: SyslogFormat, only_notices: bool = True
+    ) -> None:
+        self._transport = transport
+        self._format = fmt
+        self._only_notices = only_notices
+        self._octet_counting = isinstance(transport, TcpTransport)
+
+    @property
+    def where(self) -> str:
+        return self._transport.where
+
+    def write(self, verdicts: pd.DataFrame) -> None:
+        rows = verdicts[_notices(verdicts)] if self._only_notices else verdicts
+        if not len(rows):
+            return
+        texts = self._format.records(rows.reset_index(drop=True)).tolist()
+        frames = [t.encode("utf-8", "replace") for t in texts]
+        if self._octet_counting:
+            frames = [b"%d %s" % (len(f), f) for f in frames]  # RFC 6587 3.4.1
+        self._transport.send(frames)
+
+    def flush(self) -> None:
+        self._transport.flush()
+
+    def checkpoint(self) -> dict[str, Any]:
+        return self.stats()
+
+    def restore(self, position: dict[str, Any]) -> None:
+        """Nothing to take back from a network; records re-sent after a restart repeat."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the run summary: delivered, dropped, still queued."""
+        return {
+            "sink": f"syslog:{self.where}",
+            "sent": self._transport.sent,
+            "dropped": self._transport.dropped,
+            "queued": self._transport.pending(),
+        }
+
+    def close(self) -> None:
+        try:
+            self._transport.flush()
+        except SinkError as exc:
+            log.error("%s", exc)
+        finally:
+            s = self.stats()
+            if s["dropped"]:
+                log.warning("%s: %d records dropped (%d delivered)", self.where, s["dropped"],
+                            s["sent"])
+            self._transport.close()
+
+
+def factory(target: str, options: dict[str, str]) -> SyslogSink:
+    """``zeekml.sinks`` entry point: ``syslog:udp://HOST:PORT`` / ``syslog:tcp://HOST:PORT``."""
+    url = urlsplit(target)
+    if url.scheme not in ("udp", "tcp") or not url.hostname or url.path not in ("", "/"):
+        raise ValueError(f"syslog target {target!r}: use udp://HOST[:PORT] or tcp://HOST[:PORT]")
+    try:
+        port = url.port or 514
+    except ValueError as exc:
+        raise ValueError(f"syslog target {target!r}: {exc}") from None
+    opts = SinkOptions(options, "syslog")
+    sd_id = opts.text("sd_id", "zeekml@32473")
+    if not _SD_ID.fullmatch(sd_id) or any(c in sd_id for c in '="] ') or "@" not in sd_id:
+        raise ValueError(f"syslog sd_id {sd_id!r}: NAME@PEN, printable, no = ] \" or space")
+    fmt = SyslogFormat(
+        format=opts.choice("format", ("rfc5424", "cef"), "rfc5424"),
+        facility=_level(opts.text("facility", "user"), FACILITIES, 23, "facility"),
+        severity=_level(opts.text("severity", "warning"), SEVERITIES, 7, "severity"),
+        severity_normal=_level(opts.text("severity_normal", "info"), SEVERITIES, 7, "severity"),
+        class_severity={k: _level(v, SEVERITIES, 7, "severity")
+                        for k, v in opts.prefixed("severity.").items()},
+        hostname=header_token(opts.text("hostname", socket.gethostname()), 255),
+        app=header_token(opts.text("app", "zeekml"), 48),
+        procid=str(os.getpid()),
+        sd_id=sd_id,
+    )
+    only = opts.choice("only", ("notices", "all"), "notices")
+    tcp_only = {k for k in ("buffer", "timeout", "retry") if k in options}
+    buffer = opts.integer("buffer", 10_000, lo=1)
+    timeout = opts.number("timeout", 60.0)
+    retry = opts.number("retry", 1.0, lo=0.01)
+    opts.done()
+    if url.scheme == "udp" and tcp_only:
+        raise ValueError(f"syslog over UDP has no {', '.join(sorted(tcp_only))} option (TCP only)")
+    transport: UdpTransport | TcpTransport
+    if url.scheme == "udp":
+        transport = UdpTransport(url.hostname, port)
+    else:
+        transport = TcpTransport(url.hostname, port, buffer=buffer, timeout=timeout, retry=retry)
+    return SyslogSink(transport, fmt, only_notices=(only == "notices"))
