@@ -52,8 +52,8 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def chunk_bytes(batch_rows: int) -> int:
-    """Read size giving about one batch per chunk (a conn.log line is ~150 bytes)."""
-    return max(64 * 1024, min(64 << 20, batch_rows * 160))
+    """Read size giving about one batch per chunk (a conn.log line is 100-200 bytes)."""
+    return max(64 * 1024, min(64 << 20, batch_rows * 96))
 
 
 class _Damaged(Exception):
@@ -215,6 +215,23 @@ def _read_stream(
     yield from parser.close()
 
 
+def sniff_path(path: str | Path) -> str:
+    """The format of a file, detected from its (decompressed) first bytes."""
+    name = str(path)
+    with open(name, "rb") as f:
+        magic = f.read(4)
+        if magic[:2] == b"\x0c\xa5" and sniff_format(magic) == "nfcapd":
+            return "nfcapd"
+        f.seek(0)
+        head, _ = _chunks(f, SNIFF_BYTES)
+    if not head:
+        return "empty"
+    try:
+        return sniff_format(head)
+    except FormatError as exc:
+        raise FormatError(f"{name}: {exc}") from None
+
+
 def read_table(paths: Sequence[str | Path] | str | Path, **kw: object) -> pd.DataFrame:
     """All flows of the inputs as one canonical table (for training and evaluation)."""
     if isinstance(paths, (str, Path)):
@@ -276,4 +293,4 @@ def _walk(root: str) -> Iterator[str]:
                     yield p
 
 
-__all__ = ["ParseError", "chunk_bytes", "expand_inputs", "read_flows", "read_table"]
+__all__ = ["ParseError", "chunk_bytes", "expand_inputs", "read_flows", "read_table", "sniff_path"]

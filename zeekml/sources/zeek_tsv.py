@@ -260,62 +260,51 @@ class ZeekTsvParser(LineParser):
     # -- parsing -------------------------------------------------------------------------
     def _process(self, block: bytes, first_line: int) -> list[pd.DataFrame]:
         out: list[pd.DataFrame] = []
-        simple = (
-            block[:1] not in (b"#", b"\t", b" ", b"\n", b"\r")
-            and b"\n#" not in block
-            and b"\n\n" not in block
-            and b"\n\t" not in block
-            and b"\n " not in block
-            and b"\n\r\n" not in block
-        )
-        n = block.count(b"\n")
-        if simple and n <= self.batch_rows:
-            lines = np.arange(first_line, first_line + n, dtype=np.int64)
-            self._parse_run(block, lines, out)
+        if b"#" not in block:  # no meta line possible: data only (memchr-fast check)
+            self._parse_data(block, first_line, out)
             return out
         starts, ends = line_spans(block)
-        firsts = np.frombuffer(block, dtype=np.uint8)[np.minimum(starts, len(block) - 1)]
-        lengths = ends - starts
-        blank = (lengths == 0) | ((lengths == 1) & (firsts == 13))
-        maybe_meta = (firsts == 35) | (firsts == 9) | (firsts == 32)
-        special = np.flatnonzero(maybe_meta | blank)
-        # every special line breaks the data into runs; whitespace-led lines are meta only
-        # when a '#' follows the whitespace
-        run_start = 0
-        for i in special.tolist():
-            if blank[i]:
-                continue  # pyarrow skips blank lines; line numbers below exclude them
-            s, e = int(starts[i]), int(ends[i])
-            text = block[s:e]
+        arr = np.frombuffer(block, dtype=np.uint8)
+        firsts = arr[np.minimum(starts, len(block) - 1)]
+        maybe_meta = np.flatnonzero((firsts == 35) | (firsts == 9) | (firsts == 32))
+        run_start = 0  # index of the first line of the current data run
+        for i in maybe_meta.tolist():
+            text = block[int(starts[i]) : int(ends[i])]
             if firsts[i] != 35 and not text.lstrip(b" \t").startswith(b"#"):
                 continue  # data that starts with whitespace
-            self._emit(block, starts, ends, blank, run_start, i, first_line, out)
+            if i > run_start:
+                run = block[int(starts[run_start]) : int(starts[i])]
+                self._parse_data(run, first_line + run_start, out)
             self._meta(text, first_line + i)
             run_start = i + 1
-        self._emit(block, starts, ends, blank, run_start, len(starts), first_line, out)
+        if run_start < len(starts):
+            self._parse_data(block[int(starts[run_start]) :], first_line + run_start, out)
         return out
 
-    def _emit(
-        self,
-        block: bytes,
-        starts: np.ndarray,
-        ends: np.ndarray,
-        blank: np.ndarray,
-        a: int,
-        b: int,
-        first_line: int,
-        out: list[pd.DataFrame],
-    ) -> None:
-        """Parse data lines ``a..b-1`` of the block in runs of at most batch_rows lines."""
-        while a < b:
-            keep = np.flatnonzero(~blank[a:b]) + a
-            if not len(keep):
-                return
-            stop = b if len(keep) <= self.batch_rows else int(keep[self.batch_rows - 1]) + 1
-            idx = keep[keep < stop]
-            run = block[int(starts[a]) : int(ends[stop - 1]) + 1]
-            self._parse_run(run, (idx + first_line).astype(np.int64), out)
-            a = stop
+    def _parse_data(self, block: bytes, first_line: int, out: list[pd.DataFrame]) -> None:
+        """Data lines only: cut by bytes into runs of at most batch_rows lines."""
+        n = block.count(b"\n")
+        pieces = -(-n // self.batch_rows)
+        if pieces > 1:
+            pieces += 1  # lines vary in length: aim below the cap
+        size = len(block)
+        pos = 0
+        for k in range(1, pieces + 1):
+            end = size if k == pieces else block.find(b"\n", k * size // pieces) + 1
+            if end <= pos:
+                continue
+            piece = block[pos:end] if (pos, end) != (0, size) else block
+            m = piece.count(b"\n")
+            if m > self.batch_rows:  # very uneven line lengths: cut exactly
+                starts, _ = line_spans(piece)
+                for j in range(0, m, self.batch_rows):
+                    lo = int(starts[j])
+                    hi = int(starts[j + self.batch_rows]) if j + self.batch_rows < m else len(piece)
+                    self._parse_run(piece[lo:hi], first_line + j, out)
+            else:
+                self._parse_run(piece, first_line, out)
+            first_line += m
+            pos = end
 
     def _meta(self, raw: bytes, line: int) -> None:
         text = raw.decode("utf-8", errors="replace").strip(" \t\r")
@@ -371,38 +360,36 @@ class ZeekTsvParser(LineParser):
             self._plan = _make_plan(h, self.path)
         return self._plan
 
-    def _parse_run(self, run: bytes, lines: np.ndarray, out: list[pd.DataFrame]) -> None:
-        """Parse one run of data lines (blank lines allowed) whose numbers are ``lines``."""
+    def _parse_run(self, run: bytes, first_line: int, out: list[pd.DataFrame]) -> None:
+        """Parse one run of complete data lines; its first line is number ``first_line``."""
         plan = self._current_plan()
         h = self.header
         if h.split3:
             run = run.replace(b"   ", h.separator.encode())
+        n = run.count(b"\n")
         table = None
         if _structurally_clean(run):
-            try:
-                table = pacsv.read_csv(
-                    pa.py_buffer(run), plan.read_opts, plan.parse_opts, plan.convert_opts
-                )
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                table = None
-            if table is not None and table.num_rows != len(lines):
-                table = None
+            table = self._read(run, plan)
+            if table is not None and table.num_rows != n:
+                table = None  # blank lines, or pyarrow saw other line ends than ours
         if table is None:
-            table, lines = self._careful(run, lines, plan)
-        frame = self._to_frame(table, lines, plan)
+            table, lines = self._careful(run, first_line, plan)
+        else:
+            lines = np.arange(first_line, first_line + n, dtype=np.int64)
+        frame = self._to_frame(table, lines, plan, run)
         if frame is not None and len(frame):
             out.append(frame)
 
     # -- the careful path -----------------------------------------------------------------
     def _careful(
-        self, run: bytes, lines: np.ndarray, plan: _Plan
+        self, run: bytes, first_line: int, plan: _Plan
     ) -> tuple[pa.Table | None, np.ndarray]:
-        raws = [r for r in run.split(b"\n")[:-1] if r not in (b"", b"\r")]
-        if len(raws) != len(lines):  # cannot happen: runs are split on \n like line_spans
-            raise AssertionError("line accounting mismatch")
         good: list[bytes] = []
         good_lines: list[int] = []
-        for raw, line in zip(raws, lines.tolist(), strict=True):
+        for k, raw in enumerate(run.split(b"\n")[:-1]):
+            if raw in (b"", b"\r"):
+                continue  # blank lines are not records
+            line = first_line + k
             reason = self._check_line(raw, plan)
             if reason is None:
                 good.append(raw.removesuffix(b"\r"))
@@ -477,25 +464,28 @@ class ZeekTsvParser(LineParser):
 
     # -- arrow -> canonical ----------------------------------------------------------------
     def _to_frame(
-        self, table: pa.Table | None, lines: np.ndarray, plan: _Plan
+        self, table: pa.Table | None, lines: np.ndarray, plan: _Plan, run: bytes
     ) -> pd.DataFrame | None:
         if table is None or table.num_rows == 0:
             return None
         h = self.header
+        check_empty = h.empty_field.encode() in run
+        check_escape = b"\\" in run
         cols: dict[str, Any] = {}
-        bad = np.zeros(table.num_rows, dtype=bool)
+        bad = None
         for name, canon in plan.read.items():
             if not canon:
                 continue
             arr = table.column(name)
-            kind = plan.kinds[canon]
-            if kind == "str":
-                arr = pc.if_else(pc.equal(arr, h.empty_field), "", arr)
-                arr, bad_rows = _decode_escapes(arr)
-                if bad_rows is not None:
-                    bad |= bad_rows
+            if plan.kinds[canon] == "str":
+                if check_empty:
+                    arr = pc.if_else(pc.equal(arr, h.empty_field), "", arr)
+                if check_escape:
+                    arr, bad_rows = _decode_escapes(arr)
+                    if bad_rows is not None:
+                        bad = bad_rows if bad is None else (bad | bad_rows)
             cols[canon] = arr
-        if bad.any():
+        if bad is not None and bad.any():
             for line in lines[bad].tolist():
                 self.skips.add(self.path, int(line), "bad escape")
             keep = pa.array(~bad)
@@ -503,7 +493,7 @@ class ZeekTsvParser(LineParser):
             lines = lines[~bad]
             if not len(lines):
                 return None
-        return _frame(cols, plan.kinds, lines, self.path)
+        return arrow_to_canonical(cols, lines, self.path)
 
 
 _ARROW_COLUMN = re.compile(r"column #(\d+)")
@@ -558,39 +548,39 @@ def _decode_escapes(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray |
     return pa.chunked_array([pa.array(values, type=pa.string())]), bad
 
 
-_INT_DTYPES = {"orig_p": np.int32, "resp_p": np.int32}
+_STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
+_PANDAS_TYPES = {
+    pa.int64(): pd.Int64Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+    pa.string(): _STR_DTYPE,
+    pa.large_string(): _STR_DTYPE,
+}
 
 
-def _frame(
-    cols: dict[str, Any], kinds: dict[str, str], lines: np.ndarray, path: str
+def arrow_to_canonical(
+    cols: dict[str, pa.Array | pa.ChunkedArray], lines: np.ndarray, path: str
 ) -> pd.DataFrame:
-    """Arrow columns -> a canonical DataFrame without per-row Python work."""
-    data: dict[str, Any] = {}
+    """Arrow columns named by canonical column -> a canonical DataFrame, in C++.
+
+    Integer columns must be int64, floats float64, bools bool, strings string; Int32
+    columns (ports) are narrowed here (a value outside int32 becomes missing).
+    ``lines`` are the 1-based source line numbers. Other readers may use this too.
+    """
+    names, arrays = [], []
+    n = len(lines)
     for canon, arr in cols.items():
-        kind = kinds[canon]
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
-        if kind == "float":
-            data[canon] = arr.to_numpy(zero_copy_only=False)
-        elif kind == "int":
-            dtype = _INT_DTYPES.get(canon, np.int64)
-            values = arr.fill_null(0).to_numpy(zero_copy_only=False)
-            if dtype is np.int32:
-                out_of_range = (values < -(2**31)) | (values >= 2**31)
-                if out_of_range.any():
-                    values = np.where(out_of_range, 0, values)
-                    mask = arr.is_null().to_numpy(zero_copy_only=False) | out_of_range
-                else:
-                    mask = arr.is_null().to_numpy(zero_copy_only=False)
-            else:
-                mask = arr.is_null().to_numpy(zero_copy_only=False)
-            data[canon] = pd.arrays.IntegerArray(values.astype(dtype, copy=False), mask)
-        elif kind == "bool":
-            values = arr.fill_null(False).to_numpy(zero_copy_only=False)
-            mask = arr.is_null().to_numpy(zero_copy_only=False)
-            data[canon] = pd.arrays.BooleanArray(values, mask)
-        else:
-            data[canon] = pd.Series(arr, dtype=schema.STR)
-    df = pd.DataFrame(data)
-    df["source_line"] = lines
+        dtype = schema.COLUMNS.get(canon) or schema.LABEL_COLUMNS.get(canon)
+        if dtype == "Int32" and arr.type != pa.int32():
+            try:
+                arr = pc.cast(arr, pa.int32())
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                ok = pc.and_(pc.greater_equal(arr, -(2**31)), pc.less(arr, 2**31))
+                arr = pc.cast(pc.if_else(ok, arr, None), pa.int32())
+        names.append(canon)
+        arrays.append(arr)
+    names.append("source_file")
+    arrays.append(pa.nulls(n, pa.string()).fill_null(path))
+    df = pa.table(arrays, names=names).to_pandas(types_mapper=_PANDAS_TYPES.get)
+    df["source_line"] = np.asarray(lines, dtype=np.int64)
     return schema.conform(df, source_file=path)

@@ -1,0 +1,116 @@
+"""Benchmark: zeekml's Zeek TSV reader against zat's LogToDataFrame, in the same run.
+
+Each reader runs in its own child process (so each peak RSS is its own) over the same
+file, after one untimed warm-up read that puts the file in the page cache. Printed:
+rows, seconds, rows/s for both, the ratio zeekml/zat, and peak RSS of each process.
+zeekml's peak is also measured on the first half of the file: a reader whose memory
+is bounded by the batch size shows (about) the same peak for both sizes.
+
+Usage: ``python tools/bench_read.py [--file F] [--rows 1000000] [--batch-rows 65536]``
+(the file is generated with tools/gen_conn_log.py when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+CHILD = r"""
+import json, resource, sys, time
+which, path, batch_rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if which == "zeekml":
+    from zeekml.sources import read_flows, SkipLog
+    from zeekml.records import schema
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    rows = 0
+    skips = SkipLog()
+    for batch in read_flows(path, skips=skips, batch_rows=batch_rows):
+        rows += len(batch)
+        last = batch
+    secs = time.perf_counter() - t0
+    schema.validate(last)
+    extra = {"skipped": skips.total}
+else:
+    from zat.log_to_dataframe import LogToDataFrame
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    df = LogToDataFrame().create_dataframe(path)
+    secs = time.perf_counter() - t0
+    rows = len(df)
+    extra = {}
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"rows": rows, "secs": secs, "peak_mb": peak / 1024, "import_mb": rss0 / 1024, **extra}))
+"""
+
+
+def run_child(which: str, path: Path, batch_rows: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, which, str(path), str(batch_rows)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def half_file(path: Path) -> Path:
+    """The header plus the first half of the data lines (for the memory-bound check)."""
+    half = path.with_name(path.stem + ".half" + path.suffix)
+    if half.exists() and half.stat().st_mtime >= path.stat().st_mtime:
+        return half
+    size = path.stat().st_size
+    with open(path, "rb") as src, open(half, "wb") as dst:
+        dst.write(src.read(size // 2))
+        dst.write(src.readline())
+    return half
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--file", type=Path, default=Path("/tmp/zeekml-bench/conn.log"))
+    ap.add_argument("--rows", type=int, default=1_000_000, help="rows when generating")
+    ap.add_argument("--batch-rows", type=int, default=65536)
+    ap.add_argument("--repeat", type=int, default=2, help="timed runs per reader (best kept)")
+    args = ap.parse_args(argv)
+    if not args.file.exists():
+        args.file.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, str(HERE / "gen_conn_log.py"), str(args.file), "--rows", str(args.rows)],
+            check=True,
+        )
+    args.file.read_bytes()  # warm the page cache
+    results = {}
+    for which in ("zat", "zeekml"):
+        runs = [run_child(which, args.file, args.batch_rows) for _ in range(args.repeat)]
+        results[which] = min(runs, key=lambda r: r["secs"])
+    half = run_child("zeekml", half_file(args.file), args.batch_rows)
+    size_mb = args.file.stat().st_size / 1e6
+    print(f"file: {args.file} ({size_mb:.1f} MB, {results['zeekml']['rows']} rows)")
+    for which in ("zat", "zeekml"):
+        r = results[which]
+        print(
+            f"{which:7s} rows={r['rows']:>9d} secs={r['secs']:.3f} rows/s={r['rows'] / r['secs']:>12,.0f} "
+            f"peak_rss={r['peak_mb']:.0f} MB (after imports {r['import_mb']:.0f} MB)"
+        )
+    z, b = results["zeekml"], results["zat"]
+    print(f"ratio zeekml/zat rows/s: {(z['rows'] / z['secs']) / (b['rows'] / b['secs']):.2f}x")
+    print(
+        f"zeekml peak RSS: full file {z['peak_mb']:.0f} MB, half file {half['peak_mb']:.0f} MB "
+        f"(batch_rows={args.batch_rows})"
+    )
+    if z["rows"] != b["rows"]:
+        print(f"WARNING: row counts differ (zeekml {z['rows']}, zat {b['rows']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
