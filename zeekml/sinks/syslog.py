@@ -221,9 +221,11 @@ def factory(target: str, options: dict[str, str]) -> SyslogSink:
     if url.scheme not in ("udp", "tcp") or not url.hostname or url.path not in ("", "/"):
         raise ValueError(f"syslog target {target!r}: use udp://HOST[:PORT] or tcp://HOST[:PORT]")
     try:
-        port = url.port or 514
+        port = 514 if url.port is None else url.port
     except ValueError as exc:
         raise ValueError(f"syslog target {target!r}: {exc}") from None
+    if port == 0:
+        raise ValueError(f"syslog target {target!r}: port must be 1-65535")
     opts = SinkOptions(options, "syslog")
     sd_id = opts.text("sd_id", "zeekml@32473")
     if not _SD_ID.fullmatch(sd_id) or any(c in sd_id for c in '="] ') or "@" not in sd_id:

@@ -14,8 +14,9 @@ collector that restarts loses nothing that zeekml still holds:
 On any connection error, or when the peer is seen to have closed the connection,
 ``inflight`` goes back in front of ``pending`` and is sent again after reconnecting
 (at least once: a collector may see a record twice, or a cut copy of the one being
-written when the connection broke). Both queues together are bounded by ``buffer``
-records; past it the oldest records are dropped and counted, never silently.
+written when the connection broke). ``pending`` is bounded by ``buffer`` records
+(``inflight`` by the socket's send buffer); past the bound the oldest records are
+dropped and counted, never silently.
 
 :meth:`TcpTransport.flush` returns only when both queues are empty, i.e. every
 record was acknowledged by the collector's host, so a pipeline with ``--state``
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import select
 import socket
 import struct
 import termios
@@ -111,6 +113,7 @@ class TcpTransport:
         self._inflight_bytes = 0
         self._head_sent = 0  # bytes of pending[0] already written on this connection
         self._next_try = 0.0
+        self._last_try = 0.0
         self._failures = 0  # consecutive failed connects: the retry interval doubles
         self._dropping = False
         self.sent = 0  # acknowledged records
@@ -122,7 +125,11 @@ class TcpTransport:
     def send(self, frames: Sequence[bytes]) -> None:
         """Queue ``frames`` and deliver what can be delivered now without waiting."""
         self._pending.extend(frames)
-        if self._sock is not None or time.monotonic() >= self._next_try:
+        now = time.monotonic()
+        # past the bound, try again after the plain retry interval (not the backed-off
+        # one): reconnecting is cheaper than dropping records
+        overfull = len(self._pending) > self._bound and now - self._last_try >= self._retry
+        if self._sock is not None or now >= self._next_try or overfull:
             try:
                 self._pump()
             except OSError as exc:
@@ -182,6 +189,7 @@ class TcpTransport:
         self._reap_acked()
 
     def _connect(self) -> None:
+        self._last_try = time.monotonic()
         sock = socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
         self._failures = 0
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -192,10 +200,17 @@ class TcpTransport:
             log.info("%s: reconnected; re-sending %d queued records", self.where, self.pending())
 
     def _peer_closed(self) -> bool:
-        """True when the collector closed its end (EOF or reset waiting on the socket)."""
+        """True when the collector closed its end (EOF or reset waiting on the socket).
+
+        A syslog collector never sends, so anything readable means EOF or an error.
+        ``select`` first: ``recv`` on a socket with a timeout would wait for it.
+        """
         assert self._sock is not None
         try:
-            data = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            readable, _, _ = select.select([self._sock], [], [], 0)
+            if not readable:
+                return False
+            data = self._sock.recv(1, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
@@ -252,7 +267,12 @@ class TcpTransport:
         self._next_try = time.monotonic() + backoff
 
     def _enforce_bound(self) -> None:
-        excess = self.pending() - self._bound
+        """Drop the oldest unsent records past the bound (counted and logged).
+
+        Only ``pending`` counts: ``inflight`` is already bounded by the socket's send
+        buffer, and when a connection breaks it rejoins ``pending`` and counts again.
+        """
+        excess = len(self._pending) - self._bound
         if excess <= 0:
             return
         if not self._dropping:
@@ -260,11 +280,6 @@ class TcpTransport:
                         self.where, self._bound)
         self._dropping = True
         self.dropped += excess
-        while excess and self._inflight:
-            frame = self._inflight.popleft()
-            self._inflight_bytes -= len(frame)
-            excess -= 1
         for _ in range(excess):
             self._pending.popleft()
-        if excess:
-            self._head_sent = 0
+        self._head_sent = 0

@@ -1,0 +1,357 @@
+"""The syslog sink against a real collector: Debian's rsyslogd on loopback ports.
+
+rsyslogd runs in the foreground with a config that parses what it receives (RFC 5424
+over UDP, octet-counted TCP) and writes each message's parsed parts as one JSON line,
+with control characters kept (``parser.escapeControlCharactersOnReceive="off"``), so
+every field can be compared exactly with the verdict it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _verdicts import expected_text, real_verdicts
+from conftest import need_binary
+
+from zeekml.errors import SinkError, UsageError
+from zeekml.sinks.registry import make_sink
+from zeekml.sinks.syslog import SD_FIELDS
+
+CONF = """\
+global(workDirectory="{dir}" maxMessageSize="64k"
+       parser.escapeControlCharactersOnReceive="off")
+module(load="imudp")
+module(load="imtcp")
+template(name="parts" type="list" option.jsonf="on") {{
+  property(outname="pri" name="pri" format="jsonf")
+  property(outname="ts" name="timereported" dateFormat="rfc3339" format="jsonf")
+  property(outname="host" name="hostname" format="jsonf")
+  property(outname="app" name="app-name" format="jsonf")
+  property(outname="procid" name="procid" format="jsonf")
+  property(outname="msgid" name="msgid" format="jsonf")
+  property(outname="sd" name="structured-data" format="jsonf")
+  property(outname="msg" name="msg" format="jsonf")
+}}
+ruleset(name="r") {{
+  action(type="omfile" file="{out}" template="parts" flushOnTXEnd="on" asyncWriting="off")
+}}
+input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="r" rcvbufSize="4m")
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="r")
+"""
+
+
+def _free_port(kind: socket.SocketKind) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Rsyslog:
+    """A real rsyslogd on free loopback ports, writing parsed messages to a file."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.dir = workdir
+        self.out = workdir / "received.jsonl"
+        self.udp = _free_port(socket.SOCK_DGRAM)
+        self.tcp = _free_port(socket.SOCK_STREAM)
+        self.conf = workdir / "rsyslog.conf"
+        self.conf.write_text(CONF.format(dir=workdir, out=self.out, udp=self.udp, tcp=self.tcp))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.dir / "rsyslogd.stderr", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [self.binary, "-n", "-f", str(self.conf), "-i", str(self.dir / "rsyslogd.pid")],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.dir / "rsyslogd.stderr").read_text()
+            try:
+                socket.create_connection(("127.0.0.1", self.tcp), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("rsyslogd did not start listening")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+    def records(self) -> list[dict[str, str]]:
+        if not self.out.exists():
+            return []
+        data = self.out.read_bytes()
+        lines = data.split(b"\n")[:-1]  # a last line without its newline is still being written
+        return [json.loads(line.decode("utf-8")) for line in lines if line.strip()]
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[dict[str, str]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            recs = self.records()
+            if len(recs) >= count or time.monotonic() > deadline:
+                return recs
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def rsyslog(tmp_path: Path):
+    collector = Rsyslog(need_binary("rsyslogd"), tmp_path)
+    collector.start()
+    yield collector
+    collector.stop()
+
+
+_SD_PARAM = re.compile(r' ([^= \]"]+)="((?:[^"\\]|\\.)*)"', re.S)
+
+
+def parse_sd(sd: str) -> tuple[str, dict[str, str]]:
+    """RFC 5424 STRUCTURED-DATA with one element -> (SD-ID, {name: unescaped value})."""
+    assert sd.startswith("[") and sd.endswith("]"), sd
+    sd_id = sd[1:].split(" ", 1)[0].rstrip("]")
+    params = {k: re.sub(r'\\(["\\\]])', r"\1", v) for k, v in _SD_PARAM.findall(sd)}
+    return sd_id, params
+
+
+def notices(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["notice"].fillna(False).astype(bool)].reset_index(drop=True)
+
+
+def check_structured(rec: dict[str, str], row: pd.Series) -> None:
+    """Every verdict field arrived with its exact value."""
+    sd_id, params = parse_sd(rec["sd"])
+    assert sd_id == "zeekml@32473"
+    for name in SD_FIELDS:
+        value = row[name]
+        if name == "context":
+            want = ",".join(value) if isinstance(value, list) and value else None
+        elif name in ("score", "threshold", "alt_score", "ts"):
+            if value is None or pd.isna(value):
+                assert name not in params
+                continue
+            assert float(params[name]) == pytest.approx(float(value), abs=1e-6), name
+            continue
+        else:
+            want = expected_text(value)
+        if want is None:
+            assert name not in params, (name, params)
+        else:
+            assert params[name] == want, (name, params.get(name), want)
+
+
+def test_udp_every_notice_arrives_intact(rsyslog: Rsyslog) -> None:
+    df = real_verdicts(hostile=True)
+    sink = make_sink(f"syslog:udp://127.0.0.1:{rsyslog.udp}?facility=local0&app=zeekml-test"
+                     f"&hostname=sensor-1&severity.bot=crit")
+    want = notices(df)
+    sink.write(df)
+    sink.flush()
+    recs = rsyslog.wait_for(len(want))
+    sink.close()
+    assert len(recs) == len(want)
+    by_uid = {parse_sd(r["sd"])[1]["uid"]: r for r in recs}
+    assert len(by_uid) == len(want)
+    for _, row in want.iterrows():
+        rec = by_uid[expected_text(row["uid"])]
+        check_structured(rec, row)
+        sev = 2 if row["verdict"] == "bot" else 4
+        assert int(rec["pri"]) == 16 * 8 + sev
+        assert rec["host"] == "sensor-1" and rec["app"] == "zeekml-test"
+        assert rec["msgid"] == re.sub(r"[^\x21-\x7e]", "_", row["verdict"])[:32]
+        ts = pd.Timestamp(rec["ts"]).timestamp()
+        assert ts == pytest.approx(row["ts"], abs=1e-6)
+        assert not re.search(r"[\x00-\x1f]", rec["msg"])
+        clean = re.sub(r"[\x00-\x1f\x7f]", " ", expected_text(row["verdict"]))
+        assert rec["msg"].startswith(f"{clean} from ")
+
+
+def _parse_cef(text: str) -> tuple[list[str], dict[str, str]]:
+    """A CEF record -> (7 unescaped header fields, {extension key: unescaped value})."""
+    assert text.startswith("CEF:"), text
+    header: list[str] = []
+    cur, i = "", 4
+    while len(header) < 7:
+        c = text[i]
+        if c == "\\":
+            cur += text[i + 1]
+            i += 2
+            continue
+        if c == "|":
+            header.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    ext = text[i:]
+    # keys are the words before an unescaped '='
+    eq = []
+    j = 0
+    while j < len(ext):
+        if ext[j] == "\\":
+            j += 2
+            continue
+        if ext[j] == "=":
+            eq.append(j)
+        j += 1
+    fields: dict[str, str] = {}
+    starts = []
+    for pos in eq:
+        k0 = ext.rfind(" ", 0, pos) + 1
+        starts.append((k0, pos))
+    for n, (k0, pos) in enumerate(starts):
+        end = starts[n + 1][0] - 1 if n + 1 < len(starts) else len(ext)
+        raw = ext[pos + 1:end]
+        fields[ext[k0:pos]] = re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(
+            m.group(1), m.group(1)), raw)
+    return header, fields
+
+
+def test_tcp_cef_every_notice_arrives_intact(rsyslog: Rsyslog) -> None:
+    df = real_verdicts(hostile=True)
+    sink = make_sink(f"syslog:tcp://127.0.0.1:{rsyslog.tcp}?format=cef&facility=local3")
+    want = notices(df)
+    sink.write(df)
+    sink.flush()
+    recs = rsyslog.wait_for(len(want))
+    sink.close()
+    assert len(recs) == len(want)
+    parsed = [_parse_cef(r["msg"]) for r in recs]
+    by_uid = {ext["externalId"]: (head, ext, r) for (head, ext), r in zip(parsed, recs, strict=True)}
+    assert len(by_uid) == len(want)
+    for _, row in want.iterrows():
+        head, ext, rec = by_uid[expected_text(row["uid"])]
+        assert rec["sd"] == "-"
+        assert head[:3] == ["0", "zeekml", "zeekml"]
+        assert head[4] == expected_text(row["verdict"]).replace("\r", " ").replace("\n", " ")
+        assert head[6] == "5"  # warning -> CEF 5
+        v6 = ":" in row["orig_h"]
+        assert ext["c6a2" if v6 else "src"] == row["orig_h"]
+        assert ext["c6a3" if ":" in row["resp_h"] else "dst"] == row["resp_h"]
+        assert ext["spt"] == str(row["orig_p"]) and ext["proto"] == row["proto"].upper()
+        if not pd.isna(row["resp_p"]):
+            assert ext["dpt"] == str(row["resp_p"])
+        assert ext["cs1"] == expected_text(row["model"]) and ext["cs1Label"] == "model"
+        assert float(ext["cfp1"]) == pytest.approx(row["score"])
+        assert int(ext["rt"]) == round(row["ts"] * 1000)
+        assert ext["cnt"] == str(row["n"])
+        assert int(rec["pri"]) == 19 * 8 + 4
+
+
+def test_tcp_survives_collector_restart(rsyslog: Rsyslog) -> None:
+    """Restart rsyslog mid-run: everything not reported as dropped arrives."""
+    df = notices(real_verdicts())
+    a, b, c = df.iloc[:60], df.iloc[60:160], df.iloc[160:220]
+    bound = 40
+    sink = make_sink(f"syslog:tcp://127.0.0.1:{rsyslog.tcp}?buffer={bound}&timeout=30&retry=0.05")
+    sink.write(a)
+    sink.flush()
+    assert len(rsyslog.wait_for(len(a))) == len(a)
+
+    rsyslog.stop()  # the collector goes away: B is queued, past the bound the oldest drop
+    for i in range(0, len(b), 10):
+        sink.write(b.iloc[i:i + 10])
+    stats = sink.stats()
+    assert stats["dropped"] == len(b) - bound
+    assert stats["queued"] == bound
+    with pytest.raises(SinkError, match="not delivered"):
+        sink._transport._timeout = 0.3  # a flush while down fails and keeps the queue
+        sink.flush()
+    sink._transport._timeout = 30.0
+    assert sink.stats()["queued"] == bound
+
+    rsyslog.start()  # back: the queue is re-sent, then C goes out
+    sink.write(c)
+    sink.flush()
+    stats = sink.stats()
+    assert stats["queued"] == 0 and stats["dropped"] == len(b) - bound
+    sink.close()
+
+    expected = len(a) + bound + len(c)
+    got = {parse_sd(r["sd"])[1]["uid"] for r in rsyslog.wait_for(expected)}
+    sent = set(df["uid"].iloc[:220])
+    lost = sent - got
+    assert len(lost) == stats["dropped"]
+    assert lost == set(b["uid"].iloc[: len(b) - bound])  # the oldest of the outage
+    assert stats["sent"] == expected
+
+
+def test_tcp_restart_without_bound_loses_nothing(rsyslog: Rsyslog) -> None:
+    df = notices(real_verdicts())
+    sink = make_sink(f"syslog:tcp://127.0.0.1:{rsyslog.tcp}?retry=0.05&timeout=30")
+    half = len(df) // 2
+    sink.write(df.iloc[:half])
+    sink.flush()
+    rsyslog.wait_for(half)
+    rsyslog.stop()
+    sink.write(df.iloc[half:])
+    rsyslog.start()
+    sink.flush()
+    sink.close()
+    got = {parse_sd(r["sd"])[1]["uid"] for r in rsyslog.wait_for(len(df))}
+    assert got == set(df["uid"]) and sink.stats()["dropped"] == 0
+
+
+def test_only_all_sends_every_row_with_normal_severity(rsyslog: Rsyslog) -> None:
+    df = real_verdicts().iloc[:50]
+    sink = make_sink(f"syslog:tcp://127.0.0.1:{rsyslog.tcp}?only=all&severity_normal=debug")
+    sink.write(df)
+    sink.close()  # close flushes
+    recs = rsyslog.wait_for(len(df))
+    assert len(recs) == len(df)
+    sev = {parse_sd(r["sd"])[1]["uid"]: int(r["pri"]) % 8 for r in recs}
+    for _, row in df.iterrows():
+        assert sev[row["uid"]] == (4 if row["notice"] else 7)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("syslog:udp://127.0.0.1:5514?format=xml", "format"),
+    ("syslog:udp://127.0.0.1:5514?facility=local9", "facility"),
+    ("syslog:udp://127.0.0.1:5514?severity=11", "severity"),
+    ("syslog:udp://127.0.0.1:5514?colour=red", "unknown option"),
+    ("syslog:udp://127.0.0.1:5514?buffer=5", "TCP only"),
+    ("syslog:tcp://127.0.0.1:5514?buffer=0", "buffer"),
+    ("syslog:tcp://127.0.0.1:5514?timeout=-1", "timeout"),
+    ("syslog:http://127.0.0.1:5514", "udp://HOST"),
+    ("syslog:udp://127.0.0.1:99999", "(?i)port"),
+    ("syslog:udp://127.0.0.1:0", "(?i)port"),
+    ("syslog:udp://127.0.0.1:5514?sd_id=no-at-sign", "sd_id"),
+    ("syslog:udp://127.0.0.1:5514?format=cef&format=cef", "twice"),
+    ("nosuchsink:/tmp/x", "no sink named"),
+    (":nothing", "sink name"),
+])
+def test_bad_specs_are_usage_errors(spec: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        make_sink(spec)
+
+
+def test_unreachable_collector_fails_flush_not_construction() -> None:
+    port = _free_port(socket.SOCK_STREAM)  # nobody listens here
+    sink = make_sink(f"syslog:tcp://127.0.0.1:{port}?timeout=0.2&retry=0.05")
+    sink.write(notices(real_verdicts()).iloc[:5])
+    with pytest.raises(SinkError, match="5 records not delivered"):
+        sink.flush()
+    assert sink.checkpoint()["queued"] == 5
+    sink.close()  # logs, does not raise
+
+
+def test_empty_and_normal_only_batches_send_nothing(rsyslog: Rsyslog) -> None:
+    df = real_verdicts()
+    sink = make_sink(f"syslog:udp://127.0.0.1:{rsyslog.udp}")
+    sink.write(df.iloc[:0])
+    sink.write(df[~df["notice"].astype(bool)])
+    sink.flush()
+    sink.close()
+    time.sleep(0.3)
+    assert rsyslog.records() == []
+    assert np.isfinite(df["score"]).all()
