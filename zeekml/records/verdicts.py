@@ -5,9 +5,17 @@ and ``#types`` entry each is written with. ``context`` holds a list of uids per 
 (the previous flows the AMF-LSTM's attention weighted most), written as
 ``vector[string]``. ``n`` is the number of flows a notice stands for after
 suppression (1 when nothing was suppressed).
+
+``verdict`` is the decision of the threshold: the model's class when its score crossed
+the (card or overridden) threshold, else :data:`NORMAL`. ``notice`` says whether the
+notice policy emitted the row as a notice (not allow-listed, not suppressed); without
+``--all`` only rows with ``notice`` true reach the sinks.
 """
 
 from __future__ import annotations
+
+import numpy as np
+import pandas as pd
 
 #: (python column, zeek field name, zeek type), in output order.
 ZEEK_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -31,5 +39,57 @@ ZEEK_FIELDS: tuple[tuple[str, str, str], ...] = (
 
 VERDICT_COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in ZEEK_FIELDS)
 
+#: pandas dtype of each verdict column (``context`` holds Python lists).
+VERDICT_DTYPES: dict[str, str] = {
+    "ts": "float64",
+    "uid": "str",
+    "orig_h": "str",
+    "orig_p": "Int32",
+    "resp_h": "str",
+    "resp_p": "Int32",
+    "proto": "str",
+    "model": "str",
+    "verdict": "str",
+    "score": "float64",
+    "threshold": "float64",
+    "notice": "boolean",
+    "alt": "str",
+    "alt_score": "float64",
+    "n": "Int64",
+    "context": "object",
+}
+
 #: The verdict a flow gets when it is not a notice.
 NORMAL = "normal"
+
+
+def zeek_fields() -> list[str]:
+    """Zeek field names of the verdict log, in order."""
+    return [f for _, f, _ in ZEEK_FIELDS]
+
+
+def zeek_types() -> list[str]:
+    """Zeek ``#types`` of the verdict log, in order."""
+    return [t for _, _, t in ZEEK_FIELDS]
+
+
+def empty_verdicts() -> pd.DataFrame:
+    """A verdict table with no rows and the right dtypes."""
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in VERDICT_DTYPES.items()})
+
+
+def conform_verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    """Every verdict column present, typed and in order (absent ones missing)."""
+    n = len(df)
+    out: dict[str, pd.Series] = {}
+    for col, dtype in VERDICT_DTYPES.items():
+        if col in df.columns:
+            s = df[col].reset_index(drop=True)
+            if dtype != "object" and str(s.dtype) != dtype:
+                s = s.astype(dtype)
+            out[col] = s
+        elif dtype == "object":
+            out[col] = pd.Series(np.empty(n, dtype=object))
+        else:
+            out[col] = pd.Series(pd.array([None] * n, dtype=dtype))
+    return pd.DataFrame(out)

@@ -1,0 +1,170 @@
+"""``zeekml score``: score flow logs in batch (by hand or from cron) and write verdicts.
+
+Thin layer over :mod:`zeekml.runtime.pipeline`: parse options, build the scorers, the
+notice policy and the sinks, run :func:`~zeekml.runtime.pipeline.score_inputs`, print
+the summary on stderr. A progress line is shown only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+from zeekml.errors import UsageError
+from zeekml.policy.notice import (
+    NoticePolicy,
+    PolicyConfig,
+    parse_network,
+    parse_threshold,
+)
+
+EXAMPLES = """examples:
+  zeekml score conn.log                        verdicts of notices -> ./zeekml.log
+  zeekml score --all --out - conn.log.gz       every scored flow, to stdout
+  zeekml score --notice --out notice-ml.log /zeek/logs/2024-04-19/
+  */5 * * * *  zeekml score --state /var/lib/zeekml/state.npz \\
+                 --out /zeek/logs/current/zeekml.log /zeek/logs/current/conn.log
+"""
+
+
+def _policy(args: argparse.Namespace) -> PolicyConfig:
+    kw: dict = {}
+    if args.config:
+        kw = PolicyConfig.from_json(args.config)
+    thresholds = dict(kw.get("thresholds", {}))
+    for spec in args.threshold:
+        key, value = parse_threshold(spec)
+        thresholds[key] = value
+    kw["thresholds"] = thresholds
+    kw["allow"] = tuple(kw.get("allow", ())) + tuple(parse_network(a) for a in args.allow)
+    if args.suppress is not None:
+        kw["suppress"] = args.suppress
+    if args.all:
+        kw["all_flows"] = True
+    return PolicyConfig(**kw)
+
+
+def _sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
+    from zeekml.sinks.json_log import JsonLogSink
+    from zeekml.sinks.notice_log import notice_sink
+    from zeekml.sinks.zeek_log import ZeekLogSink
+
+    footer = args.state is None
+    out = args.out
+    if args.notice:
+        main = notice_sink(out, out_format=args.out_format, suppress_for=policy.suppress,
+                           footer=footer)
+    elif args.out_format == "json":
+        main = JsonLogSink(out)
+    else:
+        main = ZeekLogSink(out, footer=footer)
+    sinks = [main]
+    if args.sink:
+        if importlib.util.find_spec("zeekml.sinks.registry") is None:
+            raise UsageError("--sink needs zeekml.sinks.registry, which this build lacks")
+        from zeekml.sinks.registry import make_sink
+
+        sinks.extend(make_sink(spec) for spec in args.sink)
+    names = [s.name for s in sinks]
+    if len(set(names)) != len(names):
+        raise UsageError(f"two outputs write to the same place: {', '.join(names)}")
+    return sinks
+
+
+def _scorers(args: argparse.Namespace) -> list:
+    from zeekml.models.registry import ScorerOptions, default_scorers, load_scorer
+
+    opts = ScorerOptions(threads=args.threads)
+    if args.model:
+        return [load_scorer(m, opts) for m in args.model]
+    return default_scorers(opts)
+
+
+def _progress(counters, i: int, n: int) -> None:  # noqa: ANN001 - Counters
+    sys.stderr.write(f"\r\x1b[Kfile {i + 1}/{n}  {counters.flows_read:,} flows  "
+                     f"{counters.flows_per_second:,.0f} flows/s")
+    sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from zeekml.runtime.pipeline import Pipeline, RunOptions, score_inputs
+    from zeekml.runtime.state import StateStore
+    from zeekml.sources import SkipLog, expand_inputs
+
+    if args.batch_size < 1 or args.threads < 1:
+        raise UsageError("--batch-size and --threads must be >= 1")
+    config = _policy(args)
+    paths = expand_inputs(args.inputs)
+    if args.state and "-" in paths:
+        raise UsageError("--state cannot resume stdin ('-'); name files instead")
+    store = StateStore(args.state) if args.state else None
+    if store is not None:
+        store.acquire()  # before anything is opened for writing
+    try:
+        scorers = _scorers(args)
+        policy = NoticePolicy(config)
+        sinks = _sinks(args, config)
+        skips = SkipLog(strict=args.strict)
+        pipeline = Pipeline(scorers, policy, sinks)
+        tty = sys.stderr.isatty() and not args.quiet
+        counters = score_inputs(
+            paths, pipeline, skips=skips, store=store,
+            options=RunOptions(batch_rows=args.batch_size),
+            progress=_progress if tty else None,
+        )
+    finally:
+        if store is not None:
+            store.release()
+    if tty:
+        sys.stderr.write("\r\x1b[K")
+    if not args.quiet:
+        text = counters.summary(skips, [s.name for s in scorers], policy.pending)
+        print("zeekml score: " + text.replace("\n", "\n  "), file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score flow logs with the ONNX models and write Zeek-readable verdicts",
+        description=(
+            "Score Zeek conn logs (TSV/JSON, gzip) and nfdump flows with the bundled (or "
+            "given) models; write notices, or every verdict with --all, as a Zeek log. "
+            "With --state, a cron job scores each flow exactly once across runs."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files, directories (zeekctl archives), globs, or - for stdin")
+    p.add_argument("--out", default="zeekml.log", metavar="PATH",
+                   help="output file (default ./zeekml.log; - for stdout)")
+    p.add_argument("--out-format", choices=("zeek", "json"), default="zeek",
+                   help="Zeek ASCII log (default) or Zeek JSON lines")
+    p.add_argument("--notice", action="store_true",
+                   help="write records in the schema of Zeek's notice.log")
+    p.add_argument("--all", action="store_true",
+                   help="write every scored flow with its verdict, not only notices")
+    p.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
+                   help="model to score with (repeatable; default: every bundled model)")
+    p.add_argument("--threshold", action="append", default=[], metavar="CLASS=VALUE",
+                   help="override a class threshold (CLASS=V or MODEL:CLASS=V; repeatable)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="JSON file with thresholds, allow, suppress, all")
+    p.add_argument("--allow", action="append", default=[], metavar="CIDR_OR_HOST",
+                   help="never raise notices for flows with this host/subnet (repeatable)")
+    p.add_argument("--suppress", type=float, default=None, metavar="SECONDS",
+                   help="one notice per (host, verdict, model) per interval of log time "
+                        "(default 600; 0 = a notice per flow, written at once)")
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    p.add_argument("--batch-size", type=int, default=65536, metavar="ROWS",
+                   help="flows per batch (default 65536)")
+    p.add_argument("--state", metavar="PATH",
+                   help="state file: continue where the last run stopped (cron mode)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first bad input line instead of skipping it")
+    p.add_argument("--sink", action="append", default=[], metavar="SPEC",
+                   help="extra output NAME:TARGET?k=v (syslog, ecs, json, notice, plugins)")
+    p.set_defaults(func=run)

@@ -1,0 +1,347 @@
+"""``--state PATH``: everything a later run needs to continue exactly once, in one file.
+
+One state file holds, written atomically *together*:
+
+``inputs``   per input id, an arbitrary JSON-able cursor (for batch files: identity
+             ``dev``/``ino`` and a head fingerprint, byte offset, parser state, done);
+``scorers``  per model, its state arrays (per-host windows, conversations);
+``policy``   the notice policy's arrays (open suppression windows);
+``sinks``    per sink, its checkpoint (output file identity and size after fsync);
+``meta``     JSON-able extras (models and their ONNX digests, run counter, times).
+
+Format: an ``.npz`` (zip of ``.npy``) read with ``allow_pickle=False``; the JSON
+document is stored as a uint8 array ``__meta__`` and names every other array, so
+no key from a hostile model or host name ever becomes a file name in the zip. The
+document carries ``format`` and ``version`` and is validated on load; anything
+unexpected is a :class:`~zeekml.errors.StateError`, never a crash or a silent reset.
+
+Atomicity: the new state is written to a temporary file in the same directory,
+fsynced, renamed over ``PATH`` and the directory fsynced, so a crash leaves either
+the old or the new state, never a mix. Since sinks are flushed (fsynced) *before*
+their checkpoint goes into the state, the output never lags behind the state; a run
+resuming from it truncates outputs back to their checkpoint (see
+:mod:`zeekml.sinks.zeek_log`) and re-reads the inputs from their offsets.
+
+Locking: :meth:`StateStore.lock` takes an exclusive ``fcntl.flock`` on ``PATH.lock``;
+a second run on the same state exits with a clear message instead of interleaving.
+The lock is released by the kernel if the process dies, so a crash never leaves a
+stale lock behind.
+
+Generic on purpose: ``zeekml tail`` uses the same store for its crash-safe
+checkpoints, with its own cursor dicts under ``inputs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+import zipfile
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zeekml.errors import StateError
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "zeekml-state"
+STATE_VERSION = 1
+META_KEY = "__meta__"
+#: a state's JSON document may not exceed this (arrays are bounded by their owners)
+MAX_META_BYTES = 256 << 20
+
+
+@dataclass
+class RunState:
+    """The parts of a run's state (all JSON-able or numpy arrays)."""
+
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scorers: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    policy: dict[str, np.ndarray] = field(default_factory=dict)
+    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_array(name: str, a: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "OV":
+        raise StateError(f"state array {name!r} has a non-plain dtype {a.dtype}")
+    return a
+
+
+class StateStore:
+    """Load, save and lock one state file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------------ lock
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[StateStore]:
+        """Hold the exclusive lock for the duration of the block (or raise StateError)."""
+        self.acquire()
+        try:
+            yield self
+        finally:
+            self.release()
+
+    def acquire(self) -> None:
+        if self._lock_fd is not None:
+            return
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"{self.lock_path}: cannot create lock file: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            except OSError:
+                pass
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = f" (pid {holder})" if holder.isdigit() else ""
+                raise StateError(
+                    f"{self.path}: another zeekml run is using this state file{who}; "
+                    "it exits when done (overlapping cron runs are refused)"
+                ) from None
+            raise StateError(f"{self.lock_path}: cannot lock: {exc.strerror}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is None:
+            return
+        fd, self._lock_fd = self._lock_fd, None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing the descriptor releases the flock
+
+    # ------------------------------------------------------------------ load
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def load(self) -> RunState | None:
+        """The saved state, or None when there is none yet."""
+        if not self.path.exists():
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as npz:
+                if META_KEY not in npz.files:
+                    raise StateError(f"{self.path}: not a zeekml state file (no {META_KEY})")
+                raw = npz[META_KEY]
+                if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size > MAX_META_BYTES:
+                    raise StateError(f"{self.path}: state document is malformed")
+                doc = json.loads(raw.tobytes().decode("utf-8"))
+                return self._from_doc(doc, npz)
+        except StateError:
+            raise
+        except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+            raise StateError(f"{self.path}: state file is corrupt: {exc}") from exc
+        except (OSError, ValueError, KeyError, UnicodeDecodeError, EOFError) as exc:
+            raise StateError(f"{self.path}: cannot read state file: {exc}") from exc
+
+    def _from_doc(self, doc: Any, npz: Any) -> RunState:
+        if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+            raise StateError(f"{self.path}: not a zeekml state file")
+        if doc.get("version") != STATE_VERSION:
+            raise StateError(
+                f"{self.path}: state version {doc.get('version')!r} is not supported "
+                f"(this zeekml writes version {STATE_VERSION}); remove it to start afresh"
+            )
+
+        def arrays(ref: Any, where: str) -> dict[str, np.ndarray]:
+            if not isinstance(ref, dict):
+                raise StateError(f"{self.path}: {where} is malformed")
+            out: dict[str, np.ndarray] = {}
+            for key, member in ref.items():
+                if not isinstance(member, str) or member not in npz.files or member == META_KEY:
+                    raise StateError(f"{self.path}: {where}.{key} names a missing array")
+                out[str(key)] = _check_array(f"{where}.{key}", npz[member])
+            return out
+
+        for part in ("inputs", "sinks", "meta"):
+            if not isinstance(doc.get(part, {}), dict):
+                raise StateError(f"{self.path}: {part} is not an object")
+        inputs = doc.get("inputs", {})
+        if not all(isinstance(v, dict) for v in inputs.values()):
+            raise StateError(f"{self.path}: an input cursor is not an object")
+        sinks = doc.get("sinks", {})
+        if not all(isinstance(v, dict) for v in sinks.values()):
+            raise StateError(f"{self.path}: a sink checkpoint is not an object")
+        scorer_refs = doc.get("scorers", {})
+        if not isinstance(scorer_refs, dict):
+            raise StateError(f"{self.path}: scorers is not an object")
+        return RunState(
+            inputs=inputs,
+            scorers={str(k): arrays(v, f"scorers.{k}") for k, v in scorer_refs.items()},
+            policy=arrays(doc.get("policy", {}), "policy"),
+            sinks=sinks,
+            meta=doc.get("meta", {}),
+        )
+
+    # ------------------------------------------------------------------ save
+    def save(self, state: RunState) -> None:
+        """Write ``state`` atomically (tmp + fsync + rename + directory fsync)."""
+        members: dict[str, np.ndarray] = {}
+
+        def ref(arrs: Mapping[str, np.ndarray], where: str) -> dict[str, str]:
+            out = {}
+            for key, a in arrs.items():
+                a = np.asarray(a)
+                _check_array(f"{where}.{key}", a)
+                name = f"a{len(members)}"
+                members[name] = a
+                out[str(key)] = name
+            return out
+
+        doc = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "saved": time.time(),
+            "inputs": state.inputs,
+            "sinks": state.sinks,
+            "meta": state.meta,
+            "scorers": {k: ref(v, f"scorers.{k}") for k, v in state.scorers.items()},
+            "policy": ref(state.policy, "policy"),
+        }
+        try:
+            text = json.dumps(doc, allow_nan=True, sort_keys=True).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"{self.path}: state is not JSON-able: {exc}") from exc
+        members[META_KEY] = np.frombuffer(text, dtype=np.uint8)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp.{os.getpid()}")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **members)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StateError(f"{self.path}: cannot write state: {exc.strerror or exc}") from exc
+        log.debug("state saved to %s (%d arrays, %d bytes of JSON)", self.path,
+                  len(members) - 1, len(text))
+
+
+# --------------------------------------------------------------------------- inputs
+
+#: bytes of an input's (decompressed) head that identify it
+HEAD_BYTES = 4096
+GZIP_MAGIC = b"\x1f\x8b"
+NFCAPD_MAGIC = b"\x0c\xa5"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who an input file is: device, inode, and a SHA-256 of its first bytes.
+
+    The fingerprint covers the first ``min(HEAD_BYTES, size)`` bytes of the
+    *decompressed* content, so a log keeps its identity when it is renamed by
+    rotation or gzipped into an archive, and a cursor whose fingerprint matches
+    proves the bytes it consumed (up to ``head_len``) are the same bytes. A Zeek log's
+    head carries its ``#open`` time (a JSON log its first record's ts and uid), so
+    two generations of ``conn.log`` never share a fingerprint.
+    """
+
+    kind: str  # "plain" | "gzip" | "nfcapd"
+    dev: int
+    ino: int
+    size: int
+    mtime: float
+    head_len: int
+    head_sha256: str
+    head: bytes = b""
+
+    @property
+    def key(self) -> str:
+        return f"{self.head_len}:{self.head_sha256}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "kind": self.kind, "dev": self.dev, "ino": self.ino,
+                "head_len": self.head_len, "head_sha256": self.head_sha256}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _gzip_head(fh: Any, n: int) -> bytes:
+    d = zlib.decompressobj(31)
+    out = b""
+    while len(out) < n:
+        raw = fh.read(64 * 1024)
+        if not raw:
+            break
+        try:
+            out += d.decompress(raw, n - len(out))
+        except zlib.error:
+            break
+        while d.unconsumed_tail and len(out) < n:
+            out += d.decompress(d.unconsumed_tail, n - len(out))
+        if d.eof:
+            rest = d.unused_data
+            if not rest.strip(b"\x00"):
+                continue
+            d = zlib.decompressobj(31)
+            out += d.decompress(rest, n - len(out))
+    return out[:n]
+
+
+def identify(path: str | Path) -> Identity:
+    """The :class:`Identity` of an input file (reads at most its first compressed MiB)."""
+    st = os.stat(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+        fh.seek(0)
+        if magic == GZIP_MAGIC:
+            kind, head = "gzip", _gzip_head(fh, HEAD_BYTES)
+        else:
+            kind = "nfcapd" if magic == NFCAPD_MAGIC else "plain"
+            head = fh.read(HEAD_BYTES)
+    return Identity(kind, st.st_dev, st.st_ino, st.st_size, st.st_mtime, len(head), _sha(head),
+                    head)
+
+
+def find_cursor(
+    cursors: Mapping[str, dict[str, Any]], ident: Identity
+) -> tuple[str | None, dict[str, Any] | None]:
+    """The saved cursor of this input, matched by content fingerprint; else (None, None).
+
+    A cursor saved while the file was shorter than ``HEAD_BYTES`` matches when the
+    file still starts with the same bytes; the longest matching prefix wins, then
+    the same device and inode.
+    """
+    if ident.head_len == 0:
+        return None, None
+    if ident.key in cursors:
+        return ident.key, cursors[ident.key]
+    lengths = sorted({int(c.get("head_len", -1)) for c in cursors.values()
+                      if 0 < int(c.get("head_len", -1)) < ident.head_len}, reverse=True)
+    for n in lengths:
+        key = f"{n}:{_sha(ident.head[:n])}"
+        if key in cursors:
+            return key, cursors[key]
+    return None, None

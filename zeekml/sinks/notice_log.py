@@ -1,0 +1,148 @@
+"""Notices in the schema of Zeek's own ``notice.log``, so SIEM notice parsers take them as is.
+
+Fields and types, in Zeek's order (``scripts/base/frameworks/notice/main.zeek``,
+``Notice::Info``): ts, uid, id.*, fuid, file_mime_type, file_desc, proto, note, msg,
+sub, src, dst, p, n, peer_descr, actions, email_dest, suppress_for.
+
+Mapping from a verdict row: ``note`` is ``ZeekML::<Class>`` (the verdict made a Zeek
+enum identifier: ``c2`` -> ``ZeekML::C2``, ``portscan`` -> ``ZeekML::Portscan``);
+``msg`` says which model scored what against which threshold; ``sub`` lists the
+previous flows the model attended to (uids to pivot on in conn.log); ``src``/``dst``/``p``
+are the originator, responder and responder port; ``n`` is the number of flows the
+notice stands for after suppression; ``peer_descr`` is ``zeekml``; ``actions`` is
+``Notice::ACTION_LOG``; ``suppress_for`` is the policy's suppression interval. File
+fields are unset. Only rows the policy marked as notices are written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zeekml.errors import SinkError
+from zeekml.sinks.json_log import JsonLogSink
+from zeekml.sinks.zeek_log import ZeekLogSink
+
+NOTICE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("ts", "time"),
+    ("uid", "string"),
+    ("id.orig_h", "addr"),
+    ("id.orig_p", "port"),
+    ("id.resp_h", "addr"),
+    ("id.resp_p", "port"),
+    ("fuid", "string"),
+    ("file_mime_type", "string"),
+    ("file_desc", "string"),
+    ("proto", "enum"),
+    ("note", "enum"),
+    ("msg", "string"),
+    ("sub", "string"),
+    ("src", "addr"),
+    ("dst", "addr"),
+    ("p", "port"),
+    ("n", "count"),
+    ("peer_descr", "string"),
+    ("actions", "set[enum]"),
+    ("email_dest", "set[string]"),
+    ("suppress_for", "interval"),
+)
+
+NOTE_MODULE = "ZeekML"
+ACTIONS = ("Notice::ACTION_LOG",)
+PEER_DESCR = "zeekml"
+
+
+def note_name(cls: str) -> str:
+    """A verdict class as a Zeek enum identifier in the ``ZeekML`` module."""
+    ident = re.sub(r"[^A-Za-z0-9_]", "_", cls) or "Unknown"
+    if ident[0].isdigit():
+        ident = "_" + ident
+    return f"{NOTE_MODULE}::{ident[0].upper()}{ident[1:]}"
+
+
+def _fmt(values: pd.Series) -> pd.Series:
+    v = values.astype("float64")
+    return v.round(6).astype("str").where(v.notna(), "-")
+
+
+def to_notice(verdicts: pd.DataFrame, suppress_for: float) -> pd.DataFrame:
+    """Verdict rows with ``notice`` true -> rows with :data:`NOTICE_FIELDS` columns."""
+    if "notice" in verdicts.columns:
+        verdicts = verdicts[verdicts["notice"].fillna(False).to_numpy(dtype=bool)]
+    v = verdicts.reset_index(drop=True)
+    n = len(v)
+    verdict = v["verdict"].astype("str")
+    uniq, codes = np.unique(verdict.fillna("").to_numpy(dtype=str), return_inverse=True)
+    notes = np.array([note_name(c) for c in uniq], dtype=object)[codes] if n else []
+    msg = (v["model"].astype("str") + ": " + verdict + " score " + _fmt(v["score"])
+           + " >= threshold " + _fmt(v["threshold"]))
+    if "alt" in v.columns:
+        alt = " (next: " + v["alt"].astype("str") + " " + _fmt(v["alt_score"]) + ")"
+        msg = msg + alt.where(v["alt"].notna(), "")
+    ctx = v["context"] if "context" in v.columns else pd.Series([None] * n, dtype=object)
+    sub = pd.Series(
+        [("context " + " ".join(str(u) for u in c)) if isinstance(c, (list, tuple, np.ndarray))
+         and len(c) else None for c in ctx.tolist()], dtype="str")
+    return pd.DataFrame({
+        "ts": v["ts"],
+        "uid": v["uid"],
+        "id.orig_h": v["orig_h"],
+        "id.orig_p": v["orig_p"],
+        "id.resp_h": v["resp_h"],
+        "id.resp_p": v["resp_p"],
+        "proto": v["proto"],
+        "note": pd.Series(notes, dtype="str"),
+        "msg": msg.astype("str"),
+        "sub": sub,
+        "src": v["orig_h"],
+        "dst": v["resp_h"],
+        "p": v["resp_p"],
+        "n": v["n"] if "n" in v.columns else pd.Series(np.ones(n, dtype=np.int64)),
+        "peer_descr": pd.Series([PEER_DESCR] * n, dtype="str"),
+        "actions": pd.Series([list(ACTIONS)] * n, dtype=object),
+        "email_dest": pd.Series([[] for _ in range(n)], dtype=object),
+        "suppress_for": np.full(n, float(suppress_for)),
+    })
+
+
+def _transform(suppress_for: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return lambda df: to_notice(df, suppress_for)
+
+
+def notice_sink(
+    target: str | Path = "notice.log",
+    *,
+    out_format: str = "zeek",
+    suppress_for: float = 0.0,
+    footer: bool = True,
+) -> ZeekLogSink | JsonLogSink:
+    """A sink writing notices (Zeek ASCII ``#path notice`` or Zeek JSON)."""
+    fields = [f for f, _ in NOTICE_FIELDS]
+    types = [t for _, t in NOTICE_FIELDS]
+    if out_format == "zeek":
+        sink: ZeekLogSink | JsonLogSink = ZeekLogSink(
+            target, log_path="notice", fields=fields, types=types,
+            transform=_transform(suppress_for), footer=footer)
+    elif out_format == "json":
+        sink = JsonLogSink(target, fields=fields, types=types, transform=_transform(suppress_for))
+    else:
+        raise SinkError(f"notice sink: format must be zeek or json, got {out_format!r}")
+    sink.kind = "notice"
+    sink.name = f"notice:{sink.file.path or '-'}"
+    return sink
+
+
+def factory(target: str, options: dict[str, str]) -> ZeekLogSink | JsonLogSink:
+    """Registry factory: ``notice:PATH?format=json&suppress_for=600&footer=false``."""
+    from zeekml.sinks.registry import SinkOptions
+
+    opts = SinkOptions(options, "notice")
+    fmt = opts.choice("format", ("zeek", "json"), "zeek")
+    sup = opts.number("suppress_for", 0.0)
+    footer = opts.flag("footer", True)
+    opts.done()
+    return notice_sink(target or "notice.log", out_format=fmt, suppress_for=sup, footer=footer)
