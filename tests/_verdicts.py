@@ -8,6 +8,8 @@ puts strings that break naive CEF/syslog/JSON writers into uid, verdict and mode
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from conftest import DATA, need
@@ -90,3 +92,44 @@ def expected_text(value: object, limit: int = 1024) -> str | None:
         return repr(float(value))
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_cef(text: str) -> tuple[list[str], dict[str, str]]:
+    """A CEF record -> (7 unescaped header fields, {extension key: unescaped value})."""
+    assert text.startswith("CEF:"), text
+    header: list[str] = []
+    cur, i = "", 4
+    while len(header) < 7:
+        c = text[i]
+        if c == "\\":
+            cur += text[i + 1]
+            i += 2
+            continue
+        if c == "|":
+            header.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    ext = text[i:]
+    # keys are the words before an unescaped '='
+    eq = []
+    j = 0
+    while j < len(ext):
+        if ext[j] == "\\":
+            j += 2
+            continue
+        if ext[j] == "=":
+            eq.append(j)
+        j += 1
+    fields: dict[str, str] = {}
+    starts = []
+    for pos in eq:
+        k0 = ext.rfind(" ", 0, pos) + 1
+        starts.append((k0, pos))
+    for n, (k0, pos) in enumerate(starts):
+        end = starts[n + 1][0] - 1 if n + 1 < len(starts) else len(ext)
+        raw = ext[pos + 1:end]
+        fields[ext[k0:pos]] = re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(
+            m.group(1), m.group(1)), raw, flags=re.S)
+    return header, fields

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _verdicts import expected_text, real_verdicts
+from _verdicts import expected_text, parse_cef, real_verdicts
 from conftest import need_binary
 
 from zeekml.errors import SinkError, UsageError
@@ -176,47 +176,6 @@ def test_udp_every_notice_arrives_intact(rsyslog: Rsyslog) -> None:
         assert rec["msg"].startswith(f"{clean} from ")
 
 
-def _parse_cef(text: str) -> tuple[list[str], dict[str, str]]:
-    """A CEF record -> (7 unescaped header fields, {extension key: unescaped value})."""
-    assert text.startswith("CEF:"), text
-    header: list[str] = []
-    cur, i = "", 4
-    while len(header) < 7:
-        c = text[i]
-        if c == "\\":
-            cur += text[i + 1]
-            i += 2
-            continue
-        if c == "|":
-            header.append(cur)
-            cur = ""
-        else:
-            cur += c
-        i += 1
-    ext = text[i:]
-    # keys are the words before an unescaped '='
-    eq = []
-    j = 0
-    while j < len(ext):
-        if ext[j] == "\\":
-            j += 2
-            continue
-        if ext[j] == "=":
-            eq.append(j)
-        j += 1
-    fields: dict[str, str] = {}
-    starts = []
-    for pos in eq:
-        k0 = ext.rfind(" ", 0, pos) + 1
-        starts.append((k0, pos))
-    for n, (k0, pos) in enumerate(starts):
-        end = starts[n + 1][0] - 1 if n + 1 < len(starts) else len(ext)
-        raw = ext[pos + 1:end]
-        fields[ext[k0:pos]] = re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(
-            m.group(1), m.group(1)), raw)
-    return header, fields
-
-
 def test_tcp_cef_every_notice_arrives_intact(rsyslog: Rsyslog) -> None:
     df = real_verdicts(hostile=True)
     sink = make_sink(f"syslog:tcp://127.0.0.1:{rsyslog.tcp}?format=cef&facility=local3")
@@ -226,7 +185,7 @@ def test_tcp_cef_every_notice_arrives_intact(rsyslog: Rsyslog) -> None:
     recs = rsyslog.wait_for(len(want))
     sink.close()
     assert len(recs) == len(want)
-    parsed = [_parse_cef(r["msg"]) for r in recs]
+    parsed = [parse_cef(r["msg"]) for r in recs]
     by_uid = {ext["externalId"]: (head, ext, r) for (head, ext), r in zip(parsed, recs, strict=True)}
     assert len(by_uid) == len(want)
     for _, row in want.iterrows():
