@@ -164,7 +164,8 @@ class Counters:
             f"files: {self.files}" + (f" ({self.files_unchanged} with nothing new)"
                                       if self.files_unchanged else ""),
             f"flows read: {self.flows_read}",
-            f"skipped: {skips.summary() if skips else '0 skipped'}",
+            f"skipped: {skips.summary() if skips else '0 skipped'}"
+            + "".join(f"\n  e.g. {ex}" for ex in (skips.examples[:3] if skips else [])),
             f"scored: {self.flows_scored}" + (f" by {', '.join(models)}" if models else ""),
             f"rows written: {self.rows_written}",
             f"notices: {nots}" + (f" ({per})" if per else "")
