@@ -84,7 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.file.exists():
         args.file.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, str(HERE / "gen_conn_log.py"), str(args.file), "--rows", str(args.rows)],
+            [
+                sys.executable,
+                str(HERE / "gen_conn_log.py"),
+                str(args.file),
+                "--rows",
+                str(args.rows),
+            ],
             check=True,
         )
     args.file.read_bytes()  # warm the page cache

@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 GZIP_MAGIC = b"\x1f\x8b"
 #: bytes looked at for format detection
 SNIFF_BYTES = 64 * 1024
-#: bytes read from a compressed file per step
-RAW_CHUNK = 1 << 20
+#: compressed bytes decompressed per step: at a damaged block, the output of the step
+#: that hits the damage is lost, so steps are small
+RAW_CHUNK = 1 << 14
 
 _DIR_FILE = re.compile(r"^(conn(\..*)?|nfcapd\.\d{12})$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -192,24 +193,27 @@ def _read_stream(
 ) -> Iterator[pd.DataFrame]:
     size = chunk_bytes(batch_rows)
     head, chunks = _chunks(f, size)
-    if fmt is None:
-        if not head:
-            log.info("%s: empty input", name)
-            return
-        try:
-            fmt = sniff_format(head)
-        except FormatError as exc:
-            raise FormatError(f"{name}: {exc}") from None
-        if fmt == "nfcapd":
-            raise FormatError(f"{name}: nfcapd data can only be read from a file, not a stream")
-    parser = open_parser(fmt, name, skips, batch_rows=batch_rows)
-    log.debug("%s: reading as %s", name, fmt)
+    parser = None
     try:
+        if fmt is None:
+            if not head:
+                for _ in chunks:  # raises _Damaged for a gzip damaged before any data
+                    pass
+                log.info("%s: empty input", name)
+                return
+            try:
+                fmt = sniff_format(head)
+            except FormatError as exc:
+                raise FormatError(f"{name}: {exc}") from None
+            if fmt == "nfcapd":
+                raise FormatError(f"{name}: nfcapd data can only be read from a file, not a stream")
+        parser = open_parser(fmt, name, skips, batch_rows=batch_rows)
+        log.debug("%s: reading as %s", name, fmt)
         for data in chunks:
             yield from parser.feed(data)
     except _Damaged as exc:
         # rows before the damage were delivered; the partial line at the damage is dropped
-        line = parser.line_no + 1
+        line = parser.line_no + 1 if parser is not None else 1
         skips.add(name, line, f"{exc}; rows after this point are lost")
         return
     yield from parser.close()
