@@ -50,6 +50,8 @@ def parse_spec(spec: str) -> SinkSpec:
         except ValueError as exc:
             raise UsageError(f"--sink {spec!r}: bad options {query!r} (use k=v&k=v)") from exc
         for key, value in pairs:
+            if not key:
+                raise UsageError(f"--sink {spec!r}: an option without a name in {query!r}")
             if key in options:
                 raise UsageError(f"--sink {spec!r}: option {key!r} given twice")
             options[key] = value

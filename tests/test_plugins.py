@@ -1,0 +1,244 @@
+"""Plugins: a tiny sink package is built, pip-installed, used, and uninstalled.
+
+The package is real (its own pyproject.toml with a ``zeekml.sinks`` entry point,
+installed with pip into this environment), so discovery goes through the same
+``importlib.metadata`` path a site's Kafka or Splunk sink would. Names carry the
+process id, so parallel test runs on one machine do not trip over each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from _verdicts import real_verdicts
+from conftest import DATA, need
+
+from zeekml import plugins
+from zeekml.errors import UsageError
+from zeekml.sinks.registry import SinkOptions, make_sink, parse_spec
+
+TAG = f"p{os.getpid()}"
+DIST = f"zeekml-probe-sink-{TAG}"
+MODULE = f"zeekml_probe_sink_{TAG}"
+SINK = f"probe{TAG}"
+
+PLUGIN = '''
+"""A test sink: one line per verdict row (uid TAB verdict) to the target path."""
+from __future__ import annotations
+
+from zeekml.sinks.registry import SinkOptions
+
+
+class ProbeSink:
+    name = "probe"
+
+    def __init__(self, path, only_notices):
+        self.path = path
+        self.only_notices = only_notices
+        self.rows = 0
+        self.f = open(path, "a", encoding="utf-8")
+
+    def write(self, verdicts):
+        if self.only_notices:
+            verdicts = verdicts[verdicts["notice"].fillna(False).astype(bool)]
+        self.f.write("".join(f"{u}\\t{v}\\n" for u, v in zip(verdicts["uid"], verdicts["verdict"])))
+        self.rows += len(verdicts)
+
+    def flush(self):
+        self.f.flush()
+
+    def checkpoint(self):
+        return {"rows": self.rows}
+
+    def restore(self, position):
+        pass
+
+    def close(self):
+        self.f.close()
+
+
+def factory(target, options):
+    opts = SinkOptions(options, "probe")
+    only = opts.choice("only", ("notices", "all"), "notices")
+    opts.done()
+    if not target:
+        raise ValueError("probe needs a path")
+    return ProbeSink(target, only == "notices")
+
+
+def not_a_sink(target, options):
+    return object()
+'''
+
+
+def _pip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pip", *args, "-q", "--disable-pip-version-check"],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def installed_plugin(tmp_path_factory: pytest.TempPathFactory):
+    src = tmp_path_factory.mktemp("plugin")
+    (src / f"{MODULE}.py").write_text(PLUGIN)
+    (src / "pyproject.toml").write_text(textwrap.dedent(f"""\
+        [build-system]
+        requires = ["setuptools>=68"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "{DIST}"
+        version = "0.0.1"
+        description = "zeekml test plugin"
+
+        [project.entry-points."zeekml.sinks"]
+        {SINK} = "{MODULE}:factory"
+        {SINK}broken = "{MODULE}:not_a_sink"
+        {SINK}missing = "{MODULE}:no_such_factory"
+        syslog = "{MODULE}:factory"
+
+        [tool.setuptools]
+        py-modules = ["{MODULE}"]
+        """))
+    res = _pip("install", "--no-deps", "--no-build-isolation", str(src))
+    need(res.returncode == 0, f"pip install of a local plugin package ({res.stderr[-500:]})")
+    try:
+        yield src
+    finally:
+        _pip("uninstall", "-y", DIST)
+
+
+def _zeekml(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed console command, in a fresh process (fresh entry point metadata)."""
+    return subprocess.run([sys.executable, "-m", "zeekml.cli.main", *args], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
+
+
+def test_plugins_command_lists_builtins_and_the_plugin(installed_plugin: Path) -> None:
+    res = _zeekml("plugins")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "zeekml.sinks.syslog:factory" in out and "zeekml.sinks.ecs:factory" in out
+    line = next(x for x in out.splitlines() if x.split()[:2] == ["sinks", SINK])
+    assert f"{MODULE}:factory" in line and DIST in line and "built-in" not in line
+    shadow = [x for x in out.splitlines() if x.split()[:2] == ["sinks", "syslog"] and DIST in x]
+    assert shadow and "ignored" in shadow[0]
+
+    rows = [json.loads(x) for x in _zeekml("plugins", "--json", "--kind", "sinks").stdout.splitlines()]
+    mine = {r["name"]: r for r in rows if r["distribution"] == DIST}
+    assert mine[SINK]["module"] == MODULE and mine[SINK]["active"] == "yes"
+    assert mine["syslog"]["active"].startswith("no")
+    assert {r["kind"] for r in rows} == {"sinks"}
+
+
+def test_plugin_sink_is_built_from_a_spec(installed_plugin: Path, tmp_path: Path) -> None:
+    out = tmp_path / "probe.tsv"
+    code = textwrap.dedent(f"""\
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from _verdicts import real_verdicts
+        from zeekml.sinks.registry import make_sink
+        from zeekml.sinks.syslog import SyslogSink
+        df = real_verdicts()
+        sink = make_sink({f"{SINK}:{out}?only=all"!r})
+        sink.write(df); sink.flush(); print(sink.checkpoint()["rows"]); sink.close()
+        # a plugin cannot take over a built-in's name
+        assert isinstance(make_sink("syslog:udp://127.0.0.1:9"), SyslogSink)
+        """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    n = len(real_verdicts())
+    assert res.stdout.split() == [str(n)]
+    assert len(out.read_text().splitlines()) == n
+
+
+@pytest.mark.parametrize("suffix, code, message", [
+    ("broken", 1, "lacks the Sink methods"),
+    ("missing", 1, "cannot be loaded"),
+    ("", 2, "unknown option"),
+])
+def test_broken_plugins_fail_with_one_line(installed_plugin: Path, tmp_path: Path, suffix: str,
+                                           code: int, message: str) -> None:
+    spec = f"{SINK}{suffix}:{tmp_path / 'x'}" + ("?nope=1" if not suffix else "")
+    snippet = ("import sys\nfrom zeekml.errors import ZeekmlError\n"
+               "from zeekml.sinks.registry import make_sink\n"
+               f"try:\n    make_sink({spec!r})\nexcept ZeekmlError as e:\n"
+               "    print(e); sys.exit(e.exit_code)\n")
+    res = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == code, res.stderr
+    assert message in res.stdout and len(res.stdout.strip().splitlines()) == 1
+
+
+def test_zeekml_score_runs_through_the_plugin_sink(installed_plugin: Path, tmp_path: Path) -> None:
+    from zeekml.models.registry import bundled_models
+
+    need(Path(REPO_CLI_SCORE).is_file(), "the zeekml score command (zeekml/cli/score.py)")
+    need(bool(bundled_models()), "bundled models in onnx_models/")
+    capture = DATA / "zeek" / "slips-test18-ctu-sme-11" / "conn.log.labeled"
+    probe = tmp_path / "probe.tsv"
+    res = _zeekml("score", str(capture), "--out", str(tmp_path / "zeekml.log"), "--all",
+                  "--sink", f"{SINK}:{probe}?only=all", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = [line.split("\t") for line in probe.read_text().splitlines()]
+    assert rows, "the plugin sink received no verdicts"
+    from zeekml.sources.open import read_table
+
+    uids = set(read_table(str(capture))["uid"])
+    assert {r[0] for r in rows} <= uids
+    logged = [x for x in (tmp_path / "zeekml.log").read_text().splitlines() if not x.startswith("#")]
+    assert len(rows) == len(logged)
+
+
+REPO_CLI_SCORE = str(Path(__file__).resolve().parents[1] / "zeekml" / "cli" / "score.py")
+
+
+def test_builtins_match_pyproject() -> None:
+    """The built-in table and pyproject's entry points name the same factories."""
+    import tomllib
+
+    meta = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    eps = meta["project"]["entry-points"]
+    assert eps["zeekml.sinks"] == plugins.BUILTIN_SINKS
+    assert eps["zeekml.scorers"] == plugins.builtins("scorers")
+
+
+def test_every_builtin_sink_is_discoverable() -> None:
+    found = {p.name: p for p in plugins.discover("sinks") if p.active}
+    for name, value in plugins.BUILTIN_SINKS.items():
+        assert found[name].value == value and found[name].builtin
+
+
+def test_spec_parsing() -> None:
+    s = parse_spec("syslog:udp://127.0.0.1:5514?format=cef&facility=local0&app=a%20b")
+    assert (s.name, s.target) == ("syslog", "udp://127.0.0.1:5514")
+    assert s.options == {"format": "cef", "facility": "local0", "app": "a b"}
+    assert parse_spec("ecs:-") == parse_spec("ecs:-?")
+    assert parse_spec("zeek").target == ""
+    assert parse_spec("ecs:/var/log/a:b.json").target == "/var/log/a:b.json"
+    for bad in ("", "1x:y", "syslog:udp://h?=v", "syslog:udp://h?a=1&a=2"):
+        with pytest.raises(UsageError):
+            parse_spec(bad)
+
+
+def test_sink_options_reject_unknown_and_bad_values() -> None:
+    opts = SinkOptions({"n": "3", "f": "yes", "x": "1"}, "demo")
+    assert opts.integer("n", 1, lo=1) == 3 and opts.flag("f", False)
+    with pytest.raises(ValueError, match="unknown option"):
+        opts.done()
+    with pytest.raises(ValueError, match="not an integer"):
+        SinkOptions({"n": "three"}, "demo").integer("n", 1)
+    with pytest.raises(ValueError, match="number"):
+        SinkOptions({"t": "nan"}, "demo").number("t", 1.0)
+
+
+def test_make_sink_builds_builtins(tmp_path: Path) -> None:
+    sink = make_sink(f"ecs:{tmp_path / 'a.json'}")
+    sink.write(real_verdicts().iloc[:5])
+    sink.close()
+    assert sink.name == "ecs"
