@@ -74,6 +74,41 @@ def factory(target, options):
 
 def not_a_sink(target, options):
     return object()
+
+
+class ProbeScorer:
+    """A model kind from outside zeekml: P(not normal) of a 2-class ONNX classifier."""
+
+    def __init__(self, card, options):
+        import onnxruntime as ort
+        from zeekml.features.flow_stats import FEATURES
+
+        if card.require("features", list) != list(FEATURES):
+            raise ValueError("feature mismatch")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        self.card = card
+        self.name = card.name
+        self.session = ort.InferenceSession(str(card.onnx_path), so,
+                                            providers=["CPUExecutionProvider"])
+
+    def score(self, flows):
+        import numpy as np
+        from zeekml.features.flow_stats import flow_features
+        from zeekml.models.base import ScoreBatch
+
+        probs = self.session.run(["probs"], {"x": flow_features(flows)})[0].astype(np.float64)
+        b = len(flows)
+        return ScoreBatch(model=self.name, score=1.0 - probs[:, 0],
+                          cls=np.full(b, "c2", dtype=object),
+                          threshold=np.full(b, self.card.threshold_for("c2")))
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
 '''
 
 
@@ -101,6 +136,9 @@ def installed_plugin(tmp_path_factory: pytest.TempPathFactory):
         {SINK}broken = "{MODULE}:not_a_sink"
         {SINK}missing = "{MODULE}:no_such_factory"
         syslog = "{MODULE}:factory"
+
+        [project.entry-points."zeekml.scorers"]
+        {SINK}scorer = "{MODULE}:ProbeScorer"
 
         [tool.setuptools]
         py-modules = ["{MODULE}"]
@@ -175,27 +213,34 @@ def test_broken_plugins_fail_with_one_line(installed_plugin: Path, tmp_path: Pat
     assert message in res.stdout and len(res.stdout.strip().splitlines()) == 1
 
 
-def test_zeekml_score_runs_through_the_plugin_sink(installed_plugin: Path, tmp_path: Path) -> None:
-    from zeekml.models.registry import bundled_models
+def test_zeekml_score_runs_through_plugin_scorer_and_sink(installed_plugin: Path,
+                                                         tmp_path: Path) -> None:
+    """``zeekml score`` in a fresh process: a plugin model kind scores, a plugin sink writes."""
+    from tests.test_pipeline import build_tiny_model
+    from zeekml.models.card import load_card, write_card
 
-    need(Path(REPO_CLI_SCORE).is_file(), "the zeekml score command (zeekml/cli/score.py)")
-    need(bool(bundled_models()), "bundled models in onnx_models/")
+    model = build_tiny_model(tmp_path / "probe.onnx", "probe")
+    card = dict(load_card(model).data)
+    card["kind"] = f"{SINK}scorer"
+    card.pop("onnx_sha256", None)
+    write_card(model, card)
     capture = DATA / "zeek" / "slips-test18-ctu-sme-11" / "conn.log.labeled"
+    need(capture.is_file(), f"the capture {capture}")
     probe = tmp_path / "probe.tsv"
-    res = _zeekml("score", str(capture), "--out", str(tmp_path / "zeekml.log"), "--all",
-                  "--sink", f"{SINK}:{probe}?only=all", cwd=tmp_path)
+    out = tmp_path / "zeekml.log"
+    res = _zeekml("score", "--model", str(model), "--all", "--out", str(out),
+                  "--sink", f"{SINK}:{probe}?only=all", str(capture), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     rows = [line.split("\t") for line in probe.read_text().splitlines()]
-    assert rows, "the plugin sink received no verdicts"
+    logged = [x.split("\t") for x in out.read_text().splitlines() if not x.startswith("#")]
     from zeekml.sources.open import read_table
 
-    uids = set(read_table(str(capture))["uid"])
-    assert {r[0] for r in rows} <= uids
-    logged = [x for x in (tmp_path / "zeekml.log").read_text().splitlines() if not x.startswith("#")]
-    assert len(rows) == len(logged)
-
-
-REPO_CLI_SCORE = str(Path(__file__).resolve().parents[1] / "zeekml" / "cli" / "score.py")
+    flows = read_table(str(capture))
+    assert len(rows) == len(logged) == len(flows)
+    assert [r[0] for r in rows] == [x[1] for x in logged] == flows["uid"].tolist()
+    assert {r[1] for r in rows} <= {"c2", "normal"} and any(r[1] == "c2" for r in rows)
+    listed = _zeekml("plugins", "--kind", "scorers").stdout
+    assert f"{SINK}scorer" in listed and f"{MODULE}:ProbeScorer" in listed
 
 
 def test_builtins_match_pyproject() -> None:
@@ -205,7 +250,9 @@ def test_builtins_match_pyproject() -> None:
     meta = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     eps = meta["project"]["entry-points"]
     assert eps["zeekml.sinks"] == plugins.BUILTIN_SINKS
-    assert eps["zeekml.scorers"] == plugins.builtins("scorers")
+    # (other tests add test-only kinds to the in-process table; those are not built-ins)
+    table = {k: v for k, v in plugins.builtins("scorers").items() if not v.startswith("tests.")}
+    assert eps["zeekml.scorers"] == table
 
 
 def test_every_builtin_sink_is_discoverable() -> None:
@@ -241,4 +288,4 @@ def test_make_sink_builds_builtins(tmp_path: Path) -> None:
     sink = make_sink(f"ecs:{tmp_path / 'a.json'}")
     sink.write(real_verdicts().iloc[:5])
     sink.close()
-    assert sink.name == "ecs"
+    assert sink.name == f"ecs:{tmp_path / 'a.json'}"

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from _verdicts import expected_text, parse_cef, real_verdicts
-from conftest import need_binary
+from conftest import DATA, need, need_binary
 
+from tests.test_pipeline import tiny_models  # noqa: F401 - fixture: a real tiny ONNX model
 from zeekml.errors import SinkError, UsageError
 from zeekml.sinks.registry import make_sink
 from zeekml.sinks.syslog import SD_FIELDS
@@ -314,3 +315,75 @@ def test_empty_and_normal_only_batches_send_nothing(rsyslog: Rsyslog) -> None:
     time.sleep(0.3)
     assert rsyslog.records() == []
     assert np.isfinite(df["score"]).all()
+
+
+# ---------------------------------------------------------------- zeekml score end to end
+
+CRON_A = DATA / "zeek" / "stratosphere-008-mixed" / "conn.log.labeled"
+CRON_B = DATA / "zeek" / "stratosphere-010-mixed" / "conn.log.labeled"
+
+
+def _logged_notices(path: Path) -> set[tuple[str, str]]:
+    """(uid, model) of every notice row zeekml score wrote to its Zeek log."""
+    lines = path.read_text().splitlines()
+    fields = next(x for x in lines if x.startswith("#fields\t")).split("\t")[1:]
+    rows = [dict(zip(fields, x.split("\t"), strict=True)) for x in lines if not x.startswith("#")]
+    return {(r["uid"], r["model"]) for r in rows if r["notice"] == "T"}
+
+
+def _received(recs: list[dict[str, str]]) -> list[tuple[str, str]]:
+    out = []
+    for r in recs:
+        if r["sd"] != "-":
+            p = parse_sd(r["sd"])[1]
+            out.append((p["uid"], p["model"]))
+        else:
+            _, ext = parse_cef(r["msg"])
+            out.append((ext["externalId"], ext["cs1"]))
+    return out
+
+
+def test_zeekml_score_sends_every_notice_over_udp_and_tcp(rsyslog: Rsyslog, tiny_models,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    from zeekml.cli.main import main
+
+    need(CRON_A.is_file(), f"the capture {CRON_A}")
+    out = tmp_path / "zeekml.log"
+    models = [a for m in tiny_models for a in ("--model", str(m))]
+    rc = main(["score", *models, "--out", str(out),
+               "--sink", f"syslog:udp://127.0.0.1:{rsyslog.udp}",
+               "--sink", f"syslog:tcp://127.0.0.1:{rsyslog.tcp}?format=cef", str(CRON_A)])
+    assert rc == 0
+    logged = _logged_notices(out)
+    assert logged
+    recs = rsyslog.wait_for(2 * len(logged))
+    udp = [r for r in recs if r["sd"] != "-"]
+    tcp = [r for r in recs if r["sd"] == "-"]
+    assert sorted(_received(udp)) == sorted(logged)  # each exactly once, fields intact
+    assert sorted(_received(tcp)) == sorted(logged)
+
+
+def test_zeekml_score_commits_only_delivered_notices(rsyslog: Rsyslog, tiny_models,  # noqa: F811
+                                                     tmp_path: Path) -> None:
+    """Cron runs with --state while the collector restarts: nothing is lost."""
+    from zeekml.cli.main import main
+
+    need(CRON_A.is_file() and CRON_B.is_file(), f"the captures {CRON_A}, {CRON_B}")
+    out, state = tmp_path / "zeekml.log", tmp_path / "state"
+    models = [a for m in tiny_models for a in ("--model", str(m))]
+    args = ["score", *models, "--state", str(state), "--out", str(out),
+            "--sink", f"syslog:tcp://127.0.0.1:{rsyslog.tcp}?timeout=1&retry=0.05"]
+    assert main([*args, str(CRON_A)]) == 0
+    first = _logged_notices(out)
+    assert sorted(_received(rsyslog.wait_for(len(first)))) == sorted(first)
+
+    rsyslog.stop()  # the collector is down for the next cron run: it fails, commits nothing
+    assert main([*args, str(CRON_A), str(CRON_B)]) == 1
+    rsyslog.start()
+    assert main([*args, str(CRON_A), str(CRON_B)]) == 0  # B is scored again and delivered
+
+    logged = _logged_notices(out)
+    assert first < logged
+    got = _received(rsyslog.wait_for(len(logged)))
+    assert set(got) == logged  # every notice of both files reached the collector
+    assert len(got) == len(set(got))  # and B's notices only once (run 2 sent nothing)

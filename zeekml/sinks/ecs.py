@@ -116,9 +116,9 @@ def ecs_records(df: pd.DataFrame) -> pd.Series:
 class EcsSink:
     """ECS JSON lines to a file (appended) or to stdout."""
 
-    name = "ecs"
-
     def __init__(self, path: str | None, only_notices: bool = True) -> None:
+        # unique per destination: the pipeline keys checkpoints by sink name
+        self.name = f"ecs:{os.path.abspath(path) if path is not None else '-'}"
         self._only_notices = only_notices
         self._path = path
         self._fd: int | None = None

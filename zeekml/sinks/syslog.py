@@ -160,11 +160,11 @@ def _notices(df: pd.DataFrame) -> np.ndarray:
 class SyslogSink:
     """Sends verdicts to a syslog collector (see the module doc for options)."""
 
-    name = "syslog"
-
     def __init__(
         self, transport: UdpTransport | TcpTransport, fmt: SyslogFormat, only_notices: bool = True
     ) -> None:
+        # unique per destination: the pipeline keys checkpoints by sink name
+        self.name = f"syslog:{transport.where}" + ("/cef" if fmt.format == "cef" else "")
         self._transport = transport
         self._format = fmt
         self._only_notices = only_notices
@@ -196,7 +196,7 @@ class SyslogSink:
     def stats(self) -> dict[str, Any]:
         """Counters for the run summary: delivered, dropped, still queued."""
         return {
-            "sink": f"syslog:{self.where}",
+            "sink": self.name,
             "sent": self._transport.sent,
             "dropped": self._transport.dropped,
             "queued": self._transport.pending(),
