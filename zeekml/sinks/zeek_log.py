@@ -134,9 +134,9 @@ class AppendFile:
         """Position after the last :meth:`flush`: file identity and byte size."""
         if self.stdout:
             return {}
-        self.open()
+        fh = self.open()
         assert self.path is not None
-        st = os.stat(self.path)
+        st = os.fstat(fh.fileno())  # the file written, even if logrotate moved it meanwhile
         return {"path": str(self.path), "dev": st.st_dev, "ino": st.st_ino, "size": self._size}
 
     def close(self, footer: bytes = b"") -> None:
