@@ -70,7 +70,7 @@ class _Generation:
             self._make_parser(parser_state)
 
     def _make_parser(self, state: dict[str, Any] | None) -> None:
-        from zeekml.sources.open import open_parser
+        from zeekml.sources.detect import open_parser
 
         assert self.fmt is not None
         if self.fmt == "nfcapd":
@@ -92,7 +92,7 @@ class _Generation:
         self._held += data
         if b"\n" not in self._held and len(self._held) < MAX_SNIFF_BYTES:
             return []
-        from zeekml.sources.open import sniff_format
+        from zeekml.sources.detect import sniff_format
 
         self.fmt = sniff_format(bytes(self._held[:MAX_SNIFF_BYTES]))
         self._make_parser(None)
@@ -103,7 +103,7 @@ class _Generation:
         if self.parser is None:
             if not self._held.strip():
                 return []
-            from zeekml.sources.open import sniff_format
+            from zeekml.sources.detect import sniff_format
 
             self.fmt = sniff_format(bytes(self._held))
             self._make_parser(None)
@@ -134,6 +134,7 @@ class FileTail:
         self.batch_rows = batch_rows
         self.finished = False
         self.boundary = False
+        self.files = 0  # file generations opened
         self._gen: _Generation | None = None
         self._gen_id = 0
         self._ended_pos: Position | None = None
@@ -176,6 +177,7 @@ class FileTail:
                                         fmt, parser)
                 self._gen_id = ev.gen
                 self._ended_pos = None
+                self.files += 1
             elif isinstance(ev, Ended):
                 assert self._gen is not None
                 out.extend(self._gen.close())
@@ -240,6 +242,7 @@ class DirTail:
         self.batch_rows = batch_rows
         self.finished = False
         self.boundary = False
+        self.files = 0
         cursor = None
         if resume is not None:
             if not isinstance(resume, dict) or resume.get("kind") != self.kind:
@@ -256,6 +259,7 @@ class DirTail:
             if not ready:
                 return []
             self._file = ready[0]
+            self.files += 1
             cur = self.dir.cursor
             skip = cur.rows if cur.file == self._file.name else 0
             self._rows = skip

@@ -380,6 +380,8 @@ class Follower:
         pos, self._resume = self._resume, None
         if pos is None:
             self._open_path(events, "start")
+            if self._fh is None:
+                log.info("%s: does not exist yet; waiting for it", self.path)
             return
         opened = self._open(self.path)
         if opened is not None:

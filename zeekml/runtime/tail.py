@@ -1,0 +1,318 @@
+"""The ``zeekml tail`` loop: follow one input, micro-batch, score, write, checkpoint.
+
+Micro-batching with a latency bound: flows parsed from the input wait in a pending
+batch that is scored and written (one :meth:`Pipeline.process` call, then a sink flush)
+as soon as it holds ``batch_rows`` flows **or** its oldest flow has waited
+``max_latency`` seconds. A quiet input therefore still gets its verdicts within about
+``max_latency`` plus the scoring time, and a busy one is scored in large batches.
+
+Exactly once with ``--state``: a checkpoint flushes (fsyncs) every sink and saves,
+atomically and together, the input's cursor (identity + byte offset + parser header
+state, see :mod:`zeekml.runtime.tail_sources`), every scorer's window state, the
+policy state and each sink's size. Checkpoints are taken every ``checkpoint_seconds``
+(never in the middle of a batch), at every input file boundary (rotation), around
+output rotation and reopening, and at shutdown. After ``kill -9`` at any moment, the
+next run truncates each output back to its checkpointed size and re-reads the input
+from the checkpointed offset with the checkpointed windows, so every verdict is in the
+output exactly once (the rows written after the last checkpoint are re-produced
+identically).
+
+Signals: SIGTERM and SIGINT flush, checkpoint and exit 0; SIGHUP reopens the main
+output (after ``logrotate`` moved it: a new file with a header; if it was not moved,
+writing simply continues). ``--rotate SECONDS`` rotates the main output like Zeek:
+at each multiple of the interval the file gets ``#close``, is renamed
+``<name>.YYYY-MM-DD-HH-MM-SS.log`` (its open time, local time as Zeek writes it) and a
+new file is started.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pandas as pd
+
+from zeekml.errors import StateError
+from zeekml.records import schema
+from zeekml.runtime.pipeline import Pipeline
+from zeekml.runtime.state import RunState, StateStore
+from zeekml.runtime.tail_sources import TailSource
+from zeekml.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TailOptions:
+    """Knobs of the loop (validated: the CLI passes user values straight in)."""
+
+    batch_rows: int = 16384
+    max_latency: float = 0.25
+    poll_interval: float = 0.25
+    checkpoint_seconds: float = 5.0
+    rotate: float | None = None
+    read_bytes: int = 4 << 20
+
+    def __post_init__(self) -> None:
+        if self.batch_rows < 1:
+            raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")
+        for name in ("max_latency", "poll_interval", "checkpoint_seconds"):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a positive number of seconds, got {v}")
+        if self.rotate is not None and not (self.rotate >= 1 and math.isfinite(self.rotate)):
+            raise ValueError(f"rotate must be >= 1 second, got {self.rotate}")
+        if self.read_bytes < 4096:
+            raise ValueError(f"read_bytes must be >= 4096, got {self.read_bytes}")
+
+
+@dataclass
+class TailStats:
+    batches: int = 0
+    checkpoints: int = 0
+    rotations: int = 0
+    reopens: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def rotated_name(path: Path, opened: float) -> Path:
+    """``zeekml.log`` opened at ``opened`` -> ``zeekml.YYYY-MM-DD-HH-MM-SS.log`` (free name)."""
+    stem, dot, rest = path.name.partition(".")
+    suffix = f".{rest}" if dot else ""
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(opened))
+    cand = path.with_name(f"{stem}.{stamp}{suffix}")
+    n = 1
+    while cand.exists():  # two rotations within a second: never overwrite one
+        cand = path.with_name(f"{stem}.{stamp}-{n}{suffix}")
+        n += 1
+    return cand
+
+
+def next_boundary(now: float, interval: float) -> float:
+    """The next multiple of ``interval`` seconds after ``now`` (Zeek aligns rotation so)."""
+    return (math.floor(now / interval) + 1) * interval
+
+
+class Tail:
+    """Drive a :class:`Pipeline` from a :class:`TailSource` until stopped.
+
+    ``make_main_sink`` builds a fresh main output (the pipeline's first sink) for
+    rotation and reopening; ``input_key`` names the input's cursor in the state.
+    """
+
+    def __init__(
+        self,
+        source_factory: Callable[[dict[str, Any] | None], TailSource],
+        pipeline: Pipeline,
+        *,
+        input_key: str,
+        store: StateStore | None = None,
+        options: TailOptions | None = None,
+        make_main_sink: Callable[[], Sink] | None = None,
+    ) -> None:
+        self.source_factory = source_factory
+        self.pipeline = pipeline
+        self.input_key = input_key
+        self.store = store
+        self.opts = options or TailOptions()
+        self.make_main_sink = make_main_sink
+        self.stats = TailStats()
+        self._stop = threading.Event()
+        self._reopen = False
+        self._source: TailSource | None = None
+        self._pending: list[pd.DataFrame] = []
+        self._pending_rows = 0
+        self._pending_since = 0.0
+        self._dirty = False
+        self._last_commit = time.monotonic()
+        self._inputs: dict[str, dict[str, Any]] = {}
+        self._meta: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Ask the loop to flush, checkpoint and return (safe from signal handlers)."""
+        self._stop.set()
+        if self._source is not None:
+            self._source.wake()
+
+    def request_reopen(self) -> None:
+        self._reopen = True
+        if self._source is not None:
+            self._source.wake()
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self.stop()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self.request_reopen()
+
+        old = {}
+        for sig, handler in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop),
+                             (signal.SIGHUP, on_hup)):
+            old[sig] = signal.signal(sig, handler)
+        return old
+
+    # ------------------------------------------------------------------ state
+    def _load(self) -> dict[str, Any] | None:
+        if self.store is None:
+            return None
+        state = self.store.load()
+        if state is None:
+            return None
+        self._inputs = dict(state.inputs)
+        self._meta = dict(state.meta)
+        self.pipeline.restore(state)
+        cursor = self._inputs.get(self.input_key)
+        if cursor is not None and not isinstance(cursor, dict):
+            raise StateError(f"{self.store.path}: cursor of {self.input_key} is malformed")
+        return cursor
+
+    def _commit(self) -> None:
+        """Flush every sink and save input cursor + scorer/policy/sink state together."""
+        if self.store is None or self._source is None:
+            self.pipeline.flush()
+            return
+        self._inputs[self.input_key] = self._source.cursor()
+        state: RunState = self.pipeline.capture(self._inputs, self._meta)
+        self.store.save(state)
+        self._dirty = False
+        self._last_commit = time.monotonic()
+        self.stats.checkpoints += 1
+
+    # ------------------------------------------------------------------ batching
+    def _flush_pending(self) -> None:
+        if not self._pending:
+            return
+        frames, self._pending = self._pending, []
+        self._pending_rows = 0
+        batch = frames[0] if len(frames) == 1 else schema.concat(frames)
+        self.pipeline.process(batch)
+        self.pipeline.flush()  # verdicts reach the file now (the latency bound)
+        self.stats.batches += 1
+        self._dirty = True
+
+    def _due(self, now: float) -> bool:
+        return bool(self._pending) and (
+            self._pending_rows >= self.opts.batch_rows
+            or now - self._pending_since >= self.opts.max_latency
+        )
+
+    # ------------------------------------------------------------------ output files
+    def _main_sink_path(self) -> Path | None:
+        sink = self.pipeline.sinks[0] if self.pipeline.sinks else None
+        f = getattr(sink, "file", None)
+        p = getattr(f, "path", None)
+        return Path(p) if p is not None else None
+
+    def _replace_main_sink(self, restore_from: dict[str, Any] | None) -> None:
+        old = self.pipeline.sinks[0]
+        if hasattr(old, "footer"):
+            old.footer = True  # a closed file ends with #close, as Zeek writes it
+        old.close()
+        assert self.make_main_sink is not None
+        new = self.make_main_sink()
+        if restore_from:
+            new.restore(restore_from)  # same file still there: continue, drop #close
+        self.pipeline.sinks[0] = new
+
+    def _reopen_output(self) -> None:
+        self._reopen = False
+        if self.make_main_sink is None or self._main_sink_path() is None:
+            log.info("SIGHUP: the output is not a file; nothing to reopen")
+            return
+        self._flush_pending()
+        self._commit()
+        cp = self.pipeline.sinks[0].checkpoint()
+        self._replace_main_sink(cp)
+        self._commit()
+        self.stats.reopens += 1
+        log.info("reopened %s", self._main_sink_path())
+
+    def _rotate_output(self, now_wall: float) -> None:
+        path = self._main_sink_path()
+        if path is None or self.make_main_sink is None:
+            return
+        self._flush_pending()
+        self._commit()
+        opened = float(self._meta.get("out_opened", now_wall))
+        self._replace_main_sink(None)
+        if path.exists():
+            dest = rotated_name(path, opened)
+            os.replace(path, dest)
+            log.info("rotated %s -> %s", path, dest.name)
+        self._meta["out_opened"] = now_wall
+        self.pipeline.sinks[0].checkpoint()  # opens the new file (header) now
+        self._commit()
+        self.stats.rotations += 1
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> TailStats:
+        old_handlers = self._install_signals()
+        try:
+            cursor = self._load()
+            self._meta["runs"] = int(self._meta.get("runs", 0)) + 1
+            self._meta.setdefault("out_opened", time.time())
+            self._source = self.source_factory(cursor)
+            self._loop()
+        finally:
+            if self._source is not None:
+                self._source.close()
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+        return self.stats
+
+    def _loop(self) -> None:
+        src = self._source
+        assert src is not None
+        opts = self.opts
+        next_rotate = next_boundary(time.time(), opts.rotate) if opts.rotate else math.inf
+        while not self._stop.is_set():
+            if self._reopen:
+                self._reopen_output()
+            if time.time() >= next_rotate:
+                self._rotate_output(time.time())
+                next_rotate = next_boundary(time.time(), opts.rotate or math.inf)
+            frames = src.poll(opts.read_bytes)
+            now = time.monotonic()
+            got = False
+            for f in frames:
+                if len(f):
+                    if not self._pending:
+                        self._pending_since = now
+                    self._pending.append(f)
+                    self._pending_rows += len(f)
+                    got = True
+            boundary, src.boundary = src.boundary, False
+            if self._due(now) or ((boundary or src.finished) and self._pending):
+                self._flush_pending()
+            if boundary or (self._dirty and now - self._last_commit >= opts.checkpoint_seconds):
+                self._commit()  # a file ended: commit before the next one is read
+            if src.finished:
+                break
+            if got or getattr(src, "busy", False):
+                continue
+            timeout = opts.poll_interval
+            if self._pending:
+                timeout = max(0.0, min(timeout, self._pending_since + opts.max_latency - now))
+            if opts.rotate:
+                timeout = max(0.0, min(timeout, next_rotate - time.time()))
+            if timeout > 0:
+                src.wait(timeout)
+        self._flush_pending()
+        self.pipeline.counters.files = int(getattr(src, "files", 0))
+        if self.store is None:
+            self.pipeline.finish()  # no later run will close open suppression windows
+        self._commit()
