@@ -109,6 +109,54 @@ class ProbeScorer:
 
     def load_state_dict(self, state):
         pass
+
+
+class ProbeFlows:
+    """A flow format from outside zeekml: '#probe-flows' then ts,uid,orig_h,orig_p,resp_h,resp_p,proto."""
+
+    def __init__(self, path, skips, *, batch_rows=65536):
+        self.path = path
+        self.consumed = 0
+        self.line_no = 0
+        self._tail = b""
+
+    @staticmethod
+    def sniff(head):
+        return head.startswith(b"#probe-flows")
+
+    def feed(self, data):
+        buf = self._tail + data
+        cut = buf.rfind(b"\\n") + 1
+        self._tail = buf[cut:]
+        return self._parse(buf[:cut])
+
+    def close(self):
+        tail, self._tail = self._tail, b""
+        return self._parse(tail)
+
+    def _parse(self, block):
+        import pandas as pd
+        from zeekml.records.schema import conform
+
+        lines = block.decode("utf-8").splitlines()
+        self.line_no += len(lines)
+        self.consumed += len(block)
+        rows = [x.split(",") for x in lines if x and not x.startswith("#")]
+        if not rows:
+            return []
+        df = pd.DataFrame(rows, columns=["ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p",
+                                         "proto"])
+        df["ts"] = df["ts"].astype("float64")
+        for c in ("orig_p", "resp_p"):
+            df[c] = df[c].astype("Int32")
+        return [conform(df, source_file=self.path)]
+
+    def get_state(self):
+        return {"line_no": self.line_no, "consumed": self.consumed}
+
+    def set_state(self, state):
+        self.line_no = int(state["line_no"])
+        self.consumed = int(state["consumed"])
 '''
 
 
@@ -139,6 +187,9 @@ def installed_plugin(tmp_path_factory: pytest.TempPathFactory):
 
         [project.entry-points."zeekml.scorers"]
         {SINK}scorer = "{MODULE}:ProbeScorer"
+
+        [project.entry-points."zeekml.sources"]
+        {SINK}flows = "{MODULE}:ProbeFlows"
 
         [tool.setuptools]
         py-modules = ["{MODULE}"]
@@ -253,6 +304,7 @@ def test_builtins_match_pyproject() -> None:
     # (other tests add test-only kinds to the in-process table; those are not built-ins)
     table = {k: v for k, v in plugins.builtins("scorers").items() if not v.startswith("tests.")}
     assert eps["zeekml.scorers"] == table
+    assert eps["zeekml.sources"] == plugins.BUILTIN_SOURCES
 
 
 def test_every_builtin_sink_is_discoverable() -> None:
@@ -289,3 +341,43 @@ def test_make_sink_builds_builtins(tmp_path: Path) -> None:
     sink.write(real_verdicts().iloc[:5])
     sink.close()
     assert sink.name == f"ecs:{tmp_path / 'a.json'}"
+
+
+def test_zeekml_score_reads_a_plugin_source_format(installed_plugin: Path, tmp_path: Path) -> None:
+    """Source, scorer and sink all from the plugin package: zeekml only runs the pipeline."""
+    from tests.test_pipeline import build_tiny_model
+    from zeekml.models.card import load_card, write_card
+    from zeekml.sources.open import read_table
+
+    capture = DATA / "zeek" / "slips-test10-mixed" / "conn.log"
+    need(capture.is_file(), f"the capture {capture}")
+    flows = read_table(str(capture))
+    cols = ["ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto"]
+    text = flows[cols].astype(str).agg(",".join, axis=1)
+    src = tmp_path / "flows.probe"
+    src.write_text("#probe-flows\n" + "\n".join(text) + "\n")
+    model = build_tiny_model(tmp_path / "probe.onnx", "probe")
+    card = dict(load_card(model).data)
+    card["kind"] = f"{SINK}scorer"
+    card.pop("onnx_sha256", None)
+    write_card(model, card)
+    probe = tmp_path / "probe.tsv"
+    res = _zeekml("score", "--model", str(model), "--all", "--out", str(tmp_path / "z.log"),
+                  "--sink", f"{SINK}:{probe}?only=all", str(src), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = [line.split("\t") for line in probe.read_text().splitlines()]
+    assert [r[0] for r in rows] == flows["uid"].tolist()
+    assert f"flows read: {len(flows)}" in res.stderr
+    listed = _zeekml("plugins", "--kind", "sources").stdout
+    assert f"{SINK}flows" in listed and "zeekml.sources.zeek_tsv:ZeekTsvParser" in listed
+
+
+def test_builtin_sources_are_the_dispatch_table() -> None:
+    """plugins.BUILTIN_SOURCES names the classes zeekml.sources.detect.PARSERS builds."""
+    from zeekml.sources.detect import PARSERS
+
+    assert set(PARSERS) == set(plugins.BUILTIN_SOURCES)
+    for fmt, value in plugins.BUILTIN_SOURCES.items():
+        module, _, attr = value.partition(":")
+        assert PARSERS[fmt].__name__ == f"lazy_{attr}"
+        assert module in (PARSERS[fmt].__doc__ or "")

@@ -20,9 +20,15 @@ The three interfaces (each small, each typed below):
     The entry point's name is a model card ``kind``; a model whose card has that
     kind is scored by this class (:class:`zeekml.models.base.Scorer`).
 
-``zeekml.sources``  ``factory(target: str, options: dict[str, str]) -> Iterable[DataFrame]``
-    Yields canonical flow batches (:func:`zeekml.records.schema.conform` applied),
-    in stream order.
+``zeekml.sources``  ``ParserClass(path: str, skips: SkipLog, *, batch_rows: int) -> FlowParser``
+    The entry point's name is a format name. The object builds an incremental
+    parser (:class:`zeekml.sources.FlowParser`: ``feed(bytes)`` and ``close()``
+    return canonical batches, ``consumed``/``line_no``/``get_state``/``set_state``
+    make it resumable), exactly like the built-in readers in
+    :data:`zeekml.sources.detect.PARSERS`. An optional ``sniff(head: bytes) -> bool``
+    attribute (a staticmethod) claims inputs by their first bytes; plugin sniffers
+    are asked before the built-in detection, so ``zeekml score``/``tail`` read the
+    plugin's format with no extra option.
 
 A plugin is loaded only when it is used, so a broken plugin cannot break other
 commands; listing plugins never imports them.
@@ -30,20 +36,21 @@ commands; listing plugins never imports them.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from zeekml.models.base import Scorer
     from zeekml.models.card import ModelCard
     from zeekml.models.registry import ScorerOptions
     from zeekml.sinks.base import Sink
+    from zeekml.sources import FlowParser
+    from zeekml.sources.skips import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,18 @@ BUILTIN_SINKS: dict[str, str] = {
     "ecs": "zeekml.sinks.ecs:factory",
 }
 
+#: The built-in readers (format name -> parser class), as registered in pyproject.toml;
+#: the same classes :data:`zeekml.sources.detect.PARSERS` dispatches to. (nfcapd
+#: binaries are read through the nfdump program, not by a parser class.)
+BUILTIN_SOURCES: dict[str, str] = {
+    "zeek_tsv": "zeekml.sources.zeek_tsv:ZeekTsvParser",
+    "zeek_json": "zeekml.sources.zeek_json:ZeekJsonParser",
+    "nfdump_csv": "zeekml.sources.nfdump:NfdumpCsvParser",
+    "nfdump_json": "zeekml.sources.nfdump:NfdumpJsonParser",
+    "zeek_csv": "zeekml.sources.csv_export:ZeekCsvParser",
+    "cicflowmeter_csv": "zeekml.sources.csv_export:CicFlowMeterParser",
+}
+
 DISTRIBUTION = "zeekml"
 
 
@@ -79,9 +98,9 @@ class ScorerClass(Protocol):
 
 
 class SourceFactory(Protocol):
-    """``zeekml.sources`` entry points."""
+    """``zeekml.sources`` entry points (the entry point name is the format name)."""
 
-    def __call__(self, target: str, options: dict[str, str]) -> Iterable[pd.DataFrame]: ...
+    def __call__(self, path: str, skips: SkipLog, *, batch_rows: int) -> FlowParser: ...
 
 
 @dataclass(frozen=True)
@@ -105,11 +124,11 @@ def builtins(kind: str) -> dict[str, str]:
     """The built-in name -> ``module:attr`` table of a kind."""
     if kind == "sinks":
         return dict(BUILTIN_SINKS)
-    if kind == "scorers":
-        from zeekml.models.registry import BUILTIN_KINDS
+    if kind == "sources":
+        return dict(BUILTIN_SOURCES)
+    from zeekml.models.registry import BUILTIN_KINDS
 
-        return dict(BUILTIN_KINDS)
-    return {}
+    return dict(BUILTIN_KINDS)
 
 
 def _group(kind: str) -> str:
@@ -196,3 +215,48 @@ def as_rows(kinds: Iterable[str] = tuple(GROUPS)) -> list[Mapping[str, str]]:
                 "active": "yes" if p.active else "no (name taken by a built-in)",
             })
     return rows
+
+
+# ------------------------------------------------------------------ source plugins
+
+
+@functools.lru_cache(maxsize=1)
+def _source_plugins() -> tuple[tuple[str, Any], ...]:
+    """(format, parser class) of every third-party source plugin, loaded once per process.
+
+    Cached: scanning entry points costs milliseconds, and sniffing runs per input
+    file. A plugin that fails to import is skipped with a warning, so a broken
+    plugin never stops zeekml from reading its own formats.
+    """
+    out = []
+    for info in discover("sources"):
+        if info.builtin or not info.active:
+            continue
+        try:
+            out.append((info.name, load(info)))
+        except ImportError as exc:
+            log.warning("%s", exc)
+    return tuple(out)
+
+
+def sniff_source(head: bytes) -> str | None:
+    """The format name of the first source plugin whose ``sniff(head)`` claims the input."""
+    for name, cls in _source_plugins():
+        sniff: Callable[[bytes], bool] | None = getattr(cls, "sniff", None)
+        if sniff is None:
+            continue
+        try:
+            if sniff(head):
+                return name
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop built-in reading
+            log.warning("source plugin %r: sniff failed (%s: %s); ignored", name,
+                        type(exc).__name__, exc)
+    return None
+
+
+def source_parser(fmt: str) -> Any | None:
+    """The parser class a source plugin registers for ``fmt`` (None: no such plugin)."""
+    for name, cls in _source_plugins():
+        if name == fmt:
+            return cls
+    return None

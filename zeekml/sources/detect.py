@@ -59,6 +59,11 @@ def sniff_format(head: bytes) -> str:
     """
     if head.startswith(NFCAPD_MAGIC) and len(head) >= 4 and head[2] in (1, 2) and head[3] == 0:
         return "nfcapd"
+    from zeekml.plugins import sniff_source  # source plugins (entry points) may claim it
+
+    claimed = sniff_source(head)
+    if claimed is not None:
+        return claimed
     text = head.removeprefix(b"\xef\xbb\xbf")
     first = b""
     for line in text.split(b"\n"):
@@ -136,8 +141,11 @@ def open_parser(fmt: str, path: str, skips: SkipLog, *, batch_rows: int = 65536)
     """
     if fmt == "nfcapd":
         raise FormatError(f"{path}: nfcapd files are read through nfdump, not fed as bytes")
-    try:
-        factory = PARSERS[fmt]
-    except KeyError:
-        raise FormatError(f"{path}: unknown format {fmt!r} (known: {', '.join(FORMATS)})") from None
+    factory = PARSERS.get(fmt)
+    if factory is None:
+        from zeekml.plugins import source_parser  # a format from a source plugin
+
+        factory = source_parser(fmt)
+    if factory is None:
+        raise FormatError(f"{path}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     return factory(path, skips, batch_rows=batch_rows)
