@@ -367,3 +367,19 @@ def test_overlong_line_is_dropped_not_buffered():
     frames += p.feed(b"\n" + raw.split(b"\n", 8)[8]) + p.close()
     assert p.skips.total == 1 and "longer than" in p.skips.examples[0].reason
     assert len(schema.concat(frames)) == 2 * len(read(S003)[0])
+
+
+def test_values_only_pyarrow_rejects_are_found_by_bisection():
+    """'1_000' passes Python's int() but not pyarrow: those lines alone are skipped."""
+    lines = S008.read_bytes().split(b"\n")
+    bad = set()
+    for k in range(20, 5000, 97):
+        f = lines[k].split(b"\t")
+        f[9] = b"1_000"
+        lines[k] = b"\t".join(f)
+        bad.add(k + 1)
+    df, skips = parse(b"\n".join(lines))
+    want, _ = read(S008)
+    assert skips.total == len(bad) and set(skips.by_reason) == {"bad int in orig_bytes"}
+    keep = ~want["source_line"].isin(bad)
+    same_rows(df, want[keep])

@@ -3,6 +3,9 @@
 Each reader runs in its own child process (so each peak RSS is its own) over the same
 file, after one untimed warm-up read that puts the file in the page cache. Printed:
 rows, seconds, rows/s for both, the ratio zeekml/zat, and peak RSS of each process.
+A third child times a bare ``pyarrow.csv`` stream over the same data lines with the
+same column types (the floor for any pyarrow-based reader), so zeekml's own overhead
+shows as a ratio too; on a loaded machine, ratios are the figures to compare.
 zeekml's peak is also measured on the first half of the file: a reader whose memory
 is bounded by the batch size shows (about) the same peak for both sizes.
 
@@ -24,11 +27,15 @@ HERE = Path(__file__).resolve().parent
 CHILD = r"""
 import json, resource, sys, time
 which, path, batch_rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+c0 = cpu()
 if which == "zeekml":
     from zeekml.sources import read_flows, SkipLog
     from zeekml.records import schema
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
+    c0, t0 = cpu(), time.perf_counter()
     rows = 0
     skips = SkipLog()
     for batch in read_flows(path, skips=skips, batch_rows=batch_rows):
@@ -37,16 +44,33 @@ if which == "zeekml":
     secs = time.perf_counter() - t0
     schema.validate(last)
     extra = {"skipped": skips.total}
+elif which == "pyarrow":
+    # the floor: one pyarrow.csv stream over the data lines with the same column types,
+    # no header handling, no pandas conversion, no validation of anything
+    import pyarrow as pa, pyarrow.csv as pacsv
+    from zeekml.sources.zeek_tsv import STANDARD_FIELDS, ZeekHeader, _make_plan
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    c0, t0 = cpu(), time.perf_counter()
+    plan = _make_plan(ZeekHeader(fields=list(STANDARD_FIELDS)), path)
+    parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
+                               double_quote=False, invalid_row_handler=lambda row: "skip")
+    reader = pacsv.open_csv(path, pacsv.ReadOptions(column_names=plan.names, skip_rows=8,
+                            block_size=1 << 22), parse, plan.convert_opts)
+    rows = sum(b.num_rows for b in reader)  # the #close line is dropped as invalid
+    secs = time.perf_counter() - t0
+    extra = {}
 else:
     from zat.log_to_dataframe import LogToDataFrame
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
+    c0, t0 = cpu(), time.perf_counter()
     df = LogToDataFrame().create_dataframe(path)
     secs = time.perf_counter() - t0
     rows = len(df)
     extra = {}
+cpu_secs = cpu() - c0  # includes the reader's imports, the same for all but small
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rows": rows, "secs": secs, "peak_mb": peak / 1024, "import_mb": rss0 / 1024, **extra}))
+print(json.dumps({"rows": rows, "secs": secs, "cpu": cpu_secs, "peak_mb": peak / 1024,
+                  "import_mb": rss0 / 1024, **extra}))
 """
 
 
@@ -95,20 +119,29 @@ def main(argv: list[str] | None = None) -> int:
         )
     args.file.read_bytes()  # warm the page cache
     results = {}
-    for which in ("zat", "zeekml"):
+    for which in ("zat", "pyarrow", "zeekml"):
         runs = [run_child(which, args.file, args.batch_rows) for _ in range(args.repeat)]
         results[which] = min(runs, key=lambda r: r["secs"])
     half = run_child("zeekml", half_file(args.file), args.batch_rows)
     size_mb = args.file.stat().st_size / 1e6
     print(f"file: {args.file} ({size_mb:.1f} MB, {results['zeekml']['rows']} rows)")
-    for which in ("zat", "zeekml"):
+    for which in ("zat", "pyarrow", "zeekml"):
         r = results[which]
         print(
             f"{which:7s} rows={r['rows']:>9d} secs={r['secs']:.3f} rows/s={r['rows'] / r['secs']:>12,.0f} "
+            f"cpu={r['cpu']:.3f}s rows/cpu-s={r['rows'] / r['cpu']:>12,.0f} "
             f"peak_rss={r['peak_mb']:.0f} MB (after imports {r['import_mb']:.0f} MB)"
         )
     z, b = results["zeekml"], results["zat"]
+    f = results["pyarrow"]
+    print(
+        f"ratio zeekml/zat rows per CPU-second: {(z['rows'] / z['cpu']) / (b['rows'] / b['cpu']):.2f}x"
+    )
     print(f"ratio zeekml/zat rows/s: {(z['rows'] / z['secs']) / (b['rows'] / b['secs']):.2f}x")
+    print(
+        f"ratio zeekml/raw-pyarrow rows/s: {(z['rows'] / z['secs']) / (f['rows'] / f['secs']):.2f}x "
+        "(raw pyarrow: parse only, no header handling, validation or pandas conversion)"
+    )
     print(
         f"zeekml peak RSS: full file {z['peak_mb']:.0f} MB, half file {half['peak_mb']:.0f} MB "
         f"(batch_rows={args.batch_rows})"

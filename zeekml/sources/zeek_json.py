@@ -27,6 +27,7 @@ import pyarrow.json as pajson
 
 from zeekml.records import schema
 from zeekml.sources.lines import LineParser, line_spans
+from zeekml.sources.zeek_tsv import arrow_to_canonical
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,9 @@ class ZeekJsonParser(LineParser):
             lines = (part + first_line).astype(np.int64)
             table, lines = self._parse(run, lines, nonblank[lo : hi + 1])
             if table is not None and table.num_rows:
-                out.append(self._to_frame(table, lines))
+                frame = self._to_frame(table, lines)
+                if frame is not None:
+                    out.append(frame)
         return out
 
     def _parse(
@@ -135,7 +138,7 @@ class ZeekJsonParser(LineParser):
             return None, np.empty(0, dtype=np.int64)
         return pa.concat_tables(tables), np.asarray(kept, dtype=np.int64)
 
-    def _to_frame(self, table: pa.Table, lines: np.ndarray) -> pd.DataFrame:
+    def _to_frame(self, table: pa.Table, lines: np.ndarray) -> pd.DataFrame | None:
         data: dict[str, Any] = {}
         for key, canon in KEYS.items():
             col = table.column(key)
@@ -156,11 +159,14 @@ class ZeekJsonParser(LineParser):
                 data = {c: (a[~bad] if isinstance(a, np.ndarray) else pc.filter(a, keep))
                         for c, a in data.items()}  # fmt: skip
                 lines = lines[~bad]
-        df = pd.DataFrame({c: _to_pandas(c, a) for c, a in data.items()})
-        df["source_line"] = lines
-        return schema.conform(
-            df, source_file=self.path, with_labels="label" in data or "detailed_label" in data
-        )
+        if not len(lines):
+            return None
+        if isinstance(data.get("ts"), np.ndarray):
+            data["ts"] = pa.array(data["ts"], type=pa.float64())
+        if "label" in data or "detailed_label" in data:  # a labeled batch has both columns
+            data.setdefault("label", pa.nulls(len(lines), pa.string()))
+            data.setdefault("detailed_label", pa.nulls(len(lines), pa.string()))
+        return arrow_to_canonical(data, lines, self.path)
 
 
 def _read(data: bytes, ts_kind: str) -> pa.Table | None:
@@ -242,29 +248,7 @@ def _ts_to_number(raw: bytes) -> bytes:
 
 def _iso_to_epoch(col: pa.ChunkedArray) -> np.ndarray:
     """ISO 8601 strings -> epoch seconds (naive times are UTC)."""
-    s = pd.Series(col.to_pylist(), dtype=object)
+    s = pd.Series(col, dtype=schema.STR)
     t = pd.to_datetime(s, utc=True, format="ISO8601", errors="coerce")
     secs = (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     return secs.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _to_pandas(canon: str, arr: Any) -> Any:
-    if isinstance(arr, np.ndarray):
-        return arr
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    kind = _CANON_KIND[canon]
-    if kind == "float":
-        return arr.to_numpy(zero_copy_only=False)
-    if kind == "int":
-        mask = arr.is_null().to_numpy(zero_copy_only=False)
-        values = arr.fill_null(0).to_numpy(zero_copy_only=False)
-        if schema.COLUMNS.get(canon) == "Int32":
-            bad = (values < -(2**31)) | (values >= 2**31)
-            mask = mask | bad
-            values = np.where(bad, 0, values).astype(np.int32)
-        return pd.arrays.IntegerArray(values, mask)
-    if kind == "bool":
-        mask = arr.is_null().to_numpy(zero_copy_only=False)
-        return pd.arrays.BooleanArray(arr.fill_null(False).to_numpy(zero_copy_only=False), mask)
-    return pd.Series(arr, dtype=schema.STR)
