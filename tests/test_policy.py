@@ -168,8 +168,14 @@ def test_bad_state_is_refused() -> None:
     good = pol.state_dict()
     with pytest.raises(StateError):
         pol.load_state_dict({**good, "version": np.array(99)})
-    with pytest.raises(StateError):
-        pol.load_state_dict({**good, "open_json": np.array(json.dumps([["k", 1, 1, 1, {"x": 1}]]))})
+    one = {**good, "keys": np.array(["k"]), "deadline": np.array([1.0]),
+           "count": np.array([1]), "opener": np.array([0])}
+    with pytest.raises(StateError, match="unknown fields"):
+        pol.load_state_dict({**one, "records_json": np.array(json.dumps([{"x": 1}]))})
+    with pytest.raises(StateError, match="record count"):
+        pol.load_state_dict(one)
+    with pytest.raises(StateError, match="wrong shape"):
+        pol.load_state_dict({**one, "deadline": np.array([1.0, 2.0])})
     with pytest.raises(StateError):
         pol.load_state_dict({k: v for k, v in good.items() if k != "seq"})
 

@@ -160,32 +160,60 @@ class AllowList:
         return any(ip.version == n.version and ip in n for n in self.networks)
 
 
-@dataclass(frozen=True)
-class Closed:
-    """A window whose notice is due: written at stream position ``pos``."""
-
-    pos: int
-    opener: int
-    record: Any  # dict of verdict fields (or, transiently, the opener's row index)
-    n: int
-
-
 def _running_max(ts: np.ndarray, start: float) -> np.ndarray:
     t = np.where(np.isfinite(ts), ts, -np.inf)
     return np.maximum.accumulate(np.concatenate([[start], t]))[1:]
 
 
+#: verdict columns an open window keeps of its first flow (``notice``/``n`` are set at emission)
+_RECORD_COLUMNS = tuple(c for c in VERDICT_COLUMNS if c not in ("notice", "n"))
+
+
+def _key_strings(df: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Factorize ``(orig_h, verdict, model)`` of some rows: (codes, unique key strings).
+
+    The three columns are factorized separately and combined as integers, so strings
+    are only built for the distinct keys, never per row.
+    """
+    codes = np.zeros(len(rows), dtype=np.int64)
+    uniques: list[np.ndarray] = []
+    for col in ("orig_h", "verdict", "model"):
+        c, u = pd.factorize(df[col].iloc[rows].fillna("-"), use_na_sentinel=False)
+        codes = codes * max(len(u), 1) + c
+        uniques.append(np.asarray(u, dtype=object))
+    codes, combo = pd.factorize(codes)
+    keys = np.empty(len(combo), dtype=object)
+    if len(combo):
+        sizes = [max(len(u), 1) for u in uniques]
+        m = combo % sizes[2]
+        v = (combo // sizes[2]) % sizes[1]
+        h = combo // (sizes[2] * sizes[1])
+        keys[:] = uniques[0][h] + "\x1f" + uniques[1][v] + "\x1f" + uniques[2][m]
+    return codes, keys
+
+
 class NoticePolicy:
-    """Stateful, vectorized notice decisions (one instance per stream)."""
+    """Stateful, vectorized notice decisions (one instance per stream).
+
+    Open suppression windows live in parallel arrays (key, deadline, count, opener
+    position) plus a verdict table of their first flows, so a batch touching many
+    hosts costs array operations, not a Python step per host.
+    """
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         self.config = config or PolicyConfig()
         self.allow = AllowList(self.config.allow)
         self._max_ts = -np.inf
         self._seq = 0  # global row position of the next scored row
-        # open windows: key -> [deadline, n, opener position, opener record dict]
-        self._open: dict[str, list[Any]] = {}
         self.suppressed = 0
+        self._clear_open()
+
+    def _clear_open(self) -> None:
+        self._okeys = np.empty(0, dtype=object)
+        self._odeadline = np.empty(0, dtype=np.float64)
+        self._on = np.empty(0, dtype=np.int64)
+        self._opos = np.empty(0, dtype=np.int64)
+        self._orows = empty_verdicts()[list(_RECORD_COLUMNS)]
 
     # ----------------------------------------------------------------- decisions
     def thresholds(self, scored: pd.DataFrame) -> np.ndarray:
@@ -214,31 +242,29 @@ class NoticePolicy:
         th = self.thresholds(df)
         score = df["score"].to_numpy(dtype=np.float64, na_value=np.nan)
         crossing = np.isfinite(score) & (score >= th)
-        cls = df["cls"].astype("str")
-        verdict = cls.where(crossing, NORMAL).fillna(NORMAL)
-        allowed = self.allow.contains(df["orig_h"]) | self.allow.contains(df["resp_h"])
-        candidate = crossing & ~allowed
+        verdict = df["cls"].astype("str").where(crossing, NORMAL).fillna(NORMAL)
+        candidate = crossing.copy()
+        if self.allow:
+            candidate &= ~(self.allow.contains(df["orig_h"]) | self.allow.contains(df["resp_h"]))
         ts = df["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         cm = _running_max(ts, self._max_ts)
         eff_ts = np.where(np.isfinite(ts), ts, np.where(np.isfinite(cm), cm, 0.0))
+        out = conform_verdicts(df.assign(threshold=th, verdict=verdict))
         base = self._seq
-        out = df.assign(threshold=th, verdict=verdict)
+        emitted = None
         if self.config.suppress <= 0:
             notice = candidate
-            closing: list[Closed] = []
         else:
-            notice, closing = self._suppress(out, candidate, eff_ts, cm, base)
+            notice, emitted = self._suppress(out, candidate, eff_ts, cm, base)
         self._seq += b
-        if len(cm):
-            self._max_ts = float(cm[-1])
+        self._max_ts = float(cm[-1])
         if self.config.all_flows:
             out = out.assign(notice=pd.array(notice, dtype="boolean"),
                              n=pd.array(np.ones(b, dtype=np.int64), dtype="Int64"))
             return conform_verdicts(out)
-        if self.config.suppress <= 0:
-            rows = out[notice].assign(notice=True, n=1)
-            return conform_verdicts(rows)
-        return self._emit(closing)
+        if emitted is None:
+            return conform_verdicts(out[notice].assign(notice=True, n=1))
+        return emitted
 
     def _suppress(
         self,
@@ -247,32 +273,27 @@ class NoticePolicy:
         eff_ts: np.ndarray,
         cm: np.ndarray,
         base: int,
-    ) -> tuple[np.ndarray, list[Closed]]:
-        """Window bookkeeping, vectorized over keys: one loop round per window per key.
+    ) -> tuple[np.ndarray, pd.DataFrame | None]:
+        """Suppression windows, vectorized over keys (one loop round per window per key).
 
-        Returns the mask of rows that open a window (the notices) and the windows that
-        closed in this batch.
+        Returns the mask of rows that open a window (the notices) and, unless every
+        flow is written anyway, the notices of the windows that closed in this batch.
         """
         b = len(df)
         interval = self.config.suppress
         notice = np.zeros(b, dtype=bool)
-        closing: list[Closed] = []
         cand = np.nonzero(candidate)[0]
-        if len(cand):
-            parts = [df[c].astype(str).fillna("-").to_numpy(dtype=object)[cand]
-                     for c in ("orig_h", "verdict", "model")]
-            keys = parts[0] + "\x1f" + parts[1] + "\x1f" + parts[2]
-        else:
-            keys = np.zeros(0, dtype=object)
-        codes, uniques = pd.factorize(keys)
-        ukeys = [str(k) for k in uniques]
+        codes, ukeys = _key_strings(df, cand)
         u = len(ukeys)
-
-        # windows carried from earlier batches: where (if at all) they close in this one
-        open_keys = list(self._open)
-        deadlines = np.array([self._open[k][0] for k in open_keys], dtype=np.float64)
-        carried = dict(zip(open_keys, np.searchsorted(cm, deadlines, side="left").tolist(),
-                           strict=True))
+        n_open = len(self._okeys)
+        # where each open window closes in this batch (b = not in it)
+        carried_close = np.searchsorted(cm, self._odeadline, side="left")
+        j = pd.Index(self._okeys).get_indexer(ukeys) if n_open and u else np.full(u, -1)
+        has = j >= 0
+        cur_close = np.where(has, carried_close[np.maximum(j, 0)] if n_open else -1, -1)
+        cur_n = np.where(has, self._on[np.maximum(j, 0)] if n_open else 0, 0).astype(np.int64)
+        cur_open = np.full(u, -1, dtype=np.int64)  # opener row in this batch
+        cur_src = np.where(has, j, -1).astype(np.int64)  # opener in the open table
 
         order = np.lexsort((cand, codes)) if len(cand) else np.zeros(0, dtype=np.int64)
         rows_sorted = cand[order]
@@ -280,150 +301,177 @@ class NoticePolicy:
         start = np.cumsum(sizes) - sizes
         comp = codes[order].astype(np.int64) * (b + 1) + rows_sorted
         p = np.zeros(u, dtype=np.int64)  # next unprocessed candidate of each key
-        cur_close = np.full(u, -1, dtype=np.int64)  # current window closes before this row
-        cur_n = np.zeros(u, dtype=np.int64)
-        cur_open = np.full(u, -1, dtype=np.int64)  # opener row in this batch; -1 = carried
-        for i, key in enumerate(ukeys):
-            if key in self._open:
-                cur_close[i] = carried[key]
-                cur_n[i] = self._open[key][1]
+        ev_close: list[np.ndarray] = []  # closed windows: close row, batch opener row,
+        ev_row: list[np.ndarray] = []  # open-table index, count
+        ev_src: list[np.ndarray] = []
+        ev_n: list[np.ndarray] = []
+
+        def close(ks: np.ndarray) -> None:
+            ev_close.append(cur_close[ks].copy())
+            ev_row.append(cur_open[ks].copy())
+            ev_src.append(cur_src[ks].copy())
+            ev_n.append(cur_n[ks].copy())
+
         active = np.nonzero(sizes > 0)[0]
         while len(active):
-            has_win = cur_close[active] >= 0
+            win = cur_close[active] >= 0
             limit = np.clip(cur_close[active], 0, b)
             upto = np.searchsorted(comp, active * (b + 1) + limit) - start[active]
-            upto = np.where(has_win, np.maximum(upto, p[active]), p[active])
+            upto = np.where(win, np.maximum(upto, p[active]), p[active])
             cur_n[active] += upto - p[active]
             p[active] = upto
             ks = active[p[active] < sizes[active]]
             if len(ks):
-                for k in ks[cur_close[ks] >= 0].tolist():  # the window closes: a new one opens
-                    closing.append(self._closed(ukeys[k], int(cur_open[k]), int(cur_close[k]),
-                                                int(cur_n[k]), base))
+                close(ks[cur_close[ks] >= 0])  # the window closes: a new one opens
                 r = rows_sorted[start[ks] + p[ks]]
                 notice[r] = True
                 cur_open[ks] = r
+                cur_src[ks] = -1
                 cur_n[ks] = 1
-                close = np.searchsorted(cm, eff_ts[r] + interval, side="left")
-                cur_close[ks] = np.maximum(close, r + 1)
+                ends = np.searchsorted(cm, eff_ts[r] + interval, side="left")
+                cur_close[ks] = np.maximum(ends, r + 1)
                 p[ks] += 1
             active = ks
         self.suppressed += int(candidate.sum() - notice.sum())
 
-        for k, key in enumerate(ukeys):  # where each touched key's window now stands
-            if cur_close[k] < 0:
-                continue
-            if cur_close[k] < b:
-                closing.append(self._closed(key, int(cur_open[k]), int(cur_close[k]),
-                                            int(cur_n[k]), base))
-                continue
-            if cur_open[k] >= 0:
-                r = int(cur_open[k])
-                self._open[key] = [float(eff_ts[r] + interval), int(cur_n[k]), base + r, r]
-            else:
-                self._open[key][1] = int(cur_n[k])
-        seen = set(ukeys)
-        for key, cpos in carried.items():  # carried windows of keys absent from this batch
-            if key not in seen and cpos < b:
-                _, n, opos, rec = self._open.pop(key)
-                closing.append(Closed(base + cpos, int(opos), rec, int(n)))
-        # resolve in-batch openers to records, in bulk (only notices and open windows)
-        want = sorted({c.record for c in closing if isinstance(c.record, int)}
-                      | {w[3] for w in self._open.values() if isinstance(w[3], int)})
-        if want:
-            recs = dict(zip(want, self._records(df, np.array(want)), strict=True))
-            closing = [c if not isinstance(c.record, int) else
-                       Closed(c.pos, c.opener, recs[c.record], c.n) for c in closing]
-            for w in self._open.values():
-                if isinstance(w[3], int):
-                    w[3] = recs[w[3]]
-        return notice, closing
+        touched = np.nonzero(cur_close >= 0)[0]
+        done = touched[cur_close[touched] < b]
+        close(done)
+        still = touched[cur_close[touched] >= b]
+        absent = np.ones(n_open, dtype=bool)
+        absent[j[has]] = False
+        gone = np.nonzero(absent & (carried_close < b))[0]  # untouched windows that closed
+        ev_close.append(carried_close[gone])
+        ev_row.append(np.full(len(gone), -1, dtype=np.int64))
+        ev_src.append(gone)
+        ev_n.append(self._on[gone])
+        keep = np.nonzero(absent & (carried_close >= b))[0]
 
-    def _closed(self, key: str, open_row: int, close_row: int, n: int, base: int) -> Closed:
-        """A window closing at ``close_row``; its record is a row index until resolved."""
-        if open_row >= 0:
-            return Closed(base + close_row, base + open_row, open_row, n)
-        _, _, opos, rec = self._open.pop(key)
-        return Closed(base + close_row, int(opos), rec, n)
+        # the open table after this batch: untouched survivors, then this batch's keys
+        from_batch = still[cur_open[still] >= 0]
+        from_table = still[cur_open[still] < 0]
+        old_idx = np.concatenate([keep, cur_src[from_table]])
+        new_rows = cur_open[from_batch]
+        emitted = None
+        if not self.config.all_flows:
+            emitted = self._emit_events(df, base, np.concatenate(ev_close), np.concatenate(ev_row),
+                                        np.concatenate(ev_src), np.concatenate(ev_n))
+        self._okeys = np.concatenate([self._okeys[old_idx], ukeys[from_batch]])
+        self._odeadline = np.concatenate([self._odeadline[old_idx], eff_ts[new_rows] + interval])
+        self._on = np.concatenate([self._on[keep], cur_n[from_table], cur_n[from_batch]])
+        self._opos = np.concatenate([self._opos[old_idx], base + new_rows])
+        if not self.config.all_flows:
+            self._orows = pd.concat(
+                [self._orows.iloc[old_idx], df.iloc[new_rows][list(_RECORD_COLUMNS)]],
+                ignore_index=True)
+        return notice, emitted
 
-    @staticmethod
-    def _records(df: pd.DataFrame, rows: np.ndarray) -> list[dict[str, Any]]:
-        """JSON-able verdict records of some rows (missing -> None)."""
-        cols = [c for c in VERDICT_COLUMNS if c in df.columns and c not in ("notice", "n")]
-        sub = df.iloc[rows][cols]
-        out: list[dict[str, Any]] = [{} for _ in range(len(rows))]
-        for c in cols:
-            s = sub[c]
-            if c == "context":
-                vals = [None if not isinstance(v, (list, tuple, np.ndarray)) else
-                        [str(x) for x in v] for v in s.tolist()]
-            elif pd.api.types.is_float_dtype(s.dtype):
-                vals = [None if math.isnan(v) else float(v) for v in s.astype("float64").tolist()]
-            elif pd.api.types.is_integer_dtype(s.dtype):
-                vals = [None if v is pd.NA or v is None else int(v) for v in s.tolist()]
-            else:
-                vals = [None if not isinstance(v, str) else v for v in s.tolist()]
-            for rec, v in zip(out, vals, strict=True):
-                rec[c] = v
-        return out
-
-    def _emit(self, closing: list[Closed]) -> pd.DataFrame:
-        if not closing:
+    def _emit_events(self, df: pd.DataFrame, base: int, close_row: np.ndarray,
+                     row: np.ndarray, src: np.ndarray, n: np.ndarray) -> pd.DataFrame:
+        """Notices of closed windows, ordered by closing position, then opening position."""
+        if not len(close_row):
             return empty_verdicts()
-        closing.sort(key=lambda c: (c.pos, c.opener))
-        recs = [{**c.record, "notice": True, "n": c.n} for c in closing]
-        df = pd.DataFrame.from_records(recs)
-        if "context" in df.columns:
-            df["context"] = pd.Series([c.record.get("context") for c in closing], dtype=object)
-        return conform_verdicts(df)
+        in_batch = row >= 0
+        opener = np.where(in_batch, base + row, self._opos[np.maximum(src, 0)]
+                          if len(self._opos) else 0)
+        recs = pd.concat([df.iloc[row[in_batch]][list(_RECORD_COLUMNS)],
+                          self._orows.iloc[src[~in_batch]]], ignore_index=True)
+        counts = np.concatenate([n[in_batch], n[~in_batch]])
+        keys = (np.concatenate([close_row[in_batch], close_row[~in_batch]]) + base,
+                np.concatenate([opener[in_batch], opener[~in_batch]]))
+        order = np.lexsort((keys[1], keys[0]))
+        recs = recs.iloc[order].reset_index(drop=True)
+        recs["notice"] = True
+        recs["n"] = counts[order]
+        return conform_verdicts(recs)
 
     def finish(self) -> pd.DataFrame:
         """End of input: write every open window's notice (in opening order)."""
-        if self.config.all_flows or not self._open:
-            self._open.clear()
-            return empty_verdicts()
-        closing = [Closed(0, int(opos), rec, int(n)) for _, n, opos, rec in self._open.values()]
-        self._open.clear()
-        return self._emit(closing)
+        out = empty_verdicts()
+        if not self.config.all_flows and len(self._okeys):
+            order = np.argsort(self._opos, kind="stable")
+            recs = self._orows.iloc[order].reset_index(drop=True)
+            recs["notice"] = True
+            recs["n"] = self._on[order]
+            out = conform_verdicts(recs)
+        self._clear_open()
+        return out
 
     @property
     def pending(self) -> int:
         """Notices held until their suppression window closes."""
-        return 0 if self.config.all_flows else len(self._open)
+        return 0 if self.config.all_flows else len(self._okeys)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, np.ndarray]:
-        doc = [[k, d, n, p, rec] for k, (d, n, p, rec) in self._open.items()]
+        recs = []
+        if not self.config.all_flows:
+            for rec in self._orows.astype(object).to_dict("records"):
+                recs.append({k: _plain(v) for k, v in rec.items()})
         return {
             "version": np.array(STATE_VERSION),
             "max_ts": np.array(self._max_ts, dtype=np.float64),
             "seq": np.array(self._seq, dtype=np.int64),
             "suppressed": np.array(self.suppressed, dtype=np.int64),
-            "open_json": np.array(json.dumps(doc)),
+            "keys": np.array([str(k) for k in self._okeys], dtype=str),
+            "deadline": self._odeadline.astype(np.float64),
+            "count": self._on.astype(np.int64),
+            "opener": self._opos.astype(np.int64),
+            "records_json": np.array(json.dumps(recs)),
         }
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict` output; validates everything first (StateError)."""
         try:
             if int(state["version"]) != STATE_VERSION:
                 raise StateError(f"policy state version {int(state['version'])} is not supported")
-            doc = json.loads(str(state["open_json"]))
-            if not isinstance(doc, list):
-                raise StateError("policy state windows are not a list")
-            opened: dict[str, list[Any]] = {}
-            for item in doc:
-                if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str)
-                        and isinstance(item[4], dict)):
-                    raise StateError("policy state window is malformed")
-                key, d, n, p, rec = item
-                unknown = set(rec) - set(VERDICT_COLUMNS)
+            keys = np.asarray(state["keys"])
+            m = len(keys)
+            if keys.ndim != 1 or (m and keys.dtype.kind != "U"):
+                raise StateError("policy state keys must be a 1-D string array")
+            arrays = {}
+            for name, kind in (("deadline", "f"), ("count", "i"), ("opener", "i")):
+                a = np.asarray(state[name])
+                if a.shape != (m,) or (m and a.dtype.kind != kind):
+                    raise StateError(f"policy state {name} has a wrong shape or type")
+                arrays[name] = a
+            if m and (arrays["count"] < 1).any():
+                raise StateError("policy state counts must be >= 1")
+            recs = json.loads(str(state["records_json"]))
+            if not isinstance(recs, list) or not all(isinstance(r, dict) for r in recs):
+                raise StateError("policy state records are malformed")
+            if not self.config.all_flows and len(recs) != m:
+                raise StateError("policy state has a record count that differs from its keys")
+            for r in recs:
+                unknown = set(r) - set(_RECORD_COLUMNS)
                 if unknown:
                     raise StateError(f"policy state record has unknown fields {sorted(unknown)}")
-                opened[key] = [float(d), int(n), int(p), rec]
+            rows = conform_verdicts(pd.DataFrame.from_records(recs, columns=list(_RECORD_COLUMNS))
+                                    if recs else empty_verdicts())[list(_RECORD_COLUMNS)]
             self._max_ts = float(state["max_ts"])
             self._seq = int(state["seq"])
             self.suppressed = int(state["suppressed"])
-            self._open = opened
         except KeyError as exc:
             raise StateError(f"policy state lacks {exc}") from exc
         except (TypeError, ValueError) as exc:
             raise StateError(f"policy state is malformed: {exc}") from exc
+        self._okeys = keys.astype(object)
+        self._odeadline = arrays["deadline"].astype(np.float64)
+        self._on = arrays["count"].astype(np.int64)
+        self._opos = arrays["opener"].astype(np.int64)
+        self._orows = rows if not self.config.all_flows else empty_verdicts()[list(_RECORD_COLUMNS)]
+
+
+def _plain(v: Any) -> Any:
+    """A verdict cell as JSON (missing -> None, numpy scalars -> Python, lists of str)."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [str(x) for x in v]
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, (np.integer, int)) and not isinstance(v, bool):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return float(v)
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    return str(v)

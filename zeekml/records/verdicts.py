@@ -80,6 +80,11 @@ def empty_verdicts() -> pd.DataFrame:
 
 def conform_verdicts(df: pd.DataFrame) -> pd.DataFrame:
     """Every verdict column present, typed and in order (absent ones missing)."""
+    if list(df.columns) == list(VERDICT_DTYPES) and all(
+        str(df[c].dtype) == t for c, t in VERDICT_DTYPES.items()
+    ):
+        return df.reset_index(drop=True) if not isinstance(df.index, pd.RangeIndex) or (
+            df.index.start != 0 or df.index.step != 1) else df
     n = len(df)
     out: dict[str, pd.Series] = {}
     for col, dtype in VERDICT_DTYPES.items():

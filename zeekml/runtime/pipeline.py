@@ -36,11 +36,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from zeekml.errors import StateError
 from zeekml.models.base import ScoreBatch, Scorer
 from zeekml.policy.notice import NoticePolicy
-from zeekml.records.verdicts import conform_verdicts, empty_verdicts
+from zeekml.records.verdicts import empty_verdicts
 from zeekml.runtime.state import RunState, StateStore, find_cursor, identify
 from zeekml.sinks.base import Sink
 from zeekml.sources.skips import SkipLog
@@ -71,6 +72,30 @@ def _context_cells(ctx: Any, n: int) -> np.ndarray:
     return out
 
 
+_STR = pd.StringDtype("pyarrow", na_value=np.nan)
+
+
+def _str_series(values: Any) -> pd.Series:
+    """Low-cardinality labels (model names, classes) as a ``str`` Series, fast.
+
+    Converting an object array to pandas' arrow strings element by element is the
+    slow path; factorizing first and casting a dictionary array costs one hash per
+    row and one string per distinct value.
+    """
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    dictionary = pa.array([str(u) for u in uniques], type=pa.large_string())
+    arr = pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32), mask=codes < 0),
+                                         dictionary)
+    return pd.Series(arr.cast(pa.large_string()).to_pandas(types_mapper={
+        pa.large_string(): _STR}.get))
+
+
+def _missing_str(n: int) -> pd.Series:
+    """An all-missing ``str`` Series (built from arrow nulls, not element by element)."""
+    return pd.Series(pa.nulls(n, pa.large_string()).to_pandas(
+        types_mapper={pa.large_string(): _STR}.get))
+
+
 def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch]) -> pd.DataFrame:
     """Flows and each model's :class:`ScoreBatch` -> scored rows (flow-major), with ``cls``.
 
@@ -87,39 +112,39 @@ def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch]) -> pd.DataFrame
         out["cls"] = pd.Series([], dtype="str")
         return out
     take = np.repeat(np.arange(n), k)
-    base = {c: flows[c].iloc[take].reset_index(drop=True) for c in FLOW_COLUMNS}
 
-    def stack(values: list[np.ndarray], dtype: Any = None) -> np.ndarray:
+    def stack(values: list[Any], dtype: Any = None) -> np.ndarray:
+        if k == 1:
+            return np.asarray(values[0], dtype=dtype)
         return np.stack([np.asarray(v, dtype=dtype) for v in values], axis=1).reshape(-1)
 
-    def extra(name: str, *alts: str) -> list[Any] | None:
-        got = []
-        for b in batches:
-            v = next((b.extra[a] for a in (name, *alts) if a in b.extra), None)
-            got.append(v)
+    def extra(*names: str) -> list[Any] | None:
+        got = [next((b.extra[a] for a in names if a in b.extra), None) for b in batches]
         return None if all(v is None for v in got) else got
 
-    alt = extra("alt")
-    alt_score = extra("alt_score", "alt_p")
-    ctx = extra("context")
-    cols: dict[str, Any] = dict(base)
-    cols["model"] = pd.Series(np.tile(np.array([b.model for b in batches], dtype=object), n),
-                              dtype="str")
+    cols: dict[str, Any] = {}
+    for c in FLOW_COLUMNS:
+        arr = flows[c].array
+        cols[c] = pd.Series(arr if k == 1 else arr.take(take))
+    cols["model"] = _str_series(np.tile(np.array([b.model for b in batches], dtype=object), n))
+    cols["verdict"] = _missing_str(n * k)
     cols["score"] = stack([b.score for b in batches], np.float64)
-    cols["cls"] = pd.Series(stack([b.cls for b in batches], object), dtype="str")
     cols["threshold"] = stack([b.threshold for b in batches], np.float64)
-    if alt is not None:
-        cols["alt"] = pd.Series(stack([np.full(n, None, dtype=object) if v is None else v
-                                       for v in alt], object), dtype="str")
-    if alt_score is not None:
-        cols["alt_score"] = stack([np.full(n, np.nan) if v is None else v for v in alt_score],
-                                  np.float64)
-    if ctx is not None:
-        cols["context"] = pd.Series(stack([_context_cells(v, n) for v in ctx], object),
-                                    dtype=object)
-    out = conform_verdicts(pd.DataFrame(cols))
-    out["cls"] = cols["cls"]
-    return out
+    cols["notice"] = pd.array(np.zeros(n * k, dtype=bool), dtype="boolean")
+    alt = extra("alt")
+    cols["alt"] = (_missing_str(n * k) if alt is None else
+                   _str_series(stack([np.full(n, None, dtype=object) if v is None else v
+                                      for v in alt], object)))
+    alt_score = extra("alt_score", "alt_p")
+    cols["alt_score"] = (np.full(n * k, np.nan) if alt_score is None else
+                         stack([np.full(n, np.nan) if v is None else v for v in alt_score],
+                               np.float64))
+    cols["n"] = pd.array(np.ones(n * k, dtype=np.int64), dtype="Int64")
+    ctx = extra("context")
+    cols["context"] = pd.Series(np.empty(n * k, dtype=object) if ctx is None else
+                                stack([_context_cells(v, n) for v in ctx], object), dtype=object)
+    cols["cls"] = _str_series(stack([b.cls for b in batches], object))
+    return pd.DataFrame(cols)
 
 
 def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePolicy

@@ -1,0 +1,151 @@
+"""Benchmark ``zeekml score`` end to end against zat merely loading the same file.
+
+Both run in fresh subprocesses, one after the other, on the same file in the same
+invocation, so the ratio compares like with like on whatever machine runs it:
+
+* ``zeekml score`` (default: every bundled model; ``--model`` to choose) reading the
+  file, scoring every flow, writing notices (``--all``: every verdict) to a Zeek log,
+  with ``--state`` so the per-host state is saved and can be measured;
+* zat's ``LogToDataFrame().create_dataframe(FILE)``: parsing into a DataFrame only.
+
+Printed: flows/s of each and the ratio, peak RSS of each process, and the saved
+per-host state of each model (bytes per tracked key, from the state file's arrays).
+The input is generated with ``tools/gen_conn_log.py`` (real rows of the shared
+captures, varied) unless ``--file`` names an existing conn.log.
+
+Usage: ``python tools/bench_score.py [--rows 1000000] [--file F] [--model M ...] [--all]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+ZAT_CODE = """
+import sys, time
+from zat.log_to_dataframe import LogToDataFrame
+t = time.perf_counter()
+df = LogToDataFrame().create_dataframe(sys.argv[1])
+print(len(df), time.perf_counter() - t)
+"""
+
+
+def _child_peak_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Run ``cmd`` in a fresh process: (seconds, peak RSS MiB, stdout). One at a time:
+    RUSAGE_CHILDREN's maximum is over all children so far, so the larger run goes last
+    or the figure is read from /proc when the kernel provides it."""
+    t = time.perf_counter()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                          text=True) as p:
+        peak = 0
+        status = f"/proc/{p.pid}/status"
+        while p.poll() is None:
+            try:
+                with open(status) as fh:
+                    for line in fh:
+                        if line.startswith("VmHWM:"):
+                            peak = max(peak, int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(0.05)
+        out, err = p.communicate()
+    seconds = time.perf_counter() - t
+    if p.returncode != 0:
+        sys.stderr.write(err)
+        raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}")
+    peak = max(peak, 0) or _child_peak_kib()
+    return seconds, peak // 1024, out + err
+
+
+def _state_bytes_per_key(state_path: Path) -> dict[str, tuple[int, int]]:
+    """Per model: (tracked keys, bytes of its state arrays) from a saved state file."""
+    from zeekml.runtime.state import StateStore
+
+    st = StateStore(state_path).load()
+    out = {}
+    for name, arrays in (st.scorers if st else {}).items():
+        keys = max((len(a) for k, a in arrays.items() if k == "keys" or k.endswith("keys")),
+                   default=0)
+        out[name] = (keys, sum(int(np.asarray(a).nbytes) for a in arrays.values()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--file", type=Path, help="an existing conn.log to use instead")
+    ap.add_argument("--model", action="append", default=[], help="model (default: bundled)")
+    ap.add_argument("--all", action="store_true", help="write every verdict, not only notices")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", action="store_true", help="keep the generated file and outputs")
+    args = ap.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="zeekml-bench-"))
+    path = args.file
+    if path is None:
+        path = tmp / "conn.log"
+        subprocess.run([sys.executable, str(REPO / "tools" / "gen_conn_log.py"), str(path),
+                        "--rows", str(args.rows)], check=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    score_cmd = [sys.executable, "-m", "zeekml.cli.main", "score", str(path),
+                 "--out", str(tmp / "zeekml.log"), "--state", str(tmp / "state.npz"),
+                 "--threads", str(args.threads)]
+    for m in args.model:
+        score_cmd += ["--model", m]
+    if args.all:
+        score_cmd.append("--all")
+
+    zat_s, zat_mib, zat_out = _run([sys.executable, "-c", ZAT_CODE, str(path)], env)
+    rows = int(zat_out.split()[0])
+    zat_load = float(zat_out.split()[1])
+    score_s, score_mib, score_out = _run(score_cmd, env)
+    per_key = _state_bytes_per_key(tmp / "state.npz")
+
+    result = {
+        "file": str(path),
+        "flows": rows,
+        "zeekml_score_seconds": round(score_s, 2),
+        "zeekml_score_flows_per_s": round(rows / score_s),
+        "zeekml_peak_rss_mib": score_mib,
+        "zat_load_seconds_in_process": round(zat_load, 2),
+        "zat_process_seconds": round(zat_s, 2),
+        "zat_flows_per_s": round(rows / zat_s),
+        "zat_peak_rss_mib": zat_mib,
+        "ratio_zeekml_time_over_zat_time": round(score_s / zat_s, 2),
+        "state_per_model": {m: {"keys": k, "bytes": b, "bytes_per_key": round(b / k) if k else None}
+                            for m, (k, b) in per_key.items()},
+    }
+    print(f"flows: {rows:,}  ({path})")
+    print(f"zeekml score: {score_s:7.2f} s  {rows / score_s:>10,.0f} flows/s  peak {score_mib} MiB")
+    print(f"zat load:     {zat_s:7.2f} s  {rows / zat_s:>10,.0f} flows/s  peak {zat_mib} MiB "
+          f"(DataFrame build alone {zat_load:.2f} s)")
+    print(f"ratio: zeekml score takes {score_s / zat_s:.2f}x zat's load time "
+          f"({'faster' if score_s < zat_s else 'slower'} than zat loads)")
+    for m, (k, b) in per_key.items():
+        print(f"state {m}: {k:,} keys, {b / 1e6:.1f} MB, {b / k if k else 0:.0f} bytes per key")
+    print("summary of the zeekml run:\n" + "\n".join("  " + ln for ln in score_out.splitlines()))
+    print(json.dumps(result))
+    if not args.keep:
+        for p in tmp.iterdir():
+            p.unlink()
+        tmp.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
