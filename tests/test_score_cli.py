@@ -308,3 +308,18 @@ def test_stdout_output(tmp_path, models, capfd) -> None:
     assert out.startswith("#separator \\x09\n")
     assert len([ln for ln in out.splitlines() if not ln.startswith("#")]) == 2 * len(read_table(SMALL))
     assert not (tmp_path / "zeekml.log").exists()
+
+
+def test_lost_state_never_truncates_the_log(tmp_path, models) -> None:
+    """A stateful run without a checkpoint appends a header block instead of truncating."""
+    need(SMALL.is_file(), f"the capture {SMALL}")
+    out, state = tmp_path / "zeekml.log", tmp_path / "state.npz"
+    argv = ["--all", "--out", str(out), "--state", str(state), *models, str(SMALL)]
+    assert score(*argv) == 0
+    first = out.read_bytes()
+    state.unlink()
+    assert score(*argv) == 0
+    both = out.read_bytes()
+    assert both.startswith(first) and both.count(b"#fields\t") == 2
+    assert len(zat_frame(out)) == len(data_lines(out))  # zat reads across header blocks
+    assert len(data_lines(out)) == 2 * 2 * len(read_table(SMALL))

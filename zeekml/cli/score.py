@@ -51,15 +51,15 @@ def _sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
     from zeekml.sinks.notice_log import notice_sink
     from zeekml.sinks.zeek_log import ZeekLogSink
 
-    footer = args.state is None
+    stateful = args.state is not None  # the next run appends: no #close, never truncate
     out = args.out
     if args.notice:
         main = notice_sink(out, out_format=args.out_format, suppress_for=policy.suppress,
-                           footer=footer)
+                           footer=not stateful, append=stateful)
     elif args.out_format == "json":
-        main = JsonLogSink(out)
+        main = JsonLogSink(out, append=stateful)
     else:
-        main = ZeekLogSink(out, footer=footer)
+        main = ZeekLogSink(out, footer=not stateful, append=stateful)
     sinks = [main]
     if args.sink:
         if importlib.util.find_spec("zeekml.sinks.registry") is None:
@@ -96,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.threads < 1:
         raise UsageError("--batch-size and --threads must be >= 1")
     config = _policy(args)
+    if getattr(args, "engine", "local") == "spark":  # Spark engine: zeekml.runtime.spark
+        from zeekml.runtime.spark import run_cli
+
+        return run_cli(args, config)
     paths = expand_inputs(args.inputs)
     if args.state and "-" in paths:
         raise UsageError("--state cannot resume stdin ('-'); name files instead")
@@ -167,4 +171,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop at the first bad input line instead of skipping it")
     p.add_argument("--sink", action="append", default=[], metavar="SPEC",
                    help="extra output NAME:TARGET?k=v (syslog, ecs, json, notice, plugins)")
+    p.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="local (default) or spark: score on Apache Spark; --out is a directory")
+    p.add_argument("--spark-master", metavar="URL",
+                   help="Spark master for --engine spark (default: spark-submit's or local[*])")
     p.set_defaults(func=run)

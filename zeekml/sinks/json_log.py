@@ -128,11 +128,12 @@ class JsonLogSink:
         fields: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
         transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+        append: bool = False,
     ) -> None:
         self.fields = list(fields or zeek_fields())
         self.types = list(types or zeek_types())
         self.transform = transform
-        self.file = AppendFile(target)
+        self.file = AppendFile(target, append=append)
         self.name = f"{self.kind}:{self.file.path or '-'}"
         self.rows = 0
 
@@ -157,8 +158,10 @@ class JsonLogSink:
 
 
 def factory(target: str, options: dict[str, str]) -> JsonLogSink:
-    """Registry factory: ``json:PATH`` (PATH defaults to ``zeekml.json``)."""
+    """Registry factory: ``json:PATH?append=true`` (PATH defaults to ``zeekml.json``)."""
     from zeekml.sinks.registry import SinkOptions
 
-    SinkOptions(options, "json").done()
-    return JsonLogSink(target or "zeekml.json")
+    opts = SinkOptions(options, "json")
+    append = opts.flag("append", False)
+    opts.done()
+    return JsonLogSink(target or "zeekml.json", append=append)

@@ -119,6 +119,7 @@ def notice_sink(
     out_format: str = "zeek",
     suppress_for: float = 0.0,
     footer: bool = True,
+    append: bool = False,
 ) -> ZeekLogSink | JsonLogSink:
     """A sink writing notices (Zeek ASCII ``#path notice`` or Zeek JSON)."""
     fields = [f for f, _ in NOTICE_FIELDS]
@@ -126,9 +127,10 @@ def notice_sink(
     if out_format == "zeek":
         sink: ZeekLogSink | JsonLogSink = ZeekLogSink(
             target, log_path="notice", fields=fields, types=types,
-            transform=_transform(suppress_for), footer=footer)
+            transform=_transform(suppress_for), footer=footer, append=append)
     elif out_format == "json":
-        sink = JsonLogSink(target, fields=fields, types=types, transform=_transform(suppress_for))
+        sink = JsonLogSink(target, fields=fields, types=types, transform=_transform(suppress_for),
+                           append=append)
     else:
         raise SinkError(f"notice sink: format must be zeek or json, got {out_format!r}")
     sink.kind = "notice"
@@ -137,12 +139,14 @@ def notice_sink(
 
 
 def factory(target: str, options: dict[str, str]) -> ZeekLogSink | JsonLogSink:
-    """Registry factory: ``notice:PATH?format=json&suppress_for=600&footer=false``."""
+    """Registry factory: ``notice:PATH?format=json&suppress_for=600&footer=0&append=1``."""
     from zeekml.sinks.registry import SinkOptions
 
     opts = SinkOptions(options, "notice")
     fmt = opts.choice("format", ("zeek", "json"), "zeek")
     sup = opts.number("suppress_for", 0.0)
     footer = opts.flag("footer", True)
+    append = opts.flag("append", False)
     opts.done()
-    return notice_sink(target or "notice.log", out_format=fmt, suppress_for=sup, footer=footer)
+    return notice_sink(target or "notice.log", out_format=fmt, suppress_for=sup, footer=footer,
+                       append=append)

@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 class AppendFile:
     """A byte sink with fsync checkpoints and truncate-back restore."""
 
-    def __init__(self, target: str | Path, header: Callable[[], bytes] | None = None) -> None:
+    def __init__(self, target: str | Path, header: Callable[[], bytes] | None = None,
+                 *, append: bool = False) -> None:
         self.target = str(target)
+        self.append = append
         self.stdout = self.target == "-"
         self.path = None if self.stdout else Path(self.target).resolve()
         self._header = header
@@ -72,9 +74,15 @@ class AppendFile:
                 fh.seek(size)
                 self._fh, self._size = fh, size
                 return fh
-            self._fh = open(self.path, "wb")  # noqa: SIM115
-            self._size = 0
-            self.created = True
+            if self.append and self.path.exists():
+                # a stateful run without a checkpoint for this file: never destroy what
+                # is there, start a new header block after it (zeek-cut and zat read on)
+                self._fh = open(self.path, "ab")  # noqa: SIM115
+                self._size = self._fh.tell()
+            else:
+                self._fh = open(self.path, "wb")  # noqa: SIM115
+                self._size = 0
+                self.created = True
             self._write_header()
             return self._fh
         except OSError as exc:
@@ -163,6 +171,7 @@ class ZeekLogSink:
         types: Sequence[str] | None = None,
         transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
         footer: bool = True,
+        append: bool = False,
     ) -> None:
         self.fields = list(fields or zeek_fields())
         self.types = list(types or zeek_types())
@@ -171,7 +180,7 @@ class ZeekLogSink:
         self.log_path = log_path
         self.transform = transform
         self.footer = footer
-        self.file = AppendFile(target, self._header)
+        self.file = AppendFile(target, self._header, append=append)
         self.name = f"{self.kind}:{self.file.path or '-'}"
         self.rows = 0
 
@@ -199,10 +208,11 @@ class ZeekLogSink:
 
 
 def factory(target: str, options: dict[str, str]) -> ZeekLogSink:
-    """Registry factory: ``zeek:PATH?footer=false`` (PATH defaults to ``zeekml.log``)."""
+    """Registry factory: ``zeek:PATH?footer=false&append=true`` (default ``zeekml.log``)."""
     from zeekml.sinks.registry import SinkOptions
 
     opts = SinkOptions(options, "zeek")
     footer = opts.flag("footer", True)
+    append = opts.flag("append", False)
     opts.done()
-    return ZeekLogSink(target or "zeekml.log", footer=footer)
+    return ZeekLogSink(target or "zeekml.log", footer=footer, append=append)
