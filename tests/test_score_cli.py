@@ -247,6 +247,12 @@ def test_hostile_strings_are_escaped(tmp_path, models, capsys) -> None:
     assert back["uid"].tolist() == expect.tolist()  # zeekml's reader unescapes to the input
     for s in HOSTILE:
         assert s in back["uid"].tolist()
+    js = tmp_path / "zeekml.json"
+    assert score("--all", "--out-format", "json", "--out", str(js), *models, str(src)) == 0
+    raw = js.read_bytes()
+    assert raw.isascii() and raw.count(b"\n") == 2 * len(flows)
+    recs = [json.loads(ln) for ln in raw.splitlines()]
+    assert [r["uid"] for r in recs] == expect.tolist()
 
 
 def test_second_overlapping_run_is_refused(tmp_path, models, capsys) -> None:
