@@ -48,6 +48,9 @@ CASES = [
     ("Botnet", "-1", 1, "c2"),
     ("FTP-Patator", "-1", 1, "bruteforce"),
     ("Web Attack - SQL Injection", "-1", 1, "webattack"),
+    ("Web Attack - Brute Force", "-1", 1, "webattack"),
+    ("Malicious", "Web Attack - Brute Force", 1, "webattack"),  # zeekml's CICFlowMeter reader
+    ("Malicious", "SSH-Patator", 1, "bruteforce"),
     ("Heartbleed", "-1", 1, None),
     # missing / unrecognised: excluded, never guessed
     (None, None, -1, None),

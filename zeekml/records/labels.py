@@ -64,8 +64,8 @@ RULES: tuple[tuple[str, str | None, str], ...] = (
     (r"\bdos\b", "dos", "CICIDS2017 DoS Hulk/GoldenEye/Slowloris/Slowhttptest"),
     (r"port\s*scan|portscan|\bscan", "portscan", "IoT-23 PartOfAHorizontalPortScan (also C&C-PartOfAHorizontalPortScan), CICIDS2017 Portscan"),
     (r"external-attack-to-device", "portscan", "Stratosphere CTU-Normal External-Attack-to-Device: unsolicited inbound probes"),
-    (r"patator|brute", "bruteforce", "CICIDS2017 FTP-Patator, SSH-Patator"),
     (r"web\s*attack|sql\s*inj|xss", "webattack", "CICIDS2017 Web Attack - Brute Force/SQL Injection/XSS"),
+    (r"patator|brute", "bruteforce", "CICIDS2017 FTP-Patator, SSH-Patator"),
     (r"infiltration", "infiltration", "CICIDS2017 Infiltration"),
     (
         r"c&c|\bcc\b|\bc2\b|botnet|\bbot\b|heartbeat|filedownload|torii|okiru|mirai|remcos|njrat|rat\b|malware",
