@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zeekml.records.verdicts import zeek_fields, zeek_types
-from zeekml.sinks.zeek_ascii import _CANONICAL_OF, _concat_buffer
+from zeekml.sinks.zeek_ascii import _CANONICAL_OF, _concat_buffer, _string_lists
 from zeekml.sinks.zeek_log import AppendFile
 
 _L = pa.large_string()
@@ -38,6 +38,10 @@ def _s(text: str) -> pa.Scalar:
 
 def _json_strings(values: Any) -> pa.Array:
     """JSON string literals (quoted), null where missing."""
+    if isinstance(values, pa.Array):
+        values = pd.Series(values.to_pandas(types_mapper={pa.large_string(): pd.StringDtype(
+            "pyarrow", na_value=np.nan), pa.string(): pd.StringDtype("pyarrow", na_value=np.nan)
+        }.get))
     s = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
     try:
         arr = pa.array(s, from_pandas=True)
@@ -82,6 +86,15 @@ def _json_values(values: Any, zeek_type: str) -> pa.Array:
         arr = pa.array(s.astype("boolean"), from_pandas=True)
         return pc.if_else(arr, _s("true"), _s("false"))
     if zeek_type.startswith(("set[", "vector[", "table[")):
+        lists = _string_lists(s)
+        if lists is not None:
+            elems = _json_strings(pc.list_flatten(lists))
+            lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), elems),
+                                    _s(","))
+            arr = pc.binary_join_element_wise(_s("["), joined, _s("]"), _s(""))
+            return pc.if_else(lists.is_null(), pa.nulls(len(lists), _L), arr)
         cells = s.tolist()
         missing = np.fromiter((_missing(c) if not isinstance(c, (list, tuple, np.ndarray))
                                else False for c in cells), dtype=bool, count=len(cells))

@@ -234,7 +234,8 @@ def _escape_objects(values: Any, in_set: bool) -> pa.Array:
 
 
 def _format_strings(values: Any, in_set: bool = False) -> pa.Array:
-    arr = _to_string_array(values)
+    arr = (values.cast(pa.large_string()) if isinstance(values, pa.Array)
+           else _to_string_array(values))
     if arr is None:
         return _escape_objects(list(values), in_set)
     needs = pc.fill_null(
@@ -258,19 +259,34 @@ def _is_missing_cell(v: Any) -> bool:
     return isinstance(v, float) and np.isnan(v)
 
 
+def _string_lists(values: Any) -> pa.Array | None:
+    """Cells (list-likes of strings, or missing) as an arrow list array; None if they aren't."""
+    cells = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    try:
+        return pa.array(cells, type=pa.large_list(pa.large_string()), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+        return None
+
+
 def _format_container(values: Any, zeek_type: str) -> pa.Array:
     """set[T] / vector[T]: each cell a list-like (or missing); elements joined by ``,``."""
     inner = zeek_type[zeek_type.index("[") + 1 : -1]
-    cells = list(values)
-    missing = np.fromiter((_is_missing_cell(c) for c in cells), dtype=bool, count=len(cells))
-    lists = [[] if m else list(c) for c, m in zip(cells, missing, strict=True)]
-    lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
-    flat = [e for x in lists for e in x]
-    if inner in _STRING_TYPES:
-        elems = _format_strings(pd.Series(flat, dtype=object), in_set=True)
+    lists = _string_lists(values) if inner in _STRING_TYPES else None
+    if lists is not None:  # fast path: arrow lists of strings, escaped as one flat column
+        missing = lists.is_null().to_numpy(zero_copy_only=False)
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
+        elems = _format_strings(pc.list_flatten(lists), in_set=True)
     else:
-        elems = _format_column(pd.Series(flat, dtype=object), inner)
-        elems = _format_strings(pd.Series(elems.to_pylist(), dtype=object), in_set=True)
+        cells = list(values)
+        missing = np.fromiter((_is_missing_cell(c) for c in cells), dtype=bool, count=len(cells))
+        py = [[] if m else list(c) for c, m in zip(cells, missing, strict=True)]
+        lengths = np.fromiter((len(x) for x in py), dtype=np.int64, count=len(py))
+        flat = [e for x in py for e in x]
+        if inner in _STRING_TYPES:
+            elems = _format_strings(pd.Series(flat, dtype=object), in_set=True)
+        else:
+            elems = _format_column(pd.Series(flat, dtype=object), inner)
+            elems = _format_strings(pd.Series(elems.to_pylist(), dtype=object), in_set=True)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), elems),
                             _L(SET_SEPARATOR))
