@@ -464,11 +464,14 @@ class CsvParser(LineParser):
                 continue
             if self.fields is None:
                 default = self._default_fields()
-                if default is not None:
-                    if not self._warned_default:
-                        self._warned_default = True
-                        log.warning("%s: no CSV header; assuming %d-column layout", self.path, len(default))
-                    self.fields, self._plan = default, None
+                if default is None:  # the first line must be the header: say what it lacks
+                    self._set_header(fields, line)
+                    run_start = i + 1
+                    continue
+                if not self._warned_default:
+                    self._warned_default = True
+                    log.warning("%s: no CSV header; assuming %d-column layout", self.path, len(default))
+                self.fields, self._plan = default, None
         self._emit(block, starts, ends, blank, run_start, len(starts), first_line, out)
         return out
 
