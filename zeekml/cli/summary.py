@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zeekml.sources.open import expand_inputs, read_flows, sniff_path
+from zeekml.sources.open import expand_inputs, read_flows
 from zeekml.sources.skips import SkipLog
 
 #: timestamps below this (2001-09-09) are read as relative seconds, not epoch times
@@ -130,9 +130,10 @@ def summarize(inputs: list[str], *, strict: bool = False, fmt: str | None = None
     summ = FlowSummary()
     for path in expand_inputs(inputs):
         before = summ.rows
-        detected = fmt or ("-" if path == "-" else sniff_path(path))
-        for batch in read_flows(path, skips=skips, batch_rows=batch_rows, fmt=fmt):
+        info: dict[str, str] = {}
+        for batch in read_flows(path, skips=skips, batch_rows=batch_rows, fmt=fmt, info=info):
             summ.add(batch)
+        detected = info.get("format", "empty")
         summ.files.append({"path": path, "format": detected, "rows": summ.rows - before})
     return summ.to_dict(skips, top), skips
 

@@ -162,16 +162,19 @@ def read_flows(
     skips: SkipLog | None = None,
     batch_rows: int = 65536,
     fmt: str | None = None,
+    info: dict[str, str] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Canonical flow batches from one input (file path, or ``-`` for stdin).
 
     ``fmt`` forces a format; by default it is sniffed from the content. Bad lines are
     recorded in ``skips`` (strict mode raises :class:`ParseError` at the first).
+    ``info``, if given, receives ``info["format"]`` once the format is known.
     """
+    info = info if info is not None else {}
     skips = skips if skips is not None else SkipLog()
     name = str(path)
     if name == "-":
-        yield from _read_stream(sys.stdin.buffer, "<stdin>", skips, batch_rows, fmt)
+        yield from _read_stream(sys.stdin.buffer, "<stdin>", skips, batch_rows, fmt, info)
         return
     if os.path.isdir(name):
         raise FormatError(f"{name}: is a directory (expand it with expand_inputs)")
@@ -183,13 +186,14 @@ def read_flows(
         ):
             from zeekml.sources import nfdump  # lazy: the nfdump side
 
+            info["format"] = "nfcapd"
             yield from nfdump.iter_nfcapd(name, skips, batch_rows)
             return
-        yield from _read_stream(f, name, skips, batch_rows, fmt)
+        yield from _read_stream(f, name, skips, batch_rows, fmt, info)
 
 
 def _read_stream(
-    f: BinaryIO, name: str, skips: SkipLog, batch_rows: int, fmt: str | None
+    f: BinaryIO, name: str, skips: SkipLog, batch_rows: int, fmt: str | None, info: dict[str, str]
 ) -> Iterator[pd.DataFrame]:
     size = chunk_bytes(batch_rows)
     head, chunks = _chunks(f, size)
@@ -207,6 +211,7 @@ def _read_stream(
                 raise FormatError(f"{name}: {exc}") from None
             if fmt == "nfcapd":
                 raise FormatError(f"{name}: nfcapd data can only be read from a file, not a stream")
+        info["format"] = fmt
         parser = open_parser(fmt, name, skips, batch_rows=batch_rows)
         log.debug("%s: reading as %s", name, fmt)
         for data in chunks:

@@ -26,8 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from zeekml.records import schema
-from zeekml.sources.lines import LineParser, line_spans
-from zeekml.sources.zeek_tsv import arrow_to_canonical
+from zeekml.sources.lines import LineParser, arrow_to_canonical, line_spans
 
 log = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ import pyarrow.csv as pacsv
 
 from zeekml.errors import StateError
 from zeekml.records import schema
-from zeekml.sources.lines import LineParser, line_spans
+from zeekml.sources.lines import LineParser, arrow_to_canonical, line_spans
 
 log = logging.getLogger(__name__)
 
@@ -586,41 +586,3 @@ def _decode_escapes(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray |
             bad[i] = True
             values[i] = None
     return pa.chunked_array([pa.array(values, type=pa.string())]), bad
-
-
-_STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
-_PANDAS_TYPES = {
-    pa.int64(): pd.Int64Dtype(),
-    pa.int32(): pd.Int32Dtype(),
-    pa.bool_(): pd.BooleanDtype(),
-    pa.string(): _STR_DTYPE,
-    pa.large_string(): _STR_DTYPE,
-}
-
-
-def arrow_to_canonical(
-    cols: dict[str, pa.Array | pa.ChunkedArray], lines: np.ndarray, path: str
-) -> pd.DataFrame:
-    """Arrow columns named by canonical column -> a canonical DataFrame, in C++.
-
-    Integer columns must be int64, floats float64, bools bool, strings string; Int32
-    columns (ports) are narrowed here (a value outside int32 becomes missing).
-    ``lines`` are the 1-based source line numbers. Other readers may use this too.
-    """
-    names, arrays = [], []
-    n = len(lines)
-    for canon, arr in cols.items():
-        dtype = schema.COLUMNS.get(canon) or schema.LABEL_COLUMNS.get(canon)
-        if dtype == "Int32" and arr.type != pa.int32():
-            try:
-                arr = pc.cast(arr, pa.int32())
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                ok = pc.and_(pc.greater_equal(arr, -(2**31)), pc.less(arr, 2**31))
-                arr = pc.cast(pc.if_else(ok, arr, None), pa.int32())
-        names.append(canon)
-        arrays.append(arr)
-    names.append("source_file")
-    arrays.append(pa.nulls(n, pa.string()).fill_null(path))
-    df = pa.table(arrays, names=names).to_pandas(types_mapper=_PANDAS_TYPES.get)
-    df["source_line"] = np.asarray(lines, dtype=np.int64)
-    return schema.conform(df, source_file=path)
