@@ -258,13 +258,17 @@ def test_custom_csv_tokens_with_epoch_times() -> None:
     assert df[FLOW_COLS].reset_index(drop=True).equals(ref[FLOW_COLS].reset_index(drop=True))
 
 
-def test_ndjson_equals_json_array() -> None:
+def test_ndjson_equals_json_array(tmp_path: Path) -> None:
+    """``-o ndjson`` (nfdump >= 1.7.2; not in 1.7.1): one compact object per line."""
     records = json.loads((TEST1 / "test1-malicious.json").read_bytes())
     nd = ("\n".join(json.dumps(r, separators=(",", ":")) for r in records) + "\n").encode()
     a = parse(NfdumpJsonParser("x.ndjson", SkipLog(strict=True)), nd, chunk=4099)
     b = schema.concat(read_flows(TEST1 / "test1-malicious.json"))
     assert a[FLOW_COLS].equals(b[FLOW_COLS])
     assert a["source_line"].tolist() == list(range(1, len(records) + 1))
+    (tmp_path / "flows").write_bytes(nd)  # detected from content, whatever the name
+    c = schema.concat(read_flows(tmp_path / "flows", skips=SkipLog(strict=True)))
+    assert c[FLOW_COLS].equals(b[FLOW_COLS])
 
 
 def test_headerless_q_output_uses_legacy_layout() -> None:
