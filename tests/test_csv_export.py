@@ -266,3 +266,12 @@ def test_synth_uids_are_stable_and_spread() -> None:
     assert a.equals(b) and a.is_unique and not (a == c).any()
     assert a.str.fullmatch(r"N[0-9A-Za-z]{17}").all()
     assert a.str[2].nunique() == 62 and a.str[13].nunique() == 62  # well spread digits
+
+
+def test_sniff_csv_exports() -> None:
+    from zeekml.sources.csv_export import sniff
+
+    assert sniff((IOT / "CTU-Honeypot-Capture-7-1-labeled.csv").read_bytes()[:2048]) == "zeek_csv"
+    assert sniff((CIC / "Heartbleed_11.csv").read_bytes()[:4096]) == "cicflowmeter_csv"
+    assert sniff(b" Flow ID, Source IP, Source Port, Destination IP, Destination Port, Protocol, Timestamp\n") == "cicflowmeter_csv"
+    assert sniff(b"ts,te,td,sa,da,sp,dp,pr\n") is None

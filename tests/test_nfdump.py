@@ -262,7 +262,7 @@ def test_ndjson_equals_json_array(tmp_path: Path) -> None:
     """``-o ndjson`` (nfdump >= 1.7.2; not in 1.7.1): one compact object per line."""
     records = json.loads((TEST1 / "test1-malicious.json").read_bytes())
     nd = ("\n".join(json.dumps(r, separators=(",", ":")) for r in records) + "\n").encode()
-    a = parse(NfdumpJsonParser("x.ndjson", SkipLog(strict=True)), nd, chunk=4099)
+    a = parse(NfdumpJsonParser("x.ndjson", SkipLog(strict=True)), nd, chunk=65_537)
     b = schema.concat(read_flows(TEST1 / "test1-malicious.json"))
     assert a[FLOW_COLS].equals(b[FLOW_COLS])
     assert a["source_line"].tolist() == list(range(1, len(records) + 1))
@@ -352,7 +352,7 @@ def test_bad_json_records_are_skipped() -> None:
     pos = text.index(b'"src_port"', 50_000)
     text = text[:pos] + b"garbage" + text[pos:]
     skips = SkipLog()
-    df = parse(NfdumpJsonParser("bad.json", skips), text, chunk=10_000)
+    df = parse(NfdumpJsonParser("bad.json", skips), text, chunk=100_003)
     assert len(df) == ROWS["nfdump/slips-test1-malicious/test1-malicious.json"] - 2
     assert skips.total == 2 and skips.examples[0].line == 2
     assert "bad in_packets" in skips.examples[0].reason and "bad JSON" in skips.examples[1].reason
@@ -420,3 +420,25 @@ def test_missing_nfdump_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("PATH", "")
     with pytest.raises(FormatError, match="apt-get install nfdump"):
         list(iter_nfcapd(str(TEST1 / "test1-malicious.nfcapd")))
+
+
+def test_sniff_recognises_every_nfdump_form() -> None:
+    from zeekml.sources.nfdump import sniff
+
+    assert sniff((TEST1 / "test1-malicious.nfcapd").read_bytes()[:64]) == "nfcapd"
+    assert sniff((TEST1 / "test1-malicious.json").read_bytes()[:4096]) == "nfdump_json"
+    assert sniff(b'{"type":"FLOW","first":"x","in_packets":1,"src4_addr":"1.2.3.4"}\n') == "nfdump_json"
+    csv = (TEST1 / "test1-malicious.csv").read_bytes()
+    assert sniff(csv[:4096]) == "nfdump_csv"
+    assert sniff(csv.split(b"\n", 1)[1][:4096]) == "nfdump_csv"  # -q: no header
+    assert sniff(b"srcAddr,dstAddr,firstSeen,proto\n1.2.3.4,5.6.7.8,2024-01-01 00:00:00.000,6\n") == "nfdump_csv"
+    assert sniff(b'{"ts":1.5,"uid":"C1","id.orig_h":"1.2.3.4"}\n') is None  # Zeek JSON
+    assert sniff(b"#separator \\x09\n") is None
+
+
+def test_closing_the_stream_early_stops_nfdump() -> None:
+    need_binary("nfdump")
+    it = iter_nfcapd(str(IRC / "nfcapd"), SkipLog(strict=True), batch_rows=5)
+    first = next(it)
+    assert len(first) <= 5
+    it.close()  # kills and reaps the running nfdump; nothing left behind

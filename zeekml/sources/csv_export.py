@@ -873,6 +873,24 @@ def _cic_frame(
     return df
 
 
+# --------------------------------------------------------------------------- sniffing
+
+
+def sniff(head: bytes) -> str | None:
+    """``cicflowmeter_csv`` or ``zeek_csv`` from an input's first line, else None."""
+    line = next((x for x in head.split(b"\n") if x.strip()), b"")
+    fields = split_header(line)
+    if len(fields) < 4:
+        return None
+    cic = {_CIC_ROLES.get(_norm_cic(f)) for f in fields}
+    if all(r in cic for r in _CIC_REQUIRED):
+        return "cicflowmeter_csv"
+    zeek = {_zeek_role(f) for f in fields} - {None}
+    if "ts" in zeek and len(zeek) >= 3:
+        return "zeek_csv"
+    return None
+
+
 # --------------------------------------------------------------------------- writer
 
 

@@ -735,6 +735,34 @@ def _json_frame(table: pa.Table, lines: np.ndarray, path: str, skips: SkipLog) -
     return _canonical(raw, rej, lines, path, skips)
 
 
+# --------------------------------------------------------------------------- sniffing
+
+NFCAPD_MAGIC = b"\x0c\xa5"
+_JSON_KEYS = (b'"src4_addr"', b'"src6_addr"', b'"in_packets"', b'"export_sysid"')
+
+
+def sniff(head: bytes) -> str | None:
+    """``nfcapd``, ``nfdump_json`` or ``nfdump_csv`` from an input's first bytes, else None.
+
+    CSV is recognised by header *roles* (so ``-o 'csv:%sa,%da,%ts,%pr'`` orders work)
+    or, without a header (``-q``), by a 48-field line starting with a date-time.
+    """
+    if head[:2] == NFCAPD_MAGIC:
+        return "nfcapd"
+    text = head.removeprefix(b"\xef\xbb\xbf")
+    line = next((x.strip() for x in text.split(b"\n") if x.strip()), b"")
+    if line.startswith((b"[", b"{")):
+        if b'"id.orig_h"' not in text[:4096] and any(k in text[:4096] for k in _JSON_KEYS):
+            return "nfdump_json"
+        return None
+    roles = {CSV_ROLES.get(f.strip()) for f in split_header(line)}
+    if all(r in roles for r in _REQUIRED):
+        return "nfdump_csv"
+    if line.count(b",") == len(LEGACY_FIELDS) - 1 and line[:4].isdigit() and line[4:5] == b"-":
+        return "nfdump_csv"
+    return None
+
+
 # --------------------------------------------------------------------------- nfcapd
 
 
