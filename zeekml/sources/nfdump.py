@@ -10,8 +10,10 @@ Inputs
                      as the 48-column layout. ``No matching flows`` and the trailer are
                      not data.
     ``nfdump_json``  ``-o json`` (one pretty-printed array, streamed record by record,
-                     never the whole output in memory) and ``-o ndjson`` (one object
-                     per line); IPv4 and IPv6 keys (``src4_addr``/``src6_addr``).
+                     never the whole output in memory; a record is the lines from a
+                     ``{`` to a ``}`` at the start of a line, as nfdump writes them) and
+                     ``-o ndjson`` (one object per line); IPv4 and IPv6 keys
+                     (``src4_addr``/``src6_addr``).
     nfcapd           files and directories, through the real ``nfdump`` binary
                      (:func:`iter_nfcapd`), its stdout streamed.
 
