@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from zeekml import __version__
-from zeekml.sinks.textcols import as_text, epoch_millis, joined_list, replace_all
+from zeekml.sinks.textcols import as_text, concat, epoch_millis, joined_list, replace_all
 
 #: syslog severity (0 emerg .. 7 debug) -> CEF severity (0..10).
 CEF_SEVERITY: dict[int, int] = {0: 10, 1: 9, 2: 8, 3: 7, 4: 5, 5: 3, 6: 1, 7: 0}
@@ -63,9 +63,9 @@ def message(df: pd.DataFrame) -> pd.Series:
     for h in ("orig_h", "resp_h"):  # [v6]:port, as in URLs
         v6 = t[h].str.contains(":", regex=False)
         t[h] = t[h].where(~v6, "[" + t[h] + "]")
-    return (t["verdict"] + " from " + t["orig_h"] + ":" + t["orig_p"] + " to " + t["resp_h"]
-            + ":" + t["resp_p"] + "/" + t["proto"] + " (" + t["model"] + " score "
-            + t["score"] + " >= " + t["threshold"] + ")")
+    return concat([t["verdict"], " from ", t["orig_h"], ":", t["orig_p"], " to ", t["resp_h"],
+                   ":", t["resp_p"], "/", t["proto"], " (", t["model"], " score ", t["score"],
+                   " >= ", t["threshold"], ")"])
 
 
 def cef_records(
@@ -80,8 +80,8 @@ def cef_records(
     sev = pd.Series(syslog_severity).map(CEF_SEVERITY).astype("int64")
     sig = header_escape(as_text(column(df, "verdict")).fillna("unknown"))
     name = header_escape(message(df).str.slice(0, 512))
-    head = "CEF:0|" + const + "|" + sig + "|" + name + "|" + as_text(sev) + "|"
-    return head + _extension(df)
+    return concat(["CEF:0|" + const + "|", sig, "|", name, "|", as_text(sev), "|",
+                   _extension(df)])
 
 
 def _extension(df: pd.DataFrame) -> pd.Series:
@@ -109,13 +109,11 @@ def _extension(df: pd.DataFrame) -> pd.Series:
         ("cfp3", as_text(column(df, "alt_score")), "alt_score"),
         ("cs3", _context(df), "context"),
     ]
-    acc = pd.Series([""] * n, dtype="str")
+    parts: list[pd.Series | str] = [pd.Series([""] * n, dtype="str")]
     for key, value, label in fields:
-        text = " " + key + "=" + extension_escape(value)
-        if label is not None:
-            text = " " + key + "Label=" + label + text
-        acc = acc + text.fillna("")
-    return acc.str.slice(1)
+        prefix = f" {key}Label={label} {key}=" if label is not None else f" {key}="
+        parts.append(prefix + extension_escape(value))
+    return concat(parts).str.slice(1)
 
 
 def _context(df: pd.DataFrame) -> pd.Series:

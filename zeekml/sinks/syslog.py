@@ -51,7 +51,7 @@ import pandas as pd
 from zeekml.errors import SinkError
 from zeekml.sinks.cef import cef_records, column, message
 from zeekml.sinks.registry import SinkOptions
-from zeekml.sinks.textcols import as_text, iso_time, joined_list, replace_all
+from zeekml.sinks.textcols import as_text, concat, iso_time, joined_list, replace_all
 from zeekml.sinks.transport import TcpTransport, UdpTransport
 
 log = logging.getLogger(__name__)
@@ -129,16 +129,16 @@ class SyslogFormat:
         ts = iso_time(column(df, "ts")).fillna("-")
         msgid = as_text(column(df, "verdict")).fillna("-")
         msgid = msgid.str.replace(_NOT_PRINTUSASCII, "_", regex=True).str.slice(0, 32)
-        head = ("<" + pri + ">1 " + ts + " " + f"{self.hostname} {self.app} {self.procid} "
-                + msgid + " ")
+        head: list[pd.Series | str] = ["<", pri, ">1 ", ts, f" {self.hostname} {self.app} "
+                                       f"{self.procid} ", msgid, " "]
         if self.format == "cef":
-            return head + "- " + cef_records(df, sev)
+            return concat([*head, "- ", cef_records(df, sev)])
         text = message(df).str.replace(r"[\x00-\x1f\x7f]", " ", regex=True)
-        return head + self.structured_data(df) + " " + text
+        return concat([*head, self.structured_data(df), " ", text])
 
     def structured_data(self, df: pd.DataFrame) -> pd.Series:
         """``[SD-ID name="value" ...]``; a missing value leaves its parameter out."""
-        acc = pd.Series([""] * len(df), dtype="str")
+        parts: list[pd.Series | str] = ["[" + self.sd_id]
         for name in SD_FIELDS:
             if name == "context":
                 raw = (as_text(joined_list(df["context"].reset_index(drop=True)))
@@ -147,8 +147,9 @@ class SyslogFormat:
                 raw = as_text(column(df, name).astype("float64").round(6))
             else:
                 raw = as_text(column(df, name))
-            acc = acc + (" " + name + '="' + sd_escape(raw) + '"').fillna("")
-        return "[" + self.sd_id + acc + "]"
+            parts.append(f' {name}="' + sd_escape(raw) + '"')
+        parts.append("]")
+        return concat(parts)
 
 
 def _notices(df: pd.DataFrame) -> np.ndarray:
