@@ -19,6 +19,7 @@ from conftest import REPO, need, need_module
 
 from zeekml.records.labels import CLASSES, NORMAL
 from zeekml.records.verdicts import zeek_fields
+from zeekml.sinks.notice_log import note_name
 
 PACKAGE = REPO / "zeek"
 SCRIPTS = sorted((PACKAGE / "scripts").glob("*.zeek"))
@@ -104,6 +105,8 @@ def test_every_class_has_a_notice_type() -> None:
     for cls in [c for c in CLASSES if c != NORMAL] + ["anomaly"]:
         key = re.sub(r"[^a-z0-9]", "", cls.lower())  # the script's normalisation
         assert key in mapping, cls
+        # the same notice name zeekml's own notice.log writes for this class
+        assert f"ZeekML::{mapping[key]}" == note_name(cls), cls
 
 
 def test_follows_with_the_raw_reader_in_stream_mode() -> None:

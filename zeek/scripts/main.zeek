@@ -16,17 +16,17 @@ module ZeekML;
 export {
 	redef enum Notice::Type += {
 		## A flow the AMF-LSTM classified as a distributed denial of service.
-		DDoS,
+		Ddos,
 		## A flow the AMF-LSTM classified as denial of service.
-		DoS,
+		Dos,
 		## A flow the AMF-LSTM classified as port scanning.
-		PortScan,
+		Portscan,
 		## A flow the AMF-LSTM classified as bot or command-and-control traffic.
 		C2,
 		## A flow the AMF-LSTM classified as brute forcing.
-		BruteForce,
+		Bruteforce,
 		## A flow the AMF-LSTM classified as a web attack.
-		WebAttack,
+		Webattack,
 		## A flow the AMF-LSTM classified as infiltration.
 		Infiltration,
 		## A flow the flow language model found anomalous.
@@ -56,15 +56,15 @@ export {
 	## zeekml class name, lower-cased with everything but letters and digits
 	## removed, to the notice type raised for it.
 	const class_notes: table[string] of Notice::Type = {
-		["ddos"] = DDoS,
-		["dos"] = DoS,
-		["portscan"] = PortScan,
+		["ddos"] = Ddos,
+		["dos"] = Dos,
+		["portscan"] = Portscan,
 		["bot"] = C2,
 		["c2"] = C2,
 		["cc"] = C2,
 		["botc2"] = C2,
-		["bruteforce"] = BruteForce,
-		["webattack"] = WebAttack,
+		["bruteforce"] = Bruteforce,
+		["webattack"] = Webattack,
 		["infiltration"] = Infiltration,
 		["anomaly"] = Anomaly,
 	} &redef;
