@@ -169,6 +169,7 @@ class SyslogSink:
         self._transport = transport
         self._format = fmt
         self._only_notices = only_notices
+        self._undeliverable = False  # the last flush gave up: close does not wait again
         self._octet_counting = isinstance(transport, TcpTransport)
 
     @property
@@ -186,7 +187,12 @@ class SyslogSink:
         self._transport.send(frames)
 
     def flush(self) -> None:
-        self._transport.flush()
+        try:
+            self._transport.flush()
+        except SinkError:
+            self._undeliverable = True
+            raise
+        self._undeliverable = False
 
     def checkpoint(self) -> dict[str, Any]:
         return self.stats()
@@ -204,8 +210,13 @@ class SyslogSink:
         }
 
     def close(self) -> None:
+        """Deliver what is queued (unless a flush just failed: no second long wait)."""
         try:
-            self._transport.flush()
+            if self._undeliverable:
+                log.error("%s: closing with %d records undelivered", self.where,
+                          self._transport.pending())
+            else:
+                self._transport.flush()
         except SinkError as exc:
             log.error("%s", exc)
         finally:
