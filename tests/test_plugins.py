@@ -171,7 +171,7 @@ def installed_plugin(tmp_path_factory: pytest.TempPathFactory):
     (src / f"{MODULE}.py").write_text(PLUGIN)
     (src / "pyproject.toml").write_text(textwrap.dedent(f"""\
         [build-system]
-        requires = ["setuptools>=68"]
+        requires = ["setuptools>=61"]
         build-backend = "setuptools.build_meta"
 
         [project]
