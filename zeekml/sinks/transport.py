@@ -44,6 +44,11 @@ from zeekml.errors import SinkError
 log = logging.getLogger(__name__)
 
 
+def where(scheme: str, host: str, port: int) -> str:
+    """``scheme://host:port`` with an IPv6 host in brackets."""
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 def resolve(host: str, port: int, kind: socket.SocketKind) -> tuple[int, tuple]:
     """(address family, socket address) of ``host:port``; SinkError when it does not resolve."""
     try:
@@ -58,7 +63,7 @@ class UdpTransport:
     """One datagram per record, best effort (RFC 5426)."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.where = f"udp://{host}:{port}"
+        self.where = where("udp", host, port)
         family, self._addr = resolve(host, port, socket.SOCK_DGRAM)
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sent = 0
@@ -100,7 +105,7 @@ class TcpTransport:
         retry: float = 1.0,
         connect_timeout: float = 5.0,
     ) -> None:
-        self.where = f"tcp://{host}:{port}"
+        self.where = where("tcp", host, port)
         self._host, self._port = host, port
         resolve(host, port, socket.SOCK_STREAM)  # fail early on a bad name
         self._bound = buffer
