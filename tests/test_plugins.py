@@ -190,6 +190,7 @@ def installed_plugin(tmp_path_factory: pytest.TempPathFactory):
 
         [project.entry-points."zeekml.sources"]
         {SINK}flows = "{MODULE}:ProbeFlows"
+        {SINK}broken = "{MODULE}_not_installed:Parser"
 
         [tool.setuptools]
         py-modules = ["{MODULE}"]
@@ -282,6 +283,8 @@ def test_zeekml_score_runs_through_plugin_scorer_and_sink(installed_plugin: Path
     res = _zeekml("score", "--model", str(model), "--all", "--out", str(out),
                   "--sink", f"{SINK}:{probe}?only=all", str(capture), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    # a broken source plugin is reported and skipped; zeekml's own readers still work
+    assert f"source plugin '{SINK}broken'" in res.stderr and "cannot be loaded" in res.stderr
     rows = [line.split("\t") for line in probe.read_text().splitlines()]
     logged = [x.split("\t") for x in out.read_text().splitlines() if not x.startswith("#")]
     from zeekml.sources.open import read_table
