@@ -119,6 +119,7 @@ class TcpTransport:
         self._head_sent = 0  # bytes of pending[0] already written on this connection
         self._next_try = 0.0
         self._last_try = 0.0
+        self._last_cost = 0.0  # seconds the last connect attempt took
         self._failures = 0  # consecutive failed connects: the retry interval doubles
         self._dropping = False
         self.sent = 0  # acknowledged records
@@ -132,8 +133,10 @@ class TcpTransport:
         self._pending.extend(frames)
         now = time.monotonic()
         # past the bound, try again after the plain retry interval (not the backed-off
-        # one): reconnecting is cheaper than dropping records
-        overfull = len(self._pending) > self._bound and now - self._last_try >= self._retry
+        # one): a refused connect is cheaper than dropping records. A connect that
+        # timed out cost seconds, so then wait ten times that, to keep writing.
+        gap = max(self._retry, 10 * self._last_cost)
+        overfull = len(self._pending) > self._bound and now - self._last_try >= gap
         if self._sock is not None or now >= self._next_try or overfull:
             try:
                 self._pump()
@@ -195,7 +198,11 @@ class TcpTransport:
 
     def _connect(self) -> None:
         self._last_try = time.monotonic()
-        sock = socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
+        try:
+            sock = socket.create_connection((self._host, self._port),
+                                            timeout=self._connect_timeout)
+        finally:
+            self._last_cost = time.monotonic() - self._last_try
         self._failures = 0
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.settimeout(max(self._connect_timeout, 1.0))
