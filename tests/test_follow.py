@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA, need
 
+from tests.conftest import DATA, need
 from zeekml.errors import StateError
 from zeekml.sources.follow import Chunk, Ended, Follower, Opened, Position
 

@@ -100,7 +100,8 @@ class TailProc:
             time.sleep(0.05)
 
     def stderr(self) -> str:
-        self.err.flush()
+        if not self.err.closed:
+            self.err.flush()
         return Path(self.err.name).read_text(errors="replace")
 
     def alive(self) -> bool:

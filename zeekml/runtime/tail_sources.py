@@ -178,6 +178,7 @@ class FileTail:
                 self._gen_id = ev.gen
                 self._ended_pos = None
                 self.files += 1
+                self.boundary = True  # commit the new identity before reading far into it
             elif isinstance(ev, Ended):
                 assert self._gen is not None
                 out.extend(self._gen.close())
