@@ -1,0 +1,302 @@
+"""The Spark engine against the local engine, on real captures, with real PySpark (local[2]).
+
+Both engines score the same files with the same real ONNX models (onnxruntime). The
+Spark engine must give exactly the same multiset of (uid, model, verdict, notice, n)
+and the same attention/window context, with scores equal within 1e-5, including when
+there are more partitions than hosts and when one host has all the flows (cut into
+chunks). Models: the bundled AMF-LSTM and flow LM when they exist, plus two tiny real
+ONNX models (one keyed by host like the AMF-LSTM, one by host pair like the flow LM)
+whose scores depend on their windows, so a wrong partitioning shows.
+
+One SparkSession (about 15 s to start) serves every test; workers run this
+interpreter (PYSPARK_PYTHON) with the repository on PYTHONPATH, so they can import the
+tiny scorers from the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from tests.conftest import DATA, REPO, need, need_module
+from tests.test_pipeline import KIND, build_tiny_model
+from zeekml.errors import ParseError
+from zeekml.features.flow_stats import flow_features
+from zeekml.models import registry
+from zeekml.models.base import ScoreBatch
+from zeekml.models.card import ModelCard, load_card, write_card
+from zeekml.policy.notice import NoticePolicy, PolicyConfig
+from zeekml.runtime.pipeline import Pipeline, score_inputs
+from zeekml.sources import SkipLog, expand_inputs, read_table
+from zeekml.windows.conversation import ConversationWindows
+
+PAIR_KIND = "tiny_pair"
+CAPTURES = [
+    "zeek/stratosphere-008-mixed/conn.log.labeled",  # 1600 hosts, labeled
+    "zeek/slips-test18-ctu-sme-11/conn.log.labeled",  # labeled RemcosRAT
+    "zeek/stratosphere-001-njrat/labeled-conn.log",  # labeled, relative ts
+    "zeek/stratosphere-002-portscan/conn.log",  # Zeek JSON
+    "zeek/rita-proxy-rolling/conn.16:00:00-17:00:00.log.gz",  # gzip archive
+    "nfdump/slips-test1-malicious/test1-malicious.csv",  # nfdump CSV
+    "zeek/rita-truncated/conn.log",  # a line cut short: skipped by both
+]
+MIRAI = "zeek/iot23-34-1-mirai/conn.log.labeled"  # 23144 of 23145 flows from one host
+SCAN = "zeek/slips-portscan-horizontal/conn.log"  # 41 flows, one host
+
+
+class PairTinyScorer:
+    """The tiny ONNX model keyed by host pair (ConversationWindows, like the flow LM).
+
+    Its score adds 0.05 per earlier flow of the pair inside the window, so a flow
+    scored without its real predecessors gets another score.
+    """
+
+    def __init__(self, card: ModelCard, options: registry.ScorerOptions | None = None) -> None:
+        options = options or registry.ScorerOptions()
+        self.card = card
+        self.name = card.name
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(card.onnx_path), so,
+                                            providers=["CPUExecutionProvider"])
+        self.windows = ConversationWindows(2, max_keys=options.max_hosts,
+                                           idle_timeout=options.idle_timeout)
+
+    def score(self, flows: pd.DataFrame) -> ScoreBatch:
+        x = flow_features(flows)
+        w = self.windows.push(flows, np.zeros(len(flows), dtype=np.int64))
+        p = self.session.run(["probs"], {"x": x})[0].astype(np.float64)
+        prev = w.valid[:, :-1].sum(axis=1)
+        b = len(flows)
+        names = np.char.decode(w.uids[:, :-1], "utf-8")
+        ctx = np.empty(b, dtype=object)
+        ctx[:] = [[u for u, ok in zip(row, m, strict=True) if ok and u]
+                  for row, m in zip(names.tolist(), w.valid[:, :-1].tolist(), strict=True)]
+        return ScoreBatch(self.name, 0.8 * (1.0 - p[:, 0]) + 0.05 * prev,
+                          np.full(b, "c2", dtype=object), np.full(b, 0.5),
+                          {"context": ctx})
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.windows.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.windows.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def spark():
+    need_module("pyspark")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    from zeekml.runtime.spark import get_session
+
+    session = get_session("local[2]", "zeekml-tests", {
+        "spark.sql.shuffle.partitions": "4",
+        "spark.default.parallelism": "2",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": "1g",
+    })
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The bundled models (when they exist) and two tiny ones, as paths."""
+    registry.BUILTIN_KINDS.setdefault(KIND, "tests.test_pipeline:TinyScorer")
+    registry.BUILTIN_KINDS.setdefault(PAIR_KIND, "tests.test_spark:PairTinyScorer")
+    d = tmp_path_factory.mktemp("spark-models")
+    host = build_tiny_model(d / "tiny.onnx", "tiny", 4.0)
+    pair = build_tiny_model(d / "tinypair.onnx", "tinypair", 3.0)
+    card = {k: v for k, v in load_card(pair).data.items() if k not in ("format", "onnx_sha256")}
+    write_card(pair, {**card, "kind": PAIR_KIND})
+    return [str(p) for p in registry.bundled_models()] + [str(host), str(pair)]
+
+
+def _paths(names: list[str]) -> list[str]:
+    paths = [DATA / n for n in names]
+    need(all(p.is_file() for p in paths), f"the captures {names} in {DATA}")
+    return [str(p) for p in paths]
+
+
+class _Collect:
+    """An in-memory sink: the verdict frames the local engine writes."""
+
+    kind = "memory"
+    name = "memory:test"
+
+    def __init__(self) -> None:
+        self.frames: list[pd.DataFrame] = []
+
+    def write(self, verdicts: pd.DataFrame) -> None:
+        self.frames.append(verdicts.copy())
+
+    def flush(self) -> None: ...
+
+    def checkpoint(self) -> dict:
+        return {}
+
+    def restore(self, position: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def local_engine(paths: list[str], models: list[str], config: PolicyConfig
+                 ) -> tuple[pd.DataFrame, SkipLog]:
+    """What ``zeekml score`` (the local engine) writes for these inputs."""
+    scorers = [registry.load_scorer(m, registry.ScorerOptions(threads=1)) for m in models]
+    sink = _Collect()
+    skips = SkipLog()
+    score_inputs(expand_inputs(paths), Pipeline(scorers, NoticePolicy(config), [sink]),
+                 skips=skips)
+    return pd.concat(sink.frames, ignore_index=True), skips
+
+
+KEY = ["uid", "model", "verdict", "notice", "n"]
+
+
+def assert_same(got: pd.DataFrame, exp: pd.DataFrame) -> None:
+    """Same multiset of (uid, model, verdict, notice, n, context); scores within 1e-5."""
+    assert len(got) == len(exp) > 0
+
+    def norm(df: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame({
+            "uid": df["uid"].astype(str), "model": df["model"].astype(str),
+            "verdict": df["verdict"].astype(str),
+            "notice": df["notice"].astype("boolean").fillna(False).astype(bool),
+            "n": df["n"].astype("Int64").fillna(1).astype(np.int64),
+            "ctx": ["|".join(c) if isinstance(c, (list, np.ndarray)) else ""
+                    for c in df["context"]],
+            "score": df["score"].astype(np.float64),
+        })
+        return out.sort_values(["uid", "model", "score", "ctx", "notice"]).reset_index(drop=True)
+
+    a, b = norm(got), norm(exp)
+    assert Counter(map(tuple, a[KEY].to_numpy().tolist())) == \
+        Counter(map(tuple, b[KEY].to_numpy().tolist()))
+    assert (a["ctx"].to_numpy() == b["ctx"].to_numpy()).all()
+    assert np.allclose(a["score"], b["score"], rtol=0, atol=1e-5, equal_nan=True)
+
+
+def read_json_lines(files: list[Path]) -> pd.DataFrame:
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line]
+    df = pd.DataFrame(rows)
+    df["context"] = [c if isinstance(c, list) else [] for c in df.get("context", [None] * len(df))]
+    return df
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_cli_spark_equals_local_engine(spark, models, tmp_path) -> None:
+    """``zeekml score --engine spark --all``: every verdict equals ``zeekml score --all``."""
+    from zeekml.cli.main import main
+
+    paths = _paths(CAPTURES)
+    model_args = [a for m in models for a in ("--model", m)]
+    common = ["score", "--all", "--suppress", "300", "--out-format", "json", "--threads", "1",
+              *model_args]
+    assert main([*common, "--out", str(tmp_path / "local.json"), *paths]) == 0
+    assert main([*common, "--engine", "spark", "--spark-master", "local[2]",
+                 "--out", str(tmp_path / "spark"), *paths]) == 0
+    local = read_json_lines([tmp_path / "local.json"])
+    parts = sorted((tmp_path / "spark").glob("part-*.json"))
+    assert parts, "the Spark engine wrote no part files"
+    got = read_json_lines(parts)
+    assert_same(got, local)
+    assert set(got["model"]) == {load_card(m).name for m in models}
+    # every flow of every capture, except the line the truncated capture cuts short
+    flows = sum(len(read_table(p)) for p in paths)
+    assert len(got) == flows * len(models)
+
+
+def test_notices_and_uri_inputs_equal_local(spark, models, tmp_path) -> None:
+    """Suppressed notices (``n`` = flows they stand for) from file:// URIs, as Parquet."""
+    from zeekml.runtime.spark import SparkOptions, score_files
+
+    paths = _paths(CAPTURES[:4])
+    config = PolicyConfig(suppress=600.0)
+    uris = [Path(p).as_uri() for p in paths[:2]] + paths[2:]
+    counts = score_files(spark, uris, str(tmp_path / "out"), models=models, config=config,
+                         options=SparkOptions(), out_format="parquet")
+    got = pd.read_parquet(tmp_path / "out")
+    exp, skips = local_engine(paths, models, config)
+    assert_same(got, exp)
+    assert int(got["n"].sum()) > len(got)  # suppression happened
+    assert counts.flows_read == sum(len(read_table(p)) for p in paths)
+    assert counts.rows_written == len(exp) and counts.skipped == skips.total
+    assert counts.notices == Counter(exp["verdict"].astype(str))
+    assert set(got["source_file"]) >= {Path(p).as_uri().replace("file:///", "file:/")
+                                       for p in paths[:2]}
+
+
+def test_dataframe_with_more_partitions_than_hosts(spark, models) -> None:
+    """score_dataframe on a table of one host: 64 groups per model, most of them empty."""
+    from zeekml.records.verdicts import VERDICT_DTYPES
+    from zeekml.runtime.spark import SparkOptions, score_dataframe
+
+    paths = _paths([SCAN, "zeek/slips-test10-mixed/conn.log"])
+    table = pd.concat([read_table(p) for p in paths], ignore_index=True)
+    df = spark.createDataFrame(table.drop(columns=["label", "detailed_label"], errors="ignore"))
+    config = PolicyConfig(all_flows=True, suppress=60.0)
+    out = score_dataframe(df, models, config, SparkOptions(buckets=64))
+    assert set(VERDICT_DTYPES) <= set(out.columns)
+    got = out.toPandas()
+    exp, _ = local_engine(paths, models, config)
+    assert_same(got, exp)
+    assert table["orig_h"].nunique() < 64
+
+
+def test_single_huge_host_is_cut_into_chunks(spark, models, tmp_path) -> None:
+    """One host with 23144 flows, scored in chunks of 1000: windows still exact."""
+    from zeekml.runtime.spark import SparkOptions, score_files
+
+    paths = _paths([MIRAI])
+    config = PolicyConfig(all_flows=True, suppress=600.0)
+    counts = score_files(spark, paths, str(tmp_path / "out"), models=models, config=config,
+                         options=SparkOptions(chunk_rows=1000, buckets=8, rows_per_file=20000),
+                         out_format="zeek")
+    assert counts.heavy_keys >= 1
+    parts = sorted((tmp_path / "out").glob("part-*.log"))
+    assert len(parts) == len(counts.outputs) > 1
+    rows = []
+    for f in parts:  # each part is a whole Zeek log: header, rows, #close
+        lines = f.read_text().splitlines()
+        assert lines[0].startswith("#separator") and lines[-1].startswith("#close")
+        fields = next(x for x in lines if x.startswith("#fields")).split("\t")[1:]
+        rows += [dict(zip(fields, x.split("\t"), strict=True)) for x in lines
+                 if not x.startswith("#")]
+    got = pd.DataFrame(rows)
+    got = pd.DataFrame({
+        "uid": got["uid"], "model": got["model"], "verdict": got["verdict"],
+        "notice": got["notice"] == "T", "n": got["n"].astype(int),
+        "score": got["score"].astype(float),
+        "context": [[] if c in ("-", "(empty)") else c.split(",") for c in got["context"]],
+    })
+    exp, _ = local_engine(paths, models, config)
+    assert_same(got, exp)
+
+
+def test_strict_bad_line_is_a_parse_error(spark, models, tmp_path) -> None:
+    from zeekml.runtime.spark import SparkOptions, score_files
+
+    paths = _paths(["zeek/rita-truncated/conn.log"])
+    with pytest.raises(ParseError, match="rita-truncated/conn.log"):
+        score_files(spark, paths, str(tmp_path / "out"), models=models[-1:],
+                    options=SparkOptions(strict=True))
