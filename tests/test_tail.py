@@ -338,3 +338,85 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert main(["tail", "--state", str(tmp_path / "s.npz"), "-"]) == 2
     assert main(["tail", "--rotate", "60", "--out", "-", str(tmp_path / "x.log")]) == 2
     assert main(["tail", "--max-latency", "0", str(tmp_path / "x.log")]) == 2
+
+
+NFCAPD_DIR = DATA / "nfdump" / "pcap-iot23-34-1-irc" / "nfcapd"
+
+
+def test_nfcapd_directory_files_over_time(tmp_path: Path, models: list[str], k: int) -> None:
+    """Closed nfcapd files appear one by one (the in-progress file is ignored), with a
+    kill -9 half way: the verdicts equal one batch run over the directory."""
+    from tests.conftest import need_binary
+
+    need_binary("nfdump")
+    need(NFCAPD_DIR.is_dir(), f"{NFCAPD_DIR}")
+    names = sorted(os.listdir(NFCAPD_DIR))[:8]
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in names:
+        shutil.copyfile(NFCAPD_DIR / n, src / n)
+    ref = batch_reference(tmp_path, [src], models)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    out = tmp_path / "zeekml.log"
+    state = tmp_path / "state.npz"
+    args = ["--all", "--out", str(out), "--state", str(state), *models, *FAST,
+            "--batch-size", "300", str(spool)]
+    tail = TailProc(args, tmp_path)
+    try:
+        tail.wait_log("watching for closed nfcapd files")
+        for i, n in enumerate(names):
+            current = spool / "nfcapd.current.4242"  # nfcapd writes here, then renames
+            shutil.copyfile(NFCAPD_DIR / n, current)
+            time.sleep(0.15)
+            os.rename(current, spool / n)
+            if i == len(names) // 2:
+                time.sleep(0.3)
+                tail.kill9()
+                tail = TailProc(args, tmp_path)
+        tail.wait_log("watching for closed nfcapd files")
+        wait_rows(out, len(ref), tail)
+        deadline = time.monotonic() + 60
+        key = "tail:" + os.path.abspath(spool)
+        while True:  # wait for the checkpoint that covers the last file
+            from zeekml.runtime.state import StateStore
+
+            saved = StateStore(state).load()
+            if saved and (saved.inputs.get(key) or {}).get("done") == names[-1]:
+                break
+            assert time.monotonic() < deadline, tail.stderr()
+            time.sleep(0.05)
+    finally:
+        rc = tail.stop()
+    assert rc == 0, tail.stderr()
+    assert data_lines(out) == ref
+    assert len(ref) > 0 and len(ref) % k == 0
+
+
+def test_nfdump_pipe(tmp_path: Path, models: list[str], k: int) -> None:
+    """``nfdump -r FILE -o csv | zeekml tail -`` equals ``zeekml score -`` on the same bytes."""
+    from tests.conftest import need_binary
+
+    exe = need_binary("nfdump")
+    need(NFCAPD_DIR.is_dir(), f"{NFCAPD_DIR}")
+    first = NFCAPD_DIR / sorted(os.listdir(NFCAPD_DIR))[0]
+    env_ = {**env(), "TZ": "UTC"}
+    csv = subprocess.run([exe, "-r", str(first), "-o", "csv"], env=env_, check=True,
+                         capture_output=True).stdout
+    out = tmp_path / "zeekml.log"
+    nf = subprocess.Popen([exe, "-r", str(first), "-o", "csv"], env=env_,
+                          stdout=subprocess.PIPE)
+    tail = TailProc(["--all", "--out", str(out), *models, *FAST, "-"], tmp_path, stdin=nf.stdout)
+    assert nf.stdout is not None
+    nf.stdout.close()
+    assert nf.wait(60) == 0
+    rc = tail.proc.wait(60)
+    tail.err.close()
+    assert rc == 0, tail.stderr()
+    ref = tmp_path / "ref.log"
+    done = subprocess.run([sys.executable, "-c", RUNNER, "score", "--all", "--out", str(ref),
+                           *models, "-"], input=csv, cwd=str(REPO), env=env(),
+                          capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    assert data_lines(out) == data_lines(ref)
+    assert len(data_lines(out)) > 0 and len(data_lines(out)) % k == 0

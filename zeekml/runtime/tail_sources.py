@@ -253,8 +253,13 @@ class DirTail:
         self._file: Path | None = None
         self._rows = 0
         self._iter: Iterator[pd.DataFrame] | None = None
+        self._announced = False
 
     def poll(self, max_bytes: int = 1 << 20) -> list[pd.DataFrame]:
+        if not self._announced:
+            self._announced = True
+            log.info("%s: watching for closed nfcapd files after %r", self.name,
+                     self.dir.cursor.done or "the start")
         if self._iter is None:
             ready = self.dir.ready()
             if not ready:

@@ -473,7 +473,7 @@ class PipeFollower:
     no identity or offset to resume from: :meth:`position_at` is None.
     """
 
-    def __init__(self, fd: int = 0, *, poll_interval: float = 0.25, name: str = "-") -> None:
+    def __init__(self, fd: int = 0, *, poll_interval: float = 0.25, name: str = "<stdin>") -> None:
         if not poll_interval > 0:
             raise ValueError(f"poll_interval must be > 0 s, got {poll_interval}")
         self.fd = fd
