@@ -3,8 +3,9 @@
 Thin layer over :mod:`zeekml.runtime.tail`. The model, policy and output options are
 ``zeekml score``'s own (taken from its parser, so the two commands never drift
 apart), and so are the builders of scorers, policy and sinks: one code path for tail
-and batch. Tail adds ``--state``, ``--rotate``, ``--poll-interval``, ``--max-latency``
-and ``--checkpoint-interval``.
+and batch. Tail adds ``--state``, ``--rotate``, ``--poll-interval``, ``--max-latency``,
+``--checkpoint-interval`` and the memory bounds ``--max-hosts`` / ``--idle-timeout``
+(unless ``zeekml score`` grows them, in which case its own are used).
 """
 
 from __future__ import annotations
@@ -51,6 +52,26 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
             p._add_action(action)
 
 
+def _scorers(args: argparse.Namespace) -> list:
+    """Scorers with the memory bounds of the state (max hosts, idle expiry by log time)."""
+    from zeekml.models.registry import ScorerOptions, default_scorers, load_scorer
+
+    try:
+        opts = ScorerOptions(threads=args.threads, max_hosts=args.max_hosts,
+                             idle_timeout=args.idle_timeout)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.model:
+        return [load_scorer(m, opts) for m in args.model]
+    return default_scorers(opts)
+
+
+def _add_unless_present(p: argparse.ArgumentParser, flag: str, **kw) -> None:  # noqa: ANN003
+    """Add an option unless ``zeekml score`` already provides it (then it is shared)."""
+    if flag not in p._option_string_actions:
+        p.add_argument(flag, **kw)
+
+
 def run(args: argparse.Namespace) -> int:
     from zeekml.cli import score
     from zeekml.policy.notice import NoticePolicy
@@ -79,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if store is not None:
         store.acquire()  # before anything is opened for writing
     try:
-        scorers = score._scorers(args)
+        scorers = _scorers(args)
         sinks = score._sinks(args, config)
         pipeline = Pipeline(scorers, NoticePolicy(config), sinks)
         skips = SkipLog(strict=args.strict)
@@ -142,4 +163,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="score a pending batch once it holds this many flows (default 16384)")
     p.add_argument("--checkpoint-interval", type=float, default=5.0, metavar="SECONDS",
                    help="with --state, save a checkpoint at least this often (default 5)")
+    _add_unless_present(p, "--max-hosts", type=int, default=1_000_000, metavar="N",
+                        help="per-host window state kept for at most N hosts per model, least "
+                             "recently seen evicted first (default 1000000)")
+    _add_unless_present(p, "--idle-timeout", type=float, default=3600.0, metavar="SECONDS",
+                        help="forget a host's window after this much log time without its "
+                             "flows (default 3600)")
     p.set_defaults(func=run)

@@ -10,7 +10,8 @@ Exactly once with ``--state``: a checkpoint flushes (fsyncs) every sink and save
 atomically and together, the input's cursor (identity + byte offset + parser header
 state, see :mod:`zeekml.runtime.tail_sources`), every scorer's window state, the
 policy state and each sink's size. Checkpoints are taken every ``checkpoint_seconds``
-(never in the middle of a batch), at every input file boundary (rotation), around
+(stretched so that saving a large window state takes at most about a tenth of the
+time; never in the middle of a batch), at every input file boundary (rotation), around
 output rotation and reopening, and at shutdown. After ``kill -9`` at any moment, the
 next run truncates each output back to its checkpointed size and re-reads the input
 from the checkpointed offset with the checkpointed windows, so every verdict is in the
@@ -134,6 +135,7 @@ class Tail:
         self._pending_since = 0.0
         self._dirty = False
         self._last_commit = time.monotonic()
+        self._commit_every = self.opts.checkpoint_seconds
         self._inputs: dict[str, dict[str, Any]] = {}
         self._meta: dict[str, Any] = {}
 
@@ -186,10 +188,14 @@ class Tail:
             self.pipeline.flush()
             return
         self._inputs[self.input_key] = self._source.cursor()
+        t0 = time.monotonic()
         state: RunState = self.pipeline.capture(self._inputs, self._meta)
         self.store.save(state)
         self._dirty = False
         self._last_commit = time.monotonic()
+        # a big window state (millions of hosts) takes a while to save: keep checkpoints
+        # under about a tenth of the time, whatever checkpoint_seconds says
+        self._commit_every = max(self.opts.checkpoint_seconds, 10 * (self._last_commit - t0))
         self.stats.checkpoints += 1
 
     # ------------------------------------------------------------------ batching
@@ -298,7 +304,7 @@ class Tail:
             boundary, src.boundary = src.boundary, False
             if self._due(now) or ((boundary or src.finished) and self._pending):
                 self._flush_pending()
-            if boundary or (self._dirty and now - self._last_commit >= opts.checkpoint_seconds):
+            if boundary or (self._dirty and now - self._last_commit >= self._commit_every):
                 self._commit()  # a file ended: commit before the next one is read
             if src.finished:
                 break

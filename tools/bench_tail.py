@@ -1,0 +1,237 @@
+"""Benchmark ``zeekml tail``: per-flow latency at a steady input rate, and sustained throughput.
+
+Phase 1, latency: a real ``zeekml tail --all`` subprocess follows a conn.log that this
+script writes at a steady rate (default 20,000 flows/s, in 10 ms chunks as a buffered
+Zeek writer would). A reader thread polls the verdict log every few ms and records
+when each flow's uid first appears. Latency = time seen in the output - time written.
+Printed: p50 / p90 / p99 / max over every flow, and whether the output kept up.
+
+Phase 2, throughput: a file of the same rows already on disk is followed from its
+start (a backlog, as after a restart) until every verdict is out: flows/s of the tail
+loop. The baseline, measured in the same run on the same file, is ``zeekml score
+--all`` (batch, its own flows/s figure): the ratio tail/score shows what following
+costs. Both exclude process start-up and model loading.
+
+Rows come from ``tools/gen_conn_log.py`` (real rows of the shared captures, fresh
+uids). Models: the bundled ones by default; ``--tiny`` uses the tiny real ONNX model
+of the tests (to exercise the loop before the bundled models exist).
+
+Usage: ``python tools/bench_tail.py [--rate 20000] [--seconds 15] [--tiny]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+RUNNER = (
+    "import sys\n"
+    "from zeekml.models import registry\n"
+    "registry.BUILTIN_KINDS.setdefault('tiny_linear', 'tests.test_pipeline:TinyScorer')\n"
+    "from zeekml.cli.main import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def zeekml_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", RUNNER, *args]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def split_log(path: Path) -> tuple[bytes, list[bytes], list[bytes]]:
+    """Header bytes, data lines (with newline) and their uids."""
+    header, rows = [], []
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.startswith(b"#"):
+                if not line.startswith(b"#close"):
+                    header.append(line)
+            else:
+                rows.append(line)
+    uids = [r.split(b"\t", 2)[1] for r in rows]
+    return b"".join(header), rows, uids
+
+
+class OutputWatcher(threading.Thread):
+    """Polls the verdict log; records when each uid is first seen (wall clock)."""
+
+    def __init__(self, path: Path, poll: float = 0.002) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.poll = poll
+        self.seen: dict[bytes, float] = {}
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        pos = 0
+        tail = b""
+        fh = None
+        while not self.stop_flag.is_set():
+            if fh is None:
+                try:
+                    fh = open(self.path, "rb")  # noqa: SIM115
+                except FileNotFoundError:
+                    time.sleep(self.poll)
+                    continue
+            fh.seek(pos)
+            data = fh.read()
+            now = time.time()
+            if data:
+                pos += len(data)
+                buf = tail + data
+                cut = buf.rfind(b"\n") + 1
+                tail = buf[cut:]
+                seen = self.seen
+                for line in buf[:cut].split(b"\n"):
+                    if line and not line.startswith(b"#"):
+                        uid = line.split(b"\t", 2)[1]
+                        if uid not in seen:
+                            seen[uid] = now
+            else:
+                time.sleep(self.poll)
+        if fh is not None:
+            fh.close()
+
+
+def start_tail(live: Path, out: Path, models: list[str], extra: list[str], err: Path
+               ) -> subprocess.Popen:
+    return subprocess.Popen(
+        zeekml_cmd("-v", "tail", "--all", "--out", str(out), *models, *extra, str(live)),
+        cwd=str(REPO), env=env(), stdout=subprocess.DEVNULL, stderr=open(err, "wb"),  # noqa: SIM115
+    )
+
+
+def wait_for(pred, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def latency_phase(tmp: Path, header: bytes, rows: list[bytes], uids: list[bytes], rate: float,
+                  models: list[str], extra: list[str]) -> dict[str, float]:
+    live, out, err = tmp / "live" / "conn.log", tmp / "lat.log", tmp / "lat.err"
+    live.parent.mkdir()
+    proc = start_tail(live, out, models, extra, err)
+    wait_for(lambda: b"does not exist yet" in err.read_bytes(), 60, "tail to start")
+    watcher = OutputWatcher(out)
+    watcher.start()
+    n = len(rows)
+    t_write = np.zeros(n)
+    tick = 0.01
+    with open(live, "wb", buffering=0) as fh:
+        fh.write(header)
+        t0 = time.time()
+        written = 0
+        while written < n:
+            due = min(n, int((time.time() - t0) * rate))
+            if due > written:
+                fh.write(b"".join(rows[written:due]))
+                t_write[written:due] = time.time()
+                written = due
+            time.sleep(max(0.0, t0 + (written / rate) + tick - time.time()))
+        t_end = time.time()
+    wait_for(lambda: len(watcher.seen) >= n, 120, "every verdict")
+    watcher.stop_flag.set()
+    watcher.join()
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(60)
+    lat = np.array([watcher.seen[u] for u in uids]) - t_write
+    return {
+        "flows": n, "offered_rate": n / (t_end - t0), "rc": rc,
+        "p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)),
+        "p99": float(np.percentile(lat, 99)), "max": float(lat.max()),
+    }
+
+
+def throughput_phase(tmp: Path, src: Path, n: int, models: list[str], extra: list[str]
+                     ) -> dict[str, float]:
+    out, err = tmp / "thr.log", tmp / "thr.err"
+    proc = start_tail(src, out, models, extra, err)
+    wait_for(lambda: b"following" in err.read_bytes(), 60, "tail to start")
+    t0 = time.time()  # start-up (imports, model load) excluded: it follows the file now
+    watcher = OutputWatcher(out)
+    watcher.start()
+    wait_for(lambda: len(watcher.seen) >= n, 600, "every verdict")
+    t1 = max(watcher.seen.values())
+    watcher.stop_flag.set()
+    watcher.join()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    tail_fps = n / (t1 - t0)
+    done = subprocess.run(zeekml_cmd("score", "--all", "--out", str(tmp / "score.log"),
+                                     *models, str(src)), cwd=str(REPO), env=env(),
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"zeekml score failed: {done.stderr}")
+    # score's own figure: from the pipeline's creation (models loaded) to the end
+    m = re.search(r"speed: ([\d,]+) flows/s", done.stderr)
+    if m is None:
+        raise SystemExit(f"no speed in zeekml score's summary: {done.stderr}")
+    score_fps = float(m.group(1).replace(",", ""))
+    return {"tail_fps": tail_fps, "score_fps": score_fps, "ratio": tail_fps / score_fps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=float, default=20000.0, help="flows/s written (phase 1)")
+    ap.add_argument("--seconds", type=float, default=15.0, help="length of phase 1")
+    ap.add_argument("--backlog", type=int, default=300_000, help="rows of phase 2")
+    ap.add_argument("--tiny", action="store_true", help="tiny test model, not the bundled ones")
+    ap.add_argument("--max-latency", default="0.25", help="tail --max-latency (seconds)")
+    args = ap.parse_args(argv)
+
+    from gen_conn_log import generate
+
+    with tempfile.TemporaryDirectory(prefix="bench_tail_") as d:
+        tmp = Path(d)
+        models: list[str] = []
+        if args.tiny:
+            from tests.test_pipeline import build_tiny_model
+
+            for name, w in (("tiny", 4.0), ("tiny2", 3.0)):
+                models += ["--model", str(build_tiny_model(tmp / f"{name}.onnx", name, w))]
+        extra = ["--max-latency", args.max_latency]
+        n1 = int(args.rate * args.seconds)
+        src1 = tmp / "src1.log"
+        generate(src1, n1, seed=1)
+        header, rows, uids = split_log(src1)
+        lat = latency_phase(tmp, header, rows, uids, args.rate, models, extra)
+        src2 = tmp / "src2.log"
+        generate(src2, args.backlog, seed=2)
+        thr = throughput_phase(tmp, src2, args.backlog, models, extra)
+    which = "tiny test models" if args.tiny else "bundled models"
+    print(f"zeekml tail benchmark ({which}, --max-latency {args.max_latency}, "
+          f"{os.cpu_count()} CPUs)")
+    print(f"  phase 1: {lat['flows']:,} flows written at {lat['offered_rate']:,.0f} flows/s; "
+          f"write -> verdict latency p50 {lat['p50'] * 1000:.0f} ms, p90 "
+          f"{lat['p90'] * 1000:.0f} ms, p99 {lat['p99'] * 1000:.0f} ms, max "
+          f"{lat['max'] * 1000:.0f} ms (exit code {lat['rc']})")
+    print(f"  phase 2: backlog of {args.backlog:,} flows: tail {thr['tail_fps']:,.0f} flows/s; "
+          f"baseline zeekml score --all {thr['score_fps']:,.0f} flows/s (its own summary, "
+          f"models loaded); ratio tail/score {thr['ratio']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
