@@ -420,3 +420,40 @@ def test_nfdump_pipe(tmp_path: Path, models: list[str], k: int) -> None:
     assert done.returncode == 0, done.stderr.decode()
     assert data_lines(out) == data_lines(ref)
     assert len(data_lines(out)) > 0 and len(data_lines(out)) % k == 0
+
+
+def test_scan_of_many_hosts_keeps_state_bounded(tmp_path: Path, models: list[str],
+                                                 k: int) -> None:
+    """A scan from 20,000 distinct addresses with --max-hosts 500: the saved per-host
+    state holds at most 500 hosts per model (memory bounded by configuration)."""
+    import numpy as np
+
+    from zeekml.runtime.state import StateStore
+
+    data = real(ZAT)
+    lines = data.splitlines(keepends=True)
+    header = b"".join(ln for ln in lines if ln.startswith(b"#") and not ln.startswith(b"#close"))
+    template = [ln for ln in lines if not ln.startswith(b"#")][0].split(b"\t")
+    rows = []
+    for i in range(20_000):
+        f = list(template)
+        f[1] = b"Cscan%07d" % i
+        f[2] = b"10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255)
+        rows.append(b"\t".join(f))
+    live = tmp_path / "conn.log"
+    live.write_bytes(header + b"".join(rows))
+    out, state = tmp_path / "zeekml.log", tmp_path / "state.npz"
+    tail = TailProc(["--all", "--out", str(out), "--state", str(state), "--max-hosts", "500",
+                     *models, *FAST, str(live)], tmp_path)
+    try:
+        wait_rows(out, 20_000 * k, tail, timeout=120)
+    finally:
+        rc = tail.stop()
+    assert rc == 0, tail.stderr()
+    saved = StateStore(state).load()
+    assert saved is not None and saved.scorers
+    for name, arrays in saved.scorers.items():
+        hosts = [a for k, a in arrays.items() if k.endswith("keys") and a.ndim == 1]
+        assert hosts, f"{name}: no per-host keys in the state"
+        assert all(0 < len(h) <= 500 for h in hosts), (name, [len(h) for h in hosts])
+        assert all(np.asarray(h).dtype.kind == "U" for h in hosts)

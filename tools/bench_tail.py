@@ -47,6 +47,10 @@ RUNNER = (
 )
 
 
+#: the uid (second field) of every data line of a Zeek log
+UID_RE = re.compile(rb"^[^#\t\n][^\t\n]*\t([^\t\n]+)", re.MULTILINE)
+
+
 def zeekml_cmd(*args: str) -> list[str]:
     return [sys.executable, "-c", RUNNER, *args]
 
@@ -101,11 +105,9 @@ class OutputWatcher(threading.Thread):
                 cut = buf.rfind(b"\n") + 1
                 tail = buf[cut:]
                 seen = self.seen
-                for line in buf[:cut].split(b"\n"):
-                    if line and not line.startswith(b"#"):
-                        uid = line.split(b"\t", 2)[1]
-                        if uid not in seen:
-                            seen[uid] = now
+                for uid in UID_RE.findall(buf, 0, cut):
+                    if uid not in seen:
+                        seen[uid] = now
             else:
                 time.sleep(self.poll)
         if fh is not None:

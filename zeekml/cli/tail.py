@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--threads must be >= 1")
     try:
         options = TailOptions(
-            batch_rows=args.batch_size, max_latency=args.max_latency,
+            # a batch never holds more distinct hosts than the window store may keep
+            batch_rows=max(1, min(args.batch_size, args.max_hosts)), max_latency=args.max_latency,
             poll_interval=args.poll_interval, checkpoint_seconds=args.checkpoint_interval,
             rotate=args.rotate,
         )

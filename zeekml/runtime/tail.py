@@ -51,6 +51,9 @@ from zeekml.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
+#: while a batch is pending and data keeps coming, read at most this often
+GATHER_SECONDS = 0.05
+
 
 @dataclass(frozen=True)
 class TailOptions:
@@ -205,9 +208,12 @@ class Tail:
         frames, self._pending = self._pending, []
         self._pending_rows = 0
         batch = frames[0] if len(frames) == 1 else schema.concat(frames)
-        self.pipeline.process(batch)
+        step = self.opts.batch_rows
+        for lo in range(0, len(batch), step):  # never more rows than batch_rows at once
+            part = batch if len(batch) <= step else batch.iloc[lo:lo + step].reset_index(drop=True)
+            self.pipeline.process(part)
+            self.stats.batches += 1
         self.pipeline.flush()  # verdicts reach the file now (the latency bound)
-        self.stats.batches += 1
         self._dirty = True
 
     def _due(self, now: float) -> bool:
@@ -309,6 +315,11 @@ class Tail:
             if src.finished:
                 break
             if got or getattr(src, "busy", False):
+                if self._pending and not self._due(time.monotonic()):
+                    # a steady trickle: gather it for a moment rather than parse tiny
+                    # chunks (filesystem events would wake a wait() at every write)
+                    time.sleep(max(0.0, min(GATHER_SECONDS, self._pending_since
+                                            + opts.max_latency - time.monotonic())))
                 continue
             timeout = opts.poll_interval
             if self._pending:

@@ -260,6 +260,15 @@ class DirTail:
             self._announced = True
             log.info("%s: watching for closed nfcapd files after %r", self.name,
                      self.dir.cursor.done or "the start")
+            try:
+                zeek = sorted(n for n in os.listdir(self.name) if n.startswith("conn")
+                              and ".log" in n)[:1]
+            except OSError:
+                zeek = []
+            if zeek:
+                log.warning("%s: holds Zeek logs (%s); a directory is followed as an nfcapd "
+                            "directory: to follow Zeek, name the log (%s)", self.name, zeek[0],
+                            os.path.join(self.name, "conn.log"))
         if self._iter is None:
             ready = self.dir.ready()
             if not ready:
