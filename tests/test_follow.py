@@ -392,3 +392,20 @@ def test_nfcapd_dir_lists_closed_files_in_order_once(tmp_path: Path) -> None:
         with pytest.raises(StateError):
             DirCursor.from_dict(bad)
     d.close()
+
+
+def test_watchdog_wakes_for_a_relative_path(tmp_path: Path, tsv: bytes, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    p = Path("conn.log")
+    p.write_bytes(b"")
+    f = Follower("conn.log", poll_interval=30.0)
+    events = collect(f)
+    f.wait(0.2)
+    threading.Timer(0.3, append, (tmp_path / "conn.log", tsv)).start()
+    t0 = time.monotonic()
+    f.wait()
+    waited = time.monotonic() - t0
+    collect(f, events)
+    f.close()
+    assert waited < 20, "wait() was not woken by the filesystem event"
+    assert by_gen(events) == {1: tsv}

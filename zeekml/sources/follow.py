@@ -150,28 +150,29 @@ class _Watcher:
     def start(self) -> bool:
         if self.observer is not None:
             return True
-        parent = self.path.parent
-        if not parent.is_dir():
+        path = os.path.abspath(self.path)  # event paths are built on the watched dir
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
             return False
         try:
             from watchdog.events import FileSystemEventHandler
             from watchdog.observers import Observer
         except ImportError:  # pragma: no cover - watchdog is a dependency
             return False
-        target = os.fsencode(str(self.path))
+        target = os.fsencode(path)
         wake = self.wake
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
                 for p in (event.src_path, getattr(event, "dest_path", "")):
-                    if p and os.fsencode(p) == target:
+                    if p and os.fsencode(os.path.abspath(os.fsdecode(p))) == target:
                         wake.set()
                         return
 
         try:
             obs = Observer()
             obs.daemon = True
-            obs.schedule(Handler(), str(parent), recursive=False)
+            obs.schedule(Handler(), parent, recursive=False)
             obs.start()
         except (OSError, RuntimeError) as exc:
             log.warning("%s: filesystem events unavailable (%s); polling only", parent, exc)
