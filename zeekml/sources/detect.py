@@ -96,6 +96,10 @@ def sniff_format(head: bytes) -> str:
         return "cicflowmeter_csv"
     if len(names) > 3 and len(set(names) & _ZEEK_CSV_NAMES) >= 2:
         return "zeek_csv"
+    from zeekml.sources.nfdump import sniff as sniff_nfdump  # -q output, custom csv:%... headers
+
+    if sniff_nfdump(head) == "nfdump_csv":
+        return "nfdump_csv"
     raise FormatError(
         "unrecognised input format (expected Zeek TSV/JSON, nfdump CSV/JSON/nfcapd, "
         "a Zeek-field CSV export or CICFlowMeter CSV)"

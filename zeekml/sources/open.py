@@ -48,7 +48,7 @@ SNIFF_BYTES = 64 * 1024
 #: that hits the damage is lost, so steps are small
 RAW_CHUNK = 1 << 14
 
-_DIR_FILE = re.compile(r"^(conn(\..*)?|nfcapd\.\d{12})$")
+_DIR_FILE = re.compile(r"^(conn(\..*)?|nfcapd\.\d{12}(\d{2})?)$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
