@@ -1,0 +1,160 @@
+"""Flow language model end to end on real captures: train, export, parity, score, eval.
+
+One short real training run (the 008 day of the CTU-Normal experiment, malicious flows
+left out, a few epochs) is shared by the tests of this module; it is scored on the
+other day (010), which it never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import DATA, need, need_module
+from zeekml.cli.main import main
+from zeekml.models.card import load_card
+from zeekml.models.registry import ScorerOptions, load_scorer
+
+TRAIN = DATA / "zeek" / "stratosphere-008-mixed" / "conn.log.labeled"
+HELD_OUT = DATA / "zeek" / "stratosphere-010-mixed" / "conn.log.labeled"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    need_module("torch")
+    need(TRAIN.is_file() and HELD_OUT.is_file(), "the CTU-Normal captures 008 and 010")
+    out = tmp_path_factory.mktemp("lm") / "lm008.onnx"
+    rc = main(["-q", "train", "lm", "--data", str(TRAIN), "--out", str(out), "--epochs", "6",
+               "--context", "8", "--hidden", "32", "--drop-malicious"])
+    assert rc == 0
+    return out
+
+
+def test_card_describes_the_model(model: Path) -> None:
+    card = load_card(model)
+    d = card.data
+    assert card.kind == "flow_lm" and d["context"] == 8
+    assert d["conversation"]["key"] == "pair"
+    assert d["tokenizer"]["words"] and d["tokenizer"]["components"][0]["name"] == "dir"
+    assert d["training"]["files"][0]["sha256"] and d["training"]["files"][0]["malicious_dropped"] == 4201
+    assert d["training"]["files"][0]["rows_used"] == 1462
+    assert d["training"]["command"].startswith("zeekml ")
+    assert d["metrics"]["parity_max_abs_diff"] <= 1e-4
+    v = d["metrics"]["validation"]
+    assert {"lm_mean_nll", "unigram_mean_nll", "lm_beats_unigram"} <= set(v)
+    assert d["thresholds"]["anomaly"] > 0 and d["threshold_rule"]["quantile"] == 0.995
+    assert d["limitations"]
+
+
+def test_scores_an_unseen_day_well_above_chance(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["eval", "--model", str(model), "--data", str(HELD_OUT), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["kind"] == "flow_lm"
+    assert r["malicious"] == 3373 and r["benign"] == 1937 and r["excluded"] == 37
+    assert r["binary"]["auc"] > 0.9  # clearly above 0.5 on a day it never saw
+    assert r["conversation"]["auc"] > 0.9
+    # the unigram baseline is measured in the same run, with the same keys
+    assert set(r["unigram"]["binary"]) >= {"auc", "precision", "recall", "f1", "fpr"}
+    assert r["unigram"]["binary"]["auc"] is not None
+    assert set(r["sequence_gain"]) >= {"auc", "conversation_auc", "fpr"}
+    for k in ("precision", "recall", "f1", "fpr", "threshold"):
+        assert r["binary"][k] is not None
+
+
+def test_eval_text_shows_both_models(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["eval", "--model", str(model), "--data", str(HELD_OUT)]) == 0
+    out = capsys.readouterr().out
+    assert "flow LM" in out and "unigram" in out and "sequence model beats unigram" in out
+
+
+def test_export_parity_on_real_windows(model: Path) -> None:
+    """A fresh FlowLM exported and run by torch and onnxruntime on real held-out windows.
+
+    (The trained model's own parity is checked at export and recorded in its card.)
+    """
+    need_module("torch")
+    import torch
+
+    from zeekml.features import tokens as tk
+    from zeekml.sources.open import read_table
+    from zeekml.train import flow_lm as F
+    from zeekml.train.export import check_parity
+
+    card = load_card(model)
+    scorer = load_scorer(str(model))
+    words, parts, _, _ = scorer.words(read_table(HELD_OUT).iloc[:1500])
+    spec = tk.TokenizerSpec.from_json(card.data["tokenizer"])
+    torch.manual_seed(0)
+    m = F.FlowLM(spec.vocab_size, spec.radices, embed=8, hidden=8)
+    path = model.with_name("parity.onnx")
+    from zeekml.train.export import export_onnx
+
+    export_onnx(m, {"words": words[:10], "parts": parts[:10]}, list(F.OUTPUT_NAMES), path)
+    assert check_parity(m, path, {"words": words, "parts": parts}) <= 1e-4
+
+
+def test_runtime_needs_no_torch(model: Path) -> None:
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'torch': raise ImportError('torch blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from zeekml.models.registry import load_scorer\n"
+        "from zeekml.sources.open import read_table\n"
+        f"s = load_scorer({str(model)!r})\n"
+        f"b = s.score(read_table({str(HELD_OUT)!r}))\n"
+        "assert 'torch' not in sys.modules\n"
+        "print(len(b), float(b.score.mean()))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    n, mean = r.stdout.split()
+    assert int(n) == 5347 and float(mean) > 0
+
+
+def test_batches_and_state_give_the_same_scores(model: Path, tmp_path: Path) -> None:
+    from zeekml.sources.open import read_table
+
+    flows = read_table(HELD_OUT)
+    whole = load_scorer(str(model)).score(flows)
+    s1 = load_scorer(str(model), ScorerOptions(batch_size=100))
+    parts = [s1.score(flows.iloc[i : i + 700].reset_index(drop=True)) for i in range(0, 2800, 700)]
+    # restart from saved state half way, as zeekml score --state does
+    path = tmp_path / "state.npz"
+    np.savez(path, **s1.state_dict())
+    s2 = load_scorer(str(model))
+    with np.load(path, allow_pickle=False) as st:
+        s2.load_state_dict({k: st[k] for k in st.files})
+    parts.append(s2.score(flows.iloc[2800:].reset_index(drop=True)))
+    got = np.concatenate([p.score for p in parts])
+    np.testing.assert_allclose(got, whole.score, rtol=0, atol=1e-4)
+    ctx = np.concatenate([p.extra["context"] for p in parts])
+    assert [list(c) for c in ctx] == [list(c) for c in whole.extra["context"]]
+
+
+def test_score_batch_contract(model: Path) -> None:
+    from zeekml.sources.open import read_table
+
+    flows = read_table(HELD_OUT).iloc[:400].reset_index(drop=True)
+    b = load_scorer(str(model)).score(flows)
+    assert len(b) == 400 and b.model == "lm008"
+    assert np.isfinite(b.score).all() and (b.score >= 0).all()
+    assert set(b.cls) == {"anomaly"} and (b.threshold == load_card(model).thresholds["anomaly"]).all()
+    assert all(isinstance(a, str) and len(a.split()) == 9 for a in b.extra["alt"])
+    assert ((b.extra["alt_score"] > 0) & (b.extra["alt_score"] <= 1)).all()
+    # context: previous flows of the same host pair, newest first, at most 5
+    uids = flows["uid"].tolist()
+    pair = [frozenset((o, r)) for o, r in zip(flows["orig_h"], flows["resp_h"], strict=True)]
+    for i in (50, 200, 399):
+        prev = [uids[j] for j in range(i - 1, -1, -1) if pair[j] == pair[i]][:5]
+        assert list(b.extra["context"][i])[: len(prev)] == prev[: len(b.extra["context"][i])]
+    assert b.extra["context"][0] == []

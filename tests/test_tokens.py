@@ -1,0 +1,182 @@
+"""Flow tokenizer: total, deterministic, row-independent, learned from data, card-safe."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import DATA, need
+from zeekml.errors import ModelError
+from zeekml.features import tokens as tk
+from zeekml.records.schema import conform
+
+CAPTURE = DATA / "zeek" / "stratosphere-008-mixed" / "conn.log.labeled"
+
+
+@pytest.fixture(scope="module")
+def real() -> pd.DataFrame:
+    need(CAPTURE.is_file(), f"the shared capture {CAPTURE}")
+    from zeekml.sources.open import read_table
+
+    return read_table(CAPTURE)
+
+
+@pytest.fixture(scope="module")
+def spec(real: pd.DataFrame) -> tk.TokenizerSpec:
+    opts = tk.FitOptions()
+    gaps = np.abs(np.diff(real["ts"].to_numpy()))
+    comps = tk.fit_components(real, gaps, opts)
+    tok = tk.Tokenizer(tk.TokenizerSpec(comps))
+    keys = tok.keys(tok.flow_codes(real), np.zeros(len(real), dtype=np.int64))
+    return tk.TokenizerSpec(comps, tk.build_vocab(keys, opts.min_count))
+
+
+# ------------------------------------------------------------------ random flows
+_addr = st.one_of(
+    st.none(),
+    st.sampled_from(["10.0.0.1", "192.168.1.7", "147.32.81.167", "8.8.8.8", "224.0.0.251",
+                     "255.255.255.255", "fe80::1", "2001:db8::5", "", "not-an-ip"]),
+)
+_row = st.fixed_dictionaries(
+    {
+        "ts": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+        "uid": st.one_of(st.none(), st.text(max_size=25)),
+        "orig_h": _addr,
+        "resp_h": _addr,
+        "orig_p": st.one_of(st.none(), st.integers(0, 65535)),
+        "resp_p": st.one_of(st.none(), st.integers(0, 65535)),
+        "proto": st.one_of(st.none(), st.sampled_from(["tcp", "udp", "icmp", "TCP", "sctp", ""])),
+        "service": st.one_of(st.none(), st.sampled_from(["dns", "ssl", "http,ssl", "-x-", ""])),
+        "duration": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+        "orig_bytes": st.one_of(st.none(), st.integers(0, 2**62)),
+        "resp_bytes": st.one_of(st.none(), st.integers(0, 2**62)),
+        "conn_state": st.one_of(st.none(), st.sampled_from(["SF", "S0", "REJ", "OTH", "weird"])),
+        "local_orig": st.one_of(st.none(), st.booleans()),
+        "local_resp": st.one_of(st.none(), st.booleans()),
+    }
+)
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for cols, dtype in ((("orig_p", "resp_p"), "Int32"), (("orig_bytes", "resp_bytes"), "Int64"),
+                        (("local_orig", "local_resp"), "boolean")):
+        for c in cols:
+            if c in df.columns:
+                df[c] = pd.array(df[c].tolist(), dtype=dtype)
+    return conform(df)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_row, min_size=1, max_size=30))
+def test_any_flow_maps_to_a_word_deterministically(spec: tk.TokenizerSpec, rows: list[dict]) -> None:
+    df = _table(rows)
+    tok = tk.Tokenizer(spec)
+    codes = tok.flow_codes(df)
+    assert codes.shape == (len(df),) and codes.dtype == np.int64
+    parts = tk.decode_keys(codes * tok.gap_radix, spec.radices)
+    assert (parts >= 0).all() and (parts < spec.radices).all()
+    # deterministic, and each row's word depends on that row only
+    assert np.array_equal(codes, tok.flow_codes(df))
+    assert np.array_equal(codes[::-1], tok.flow_codes(df.iloc[::-1].reset_index(drop=True)))
+    gap = np.zeros(len(df))
+    ids = tok.ids(tok.keys(codes, tk.gap_codes(gap, np.ones(len(df), bool), spec.components[-1].edges)))
+    assert ((ids >= tk.UNK) & (ids < spec.vocab_size)).all()
+    text = tok.codes_text(parts)
+    assert all(isinstance(t, str) and len(t.split(" ")) == len(tk.COMPONENTS) for t in text)
+
+
+def test_all_missing_row_is_a_word_of_missing_parts(spec: tk.TokenizerSpec) -> None:
+    df = conform(pd.DataFrame({"uid": ["C1"]}))
+    tok = tk.Tokenizer(spec)
+    parts = tk.decode_keys(tok.flow_codes(df) * tok.gap_radix, spec.radices)[0]
+    assert tok.codes_text(parts[None, :])[0] == "? - - - - - - - first"
+
+
+def test_direction_uses_zeek_locality_then_private_ranges() -> None:
+    df = _table(
+        [
+            {"orig_h": "147.32.81.167", "resp_h": "8.8.8.8", "local_orig": True, "local_resp": False},
+            {"orig_h": "8.8.4.4", "resp_h": "147.32.81.167", "local_orig": False, "local_resp": True},
+            {"orig_h": "10.0.0.1", "resp_h": "8.8.8.8"},
+            {"orig_h": "10.0.0.1", "resp_h": "192.168.0.9"},
+            {"orig_h": "1.1.1.1", "resp_h": "8.8.8.8"},
+            {"orig_h": "10.0.0.1", "resp_h": "224.0.0.251"},
+            {"orig_h": None, "resp_h": "8.8.8.8"},
+        ]
+    )
+    labels = [tk.DIR_LABELS[c] for c in tk.direction_codes(df)]
+    assert labels == ["out", "in", "out", "int", "ext", "mcast", "?"]
+
+
+def test_buckets_zero_and_missing_are_distinct() -> None:
+    codes = tk.bucket_codes(np.array([np.nan, 0.0, 1.0, 100.0, 1e9]), (10.0, 1000.0), zero_code=True)
+    assert codes.tolist() == [0, 1, 2, 3, 4]
+    assert tk.gap_codes(np.array([5.0, -3.0, 5.0]), np.array([False, True, True]), (1.0,)).tolist() == [0, 1, 2]
+
+
+def test_learned_from_training_data_not_constants(real: pd.DataFrame, spec: tk.TokenizerSpec) -> None:
+    comps = {c.name: c for c in spec.components}
+    # 008 is a Windows host talking TLS: its top service and port are learned
+    assert "ssl" in comps["svc"].values and 443 in comps["port"].values
+    assert len(comps["ob"].edges) >= 2 and len(spec.vocab) > 20
+    # a different capture gives different edges
+    other = real[real["proto"] == "udp"].reset_index(drop=True)
+    comps2 = tk.fit_components(other, np.zeros(0), tk.FitOptions())
+    assert {c.name: c for c in comps2}["ob"].edges != comps["ob"].edges
+
+
+def test_unseen_words_are_unk(spec: tk.TokenizerSpec) -> None:
+    tok = tk.Tokenizer(spec)
+    df = _table([{"orig_h": "8.8.8.8", "resp_h": "10.0.0.1", "proto": "icmp", "conn_state": "weird",
+                  "resp_p": 31337, "orig_bytes": 10**12, "resp_bytes": 10**12, "duration": 1e6}])
+    ids = tok.ids(tok.keys(tok.flow_codes(df), np.array([0])))
+    assert ids.tolist() == [tk.UNK]
+
+
+def test_spec_round_trips_through_json(spec: tk.TokenizerSpec) -> None:
+    obj = json.loads(json.dumps(spec.to_json()))
+    back = tk.TokenizerSpec.from_json(obj)
+    assert back.components == spec.components
+    assert np.array_equal(back.vocab, spec.vocab)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda o: o.update(version=99),
+        lambda o: o["components"].reverse(),
+        lambda o: o["components"][5].update(edges=[5.0, 1.0]),
+        lambda o: o["components"][5].update(edges=["x"]),
+        lambda o: o["components"][2].update(values=[1, 2]),
+        lambda o: o["components"][3].update(values=list(range(1000))),
+        lambda o: o["words"].append([99] * 9),
+        lambda o: o["words"].append(o["words"][0]),
+        lambda o: o["words"].append([0, 0]),
+        lambda o: o.update(words="x"),
+    ],
+)
+def test_hostile_specs_are_rejected(spec: tk.TokenizerSpec, damage) -> None:  # type: ignore[no-untyped-def]
+    obj = json.loads(json.dumps(spec.to_json()))
+    damage(obj)
+    with pytest.raises(ModelError):
+        tk.TokenizerSpec.from_json(obj)
+
+
+def test_window_words_pad_and_first(spec: tk.TokenizerSpec) -> None:
+    tok = tk.Tokenizer(spec)
+    codes = np.array([[0, 7, 7, 7]], dtype=np.int64)
+    ts = np.array([[0.0, 0.0, 10.0, 10.5]])
+    valid = np.array([[False, True, True, True]])
+    ids, parts = tok.window_words(codes, ts, valid)
+    assert ids.shape == (1, 3) and parts.shape == (1, 3, len(tk.COMPONENTS))
+    assert parts[0, 0, -1] == 0  # first of its conversation: no predecessor
+    assert parts[0, 1, -1] >= 1 and parts[0, 2, -1] >= 1
+    valid[0, 1] = False
+    ids, parts = tok.window_words(codes, ts, valid)
+    assert ids[0, 0] == tk.PAD and (parts[0, 0] == 0).all()

@@ -1,0 +1,491 @@
+"""Flow -> word for the flow language model: discretized characteristics, learned from data.
+
+The language model reads a conversation as a sentence; each flow is one *word* made of
+these components (``-`` is "missing", always its own code, never zero):
+
+=========  ==================================================================  =========
+component  values                                                              learned
+=========  ==================================================================  =========
+``dir``    locality: ``out`` local->remote, ``in`` remote->local, ``int``      no
+           local<->local, ``ext`` remote<->remote, ``mcast`` to a multicast
+           or broadcast address, ``?`` an address is missing. Local means
+           Zeek's ``local_orig``/``local_resp`` or a private/loopback/
+           link-local address, so it works without Zeek's ``Site::local_nets``
+``proto``  transport protocol: frequent values, else ``other``                 values
+``svc``    Zeek ``service``: frequent values, else ``other``                   values
+``port``   responder port: frequent ports by value, else its IANA range        values
+           ``wk`` (<1024), ``reg`` (<49152), ``dyn``
+``state``  Zeek ``conn_state``: frequent values, else ``other``                values
+``ob``     ``orig_bytes``: ``0``, then quantile buckets of positive values     edges
+``rb``     ``resp_bytes``: same                                                edges
+``dur``    ``duration``: quantile buckets                                      edges
+``gap``    seconds since the previous flow of the same conversation: ``first``  edges
+           (none within the idle timeout), then quantile buckets
+=========  ==================================================================  =========
+
+Every learned value (category lists, bucket edges, the vocabulary) is fitted on the
+training data and travels in the model card (:meth:`TokenizerSpec.to_json`); nothing
+here is a constant of the model. The vocabulary keeps the words seen at least
+``min_count`` times in training; every other word maps to ``<unk>`` (id 1), and id 0 is
+``<pad>`` (no flow at that window position). Tokenization is total (any row, with any
+field missing, gets a word) and deterministic (a pure function of the row, the
+previous row's ``ts`` and the spec), and vectorized: a word is a mixed-radix integer
+of its component codes, looked up in the vocabulary with one hash-index call.
+
+Why these components: they are what an analyst reads off a conn.log line (who
+started it, what service, how it ended, how big, how long, how soon after the last
+one) and they carry no address identity, so a model can move between networks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from zeekml.errors import ModelError
+
+SPEC_VERSION = 1
+PAD = 0
+UNK = 1
+N_SPECIAL = 2
+
+DIR_LABELS: tuple[str, ...] = ("?", "out", "in", "int", "ext", "mcast")
+PORT_RANGES: tuple[str, ...] = ("wk", "reg", "dyn")
+
+#: component name -> (kind, canonical column); kinds: dir, category, port, bucket, gap
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "dir": ("dir", ""),
+    "proto": ("category", "proto"),
+    "svc": ("category", "service"),
+    "port": ("port", "resp_p"),
+    "state": ("category", "conn_state"),
+    "ob": ("bucket", "orig_bytes"),
+    "rb": ("bucket", "resp_bytes"),
+    "dur": ("bucket", "duration"),
+    "gap": ("gap", ""),
+}
+FLOW_COMPONENTS: tuple[str, ...] = tuple(c for c in COMPONENTS if c != "gap")
+
+MAX_VALUES = 256  # cap on a learned category list (hostile cards stay small)
+MAX_EDGES = 64
+MAX_VOCAB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Component:
+    """One learned component: category ``values`` or bucket ``edges``."""
+
+    name: str
+    values: tuple[Any, ...] = ()
+    edges: tuple[float, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return COMPONENTS[self.name][0]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Text of each code, in code order (code = index)."""
+        kind = self.kind
+        if kind == "dir":
+            return DIR_LABELS
+        if kind == "category":
+            return ("-", "other", *(str(v) for v in self.values))
+        if kind == "port":
+            return ("-", *PORT_RANGES, *(str(v) for v in self.values))
+        if kind == "bucket":
+            zero = ("0",) if self.name in ("ob", "rb") else ()
+            return ("-", *zero, *_bucket_labels(self.edges))
+        return ("first", *_bucket_labels(self.edges, unit="s"))  # gap
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
+
+def _fmt(v: float) -> str:
+    if v >= 1e6:
+        return f"{v / 1e6:.3g}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.3g}k"
+    return f"{v:.3g}"
+
+
+def _bucket_labels(edges: tuple[float, ...], unit: str = "") -> tuple[str, ...]:
+    if not edges:
+        return ("*",)
+    out = [f"<={_fmt(edges[0])}{unit}"]
+    out += [f"<={_fmt(e)}{unit}" for e in edges[1:]]
+    out.append(f">{_fmt(edges[-1])}{unit}")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Everything needed to turn flows into word ids: components and vocabulary.
+
+    ``vocab`` holds the mixed-radix key of every known word (id = index + 2).
+    """
+
+    components: tuple[Component, ...]
+    vocab: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __post_init__(self) -> None:
+        names = tuple(c.name for c in self.components)
+        if names != tuple(COMPONENTS):
+            raise ModelError(f"tokenizer components must be {list(COMPONENTS)}, got {list(names)}")
+
+    @property
+    def radices(self) -> np.ndarray:
+        return np.array([c.size for c in self.components], dtype=np.int64)
+
+    @property
+    def vocab_size(self) -> int:
+        return N_SPECIAL + len(self.vocab)
+
+    def to_json(self) -> dict[str, Any]:
+        """The card's ``tokenizer`` object: components, and each word as its codes."""
+        comps = []
+        for c in self.components:
+            d: dict[str, Any] = {"name": c.name, "kind": c.kind}
+            if c.kind in ("category", "port"):
+                d["values"] = list(c.values)
+            if c.kind in ("bucket", "gap"):
+                d["edges"] = [float(e) for e in c.edges]
+            d["labels"] = list(c.labels)
+            comps.append(d)
+        return {
+            "version": SPEC_VERSION,
+            "components": comps,
+            "special": ["<pad>", "<unk>"],
+            "words": decode_keys(self.vocab, self.radices).tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> TokenizerSpec:
+        """Validate a card's ``tokenizer`` object (untrusted) and build the spec."""
+        if not isinstance(obj, dict) or obj.get("version") != SPEC_VERSION:
+            raise ModelError("tokenizer spec is missing or of an unsupported version")
+        raw = obj.get("components")
+        if not isinstance(raw, list) or len(raw) != len(COMPONENTS):
+            raise ModelError(f"tokenizer spec must list the components {list(COMPONENTS)}")
+        comps = []
+        for d, name in zip(raw, COMPONENTS, strict=True):
+            if not isinstance(d, dict) or d.get("name") != name:
+                raise ModelError(f"tokenizer component {name!r} is missing or out of order")
+            kind = COMPONENTS[name][0]
+            values: tuple[Any, ...] = ()
+            edges: tuple[float, ...] = ()
+            if kind in ("category", "port"):
+                v = d.get("values")
+                typ = int if kind == "port" else str
+                if (
+                    not isinstance(v, list)
+                    or len(v) > MAX_VALUES
+                    or not all(isinstance(x, typ) and not isinstance(x, bool) for x in v)
+                    or len(set(v)) != len(v)
+                ):
+                    raise ModelError(f"tokenizer component {name!r} has invalid values")
+                values = tuple(v)
+            if kind in ("bucket", "gap"):
+                e = d.get("edges")
+                if (
+                    not isinstance(e, list)
+                    or len(e) > MAX_EDGES
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in e)
+                ):
+                    raise ModelError(f"tokenizer component {name!r} has invalid edges")
+                arr = np.asarray(e, dtype=np.float64)
+                if not np.all(np.isfinite(arr)) or np.any(np.diff(arr) <= 0):
+                    raise ModelError(f"tokenizer component {name!r} edges must increase")
+                edges = tuple(float(x) for x in arr)
+            comps.append(Component(name, values, edges))
+        spec = cls(tuple(comps))
+        words = obj.get("words")
+        if not isinstance(words, list) or len(words) > MAX_VOCAB:
+            raise ModelError("tokenizer spec has no valid 'words' list")
+        codes = np.asarray(words, dtype=object)
+        try:
+            codes = np.asarray(words, dtype=np.int64).reshape(len(words), len(COMPONENTS))
+        except (TypeError, ValueError) as exc:
+            raise ModelError("tokenizer words must be lists of one code per component") from exc
+        radices = spec.radices
+        if len(codes) and ((codes < 0).any() or (codes >= radices[None, :]).any()):
+            raise ModelError("tokenizer word codes are out of range")
+        keys = encode_codes(codes, radices)
+        if len(np.unique(keys)) != len(keys):
+            raise ModelError("tokenizer vocabulary has duplicate words")
+        return cls(tuple(comps), keys)
+
+
+# ------------------------------------------------------------------ mixed radix
+def encode_codes(codes: np.ndarray, radices: np.ndarray) -> np.ndarray:
+    """``[N, C]`` component codes -> int64 keys (first component most significant)."""
+    key = np.zeros(codes.shape[0], dtype=np.int64)
+    for j in range(codes.shape[1]):
+        key = key * radices[j] + codes[:, j]
+    return key
+
+
+def decode_keys(keys: np.ndarray, radices: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(keys), len(radices)), dtype=np.int64)
+    k = np.asarray(keys, dtype=np.int64).copy()
+    for j in range(len(radices) - 1, -1, -1):
+        out[:, j] = k % radices[j]
+        k //= radices[j]
+    return out
+
+
+# ------------------------------------------------------------------ per-flow codes
+_MCAST = ("224.", "225.", "226.", "227.", "228.", "229.", "230.", "231.", "232.", "233.",
+          "234.", "235.", "236.", "237.", "238.", "239.", "255.255.255.255", "ff")
+
+
+def direction_codes(flows: pd.DataFrame) -> np.ndarray:
+    """Locality of originator and responder -> a :data:`DIR_LABELS` code."""
+    from zeekml.windows.host_window import is_private  # local import: no cycle at load
+
+    lo = flows["local_orig"].fillna(False).to_numpy(dtype=bool) | is_private(flows["orig_h"])
+    lr = flows["local_resp"].fillna(False).to_numpy(dtype=bool) | is_private(flows["resp_h"])
+    missing = (flows["orig_h"].isna() | flows["resp_h"].isna()).to_numpy(dtype=bool)
+    resp = flows["resp_h"].fillna("").astype(str).str.lower()
+    mcast = resp.str.startswith(_MCAST).to_numpy(dtype=bool)
+    code = np.select(
+        [missing, mcast, lo & lr, lo & ~lr, ~lo & lr],
+        [0, 5, 3, 1, 2],
+        default=4,
+    )
+    return code.astype(np.int64)
+
+
+def _category_codes(col: pd.Series, values: tuple[Any, ...]) -> np.ndarray:
+    s = col.astype("str").str.lower()
+    idx = pd.Index(list(values), dtype="str").get_indexer(s)
+    code = np.where(idx >= 0, idx + 2, 1)
+    return np.where(s.isna().to_numpy(dtype=bool), 0, code).astype(np.int64)
+
+
+def _numeric(col: pd.Series) -> np.ndarray:
+    return col.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _port_codes(col: pd.Series, values: tuple[Any, ...]) -> np.ndarray:
+    p = _numeric(col)
+    ok = np.isfinite(p)
+    pi = np.where(ok, p, -1).astype(np.int64)
+    rng_code = np.where(pi < 1024, 1, np.where(pi < 49152, 2, 3))
+    idx = pd.Index(np.asarray(values, dtype=np.int64)).get_indexer(pi) if values else np.full(
+        len(pi), -1
+    )
+    code = np.where(idx >= 0, idx + 1 + len(PORT_RANGES), rng_code)
+    return np.where(ok, code, 0).astype(np.int64)
+
+
+def bucket_codes(values: np.ndarray, edges: tuple[float, ...], *, zero_code: bool) -> np.ndarray:
+    """Missing -> 0; exactly 0 -> 1 when ``zero_code``; else 1 + bucket (+1)."""
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v)
+    b = np.searchsorted(np.asarray(edges, dtype=np.float64), np.where(ok, v, 0.0), side="left")
+    if zero_code:
+        code = np.where(v <= 0, 1, 2 + b)
+    else:
+        code = 1 + b
+    return np.where(ok, code, 0).astype(np.int64)
+
+
+def gap_codes(gap: np.ndarray, has_prev: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
+    """``first`` (0) without a previous flow, else 1 + bucket of ``max(gap, 0)``."""
+    g = np.asarray(gap, dtype=np.float64)
+    g = np.where(np.isfinite(g), np.maximum(g, 0.0), 0.0)
+    b = np.searchsorted(np.asarray(edges, dtype=np.float64), g, side="left")
+    return np.where(has_prev, 1 + b, 0).astype(np.int64)
+
+
+def component_codes(components: tuple[Component, ...], flows: pd.DataFrame) -> np.ndarray:
+    """``[N, len(FLOW_COMPONENTS)]`` codes of every per-flow component (no ``gap``)."""
+    out = np.zeros((len(flows), len(FLOW_COMPONENTS)), dtype=np.int64)
+    by_name = {c.name: c for c in components}
+    for j, name in enumerate(FLOW_COMPONENTS):
+        comp = by_name[name]
+        kind, col = COMPONENTS[name]
+        if kind == "dir":
+            out[:, j] = direction_codes(flows)
+        elif kind == "category":
+            out[:, j] = _category_codes(flows[col], comp.values)
+        elif kind == "port":
+            out[:, j] = _port_codes(flows[col], comp.values)
+        else:
+            out[:, j] = bucket_codes(
+                _numeric(flows[col]), comp.edges, zero_code=name in ("ob", "rb")
+            )
+    return out
+
+
+# ------------------------------------------------------------------ fitting
+@dataclass(frozen=True)
+class FitOptions:
+    """How finely to discretize; the defaults were chosen by held-out evaluation."""
+
+    max_categories: int = 12
+    max_ports: int = 16
+    min_share: float = 0.002  # a category/port value needs this share of training flows
+    byte_bins: int = 4
+    duration_bins: int = 3
+    gap_bins: int = 3
+    min_count: int = 2  # words seen fewer times are <unk>
+
+
+def _learn_values(s: pd.Series, opts: FitOptions, *, ints: bool = False) -> tuple[Any, ...]:
+    vals = s.dropna()
+    if not ints:
+        vals = vals.astype("str").str.lower()
+    counts = vals.value_counts()
+    limit = opts.max_ports if ints else opts.max_categories
+    need = max(1.0, opts.min_share * len(s))
+    counts = counts[counts >= need]
+    # sort by count desc, then value, so ties are deterministic
+    frame = pd.DataFrame({"v": counts.index, "n": counts.to_numpy()})
+    frame = frame.sort_values(["n", "v"], ascending=[False, True]).head(limit)
+    if ints:
+        return tuple(int(v) for v in frame["v"])
+    return tuple(str(v) for v in frame["v"])
+
+
+def quantile_edges(values: np.ndarray, bins: int) -> tuple[float, ...]:
+    """Interior edges of ``bins`` equal-count buckets of the finite values, deduplicated."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if bins <= 1 or len(v) == 0:
+        return ()
+    q = np.quantile(v, np.arange(1, bins) / bins, method="lower")
+    edges = np.unique(np.round(q.astype(np.float64), 6))
+    return tuple(float(e) for e in edges)
+
+
+def fit_components(flows: pd.DataFrame, gaps: np.ndarray, opts: FitOptions) -> tuple[Component, ...]:
+    """Learn category lists and bucket edges from training flows (and their gaps)."""
+    comps: list[Component] = []
+    for name, (kind, col) in COMPONENTS.items():
+        if kind == "dir":
+            comps.append(Component(name))
+        elif kind == "category":
+            comps.append(Component(name, values=_learn_values(flows[col], opts)))
+        elif kind == "port":
+            p = flows[col].astype("Int64")
+            comps.append(Component(name, values=_learn_values(p, opts, ints=True)))
+        elif kind == "bucket":
+            v = _numeric(flows[col])
+            if name in ("ob", "rb"):
+                v = v[v > 0]
+                bins = opts.byte_bins
+            else:
+                bins = opts.duration_bins
+            comps.append(Component(name, edges=quantile_edges(v, bins)))
+        else:
+            g = np.asarray(gaps, dtype=np.float64)
+            comps.append(Component(name, edges=quantile_edges(np.maximum(g, 0.0), opts.gap_bins)))
+    return tuple(comps)
+
+
+def build_vocab(keys: np.ndarray, min_count: int) -> np.ndarray:
+    """Keys seen at least ``min_count`` times, most frequent first (ties by key)."""
+    uniq, counts = np.unique(np.asarray(keys, dtype=np.int64), return_counts=True)
+    keep = counts >= max(1, min_count)
+    uniq, counts = uniq[keep], counts[keep]
+    order = np.lexsort((uniq, -counts))
+    return uniq[order]
+
+
+# ------------------------------------------------------------------ the tokenizer
+class Tokenizer:
+    """Vectorized flow -> word id mapping for one :class:`TokenizerSpec`."""
+
+    def __init__(self, spec: TokenizerSpec) -> None:
+        self.spec = spec
+        self.radices = spec.radices
+        self.gap_radix = int(self.radices[-1])
+        self._index = pd.Index(spec.vocab)
+        self._labels = [c.labels for c in spec.components]
+
+    def flow_codes(self, flows: pd.DataFrame) -> np.ndarray:
+        """int64 key of each flow's per-flow components (everything but ``gap``)."""
+        return encode_codes(component_codes(self.spec.components, flows), self.radices[:-1])
+
+    def keys(self, flow_code: np.ndarray, gap_code: np.ndarray) -> np.ndarray:
+        return np.asarray(flow_code, dtype=np.int64) * self.gap_radix + gap_code
+
+    def ids(self, keys: np.ndarray) -> np.ndarray:
+        """Word keys (any shape) -> vocabulary ids, ``<unk>`` for unknown words."""
+        k = np.asarray(keys, dtype=np.int64)
+        idx = self._index.get_indexer(k.ravel()).reshape(k.shape)
+        return np.where(idx >= 0, idx + N_SPECIAL, UNK).astype(np.int64)
+
+    def window_ids(self, codes: np.ndarray, ts: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Conversation windows ``[B, W]`` (oldest first) -> word ids ``[B, W - 1]``.
+
+        Position ``i >= 1`` gets its gap from position ``i - 1``; the oldest position
+        only serves as that predecessor. Invalid positions are ``<pad>``.
+        """
+        return self.window_words(codes, ts, valid)[0]
+
+    def window_words(
+        self, codes: np.ndarray, ts: np.ndarray, valid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`window_ids`, plus every word's component codes ``[B, W - 1, C]``.
+
+        The components let the model read an ``<unk>`` word's parts, and score it as
+        ``P(<unk>) x P(word | <unk>)``; invalid positions have all-zero components.
+        """
+        gap = ts[:, 1:] - ts[:, :-1]
+        gcode = gap_codes(gap, valid[:, :-1], self.spec.components[-1].edges)
+        keys = self.keys(codes[:, 1:], gcode)
+        ok = valid[:, 1:]
+        ids = np.where(ok, self.ids(keys), PAD)
+        parts = decode_keys(keys.ravel(), self.radices).reshape(*keys.shape, len(self.radices))
+        parts *= ok[..., None]
+        return ids, parts
+
+    def codes_text(self, codes: np.ndarray) -> np.ndarray:
+        """``[N, C]`` component codes -> readable words (object array ``[N]``).
+
+        Codes out of range (a hostile or mismatched graph) read as ``?``.
+        """
+        codes = np.asarray(codes, dtype=np.int64)
+        n = len(codes)
+        out = np.empty(n, dtype=object)
+        if n == 0:
+            return out
+        uniq, inv = np.unique(codes, axis=0, return_inverse=True)
+        texts = np.array(
+            [
+                " ".join(
+                    self._labels[j][c] if 0 <= c < len(self._labels[j]) else "?"
+                    for j, c in enumerate(row)
+                )
+                for row in uniq.tolist()
+            ],
+            dtype=object,
+        )
+        out[:] = texts[inv.ravel()]
+        return out
+
+    def text(self, ids: np.ndarray) -> np.ndarray:
+        """Human-readable word of each id (object array), e.g. ``out tcp ssl 443 SF ...``."""
+        ids = np.asarray(ids, dtype=np.int64)
+        flat = ids.ravel()
+        words = np.empty(len(flat), dtype=object)
+        words[flat == PAD] = "<pad>"
+        words[(flat == UNK) | (flat < 0) | (flat >= self.spec.vocab_size)] = "<unk>"
+        real = (flat >= N_SPECIAL) & (flat < self.spec.vocab_size)
+        if real.any():
+            uniq, inv = np.unique(flat[real], return_inverse=True)
+            codes = decode_keys(self.spec.vocab[uniq - N_SPECIAL], self.radices)
+            texts = np.array(
+                [" ".join(self._labels[j][c] for j, c in enumerate(row)) for row in codes.tolist()],
+                dtype=object,
+            )
+            words[real] = texts[inv]
+        return words.reshape(ids.shape)

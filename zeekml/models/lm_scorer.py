@@ -1,0 +1,204 @@
+"""Runtime scorer for the flow language model (ONNX + card); needs no torch.
+
+Per batch of canonical flows: the card's tokenizer turns each flow into its per-flow
+word key, :class:`~zeekml.windows.conversation.ConversationWindows` (the code the
+trainer used) returns each flow's conversation window, the tokenizer turns windows
+into word ids and component codes, and onnxruntime scores the windows in chunks of
+``options.batch_size``. Identical windows inside a batch (a scanner's thousand
+identical probes, a device's identical keep-alives) are scored once.
+
+Design measured (``tools/bench_flow_lm.py``): the exported graph scores a whole
+window ``[B, T + 1]`` per call, rather than a single-step graph carrying the LSTM
+state per conversation. The window graph costs ``T`` LSTM steps per flow, but takes
+the whole batch in one call and needs no per-conversation float state; the step
+graph needs one call per position of a conversation inside the batch.
+
+Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
+
+``score``      negative log-likelihood (nats) of the flow's word given the previous
+               ``T`` words of its conversation (higher = more surprising)
+``cls``        ``"anomaly"``
+``threshold``  the card's threshold (a quantile of scores on normal training traffic)
+``alt``        the word the model expected most (readable, e.g. ``out tcp ssl 443 sf ...``;
+               greedy over the word's components)
+``alt_score``  that word's probability
+``context``    uids of up to 5 previous flows of the conversation, newest first
+
+The card is untrusted: kind, context length, tokenizer spec (components, edges,
+vocabulary codes) and the graph's input and output names and shapes are checked
+before anything is scored.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from zeekml.errors import ModelError
+from zeekml.features.tokens import Tokenizer, TokenizerSpec
+from zeekml.models.base import ScoreBatch
+from zeekml.models.card import ModelCard
+from zeekml.models.registry import ScorerOptions
+from zeekml.windows.conversation import KEY_NAME, ConversationWindows
+
+log = logging.getLogger(__name__)
+
+KIND = "flow_lm"
+CLS = "anomaly"
+CONTEXT_FLOWS = 5
+MAX_CONTEXT = 512
+INPUTS = ("words", "parts")
+OUTPUTS = ("nll", "alt", "alt_p")
+
+
+def validate_card(card: ModelCard) -> tuple[int, TokenizerSpec]:
+    """Check the LM-specific card fields; return (context, tokenizer spec)."""
+    if card.kind != KIND:
+        raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
+    context = card.require("context", int)
+    if not 1 <= context <= MAX_CONTEXT:
+        raise ModelError(f"{card.path}: context {context} out of range 1..{MAX_CONTEXT}")
+    conv = card.require("conversation", dict)
+    if conv.get("key") != KEY_NAME:
+        raise ModelError(f"{card.path}: conversation key {conv.get('key')!r} is not {KEY_NAME!r}")
+    try:
+        spec = TokenizerSpec.from_json(card.require("tokenizer", dict))
+    except ModelError as exc:
+        raise ModelError(f"{card.path}: {exc}") from exc
+    if CLS not in card.thresholds:
+        raise ModelError(f"{card.path}: model card has no threshold for {CLS!r}")
+    return context, spec
+
+
+def _check_graph(sess: ort.InferenceSession, card: ModelCard, context: int, n_parts: int) -> None:
+    ins = {i.name: i.shape for i in sess.get_inputs()}
+    outs = {o.name: o.shape for o in sess.get_outputs()}
+    if set(ins) != set(INPUTS) or not set(OUTPUTS) <= set(outs):
+        raise ModelError(
+            f"{card.onnx_path}: graph inputs {sorted(ins)} / outputs {sorted(outs)}, expected "
+            "words, parts -> nll, alt, alt_p"
+        )
+    if list(ins["words"][1:]) != [context + 1] or list(ins["parts"][1:]) != [context + 1, n_parts]:
+        raise ModelError(
+            f"{card.onnx_path}: input shapes {ins['words']}, {ins['parts']} do not match "
+            f"context {context} with {n_parts} token components"
+        )
+    if list(outs["alt"][1:]) != [n_parts]:
+        raise ModelError(f"{card.onnx_path}: alt shape {outs['alt']} is not [batch, {n_parts}]")
+
+
+def unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of first occurrences, inverse) of the distinct rows of a 2-D int array."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    a = np.ascontiguousarray(a)
+    void = a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+    _, first, inv = np.unique(void, return_index=True, return_inverse=True)
+    return first, inv.ravel()
+
+
+def previous_uids(uids: np.ndarray, valid: np.ndarray, k: int = CONTEXT_FLOWS) -> np.ndarray:
+    """Object array ``[B]`` of lists: uids of up to ``k`` previous flows, newest first."""
+    b = len(uids)
+    out = np.empty(b, dtype=object)
+    if b == 0:
+        return out
+    prev = uids[:, :-1][:, ::-1][:, :k]
+    ok = valid[:, :-1][:, ::-1][:, :k]
+    # valid positions are contiguous from the newest end, so a count says which are real
+    have = np.cumprod(ok, axis=1).sum(axis=1)
+    names = np.char.decode(prev, "utf-8", errors="replace")
+    order = np.argsort(have, kind="stable")
+    pieces: list[list[str]] = []
+    for j in range(prev.shape[1] + 1):
+        sel = order[have[order] == j]
+        pieces.extend(names[sel, :j].tolist() if j else [[] for _ in range(len(sel))])
+    out[order] = np.fromiter(pieces, dtype=object, count=b) if b else out
+    return out
+
+
+class LmScorer:
+    """Scorer for a flow LM card (see the module docstring for the outputs)."""
+
+    def __init__(self, card: ModelCard, options: ScorerOptions | None = None) -> None:
+        options = options or ScorerOptions()
+        self.card = card
+        self.options = options
+        self.name = card.name
+        self.context, spec = validate_card(card)
+        self.tokenizer = Tokenizer(spec)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(card.onnx_path), sess_options=so, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{card.onnx_path}: onnxruntime cannot load the model: {exc}") from exc
+        _check_graph(self.session, card, self.context, len(spec.components))
+        trained = card.data["conversation"].get("idle_timeout")
+        if isinstance(trained, (int, float)) and float(trained) != options.idle_timeout:
+            log.warning(
+                "%s: trained with an idle timeout of %ss, running with %ss: the 'first flow "
+                "of a conversation' word changes meaning", card.name, trained, options.idle_timeout,
+            )
+        self.conversations = ConversationWindows(
+            self.context, max_keys=options.max_hosts, idle_timeout=options.idle_timeout
+        )
+        self.threshold = float(card.threshold_for(CLS))
+
+    def words(self, flows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Push a batch into the conversation store: (words, parts, uids, valid)."""
+        codes = self.tokenizer.flow_codes(flows)
+        w = self.conversations.push(flows, codes)
+        words, parts = self.tokenizer.window_words(w.code, w.ts, w.valid)
+        return words, parts, w.uids[:, 1:], w.valid[:, 1:]
+
+    def infer(self, words: np.ndarray, parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(nll, alt id, alt probability) of each window; identical windows run once."""
+        b = len(words)
+        flat = np.concatenate([words, parts.reshape(b, -1)], axis=1)
+        first, inv = unique_rows(flat)
+        uw, up = words[first], parts[first]
+        bs = self.options.batch_size
+        nll = np.empty(len(first), dtype=np.float32)
+        alt = np.empty((len(first), parts.shape[2]), dtype=np.int64)
+        alt_p = np.empty(len(first), dtype=np.float32)
+        for s in range(0, len(first), bs):
+            n_, a_, p_ = self.session.run(
+                list(OUTPUTS), {"words": uw[s : s + bs], "parts": up[s : s + bs]}
+            )
+            nll[s : s + bs], alt[s : s + bs], alt_p[s : s + bs] = n_, a_, p_
+        return nll[inv], alt[inv], alt_p[inv]
+
+    def score(self, flows: pd.DataFrame) -> ScoreBatch:
+        b = len(flows)
+        words, parts, uids, valid = self.words(flows)
+        if b:
+            nll, alt, alt_p = self.infer(words, parts)
+        else:
+            nll, alt, alt_p = (
+                np.zeros(0, np.float32), np.zeros((0, parts.shape[2]), np.int64), np.zeros(0, np.float32)
+            )
+        return ScoreBatch(
+            model=self.name,
+            score=nll.astype(np.float64),
+            cls=np.full(b, CLS, dtype=object),
+            threshold=np.full(b, self.threshold, dtype=np.float64),
+            extra={
+                "alt": self.tokenizer.codes_text(alt),
+                "alt_score": alt_p.astype(np.float64),
+                "context": previous_uids(uids, valid),
+            },
+        )
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.conversations.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.conversations.load_state_dict(state)

@@ -1,0 +1,104 @@
+"""Conversations for the flow language model: each pair of hosts' last flows, in log order.
+
+Key: the *unordered* pair of addresses ``{orig_h, resp_h}``. Neither ports nor
+direction are part of the key: a client's DNS, TLS and HTTP flows to one server, and
+the server's connections back, are one sentence, because the order in which those
+services follow each other is exactly the "grammar" the model should learn. Direction
+is kept inside each word instead (the ``dir`` token component), so nothing is lost.
+(Stratosphere's letters key by (src, dst, dst port, proto) instead, which splits a
+host pair into one sentence per service and hides the order across services.)
+
+For every flow, :meth:`ConversationWindows.push` returns the pair's previous
+``context + 1`` flows plus the flow itself, oldest first, as arrays
+``[B, context + 2]``: the per-flow token key (from
+:meth:`zeekml.features.tokens.Tokenizer.flow_codes`), ``ts``, the uid and a validity
+mask. One extra old position is kept so the oldest context word still knows the
+time gap to its predecessor. Windows follow the order rows were written (Zeek
+writes conn.log in connection-end order), so they do not depend on where a stream
+was cut into batches; gaps and idle expiry use ``ts`` (log time, never the wall
+clock). A flow whose ``ts`` is missing never has a predecessor (it starts a new
+conversation) and breaks the chain for the next flow.
+
+Built on :class:`~zeekml.windows.history.KeyedHistory`: bounded (``max_keys``
+conversations, least recently used evicted), state as plain numpy arrays.
+Storage per conversation at ``context = 16``: 17 x (8 ts + 8 key + 20 uid) = 612
+bytes plus slot bookkeeping and the key string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from zeekml.windows.history import FieldSpec, KeyedHistory
+
+UID_BYTES = 20
+KEY_NAME = "pair"
+
+
+@dataclass
+class ConversationWindow:
+    """``code``, ``ts``, ``uids`` and ``valid``, each ``[B, context + 2]``, oldest first."""
+
+    code: np.ndarray
+    ts: np.ndarray
+    uids: np.ndarray
+    valid: np.ndarray
+    keys: np.ndarray
+
+
+def conversation_keys(flows: pd.DataFrame) -> np.ndarray:
+    """The unordered host pair of each flow as one string (``a|b`` with ``a <= b``)."""
+    a = flows["orig_h"].fillna("").astype(str).to_numpy(dtype=object)
+    b = flows["resp_h"].fillna("").astype(str).to_numpy(dtype=object)
+    swap = a > b
+    lo = np.where(swap, b, a)
+    hi = np.where(swap, a, b)
+    return (pd.Series(lo, dtype="str") + "|" + pd.Series(hi, dtype="str")).to_numpy(dtype=object)
+
+
+class ConversationWindows:
+    """Bounded store of each host pair's last flows; :meth:`push` returns their windows."""
+
+    def __init__(
+        self,
+        context: int = 16,
+        *,
+        max_keys: int = 1_000_000,
+        idle_timeout: float = 3600.0,
+    ) -> None:
+        if context < 1:
+            raise ValueError(f"context must be >= 1 word, got {context}")
+        self.context = context
+        self.history = KeyedHistory(
+            context + 1,
+            {
+                "code": FieldSpec(np.dtype(np.int64)),
+                "uid": FieldSpec(np.dtype(f"S{UID_BYTES}")),
+            },
+            max_keys=max_keys,
+            idle_timeout=idle_timeout,
+        )
+
+    def push(self, flows: pd.DataFrame, codes: np.ndarray) -> ConversationWindow:
+        """Append a canonical batch (rows in stream order) with its per-flow token keys."""
+        keys = conversation_keys(flows)
+        ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
+        uids = flows["uid"].fillna("").astype(str).str.encode("utf-8", errors="replace")
+        uid_arr = np.asarray(uids.to_numpy(dtype=object), dtype=f"S{UID_BYTES}")
+        codes = np.asarray(codes, dtype=np.int64)
+        w, valid = self.history.extend(keys, {"ts": ts, "code": codes, "uid": uid_arr})
+        # the flow itself is always present, even when its own ts is missing
+        valid[:, -1] = True
+        w["code"][:, -1] = codes
+        w["ts"][:, -1] = ts
+        w["uid"][:, -1] = uid_arr
+        return ConversationWindow(w["code"], w["ts"], w["uid"], valid, keys)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.history.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.history.load_state_dict(state)
