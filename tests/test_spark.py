@@ -39,14 +39,18 @@ from zeekml.sources import SkipLog, expand_inputs, read_table
 from zeekml.windows.conversation import ConversationWindows
 
 PAIR_KIND = "tiny_pair"
+#: In time order: the local engine frees a window slot between two of its batches once
+#: the stream's time is 2 x idle_timeout past the key's last flow, so a key whose flows
+#: lag far behind the stream (a capture with relative ts read after epoch-stamped ones)
+#: would depend on where that engine cut its batches; the Spark engine never frees one.
 CAPTURES = [
-    "zeek/stratosphere-008-mixed/conn.log.labeled",  # 1600 hosts, labeled
-    "zeek/slips-test18-ctu-sme-11/conn.log.labeled",  # labeled RemcosRAT
     "zeek/stratosphere-001-njrat/labeled-conn.log",  # labeled, relative ts
-    "zeek/stratosphere-002-portscan/conn.log",  # Zeek JSON
-    "zeek/rita-proxy-rolling/conn.16:00:00-17:00:00.log.gz",  # gzip archive
-    "nfdump/slips-test1-malicious/test1-malicious.csv",  # nfdump CSV
-    "zeek/rita-truncated/conn.log",  # a line cut short: skipped by both
+    "nfdump/slips-test1-malicious/test1-malicious.csv",  # nfdump CSV, 2018-01-12
+    "zeek/rita-truncated/conn.log",  # 2018-01-30, a line cut short: skipped by both
+    "zeek/stratosphere-008-mixed/conn.log.labeled",  # 1600 hosts, labeled, 2022-06
+    "zeek/stratosphere-002-portscan/conn.log",  # Zeek JSON, 2022-09
+    "zeek/slips-test18-ctu-sme-11/conn.log.labeled",  # labeled RemcosRAT, 2023-02
+    "zeek/rita-proxy-rolling/conn.16:00:00-17:00:00.log.gz",  # gzip archive, 2024-04
 ]
 MIRAI = "zeek/iot23-34-1-mirai/conn.log.labeled"  # 23144 of 23145 flows from one host
 SCAN = "zeek/slips-portscan-horizontal/conn.log"  # 41 flows, one host
@@ -230,7 +234,7 @@ def test_notices_and_uri_inputs_equal_local(spark, models, tmp_path) -> None:
     """Suppressed notices (``n`` = flows they stand for) from file:// URIs, as Parquet."""
     from zeekml.runtime.spark import SparkOptions, score_files
 
-    paths = _paths(CAPTURES[:4])
+    paths = _paths(CAPTURES[:5])
     config = PolicyConfig(suppress=600.0)
     uris = [Path(p).as_uri() for p in paths[:2]] + paths[2:]
     counts = score_files(spark, uris, str(tmp_path / "out"), models=models, config=config,
@@ -240,7 +244,8 @@ def test_notices_and_uri_inputs_equal_local(spark, models, tmp_path) -> None:
     assert_same(got, exp)
     assert int(got["n"].sum()) > len(got)  # suppression happened
     assert counts.flows_read == sum(len(read_table(p)) for p in paths)
-    assert counts.rows_written == len(exp) and counts.skipped == skips.total
+    assert counts.rows_written == len(exp)
+    assert counts.skipped == skips.total > 0  # the truncated capture's cut line
     assert counts.notices == Counter(exp["verdict"].astype(str))
     assert set(got["source_file"]) >= {Path(p).as_uri().replace("file:///", "file:/")
                                        for p in paths[:2]}

@@ -34,17 +34,22 @@ chunks spread over tasks and every window is exactly the local engine's.
 notice per (originator, verdict, model) per interval, and a window closes when the
 *stream's* log time (the running maximum of ``ts`` over every flow before it, of every
 host) reaches its deadline. Each row carries that stream clock (per-file running
-maxima, offset by the maximum of the files before), and suppression runs per
-(originator, model) group over the crossing rows in arrival order, each preceded by a
-*clock row* (no score, ``ts`` = the stream clock) that stands in for the other hosts'
-flows. So :class:`~zeekml.policy.notice.NoticePolicy` itself decides, unchanged, and
-the notices, their ``n`` and the ``notice`` flags equal the local engine's.
+maxima, offset by the maximum of the files before). The crossing rows are shuffled by
+originator and sorted by arrival inside each partition (Spark's sort spills, so a
+host with billions of alerts streams through), and one
+:class:`~zeekml.policy.notice.NoticePolicy` per partition, unchanged, decides them in
+that order, each row preceded by a *clock row* (no score, ``ts`` = the stream clock)
+that stands in for the flows of every other host. So the ``notice`` flags, the
+notices and their ``n`` equal the local engine's.
 
-Where the engines can differ (documented, not hidden): the local engine frees a key's
-window slot once the stream's time is ``2 * idle_timeout`` past the key's last flow,
-and evicts least-recently-used keys beyond ``max_hosts``; the Spark engine keeps every
-key's full history. Results differ only for a key whose flows go back in time by more
-than ``2 * idle_timeout`` behind the rest of the stream, or past ``max_hosts`` keys.
+Where the engines can differ (documented, not hidden): between two of its batches the
+local engine frees a key's window slot once the stream's time is ``2 * idle_timeout``
+past the key's last flow, and evicts least-recently-used keys beyond ``max_hosts``;
+the Spark engine keeps every key's history (each call starts fresh and holds whole
+keys). So results differ only for a key whose flows lag more than ``2 * idle_timeout``
+behind the rest of the stream (e.g. a capture with relative timestamps read after
+epoch-stamped ones), where the local engine's own result depends on its batch size,
+or beyond ``max_hosts`` keys.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -230,19 +236,29 @@ def _target_of(kind: str) -> str:
 
 
 def _state_layout(scorer: Scorer) -> tuple[str, int]:
-    """(state key, window depth) of a scorer, read from its window store."""
+    """(state key, window depth) of a scorer, read from the window store it holds.
+
+    The built-in scorers (and plugins built the same way) keep their state in one
+    :class:`~zeekml.windows.host_window.HostWindows` (keyed by host) or
+    :class:`~zeekml.windows.conversation.ConversationWindows` (keyed by host pair);
+    a window holds the key's previous ``depth`` flows. A scorer with other state
+    cannot be partitioned safely and is refused.
+    """
     from zeekml.windows.conversation import ConversationWindows
     from zeekml.windows.host_window import HostWindows
 
-    w = getattr(scorer, "windows", None)
-    if isinstance(w, HostWindows):
-        return w.key, w.history.depth
-    if isinstance(w, ConversationWindows):
-        return "pair", w.history.depth
-    if not scorer.state_dict():
+    found = set()
+    for value in vars(scorer).values():
+        if isinstance(value, HostWindows):
+            found.add((value.key, value.history.depth))
+        elif isinstance(value, ConversationWindows):
+            found.add(("pair", value.history.depth))
+    if len(found) == 1:
+        return found.pop()
+    if not found and not scorer.state_dict():
         return "orig", 0  # stateless: any partitioning is exact
     raise ModelError(f"model {scorer.name!r} keeps state the Spark engine cannot partition "
-                     "(neither HostWindows nor ConversationWindows)")
+                     "(it needs exactly one HostWindows or ConversationWindows)")
 
 
 def prepare_models(specs: Sequence[str] | None) -> list[_Model]:
@@ -452,12 +468,13 @@ def _read_files(batches: Iterator[pd.DataFrame], kinds: list[str], strict: bool,
             path = str(batch["path"].iat[i])
             skips = SkipLog(strict=strict)
             ann.start()
-            if has_content:
-                with tempfile.NamedTemporaryFile(prefix="zeekml-in-") as fh:
-                    fh.write(batch["content"].iat[i])
-                    fh.flush()
-                    view = _RenamedSkips(skips, fh.name, path)
-                    for frame in read_flows(fh.name, skips=view, batch_rows=batch_rows):
+            if has_content:  # a local copy under the same base name (nfdump uids use it)
+                with tempfile.TemporaryDirectory(prefix="zeekml-in-") as tmp:
+                    copy = os.path.join(tmp, unquote(path.rstrip("/").rsplit("/", 1)[-1]))
+                    with open(copy, "wb") as fh:
+                        fh.write(batch["content"].iat[i])
+                    view = _RenamedSkips(skips, copy, path)
+                    for frame in read_flows(copy, skips=view, batch_rows=batch_rows):
                         frame = frame.assign(source_file=pd.Series([path] * len(frame),
                                                                    dtype="str"))
                         yield _sendable(ann.annotate(frame, idx))
@@ -493,9 +510,10 @@ def list_inputs(spark: SparkSession, specs: Sequence[str]) -> list[str]:
     """Input specs -> ordered file list, as the local engine orders them.
 
     Plain paths go through :func:`~zeekml.sources.expand_inputs`. URIs (``hdfs://``,
-    ``s3a://``, ``file://`` ...) are listed by Spark: a URI naming a file is kept, a directory is searched recursively
-    for the same conn log / nfcapd names as a local directory; each spec's matches are
-    sorted, spec order is kept, duplicates are read once.
+    ``s3a://``, ``file:`` ...) are listed through Hadoop's FileSystem, globs allowed: a
+    URI naming a file is kept, a directory is searched recursively for the same conn
+    log / nfcapd names as a local directory. Each spec's matches are sorted, spec order
+    is kept, a file named twice is read once.
     """
     from zeekml.sources import expand_inputs
     from zeekml.sources.open import _DIR_FILE
@@ -509,19 +527,40 @@ def list_inputs(spark: SparkSession, specs: Sequence[str]) -> list[str]:
         if not _URI.match(spec):
             found = expand_inputs([spec])
         else:
-            rows = _action(lambda s=spec: spark.read.format("binaryFile")
-                           .option("recursiveFileLookup", "true").load(s)
-                           .select("path").collect(), "list " + spec)
-            paths = sorted(r[0] for r in rows)
-            exact = [p for p in paths if p.rstrip("/") == spec.rstrip("/")]
-            found = exact or [p for p in paths if _DIR_FILE.match(p.rsplit("/", 1)[-1])]
-            if not found:
-                raise FileNotFoundError(2, "no conn logs or nfcapd files here", spec)
+            found = _list_uri(spark, spec, _DIR_FILE)
         for p in found:
             key = os.path.realpath(p) if not _URI.match(p) else p
             if key not in seen:
                 seen.add(key)
                 out.append(p)
+    return out
+
+
+def _hadoop_fs(spark: SparkSession, uri: str) -> tuple[Any, Any, Any]:
+    """(jvm, Hadoop Path, its FileSystem) for a URI: Spark's own file-system access."""
+    jvm = spark.sparkContext._jvm  # noqa: SLF001 - the Hadoop FileSystem API lives there
+    conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return jvm, path, path.getFileSystem(conf)
+
+
+def _list_uri(spark: SparkSession, spec: str, names: re.Pattern[str]) -> list[str]:
+    """Files of one URI spec (file, directory or glob), as :func:`list_inputs` orders them."""
+    _, path, fs = _hadoop_fs(spark, spec)
+    statuses = sorted(fs.globStatus(path) or [], key=lambda st: str(st.getPath().toString()))
+    if not statuses:
+        raise FileNotFoundError(2, "no such file or directory", spec)
+    out: list[str] = []
+    for st in statuses:
+        if not st.isDirectory():
+            out.append(str(st.getPath().toString()))
+            continue
+        files, it = [], fs.listFiles(st.getPath(), True)
+        while it.hasNext():
+            f = it.next().getPath()
+            if names.match(f.getName()):
+                files.append(str(f.toString()))
+        out.extend(sorted(files))
     return out
 
 
@@ -712,39 +751,45 @@ def _policy_cols() -> dict[str, str]:
     return {**VERDICT_DTYPES, "cls": "str", **ORDER, "m": "int32"}
 
 
-def _suppress(pdf: pd.DataFrame, config: PolicyConfig) -> pd.DataFrame:
-    """Candidate rows of whole originators, through the real NoticePolicy in arrival order.
+def _suppress(batches: Iterator[pd.DataFrame], config: PolicyConfig
+              ) -> Iterator[pd.DataFrame]:
+    """Crossing rows of whole originators, in arrival order, through the real NoticePolicy.
 
-    Each row is preceded by a clock row (``ts`` = the stream clock at that row, no
-    score, so never a candidate): the policy's log time is then the whole stream's, as
-    in the local engine, and a window closes before the same flows.
+    One policy per partition, fed batch after batch (its state carries across them, so
+    memory stays bounded by the batch however many rows a host has). Each row is
+    preceded by a clock row (``ts`` = the stream clock at that row, no score, so never a
+    crossing): the policy's log time is then the whole stream's, as in the local engine,
+    and every window closes before the same flows. Rows come back 1:1 with the final
+    ``notice`` flag (the rows that open a window).
     """
-    pdf = pdf.sort_values(["file_idx", "source_line", "m"], kind="stable")
-    pdf = pdf.reset_index(drop=True)
-    n = len(pdf)
-    scored = pdf.drop(columns=["verdict", "notice", "n"])
-    ticks = scored.assign(ts=scored["clock"].to_numpy(), score=np.nan)
-    order = np.empty(2 * n, dtype=np.int64)
-    order[0::2] = np.arange(n) + n
-    order[1::2] = np.arange(n)
-    both = pd.concat([scored, ticks], ignore_index=True).iloc[order].reset_index(drop=True)
-    policy = NoticePolicy(config)
-    decided = policy.decide(both)
-    if config.all_flows:
-        out = decided.iloc[1::2].reset_index(drop=True)
+    policy = NoticePolicy(replace(config, all_flows=True))
+    vcols = list(_verdict_cols())
+    for b in batches:
+        n = len(b)
+        if not n:
+            continue
+        b = b.reset_index(drop=True)
+        scored = b.drop(columns=["verdict", "notice", "n"])
+        ticks = scored.assign(ts=scored["clock"].to_numpy(), score=np.nan)
+        order = np.empty(2 * n, dtype=np.int64)
+        order[0::2] = np.arange(n) + n
+        order[1::2] = np.arange(n)
+        both = pd.concat([scored, ticks], ignore_index=True).iloc[order].reset_index(drop=True)
+        out = policy.decide(both).iloc[1::2].reset_index(drop=True)
         for col in ("file_idx", "source_line", "source_file", "m"):
-            out[col] = pdf[col].to_numpy()
-        return _sendable(out[list(_verdict_cols())])
-    out = pd.concat([decided, policy.finish()], ignore_index=True)
-    # a notice's place in the stream is its opening flow's
-    where = pdf.drop_duplicates(["uid", "model"])[
-        ["uid", "model", "file_idx", "source_line", "source_file", "m"]]
-    out = out.merge(where, on=["uid", "model"], how="left")
-    return _sendable(out[list(_verdict_cols())])
+            out[col] = b[col].to_numpy()
+        yield _sendable(out[vcols])
 
 
 def _decide(scored: DataFrame, config: PolicyConfig, buckets: int) -> DataFrame:
-    """Scored rows -> verdict rows: per-row thresholds, then suppression per originator."""
+    """Scored rows -> verdict rows: per-row thresholds, then suppression per originator.
+
+    Suppression key = (originator, verdict, model), as in the local engine. The crossing
+    rows are shuffled by originator and sorted by arrival inside each partition; a
+    notice's ``n`` (the crossings its window stands for) is the number of crossings of
+    its key from it up to the key's next notice, which is what the policy counts.
+    """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     rows = scored.mapInPandas(_guard(functools.partial(_stateless, config=config)),
@@ -755,14 +800,18 @@ def _decide(scored: DataFrame, config: PolicyConfig, buckets: int) -> DataFrame:
         return keep.select(*vcols)
     rows = rows.persist()
     host = F.coalesce(F.col("orig_h"), F.lit("-"))
-    cand = rows.filter(F.col("notice")).withColumn(
-        "bucket", F.pmod(F.xxhash64(host), F.lit(buckets)))
-    fn = _guard(functools.partial(_suppress, config=config))
-    decided = cand.groupBy("bucket").applyInPandas(
-        lambda pdf: fn(pdf.drop(columns=["bucket"])), _ddl(_verdict_cols()))
-    if not config.all_flows:
-        return decided
-    return rows.filter(~F.col("notice")).select(*vcols).unionByName(decided)
+    decided = (rows.filter(F.col("notice")).repartition(buckets, host)
+               .sortWithinPartitions("file_idx", "source_line", "m")
+               .mapInPandas(_guard(functools.partial(_suppress, config=config)),
+                            _ddl(_verdict_cols())))
+    if config.all_flows:
+        return rows.filter(~F.col("notice")).select(*vcols).unionByName(decided)
+    key = Window.partitionBy(host, "verdict", "m")
+    upto = key.orderBy("file_idx", "source_line").rowsBetween(Window.unboundedPreceding,
+                                                              Window.currentRow)
+    return (decided.withColumn("w", F.sum(F.col("notice").cast("long")).over(upto))
+            .withColumn("n", F.count(F.lit(1)).over(Window.partitionBy(host, "verdict", "m", "w")))
+            .filter(F.col("notice")).select(*vcols))
 
 
 # --------------------------------------------------------------------------- engine
@@ -783,7 +832,7 @@ def _score_annotated(flows: DataFrame, models: list[_Model], config: PolicyConfi
     payload, digest = _broadcast_models(spark, models, opts)
     rows = rows.withColumn("bucket", F.pmod(F.xxhash64("skey", "chunk"), F.lit(buckets)))
     fn = _guard(functools.partial(_score_groups, payload=payload, digest=digest,
-                                  call_rows=opts.batch_rows))
+                                  call_rows=min(opts.batch_rows, opts.max_hosts)))
     scored = rows.groupBy("m", "bucket").applyInPandas(
         lambda pdf: fn(pdf.drop(columns=["bucket"])), _ddl(_scored_cols()))
     return _decide(scored, config, buckets)
@@ -888,10 +937,7 @@ def write_verdicts(verdicts: DataFrame, out_dir: str, out_format: str, rows: int
 def _list_outputs(spark: SparkSession, out_dir: str, suffix: str, rename: str | None
                   ) -> list[str]:
     """Part files Spark wrote (renamed to ``.log``/``.json``), through Hadoop's FileSystem."""
-    jvm = spark.sparkContext._jvm  # noqa: SLF001 - the Hadoop FileSystem API lives there
-    conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
-    path = jvm.org.apache.hadoop.fs.Path(out_dir)
-    fs = path.getFileSystem(conf)
+    jvm, path, fs = _hadoop_fs(spark, out_dir)
     out = []
     for st in fs.listStatus(path):
         p = st.getPath()
