@@ -13,8 +13,9 @@ loop. The baseline, measured in the same run on the same file, is ``zeekml score
 costs. Both exclude process start-up and model loading.
 
 Rows come from ``tools/gen_conn_log.py`` (real rows of the shared captures, fresh
-uids). Models: the bundled ones by default; ``--tiny`` uses the tiny real ONNX model
-of the tests (to exercise the loop before the bundled models exist).
+uids). Models: the bundled ones by default, ``--model PATH`` to choose; ``--tiny`` uses
+the tiny real ONNX model of the tests (to exercise the loop before the bundled models
+exist).
 
 Usage: ``python tools/bench_tail.py [--rate 20000] [--seconds 15] [--tiny]``
 """
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=15.0, help="length of phase 1")
     ap.add_argument("--backlog", type=int, default=300_000, help="rows of phase 2")
     ap.add_argument("--tiny", action="store_true", help="tiny test model, not the bundled ones")
+    ap.add_argument("--model", action="append", default=[], metavar="PATH",
+                    help="score with this model (repeatable; default: the bundled ones)")
     ap.add_argument("--max-latency", default="0.25", help="tail --max-latency (seconds)")
     args = ap.parse_args(argv)
 
@@ -208,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_tail_") as d:
         tmp = Path(d)
         models: list[str] = []
+        for m in args.model:
+            models += ["--model", str(Path(m).resolve())]
         if args.tiny:
             from tests.test_pipeline import build_tiny_model
 
@@ -222,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         src2 = tmp / "src2.log"
         generate(src2, args.backlog, seed=2)
         thr = throughput_phase(tmp, src2, args.backlog, models, extra)
-    which = "tiny test models" if args.tiny else "bundled models"
+    which = ("tiny test models" if args.tiny else
+             ", ".join(Path(m).name for m in args.model) if args.model else "bundled models")
     print(f"zeekml tail benchmark ({which}, --max-latency {args.max_latency}, "
           f"{os.cpu_count()} CPUs)")
     print(f"  phase 1: {lat['flows']:,} flows written at {lat['offered_rate']:,.0f} flows/s; "
