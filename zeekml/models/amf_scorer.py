@@ -1,0 +1,192 @@
+"""Runtime scorer for AMF-LSTM models (ONNX + card); needs no torch.
+
+Per batch of canonical flows: :func:`~zeekml.features.flow_stats.flow_features`, then
+:class:`~zeekml.windows.host_window.HostWindows` (the same code the trainer used), then
+one onnxruntime call per ``options.batch_size`` windows. The graph normalizes inside,
+so raw windows go in; it returns class probabilities and attention weights.
+
+Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
+
+``score``      1 - P(normal)
+``cls``        the most probable class other than ``normal``
+``threshold``  the card's calibrated threshold for ``cls``
+``alt``        the most probable class other than ``cls`` (often ``normal``), and
+``alt_score``  its probability, so an analyst sees the runner-up
+``context``    list of the uids of up to 3 *previous* flows in the window (valid
+               positions, not the flow itself) with the highest attention weight,
+               most attended first, to pivot in conn.log
+
+The card is untrusted: its kind, feature list (must equal the runtime's
+:data:`~zeekml.windows.host_window.WINDOW_FEATURES` exactly, in order), window
+length and key, classes and thresholds are checked, and so are the graph's input and
+output shapes, before anything is scored.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from zeekml.errors import ModelError, StateError
+from zeekml.features.flow_stats import flow_features
+from zeekml.models.base import ScoreBatch
+from zeekml.models.card import ModelCard
+from zeekml.models.registry import ScorerOptions
+from zeekml.windows.host_window import WINDOW_FEATURES, WINDOW_KEYS, HostWindows
+
+log = logging.getLogger(__name__)
+
+KIND = "amf_lstm"
+CONTEXT_FLOWS = 3
+MAX_WINDOW = 1000
+
+
+def validate_card(card: ModelCard) -> tuple[list[str], int, str]:
+    """Check the AMF-specific card fields; return (classes, window, key)."""
+    if card.kind != KIND:
+        raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
+    feats = card.require("features", list)
+    if feats != list(WINDOW_FEATURES):
+        raise ModelError(
+            f"{card.path}: the model was trained on a different feature list "
+            f"({len(feats)} features) than this zeekml computes ({len(WINDOW_FEATURES)}); "
+            "retrain it with this version"
+        )
+    window = card.require("window", int)
+    if not 1 <= window <= MAX_WINDOW:
+        raise ModelError(f"{card.path}: window {window} out of range 1..{MAX_WINDOW}")
+    key = card.require("window_key", str)
+    if key not in WINDOW_KEYS:
+        raise ModelError(f"{card.path}: window_key {key!r} not one of {', '.join(WINDOW_KEYS)}")
+    classes = card.require("classes", list)
+    if (
+        len(classes) < 2
+        or not all(isinstance(c, str) and c for c in classes)
+        or len(set(classes)) != len(classes)
+        or "normal" not in classes
+    ):
+        raise ModelError(f"{card.path}: classes must be >= 2 distinct names including 'normal'")
+    return classes, window, key
+
+
+def _check_graph(sess: ort.InferenceSession, card: ModelCard, window: int, n_classes: int) -> None:
+    ins = {i.name: i.shape for i in sess.get_inputs()}
+    outs = {o.name: o.shape for o in sess.get_outputs()}
+    nf = len(WINDOW_FEATURES)
+    if set(ins) != {"x", "mask"} or not {"probs", "attention"} <= set(outs):
+        raise ModelError(
+            f"{card.onnx_path}: graph inputs {sorted(ins)} / outputs {sorted(outs)}, expected "
+            "x, mask -> probs, attention"
+        )
+    if list(ins["x"][1:]) != [window, nf] or list(ins["mask"][1:]) != [window]:
+        raise ModelError(f"{card.onnx_path}: input shape {ins['x']} does not match window {window} x {nf}")
+    if outs["probs"][1:] != [n_classes]:
+        raise ModelError(f"{card.onnx_path}: probs shape {outs['probs']} does not match {n_classes} classes")
+
+
+def _fill_object(lists: list[list[str]]) -> np.ndarray:
+    return np.fromiter(lists, dtype=object, count=len(lists))
+
+
+def context_uids(att: np.ndarray, mask: np.ndarray, uids: np.ndarray, k: int = CONTEXT_FLOWS) -> np.ndarray:
+    """Object array ``[B]`` of lists: uids of the ``k`` most attended previous valid flows."""
+    b, n = att.shape
+    if b == 0 or n < 2:
+        return _fill_object([[] for _ in range(b)])
+    k = min(k, n - 1)
+    prev = np.where(mask[:, :-1], att[:, :-1], -np.inf)
+    top = np.argsort(-prev, axis=1, kind="stable")[:, :k]
+    rows = np.arange(b)[:, None]
+    have = np.minimum(mask[:, :-1].sum(axis=1), k)
+    names = np.char.decode(uids[:, :-1][rows, top], "utf-8", errors="replace")
+    order = np.argsort(have, kind="stable")
+    pieces: list[list[str]] = []
+    for j in range(k + 1):
+        sel = order[have[order] == j]
+        pieces.extend(names[sel, :j].tolist() if j else [[] for _ in range(len(sel))])
+    out = np.empty(b, dtype=object)
+    out[order] = _fill_object(pieces)
+    return out
+
+
+class AmfScorer:
+    """Scorer for an AMF-LSTM card (see the module docstring for the outputs)."""
+
+    def __init__(self, card: ModelCard, options: ScorerOptions | None = None) -> None:
+        options = options or ScorerOptions()
+        self.card = card
+        self.options = options
+        self.name = card.name
+        classes, window, key = validate_card(card)
+        self.classes = classes
+        self.normal = classes.index("normal")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(card.onnx_path), sess_options=so, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{card.onnx_path}: onnxruntime cannot load the model: {exc}") from exc
+        _check_graph(self.session, card, window, len(classes))
+        self.windows = HostWindows(
+            window, key, max_hosts=options.max_hosts, idle_timeout=options.idle_timeout
+        )
+        self._thr = np.array([card.threshold_for(c) for c in classes], dtype=np.float64)
+        self._names = np.array(classes, dtype=object)
+
+    def infer(self, x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the graph on windows in chunks of ``options.batch_size``: (probs, attention)."""
+        bs = self.options.batch_size
+        probs = np.empty((len(x), len(self.classes)), dtype=np.float32)
+        att = np.empty(mask.shape, dtype=np.float32)
+        m = mask.astype(np.float32)
+        for s in range(0, len(x), bs):
+            p, a = self.session.run(
+                ["probs", "attention"],
+                {"x": np.ascontiguousarray(x[s : s + bs], dtype=np.float32), "mask": m[s : s + bs]},
+            )
+            probs[s : s + bs] = p
+            att[s : s + bs] = a
+        return probs, att
+
+    def score(self, flows: pd.DataFrame) -> ScoreBatch:
+        w = self.windows.push(flows, flow_features(flows))
+        probs, att = self.infer(w.x, w.mask)
+        b = len(probs)
+        score = 1.0 - probs[:, self.normal].astype(np.float64)
+        masked = probs.copy()
+        masked[:, self.normal] = -1.0
+        cls_i = masked.argmax(axis=1) if b else np.zeros(0, dtype=np.int64)
+        alt_p = probs.copy()
+        alt_p[np.arange(b), cls_i] = -1.0
+        alt_i = alt_p.argmax(axis=1) if b else np.zeros(0, dtype=np.int64)
+        return ScoreBatch(
+            model=self.name,
+            score=score,
+            cls=self._names[cls_i],
+            threshold=self._thr[cls_i],
+            extra={
+                "alt": self._names[alt_i],
+                "alt_score": probs[np.arange(b), alt_i].astype(np.float64),
+                "context": context_uids(att, w.mask, w.uids),
+            },
+        )
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = self.windows.state_dict()
+        state["window_key"] = np.array(self.windows.key)
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        if "window_key" in state and str(np.asarray(state["window_key"])) != self.windows.key:
+            raise StateError(
+                f"window state was keyed by {str(np.asarray(state['window_key']))!r}, "
+                f"model {self.name!r} uses {self.windows.key!r}"
+            )
+        self.windows.load_state_dict({k: v for k, v in state.items() if k != "window_key"})

@@ -1,0 +1,218 @@
+"""The AMF-LSTM (attention-based multi-flow LSTM) in PyTorch, and its training loop.
+
+Model (after the paper's Fig. 1): the window of a host's last ``n`` flows, oldest
+first, runs through one LSTM layer; an additive attention layer scores every output
+step (masked positions get no weight); the attention-weighted sum of the outputs is
+concatenated with the output at the current flow (the last step) and a small
+classifier head turns it into class probabilities.
+
+The graph is self-contained for deployment: feature normalization (per-feature mean
+and inverse standard deviation, computed over valid window positions of the training
+data) is a pair of buffers applied inside ``forward``, and masked positions are
+zeroed after normalization, so the runtime feeds raw :func:`~zeekml.features
+.flow_stats.flow_features` windows exactly as :class:`~zeekml.windows.host_window
+.HostWindows` returns them. ``forward`` returns ``(probs [B, C], attention [B, n])``.
+
+``attention=False`` gives the plain-LSTM baseline of the paper's comparison: the
+classifier sees only the last LSTM output (its "attention" output is all weight on
+the current flow, so both variants share one interface).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+NEG_INF = -1e9
+
+
+class AmfLstm(nn.Module):
+    """LSTM over a flow window + attention + softmax classifier."""
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        hidden: int = 64,
+        *,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+        attention: bool = True,
+    ) -> None:
+        super().__init__()
+        self.n_features = n_features
+        self.n_classes = n_classes
+        self.hidden = hidden
+        self.attention = attention
+        mean = np.zeros(n_features) if mean is None else np.asarray(mean, dtype=np.float64)
+        std = np.ones(n_features) if std is None else np.asarray(std, dtype=np.float64)
+        inv = np.where(std > 1e-6, 1.0 / np.maximum(std, 1e-6), 1.0)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("inv_std", torch.tensor(inv, dtype=torch.float32))
+        self.lstm = nn.LSTM(n_features, hidden, batch_first=True)
+        self.att = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        width = 2 * hidden if attention else hidden
+        self.head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+    def logits(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalized class scores ``[B, C]`` and attention weights ``[B, n]``."""
+        m = mask.to(x.dtype)
+        z = (x - self.mean) * self.inv_std * m.unsqueeze(-1)
+        h, _ = self.lstm(z)
+        last = h[:, -1, :]
+        if not self.attention:
+            a = torch.zeros_like(m)
+            a[:, -1] = 1.0
+            return self.head(last), a
+        e = self.att(h).squeeze(-1) + (1.0 - m) * NEG_INF
+        a = torch.softmax(e, dim=1)
+        ctx = torch.sum(a.unsqueeze(-1) * h, dim=1)
+        return self.head(torch.cat([ctx, last], dim=1)), a
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lg, a = self.logits(x, mask)
+        return torch.softmax(lg, dim=1), a
+
+
+def normalization(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean/std over the valid positions of training windows."""
+    v = x[mask.astype(bool)]
+    if len(v) == 0:
+        return np.zeros(x.shape[-1]), np.ones(x.shape[-1])
+    v = v.astype(np.float64)
+    return v.mean(axis=0), v.std(axis=0)
+
+
+def sample_weights(
+    y: np.ndarray, groups: np.ndarray, n_classes: int, normal_share: float = 0.5
+) -> np.ndarray:
+    """Per-row loss weights that balance classes and, within a class, captures.
+
+    Each class gets an equal share of the total weight except ``normal`` (index 0),
+    which gets ``normal_share`` (benign traffic is the most varied class and false
+    positives are the costly error). Inside a class, each capture's share is
+    proportional to the square root of its row count, so one large capture (IoT-23
+    34-1's 14k DDoS flows) does not drown the others. Weights average 1.
+    """
+    w = np.zeros(len(y), dtype=np.float64)
+    present = [c for c in range(n_classes) if (y == c).any()]
+    attacks = [c for c in present if c != 0]
+    for c in present:
+        share = normal_share if c == 0 else (1 - normal_share) / max(len(attacks), 1)
+        if 0 not in present or not attacks:
+            share = 1.0 / len(present)
+        rows = np.nonzero(y == c)[0]
+        g, counts = np.unique(groups[rows], return_counts=True)
+        gshare = np.sqrt(counts) / np.sqrt(counts).sum()
+        per_row = dict(zip(g.tolist(), (gshare / counts).tolist(), strict=True))
+        w[rows] = share * np.array([per_row[k] for k in groups[rows].tolist()])
+    valid = y >= 0
+    if valid.any():
+        w[valid] *= valid.sum() / w[valid].sum()
+    return w.astype(np.float32)
+
+
+@dataclass
+class TrainConfig:
+    hidden: int = 64
+    epochs: int = 8
+    lr: float = 1e-3
+    batch_size: int = 256
+    weight_decay: float = 1e-5
+    seed: int = 0
+    threads: int = 2
+    attention: bool = True
+    normal_share: float = 0.5
+
+
+@dataclass
+class TrainResult:
+    model: AmfLstm
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+
+def set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def train(
+    x: np.ndarray,
+    mask: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    n_classes: int,
+    cfg: TrainConfig,
+) -> TrainResult:
+    """Fit an :class:`AmfLstm` on windows ``x [N, n, F]`` with labels ``y`` (-1 = skip).
+
+    Seeded and single-process; ``cfg.threads`` caps torch's intra-op threads (the
+    machine is shared). Returns the model in eval mode.
+    """
+    t0 = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    keep = y >= 0
+    x, mask, y, groups = x[keep], mask[keep], y[keep], groups[keep]
+    mean, std = normalization(x, mask)
+    model = AmfLstm(x.shape[-1], n_classes, cfg.hidden, mean=mean, std=std, attention=cfg.attention)
+    w = sample_weights(y, groups, n_classes, cfg.normal_share)
+    # start from the (weighted) class priors: classes without training data begin
+    # near probability 0 instead of 1/C, so a short run never predicts them
+    prior = np.bincount(y, weights=w, minlength=n_classes) / max(float(w.sum()), 1e-9)
+    with torch.no_grad():
+        model.head[-1].bias.copy_(torch.tensor(np.log(np.maximum(prior, 1e-4)), dtype=torch.float32))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * math.ceil(len(y) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1))
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    mt = torch.from_numpy(mask.astype(np.float32))
+    yt = torch.from_numpy(y.astype(np.int64))
+    wt = torch.from_numpy(w)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    lossf = nn.CrossEntropyLoss(reduction="none")
+    losses: list[float] = []
+    model.train()
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(len(yt), generator=gen)
+        total, weight = 0.0, 0.0
+        for s in range(0, len(perm), cfg.batch_size):
+            idx = perm[s : s + cfg.batch_size]
+            lg, _ = model.logits(xt[idx], mt[idx])
+            bw = wt[idx]
+            loss = (lossf(lg, yt[idx]) * bw).sum() / bw.sum().clamp_min(1e-9)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            total += loss.item() * float(bw.sum())
+            weight += float(bw.sum())
+        losses.append(total / max(weight, 1e-9))
+        log.info("epoch %d/%d loss %.4f", epoch + 1, cfg.epochs, losses[-1])
+    model.eval()
+    return TrainResult(model=model, seconds=time.perf_counter() - t0, losses=losses)
+
+
+@torch.no_grad()
+def predict(model: AmfLstm, x: np.ndarray, mask: np.ndarray, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities ``[N, C]`` and attention ``[N, n]`` from the torch model (eval mode)."""
+    model.eval()
+    probs, atts = [], []
+    for s in range(0, len(x), batch):
+        p, a = model(torch.from_numpy(np.ascontiguousarray(x[s : s + batch], dtype=np.float32)),
+                     torch.from_numpy(mask[s : s + batch].astype(np.float32)))
+        probs.append(p.numpy())
+        atts.append(a.numpy())
+    if not probs:
+        return np.zeros((0, model.n_classes), np.float32), np.zeros((0, x.shape[1]), np.float32)
+    return np.concatenate(probs), np.concatenate(atts)

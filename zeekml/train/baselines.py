@@ -1,0 +1,56 @@
+"""The paper's comparison models, on exactly the same windows and splits.
+
+* :func:`fit_single_flow` — a gradient-boosted tree (scikit-learn's
+  ``HistGradientBoostingClassifier``) on the *current flow's* features only
+  (:data:`~zeekml.features.flow_stats.FEATURES`, the last window position), i.e. the
+  classic single-flow method the paper compares against;
+* the plain LSTM without attention is :class:`~zeekml.train.amf_lstm.AmfLstm` with
+  ``attention=False`` (same trainer, same weights scheme).
+
+scikit-learn arrives with zat's dependencies; it is used here and in ``tools/``,
+never by the runtime.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zeekml.features.flow_stats import N_FEATURES
+
+
+def current_flow(x: np.ndarray) -> np.ndarray:
+    """``[N, F_flow]``: the per-flow features of each window's current (last) flow."""
+    return np.ascontiguousarray(x[:, -1, :N_FEATURES])
+
+
+def fit_single_flow(
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray, n_classes: int, seed: int = 0,
+    threads: int = 1,
+):
+    """Fit the single-flow tree; returns an object with ``predict_proba -> [N, n_classes]``."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    keep = y >= 0
+    clf = HistGradientBoostingClassifier(
+        max_iter=100, learning_rate=0.1, max_leaf_nodes=31, random_state=seed, early_stopping=False
+    )
+    # one OpenMP thread: on a shared, oversubscribed 2-core machine OpenMP's spinning
+    # threads made a 2-thread fit 5x slower than a 1-thread one (measured: 82 s vs 14 s)
+    with threadpool_limits(limits=threads):
+        clf.fit(current_flow(x[keep]), y[keep], sample_weight=weights[keep])
+    return _FullProba(clf, n_classes)
+
+
+class _FullProba:
+    """Pads predict_proba to every class (a class absent from training gets 0)."""
+
+    def __init__(self, clf, n_classes: int) -> None:
+        self.clf = clf
+        self.n_classes = n_classes
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = self.clf.predict_proba(current_flow(x))
+        out = np.zeros((len(x), self.n_classes), dtype=np.float64)
+        out[:, self.clf.classes_.astype(int)] = p
+        return out

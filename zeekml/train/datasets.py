@@ -1,0 +1,194 @@
+"""Labeled captures -> AMF-LSTM training windows, through the runtime's own code.
+
+One feature path: every capture is read by :mod:`zeekml.sources` (the runtime's
+readers), featurized by :func:`~zeekml.features.flow_stats.flow_features` and windowed
+by a *fresh* :class:`~zeekml.windows.host_window.HostWindows` in file order, exactly
+as ``zeekml score`` would see that file. Every flow is pushed (Background and
+unlabeled flows too: they are part of a host's real history); only labeled flows
+become training targets.
+
+Captures, not rows, are the unit of every split:
+
+* each file is one capture, named by its path;
+* a file that is a copy of another (same flows: >= 90% of the smaller file's uids
+  appear in the other, e.g. IoT-23 34-1 as Zeek log and as CSV conversion) is
+  dropped, keeping the original Zeek log over a ``.csv`` conversion;
+* CICFlowMeter CSVs (CICIDS2017) are *random per-class samples*: consecutive rows
+  are not a host's consecutive flows, so their windows would be fiction. Their
+  flows are used as context-free windows (only the flow itself is valid, as for a
+  host's first flow), and files are grouped into one capture per calendar day (the
+  original dataset is one capture per day), so a LOCO fold never trains on one
+  DoS tool's sample and tests on another's from the same day and victim.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zeekml.errors import FormatError
+from zeekml.features.flow_stats import flow_features
+from zeekml.records.labels import CLASSES, targets
+from zeekml.windows.host_window import HostWindows
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_OVERLAP = 0.9
+_CICFLOW_MARKERS = ("Flow ID", "Src IP", "Flow Duration")
+
+
+@dataclass
+class Capture:
+    """One labeled input file and the capture (LOCO unit) it belongs to."""
+
+    path: str
+    group: str
+    flows: pd.DataFrame
+    sampled: bool = False
+
+    @property
+    def rows(self) -> int:
+        return len(self.flows)
+
+
+@dataclass
+class WindowSet:
+    """Windows of labeled flows of several captures, aligned row by row."""
+
+    x: np.ndarray  # [N, n, F] float32
+    mask: np.ndarray  # [N, n] bool
+    y: np.ndarray  # [N] class index, -1 = malicious without class
+    binary: np.ndarray  # [N] 1 malicious / 0 benign
+    group: np.ndarray  # [N] capture (group) name, object
+    uids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype="S20"))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, sel: np.ndarray) -> WindowSet:
+        return WindowSet(self.x[sel], self.mask[sel], self.y[sel], self.binary[sel], self.group[sel],
+                         self.uids[sel] if len(self.uids) else self.uids)
+
+
+def is_cicflowmeter(path: str | Path) -> bool:
+    """True when the file's first line is a CICFlowMeter CSV header (content, not name)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.readline(65536).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return sum(m in head for m in _CICFLOW_MARKERS) >= 2
+
+
+def _default_reader(path: str) -> pd.DataFrame:
+    from zeekml.sources.open import read_table
+
+    return read_table([path])
+
+
+def _uid_set(df: pd.DataFrame) -> set[str]:
+    return set(df["uid"].dropna().astype(str).tolist())
+
+
+def _day_group(df: pd.DataFrame, path: str) -> str:
+    ts = df["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
+    ts = ts[np.isfinite(ts)]
+    days = np.unique(pd.to_datetime(ts, unit="s", utc=True).strftime("%Y-%m-%d")) if len(ts) else []
+    if len(days) == 1:
+        return f"cicflowmeter:{days[0]}"
+    return f"cicflowmeter:{Path(path).name}"
+
+
+def load_captures(
+    paths: Sequence[str | Path], reader: Callable[[str], pd.DataFrame] | None = None
+) -> list[Capture]:
+    """Read every labeled file; drop copies; assign captures (see the module docstring).
+
+    Files without label columns, or whose every row is excluded, are skipped with a
+    log line (they cannot train a supervised model).
+    """
+    read = reader or _default_reader
+    files = _expand(paths)
+    caps: list[Capture] = []
+    uid_sets: list[set[str]] = []
+    # originals first: a .csv conversion is the copy when both exist
+    for path in sorted(files, key=lambda p: (p.endswith(".csv"), p)):
+        df = read(path)
+        if "label" not in df.columns:
+            log.info("%s: no label columns, not used for training", path)
+            continue
+        binary, _ = targets(df)
+        if not (binary >= 0).any():
+            log.info("%s: no usable labels (all Background/Unknown), not used", path)
+            continue
+        uids = _uid_set(df)
+        dup = next(
+            (c.path for c, u in zip(caps, uid_sets, strict=True)
+             if uids and u and len(uids & u) >= DUPLICATE_OVERLAP * min(len(uids), len(u))),
+            None,
+        )
+        if dup is not None:
+            log.warning("%s: same flows as %s, dropped as a copy", path, dup)
+            continue
+        sampled = is_cicflowmeter(path)
+        group = _day_group(df, path) if sampled else path
+        caps.append(Capture(path=path, group=group, flows=df, sampled=sampled))
+        uid_sets.append(uids)
+    if not caps:
+        raise FormatError("no labeled captures among the inputs")
+    # sort back into the caller's order
+    order = {p: i for i, p in enumerate(files)}
+    caps.sort(key=lambda c: order[c.path])
+    return caps
+
+
+def _expand(paths: Sequence[str | Path]) -> list[str]:
+    try:
+        from zeekml.sources.open import expand_inputs
+
+        return [str(p) for p in expand_inputs([str(p) for p in paths])]
+    except ImportError:
+        out: list[str] = []
+        for p in map(Path, paths):
+            out.extend(str(f) for f in sorted(p.rglob("*")) if f.is_file()) if p.is_dir() else out.append(str(p))
+        return out
+
+
+def capture_windows(cap: Capture, n: int, key: str) -> WindowSet:
+    """Windows of one capture's labeled flows (fresh HostWindows, file order)."""
+    df = cap.flows
+    feats = flow_features(df)
+    hw = HostWindows(n, key, max_hosts=1_000_000, idle_timeout=3600.0)
+    w = hw.push(df, feats)
+    x, mask = w.x, w.mask
+    if cap.sampled:
+        # random samples: no real history. Keep only the flow itself, which is the
+        # window a host's first flow has (the last position is the same either way).
+        x = x.copy()
+        mask = mask.copy()
+        x[:, :-1, :] = 0.0
+        mask[:, :-1] = False
+    binary, y = targets(df, CLASSES)
+    keep = binary >= 0
+    return WindowSet(
+        x=x[keep], mask=mask[keep], y=y[keep], binary=binary[keep].astype(np.int8),
+        group=np.full(int(keep.sum()), cap.group, dtype=object), uids=w.uids[keep],
+    )
+
+
+def build_windows(caps: Sequence[Capture], n: int, key: str) -> WindowSet:
+    """Windows of every capture, concatenated (captures stay contiguous)."""
+    parts = [capture_windows(c, n, key) for c in caps]
+    return WindowSet(
+        x=np.concatenate([p.x for p in parts]),
+        mask=np.concatenate([p.mask for p in parts]),
+        y=np.concatenate([p.y for p in parts]),
+        binary=np.concatenate([p.binary for p in parts]),
+        group=np.concatenate([p.group for p in parts]),
+        uids=np.concatenate([p.uids for p in parts]),
+    )
