@@ -172,7 +172,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sink", action="append", default=[], metavar="SPEC",
                    help="extra output NAME:TARGET?k=v (syslog, ecs, json, notice, plugins)")
     p.add_argument("--engine", choices=("local", "spark"), default="local",
-                   help="local (default) or spark: score on Apache Spark; --out is a directory")
+                   help="local (default) or spark: score on Apache Spark; --out is then a "
+                        "directory (default ./zeekml-spark)")
     p.add_argument("--spark-master", metavar="URL",
                    help="Spark master for --engine spark (default: spark-submit's or local[*])")
     p.set_defaults(func=run)

@@ -92,7 +92,7 @@ _SPARK_TYPE = {"float64": "double", "str": "string", "Int32": "int", "Int64": "b
                "int32": "int", "int64": "bigint", "boolean": "boolean",
                "object": "array<string>"}
 #: columns that carry a row's place in the stream through every stage
-ORDER = {"file_idx": "int32", "source_line": "int64", "source_file": "str", "clock": "float64"}
+ORDER = {"file_idx": "int32", "source_line": "int64", "clock": "float64"}
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # hdfs://h/x, s3a://b/x, file:/x
 _ERROR_MARK = "ZEEKML-ERROR"
 
@@ -140,11 +140,12 @@ class SparkCounts:
     flows_scored: int = 0
     rows_written: int = 0
     heavy_keys: int = 0
+    models: list[str] = field(default_factory=list)
     notices: Counter[str] = field(default_factory=Counter)
     outputs: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def summary(self, models: Sequence[str] = ()) -> str:
+    def summary(self) -> str:
         nots = sum(self.notices.values())
         per = ", ".join(f"{c} {n}" for c, n in sorted(self.notices.items()))
         rate = self.flows_scored / self.seconds if self.seconds > 0 else 0.0
@@ -152,7 +153,8 @@ class SparkCounts:
             f"files: {self.files}",
             f"flows read: {self.flows_read}",
             f"skipped: {self.skipped}",
-            f"scored: {self.flows_scored}" + (f" by {', '.join(models)}" if models else ""),
+            f"scored: {self.flows_scored}"
+            + (f" by {', '.join(self.models)}" if self.models else ""),
             f"rows written: {self.rows_written} in {len(self.outputs)} files",
             f"notices: {nots}" + (f" ({per})" if per else ""),
             f"speed: {rate:,.0f} flows/s ({self.seconds:.2f} s, engine spark)",
@@ -192,19 +194,23 @@ def _ddl(cols: dict[str, str]) -> str:
 
 
 def _flow_cols() -> dict[str, str]:
-    """Canonical columns (labels always present, possibly null) + arrival order."""
-    return {**schema.all_dtypes(with_labels=True), "file_idx": "int32", "clock": "float64"}
+    """What the stages carry of a flow: canonical columns and arrival order.
+
+    Labels and ``source_file`` stay behind (the file is ``file_idx``; its name is joined
+    back at the end): every column crossing between the JVM and Python costs time.
+    """
+    cols = {c: t for c, t in schema.all_dtypes(with_labels=False).items()
+            if c != "source_file"}
+    return {**cols, "file_idx": "int32", "clock": "float64"}
 
 
 def _verdict_cols() -> dict[str, str]:
-    return {**VERDICT_DTYPES, "file_idx": "int32", "source_line": "int64",
-            "source_file": "str", "m": "int32"}
+    return {**VERDICT_DTYPES, "file_idx": "int32", "source_line": "int64", "m": "int32"}
 
 
 def _scored_cols() -> dict[str, str]:
-    """assemble()'s columns before the policy (with ``cls``), plus arrival order."""
-    cols = {c: t for c, t in VERDICT_DTYPES.items() if c not in ("verdict", "notice", "n")}
-    return {**cols, "cls": "str", **ORDER, "m": "int32"}
+    """Verdict columns after the per-row policy, plus ``cls`` and arrival order."""
+    return {**VERDICT_DTYPES, "cls": "str", **ORDER, "m": "int32"}
 
 
 # --------------------------------------------------------------------------- models
@@ -413,7 +419,7 @@ class _Annotator:
         self.counts: dict[str, pd.Series] = {k: pd.Series(dtype="int64") for k in self.kinds}
 
     def annotate(self, flows: pd.DataFrame, file_idx: int) -> pd.DataFrame:
-        out = schema.conform(flows, with_labels=True)
+        out = schema.conform(flows, with_labels=False).drop(columns=["source_file"])
         ts = out["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         t = np.where(np.isfinite(ts), ts, -np.inf)
         clock = np.maximum.accumulate(np.concatenate([[self.clock], t]))[1:]
@@ -475,8 +481,6 @@ def _read_files(batches: Iterator[pd.DataFrame], kinds: list[str], strict: bool,
                         fh.write(batch["content"].iat[i])
                     view = _RenamedSkips(skips, copy, path)
                     for frame in read_flows(copy, skips=view, batch_rows=batch_rows):
-                        frame = frame.assign(source_file=pd.Series([path] * len(frame),
-                                                                   dtype="str"))
                         yield _sendable(ann.annotate(frame, idx))
             else:
                 for frame in read_flows(path, skips=skips, batch_rows=batch_rows):
@@ -639,7 +643,7 @@ def _chunked(flows: DataFrame, models: list[_Model], opts: SparkOptions,
     deepest = max(m.depth for m in models)
     if c <= deepest:
         raise UsageError(f"chunk_rows ({c}) must exceed the deepest window ({deepest} flows)")
-    keep = [x for x in _flow_cols() if x not in schema.LABEL_COLUMNS]
+    keep = list(_flow_cols())
     per_kind: dict[str, DataFrame] = {}
     for kind in sorted({m.key for m in models}):
         base = flows.select(*keep, F.col(f"k_{kind}").alias("skey"),
@@ -678,9 +682,14 @@ def _chunked(flows: DataFrame, models: list[_Model], opts: SparkOptions,
     return out
 
 
-def _score_groups(pdf: pd.DataFrame, payload: Any, digest: str, call_rows: int
-                  ) -> pd.DataFrame:
-    """One (model, bucket) group: sort by key and arrival, score whole keys per call."""
+def _score_groups(pdf: pd.DataFrame, payload: Any, digest: str, call_rows: int,
+                  config: PolicyConfig) -> pd.DataFrame:
+    """One (model, bucket) group: sort by key and arrival, score whole keys per call.
+
+    The per-row part of the policy (thresholds, allow-list) is applied here too: each
+    row leaves with its ``verdict`` and ``notice`` = "would be a notice" (suppression,
+    which spans rows, comes later).
+    """
     from zeekml.runtime.pipeline import assemble
 
     m = int(pdf["m"].iat[0])
@@ -709,7 +718,11 @@ def _score_groups(pdf: pd.DataFrame, payload: Any, digest: str, call_rows: int
             out.append(scored)
     if not out:
         return _empty(_scored_cols())
-    return _sendable(pd.concat(out, ignore_index=True)[list(_scored_cols())])
+    scored = pd.concat(out, ignore_index=True)
+    decided = NoticePolicy(replace(config, suppress=0.0, all_flows=True)).decide(scored)
+    for col in ("cls", *ORDER, "m"):
+        decided[col] = scored[col].to_numpy()
+    return _sendable(decided[list(_scored_cols())])
 
 
 def _sendable(df: pd.DataFrame) -> pd.DataFrame:
@@ -731,24 +744,6 @@ def _empty(cols: dict[str, str]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- policy
-
-
-def _stateless(batches: Iterator[pd.DataFrame], config: PolicyConfig
-               ) -> Iterator[pd.DataFrame]:
-    """Thresholds and allow-list, per row: verdict, and ``notice`` = would be a notice."""
-    policy = NoticePolicy(replace(config, suppress=0.0, all_flows=True))
-    for b in batches:
-        if not len(b):
-            continue
-        out = policy.decide(b.reset_index(drop=True))
-        out["cls"] = b["cls"].to_numpy()
-        for col in (*ORDER, "m"):
-            out[col] = b[col].to_numpy()
-        yield _sendable(out[list(_policy_cols())])
-
-
-def _policy_cols() -> dict[str, str]:
-    return {**VERDICT_DTYPES, "cls": "str", **ORDER, "m": "int32"}
 
 
 def _suppress(batches: Iterator[pd.DataFrame], config: PolicyConfig
@@ -776,13 +771,14 @@ def _suppress(batches: Iterator[pd.DataFrame], config: PolicyConfig
         order[1::2] = np.arange(n)
         both = pd.concat([scored, ticks], ignore_index=True).iloc[order].reset_index(drop=True)
         out = policy.decide(both).iloc[1::2].reset_index(drop=True)
-        for col in ("file_idx", "source_line", "source_file", "m"):
+        for col in ("file_idx", "source_line", "m"):
             out[col] = b[col].to_numpy()
         yield _sendable(out[vcols])
 
 
-def _decide(scored: DataFrame, config: PolicyConfig, buckets: int) -> DataFrame:
-    """Scored rows -> verdict rows: per-row thresholds, then suppression per originator.
+def _decide(rows: DataFrame, config: PolicyConfig, buckets: int,
+            cached: list[DataFrame]) -> DataFrame:
+    """Thresholded rows -> verdict rows: suppression per originator, in arrival order.
 
     Suppression key = (originator, verdict, model), as in the local engine. The crossing
     rows are shuffled by originator and sorted by arrival inside each partition; a
@@ -792,13 +788,13 @@ def _decide(scored: DataFrame, config: PolicyConfig, buckets: int) -> DataFrame:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    rows = scored.mapInPandas(_guard(functools.partial(_stateless, config=config)),
-                              _ddl(_policy_cols()))
     vcols = list(_verdict_cols())
     if config.suppress <= 0:
         keep = rows if config.all_flows else rows.filter(F.col("notice"))
         return keep.select(*vcols)
-    rows = rows.persist()
+    if config.all_flows:
+        rows = rows.persist()  # read twice below: score once
+        cached.append(rows)
     host = F.coalesce(F.col("orig_h"), F.lit("-"))
     decided = (rows.filter(F.col("notice")).repartition(buckets, host)
                .sortWithinPartitions("file_idx", "source_line", "m")
@@ -818,8 +814,13 @@ def _decide(scored: DataFrame, config: PolicyConfig, buckets: int) -> DataFrame:
 
 
 def _score_annotated(flows: DataFrame, models: list[_Model], config: PolicyConfig,
-                     opts: SparkOptions, counts: SparkCounts) -> DataFrame:
-    """Annotated flows (cached by the caller) -> verdict DataFrame (with order columns)."""
+                     opts: SparkOptions, counts: SparkCounts, files: dict[int, str],
+                     cached: list[DataFrame]) -> DataFrame:
+    """Annotated flows (cached by the caller) -> verdicts with ``source_file`` and order.
+
+    ``files`` maps ``file_idx`` to the input's name. DataFrames persisted on the way
+    are appended to ``cached`` (to unpersist).
+    """
     from pyspark.sql import functions as F
 
     spark = flows.sparkSession
@@ -832,10 +833,13 @@ def _score_annotated(flows: DataFrame, models: list[_Model], config: PolicyConfi
     payload, digest = _broadcast_models(spark, models, opts)
     rows = rows.withColumn("bucket", F.pmod(F.xxhash64("skey", "chunk"), F.lit(buckets)))
     fn = _guard(functools.partial(_score_groups, payload=payload, digest=digest,
-                                  call_rows=min(opts.batch_rows, opts.max_hosts)))
+                                  call_rows=min(opts.batch_rows, opts.max_hosts),
+                                  config=config))
     scored = rows.groupBy("m", "bucket").applyInPandas(
         lambda pdf: fn(pdf.drop(columns=["bucket"])), _ddl(_scored_cols()))
-    return _decide(scored, config, buckets)
+    verdicts = _decide(scored, config, buckets, cached)
+    names = spark.createDataFrame(sorted(files.items()), "file_idx int, source_file string")
+    return verdicts.join(F.broadcast(names), "file_idx", "left")
 
 
 def _check_config(config: PolicyConfig | None) -> PolicyConfig:
@@ -854,8 +858,9 @@ def score_dataframe(df: DataFrame, models: Sequence[str] | None = None,
     in sorted name order (the local engine's order for one directory). ``models`` are
     paths or bundled names (default: every bundled model). The result has the verdict
     columns plus ``file_idx``, ``source_line``, ``source_file`` and ``m`` (the model's
-    index); it is lazy, but planning it runs small jobs (per-file clocks, heavy keys)
-    and caches the annotated input.
+    index). It is lazy, but planning it runs small jobs (per-file clocks, heavy keys);
+    it caches the annotated input and the thresholded rows (``unpersist`` them, or
+    ``spark.catalog.clearCache()``, when done).
     """
     from pyspark.sql import functions as F
 
@@ -866,19 +871,24 @@ def score_dataframe(df: DataFrame, models: Sequence[str] | None = None,
     have = set(df.columns)
     if "source_line" not in have:
         raise UsageError("the flow DataFrame needs a source_line column (arrival order)")
+    fcol = (F.coalesce(F.col("source_file").cast("string"), F.lit(""))
+            if "source_file" in have else F.lit(""))
     if "file_idx" not in have:
-        fcol = (F.coalesce(F.col("source_file").cast("string"), F.lit(""))
-                if "source_file" in have else F.lit(""))
         names = sorted(str(r[0]) for r in _action(
             lambda: df.select(fcol.alias("f")).distinct().collect(), "input files"))
-        idx = spark.createDataFrame(list(enumerate(names)), "file_idx int, f string")
+        files = dict(enumerate(names))
+        idx = spark.createDataFrame(list(files.items()), "file_idx int, f string")
         df = df.withColumn("f", fcol).join(F.broadcast(idx), "f").drop("f")
-    cols = [c for c in (*schema.all_dtypes(with_labels=True), "file_idx") if c in df.columns]
+    else:
+        files = {int(r[0]): str(r[1]) for r in _action(
+            lambda: df.select("file_idx", fcol.alias("f")).distinct().collect(), "input files")}
+    cols = [c for c in (*_flow_cols(), "source_file") if c in df.columns]
     ordered = df.select(*cols).repartition("file_idx").sortWithinPartitions(
         "file_idx", "source_line")
     fn = _guard(functools.partial(_annotate_frames, kinds=kinds))
     flows = ordered.mapInPandas(fn, _ddl(_annotated_cols(kinds))).persist()
-    return _score_annotated(flows, mods, _check_config(config), opts, SparkCounts())
+    return _score_annotated(flows, mods, _check_config(config), opts, SparkCounts(), files,
+                            [])
 
 
 # --------------------------------------------------------------------------- output
@@ -969,14 +979,16 @@ def score_files(spark: SparkSession, inputs: Sequence[str], out_dir: str, *,
     config = _check_config(config)
     mods = prepare_models(models)
     paths = list_inputs(spark, inputs)
-    counts = SparkCounts(files=len(paths))
+    counts = SparkCounts(files=len(paths), models=[m.name for m in mods])
     if not paths:
         raise UsageError("no inputs to score")
     kinds = sorted({m.key for m in mods})
     flows, skipped = read_flows_df(spark, paths, kinds, opts)
-    flows = flows.persist()
+    cached = [flows.persist()]
     try:
-        verdicts = _score_annotated(flows, mods, config, opts, counts).persist()
+        verdicts = _score_annotated(cached[0], mods, config, opts, counts,
+                                    dict(enumerate(paths)), cached).persist()
+        cached.append(verdicts)
         counts.skipped = int(skipped.value)
         stats = _action(lambda: verdicts.groupBy("verdict", "notice").count().collect(),
                         "score and decide")
@@ -986,25 +998,30 @@ def score_files(spark: SparkSession, inputs: Sequence[str], out_dir: str, *,
                 counts.notices[str(r[0])] += int(r[2])
         counts.outputs = write_verdicts(verdicts, out_dir, out_format, counts.rows_written,
                                         opts)
-        verdicts.unpersist()
     finally:
-        flows.unpersist()
+        for df in cached:
+            df.unpersist()
     counts.seconds = time.perf_counter() - t0
     return counts
 
 
 def run_cli(args: Any, config: PolicyConfig) -> int:
-    """``zeekml score --engine spark``: called by :mod:`zeekml.cli.score`."""
+    """``zeekml score --engine spark``: called by :mod:`zeekml.cli.score`.
+
+    ``--out`` names a directory (default ``./zeekml-spark``); onnxruntime runs one
+    thread per task (a task is one core), so ``--threads`` does not apply.
+    """
     for flag, what in (("state", "--state"), ("notice", "--notice"), ("sink", "--sink")):
         if getattr(args, flag, None):
             raise UsageError(f"{what} is not supported with --engine spark")
+    if args.out == "-":
+        raise UsageError("--engine spark writes files into a directory; --out - is not possible")
+    out = args.out if args.out != "zeekml.log" else "zeekml-spark"
     spark = get_session(getattr(args, "spark_master", None))
     opts = SparkOptions(threads=1, batch_rows=args.batch_size, strict=args.strict)
-    out = args.out if args.out != "zeekml.log" else "zeekml-spark"
     counts = score_files(spark, args.inputs, out, models=args.model or None, config=config,
                          options=opts, out_format=args.out_format)
     if not args.quiet:
-        names = [m.name for m in prepare_models(args.model or None)]
-        text = counts.summary(names)
+        text = counts.summary()
         print("zeekml score: " + text.replace("\n", "\n  "), file=sys.stderr)
     return 0
