@@ -140,3 +140,26 @@ def test_state_validation_rejects_wrong_depth_and_garbage() -> None:
         HostWindows(n=4).load_state_dict(bad)
     with pytest.raises(StateError):
         HostWindows(n=4).load_state_dict({"version": np.array(1)})
+
+
+def test_batch_boundaries_do_not_change_windows_on_real_unsorted_log() -> None:
+    """Zeek writes flows in end order, so ``ts`` (the start) goes back for long
+    connections; idle expiry by log time must still not depend on batch boundaries
+    (``zeekml tail`` micro-batches, cron runs and Spark partitions equal one batch)."""
+    from tests.conftest import DATA, need
+    from zeekml.sources import read_table
+
+    path = DATA / "zeek" / "stratosphere-008-mixed" / "conn.log.labeled"
+    need(path.is_file(), f"the capture {path}")
+    df = read_table(path)
+    assert (np.diff(df["ts"].to_numpy()) < -7200).any()  # the case this test is about
+    feats = flow_features(df)
+    whole = HostWindows(n=10).push(df, feats)
+    rng = np.random.default_rng(0)
+    for cuts in (list(range(50, len(df), 50)),
+                 np.sort(rng.choice(np.arange(1, len(df)), size=200, replace=False))):
+        hw = HostWindows(n=10)
+        parts = [hw.push(df.iloc[a:b].reset_index(drop=True), feats[a:b])
+                 for a, b in zip([0, *cuts], [*cuts, len(df)], strict=True)]
+        assert np.array_equal(np.concatenate([p.mask for p in parts]), whole.mask)
+        assert np.array_equal(np.concatenate([p.x for p in parts]), whole.x)

@@ -15,8 +15,11 @@ numpy gathers instead of a Python loop per flow:
 Bounded memory: at most ``max_keys`` slots; when full, the least recently used slots
 are evicted (10% at once, so eviction cost is amortized). Idle expiry is by *log* time
 (``ts``), never the wall clock, so replaying an archive equals running live: items
-older than ``idle_timeout`` before the current row are masked out of its window, and
-slots idle for twice that are freed.
+older than ``idle_timeout`` before the current row are masked out of its window.
+Slots are not freed for being idle at a batch end: Zeek writes conn.log in connection
+*end* order, so ``ts`` goes back by hours for long connections, and freeing a slot
+between batches would make a later window depend on where the batches were cut (tail
+micro-batches would differ from one batch run). Memory is bounded by ``max_keys``.
 
 State round-trips through plain numpy arrays (:meth:`state_dict`), saved with
 ``np.savez`` and loaded with ``allow_pickle=False``: no pickle anywhere.
@@ -215,15 +218,7 @@ class KeyedHistory:
         finite = vals["ts"][np.isfinite(vals["ts"])]
         if len(finite):
             self._max_ts = max(self._max_ts, float(finite.max()))
-        self._expire_idle()
         return wins, valid
-
-    def _expire_idle(self) -> None:
-        horizon = self._max_ts - 2 * self.idle_timeout
-        active = self._keys != None  # noqa: E711 - elementwise
-        stale = np.nonzero(active & (self._last_ts < horizon))[0]
-        if len(stale):
-            self._release(stale)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, np.ndarray]:
