@@ -73,16 +73,22 @@ def wait_committed(state: Path, live: Path, proc: TailProc, timeout: float = 120
     raise AssertionError(f"no checkpoint at the end of {live}:\n{proc.stderr()}")
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_kill9_at_random_points_exactly_once(tmp_path: Path, tiny_models, seed: int) -> None:  # noqa: F811
+@pytest.mark.parametrize(("seed", "rotate"), [(1, False), (2, False), (3, True)])
+def test_kill9_at_random_points_exactly_once(tmp_path: Path, tiny_models, seed: int,  # noqa: F811
+                                             rotate: bool) -> None:
+    """With ``rotate``, the output is also rotated every second (--rotate 1): the rotated
+    files and the current one together hold every verdict once, in order."""
     need(CAPTURE.is_file(), f"the capture {CAPTURE}")
     rng = random.Random(seed)
     models = model_args(tiny_models)
     gen1, gen2 = two_generations(CAPTURE.read_bytes())
     live = tmp_path / "conn.log"
-    out = tmp_path / "zeekml.log"
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out = outdir / "zeekml.log"
     state = tmp_path / "state.npz"
     args = ["--all", "--out", str(out), "--state", str(state), *models, *FAST,
+            *(["--rotate", "1"] if rotate else []),
             "--batch-size", str(rng.choice([200, 1000, 5000])),
             "--checkpoint-interval", str(rng.choice([0.05, 0.3, 2.0])), str(live)]
     steps: list[tuple[str, bytes]] = [("append", c) for c in chunks(gen1, rng, 8)]
@@ -124,7 +130,7 @@ def test_kill9_at_random_points_exactly_once(tmp_path: Path, tiny_models, seed: 
         wait_committed(state, live, proc)
         total = sum(1 for g in (gen1, gen2) for ln in g.splitlines()
                     if ln and not ln.startswith(b"#"))
-        wait_rows(out, total * n_models(tiny_models), proc, timeout=120)
+        wait_rows(outputs(outdir), total * n_models(tiny_models), proc, timeout=120)
     finally:
         rc = proc.stop() if proc is not None else 0
     assert rc == 0, proc.stderr() if proc else ""
@@ -132,6 +138,17 @@ def test_kill9_at_random_points_exactly_once(tmp_path: Path, tiny_models, seed: 
     g1.write_bytes(gen1)
     g2.write_bytes(gen2)
     ref = batch_reference(tmp_path, [g1, g2], models)
-    got = data_lines(out)
+    files = outputs(outdir)
+    got = [ln for f in files for ln in data_lines(f)]
     assert len(got) == len(ref), f"{len(got)} rows, expected {len(ref)} (after {kills} kills)"
     assert got == ref
+    if rotate:
+        assert len(files) > 1
+        for f in files[:-1]:  # every rotated file is a complete Zeek log
+            lines = f.read_text().splitlines()
+            assert lines[0] == "#separator \\x09" and lines[-1].startswith("#close"), f.name
+
+
+def outputs(outdir: Path) -> list[Path]:
+    """Output files, oldest first (rotated ones, then the current zeekml.log)."""
+    return sorted(outdir.iterdir(), key=lambda p: (p.name == "zeekml.log", p.stat().st_mtime_ns))
