@@ -329,3 +329,24 @@ def test_lost_state_never_truncates_the_log(tmp_path, models) -> None:
     assert both.startswith(first) and both.count(b"#fields\t") == 2
     assert len(zat_frame(out)) == len(data_lines(out))  # zat reads across header blocks
     assert len(data_lines(out)) == 2 * 2 * len(read_table(SMALL))
+
+
+def test_readme_command_with_the_bundled_models(tmp_path, capsys) -> None:
+    """The README's main command: the bundled sample, every bundled model, --all."""
+    from zeekml.models.registry import bundled_models
+
+    models = bundled_models()
+    need(bool(models), "the bundled models in onnx_models/")
+    sample = Path(__file__).resolve().parents[1] / "zeekml" / "data" / "sample_conn.log"
+    os.chdir(tmp_path)
+    assert score("--all", "--out", "zeekml.log", str(sample)) == 0
+    flows = read_table(sample)
+    df = zat_frame(tmp_path / "zeekml.log")
+    assert len(df) == len(models) * len(flows)
+    assert set(df["model"]) == {m.stem for m in models}
+    assert set(df["uid"]) == set(flows["uid"])
+    err = capsys.readouterr().err
+    assert f"scored: {len(flows)} by " in err
+    notices = tmp_path / "notices.log"
+    assert score("--notice", "--out", str(notices), str(sample)) == 0
+    assert {ln.split("\t")[1] for ln in data_lines(notices)} <= set(flows["uid"])
