@@ -39,15 +39,12 @@ from zeekml.sources import SkipLog, expand_inputs, read_table
 from zeekml.windows.conversation import ConversationWindows
 
 PAIR_KIND = "tiny_pair"
-#: In time order: the local engine frees a window slot between two of its batches once
-#: the stream's time is 2 x idle_timeout past the key's last flow, so a key whose flows
-#: lag far behind the stream (a capture with relative ts read after epoch-stamped ones)
-#: would depend on where that engine cut its batches; the Spark engine never frees one.
+#: Every input format and a skipped line; relative-ts and epoch captures mixed.
 CAPTURES = [
-    "zeek/stratosphere-001-njrat/labeled-conn.log",  # labeled, relative ts
-    "nfdump/slips-test1-malicious/test1-malicious.csv",  # nfdump CSV, 2018-01-12
-    "zeek/rita-truncated/conn.log",  # 2018-01-30, a line cut short: skipped by both
     "zeek/stratosphere-008-mixed/conn.log.labeled",  # 1600 hosts, labeled, 2022-06
+    "zeek/stratosphere-001-njrat/labeled-conn.log",  # labeled, relative ts (after epoch)
+    "nfdump/slips-test1-malicious/test1-malicious.csv",  # nfdump CSV, 2018-01-12
+    "zeek/rita-truncated/conn.log",  # a line cut short: skipped by both engines
     "zeek/stratosphere-002-portscan/conn.log",  # Zeek JSON, 2022-09
     "zeek/slips-test18-ctu-sme-11/conn.log.labeled",  # labeled RemcosRAT, 2023-02
     "zeek/rita-proxy-rolling/conn.16:00:00-17:00:00.log.gz",  # gzip archive, 2024-04

@@ -42,14 +42,10 @@ that order, each row preceded by a *clock row* (no score, ``ts`` = the stream cl
 that stands in for the flows of every other host. So the ``notice`` flags, the
 notices and their ``n`` equal the local engine's.
 
-Where the engines can differ (documented, not hidden): between two of its batches the
-local engine frees a key's window slot once the stream's time is ``2 * idle_timeout``
-past the key's last flow, and evicts least-recently-used keys beyond ``max_hosts``;
-the Spark engine keeps every key's history (each call starts fresh and holds whole
-keys). So results differ only for a key whose flows lag more than ``2 * idle_timeout``
-behind the rest of the stream (e.g. a capture with relative timestamps read after
-epoch-stamped ones), where the local engine's own result depends on its batch size,
-or beyond ``max_hosts`` keys.
+Where the engines can differ: the local engine evicts the least recently used keys
+beyond ``max_hosts`` (default one million) per scorer; the Spark engine keeps every
+key's history (each call starts fresh and holds whole keys). Below that many keys the
+results are the same.
 """
 
 from __future__ import annotations
@@ -104,7 +100,7 @@ class SparkOptions:
     #: most flows of one key scored in one call; heavier keys are cut into chunks
     chunk_rows: int = 65536
     #: target flows per applyInPandas group (bounds an executor's memory per task)
-    group_rows: int = 262144
+    group_rows: int = 65536
     #: groups per model (default: from the row count and the cluster's parallelism)
     buckets: int | None = None
     #: onnxruntime threads per Python worker (a task is one core)
