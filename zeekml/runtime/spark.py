@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -109,7 +109,8 @@ class SparkOptions:
     batch_rows: int = 65536
     max_hosts: int = 1_000_000
     idle_timeout: float = 3600.0
-    #: verdict rows per output file (``None``: the final stage's partitions)
+    #: most verdict rows per output file (there is at least one file per core once the
+    #: output has 10,000 rows per core; ``None``: the final stage's partitions as they are)
     rows_per_file: int | None = 1_000_000
     strict: bool = False
 
@@ -526,14 +527,33 @@ def list_inputs(spark: SparkSession, specs: Sequence[str]) -> list[str]:
             raise UsageError("the Spark engine cannot read stdin ('-'); name files or URIs")
         if not _URI.match(spec):
             found = expand_inputs([spec])
+        elif spec.startswith("file:") and ":" in unquote(spec.rstrip("/").rsplit("/", 1)[-1]):
+            found = expand_inputs([unquote(urlparse(spec).path)])  # see _local_path
         else:
             found = _list_uri(spark, spec, _DIR_FILE)
+            bad = [p for p in found if _local_path(p) is None and ":" in p.rsplit("/", 1)[-1]]
+            if bad:
+                raise UsageError(f"{bad[0]}: Hadoop cannot read a file whose name has ':' "
+                                 "(zeekctl archive names); copy it under another name")
         for p in found:
             key = os.path.realpath(p) if not _URI.match(p) else p
             if key not in seen:
                 seen.add(key)
                 out.append(p)
     return out
+
+
+def _local_path(p: str) -> str | None:
+    """The local path to read ``p`` from directly, or None for a Hadoop URI.
+
+    A ``file:`` URI whose name has a ``:`` (zeekctl archives: ``conn.00:00:00-01:00:00.log.gz``)
+    is read as a local path: Hadoop paths cannot hold a colon in a name.
+    """
+    if not _URI.match(p):
+        return p
+    if p.startswith("file:") and ":" in p.rsplit("/", 1)[-1]:
+        return unquote(urlparse(p).path)
+    return None
 
 
 def _hadoop_fs(spark: SparkSession, uri: str) -> tuple[Any, Any, Any]:
@@ -579,8 +599,8 @@ def read_flows_df(spark: SparkSession, paths: Sequence[str], kinds: Sequence[str
     fn = functools.partial(_read_files, kinds=kinds, strict=opts.strict,
                            batch_rows=opts.batch_rows, skipped=skipped)
     out_schema = _ddl(_annotated_cols(kinds))
-    local = [(i, p) for i, p in enumerate(paths) if not _URI.match(p)]
-    remote = [(i, p) for i, p in enumerate(paths) if _URI.match(p)]
+    local = [(i, _local_path(p)) for i, p in enumerate(paths) if _local_path(p)]
+    remote = [(i, p) for i, p in enumerate(paths) if not _local_path(p)]
     frames = []
     if local:
         rdd = sc.parallelize(local, numSlices=len(local))
@@ -924,7 +944,9 @@ def write_verdicts(verdicts: DataFrame, out_dir: str, out_format: str, rows: int
 
     if out_format not in ("zeek", "json", "parquet"):
         raise UsageError(f"output format must be zeek, json or parquet, got {out_format!r}")
-    parts = max(1, math.ceil(rows / opts.rows_per_file)) if opts.rows_per_file else None
+    cores = verdicts.sparkSession.sparkContext.defaultParallelism
+    parts = (max(math.ceil(rows / opts.rows_per_file), min(cores, math.ceil(rows / 10_000)), 1)
+             if opts.rows_per_file else None)  # at least one file per core for big outputs
     df = verdicts
     if parts is not None:
         df = df.repartitionByRange(parts, "file_idx", "source_line")
