@@ -48,7 +48,7 @@ def test_card_describes_the_model(model: Path) -> None:
     assert d["metrics"]["parity_max_abs_diff"] <= 1e-4
     v = d["metrics"]["validation"]
     assert {"lm_mean_nll", "unigram_mean_nll", "lm_beats_unigram"} <= set(v)
-    assert d["thresholds"]["anomaly"] > 0 and d["threshold_rule"]["quantile"] == 0.995
+    assert d["thresholds"]["anomaly"] > 0 and d["threshold_rule"]["quantile"] == 0.999
     assert d["limitations"]
 
 

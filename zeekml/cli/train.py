@@ -79,12 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     lm.add_argument("--data", nargs="+", required=True, metavar="PATH", help="captures")
     lm.add_argument("--out", required=True, metavar="NAME.onnx", help="output model path")
-    lm.add_argument("--context", type=int, default=16, help="words of context T (default 16)")
-    lm.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    lm.add_argument("--context", type=int, default=8, help="words of context T (default 8)")
+    lm.add_argument("--epochs", type=int, default=None,
+                    help="training epochs (default: about 3000 optimizer steps, 3..20)")
     lm.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     lm.add_argument("--hidden", type=int, default=64, help="LSTM hidden units (default 64)")
-    lm.add_argument("--quantile", type=float, default=0.995,
-                    help="threshold = this quantile of validation scores (default 0.995)")
+    lm.add_argument("--quantile", type=float, default=0.999,
+                    help="threshold = this quantile of validation scores (default 0.999)")
     lm.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     lm.add_argument("--drop-malicious", action="store_true",
                     help="use labels only to leave flows labeled malicious out of training")

@@ -332,9 +332,9 @@ class FitOptions:
     max_categories: int = 12
     max_ports: int = 16
     min_share: float = 0.002  # a category/port value needs this share of training flows
-    byte_bins: int = 4
-    duration_bins: int = 3
-    gap_bins: int = 3
+    byte_bins: int = 6
+    duration_bins: int = 4
+    gap_bins: int = 4
     min_count: int = 2  # words seen fewer times are <unk>
 
 
@@ -458,15 +458,12 @@ class Tokenizer:
         out = np.empty(n, dtype=object)
         if n == 0:
             return out
-        uniq, inv = np.unique(codes, axis=0, return_inverse=True)
+        codes = np.where((codes >= 0) & (codes < self.radices), codes, self.radices)
+        keys = encode_codes(codes, self.radices + 1)  # one extra code per component: "?"
+        _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+        labels = [(*lab, "?") for lab in self._labels]
         texts = np.array(
-            [
-                " ".join(
-                    self._labels[j][c] if 0 <= c < len(self._labels[j]) else "?"
-                    for j, c in enumerate(row)
-                )
-                for row in uniq.tolist()
-            ],
+            [" ".join(labels[j][c] for j, c in enumerate(row)) for row in codes[first].tolist()],
             dtype=object,
         )
         out[:] = texts[inv.ravel()]

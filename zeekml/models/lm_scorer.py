@@ -110,7 +110,10 @@ def previous_uids(uids: np.ndarray, valid: np.ndarray, k: int = CONTEXT_FLOWS) -
     ok = valid[:, :-1][:, ::-1][:, :k]
     # valid positions are contiguous from the newest end, so a count says which are real
     have = np.cumprod(ok, axis=1).sum(axis=1)
-    names = np.char.decode(prev, "utf-8", errors="replace")
+    try:  # uids are ASCII in practice: a C-speed cast; anything else decodes slowly
+        names = prev.astype(f"U{prev.dtype.itemsize}")
+    except UnicodeDecodeError:
+        names = np.char.decode(prev, "utf-8", errors="replace")
     order = np.argsort(have, kind="stable")
     pieces: list[list[str]] = []
     for j in range(prev.shape[1] + 1):

@@ -79,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> F.LmConfig:
     )
     if not 1 <= cfg.context <= 512:
         raise UsageError(f"--context must be 1..512 words, got {cfg.context}")
-    if cfg.epochs < 1:
+    if cfg.epochs is not None and cfg.epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {cfg.epochs}")
     if not 0.5 <= cfg.quantile < 1.0:
         raise UsageError(f"--quantile must be in [0.5, 1), got {cfg.quantile}")
@@ -186,7 +186,7 @@ def train_and_export(
             "train_windows": int(len(train[0])),
             "validation_windows": int(len(val[0])),
             "unk_share_train": float((train[0][:, -1] == tk.UNK).mean()),
-            "epochs": cfg.epochs,
+            "epochs": res.epochs,
             "best_epoch": res.best_epoch,
             "history": res.history,
             "batch_size": cfg.batch_size,

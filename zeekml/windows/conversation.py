@@ -16,8 +16,9 @@ mask. One extra old position is kept so the oldest context word still knows the
 time gap to its predecessor. Windows follow the order rows were written (Zeek
 writes conn.log in connection-end order), so they do not depend on where a stream
 was cut into batches; gaps and idle expiry use ``ts`` (log time, never the wall
-clock). A flow whose ``ts`` is missing never has a predecessor (it starts a new
-conversation) and breaks the chain for the next flow.
+clock). A flow whose ``ts`` is missing has no context and is never context itself
+(the flow after it skips it; its gap reads "first", the time since its predecessor
+being unknown).
 
 Built on :class:`~zeekml.windows.history.KeyedHistory`: bounded (``max_keys``
 conversations, least recently used evicted), state as plain numpy arrays.
