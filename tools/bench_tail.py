@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny test model, not the bundled ones")
     ap.add_argument("--model", action="append", default=[], metavar="PATH",
                     help="score with this model (repeatable; default: the bundled ones)")
-    ap.add_argument("--max-latency", default="0.25", help="tail --max-latency (seconds)")
+    ap.add_argument("--max-latency", default="0.1", help="tail --max-latency (seconds)")
     args = ap.parse_args(argv)
 
     from gen_conn_log import generate

@@ -157,9 +157,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--poll-interval", type=float, default=0.25, metavar="SECONDS",
                    help="look for new data at least this often (filesystem events wake "
                         "it sooner; default 0.25)")
-    p.add_argument("--max-latency", type=float, default=0.25, metavar="SECONDS",
+    p.add_argument("--max-latency", type=float, default=0.1, metavar="SECONDS",
                    help="score a pending batch once its oldest flow waited this long "
-                        "(default 0.25)")
+                        "(default 0.1)")
     p.add_argument("--batch-size", type=int, default=16384, metavar="ROWS",
                    help="score a pending batch once it holds this many flows (default 16384)")
     p.add_argument("--checkpoint-interval", type=float, default=5.0, metavar="SECONDS",

@@ -60,7 +60,7 @@ class TailOptions:
     """Knobs of the loop (validated: the CLI passes user values straight in)."""
 
     batch_rows: int = 16384
-    max_latency: float = 0.25
+    max_latency: float = 0.1
     poll_interval: float = 0.25
     checkpoint_seconds: float = 5.0
     rotate: float | None = None
