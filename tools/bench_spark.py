@@ -9,8 +9,10 @@ whatever machine runs it:
   each Python worker runs onnxruntime with one thread).
 
 Printed: flows/s of each, wall time including start-up (the Spark session alone takes
-about 15 s), and the Spark engine's own time from its summary line (reading, scoring,
-suppression, writing; without session start-up), and the ratios. The inputs are made
+about 15 s), the Spark engine's own time from its summary line (reading, scoring,
+suppression, writing; without session start-up), the ratios, and the peak RSS
+(``VmHWM``) of the Spark engine's Python workers (the memory an executor core needs
+besides the JVM). The inputs are made
 with ``tools/gen_conn_log.py`` (real rows of the shared captures, varied): ``--files``
 files of ``--rows / --files`` flows each, so the Spark engine can read them in
 parallel (one task per file). Both engines must write the same number of verdicts.
@@ -27,11 +29,44 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SPEED = re.compile(r"speed: ([\d,]+) flows/s \(([\d.]+) s")
+
+
+class WorkerPeak:
+    """Largest VmHWM (peak RSS) of any pyspark Python worker seen while running."""
+
+    def __init__(self) -> None:
+        self.kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                        if b"pyspark.daemon" not in fh.read():  # workers are forked from it
+                            continue
+                    with open(f"/proc/{pid}/status") as fh:
+                        for line in fh:
+                            if line.startswith("VmHWM:"):
+                                self.kib = max(self.kib, int(line.split()[1]))
+                except OSError:
+                    continue
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> WorkerPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -77,9 +112,10 @@ def main() -> int:
         zeekml = [sys.executable, "-m", "zeekml.cli.main"]
         local_wall, local_err = _run([*zeekml, "score", "--all", "--threads", str(args.cores),
                                       *models, "--out", str(d / "local.log"), *inputs], env)
-        spark_wall, spark_err = _run([*zeekml, "score", "--engine", "spark", "--spark-master",
-                                      f"local[{args.cores}]", "--all", *models,
-                                      "--out", str(d / "spark"), *inputs], env)
+        with WorkerPeak() as peak:
+            spark_wall, spark_err = _run([*zeekml, "score", "--engine", "spark",
+                                          "--spark-master", f"local[{args.cores}]", "--all",
+                                          *models, "--out", str(d / "spark"), *inputs], env)
         n_local, n_spark = _count_rows(d / "local.log"), _count_rows(d / "spark")
         if n_local != n_spark:
             sys.exit(f"the engines wrote {n_local} and {n_spark} verdicts")
@@ -93,6 +129,7 @@ def main() -> int:
               f"({spark_own:.1f} s, without session start-up)")
         print(f"ratio spark/local: {local_wall / spark_wall:.2f} (wall), "
               f"{local_wall / spark_own:.2f} (spark's own time)")
+        print(f"peak RSS of a Spark Python worker: {peak.kib / 1024:,.0f} MiB")
     return 0
 
 
