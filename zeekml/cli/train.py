@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     lm.add_argument("--data", nargs="+", required=True, metavar="PATH", help="captures")
     lm.add_argument("--out", required=True, metavar="NAME.onnx", help="output model path")
-    lm.add_argument("--context", type=int, default=8, help="words of context T (default 8)")
+    lm.add_argument("--context", type=int, default=4, help="words of context T (default 4)")
     lm.add_argument("--epochs", type=int, default=None,
                     help="training epochs (default: about 3000 optimizer steps, 3..20)")
     lm.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -7,11 +7,13 @@ into word ids and component codes, and onnxruntime scores the windows in chunks 
 ``options.batch_size``. Identical windows inside a batch (a scanner's thousand
 identical probes, a device's identical keep-alives) are scored once.
 
-Design measured (``tools/bench_flow_lm.py``): the exported graph scores a whole
-window ``[B, T + 1]`` per call, rather than a single-step graph carrying the LSTM
-state per conversation. The window graph costs ``T`` LSTM steps per flow, but takes
-the whole batch in one call and needs no per-conversation float state; the step
-graph needs one call per position of a conversation inside the batch.
+Design measured (``tools/bench_flow_lm.py``, onnxruntime at 2 threads): the exported
+graph scores a whole window ``[B, T + 1]`` per call, rather than a single-step graph
+carrying the LSTM state per conversation. The window graph costs ``T`` LSTM steps per
+flow but takes a whole batch in one call and needs no per-conversation float state;
+the step graph needs one call per position of a conversation inside the batch. On 40k
+flows of the rita archive (T = 4): window 382k flows/s, window + dedupe 796k, step
+82k (6,593 calls); with a T = 16 model: 103k, 247k, 83k.
 
 Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
 

@@ -237,8 +237,33 @@ def record_eval(out: Path, eval_paths: list[str], threads: int) -> dict[str, Any
     data.pop("format", None)
     data.pop("onnx_sha256", None)
     data["metrics"] = {**data["metrics"], "heldout": result}
+    data["limitations"] = [
+        x for x in data.get("limitations", []) if not str(x).startswith("Measured on the held-out")
+    ] + comparison_statements(result)
     write_card(out, data)
     return result
+
+
+def comparison_statements(result: dict[str, Any]) -> list[str]:
+    """Plain sentences for the card: where the LM does and does not beat the unigram."""
+    b, u = result["binary"], result["unigram"]["binary"]
+    c, uc = result["conversation"], result["unigram"]["conversation"]
+    names = ", ".join("/".join(Path(p).parts[-2:]) for p in result["inputs"])
+    out = []
+    for label, mine, base, higher in (
+        ("per-flow ROC AUC", b["auc"], u["auc"], True),
+        ("per-conversation ROC AUC", c["auc"], uc["auc"], True),
+        ("false-positive rate at the card threshold", b["fpr"], u["fpr"], False),
+    ):
+        if mine is None or base is None:
+            continue
+        better = mine > base if higher else mine < base
+        out.append(
+            f"Measured on the held-out inputs ({names}): the sequence model "
+            f"{'beats' if better else 'does NOT beat'} the unigram baseline in {label} "
+            f"({mine:.4f} vs {base:.4f})."
+        )
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
