@@ -32,7 +32,7 @@ def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("amf") / "tiny_amf.onnx"
     rc = main([
         "train", "amf", "--data", *map(str, TRAIN), "--out", str(out),
-        "--epochs", "3", "--hidden", "16", "--seed", "1", "--threads", "1",
+        "--epochs", "3", "--hidden", "16", "--seed", "1", "--threads", "1", "--ensemble", "2",
     ])
     assert rc == 0
     return out
@@ -46,6 +46,7 @@ def test_card_written(trained: Path):
     assert card.kind == "amf_lstm"
     assert card.data["features"] == list(WINDOW_FEATURES)
     assert card.data["training"]["parity_max_abs_diff"] <= 1e-4
+    assert card.data["training"]["ensemble"] == 2
     files = card.data["training"]["files"]
     assert {Path(f["path"]).name for f in files} == {p.name for p in TRAIN}
     assert all(len(f["sha256"]) == 64 and f["rows"] > 0 for f in files)

@@ -60,11 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="window key (default: the one chosen by evaluation)")
     amf.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     amf.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    amf.add_argument("--loco", action="store_true",
-                     help="also measure leave-one-capture-out quality (AMF-LSTM and single-flow "
-                          "tree) and record it in the model card")
-    amf.add_argument("--no-refit", action="store_true",
-                     help="ship the model trained without the validation captures")
+    amf.add_argument("--ensemble", type=int, default=3,
+                     help="members averaged in the exported graph, seeds SEED.. (default 3)")
+    amf.add_argument("--baselines", action="store_true",
+                     help="also run the single-flow tree baseline through the same "
+                          "leave-one-capture-out evaluation and record it in the card")
     amf.add_argument("--metrics-json", metavar="FILE",
                      help="attach a tools/amf_experiments.py result file to the card")
     amf.set_defaults(func=_runner("zeekml.train.amf_cli"))

@@ -1,0 +1,188 @@
+"""The runtime AMF scorer: the shipped model, its card, ScoreBatch semantics, state.
+
+Everything here runs without torch except the one-feature-path test, which trains a
+tiny model in-process and checks that the runtime scorer (reader -> features ->
+windows -> onnxruntime) reproduces the torch model on the trainer's windows.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import DATA, REPO, need, need_module
+from zeekml.errors import ModelError, StateError
+from zeekml.models.amf_scorer import AmfScorer, context_uids
+from zeekml.models.card import load_card, sha256_file, write_card
+from zeekml.models.registry import ScorerOptions, load_scorer, resolve_model
+from zeekml.records.labels import CLASSES
+from zeekml.windows.host_window import WINDOW_FEATURES, WINDOW_KEYS
+
+SHIPPED = REPO / "onnx_models" / "amf_lstm.onnx"
+CAPTURE = DATA / "zeek" / "stratosphere-008-mixed" / "conn.log.labeled"
+
+
+@pytest.fixture(scope="module")
+def flows():
+    need(CAPTURE.is_file(), str(CAPTURE))
+    from zeekml.sources.open import read_table
+
+    return read_table([str(CAPTURE)])
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    need(SHIPPED.is_file(), f"the shipped model {SHIPPED}")
+    return load_card(SHIPPED)
+
+
+def test_bundled_name_resolves(shipped):
+    assert resolve_model("amf_lstm").resolve() == SHIPPED.resolve()
+
+
+def test_card_matches_runtime(shipped):
+    d = shipped.data
+    assert d["kind"] == "amf_lstm"
+    assert d["features"] == list(WINDOW_FEATURES)  # the card's order is the runtime's
+    assert d["window_key"] in WINDOW_KEYS
+    assert d["classes"] == list(CLASSES)
+    assert "default" in d["thresholds"]
+    assert set(d["untrained_classes"]) <= set(CLASSES)
+    assert d["training"]["seconds"] <= 30 * 60
+    assert "leave_one_capture_out" in d["metrics"]
+    # every training file still has the digest the card recorded
+    for f in d["training"]["files"]:
+        p = (REPO / f["path"]) if not Path(f["path"]).is_absolute() else Path(f["path"])
+        if p.is_file():
+            assert sha256_file(p) == f["sha256"], p
+
+
+def test_runtime_scores_without_torch(shipped):
+    """Import and score with torch made unimportable, and check it was never loaded."""
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # as if torch were not installed\n"
+        "from zeekml.models.registry import load_scorer\n"
+        "from zeekml.sources.open import read_table\n"
+        f"s = load_scorer('amf_lstm')\n"
+        f"b = s.score(read_table([{str(CAPTURE)!r}]).head(500))\n"
+        "assert len(b) == 500\n"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules if sys.modules[m] is not None)\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
+
+
+def test_scorebatch_semantics(shipped, flows):
+    scorer = AmfScorer(shipped, ScorerOptions(threads=1, batch_size=1000))
+    b = scorer.score(flows)
+    n = len(flows)
+    assert len(b) == n and b.model == "amf_lstm"
+    assert np.all((b.score >= 0) & (b.score <= 1))
+    assert "normal" not in set(b.cls.tolist())
+    assert set(b.cls.tolist()) <= set(CLASSES)
+    np.testing.assert_array_equal(b.threshold, [shipped.threshold_for(c) for c in b.cls])
+    assert np.all(b.extra["alt"] != b.cls)
+    assert np.all(b.extra["alt_score"] <= 1.0)
+    # score is 1 - P(normal): the alternative, when it is normal, has probability 1 - score
+    alt_normal = b.extra["alt"] == "normal"
+    np.testing.assert_allclose(b.extra["alt_score"][alt_normal], 1 - b.score[alt_normal], atol=1e-6)
+    # context: up to 3 uids of *earlier* flows of the same window host, never the flow itself
+    ctx = b.extra["context"]
+    assert ctx.dtype == object and len(ctx) == n
+    key = shipped.data["window_key"]
+    from zeekml.windows.host_window import key_sides
+
+    host = key_sides(flows, key)[0].fillna("").astype(str).tolist()
+    uids = flows["uid"].astype(str).tolist()
+    row_of = {u: i for i, u in enumerate(uids)}
+    nonempty = 0
+    for i in range(n):
+        assert isinstance(ctx[i], list) and len(ctx[i]) <= 3
+        for u in ctx[i]:
+            j = row_of[u]
+            assert j < i and host[j] == host[i] and u != uids[i]
+        nonempty += bool(ctx[i])
+    assert nonempty > n // 2
+
+
+def test_batch_boundaries_and_state_round_trip(shipped, flows, tmp_path):
+    whole = AmfScorer(shipped, ScorerOptions(threads=1)).score(flows)
+    cut = len(flows) // 3
+    a = AmfScorer(shipped, ScorerOptions(threads=1))
+    first = a.score(flows.iloc[:cut])
+    state = a.state_dict()
+    np.savez(tmp_path / "s.npz", **state)
+    loaded = dict(np.load(tmp_path / "s.npz", allow_pickle=False))
+    b = AmfScorer(shipped, ScorerOptions(threads=1))
+    b.load_state_dict(loaded)
+    second = b.score(flows.iloc[cut:])
+    np.testing.assert_allclose(np.r_[first.score, second.score], whole.score, atol=1e-6)
+    assert np.r_[first.cls, second.cls].tolist() == whole.cls.tolist()
+    # a state from another window key is refused
+    loaded["window_key"] = np.array("resp" if shipped.data["window_key"] != "resp" else "orig")
+    with pytest.raises(StateError):
+        AmfScorer(shipped, ScorerOptions(threads=1)).load_state_dict(loaded)
+
+
+def _copy_with(card, tmp_path: Path, **changes) -> Path:
+    onnx = tmp_path / "m.onnx"
+    shutil.copy(card.onnx_path, onnx)
+    data = {k: v for k, v in json.loads(card.path.read_text()).items() if k not in ("format", "onnx_sha256")}
+    data.update(changes)
+    write_card(onnx, data)
+    return onnx
+
+
+def test_refuses_card_with_other_feature_order(shipped, tmp_path):
+    onnx = _copy_with(shipped, tmp_path, features=list(reversed(WINDOW_FEATURES)))
+    with pytest.raises(ModelError, match="different feature list"):
+        load_scorer(str(onnx))
+
+
+def test_refuses_card_with_wrong_window(shipped, tmp_path):
+    onnx = _copy_with(shipped, tmp_path, window=shipped.data["window"] + 1)
+    with pytest.raises(ModelError):
+        load_scorer(str(onnx))
+
+
+def test_context_uids_hand_case():
+    att = np.array([[0.1, 0.5, 0.05, 0.3, 0.05], [0.0, 0.0, 0.0, 0.2, 0.8], [0, 0, 0, 0, 1.0]])
+    mask = np.array([[1, 1, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 0, 1]], dtype=bool)
+    uids = np.array([[b"a", b"b", b"c", b"d", b"e"], [b"", b"", b"", b"x", b"y"], [b"", b"", b"", b"", b"z"]])
+    ctx = context_uids(att, mask, uids)
+    assert ctx.tolist() == [["b", "d", "a"], ["x"], []]
+
+
+def test_one_feature_path_torch_equals_runtime(tmp_path, flows):
+    """Trainer windows + torch == runtime reader/features/windows + onnxruntime, on a real capture."""
+    need_module("torch")
+    from zeekml.train import amf_lstm
+    from zeekml.train.datasets import Capture, capture_windows
+    from zeekml.train.export import check_parity, export_onnx
+
+    ws = capture_windows(Capture(path=str(CAPTURE), group="x", flows=flows), 10, "orig")
+    cfg = amf_lstm.TrainConfig(hidden=16, epochs=1, threads=1, seed=3)
+    model = amf_lstm.train(ws.x, ws.mask, ws.y, ws.group, len(CLASSES), cfg).model
+    onnx = tmp_path / "p.onnx"
+    inputs = {"x": ws.x[:2048], "mask": ws.mask[:2048].astype(np.float32)}
+    export_onnx(model, inputs, ["probs", "attention"], onnx)
+    assert check_parity(model, onnx, inputs) <= 1e-4
+    write_card(onnx, {"name": "p", "kind": "amf_lstm", "features": list(WINDOW_FEATURES), "window": 10,
+                      "window_key": "orig", "classes": list(CLASSES), "thresholds": {"default": 0.5}})
+    scorer = AmfScorer(load_card(onnx), ScorerOptions(threads=1, batch_size=777))
+    got = np.concatenate([scorer.score(flows.iloc[s : s + 2000]).score for s in range(0, len(flows), 2000)])
+    # the trainer keeps only labeled rows; compare those
+    from zeekml.records.labels import binary_target
+
+    keep = binary_target(flows) >= 0
+    ref, _ = amf_lstm.predict(model, ws.x, ws.mask)
+    np.testing.assert_allclose(got[keep], 1.0 - ref[:, 0], atol=1e-4)
