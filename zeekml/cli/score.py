@@ -29,7 +29,8 @@ EXAMPLES = """examples:
 """
 
 
-def _policy(args: argparse.Namespace) -> PolicyConfig:
+def build_policy(args: argparse.Namespace) -> PolicyConfig:
+    """The notice policy from --config, --threshold, --allow, --suppress and --all (shared with tail)."""
     kw: dict = {}
     if args.config:
         kw = PolicyConfig.from_json(args.config)
@@ -46,7 +47,8 @@ def _policy(args: argparse.Namespace) -> PolicyConfig:
     return PolicyConfig(**kw)
 
 
-def _sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
+def build_sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
+    """The main output (--out/--notice/--out-format) plus every --sink (shared with tail)."""
     from zeekml.sinks.json_log import JsonLogSink
     from zeekml.sinks.notice_log import notice_sink
     from zeekml.sinks.zeek_log import ZeekLogSink
@@ -73,7 +75,8 @@ def _sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
     return sinks
 
 
-def _scorers(args: argparse.Namespace) -> list:
+def build_scorers(args: argparse.Namespace) -> list:
+    """The --model scorers, or the bundled defaults."""
     from zeekml.models.registry import ScorerOptions, default_scorers, load_scorer
 
     opts = ScorerOptions(threads=args.threads)
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.threads < 1:
         raise UsageError("--batch-size and --threads must be >= 1")
-    config = _policy(args)
+    config = build_policy(args)
     if getattr(args, "engine", "local") == "spark":  # Spark engine: zeekml.runtime.spark
         from zeekml.runtime.spark import run_cli
 
@@ -107,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
     if store is not None:
         store.acquire()  # before anything is opened for writing
     try:
-        scorers = _scorers(args)
+        scorers = build_scorers(args)
         policy = NoticePolicy(config)
-        sinks = _sinks(args, config)
+        sinks = build_sinks(args, config)
         skips = SkipLog(strict=args.strict)
         pipeline = Pipeline(scorers, policy, sinks)
         tty = sys.stderr.isatty() and not args.quiet

@@ -96,19 +96,19 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    config = score._policy(args)
+    config = score.build_policy(args)
     store = StateStore(args.state) if args.state else None
     if store is not None:
         store.acquire()  # before anything is opened for writing
     try:
         scorers = _scorers(args)
-        sinks = score._sinks(args, config)
+        sinks = score.build_sinks(args, config)
         pipeline = Pipeline(scorers, NoticePolicy(config), sinks)
         skips = SkipLog(strict=args.strict)
         main_only = argparse.Namespace(**{**vars(args), "sink": []})
 
         def make_main_sink():  # noqa: ANN202 - a Sink
-            return score._sinks(main_only, config)[0]
+            return score.build_sinks(main_only, config)[0]
 
         def make_source(cursor):  # noqa: ANN001, ANN202 - cursor dict / TailSource
             return open_tail_source(args.path, skips=skips, batch_rows=options.batch_rows,
