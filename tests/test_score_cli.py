@@ -350,3 +350,13 @@ def test_readme_command_with_the_bundled_models(tmp_path, capsys) -> None:
     notices = tmp_path / "notices.log"
     assert score("--notice", "--out", str(notices), str(sample)) == 0
     assert {ln.split("\t")[1] for ln in data_lines(notices)} <= set(flows["uid"])
+
+
+def test_out_to_a_character_device_is_not_an_error(models, tmp_path) -> None:
+    """``--out /dev/null`` or an ECS sink to it: fsync cannot apply there and must not fail."""
+    need(Path("/dev/null").exists(), "/dev/null")
+    sample = Path(__file__).resolve().parents[1] / "zeekml" / "data" / "sample_conn.log"
+    assert score("--all", *models, "--out", "/dev/null", str(sample)) == 0
+    out = tmp_path / "z.log"
+    assert score("--all", *models, "--sink", "ecs:/dev/null", "--out", str(out), str(sample)) == 0
+    assert len(data_lines(out)) > 0

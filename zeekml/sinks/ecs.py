@@ -53,6 +53,7 @@ from zeekml.sinks.textcols import (
     json_object,
     json_string,
 )
+from zeekml.sinks.zeek_log import fsync_if_possible
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class EcsSink:
 
     def flush(self) -> None:
         if self._fd is not None:
-            os.fsync(self._fd)
+            fsync_if_possible(self._fd)
 
     def checkpoint(self) -> dict[str, Any]:
         if self._fd is None:
@@ -180,7 +181,7 @@ class EcsSink:
     def close(self) -> None:
         if self._fd is not None:
             try:
-                os.fsync(self._fd)
+                fsync_if_possible(self._fd)
             finally:
                 os.close(self._fd)
                 self._fd = None

@@ -19,8 +19,10 @@ Zeek log that has not been rotated yet.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +35,16 @@ from zeekml.records.verdicts import zeek_fields, zeek_types
 from zeekml.sinks import zeek_ascii
 
 log = logging.getLogger(__name__)
+
+
+def fsync_if_possible(fd: int) -> None:
+    """fsync ``fd``; a target that cannot be synced (a pipe, ``/dev/null``, a FIFO: EINVAL)
+    has nothing durable to make, so that is not an error."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF) or stat.S_ISREG(os.fstat(fd).st_mode):
+            raise
 
 
 class AppendFile:
@@ -134,7 +146,7 @@ class AppendFile:
         try:
             fh.flush()
             if not self.stdout:
-                os.fsync(fh.fileno())
+                fsync_if_possible(fh.fileno())
         except OSError as exc:
             raise SinkError(f"{self.target}: flush failed: {exc.strerror or exc}") from exc
 
