@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -115,14 +116,22 @@ def data_lines(path: Path) -> list[str]:
             if ln and not ln.startswith("#")]
 
 
-def wait_rows(paths: list[Path] | Path, n: int, proc: TailProc | None = None,
-              timeout: float = 60) -> int:
-    """Wait until the outputs hold at least ``n`` data rows; returns the count."""
-    paths = [paths] if isinstance(paths, Path) else paths
+def wait_rows(paths: list[Path] | Path | Callable[[], list[Path]], n: int,
+              proc: TailProc | None = None, timeout: float = 60) -> int:
+    """Wait until the outputs hold at least ``n`` data rows; returns the count.
+
+    ``paths`` may be a callable listing the files anew at every look (outputs that
+    ``--rotate`` renames while we wait)."""
+    listing = paths if callable(paths) else (lambda: [paths] if isinstance(paths, Path) else paths)
     deadline = time.monotonic() + timeout
     got = 0
     while time.monotonic() < deadline:
-        got = sum(len(data_lines(p)) for p in paths)
+        got = 0
+        for p in listing():
+            try:
+                got += len(data_lines(p))
+            except FileNotFoundError:  # renamed between listing and reading
+                pass
         if got >= n:
             return got
         if proc is not None and not proc.alive():
@@ -306,15 +315,17 @@ def test_sighup_reopens_and_rotate_renames_like_zeek(tmp_path: Path, models: lis
     write_new(live, data[: cuts[0]])
     tail = TailProc(["--all", "--out", str(out), "--state", str(state), "--rotate", "1",
                      *models, *FAST, str(live)], tmp_path)
+    files = lambda: sorted(outdir.iterdir(), key=lambda p: p.stat().st_mtime_ns)  # noqa: E731
     try:
-        wait_rows(out, 1, tail)
+        # the first rows may already sit in a file that --rotate 1 renamed (on a loaded
+        # machine scoring can take longer than one rotation interval): look at every file
+        wait_rows(files, 1, tail)
         shutil.move(str(out), outdir / "zeekml.log.1")  # what logrotate does
         tail.signal(signal.SIGHUP)
         for c0, c1 in zip(cuts, [*cuts[1:], len(data)], strict=True):
             append(live, data[c0:c1])
             time.sleep(0.7)
-        files = lambda: sorted(outdir.iterdir(), key=lambda p: p.stat().st_mtime_ns)  # noqa: E731
-        wait_rows(files(), n_flows(data) * k, tail)
+        wait_rows(files, n_flows(data) * k, tail)
         time.sleep(1.2)  # let at least one more rotation pass
     finally:
         rc = tail.stop()
