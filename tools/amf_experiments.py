@@ -39,6 +39,31 @@ from zeekml.train.datasets import build_windows, load_captures  # noqa: E402
 log = logging.getLogger("amf_experiments")
 
 
+def bench_model(path: str, threads: int, batches: tuple[int, ...] = (1024, 4096), seconds: float = 3.0) -> dict:
+    """onnxruntime windows/s of an exported model file (e.g. the shipped ensemble) per batch size."""
+    from zeekml.models.card import load_card
+    from zeekml.train.export import session
+
+    card = load_card(path)
+    n, nf = int(card.data["window"]), len(card.data["features"])
+    sess = session(path, threads)
+    rng = np.random.default_rng(0)
+    out = {}
+    for batch in batches:
+        x = rng.normal(size=(batch, n, nf)).astype(np.float32)
+        m = np.ones((batch, n), dtype=np.float32)
+        sess.run(None, {"x": x, "mask": m})
+        t0 = time.perf_counter()
+        k = 0
+        while time.perf_counter() - t0 < seconds:
+            sess.run(None, {"x": x, "mask": m})
+            k += 1
+        out[batch] = k * batch / (time.perf_counter() - t0)
+        print(f"{path}: batch {batch:5d}: {out[batch]:10.0f} windows/s  (onnxruntime, {threads} threads)",
+              flush=True)
+    return {str(b): round(v) for b, v in out.items()}
+
+
 def bench(hiddens: list[int], window: int, threads: int, batch: int = 1024, seconds: float = 3.0) -> dict:
     """onnxruntime windows/s of the exported graph per hidden size, and the ratio to the first.
 
@@ -79,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="+")
     ap.add_argument("--bench", action="store_true", help="only measure onnxruntime speed per --hidden")
+    ap.add_argument("--bench-model", metavar="ONNX", help="only measure onnxruntime speed of this model file")
     ap.add_argument("--models", nargs="+", default=["amf", "lstm", "hgb"], choices=["amf", "lstm", "hgb"])
     ap.add_argument("--keys", nargs="+", default=["orig"], choices=["orig", "resp", "local"])
     ap.add_argument("--hidden", nargs="+", type=int, default=[64])
@@ -96,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-probs", metavar="PREFIX", help="save pooled LOCO probabilities as PREFIX.KEY.HIDDEN.npz")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.bench_model:
+        res = {"bench_model": bench_model(args.bench_model, args.threads)}
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return 0
     if args.bench:
         res = bench(args.hidden, args.window, args.threads)
         if args.json:
