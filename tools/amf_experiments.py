@@ -39,6 +39,17 @@ from zeekml.train.datasets import build_windows, load_captures  # noqa: E402
 log = logging.getLogger("amf_experiments")
 
 
+def windows_per_second(sess, x: np.ndarray, m: np.ndarray, seconds: float) -> float:  # noqa: ANN001
+    """Windows/s of ``sess`` on one batch, run repeatedly for ``seconds`` after a warm-up."""
+    sess.run(None, {"x": x, "mask": m})
+    t0 = time.perf_counter()
+    k = 0
+    while time.perf_counter() - t0 < seconds:
+        sess.run(None, {"x": x, "mask": m})
+        k += 1
+    return k * len(x) / (time.perf_counter() - t0)
+
+
 def bench_model(path: str, threads: int, batches: tuple[int, ...] = (1024, 4096), seconds: float = 3.0) -> dict:
     """onnxruntime windows/s of an exported model file (e.g. the shipped ensemble) per batch size."""
     from zeekml.models.card import load_card
@@ -52,13 +63,7 @@ def bench_model(path: str, threads: int, batches: tuple[int, ...] = (1024, 4096)
     for batch in batches:
         x = rng.normal(size=(batch, n, nf)).astype(np.float32)
         m = np.ones((batch, n), dtype=np.float32)
-        sess.run(None, {"x": x, "mask": m})
-        t0 = time.perf_counter()
-        k = 0
-        while time.perf_counter() - t0 < seconds:
-            sess.run(None, {"x": x, "mask": m})
-            k += 1
-        out[batch] = k * batch / (time.perf_counter() - t0)
+        out[batch] = windows_per_second(sess, x, m, seconds)
         print(f"{path}: batch {batch:5d}: {out[batch]:10.0f} windows/s  (onnxruntime, {threads} threads)",
               flush=True)
     return {str(b): round(v) for b, v in out.items()}
@@ -85,19 +90,39 @@ def bench(hiddens: list[int], window: int, threads: int, batch: int = 1024, seco
         for h in hiddens:
             model = amf_lstm.AmfLstm(nf, len(CLASSES), h)
             path = export_onnx(model, {"x": x[:8], "mask": m[:8]}, ["probs", "attention"], f"{tmp}/h{h}.onnx")
-            sess = session(path, threads)
-            sess.run(None, {"x": x, "mask": m})
-            t0 = time.perf_counter()
-            k = 0
-            while time.perf_counter() - t0 < seconds:
-                sess.run(None, {"x": x, "mask": m})
-                k += 1
-            out[h] = k * batch / (time.perf_counter() - t0)
+            out[h] = windows_per_second(session(path, threads), x, m, seconds)
     base = out[hiddens[0]]
     for h in hiddens:
         print(f"hidden {h:4d}: {out[h]:10.0f} windows/s  ratio vs hidden {hiddens[0]}: {out[h] / base:.2f}"
               f"  (onnxruntime, {threads} threads, batch {batch})", flush=True)
     return {str(h): {"windows_per_s": round(v), "ratio": round(v / base, 3)} for h, v in out.items()}
+
+
+def recalibrate(npz: str, costs: list[float], kind: str = "amf") -> dict:
+    """Per-fold calibration at each false-positive cost, on saved out-of-fold probabilities.
+
+    ``npz`` is a ``--save-probs`` file; each capture is decided with thresholds calibrated on
+    the *other* captures' out-of-fold scores, exactly as ``zeekml train amf --fp-cost C``
+    evaluates, without training again."""
+    from zeekml.train.datasets import WindowSet
+
+    d = np.load(npz, allow_pickle=False)
+    n = len(d["y"])
+    ws = WindowSet(np.zeros((n, 1, 1), np.float32), np.zeros((n, 1), bool), d["y"], d["binary"],
+                   d["group"].astype(object))
+    probs = d[f"probs_{kind}"]
+    out = {}
+    for cost in costs:
+        r = split_metrics(ws, probs, fold_thresholds(ws, probs, cost))
+        b = r["binary"]
+        print(f"fp_cost {cost:g}: macroF1(multi)={r['macro_f1_multi_capture']:.3f} binF1={b['f1']:.3f} "
+              f"FPR={b['fpr']:.4f}", flush=True)
+        for g, v in r["per_capture"].items():
+            f1 = "n/a" if v["f1"] is None else f"{v['f1']:.3f}"
+            fpr = "n/a" if v["fpr"] is None else f"{v['fpr']:.4f}"
+            print(f"    {g}: F1 {f1} FPR {fpr}", flush=True)
+        out[str(cost)] = r
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,10 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate", action="store_true",
                     help="decide each held-out capture with thresholds calibrated on the other "
                          "captures' out-of-fold scores (as the trainer does); default 0.5")
+    ap.add_argument("--fp-cost", type=float, default=10.0, help="with --calibrate: cost of a false positive")
+    ap.add_argument("--recalibrate", metavar="NPZ", help="only re-decide saved --save-probs "
+                    "out-of-fold probabilities at each --fp-costs value")
+    ap.add_argument("--fp-costs", nargs="+", type=float, default=[10, 30, 100, 300])
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--save-probs", metavar="PREFIX", help="save pooled LOCO probabilities as PREFIX.KEY.HIDDEN.npz")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.recalibrate:
+        res = recalibrate(args.recalibrate, args.fp_costs)
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return 0
     if args.bench_model:
         res = {"bench_model": bench_model(args.bench_model, args.threads)}
         if args.json:
@@ -146,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             probs = loco(ws, cfg, args.seed, tuple(args.models))
             for kind in args.models:
-                thr = fold_thresholds(ws, probs[kind]) if args.calibrate else None
+                thr = fold_thresholds(ws, probs[kind], args.fp_cost) if args.calibrate else None
                 summ = split_metrics(ws, probs[kind], thr)
                 summ["thresholds_per_fold"] = thr
                 name = f"{kind}/key={key}/hidden={hidden if kind != 'hgb' else 0}"

@@ -65,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     amf.add_argument("--baselines", action="store_true",
                      help="also run the single-flow tree baseline through the same "
                           "leave-one-capture-out evaluation and record it in the card")
+    amf.add_argument("--fp-cost", type=float, default=None, metavar="C",
+                     help="threshold calibration: one false positive costs C missed attack "
+                          "flows (default 10)")
     amf.add_argument("--metrics-json", metavar="FILE",
                      help="attach a tools/amf_experiments.py result file to the card")
     amf.set_defaults(func=_runner("zeekml.train.amf_cli"))

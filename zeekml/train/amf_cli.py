@@ -143,13 +143,14 @@ def loco(ws: WindowSet, cfg: amf_lstm.TrainConfig, seed: int,
     return probs
 
 
-def fold_thresholds(ws: WindowSet, oof: np.ndarray) -> dict[str, dict[str, float]]:
+def fold_thresholds(ws: WindowSet, oof: np.ndarray,
+                    fp_cost: float = FP_COST) -> dict[str, dict[str, float]]:
     """For each capture, thresholds calibrated on every *other* capture's OOF scores."""
     known = known_classes(ws)
     out = {}
     for g in dict.fromkeys(ws.group.tolist()):
         o = ws.group != g
-        out[g] = calibrate_thresholds(oof[o], ws.binary[o], known[o])
+        out[g] = calibrate_thresholds(oof[o], ws.binary[o], known[o], fp_cost=fp_cost)
     return out
 
 
@@ -194,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     load_seconds = time.perf_counter() - t0
     kinds = ("amf", "hgb") if getattr(args, "baselines", False) else ("amf",)
     oof = loco(ws, cfg, args.seed, kinds)
-    thresholds = calibrate_thresholds(oof["amf"], ws.binary, known_classes(ws))
+    fp_cost = float(getattr(args, "fp_cost", None) or FP_COST)
+    thresholds = calibrate_thresholds(oof["amf"], ws.binary, known_classes(ws), fp_cost=fp_cost)
     t_fit = time.perf_counter()
     final, _, final_losses = _fit(ws, cfg)
     # the shipped model's training: reading + windowing + the final fit (LOCO is evaluation)
@@ -204,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     names = {"amf": "amf_lstm", "hgb": "single_flow_tree"}
     per_fold: dict[str, Any] = {}
     for k in kinds:
-        per_fold[names[k]] = fold_thresholds(ws, oof[k])
+        per_fold[names[k]] = fold_thresholds(ws, oof[k], fp_cost)
         lo[names[k]] = split_metrics(ws, oof[k], per_fold[names[k]])
     lo["thresholds_per_fold"] = per_fold
     metrics: dict[str, Any] = {"leave_one_capture_out": lo}
@@ -242,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         "normalization": {"where": "inside the ONNX graph: (x - mean) * inv_std, masked positions zeroed",
                           "mean": mean, "inv_std": inv},
         "thresholds": thresholds,
-        "threshold_rule": (f"per class, argmax over {list(THRESHOLD_GRID)} of TP - {FP_COST:g} x FP "
+        "threshold_rule": (f"per class, argmax over {list(THRESHOLD_GRID)} of TP - {fp_cost:g} x FP "
                            "on the out-of-fold flows whose top attack class it is"),
         "training": {
             "files": [file_entry(c.path, c.rows) | {"capture": c.group} for c in caps],
@@ -260,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
             "batch_size": cfg.batch_size,
             "threads": cfg.threads,
             "ensemble": cfg.ensemble,
+            "fp_cost": fp_cost,
             "final_losses": [[round(v, 4) for v in member] for member in final_losses],
             "parity_max_abs_diff": parity,
         },
