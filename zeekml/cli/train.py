@@ -60,8 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="window key (default: the one chosen by evaluation)")
     amf.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     amf.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    amf.add_argument("--ensemble", type=int, default=3,
-                     help="members averaged in the exported graph, seeds SEED.. (default 3)")
+    amf.add_argument("--ensemble", type=int, default=1,
+                     help="members averaged in the exported graph, seeds SEED.. (default 1)")
     amf.add_argument("--baselines", action="store_true",
                      help="also run the single-flow tree baseline through the same "
                           "leave-one-capture-out evaluation and record it in the card")

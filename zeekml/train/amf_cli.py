@@ -277,6 +277,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _members(t: dict[str, Any]) -> str:
+    k, seed = int(t.get("ensemble", 1)), int(t["seed"])
+    if k == 1:
+        return f"one model, seed {seed}"
+    return f"the graph averages {k} such models trained with seeds {seed}..{seed + k - 1}"
+
+
 def _f(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -292,8 +299,7 @@ def markdown(card: dict[str, Any]) -> str:
         f"from its own features and those of the previous flows of the same host, window "
         f"n = {card['window']}, keyed by the **{card['window_key']}** side, LSTM with "
         f"{t['hidden']} hidden units, attention over the window, softmax over "
-        f"{len(card['classes'])} classes; the graph averages {t.get('ensemble', 1)} such "
-        f"models trained with seeds {t['seed']}..{t['seed'] + t.get('ensemble', 1) - 1}. Inputs: raw `x [batch, {card['window']}, "
+        f"{len(card['classes'])} classes; " + _members(t) + f". Inputs: raw `x [batch, {card['window']}, "
         f"{len(card['features'])}]` and `mask`; normalization is inside the graph; outputs "
         "`probs` and `attention`.",
         "",
