@@ -195,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     load_seconds = time.perf_counter() - t0
     kinds = ("amf", "hgb") if getattr(args, "baselines", False) else ("amf",)
     oof = loco(ws, cfg, args.seed, kinds)
-    fp_cost = float(getattr(args, "fp_cost", None) or FP_COST)
+    fp_cost = getattr(args, "fp_cost", None)
+    fp_cost = FP_COST if fp_cost is None else float(fp_cost)  # an explicit 0 stays 0
     thresholds = calibrate_thresholds(oof["amf"], ws.binary, known_classes(ws), fp_cost=fp_cost)
     t_fit = time.perf_counter()
     final, _, final_losses = _fit(ws, cfg)
