@@ -47,7 +47,11 @@ class ScorerOptions:
 
 
 def bundled_dir() -> Path:
-    """Directory of the bundled models (installed package, else the source tree)."""
+    """Directory of the bundled models: the source tree's ``onnx_models/`` when zeekml runs
+    from a checkout (so a work tree uses its own models), else the installed package."""
+    source = Path(__file__).resolve().parents[2] / "onnx_models"
+    if (source / "__init__.py").is_file() or any(source.glob("*.card.json")):
+        return source
     try:
         pkg = resources.files("zeekml.onnx_models")
         path = Path(str(pkg))

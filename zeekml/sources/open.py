@@ -292,6 +292,11 @@ def expand_inputs(specs: Sequence[str]) -> list[str]:
     return out
 
 
+def walk_inputs(root: str) -> list[str]:
+    """The conn logs and nfcapd files under a directory, sorted (no warning when none)."""
+    return sorted(_walk(root))
+
+
 def _walk(root: str) -> Iterator[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
