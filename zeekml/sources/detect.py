@@ -26,11 +26,13 @@ real ``nfdump`` binary by ``zeekml.sources.nfdump.iter_nfcapd``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any
 
 from zeekml.errors import FormatError
+from zeekml.sources.options import ReadOptions
 from zeekml.sources.skips import SkipLog
 
 FORMATS: tuple[str, ...] = (
@@ -112,14 +114,15 @@ ParserFactory = Callable[..., Any]
 def _lazy(module: str, attr: str) -> ParserFactory:
     """A factory that imports ``module`` only when a parser is first made."""
 
-    def make(path: str, skips: SkipLog, *, batch_rows: int = 65536) -> Any:
+    def make(path: str, skips: SkipLog, *, batch_rows: int = 65536,
+             options: ReadOptions | None = None) -> Any:
         try:
             cls = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
             raise FormatError(
                 f"{path}: no reader available for this format ({module}.{attr})"
             ) from exc
-        return cls(path, skips, batch_rows=batch_rows)
+        return _construct(cls, path, skips, batch_rows, options)
 
     make.__name__ = make.__qualname__ = f"lazy_{attr}"
     make.__doc__ = f"Make a {module}.{attr} (imported on first use)."
@@ -137,11 +140,26 @@ PARSERS: dict[str, ParserFactory] = {
 }
 
 
-def open_parser(fmt: str, path: str, skips: SkipLog, *, batch_rows: int = 65536) -> Any:
+def _construct(factory: Callable[..., Any], path: str, skips: SkipLog, batch_rows: int,
+               options: ReadOptions | None) -> Any:
+    """Call a parser factory, passing ``options`` only to those that accept it (plugins
+    written for ``(path, skips, *, batch_rows)`` keep working)."""
+    try:
+        takes = "options" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if takes and options is not None:
+        return factory(path, skips, batch_rows=batch_rows, options=options)
+    return factory(path, skips, batch_rows=batch_rows)
+
+
+def open_parser(fmt: str, path: str, skips: SkipLog, *, batch_rows: int = 65536,
+                options: ReadOptions | None = None) -> Any:
     """An incremental parser for a text format (see :data:`PARSERS`).
 
     ``nfcapd`` is binary and has no incremental parser: read it with
-    :func:`zeekml.sources.read_flows` (which runs ``nfdump``).
+    :func:`zeekml.sources.read_flows` (which runs ``nfdump``). ``options`` reaches the
+    parsers that take it (``--tz`` for timestamps without a zone, ...).
     """
     if fmt == "nfcapd":
         raise FormatError(f"{path}: nfcapd files are read through nfdump, not fed as bytes")
@@ -152,4 +170,5 @@ def open_parser(fmt: str, path: str, skips: SkipLog, *, batch_rows: int = 65536)
         factory = source_parser(fmt)
     if factory is None:
         raise FormatError(f"{path}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    return factory(path, skips, batch_rows=batch_rows)
+    return factory(path, skips, batch_rows=batch_rows, options=options) if factory in \
+        PARSERS.values() else _construct(factory, path, skips, batch_rows, options)
