@@ -34,6 +34,13 @@ def need_binary(name: str) -> str:
     return str(path)
 
 
+def need_zeek_cut() -> str:
+    """Zeek's ``zeek-cut`` (or ``bro-cut``, its name in Debian's bro-aux package)."""
+    path = shutil.which("zeek-cut") or shutil.which("bro-cut")
+    need(path is not None, "zeek-cut (apt-get install bro-aux provides it as bro-cut)")
+    return str(path)
+
+
 def need_module(name: str) -> None:
     import importlib.util
 
