@@ -146,7 +146,7 @@ def test_checkpoint_and_restore_truncate_back(tmp_path: Path) -> None:
     sink.write(df.iloc[:10])
     sink.flush()
     pos = sink.checkpoint()
-    assert pos["offset"] == out.stat().st_size
+    assert pos["size"] == out.stat().st_size
     sink.write(df.iloc[10:20])  # written after the checkpoint, then the process "crashes"
     sink.close()
     again = make_sink(f"ecs:{out}")

@@ -1,5 +1,7 @@
 """Follower on real files: appends, rename and gzip rotation, truncation, deletion, resume.
 
+(Generations rotated away while zeekml was down: tests/test_catch_up.py.)
+
 Every scenario uses bytes of a real conn.log from ../shared/data and checks that the
 bytes handed out, per file generation, are exactly the bytes written, in order.
 """
@@ -228,64 +230,6 @@ def test_resume_same_file(tmp_path: Path, tsv: bytes) -> None:
     assert by_gen(events) == {1: tsv[3000:]}
 
 
-@pytest.mark.parametrize("gz", [False, True])
-def test_resume_after_rotation_while_down(tmp_path: Path, tsv: bytes, jsn: bytes, gz: bool) -> None:
-    p = tmp_path / "conn.log"
-    p.write_bytes(tsv[:4000])
-    f = Follower(p, poll_interval=0.05, watch=False)
-    collect(f)
-    pos = f.position_at(2500)
-    f.close()
-    append(p, tsv[4000:])
-    rotated = tmp_path / "conn.2024-01-01-10-00-00.log"
-    os.rename(p, rotated)
-    if gz:
-        with open(rotated, "rb") as src, gzip.open(str(rotated) + ".gz", "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        rotated.unlink()
-    p.write_bytes(jsn)
-    g = Follower(p, poll_interval=0.05, watch=False, resume=pos)
-    events = collect(g)
-    g.close()
-    assert kinds(events) == [("Opened", "recovered"), ("Ended", "rotated"), ("Opened", "rotated")]
-    assert by_gen(events) == {1: tsv[2500:], 2: jsn}
-    assert g.lost_rotations == 0
-
-
-def test_resume_rotated_and_gone_reads_new_file(tmp_path: Path, tsv: bytes, jsn: bytes) -> None:
-    p = tmp_path / "conn.log"
-    p.write_bytes(tsv)
-    f = Follower(p, poll_interval=0.05, watch=False)
-    collect(f)
-    pos = f.position()
-    f.close()
-    p.unlink()
-    p.write_bytes(jsn)
-    g = Follower(p, poll_interval=0.05, watch=False, resume=pos)
-    events = collect(g)
-    g.close()
-    assert by_gen(events) == {1: jsn}
-    assert g.lost_rotations == 1
-
-
-def test_resume_same_inode_rewritten(tmp_path: Path, tsv: bytes, jsn: bytes) -> None:
-    p = tmp_path / "conn.log"
-    p.write_bytes(tsv)
-    f = Follower(p, poll_interval=0.05, watch=False)
-    collect(f)
-    pos = f.position()
-    f.close()
-    with open(p, "r+b") as fh:  # same inode, other content, longer than the offset
-        fh.truncate(0)
-        fh.write(jsn * 3)
-    g = Follower(p, poll_interval=0.05, watch=False, resume=pos)
-    events = collect(g)
-    g.close()
-    assert kinds(events) == [("Opened", "start")]
-    assert by_gen(events) == {1: jsn * 3}
-    assert g.lost_rotations == 1
-
-
 def test_position_rejects_hostile_state() -> None:
     good = {"dev": 1, "ino": 2, "offset": 10, "head_len": 10, "head_sha": "a" * 64}
     assert Position.from_dict(good).offset == 10
@@ -317,25 +261,6 @@ def test_watchdog_wakes_wait_before_poll_interval(tmp_path: Path, tsv: bytes) ->
     f.close()
     assert waited < 20, "wait() was not woken by the filesystem event"
     assert by_gen(events) == {1: tsv}
-
-
-def test_resume_after_copytruncate_while_down(tmp_path: Path, tsv: bytes, jsn: bytes) -> None:
-    """logrotate copytruncate: the old content is in conn.log.1, conn.log restarted."""
-    p = tmp_path / "conn.log"
-    p.write_bytes(tsv)
-    f = Follower(p, poll_interval=0.05, watch=False)
-    collect(f)
-    pos = f.position_at(1500)
-    f.close()
-    shutil.copyfile(p, tmp_path / "conn.log.1")
-    with open(p, "r+b") as fh:
-        fh.truncate(0)
-        fh.write(jsn)
-    g = Follower(p, poll_interval=0.05, watch=False, resume=pos)
-    events = collect(g)
-    g.close()
-    assert kinds(events) == [("Opened", "recovered"), ("Ended", "rotated"), ("Opened", "rotated")]
-    assert by_gen(events) == {1: tsv[1500:], 2: jsn}
 
 
 def test_pipe_follower_reads_a_real_pipe_until_eof(tsv: bytes) -> None:

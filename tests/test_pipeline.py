@@ -23,8 +23,10 @@ from zeekml.models import registry
 from zeekml.models.base import ScoreBatch
 from zeekml.models.card import ModelCard, load_card, write_card
 from zeekml.policy.notice import NoticePolicy, PolicyConfig
-from zeekml.runtime.pipeline import Counters, Pipeline, assemble, read_input, score_frame
+from zeekml.runtime.pipeline import Counters, Pipeline, assemble, score_frame
 from zeekml.sources import SkipLog, read_flows, read_table
+from zeekml.sources.options import ReadOptions
+from zeekml.sources.stream import read_pieces
 from zeekml.windows.host_window import HostWindows
 
 KIND = "tiny_linear"
@@ -176,41 +178,42 @@ def _rows(pieces) -> list[pd.DataFrame]:
     return [f for p in pieces for f in p.frames]
 
 
-def test_read_input_resumes_at_offset(tmp_path) -> None:
+def test_read_pieces_resumes_at_offset(tmp_path) -> None:
     need(SMALL.is_file(), f"the capture {SMALL}")
     whole = pd.concat(list(read_flows(SMALL)), ignore_index=True)
-    pieces = list(read_input(str(SMALL), None, SkipLog(), 100, hold_partial=False,
+    pieces = list(read_pieces(str(SMALL), None, SkipLog(), ReadOptions(batch_rows=100), hold_partial=False,
                                  chunk=4096))
     assert sum(len(f) for f in _rows(pieces)) == len(whole)
     # resume from the cursor after the first piece that produced rows
     first = next(p for p in pieces if p.frames)
     got = sum(len(f) for f in first.frames)
-    rest = _rows(read_input(str(SMALL), first.cursor, SkipLog(), 100, hold_partial=False,
+    rest = _rows(read_pieces(str(SMALL), first.cursor, SkipLog(), ReadOptions(batch_rows=100), hold_partial=False,
                             chunk=4096))
     again = pd.concat([*first.frames, *rest], ignore_index=True)
     assert len(again) == len(whole) and got < len(whole)
     assert again["uid"].tolist() == whole["uid"].tolist()
 
 
-def test_read_input_gzip_resumes_in_decompressed_stream(tmp_path) -> None:
+def test_read_pieces_gzip_resumes_in_decompressed_stream(tmp_path) -> None:
     """A log rotated into a gzip archive keeps its identity and offset."""
     need(SMALL.is_file(), f"the capture {SMALL}")
     data = SMALL.read_bytes()
     cut = data.index(b"\n", len(data) // 2) + 1
     live = tmp_path / "conn.log"
     live.write_bytes(data[:cut])
-    pieces = list(read_input(str(live), None, SkipLog(), 50, hold_partial=True, chunk=4096))
+    pieces = list(read_pieces(str(live), None, SkipLog(), ReadOptions(batch_rows=50), hold_partial=True, chunk=4096))
     first = sum(len(f) for f in _rows(pieces))
     cursor = pieces[-1].cursor
     arch = tmp_path / "conn.12:00:00-13:00:00.log.gz"
     with gzip.open(arch, "wb") as fh:
         fh.write(data)
     live.unlink()
-    from zeekml.runtime.state import find_cursor, identify
+    from zeekml.sources.generation import identify
+    from zeekml.sources.generation import match_cursor as find_cursor
 
     key, found = find_cursor({cursor["key"]: cursor}, identify(arch))
     assert found is cursor
-    rest = _rows(read_input(str(arch), found, SkipLog(), 50, hold_partial=True))
+    rest = _rows(read_pieces(str(arch), found, SkipLog(), ReadOptions(batch_rows=50), hold_partial=True))
     total = len(pd.concat(list(read_flows(SMALL)), ignore_index=True))
     assert first + sum(len(f) for f in rest) == total
 
@@ -221,9 +224,9 @@ def test_unfinished_last_line_is_held_in_cron_mode(tmp_path) -> None:
     cut = data.index(b"\n", len(data) // 2) + 20  # mid-line
     live = tmp_path / "conn.log"
     live.write_bytes(data[:cut])
-    held = list(read_input(str(live), None, SkipLog(), 50, hold_partial=True))
+    held = list(read_pieces(str(live), None, SkipLog(), ReadOptions(batch_rows=50), hold_partial=True))
     assert held[-1].cursor["offset"] == data.rindex(b"\n", 0, cut) + 1
     shutil.copy(SMALL, live)
-    rest = _rows(read_input(str(live), held[-1].cursor, SkipLog(), 50, hold_partial=True))
+    rest = _rows(read_pieces(str(live), held[-1].cursor, SkipLog(), ReadOptions(batch_rows=50), hold_partial=True))
     total = sum(len(f) for f in _rows(held)) + sum(len(f) for f in rest)
     assert total == len(pd.concat(list(read_flows(SMALL)), ignore_index=True))

@@ -15,14 +15,9 @@ import pytest
 
 from tests.conftest import DATA, need
 from zeekml.errors import StateError
-from zeekml.runtime.state import (
-    HEAD_BYTES,
-    META_KEY,
-    RunState,
-    StateStore,
-    find_cursor,
-    identify,
-)
+from zeekml.runtime.state import META_KEY, RunState, StateStore
+from zeekml.sources.generation import HEAD_BYTES, identify
+from zeekml.sources.generation import match_cursor as find_cursor
 from zeekml.windows.host_window import HostWindows
 
 SMALL = DATA / "zeek" / "zat-sample" / "conn.log"

@@ -141,6 +141,11 @@ def wait_rows(paths: list[Path] | Path | Callable[[], list[Path]], n: int,
                          + (f":\n{proc.stderr()}" if proc else ""))
 
 
+def output_files(outdir: Path) -> list[Path]:
+    """The output files in a directory (not the hidden lock and temporary files)."""
+    return [p for p in outdir.iterdir() if not p.name.startswith(".")]
+
+
 def batch_reference(tmp: Path, inputs: list[Path], models: list[str]) -> list[str]:
     """``zeekml score --all`` over the inputs (one stream, in order): its data lines."""
     ref = tmp / f"ref-{time.monotonic_ns()}.log"
@@ -315,7 +320,7 @@ def test_sighup_reopens_and_rotate_renames_like_zeek(tmp_path: Path, models: lis
     write_new(live, data[: cuts[0]])
     tail = TailProc(["--all", "--out", str(out), "--state", str(state), "--rotate", "1",
                      *models, *FAST, str(live)], tmp_path)
-    files = lambda: sorted(outdir.iterdir(), key=lambda p: p.stat().st_mtime_ns)  # noqa: E731
+    files = lambda: sorted(output_files(outdir), key=lambda p: p.stat().st_mtime_ns)  # noqa: E731
     try:
         # the first rows may already sit in a file that --rotate 1 renamed (on a loaded
         # machine scoring can take longer than one rotation interval): look at every file
@@ -330,7 +335,7 @@ def test_sighup_reopens_and_rotate_renames_like_zeek(tmp_path: Path, models: lis
     finally:
         rc = tail.stop()
     assert rc == 0, tail.stderr()
-    outs = sorted(outdir.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    outs = sorted(output_files(outdir), key=lambda p: p.stat().st_mtime_ns)
     rotated = [p for p in outs if p.name not in ("zeekml.log", "zeekml.log.1")]
     assert rotated, [p.name for p in outs]
     import re

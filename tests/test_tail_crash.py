@@ -27,6 +27,7 @@ from tests.test_tail import (
     data_lines,
     model_args,
     n_models,
+    output_files,
     wait_rows,
 )
 from zeekml.errors import StateError
@@ -65,9 +66,10 @@ def wait_committed(state: Path, live: Path, proc: TailProc, timeout: float = 120
             saved = StateStore(state).load()
         except StateError:
             saved = None  # mid-replace on some filesystems: look again
-        pos = (saved.inputs.get(key) or {}).get("position") if saved else None
+        gens = (saved.inputs.get(key) or {}).get("generations", {}) if saved else {}
         st = live.stat()
-        if pos and pos["ino"] == st.st_ino and pos["offset"] == st.st_size:
+        if any(c.get("ino") == st.st_ino and c.get("offset") == st.st_size
+               for c in gens.values()):
             return
         time.sleep(0.05)
     raise AssertionError(f"no checkpoint at the end of {live}:\n{proc.stderr()}")
@@ -151,4 +153,4 @@ def test_kill9_at_random_points_exactly_once(tmp_path: Path, tiny_models, seed: 
 
 def outputs(outdir: Path) -> list[Path]:
     """Output files, oldest first (rotated ones, then the current zeekml.log)."""
-    return sorted(outdir.iterdir(), key=lambda p: (p.name == "zeekml.log", p.stat().st_mtime_ns))
+    return sorted(output_files(outdir), key=lambda p: (p.name == "zeekml.log", p.stat().st_mtime_ns))

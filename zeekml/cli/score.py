@@ -53,15 +53,15 @@ def build_sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
     from zeekml.sinks.notice_log import notice_sink
     from zeekml.sinks.zeek_log import ZeekLogSink
 
-    stateful = args.state is not None  # the next run appends: no #close, never truncate
+    # how each file is written (replace / append with --state / live for tail) is the
+    # run's to say: Pipeline.begin tells every sink
     out = args.out
     if args.notice:
-        main = notice_sink(out, out_format=args.out_format, suppress_for=policy.suppress,
-                           footer=not stateful, append=stateful)
+        main = notice_sink(out, out_format=args.out_format, suppress_for=policy.suppress)
     elif args.out_format == "json":
-        main = JsonLogSink(out, append=stateful)
+        main = JsonLogSink(out)
     else:
-        main = ZeekLogSink(out, footer=not stateful, append=stateful)
+        main = ZeekLogSink(out)
     sinks = [main]
     if args.sink:
         if importlib.util.find_spec("zeekml.sinks.registry") is None:
@@ -85,6 +85,32 @@ def build_scorers(args: argparse.Namespace) -> list:
     return default_scorers(opts)
 
 
+def run_options(args: argparse.Namespace):  # noqa: ANN201 - RunOptions (imported lazily)
+    """Reading, checkpoint and catch-up options of a batch run."""
+    from zeekml.runtime.pipeline import RunOptions
+    from zeekml.sources.options import ReadOptions
+
+    if args.archive is not None and not Path(args.archive).is_dir():
+        raise UsageError(f"--archive {args.archive}: not a directory")
+    return RunOptions(read=ReadOptions(batch_rows=args.batch_size), archive=args.archive,
+                      lookback=args.lookback)
+
+
+def add_catch_up_options(p: argparse.ArgumentParser) -> None:
+    """``--archive`` and ``--lookback``: where and how far back rotated generations are
+    looked for (shared by score with --state and tail)."""
+    from zeekml.sources.rotation import DEFAULT_LOOKBACK, parse_duration
+
+    p.add_argument("--archive", metavar="DIR",
+                   help="zeekctl's log directory (dated YYYY-MM-DD folders of gzipped logs): "
+                        "rotated generations of a live log not yet finished are also looked "
+                        "for there")
+    p.add_argument("--lookback", type=parse_duration, default=DEFAULT_LOOKBACK,
+                   metavar="DURATION",
+                   help="rotated generations modified longer ago than this are not looked "
+                        "for (seconds, or 30m, 12h, 7d; default 7d)")
+
+
 def _progress(counters, i: int, n: int) -> None:  # noqa: ANN001 - Counters
     sys.stderr.write(f"\r\x1b[Kfile {i + 1}/{n}  {counters.flows_read:,} flows  "
                      f"{counters.flows_per_second:,.0f} flows/s")
@@ -92,7 +118,7 @@ def _progress(counters, i: int, n: int) -> None:  # noqa: ANN001 - Counters
 
 
 def run(args: argparse.Namespace) -> int:
-    from zeekml.runtime.pipeline import Pipeline, RunOptions, score_inputs
+    from zeekml.runtime.pipeline import Pipeline, score_inputs
     from zeekml.runtime.state import StateStore
     from zeekml.sources import SkipLog, expand_inputs
 
@@ -118,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         tty = sys.stderr.isatty() and not args.quiet
         counters = score_inputs(
             paths, pipeline, skips=skips, store=store,
-            options=RunOptions(batch_rows=args.batch_size),
+            options=run_options(args),
             progress=_progress if tty else None,
         )
     finally:
@@ -169,7 +195,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=65536, metavar="ROWS",
                    help="flows per batch (default 65536)")
     p.add_argument("--state", metavar="PATH",
-                   help="state file: continue where the last run stopped (cron mode)")
+                   help="state file: continue where the last run stopped (cron mode); a "
+                        "live log (conn.log) rotated between runs is finished first")
+    add_catch_up_options(p)
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line instead of skipping it")
     p.add_argument("--sink", action="append", default=[], metavar="SPEC",

@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from zeekml.runtime.state import StateStore
     from zeekml.runtime.tail import Tail, TailOptions
     from zeekml.runtime.tail_sources import open_tail_source
+    from zeekml.sources.options import ReadOptions
     from zeekml.sources.skips import SkipLog
 
     if args.path == "-" and args.state:
@@ -110,9 +111,13 @@ def run(args: argparse.Namespace) -> int:
         def make_main_sink():  # noqa: ANN202 - a Sink
             return score.build_sinks(main_only, config)[0]
 
+        read = score.run_options(args).read
+        read = ReadOptions(batch_rows=options.batch_rows, tz=read.tz, pair=read.pair)
+
         def make_source(cursor):  # noqa: ANN001, ANN202 - cursor dict / TailSource
-            return open_tail_source(args.path, skips=skips, batch_rows=options.batch_rows,
-                                    poll_interval=options.poll_interval, resume=cursor)
+            return open_tail_source(args.path, skips=skips, options=read,
+                                    poll_interval=options.poll_interval, resume=cursor,
+                                    archive=args.archive, lookback=args.lookback)
 
         key = "tail:" + (args.path if args.path == "-" else os.path.abspath(args.path))
         tail = Tail(make_source, pipeline, input_key=key, store=store, options=options,
@@ -128,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
                                          pipeline.policy.pending)
         text += (f"\nbatches: {stats.batches}, checkpoints: {stats.checkpoints}, "
                  f"output rotations: {stats.rotations}, reopens: {stats.reopens}")
+        if stats.first_verdict is not None:
+            text += f"\nfirst verdicts {stats.first_verdict:.2f} s after start"
         print("zeekml tail: " + text.replace("\n", "\n  "), file=sys.stderr)
     return 0
 

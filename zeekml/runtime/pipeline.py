@@ -13,24 +13,27 @@ Rows of the verdict table are flow-major: for flow *i* and models *m1, m2*, the 
 are (i, m1), (i, m2), (i+1, m1), ... so an output is in stream order whatever the
 number of models.
 
-Exactly-once with a state file (:mod:`zeekml.runtime.state`): a checkpoint flushes
-(fsyncs) every sink, then saves, atomically and together, each input's cursor (byte
-offset of the last complete line consumed, parser state), every scorer's and the
-policy's state, and each sink's checkpoint. A run resuming from it truncates the
-outputs back to their checkpoints and reads each input from its offset, so every flow
-is scored and written once even across crashes. Inputs are recognised by content
-(:func:`zeekml.runtime.state.identify`), so a growing ``current/conn.log`` continues
-where the last run stopped and an unchanged archive is skipped.
+Exactly-once with a state file (:mod:`zeekml.runtime.state`): a commit
+(:meth:`Pipeline.commit`) flushes (fsyncs) every sink, then saves, atomically and
+together, each input's cursor (byte offset of the last complete line consumed, parser
+state), every scorer's and the policy's state, and each sink's checkpoint. A run
+commits once *before* it writes anything, so a run that dies is always cut back to a
+commit by the next; a run that fails cuts its outputs back itself
+(:meth:`Pipeline.abort`). A run resuming from a state truncates the outputs back to
+their checkpoints and reads each input from its offset, so every flow is scored and
+written once even across crashes. Inputs are read through the one input path
+(:mod:`zeekml.sources.stream`) and recognised by content
+(:mod:`zeekml.sources.generation`), so a growing ``current/conn.log`` continues where
+the last run stopped, an unchanged archive is skipped, and a generation rotated away
+between two runs is finished before the new one is read.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +41,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from zeekml.errors import StateError
 from zeekml.models.base import ScoreBatch, Scorer
 from zeekml.policy.notice import NoticePolicy
 from zeekml.records.verdicts import empty_verdicts
-from zeekml.runtime.state import RunState, StateStore, find_cursor, identify
-from zeekml.sinks.base import Sink
+from zeekml.runtime.state import RunState, StateStore
+from zeekml.sinks.base import RunContext, Sink, call_optional
+from zeekml.sources.generation import Generation, identify, match_cursor
+from zeekml.sources.options import ReadOptions
+from zeekml.sources.rotation import earlier_generations, is_live_name
 from zeekml.sources.skips import SkipLog
+from zeekml.sources.stream import read_pieces
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +257,13 @@ class Pipeline:
         for sink in self.sinks:
             sink.flush()
 
+    def begin(self, run: RunContext) -> None:
+        """Tell every sink how this run uses outputs (before anything is written)."""
+        for sink in self.sinks:
+            call_optional(sink, "begin", run)
+
     def close(self) -> None:
+        """Finish every output (a replaced file is swapped in now); the run succeeded."""
         errors = []
         for sink in self.sinks:
             try:
@@ -260,6 +272,14 @@ class Pipeline:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+    def abort(self) -> None:
+        """The run failed before its commit: every output back to its last commit."""
+        for sink in self.sinks:
+            try:
+                call_optional(sink, "abort")
+            except Exception as exc:  # noqa: BLE001 - abort every sink, report each
+                log.error("%s: %s", sink.name, exc)
 
     # ------------------------------------------------------------------ state
     def model_ids(self) -> dict[str, str]:
@@ -282,6 +302,16 @@ class Pipeline:
             meta={**meta, "models": self.model_ids()},
         )
 
+    def commit(self, store: StateStore, inputs: dict[str, dict[str, Any]],
+               meta: dict[str, Any]) -> RunState:
+        """Flush every sink, save the state with the input cursors, then tell the sinks
+        the state holding their checkpoints is saved (what a failure cuts back to)."""
+        state = self.capture(inputs, meta)
+        store.save(state)
+        for sink in self.sinks:
+            call_optional(sink, "mark_committed")
+        return state
+
     def restore(self, state: RunState) -> None:
         """Load scorer, policy and sink state saved by :meth:`capture`."""
         saved_models = state.meta.get("models", {})
@@ -303,154 +333,54 @@ class Pipeline:
                 sink.restore(pos)
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass
-class Piece:
-    """Batches read from one input, and its cursor once they are written."""
-
-    frames: list[pd.DataFrame]
-    cursor: dict[str, Any] | None
-    done: bool = False
-
-
-def _gunzip(fh: Any, chunk: int, damaged: Callable[[str], None]) -> Iterator[bytes]:
-    """Decompressed bytes of a (multi-member) gzip file, at most ``chunk`` per piece.
-
-    Damage (a corrupt block, a stream cut short) ends the data after the last good
-    byte and is reported through ``damaged`` (the rows before it are kept).
-    """
-    d = zlib.decompressobj(31)
-    fed = False
-    while True:
-        raw = fh.read(1 << 20)
-        if not raw:
-            if fed:
-                tail = d.flush()
-                if tail:
-                    yield tail
-                if not d.eof:
-                    damaged("truncated gzip stream (it ends before its end-of-stream marker)")
-            return
-        while raw:
-            if not fed and not raw.strip(b"\x00"):
-                break  # zero padding after the last member
-            fed = True
-            try:
-                out = d.decompress(raw, chunk)
-            except zlib.error as exc:
-                damaged(f"corrupt gzip data ({exc})")
-                return
-            raw = d.unconsumed_tail
-            if out:
-                yield out
-            if d.eof:  # a member ends: what follows is another member (or padding)
-                raw = d.unused_data + raw
-                d = zlib.decompressobj(31)
-                fed = False
-
-
-def read_input(
-    path: str,
-    cursor: dict[str, Any] | None,
-    skips: SkipLog,
-    batch_rows: int,
-    *,
-    hold_partial: bool,
-    chunk: int | None = None,
-) -> Iterator[Piece]:
-    """Canonical batches of one input from its cursor on, each group with its new cursor.
-
-    ``cursor`` (from an earlier run; None = from the start) carries ``offset`` (bytes
-    of the decompressed stream consumed: complete lines), ``parser`` (the parser's
-    state: header, line number) or, for nfcapd files, ``rows``. ``hold_partial``
-    leaves a growing file's unfinished last line for the next run unless the file has
-    been quiet for :data:`SETTLE_SECONDS` (cron mode). ``chunk`` is the read size
-    (default: about one batch of lines); a cursor is yielded after every chunk.
-    """
-    from zeekml.sources import open_parser, read_flows, sniff_format
-    from zeekml.sources.open import SNIFF_BYTES, chunk_bytes
-
-    if path == "-":
-        for frame in read_flows("-", skips=skips, batch_rows=batch_rows):
-            yield Piece([frame], None)
-        return
-    ident = identify(path)
-    base = {**ident.to_dict(), "path": os.path.abspath(path)}
-    if ident.kind == "nfcapd":
-        done_rows = int(cursor.get("rows", 0)) if cursor else 0
-        seen = 0
-        for frame in read_flows(path, skips=skips, batch_rows=batch_rows):
-            lo = max(0, done_rows - seen)
-            seen += len(frame)
-            if lo < len(frame):
-                yield Piece([frame.iloc[lo:].reset_index(drop=True)],
-                            {**base, "rows": seen, "done": False})
-        yield Piece([], {**base, "rows": max(seen, done_rows), "done": True}, done=True)
-        return
-
-    offset = int(cursor.get("offset", 0)) if cursor else 0
-    size = chunk or chunk_bytes(batch_rows)
-    with open(path, "rb") as fh:
-        damage: list[str] = []
-        if ident.kind == "gzip":
-            stream: Iterator[bytes] = _gunzip(fh, size, damage.append)
-        else:
-            stream = iter(lambda: fh.read(size), b"")
-        head = b""
-        pieces: list[bytes] = []
-        for data in stream:  # sniff from the real start of the content
-            head += data
-            pieces.append(data)
-            if len(head) >= SNIFF_BYTES:
-                break
-        if not head.strip():
-            yield Piece([], {**base, "offset": 0, "done": ident.kind == "gzip"},
-                        done=ident.kind == "gzip")
-            return
-        fmt = sniff_format(head[:SNIFF_BYTES])
-        parser = open_parser(fmt, path, skips, batch_rows=batch_rows)
-        if cursor and cursor.get("parser") is not None and offset > 0:
-            try:
-                parser.set_state(cursor["parser"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise StateError(f"{path}: saved parser state is malformed: {exc}") from exc
-            if int(parser.consumed) != offset:
-                raise StateError(f"{path}: saved parser offset {parser.consumed} != {offset}")
-
-        def rest() -> Iterator[bytes]:
-            pos = 0
-            for data in [*pieces, *stream]:
-                end = pos + len(data)
-                if end > offset:
-                    yield data[max(0, offset - pos):]
-                pos = end
-
-        for data in rest():
-            frames = parser.feed(data)
-            yield Piece(frames, {**base, "offset": int(parser.consumed),
-                                 "parser": parser.get_state(), "done": False})
-        if damage:  # rows before the damage were delivered; the partial line is dropped
-            skips.add(path, parser.line_no + 1, f"{damage[0]}; rows after this point are lost")
-            yield Piece([], {**base, "offset": int(parser.consumed),
-                             "parser": parser.get_state(), "done": True}, done=True)
-            return
-        settled = (time.time() - ident.mtime) >= SETTLE_SECONDS
-        final = ident.kind == "gzip" or not hold_partial or settled
-        frames = parser.close() if final else []
-        yield Piece(frames, {**base, "offset": int(parser.consumed), "parser": parser.get_state(),
-                             "done": ident.kind == "gzip"}, done=True)
-
-
 # --------------------------------------------------------------------------- batch runs
 
 
 @dataclass
 class RunOptions:
-    batch_rows: int = 65536
+    """How ``score`` runs: reading, checkpoints, catch-up of rotated generations."""
+
+    read: ReadOptions = field(default_factory=ReadOptions)
     checkpoint_seconds: float = 60.0
     max_cursors: int = 100_000
+    #: with --state: zeekctl's archive directory searched for rotated generations
+    archive: str | None = None
+    #: with --state: rotated generations modified longer ago than this are not looked at
+    lookback: float = 7 * 86400.0
+
+    @property
+    def batch_rows(self) -> int:
+        return self.read.batch_rows
+
+
+class _Cursors:
+    """The state's input cursors, keyed by generation; bounded by age and count."""
+
+    def __init__(self, saved: dict[str, dict[str, Any]], limit: int, lookback: float) -> None:
+        self.map = dict(saved)
+        self.limit = limit
+        self.lookback = lookback
+
+    def find(self, gen: Generation) -> tuple[str | None, dict[str, Any] | None]:
+        return match_cursor(self.map, gen)
+
+    def put(self, old_key: str | None, cursor: dict[str, Any]) -> str:
+        if old_key is not None and old_key != cursor["key"]:
+            self.map.pop(old_key, None)  # the head grew: the cursor is re-keyed
+        self.map[cursor["key"]] = {**cursor, "seen": time.time()}
+        return str(cursor["key"])
+
+    def pruned(self) -> dict[str, dict[str, Any]]:
+        """Forget inputs seen long before the lookback (and the oldest past the limit)."""
+        horizon = time.time() - self.lookback - 86400.0
+        kept = {k: c for k, c in self.map.items()
+                if not (c.get("done") and float(c.get("seen", 0) or 0) < horizon)}
+        if len(kept) > self.limit:
+            order = sorted(kept, key=lambda k: kept[k].get("seen", 0))
+            for k in order[: len(kept) - self.limit]:
+                del kept[k]
+        self.map = kept
+        return kept
 
 
 def score_inputs(
@@ -464,16 +394,26 @@ def score_inputs(
 ) -> Counters:
     """Score every input in order through ``pipeline`` (the batch/cron front end).
 
-    Without ``store`` every input is read from its start and, at the end, notices held
-    for suppression are written and the sinks closed with Zeek's ``#close``. With
-    ``store`` (the caller holds its lock) the run continues from the saved state and
-    leaves open suppression windows in it for the next run.
+    Without ``store`` every input is read from its start; outputs are replaced only
+    when the run succeeds (:mod:`zeekml.sinks.files`), notices held for suppression
+    are written at the end and the logs closed with Zeek's ``#close``.
+
+    With ``store`` (the caller holds its lock) the run continues from the saved state:
+    it commits once before writing anything (outputs' positions, so a run that dies
+    is cut back by the next), then after every input and every ``checkpoint_seconds``;
+    each input generation is remembered by content (:mod:`zeekml.sources.generation`)
+    and read from its cursor; for a live log named like ``conn.log``, generations
+    rotated away since the state began (beside it, or under ``archive``) and not yet
+    finished are read first, oldest first. Open suppression windows stay in the state
+    for the next run. Any failure cuts every output back to the last commit.
     """
     opts = options or RunOptions()
     counters = pipeline.counters
     state = store.load() if store is not None else None
-    cursors: dict[str, dict[str, Any]] = dict(state.inputs) if state else {}
+    cursors = _Cursors(state.inputs if state else {}, opts.max_cursors, opts.lookback)
     meta: dict[str, Any] = dict(state.meta) if state else {}
+    meta.setdefault("since", time.time())
+    pipeline.begin(RunContext(stateful=store is not None))
     if state is not None:
         pipeline.restore(state)
     meta["runs"] = int(meta.get("runs", 0)) + 1
@@ -481,53 +421,76 @@ def score_inputs(
 
     def checkpoint() -> None:
         nonlocal last
-        if store is None:
-            return
-        kept = cursors
-        if len(kept) > opts.max_cursors:  # forget the inputs seen longest ago
-            order = sorted(kept, key=lambda k: kept[k].get("seen", 0))
-            for k in order[: len(kept) - opts.max_cursors]:
-                del kept[k]
-        store.save(pipeline.capture(kept, meta))
-        last = time.monotonic()
+        if store is not None:
+            pipeline.commit(store, cursors.pruned(), meta)
+            last = time.monotonic()
 
-    for i, path in enumerate(paths):
-        counters.files += 1
-        key, cursor = (None, None)
-        if path != "-" and store is not None:
-            key, cursor = find_cursor(cursors, identify(path))
-            if cursor is not None and _nothing_new(path, cursor):
-                counters.files_unchanged += 1
-                cursor["seen"] = time.time()
-                continue
-        for piece in read_input(path, cursor, skips, opts.batch_rows,
-                                hold_partial=store is not None):
-            for frame in piece.frames:
-                pipeline.process(frame)
-            if progress is not None:
-                progress(counters, i, len(paths))
-            if piece.cursor is not None and store is not None:
-                if key is not None and key != piece.cursor["key"]:
-                    cursors.pop(key, None)  # the head grew: the cursor is re-keyed
-                key = piece.cursor["key"]
-                cursors[key] = {**piece.cursor, "seen": time.time()}
-                if piece.done or time.monotonic() - last >= opts.checkpoint_seconds:
-                    checkpoint()
-    if store is None:
-        pipeline.finish()
-    else:
-        checkpoint()
-    pipeline.close()
+    try:
+        checkpoint()  # write-ahead: outputs' starting positions are committed first
+        plan = _plan(paths, cursors, opts, float(meta["since"]), store is not None)
+        for i, (path, gen, final) in enumerate(plan):
+            counters.files += 1
+            key, cursor = (None, None)
+            if gen is not None:
+                key, cursor = cursors.find(gen)
+                if cursor is not None and _nothing_new(gen, cursor):
+                    counters.files_unchanged += 1
+                    cursors.put(key, cursor)
+                    continue
+            for piece in read_pieces(path, cursor, skips, opts.read, final=final,
+                                     hold_partial=store is not None, gen=gen):
+                for frame in piece.frames:
+                    pipeline.process(frame)
+                if progress is not None:
+                    progress(counters, i, len(plan))
+                if piece.cursor is not None and store is not None:
+                    key = cursors.put(key, piece.cursor)
+                    if piece.done or time.monotonic() - last >= opts.checkpoint_seconds:
+                        checkpoint()
+        if store is None:
+            pipeline.finish()
+        else:
+            checkpoint()
+        pipeline.close()
+    except BaseException:
+        pipeline.abort()
+        raise
     counters.stop()
     return counters
 
 
-def _nothing_new(path: str, cursor: dict[str, Any]) -> bool:
+def _plan(paths: Sequence[str], cursors: _Cursors, opts: RunOptions, since: float,
+          stateful: bool) -> list[tuple[str, Generation | None, bool]]:
+    """Inputs in reading order: (path, generation or None for stdin, complete?).
+
+    In a stateful run a live log (``conn.log``) is preceded by its generations rotated
+    away since the state began and not finished yet (found by content beside it or in
+    the archive), oldest first; a generation is read once even when listed twice.
+    """
+    out: list[tuple[str, Generation | None, bool]] = []
+    seen: set[str] = set()
+
+    def add(path: str, gen: Generation | None, final: bool) -> None:
+        if gen is not None and stateful:  # one cursor per content: read it once
+            if gen.key in seen:
+                return
+            seen.add(gen.key)
+        out.append((path, gen, final))
+
+    for path in paths:
+        if path == "-":
+            add(path, None, False)
+            continue
+        if stateful and is_live_name(path):
+            for old, gen in earlier_generations(path, cursors.map, since=since,
+                                                archive=opts.archive, lookback=opts.lookback):
+                add(str(old), gen, True)
+        add(path, identify(path), False)
+    return out
+
+
+def _nothing_new(gen: Generation, cursor: dict[str, Any]) -> bool:
     """The input was read to its end before and has not grown."""
     if cursor.get("done"):
         return True
-    try:
-        size = os.stat(path).st_size
-    except OSError:
-        return False
-    return cursor.get("kind") == "plain" and int(cursor.get("offset", -1)) == size
+    return gen.kind == "plain" and cursor.get("offset") == gen.size

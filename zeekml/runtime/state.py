@@ -2,8 +2,9 @@
 
 One state file holds, written atomically *together*:
 
-``inputs``   per input id, an arbitrary JSON-able cursor (for batch files: identity
-             ``dev``/``ino`` and a head fingerprint, byte offset, parser state, done);
+``inputs``   per input generation (:mod:`zeekml.sources.generation`), its JSON-able
+             cursor (identity, byte offset, format and parser state, done), or for
+             ``tail`` one entry per followed path holding its generations' cursors;
 ``scorers``  per model, its state arrays (per-host windows, conversations);
 ``policy``   the notice policy's arrays (open suppression windows);
 ``sinks``    per sink, its checkpoint (output file identity and size after fsync);
@@ -36,13 +37,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import time
 import zipfile
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,104 +243,3 @@ class StateStore:
             raise StateError(f"{self.path}: cannot write state: {exc.strerror or exc}") from exc
         log.debug("state saved to %s (%d arrays, %d bytes of JSON)", self.path,
                   len(members) - 1, len(text))
-
-
-# --------------------------------------------------------------------------- inputs
-
-#: bytes of an input's (decompressed) head that identify it
-HEAD_BYTES = 4096
-GZIP_MAGIC = b"\x1f\x8b"
-NFCAPD_MAGIC = b"\x0c\xa5"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who an input file is: device, inode, and a SHA-256 of its first bytes.
-
-    The fingerprint covers the first ``min(HEAD_BYTES, size)`` bytes of the
-    *decompressed* content, so a log keeps its identity when it is renamed by
-    rotation or gzipped into an archive, and a cursor whose fingerprint matches
-    proves the bytes it consumed (up to ``head_len``) are the same bytes. A Zeek log's
-    head carries its ``#open`` time (a JSON log its first record's ts and uid), so
-    two generations of ``conn.log`` never share a fingerprint.
-    """
-
-    kind: str  # "plain" | "gzip" | "nfcapd"
-    dev: int
-    ino: int
-    size: int
-    mtime: float
-    head_len: int
-    head_sha256: str
-    head: bytes = b""
-
-    @property
-    def key(self) -> str:
-        return f"{self.head_len}:{self.head_sha256}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "kind": self.kind, "dev": self.dev, "ino": self.ino,
-                "head_len": self.head_len, "head_sha256": self.head_sha256}
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _gzip_head(fh: Any, n: int) -> bytes:
-    d = zlib.decompressobj(31)
-    out = b""
-    while len(out) < n:
-        raw = fh.read(64 * 1024)
-        if not raw:
-            break
-        try:
-            out += d.decompress(raw, n - len(out))
-        except zlib.error:
-            break
-        while d.unconsumed_tail and len(out) < n:
-            out += d.decompress(d.unconsumed_tail, n - len(out))
-        if d.eof:
-            rest = d.unused_data
-            if not rest.strip(b"\x00"):
-                continue
-            d = zlib.decompressobj(31)
-            out += d.decompress(rest, n - len(out))
-    return out[:n]
-
-
-def identify(path: str | Path) -> Identity:
-    """The :class:`Identity` of an input file (reads at most its first compressed MiB)."""
-    st = os.stat(path)
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-        fh.seek(0)
-        if magic == GZIP_MAGIC:
-            kind, head = "gzip", _gzip_head(fh, HEAD_BYTES)
-        else:
-            kind = "nfcapd" if magic == NFCAPD_MAGIC else "plain"
-            head = fh.read(HEAD_BYTES)
-    return Identity(kind, st.st_dev, st.st_ino, st.st_size, st.st_mtime, len(head), _sha(head),
-                    head)
-
-
-def find_cursor(
-    cursors: Mapping[str, dict[str, Any]], ident: Identity
-) -> tuple[str | None, dict[str, Any] | None]:
-    """The saved cursor of this input, matched by content fingerprint; else (None, None).
-
-    A cursor saved while the file was shorter than ``HEAD_BYTES`` matches when the
-    file still starts with the same bytes; the longest matching prefix wins, then
-    the same device and inode.
-    """
-    if ident.head_len == 0:
-        return None, None
-    if ident.key in cursors:
-        return ident.key, cursors[ident.key]
-    lengths = sorted({int(c.get("head_len", -1)) for c in cursors.values()
-                      if 0 < int(c.get("head_len", -1)) < ident.head_len}, reverse=True)
-    for n in lengths:
-        key = f"{n}:{_sha(ident.head[:n])}"
-        if key in cursors:
-            return key, cursors[key]
-    return None, None

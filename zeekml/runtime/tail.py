@@ -7,16 +7,19 @@ as soon as it holds ``batch_rows`` flows **or** its oldest flow has waited
 ``max_latency`` plus the scoring time, and a busy one is scored in large batches.
 
 Exactly once with ``--state``: a checkpoint flushes (fsyncs) every sink and saves,
-atomically and together, the input's cursor (identity + byte offset + parser header
-state, see :mod:`zeekml.runtime.tail_sources`), every scorer's window state, the
-policy state and each sink's size. Checkpoints are taken every ``checkpoint_seconds``
-(stretched so that saving a large window state takes at most about a tenth of the
-time; never in the middle of a batch), at every input file boundary (rotation), around
-output rotation and reopening, and at shutdown. After ``kill -9`` at any moment, the
-next run truncates each output back to its checkpointed size and re-reads the input
-from the checkpointed offset with the checkpointed windows, so every verdict is in the
-output exactly once (the rows written after the last checkpoint are re-produced
-identically).
+atomically and together, the input's cursor (every generation's identity, byte offset
+and parser header state, see :mod:`zeekml.runtime.tail_sources`), every scorer's window
+state, the policy state and each sink's size. A checkpoint is taken at start-up before
+anything is written, right after the first batch a (re)started process writes (so a
+crash loop still advances), every ``checkpoint_seconds`` (stretched so that saving a
+large window state takes at most about a tenth of the time; never in the middle of a
+batch), at every input generation boundary (rotation, catch-up), around output
+rotation and reopening, and at shutdown. After ``kill -9`` at any moment, the next run
+truncates each output back to its checkpointed size and re-reads the input from the
+checkpointed offsets with the checkpointed windows, so every verdict is in the output
+exactly once (the rows written after the last checkpoint are re-produced identically).
+A failure (a full disk, a collector that stays down) cuts the outputs back to the
+last checkpoint before the process exits 1.
 
 Signals: SIGTERM and SIGINT flush, checkpoint and exit 0; SIGHUP reopens the main
 output (after ``logrotate`` moved it: a new file with a header; if it was not moved,
@@ -45,9 +48,9 @@ import pandas as pd
 from zeekml.errors import StateError
 from zeekml.records import schema
 from zeekml.runtime.pipeline import Pipeline
-from zeekml.runtime.state import RunState, StateStore
+from zeekml.runtime.state import StateStore
 from zeekml.runtime.tail_sources import TailSource
-from zeekml.sinks.base import Sink
+from zeekml.sinks.base import RunContext, Sink, call_optional
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,8 @@ class TailStats:
     rotations: int = 0
     reopens: int = 0
     started: float = field(default_factory=time.monotonic)
+    #: seconds from start to the first verdict written (None: none yet)
+    first_verdict: float | None = None
 
 
 def rotated_name(path: Path, opened: float) -> Path:
@@ -137,6 +142,7 @@ class Tail:
         self._pending_rows = 0
         self._pending_since = 0.0
         self._dirty = False
+        self._commit_soon = True  # right after the first batch of this process
         self._last_commit = time.monotonic()
         self._commit_every = self.opts.checkpoint_seconds
         self._inputs: dict[str, dict[str, Any]] = {}
@@ -192,9 +198,9 @@ class Tail:
             return
         self._inputs[self.input_key] = self._source.cursor()
         t0 = time.monotonic()
-        state: RunState = self.pipeline.capture(self._inputs, self._meta)
-        self.store.save(state)
+        self.pipeline.commit(self.store, self._inputs, self._meta)
         self._dirty = False
+        self._commit_soon = True  # right after the first batch of this process
         self._last_commit = time.monotonic()
         # a big window state (millions of hosts) takes a while to save: keep checkpoints
         # under about a tenth of the time, whatever checkpoint_seconds says
@@ -215,6 +221,12 @@ class Tail:
             self.stats.batches += 1
         self.pipeline.flush()  # verdicts reach the file now (the latency bound)
         self._dirty = True
+        if self.stats.first_verdict is None:
+            self.stats.first_verdict = time.monotonic() - self.stats.started
+            log.info("first verdicts written %.2f s after start", self.stats.first_verdict)
+        if self._commit_soon:
+            self._commit_soon = False
+            self._commit()  # a restarted process makes progress even if it dies soon
 
     def _due(self, now: float) -> bool:
         return bool(self._pending) and (
@@ -231,13 +243,16 @@ class Tail:
 
     def _replace_main_sink(self, restore_from: dict[str, Any] | None) -> None:
         old = self.pipeline.sinks[0]
-        if hasattr(old, "footer"):
-            old.footer = True  # a closed file ends with #close, as Zeek writes it
+        if hasattr(old, "stateful"):
+            # a closed file ends with #close, as Zeek writes it; if the same file goes on
+            # (SIGHUP without a move), restore() below cuts the #close back off
+            old.stateful = False
         old.close()
         assert self.make_main_sink is not None
         new = self.make_main_sink()
+        call_optional(new, "begin", self._run_context())
         if restore_from:
-            new.restore(restore_from)  # same file still there: continue, drop #close
+            new.restore(restore_from)  # same file still there: continue
         self.pipeline.sinks[0] = new
 
     def _reopen_output(self) -> None:
@@ -271,14 +286,24 @@ class Tail:
         self.stats.rotations += 1
 
     # ------------------------------------------------------------------ loop
+    def _run_context(self) -> RunContext:
+        return RunContext(stateful=self.store is not None, streaming=True)
+
     def run(self) -> TailStats:
         old_handlers = self._install_signals()
         try:
+            self.pipeline.begin(self._run_context())
             cursor = self._load()
             self._meta["runs"] = int(self._meta.get("runs", 0)) + 1
             self._meta.setdefault("out_opened", time.time())
             self._source = self.source_factory(cursor)
-            self._loop()
+            try:
+                if self.store is not None:
+                    self._commit()  # write-ahead: outputs' starting positions first
+                self._loop()
+            except BaseException:
+                self.pipeline.abort()  # cut every output back to the last checkpoint
+                raise
         finally:
             if self._source is not None:
                 self._source.close()

@@ -12,12 +12,22 @@ Exactly-once output across crashes rests on two calls:
                    (e.g. truncate the file back), so the re-processed flows are written
                    once.
 
+Optional calls (a plugin without them keeps working, with weaker guarantees):
+
+``begin(run)``        before anything is written: how the run uses outputs
+                      (:class:`RunContext`: stateful or not, streaming or batch);
+``mark_committed()``  the state holding the last checkpoint is saved;
+``abort()``           the run failed before its commit: leave the output as it was at
+                      the last commit (file sinks cut back or drop their temporary file);
+``stats()``           delivery counters for the run summary.
+
 Each sink writes whole records in one ``write`` call to its own file/socket, so
 several sinks never interleave partial records.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
@@ -36,3 +46,28 @@ class Sink(Protocol):
     def restore(self, position: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """How a run uses its outputs (given to sinks' optional ``begin``).
+
+    ``stateful``   a ``--state`` run: outputs are appended to and committed with the state;
+    ``streaming``  ``zeekml tail``: outputs are read while they grow.
+    """
+
+    stateful: bool = False
+    streaming: bool = False
+
+    @property
+    def file_mode(self) -> str:
+        """The :class:`~zeekml.sinks.files.OutputFile` mode for a plain file output."""
+        if self.stateful:
+            return "append"
+        return "live" if self.streaming else "replace"
+
+
+def call_optional(sink: Any, method: str, *args: Any) -> Any:
+    """Call one of the optional sink methods when the sink has it."""
+    fn = getattr(sink, method, None)
+    return fn(*args) if callable(fn) else None

@@ -36,14 +36,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from zeekml.errors import SinkError
 from zeekml.sinks.cef import column, message
+from zeekml.sinks.files import FileSink, OutputFile
 from zeekml.sinks.registry import SinkOptions
 from zeekml.sinks.textcols import (
     as_text,
@@ -53,7 +50,6 @@ from zeekml.sinks.textcols import (
     json_object,
     json_string,
 )
-from zeekml.sinks.zeek_log import fsync_if_possible
 
 log = logging.getLogger(__name__)
 
@@ -114,77 +110,29 @@ def ecs_records(df: pd.DataFrame) -> pd.Series:
     ], n)
 
 
-class EcsSink:
-    """ECS JSON lines to a file (appended) or to stdout."""
+class EcsSink(FileSink):
+    """ECS JSON lines appended to a file (a feed for Filebeat/Vector), or to stdout.
+
+    A feed is always appended to, also without ``--state``; a run that fails cuts it
+    back to where it was (:class:`~zeekml.sinks.files.OutputFile` in append mode).
+    """
 
     def __init__(self, path: str | None, only_notices: bool = True) -> None:
         # unique per destination: the pipeline keys checkpoints by sink name
         self.name = f"ecs:{os.path.abspath(path) if path is not None else '-'}"
         self._only_notices = only_notices
-        self._path = path
-        self._fd: int | None = None
+        self.pinned = True
+        self.file = OutputFile(path if path is not None else "-", mode="append")
         self.written = 0
-        if path is not None:
-            try:
-                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise SinkError(f"ecs: cannot open {path}: {exc.strerror or exc}") from exc
 
     def write(self, verdicts: pd.DataFrame) -> None:
         rows = verdicts[_notices(verdicts).to_numpy()] if self._only_notices else verdicts
         if not len(rows):
             return
-        block = encode_lines(ecs_records(rows))
-        self._write(block)
+        self.file.write(encode_lines(ecs_records(rows)))
         self.written += len(rows)
-
-    def _write(self, block: bytes) -> None:
-        try:
-            if self._fd is None:
-                sys.stdout.buffer.write(block)
-                sys.stdout.buffer.flush()
-                return
-            view = memoryview(block)
-            while view:
-                view = view[os.write(self._fd, view):]
-        except OSError as exc:
-            raise SinkError(f"ecs: cannot write {self._path or 'stdout'}: {exc}") from exc
-
-    def flush(self) -> None:
-        if self._fd is not None:
-            fsync_if_possible(self._fd)
-
-    def checkpoint(self) -> dict[str, Any]:
-        if self._fd is None:
-            return {"stdout": True, "written": self.written}
-        st = os.fstat(self._fd)
-        return {"path": str(Path(self._path or "").resolve()), "offset": st.st_size,
-                "inode": st.st_ino, "written": self.written}
-
-    def restore(self, position: dict[str, Any]) -> None:
-        """Truncate the file back to the checkpointed size (same file only)."""
-        if self._fd is None or "offset" not in position:
-            return
-        st = os.fstat(self._fd)
-        offset = position["offset"]
-        if not isinstance(offset, int) or offset < 0:
-            raise SinkError(f"ecs: bad checkpoint offset {offset!r} for {self._path}")
-        if position.get("inode") != st.st_ino:
-            log.warning("ecs: %s is not the file of the checkpoint (rotated?); appending",
-                        self._path)
-        elif st.st_size > offset:
-            os.ftruncate(self._fd, offset)
-        elif st.st_size < offset:
-            log.warning("ecs: %s is shorter than at the checkpoint (%d < %d bytes); appending",
-                        self._path, st.st_size, offset)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            try:
-                fsync_if_possible(self._fd)
-            finally:
-                os.close(self._fd)
-                self._fd = None
+        if self.file.stdout:
+            self.file.flush()
 
 
 def factory(target: str, options: dict[str, str]) -> EcsSink:

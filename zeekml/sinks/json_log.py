@@ -9,7 +9,7 @@ parser reads both forms as the same string.)
 
 Rows are rendered vectorized, one field at a time (pyarrow), with Python only for the
 few strings that need escaping; the file handling (fsync checkpoints, truncate-back
-restore) is :class:`~zeekml.sinks.zeek_log.AppendFile`.
+restore, cut-back on failure) is :class:`~zeekml.sinks.files.OutputFile`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zeekml.records.verdicts import zeek_fields, zeek_types
+from zeekml.sinks.files import FileSink, OutputFile
 from zeekml.sinks.zeek_ascii import _CANONICAL_OF, _concat_buffer, _string_lists
-from zeekml.sinks.zeek_log import AppendFile
 
 _L = pa.large_string()
 _NEEDS_JSON_ESCAPE = r'["\\\x00-\x1f\x7f]|[^\x00-\x7f]'
@@ -129,7 +129,7 @@ def format_json_rows(df: pd.DataFrame, fields: Sequence[str], types: Sequence[st
     return _concat_buffer(lines)
 
 
-class JsonLogSink:
+class JsonLogSink(FileSink):
     """Verdict (or notice) rows as Zeek-style NDJSON."""
 
     kind = "json"
@@ -146,7 +146,8 @@ class JsonLogSink:
         self.fields = list(fields or zeek_fields())
         self.types = list(types or zeek_types())
         self.transform = transform
-        self.file = AppendFile(target, append=append)
+        self.pinned = append
+        self.file = OutputFile(target, mode="append" if append else "replace")
         self.name = f"{self.kind}:{self.file.path or '-'}"
         self.rows = 0
 
@@ -155,19 +156,6 @@ class JsonLogSink:
         if len(df):
             self.file.write(format_json_rows(df, self.fields, self.types))
             self.rows += len(df)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def checkpoint(self) -> dict[str, Any]:
-        return self.file.checkpoint()
-
-    def restore(self, position: dict[str, Any]) -> None:
-        self.file.restore(position)
-
-    def close(self) -> None:
-        self.file.open()
-        self.file.close()
 
 
 def factory(target: str, options: dict[str, str]) -> JsonLogSink:

@@ -22,12 +22,14 @@ through the still-open handle, so the last lines written before the rename are n
 lost, and only then is the new file opened and read from its start. A file that
 shrinks below the offset was truncated in place: it is re-read from 0.
 
-Resume: :class:`Position` (identity, offset, fingerprint) is what a checkpoint stores.
-If the path still holds that file, reading continues at the offset. If it was rotated
-while zeekml was down, the old file is looked for beside the path (same inode and
-fingerprint after a rename, or a ``.gz`` sibling whose decompressed head matches), read
-from the offset to its end, and then the new file is read from 0. A rotated file that
-cannot be found is logged as a warning with the byte count known to be missing.
+Resume: :class:`Position` (identity, offset, fingerprint) says where the path's file
+was. If the path still holds that file (same inode and fingerprint), reading continues
+at the offset; otherwise the path's file is read from 0. Finding generations rotated
+away while zeekml was down is not the follower's job but
+:mod:`zeekml.sources.rotation`'s (``zeekml tail`` reads them before it follows).
+
+``hold=True`` makes the follower stop after each ``Ended`` until :meth:`Follower.release`:
+the consumer reads the generations rotated in between before the new file is opened.
 
 Promptness: a watchdog observer on the parent directory wakes :meth:`Follower.wait`
 when the path is modified, created, moved or deleted; polling every ``poll_interval``
@@ -36,7 +38,6 @@ seconds is the fallback for network filesystems and missed events.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import os
@@ -47,23 +48,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from zeekml.errors import StateError
+from zeekml.sources.generation import HEAD_BYTES
 
 log = logging.getLogger(__name__)
-
-#: Bytes of a file's head that form its fingerprint (Zeek TSV headers carry ``#open``
-#: with a timestamp, JSON lines a ts and uid, nfdump CSV its first flow, so the first
-#: KiB tells two generations of the same log apart).
-HEAD_BYTES = 1024
-
-#: Siblings examined when looking for a rotated file on resume (bounded work).
-MAX_SIBLINGS = 512
 
 
 @dataclass(frozen=True)
 class Opened:
     gen: int
     offset: int
-    reason: str  # "start" | "created" | "resumed" | "rotated" | "truncated" | "recovered"
+    reason: str  # "start" | "created" | "resumed" | "rotated" | "truncated"
     path: str
 
 
@@ -127,15 +121,9 @@ def _sha(data: bytes) -> str:
 
 
 def _read_head(fh: BinaryIO, n: int) -> bytes:
-    """The first ``n`` bytes of an open file (plain: pread, gzip: seek/read)."""
+    """The first ``n`` bytes of an open file."""
     if n <= 0:
         return b""
-    if isinstance(fh, gzip.GzipFile):
-        pos = fh.tell()
-        fh.seek(0)
-        data = fh.read(n)
-        fh.seek(pos)
-        return data
     return os.pread(fh.fileno(), n, 0)
 
 
@@ -206,10 +194,13 @@ class Follower:
         poll_interval: float = 0.25,
         resume: Position | None = None,
         watch: bool = True,
+        hold: bool = False,
     ) -> None:
         if not poll_interval > 0:
             raise ValueError(f"poll_interval must be > 0 s, got {poll_interval}")
         self.path = Path(path)
+        self.hold = hold
+        self._held = False
         self.poll_interval = float(poll_interval)
         self._resume = resume
         self._fh: BinaryIO | None = None
@@ -222,7 +213,6 @@ class Follower:
         self._started = False
         self._wake = threading.Event()
         self._watcher = _Watcher(self.path, self._wake) if watch else None
-        self.lost_rotations = 0
 
     # ----------------------------------------------------------------- public
     @property
@@ -247,6 +237,15 @@ class Follower:
         """Make a pending :meth:`wait` return now (signal handlers call this)."""
         self._wake.set()
 
+    @property
+    def holding(self) -> bool:
+        """Stopped after an ``Ended`` (``hold=True``) until :meth:`release`."""
+        return self._held
+
+    def release(self) -> None:
+        """Go on after a held ``Ended``: the path's (new) file is opened at the next read."""
+        self._held = False
+
     def wait(self, timeout: float | None = None) -> None:
         """Block until the path changes or ``timeout`` (default poll interval) passes."""
         if self._watcher is not None and self._watcher.observer is None:
@@ -270,6 +269,8 @@ class Follower:
     def read(self, max_bytes: int = 1 << 20) -> list[Event]:
         """Events available now, at most about ``max_bytes`` of data; never blocks."""
         events: list[Event] = []
+        if self._held:
+            return events
         if not self._started:
             self._started = True
             if self._watcher is not None:
@@ -291,6 +292,9 @@ class Follower:
             # at the end of the current file
             if self._draining is not None:
                 self._end(events, self._draining)
+                if self.hold:
+                    self._held = True
+                    return events
                 self._open_path(events, self._then_open or "rotated")
                 if self._fh is None:
                     return events
@@ -300,6 +304,10 @@ class Follower:
                 return events
             if change == "truncated":
                 self._end(events, "truncated")
+                self._then_open = "truncated"
+                if self.hold:
+                    self._held = True
+                    return events
                 self._open_path(events, "truncated")
                 if self._fh is None:
                     return events
@@ -322,7 +330,8 @@ class Follower:
         if self._fh is not None:
             self._fh.close()
         self._fh = None
-        self._ident = None
+        # identity and head stay until the next file is adopted: the consumer asks
+        # position_at() for the ended generation's final cursor
         self._draining = None
 
     def _stat_path(self) -> os.stat_result | None:
@@ -382,7 +391,7 @@ class Follower:
         if pos is None:
             self._open_path(events, "start")
             if self._fh is None:
-                log.info("%s: does not exist yet; waiting for it", self.path)
+                log.warning("%s: does not exist yet; waiting for it to appear", self.path)
             return
         opened = self._open(self.path)
         if opened is not None:
@@ -395,74 +404,10 @@ class Follower:
                 self._adopt(events, fh, st, "resumed", pos.offset)
                 return
             fh.close()
-        if pos.offset == 0:
-            self._open_path(events, "start")
-            return
-        # another file now (inode numbers are reused, so a matching inode with another
-        # head is another file too): the checkpointed one was rotated, copied or gzipped
-        old = self._find_rotated(pos)
-        if old is None:
-            self.lost_rotations += 1
-            log.warning(
-                "%s: the file checkpointed at byte %d is gone (not renamed, copied or "
-                "gzipped beside it); its unread tail is lost", self.path, pos.offset,
-            )
-            self._open_path(events, "start")
-            return
-        fh, where = old
-        self._fh = fh
-        self._ident = (pos.dev, pos.ino)
-        self._head = _read_head(fh, pos.head_len)
-        fh.seek(pos.offset)
-        self._offset = pos.offset
-        self._gen += 1
-        self._draining = "rotated"
-        self._then_open = "rotated"
-        events.append(Opened(self._gen, pos.offset, "recovered", str(where)))
-        log.info("%s: finishing rotated file %s from byte %d", self.path, where, pos.offset)
-
-    def _find_rotated(self, pos: Position) -> tuple[BinaryIO, Path] | None:
-        """The checkpointed file beside the path: renamed, copied (copytruncate) or gzipped.
-
-        A sibling qualifies when its first ``head_len`` bytes hash to the checkpoint's
-        fingerprint and it is at least ``offset`` long; the same inode is preferred.
-        """
-        parent = self.path.parent
-        stem = self.path.name.split(".")[0]
-        try:
-            names = sorted(os.listdir(parent))
-        except OSError:
-            return None
-        cands = [n for n in names if n != self.path.name and n.startswith(stem)][:MAX_SIBLINGS]
-        plain: list[tuple[bool, Path]] = []
-        for name in cands:
-            p = parent / name
-            try:
-                st = os.stat(p)
-            except OSError:
-                continue
-            if not name.endswith(".gz") and st.st_size >= pos.offset and os.path.isfile(p):
-                plain.append(((st.st_dev, st.st_ino) != (pos.dev, pos.ino), p))
-        for _, p in sorted(plain):
-            try:
-                fh = open(p, "rb")  # noqa: SIM115 - owned by the follower
-            except OSError:
-                continue
-            if _sha(_read_head(fh, pos.head_len)) == pos.head_sha:
-                return fh, p
-            fh.close()
-        for name in cands:
-            if not name.endswith(".gz"):
-                continue
-            p = parent / name
-            try:
-                gz = gzip.open(p, "rb")
-                if _sha(_read_head(gz, pos.head_len)) == pos.head_sha:  # type: ignore[arg-type]
-                    return gz, p  # type: ignore[return-value]
-                gz.close()
-            except (OSError, EOFError, gzip.BadGzipFile):
-                continue
-        return None
+        # another file now: the caller reads rotated generations itself
+        self._open_path(events, "start")
+        if self._fh is None:
+            log.warning("%s: does not exist yet; waiting for it to appear", self.path)
 
 
 class PipeFollower:
