@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ import pyarrow as pa
 from zeekml.models.base import ScoreBatch, Scorer
 from zeekml.policy.notice import NoticePolicy
 from zeekml.records.verdicts import empty_verdicts
-from zeekml.runtime.state import RunState, StateStore
+from zeekml.runtime.state import RunState, StateStore, journal_factory
 from zeekml.sinks.base import RunContext, Sink, call_optional
 from zeekml.sources.generation import Generation, identify, match_cursor
 from zeekml.sources.options import ReadOptions
@@ -413,7 +414,9 @@ def score_inputs(
     cursors = _Cursors(state.inputs if state else {}, opts.max_cursors, opts.lookback)
     meta: dict[str, Any] = dict(state.meta) if state else {}
     meta.setdefault("since", time.time())
-    pipeline.begin(RunContext(stateful=store is not None))
+    meta.setdefault("stream", uuid.uuid4().hex)
+    pipeline.begin(RunContext(stateful=store is not None, journal=None if store is None else
+                              journal_factory(store, str(meta["stream"]))))
     if state is not None:
         pipeline.restore(state)
     meta["runs"] = int(meta.get("runs", 0)) + 1

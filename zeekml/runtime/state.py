@@ -37,12 +37,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,61 @@ class StateStore:
             raise StateError(f"{self.path}: cannot write state: {exc.strerror or exc}") from exc
         log.debug("state saved to %s (%d arrays, %d bytes of JSON)", self.path,
                   len(members) - 1, len(text))
+
+
+# --------------------------------------------------------------------------- deliveries
+
+
+class DeliveryJournal:
+    """How many records a network sink has had acknowledged, written as it happens.
+
+    A syslog collector cannot take back what it received, so after ``kill -9`` the next
+    run must not send again the records that were acknowledged after the last commit.
+    The sink writes its absolute count here (atomically: temporary file, fsync,
+    rename) every time acknowledgements arrive; on restore it skips the re-produced
+    records the journal says were delivered. ``stream`` ties a journal to one state
+    (a journal of another state, or of a removed one, is ignored).
+    """
+
+    def __init__(self, path: Path, stream: str, sink: str) -> None:
+        self.path = path
+        self.stream = stream
+        self.sink = sink
+        self._last: int | None = None
+
+    def read(self) -> int:
+        """Records delivered according to the journal (0 if none, foreign or damaged)."""
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            return 0
+        if not isinstance(doc, dict) or doc.get("stream") != self.stream or doc.get("sink") != self.sink:
+            return 0
+        n = doc.get("records")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 0
+
+    def write(self, records: int) -> None:
+        if records == self._last:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        data = json.dumps({"stream": self.stream, "sink": self.sink, "records": int(records)})
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot record deliveries: {exc.strerror or exc}") from exc
+        self._last = records
+
+
+def journal_factory(store: StateStore, stream: str) -> Callable[[str], DeliveryJournal]:
+    """Journals beside the state file, one per sink name (``STATE.delivered-<hash>``)."""
+
+    def make(sink: str) -> DeliveryJournal:
+        digest = hashlib.sha256(sink.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return DeliveryJournal(store.path.with_name(f"{store.path.name}.delivered-{digest}"),
+                               stream, sink)
+
+    return make

@@ -37,6 +37,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ import pandas as pd
 from zeekml.errors import StateError
 from zeekml.records import schema
 from zeekml.runtime.pipeline import Pipeline
-from zeekml.runtime.state import StateStore
+from zeekml.runtime.state import StateStore, journal_factory
 from zeekml.runtime.tail_sources import TailSource
 from zeekml.sinks.base import RunContext, Sink, call_optional
 
@@ -178,13 +179,16 @@ class Tail:
 
     # ------------------------------------------------------------------ state
     def _load(self) -> dict[str, Any] | None:
-        if self.store is None:
-            return None
-        state = self.store.load()
+        """Load the state (sinks begin first: restoring needs to know the run)."""
+        state = self.store.load() if self.store is not None else None
         if state is None:
+            self._meta.setdefault("stream", uuid.uuid4().hex)
+            self.pipeline.begin(self._run_context())
             return None
         self._inputs = dict(state.inputs)
         self._meta = dict(state.meta)
+        self._meta.setdefault("stream", uuid.uuid4().hex)
+        self.pipeline.begin(self._run_context())
         self.pipeline.restore(state)
         cursor = self._inputs.get(self.input_key)
         if cursor is not None and not isinstance(cursor, dict):
@@ -287,12 +291,14 @@ class Tail:
 
     # ------------------------------------------------------------------ loop
     def _run_context(self) -> RunContext:
-        return RunContext(stateful=self.store is not None, streaming=True)
+        journal = None
+        if self.store is not None:
+            journal = journal_factory(self.store, str(self._meta["stream"]))
+        return RunContext(stateful=self.store is not None, streaming=True, journal=journal)
 
     def run(self) -> TailStats:
         old_handlers = self._install_signals()
         try:
-            self.pipeline.begin(self._run_context())
             cursor = self._load()
             self._meta["runs"] = int(self._meta.get("runs", 0)) + 1
             self._meta.setdefault("out_opened", time.time())

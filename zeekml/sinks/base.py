@@ -27,6 +27,7 @@ several sinks never interleave partial records.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,11 +54,15 @@ class RunContext:
     """How a run uses its outputs (given to sinks' optional ``begin``).
 
     ``stateful``   a ``--state`` run: outputs are appended to and committed with the state;
-    ``streaming``  ``zeekml tail``: outputs are read while they grow.
+    ``streaming``  ``zeekml tail``: outputs are read while they grow;
+    ``journal``    with a state: ``journal(sink_name)`` gives a network sink its
+                   :class:`~zeekml.runtime.state.DeliveryJournal` (what the collector
+                   acknowledged, written as it happens).
     """
 
     stateful: bool = False
     streaming: bool = False
+    journal: Callable[[str], Any] | None = None
 
     @property
     def file_mode(self) -> str:
