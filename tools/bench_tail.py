@@ -12,6 +12,12 @@ loop. The baseline, measured in the same run on the same file, is ``zeekml score
 --all`` (batch, its own flows/s figure): the ratio tail/score shows what following
 costs. Both exclude process start-up and model loading.
 
+Phase 3, restart: tail with ``--state`` works through a backlog (the per-host windows
+of every host in it go into the state), stops; new rows arrive; a new process starts.
+Time from the process start to its first new verdict (imports, models, loading the
+state, committing, catching up) against the same figure for a fresh start without a
+state on a file of only the new rows, measured in the same run.
+
 Rows come from ``tools/gen_conn_log.py`` (real rows of the shared captures, fresh
 uids). Models: the bundled ones by default, ``--model PATH`` to choose; ``--tiny`` uses
 the tiny real ONNX model of the tests (to exercise the loop before the bundled models
@@ -195,6 +201,57 @@ def throughput_phase(tmp: Path, src: Path, n: int, models: list[str], extra: lis
     return {"tail_fps": tail_fps, "score_fps": score_fps, "ratio": tail_fps / score_fps}
 
 
+def first_verdict_after_start(live: Path, out: Path, models: list[str], extra: list[str],
+                              err: Path, want: set[bytes]) -> tuple[float, subprocess.Popen]:
+    """Seconds from spawning ``zeekml tail`` to the first verdict of a flow in ``want``."""
+    watcher = OutputWatcher(out)
+    watcher.start()
+    t0 = time.time()
+    proc = start_tail(live, out, models, extra, err)
+    wait_for(lambda: any(u in watcher.seen for u in want), 300, "a first new verdict")
+    t1 = min(watcher.seen[u] for u in want if u in watcher.seen)
+    watcher.stop_flag.set()
+    watcher.join()
+    return t1 - t0, proc
+
+
+def restart_phase(tmp: Path, src: Path, n: int, models: list[str], extra: list[str]
+                  ) -> dict[str, float]:
+    from gen_conn_log import generate
+
+    d = tmp / "restart"
+    d.mkdir()
+    live, out, state = d / "conn.log", d / "out.log", d / "state.npz"
+    live.write_bytes(src.read_bytes())
+    stateful = [*extra, "--state", str(state)]
+    proc = start_tail(live, out, models, stateful, d / "1.err")
+    watcher = OutputWatcher(out)
+    watcher.start()
+    wait_for(lambda: len(watcher.seen) >= n, 600, "the backlog")
+    watcher.stop_flag.set()
+    watcher.join()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(120)
+    new = d / "new.log"
+    generate(new, 1000, seed=3)
+    _, new_rows, new_uids = split_log(new)
+    with open(live, "ab") as fh:
+        fh.write(b"".join(new_rows))
+    restart, proc = first_verdict_after_start(live, out, models, stateful, d / "2.err",
+                                              set(new_uids))
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(120)
+    fresh_dir = d / "fresh"
+    fresh_dir.mkdir()
+    fresh_live = fresh_dir / "conn.log"
+    fresh_live.write_bytes(new.read_bytes())
+    fresh, proc = first_verdict_after_start(fresh_live, fresh_dir / "out.log", models, extra,
+                                            d / "3.err", set(new_uids))
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(120)
+    return {"restart": restart, "fresh": fresh, "state_bytes": state.stat().st_size}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=20000.0, help="flows/s written (phase 1)")
@@ -227,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         src2 = tmp / "src2.log"
         generate(src2, args.backlog, seed=2)
         thr = throughput_phase(tmp, src2, args.backlog, models, extra)
+        rst = restart_phase(tmp, src2, args.backlog, models, extra)
     which = ("tiny test models" if args.tiny else
              ", ".join(Path(m).name for m in args.model) if args.model else "bundled models")
     print(f"zeekml tail benchmark ({which}, --max-latency {args.max_latency}, "
@@ -238,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  phase 2: backlog of {args.backlog:,} flows: tail {thr['tail_fps']:,.0f} flows/s; "
           f"baseline zeekml score --all {thr['score_fps']:,.0f} flows/s (its own summary, "
           f"models loaded); ratio tail/score {thr['ratio']:.2f}")
+    print(f"  phase 3: restart with a {rst['state_bytes'] / 1e6:,.1f} MB state (the backlog's "
+          f"hosts): first new verdict {rst['restart']:.2f} s after the process started; "
+          f"fresh start without a state {rst['fresh']:.2f} s (ratio "
+          f"{rst['restart'] / rst['fresh']:.2f})")
     return 0
 
 
