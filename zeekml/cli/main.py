@@ -66,13 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"zeekml.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"zeekml.cli.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"zeekml.cli.{name}").register(sub)
     return parser
 
 
