@@ -129,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         text = counters.summary(skips, [s.name for s in scorers], policy.pending)
         print("zeekml score: " + text.replace("\n", "\n  "), file=sys.stderr)
+    lost = counters.lost_records()
+    if lost is not None:
+        raise lost  # undelivered notices are a failed run (exit 1), named per collector
     return 0
 
 

@@ -38,12 +38,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from zeekml.errors import StateError
+from zeekml.errors import SinkError, StateError
 from zeekml.models.base import ScoreBatch, Scorer
 from zeekml.policy.notice import NoticePolicy
 from zeekml.records.verdicts import empty_verdicts
 from zeekml.runtime.state import RunState, StateStore, find_cursor, identify
-from zeekml.sinks.base import Sink
+from zeekml.sinks.base import Delivery, Sink, sink_delivery
 from zeekml.sources.skips import SkipLog
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,8 @@ class Counters:
     notices: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
+    #: per sink that reports it (network sinks), taken when the pipeline closed
+    delivery: dict[str, Delivery] = field(default_factory=dict)
 
     def stop(self) -> None:
         self.seconds = time.perf_counter() - self.started
@@ -197,7 +199,29 @@ class Counters:
             + (f"; {pending} held until their suppression interval ends" if pending else ""),
             f"speed: {self.flows_per_second:,.0f} flows/s ({self.seconds:.2f} s)",
         ]
+        lines += [f"sink {name}: {d.describe()}" for name, d in self.delivery.items()]
         return "\n".join(lines)
+
+    def lost_records(self) -> SinkError | None:
+        """One error naming every sink that lost records (dropped or never delivered).
+
+        The process is ending: records still queued in a network sink are gone, so
+        the run fails (exit 1) and says how many went missing where, and why.
+        """
+        parts = []
+        for name, d in self.delivery.items():
+            if not d.lost:
+                continue
+            how = []
+            if d.dropped:
+                how.append(f"{d.dropped} dropped while the collector was down (buffer full)")
+            if d.queued:
+                how.append(f"{d.queued} still unsent when the run ended")
+            why = f"; last error: {d.error}" if d.error else ""
+            parts.append(f"{name}: {d.lost} {d.unit} not delivered ({', '.join(how)}{why})")
+        if not parts:
+            return None
+        return SinkError("; ".join(parts) + " - they are lost")
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -252,14 +276,25 @@ class Pipeline:
             sink.flush()
 
     def close(self) -> None:
+        """Close every sink, then record each one's delivery in the counters."""
         errors = []
         for sink in self.sinks:
             try:
                 sink.close()
             except Exception as exc:  # noqa: BLE001 - close every sink, then report
                 errors.append(exc)
+        self.counters.delivery = self.delivery()
         if errors:
             raise errors[0]
+
+    def delivery(self) -> dict[str, Delivery]:
+        """Sink name -> its delivery accounting, for the sinks that report one."""
+        out = {}
+        for sink in self.sinks:
+            report = sink_delivery(sink)
+            if report is not None:
+                out[sink.name] = report
+        return out
 
     # ------------------------------------------------------------------ state
     def model_ids(self) -> dict[str, str]:
@@ -488,7 +523,12 @@ def score_inputs(
             order = sorted(kept, key=lambda k: kept[k].get("seen", 0))
             for k in order[: len(kept) - opts.max_cursors]:
                 del kept[k]
-        store.save(pipeline.capture(kept, meta))
+        try:
+            state = pipeline.capture(kept, meta)
+        except SinkError as exc:
+            raise SinkError(f"{exc}; the state was not saved: the next run scores these "
+                            "flows again and re-sends their notices") from exc
+        store.save(state)
         last = time.monotonic()
 
     for i, path in enumerate(paths):

@@ -210,6 +210,13 @@ class FileTail:
     def close(self) -> None:
         self.follower.close()
 
+    def bytes_behind(self) -> int | None:
+        """Bytes of the input not yet turned into rows (``tail --metrics``); None for a pipe."""
+        unread = getattr(self.follower, "unread_bytes", None)
+        if unread is None:
+            return None
+        return unread(self._gen.offset if self._gen is not None else None)
+
 
 class PipeTail(FileTail):
     """stdin: the file machinery on a :class:`PipeFollower`; ends at EOF."""
