@@ -176,7 +176,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line instead of skipping it")
     p.add_argument("--sink", action="append", default=[], metavar="SPEC",
-                   help="extra output NAME:TARGET?k=v (syslog, ecs, json, notice, plugins)")
+                   help="extra output NAME:TARGET?k=v (syslog over udp/tcp/tls, ecs, json, "
+                        "notice, plugins)")
     p.add_argument("--engine", choices=("local", "spark"), default="local",
                    help="local (default) or spark: score on Apache Spark; --out is then a "
                         "directory (default ./zeekml-spark)")

@@ -22,9 +22,9 @@ EXAMPLES = """examples:
   zeekml tail --all --out - conn.log                   every verdict, to stdout
   zeekml tail --state nf.npz --out nf-zeekml.log /var/cache/nfdump/   (closed nfcapd files)
   nfdump -r nfcapd.202401011200 -o csv | zeekml tail --all -
-
-  zeekml tail --metrics 127.0.0.1:9108 --state /var/lib/zeekml/tail.npz conn.log
-                                                       Prometheus metrics at /metrics
+  zeekml tail --metrics 127.0.0.1:9108 --state /var/lib/zeekml/tail.npz \\
+              --sink 'syslog:tls://siem:6514?ca=/etc/zeekml/ca.pem' conn.log
+                                                Prometheus metrics at :9108/metrics
 
 signals: TERM/INT flush, checkpoint and exit 0 (1 if a --sink lost notices: the
 summary names it); HUP reopens the output (logrotate)."""

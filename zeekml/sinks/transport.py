@@ -411,10 +411,10 @@ class TcpTransport:
         assert sock is not None
         while self._pending:
             if self._wire is None:
-                group = self._head_group()
-                data = b"".join(group)
+                head = self._head_group()
+                data = b"".join(head)
                 self._wire = data if self._session is None else self._session.encrypt(data)
-                self._wire_records = len(group)
+                self._wire_records = len(head)
                 self._head_sent = 0
             wire = self._wire
             self._head_sent += sock.send(memoryview(wire)[self._head_sent:])
