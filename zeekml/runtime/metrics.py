@@ -137,7 +137,11 @@ class TailMetrics(NullMetrics):
 
     def __init__(self, skips: SkipLog | None = None, *, stateful: bool = False,
                  sample_seconds: float = 0.5) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        except ImportError as exc:
+            raise UsageError("--metrics needs the prometheus_client package "
+                             "(pip install prometheus_client)") from exc
 
         self.registry = CollectorRegistry(auto_describe=True)
         self._skips = skips
