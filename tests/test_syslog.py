@@ -215,7 +215,7 @@ def test_tcp_survives_collector_restart(rsyslog: Rsyslog) -> None:
     bound = 40
     sink = make_sink(f"syslog:tcp://127.0.0.1:{rsyslog.tcp}?buffer={bound}&timeout=30&retry=0.05")
     sink.write(a)
-    sink.flush()
+    sink.checkpoint()
     assert len(rsyslog.wait_for(len(a))) == len(a)
 
     rsyslog.stop()  # the collector goes away: B is queued, past the bound the oldest drop
@@ -225,14 +225,14 @@ def test_tcp_survives_collector_restart(rsyslog: Rsyslog) -> None:
     assert stats["dropped"] == len(b) - bound
     assert stats["queued"] == bound
     with pytest.raises(SinkError, match="not delivered"):
-        sink._transport._timeout = 0.3  # a flush while down fails and keeps the queue
-        sink.flush()
+        sink._transport._timeout = 0.3  # a checkpoint while down fails and keeps the queue
+        sink.checkpoint()
     sink._transport._timeout = 30.0
     assert sink.stats()["queued"] == bound
 
     rsyslog.start()  # back: the queue is re-sent, then C goes out
     sink.write(c)
-    sink.flush()
+    sink.checkpoint()  # waits until the collector acknowledged everything
     stats = sink.stats()
     assert stats["queued"] == 0 and stats["dropped"] == len(b) - bound
     sink.close()
@@ -251,12 +251,12 @@ def test_tcp_restart_without_bound_loses_nothing(rsyslog: Rsyslog) -> None:
     sink = make_sink(f"syslog:tcp://127.0.0.1:{rsyslog.tcp}?retry=0.05&timeout=30")
     half = len(df) // 2
     sink.write(df.iloc[:half])
-    sink.flush()
+    sink.checkpoint()
     rsyslog.wait_for(half)
     rsyslog.stop()
     sink.write(df.iloc[half:])
     rsyslog.start()
-    sink.flush()
+    sink.checkpoint()
     sink.close()
     got = {parse_sd(r["sd"])[1]["uid"] for r in rsyslog.wait_for(len(df))}
     assert got == set(df["uid"]) and sink.stats()["dropped"] == 0
@@ -279,10 +279,15 @@ def test_only_all_sends_every_row_with_normal_severity(rsyslog: Rsyslog) -> None
     ("syslog:udp://127.0.0.1:5514?facility=local9", "facility"),
     ("syslog:udp://127.0.0.1:5514?severity=11", "severity"),
     ("syslog:udp://127.0.0.1:5514?colour=red", "unknown option"),
-    ("syslog:udp://127.0.0.1:5514?buffer=5", "TCP only"),
+    ("syslog:udp://127.0.0.1:5514?buffer=5", "TCP/TLS only"),
+    ("syslog:tcp://127.0.0.1:5514?ca=/etc/ssl/certs/ca-certificates.crt", "TLS only"),
+    ("syslog:udp://127.0.0.1:5514?servername=siem", "TLS only"),
+    ("syslog:tls://127.0.0.1:6514?key=/tmp/k.pem", "needs cert="),
+    ("syslog:tls://127.0.0.1:6514?servername=a%20b", "servername"),
     ("syslog:tcp://127.0.0.1:5514?buffer=0", "buffer"),
     ("syslog:tcp://127.0.0.1:5514?timeout=-1", "timeout"),
     ("syslog:http://127.0.0.1:5514", "udp://HOST"),
+    ("syslog:tlsv1://127.0.0.1:5514", "tls://HOST"),
     ("syslog:udp://127.0.0.1:99999", "(?i)port"),
     ("syslog:udp://127.0.0.1:0", "(?i)port"),
     ("syslog:udp://127.0.0.1:5514?sd_id=no-at-sign", "sd_id"),
@@ -295,14 +300,19 @@ def test_bad_specs_are_usage_errors(spec: str, message: str) -> None:
         make_sink(spec)
 
 
-def test_unreachable_collector_fails_flush_not_construction() -> None:
+def test_unreachable_collector_fails_checkpoint_not_construction() -> None:
     port = _free_port(socket.SOCK_STREAM)  # nobody listens here
     sink = make_sink(f"syslog:tcp://127.0.0.1:{port}?timeout=0.2&retry=0.05")
     sink.write(notices(real_verdicts()).iloc[:5])
-    with pytest.raises(SinkError, match="5 records not delivered"):
-        sink.flush()
-    assert sink.checkpoint()["queued"] == 5
-    sink.close()  # logs, does not raise
+    t0 = time.monotonic()
+    sink.flush()  # a flush never waits for a collector that is down
+    assert time.monotonic() - t0 < 0.15
+    with pytest.raises(SinkError, match="5 records not delivered.*Connection refused"):
+        sink.checkpoint()
+    assert sink.stats()["queued"] == 5
+    sink.close()  # does not raise: the loss is in delivery(), for the summary and exit code
+    d = sink.delivery()
+    assert (d.delivered, d.dropped, d.queued, d.lost, d.unit) == (0, 0, 5, 5, "notices")
 
 
 def test_empty_and_normal_only_batches_send_nothing(rsyslog: Rsyslog) -> None:

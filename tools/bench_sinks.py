@@ -9,7 +9,10 @@ stage. This measures, on verdict rows made from a real capture (repeated to
                builds the same nested dict per row and calls ``json.dumps``;
 * ``rfc5424``  :meth:`zeekml.sinks.syslog.SyslogFormat.records`;
 * ``cef``      the same with ``format=cef``;
-* ``tcp``      the syslog sink end to end over loopback TCP to a draining reader.
+* ``tcp``      the syslog sink end to end over loopback TCP to a draining reader;
+* ``tls``      the same over TLS (RFC 5425) to a draining TLS reader (certificates made
+               with the ``openssl`` binary in a temporary directory), with its ratio to
+               ``tcp`` measured in the same run.
 
 and prints each rate (median of 3 runs after a warm-up) with its ratio to the
 baseline measured in the same run.
@@ -22,7 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import ssl
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -96,13 +102,24 @@ def timed(fn, df: pd.DataFrame, repeat: int = 3) -> float:  # noqa: ANN001
     return sorted(runs)[len(runs) // 2]
 
 
-def drain_server() -> tuple[int, threading.Thread, list[int]]:
+def make_cert(d: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for IP:127.0.0.1 (its own CA) and its key."""
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=bench",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def drain_server(tls: ssl.SSLContext | None = None) -> tuple[int, threading.Thread, list[int]]:
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
     got = [0]
 
     def run() -> None:
         conn, _ = srv.accept()
+        if tls is not None:
+            conn = tls.wrap_socket(conn, server_side=True)
         with conn:
             while data := conn.recv(1 << 20):
                 got[0] += len(data)
@@ -136,16 +153,31 @@ def main() -> int:
     sink = make_sink(f"syslog:tcp://127.0.0.1:{port}?only=all")
     t = time.perf_counter()
     sink.write(df)
-    sink.flush()
+    sink.checkpoint()  # returns once the reader's TCP acknowledged every record
     rates["tcp syslog sink (format+send+ack)"] = n / (time.perf_counter() - t)
     sink.close()
     thread.join(timeout=10)
+    tcp_bytes = got[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = make_cert(Path(tmp))
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(cert, key)
+        port, thread, got = drain_server(server)
+        sink = make_sink(f"syslog:tls://127.0.0.1:{port}?only=all&ca={cert}")
+        t = time.perf_counter()
+        sink.write(df)
+        sink.checkpoint()
+        rates["tls syslog sink (format+encrypt+send+ack)"] = n / (time.perf_counter() - t)
+        sink.close()
+        thread.join(timeout=10)
 
     print(f"rows: {n:,} (from {CAPTURE.name}, repeated)")
     ref = rates["baseline ecs (per-row json.dumps)"]
     for name, rate in rates.items():
         print(f"{name:38s} {rate:12,.0f} records/s   x{rate / ref:5.1f} vs baseline")
-    print(f"tcp bytes received by the drain: {got[0]:,}")
+    tcp = rates["tcp syslog sink (format+send+ack)"]
+    print(f"tls / tcp: x{rates['tls syslog sink (format+encrypt+send+ack)'] / tcp:.2f}")
+    print(f"bytes received by the drain: tcp {tcp_bytes:,}, tls plaintext {got[0]:,}")
     return 0
 
 

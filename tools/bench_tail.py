@@ -23,7 +23,13 @@ uids). Models: the bundled ones by default, ``--model PATH`` to choose; ``--tiny
 the tiny real ONNX model of the tests (to exercise the loop before the bundled models
 exist).
 
-Usage: ``python tools/bench_tail.py [--rate 20000] [--seconds 15] [--tiny]``
+``--metrics-overhead`` adds phase 3: the phase-2 backlog followed three times without and
+three times with ``--metrics`` (alternated; scraped every 0.5 s by a client thread, as a
+busy Prometheus would), in the same run: the ratio of the medians is what the metrics
+cost.
+
+Usage: ``python tools/bench_tail.py [--rate 20000] [--seconds 15] [--tiny]
+[--metrics-overhead]``
 """
 
 from __future__ import annotations
@@ -173,6 +179,58 @@ def latency_phase(tmp: Path, header: bytes, rows: list[bytes], uids: list[bytes]
     }
 
 
+def scraper(port: int, stop: threading.Event, got: list[int]) -> None:
+    """GET /metrics every 0.5 s until ``stop``; counts the good answers in ``got``."""
+    import urllib.request
+
+    while not stop.wait(0.5):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                if b"zeekml_flows_scored_total" in r.read():
+                    got[0] += 1
+        except OSError:
+            pass
+
+
+def follow_backlog(tmp: Path, src: Path, n: int, models: list[str], extra: list[str],
+                   name: str) -> float:
+    """flows/s of ``zeekml tail`` following ``src`` from its start (start-up excluded)."""
+    out, err = tmp / f"{name}.log", tmp / f"{name}.err"
+    proc = start_tail(src, out, models, extra, err)
+    wait_for(lambda: b"following" in err.read_bytes(), 60, "tail to start")
+    t0 = time.time()
+    watcher = OutputWatcher(out)
+    watcher.start()
+    wait_for(lambda: len(watcher.seen) >= n, 600, "every verdict")
+    t1 = max(watcher.seen.values())
+    watcher.stop_flag.set()
+    watcher.join()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    return n / (t1 - t0)
+
+
+def metrics_phase(tmp: Path, src: Path, n: int, models: list[str], extra: list[str]
+                  ) -> dict[str, float]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    plain, with_metrics = [], []
+    stop, got = threading.Event(), [0]
+    t = threading.Thread(target=scraper, args=(port, stop, got), daemon=True)
+    t.start()
+    for i in range(3):  # alternated, medians: the machine's load drifts between runs
+        plain.append(follow_backlog(tmp, src, n, models, extra, f"plain{i}"))
+        with_metrics.append(follow_backlog(
+            tmp, src, n, models, [*extra, "--metrics", f"127.0.0.1:{port}"], f"metrics{i}"))
+    stop.set()
+    t.join()
+    p, m = float(np.median(plain)), float(np.median(with_metrics))
+    return {"plain": p, "metrics": m, "ratio": m / p, "scrapes": got[0]}
+
+
 def throughput_phase(tmp: Path, src: Path, n: int, models: list[str], extra: list[str]
                      ) -> dict[str, float]:
     out, err = tmp / "thr.log", tmp / "thr.err"
@@ -261,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", default=[], metavar="PATH",
                     help="score with this model (repeatable; default: the bundled ones)")
     ap.add_argument("--max-latency", default="0.1", help="tail --max-latency (seconds)")
+    ap.add_argument("--metrics-overhead", action="store_true",
+                    help="phase 3: the backlog without and with --metrics (scraped)")
     args = ap.parse_args(argv)
 
     from gen_conn_log import generate
@@ -285,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         generate(src2, args.backlog, seed=2)
         thr = throughput_phase(tmp, src2, args.backlog, models, extra)
         rst = restart_phase(tmp, src2, args.backlog, models, extra)
+        met = (metrics_phase(tmp, src2, args.backlog, models, extra)
+               if args.metrics_overhead else None)
     which = ("tiny test models" if args.tiny else
              ", ".join(Path(m).name for m in args.model) if args.model else "bundled models")
     print(f"zeekml tail benchmark ({which}, --max-latency {args.max_latency}, "
@@ -300,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
           f"hosts): first new verdict {rst['restart']:.2f} s after the process started; "
           f"fresh start without a state {rst['fresh']:.2f} s (ratio "
           f"{rst['restart'] / rst['fresh']:.2f})")
+    if met is not None:
+        print(f"  phase 4: the same backlog: tail {met['plain']:,.0f} flows/s; with --metrics "
+              f"scraped every 0.5 s ({met['scrapes']} scrapes) {met['metrics']:,.0f} flows/s "
+              f"(medians of 3 alternated runs); ratio with/without {met['ratio']:.2f}")
     return 0
 
 

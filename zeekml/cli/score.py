@@ -152,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         text = counters.summary(skips, [s.name for s in scorers], policy.pending)
         print("zeekml score: " + text.replace("\n", "\n  "), file=sys.stderr)
+    lost = counters.lost_records()
+    if lost is not None:
+        raise lost  # undelivered notices are a failed run (exit 1), named per collector
     return 0
 
 
@@ -198,7 +201,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line instead of skipping it")
     p.add_argument("--sink", action="append", default=[], metavar="SPEC",
-                   help="extra output NAME:TARGET?k=v (syslog, ecs, json, notice, plugins)")
+                   help="extra output NAME:TARGET?k=v (syslog over udp/tcp/tls, ecs, json, "
+                        "notice, plugins)")
     p.add_argument("--engine", choices=("local", "spark"), default="local",
                    help="local (default) or spark: score on Apache Spark; --out is then a "
                         "directory (default ./zeekml-spark)")

@@ -22,8 +22,12 @@ EXAMPLES = """examples:
   zeekml tail --all --out - conn.log                   every verdict, to stdout
   zeekml tail --state nf.npz --out nf-zeekml.log /var/cache/nfdump/   (closed nfcapd files)
   nfdump -r nfcapd.202401011200 -o csv | zeekml tail --all -
+  zeekml tail --metrics 127.0.0.1:9108 --state /var/lib/zeekml/tail.npz \\
+              --sink 'syslog:tls://siem:6514?ca=/etc/zeekml/ca.pem' conn.log
+                                                Prometheus metrics at :9108/metrics
 
-signals: TERM/INT flush, checkpoint and exit 0; HUP reopens the output (logrotate)."""
+signals: TERM/INT flush, checkpoint and exit 0 (1 if a --sink lost notices: the
+summary names it); HUP reopens the output (logrotate)."""
 
 #: ``zeekml score`` options that tail defines itself (or that make no sense here)
 _NOT_SHARED = frozenset({"help", "inputs", "state", "batch_size"})
@@ -98,14 +102,25 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     config = score.build_policy(args)
+    listen = None
+    if args.metrics:
+        from zeekml.runtime.metrics import parse_listen
+
+        listen = parse_listen(args.metrics)
     store = StateStore(args.state) if args.state else None
     if store is not None:
         store.acquire()  # before anything is opened for writing
+    metrics = None
     try:
+        skips = SkipLog(strict=args.strict)
+        if listen is not None:  # first: a port in use fails before the models load
+            from zeekml.runtime.metrics import TailMetrics
+
+            metrics = TailMetrics(skips, stateful=store is not None)
+            metrics.serve(*listen)
         scorers = _scorers(args)
         sinks = score.build_sinks(args, config)
         pipeline = Pipeline(scorers, NoticePolicy(config), sinks)
-        skips = SkipLog(strict=args.strict)
         main_only = argparse.Namespace(**{**vars(args), "sink": []})
 
         def make_main_sink():  # noqa: ANN202 - a Sink
@@ -121,10 +136,12 @@ def run(args: argparse.Namespace) -> int:
 
         key = "tail:" + (args.path if args.path == "-" else os.path.abspath(args.path))
         tail = Tail(make_source, pipeline, input_key=key, store=store, options=options,
-                    make_main_sink=make_main_sink)
+                    make_main_sink=make_main_sink, metrics=metrics)
         stats = tail.run()
         pipeline.close()
     finally:
+        if metrics is not None:
+            metrics.close()
         if store is not None:
             store.release()
     if not args.quiet:
@@ -136,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
         if stats.first_verdict is not None:
             text += f"\nfirst verdicts {stats.first_verdict:.2f} s after start"
         print("zeekml tail: " + text.replace("\n", "\n  "), file=sys.stderr)
+    lost = pipeline.counters.lost_records()
+    if lost is not None:
+        raise lost  # notices a sink dropped or could not deliver: exit 1, named
     return 0
 
 
@@ -171,6 +191,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="score a pending batch once it holds this many flows (default 16384)")
     p.add_argument("--checkpoint-interval", type=float, default=5.0, metavar="SECONDS",
                    help="with --state, save a checkpoint at least this often (default 5)")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (flows, skips, "
+                        "notices, input lag, batch latency, checkpoint age, sink queues and "
+                        "drops); no authentication: bind to loopback, e.g. 127.0.0.1:9108")
     _add_unless_present(p, "--max-hosts", type=int, default=1_000_000, metavar="N",
                         help="per-host window state kept for at most N hosts per model, least "
                              "recently seen evicted first (default 1000000)")

@@ -42,11 +42,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from zeekml.errors import SinkError
 from zeekml.models.base import ScoreBatch, Scorer
 from zeekml.policy.notice import NoticePolicy
 from zeekml.records.verdicts import empty_verdicts
 from zeekml.runtime.state import RunState, StateStore, journal_factory
-from zeekml.sinks.base import RunContext, Sink, call_optional
+from zeekml.sinks.base import Delivery, RunContext, Sink, call_optional, sink_delivery
 from zeekml.sources.generation import Generation, identify, match_cursor
 from zeekml.sources.options import ReadOptions
 from zeekml.sources.rotation import earlier_generations, is_live_name
@@ -179,6 +180,8 @@ class Counters:
     notices: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
+    #: per sink that reports it (network sinks), taken when the pipeline closed
+    delivery: dict[str, Delivery] = field(default_factory=dict)
 
     def stop(self) -> None:
         self.seconds = time.perf_counter() - self.started
@@ -204,7 +207,29 @@ class Counters:
             + (f"; {pending} held until their suppression interval ends" if pending else ""),
             f"speed: {self.flows_per_second:,.0f} flows/s ({self.seconds:.2f} s)",
         ]
+        lines += [f"sink {name}: {d.describe()}" for name, d in self.delivery.items()]
         return "\n".join(lines)
+
+    def lost_records(self) -> SinkError | None:
+        """One error naming every sink that lost records (dropped or never delivered).
+
+        The process is ending: records still queued in a network sink are gone, so
+        the run fails (exit 1) and says how many went missing where, and why.
+        """
+        parts = []
+        for name, d in self.delivery.items():
+            if not d.lost:
+                continue
+            how = []
+            if d.dropped:
+                how.append(f"{d.dropped} dropped while the collector was down (buffer full)")
+            if d.queued:
+                how.append(f"{d.queued} still unsent when the run ended")
+            why = f"; last error: {d.error}" if d.error else ""
+            parts.append(f"{name}: {d.lost} {d.unit} not delivered ({', '.join(how)}{why})")
+        if not parts:
+            return None
+        return SinkError("; ".join(parts) + " - they are lost")
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -264,13 +289,15 @@ class Pipeline:
             call_optional(sink, "begin", run)
 
     def close(self) -> None:
-        """Finish every output (a replaced file is swapped in now); the run succeeded."""
+        """Finish every output (a replaced file is swapped in now: the run succeeded),
+        then record each sink's delivery in the counters."""
         errors = []
         for sink in self.sinks:
             try:
                 sink.close()
             except Exception as exc:  # noqa: BLE001 - close every sink, then report
                 errors.append(exc)
+        self.counters.delivery = self.delivery()
         if errors:
             raise errors[0]
 
@@ -281,6 +308,15 @@ class Pipeline:
                 call_optional(sink, "abort")
             except Exception as exc:  # noqa: BLE001 - abort every sink, report each
                 log.error("%s: %s", sink.name, exc)
+
+    def delivery(self) -> dict[str, Delivery]:
+        """Sink name -> its delivery accounting, for the sinks that report one."""
+        out = {}
+        for sink in self.sinks:
+            report = sink_delivery(sink)
+            if report is not None:
+                out[sink.name] = report
+        return out
 
     # ------------------------------------------------------------------ state
     def model_ids(self) -> dict[str, str]:
@@ -425,7 +461,11 @@ def score_inputs(
     def checkpoint() -> None:
         nonlocal last
         if store is not None:
-            pipeline.commit(store, cursors.pruned(), meta)
+            try:
+                pipeline.commit(store, cursors.pruned(), meta)
+            except SinkError as exc:
+                raise SinkError(f"{exc}; nothing was committed: the next run scores these "
+                                "flows again and sends their notices then") from exc
             last = time.monotonic()
 
     try:

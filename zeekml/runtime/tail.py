@@ -48,6 +48,7 @@ import pandas as pd
 
 from zeekml.errors import StateError
 from zeekml.records import schema
+from zeekml.runtime.metrics import NullMetrics
 from zeekml.runtime.pipeline import Pipeline
 from zeekml.runtime.state import StateStore, journal_factory
 from zeekml.runtime.tail_sources import TailSource
@@ -128,8 +129,10 @@ class Tail:
         store: StateStore | None = None,
         options: TailOptions | None = None,
         make_main_sink: Callable[[], Sink] | None = None,
+        metrics: NullMetrics | None = None,
     ) -> None:
         self.source_factory = source_factory
+        self.metrics = metrics or NullMetrics()  # --metrics hooks (zeekml.runtime.metrics)
         self.pipeline = pipeline
         self.input_key = input_key
         self.store = store
@@ -203,8 +206,8 @@ class Tail:
         self._inputs[self.input_key] = self._source.cursor()
         t0 = time.monotonic()
         self.pipeline.commit(self.store, self._inputs, self._meta)
+        self.metrics.checkpointed()
         self._dirty = False
-        self._commit_soon = True  # right after the first batch of this process
         self._last_commit = time.monotonic()
         # a big window state (millions of hosts) takes a while to save: keep checkpoints
         # under about a tenth of the time, whatever checkpoint_seconds says
@@ -219,11 +222,13 @@ class Tail:
         self._pending_rows = 0
         batch = frames[0] if len(frames) == 1 else schema.concat(frames)
         step = self.opts.batch_rows
+        started = time.monotonic()
         for lo in range(0, len(batch), step):  # never more rows than batch_rows at once
             part = batch if len(batch) <= step else batch.iloc[lo:lo + step].reset_index(drop=True)
-            self.pipeline.process(part)
+            self.metrics.scored(part, self.pipeline.process(part))
             self.stats.batches += 1
         self.pipeline.flush()  # verdicts reach the file now (the latency bound)
+        self.metrics.batch_done(started, self._pending_since)
         self._dirty = True
         if self.stats.first_verdict is None:
             self.stats.first_verdict = time.monotonic() - self.stats.started
@@ -337,12 +342,14 @@ class Tail:
                         self._pending_since = now
                     self._pending.append(f)
                     self._pending_rows += len(f)
+                    self.metrics.read(len(f))
                     got = True
             boundary, src.boundary = src.boundary, False
             if self._due(now) or ((boundary or src.finished) and self._pending):
                 self._flush_pending()
             if boundary or (self._dirty and now - self._last_commit >= self._commit_every):
                 self._commit()  # a file ended: commit before the next one is read
+            self.metrics.tick(src, self.pipeline.sinks)
             if src.finished:
                 break
             if got or getattr(src, "busy", False):

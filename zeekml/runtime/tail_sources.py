@@ -249,6 +249,13 @@ class FileTail:
         self.gens = gens
         return {"kind": self.kind, "path": self.path, "since": self.since, "generations": gens}
 
+    def bytes_behind(self) -> int | None:
+        """Bytes of the live log not yet turned into rows (``tail --metrics``); None while
+        earlier generations are being caught up (the backlog is then larger than that)."""
+        if self.follower is None or self._dec is None or self._phase != "live":
+            return None
+        return self.follower.unread_bytes(self._dec.offset)
+
     def wait(self, timeout: float) -> None:
         if self.follower is not None:
             self.follower.wait(timeout)
@@ -303,7 +310,6 @@ class PipeTail:
 
     def close(self) -> None:
         self.follower.close()
-
 
 class DirTail:
     """An nfcapd directory: closed files in name order, each once, resumable by rows."""

@@ -1,7 +1,9 @@
-"""Syslog sink: RFC 5424 messages over UDP (RFC 5426) or TCP (RFC 6587 octet counting).
+"""Syslog sink: RFC 5424 messages over UDP (RFC 5426), TCP (RFC 6587) or TLS (RFC 5425).
 
-``--sink syslog:udp://HOST[:PORT]?k=v&...`` or ``syslog:tcp://HOST[:PORT]?...`` (port 514
-by default; IPv6 as ``[::1]:514``). One message per notice::
+``--sink syslog:udp://HOST[:PORT]?k=v&...``, ``syslog:tcp://HOST[:PORT]?...`` (port 514
+by default) or ``syslog:tls://HOST[:PORT]?ca=CA.pem&...`` (port 6514 by default); IPv6
+as ``[::1]:514``. TCP and TLS frame each message with octet counting (``LEN SP MSG``,
+the framing RFC 5425 prescribes for TLS). One message per notice::
 
     <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD-ID k="v" ...] MSG
 
@@ -25,25 +27,39 @@ hostname           HOSTNAME field; default this host's name
 app                APP-NAME field; default ``zeekml``
 sd_id              structured data ID; default ``zeekml@32473`` (RFC 5612 example PEN)
 only               ``notices`` (default) or ``all`` verdict rows
-buffer             TCP: records kept for re-sending while the collector is down (10000)
-timeout            TCP: seconds ``flush()`` waits for delivery before failing (60; 0 = forever)
-retry              TCP: seconds between reconnect attempts while writing (1, doubling)
+buffer             TCP/TLS: records kept for re-sending while the collector is down (10000)
+timeout            TCP/TLS: seconds a checkpoint or the end of a run waits for delivery
+                   before failing (60; 0 = forever)
+retry              TCP/TLS: seconds between reconnect attempts while writing (1, doubling)
+ca                 TLS: PEM file (or hashed directory) of the CAs that sign the collector's
+                   certificate; default the system's CA store
+cert, key          TLS: client certificate and its unencrypted key (PEM), for collectors
+                   that require one; ``key`` may be left out when ``cert`` holds both
+servername         TLS: the name the collector's certificate must carry (default HOST)
 =================  ===========================================================
 
-Delivery guarantees are those of :mod:`zeekml.sinks.transport`: UDP best effort;
-TCP at least once, bounded, drops counted, and ``flush()`` returns only once the
-collector acknowledged everything (so ``--state`` commits only delivered notices).
+TLS verification cannot be switched off: the collector's certificate must chain to
+``ca`` (or the system store) and name the target host (an IP address must be an IP
+subjectAltName). A refused certificate is an error at the first connection, one line
+naming the collector and the reason, never retried.
 
-Exactly once across crashes (TCP with ``--state``): the sink counts the records of the
-stream it has handed out; a commit stores that count (every record then acknowledged).
-In a stateful run each batch waits for the collector's acknowledgement and then
-writes the absolute count to its :class:`~zeekml.runtime.state.DeliveryJournal`
-beside the state file, so after ``kill -9`` the next run skips the re-produced
-records the journal says were delivered. Only a crash in the instant between the
-collector's acknowledgement and that journal write (about a millisecond) can make
-a record arrive twice; none is ever lost. A collector that stays down makes the run
-fail (exit 1) with every output cut back to the last commit, so the next run sends
-those notices once.
+Delivery guarantees are those of :mod:`zeekml.sinks.transport`: UDP best effort;
+TCP/TLS at least once, bounded, drops counted. ``flush()`` writes what it can without
+waiting for a collector that is down (a live ``tail`` keeps scoring, within
+``buffer``); ``checkpoint()`` and ``close()`` wait up to ``timeout`` for the collector
+to acknowledge everything, and a checkpoint fails (SinkError) otherwise, so ``--state``
+commits only delivered notices. :meth:`SyslogSink.delivery` counts delivered, dropped
+and still-queued records for the run summary and the metrics.
+
+Exactly once across crashes (TCP/TLS with ``--state``): the sink counts the records of
+the stream it has handed out; a commit stores that count (every record then
+acknowledged). In a stateful run each batch waits for the collector's acknowledgement
+and then writes the absolute count to its :class:`~zeekml.runtime.state.DeliveryJournal`
+beside the state file, so after ``kill -9`` the next run skips the re-produced records
+the journal says were delivered. Only a crash in the instant between the collector's
+acknowledgement and that journal write (about a millisecond) can make a record arrive
+twice; none is ever lost. A collector that stays down makes the run fail (exit 1) with
+every output cut back to the last commit, so the next run sends those notices once.
 """
 
 from __future__ import annotations
@@ -60,10 +76,11 @@ import numpy as np
 import pandas as pd
 
 from zeekml.errors import SinkError
+from zeekml.sinks.base import Delivery
 from zeekml.sinks.cef import cef_records, column, message
 from zeekml.sinks.registry import SinkOptions
 from zeekml.sinks.textcols import as_text, concat, iso_time, joined_list, replace_all
-from zeekml.sinks.transport import TcpTransport, UdpTransport
+from zeekml.sinks.transport import TcpTransport, TlsClient, UdpTransport
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +197,7 @@ class SyslogSink:
         self._transport = transport
         self._format = fmt
         self._only_notices = only_notices
-        self._undeliverable = False  # the last flush gave up: close does not wait again
+        self._undeliverable = False  # the last delivery wait gave up: close does not wait again
         self._octet_counting = isinstance(transport, TcpTransport)
         self._records = 0  # records of the stream handed out (before this run: restored)
         self._skip = 0  # re-produced records the journal says were delivered
@@ -211,13 +228,19 @@ class SyslogSink:
         texts = self._format.records(rows.reset_index(drop=True)).tolist()
         frames = [t.encode("utf-8", "replace") for t in texts]
         if self._octet_counting:
-            frames = [b"%d %s" % (len(f), f) for f in frames]  # RFC 6587 3.4.1
+            frames = [b"%d %s" % (len(f), f) for f in frames]  # RFC 6587 3.4.1 / RFC 5425 4.3
         self._transport.send(frames)
         self._records += len(frames)
         if self._journal is not None:
-            self.flush()  # acknowledged, then journaled: a crash repeats nothing
+            self._deliver()  # acknowledged, then journaled: a crash repeats nothing
 
     def flush(self) -> None:
+        """Write what can be written now; never wait for a collector that is down."""
+        if isinstance(self._transport, TcpTransport):
+            self._transport.poke()
+
+    def _deliver(self) -> None:
+        """Wait (up to ``timeout``) until the collector acknowledged everything."""
         try:
             self._transport.flush()
         except SinkError:
@@ -228,6 +251,8 @@ class SyslogSink:
             self._journal.write(self._records)
 
     def checkpoint(self) -> dict[str, Any]:
+        """Everything written so far is delivered (else SinkError): the state may say so."""
+        self._deliver()
         return {**self.stats(), "records": self._records}
 
     def restore(self, position: dict[str, Any]) -> None:
@@ -244,7 +269,7 @@ class SyslogSink:
                          self.where, self._skip)
 
     def stats(self) -> dict[str, Any]:
-        """Counters for the run summary: delivered, dropped, still queued."""
+        """Counters for the state file: delivered, dropped, still queued."""
         return {
             "sink": self.name,
             "sent": self._transport.sent,
@@ -252,31 +277,40 @@ class SyslogSink:
             "queued": self._transport.pending(),
         }
 
+    def delivery(self) -> Delivery:
+        """Delivery accounting for the run summary and the metrics (see sinks.base)."""
+        t = self._transport
+        return Delivery(delivered=t.sent, dropped=t.dropped, queued=t.pending(),
+                        unit="notices" if self._only_notices else "records",
+                        error=getattr(t, "last_error", ""))
+
     def close(self) -> None:
-        """Deliver what is queued (unless a flush just failed: no second long wait)."""
+        """Deliver what is queued (unless a wait just failed: no second long wait).
+
+        Never raises for records that could not be delivered: they are counted in
+        :meth:`delivery` (``queued`` after close = lost), which the CLI turns into an
+        exit status and a message naming the collector.
+        """
         try:
             if self._undeliverable:
-                log.error("%s: closing with %d records undelivered", self.where,
+                log.debug("%s: closing with %d records undelivered", self.where,
                           self._transport.pending())
             else:
                 self._transport.flush()
         except SinkError as exc:
-            log.error("%s", exc)
+            log.debug("%s", exc)
         finally:
-            s = self.stats()
-            if s["dropped"]:
-                log.warning("%s: %d records dropped (%d delivered)", self.where, s["dropped"],
-                            s["sent"])
             self._transport.close()
 
 
 def factory(target: str, options: dict[str, str]) -> SyslogSink:
-    """``zeekml.sinks`` entry point: ``syslog:udp://HOST:PORT`` / ``syslog:tcp://HOST:PORT``."""
+    """``zeekml.sinks`` entry point: ``syslog:udp|tcp|tls://HOST[:PORT]``."""
     url = urlsplit(target)
-    if url.scheme not in ("udp", "tcp") or not url.hostname or url.path not in ("", "/"):
-        raise ValueError(f"syslog target {target!r}: use udp://HOST[:PORT] or tcp://HOST[:PORT]")
+    if url.scheme not in ("udp", "tcp", "tls") or not url.hostname or url.path not in ("", "/"):
+        raise ValueError(f"syslog target {target!r}: use udp://HOST[:PORT], tcp://HOST[:PORT] "
+                         "or tls://HOST[:PORT]")
     try:
-        port = 514 if url.port is None else url.port
+        port = (6514 if url.scheme == "tls" else 514) if url.port is None else url.port
     except ValueError as exc:
         raise ValueError(f"syslog target {target!r}: {exc}") from None
     if port == 0:
@@ -298,16 +332,28 @@ def factory(target: str, options: dict[str, str]) -> SyslogSink:
         sd_id=sd_id,
     )
     only = opts.choice("only", ("notices", "all"), "notices")
-    tcp_only = {k for k in ("buffer", "timeout", "retry") if k in options}
+    stream_only = {k for k in ("buffer", "timeout", "retry") if k in options}
+    tls_only = {k for k in ("ca", "cert", "key", "servername") if k in options}
     buffer = opts.integer("buffer", 10_000, lo=1)
     timeout = opts.number("timeout", 60.0)
     retry = opts.number("retry", 1.0, lo=0.01)
+    ca, cert, key = (opts.text(k, "") for k in ("ca", "cert", "key"))
+    servername = opts.text("servername", url.hostname)
     opts.done()
-    if url.scheme == "udp" and tcp_only:
-        raise ValueError(f"syslog over UDP has no {', '.join(sorted(tcp_only))} option (TCP only)")
+    if url.scheme == "udp" and stream_only:
+        raise ValueError(f"syslog over UDP has no {', '.join(sorted(stream_only))} option "
+                         "(TCP/TLS only)")
+    if url.scheme != "tls" and tls_only:
+        raise ValueError(f"syslog over {url.scheme.upper()} has no "
+                         f"{', '.join(sorted(tls_only))} option (TLS only: use tls://)")
+    if not servername or any(c.isspace() or ord(c) < 0x21 for c in servername):
+        raise ValueError(f"syslog servername {servername!r}: a host name or address")
     transport: UdpTransport | TcpTransport
     if url.scheme == "udp":
         transport = UdpTransport(url.hostname, port)
     else:
-        transport = TcpTransport(url.hostname, port, buffer=buffer, timeout=timeout, retry=retry)
+        tls = (TlsClient.create(servername, ca=ca or None, cert=cert or None, key=key or None)
+               if url.scheme == "tls" else None)
+        transport = TcpTransport(url.hostname, port, buffer=buffer, timeout=timeout,
+                                 retry=retry, tls=tls)
     return SyslogSink(transport, fmt, only_notices=(only == "notices"))

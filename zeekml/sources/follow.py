@@ -233,6 +233,27 @@ class Follower:
     def position(self) -> Position | None:
         return self.position_at(self._offset)
 
+    def unread_bytes(self, offset: int | None = None) -> int | None:
+        """Bytes not yet consumed: the open generation after ``offset`` (default: after
+        what was handed out) plus, once the path names a newer file, that file's size.
+
+        None while no file is open. For monitoring (``tail --metrics``): two stat calls.
+        """
+        if self._fh is None:
+            return None
+        try:
+            size = os.fstat(self._fh.fileno()).st_size
+        except (OSError, ValueError):
+            return None
+        behind = max(0, size - (self._offset if offset is None else offset))
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return behind
+        if (st.st_dev, st.st_ino) != self._ident:
+            behind += st.st_size
+        return behind
+
     def wake(self) -> None:
         """Make a pending :meth:`wait` return now (signal handlers call this)."""
         self._wake.set()
