@@ -27,6 +27,7 @@ from tests.test_tail import FAST, TailProc, append, data_lines, model_args, n_mo
 from zeekml.errors import UsageError
 from zeekml.runtime.metrics import TailMetrics, parse_listen, reason_label
 from zeekml.runtime.tail_sources import FileTail
+from zeekml.sources.options import ReadOptions
 from zeekml.sources.skips import SkipLog
 
 SAMPLE = REPO / "zeekml" / "data" / "sample_conn.log"
@@ -100,7 +101,9 @@ def test_metrics_scraped_during_a_live_tail(tmp_path: Path, models: list[str],
                      "--checkpoint-interval", "0.2", "--metrics", f"127.0.0.1:{port}",
                      str(live)], tmp_path)
     try:
-        m1 = wait_metrics(port, lambda m: m.get("zeekml_flows_scored_total") == len(first), proc)
+        # a batch is counted as scored before its verdicts are flushed: wait for both
+        m1 = wait_metrics(port, lambda m: m.get("zeekml_flows_scored_total") == len(first)
+                          and m.get("zeekml_batch_latency_seconds_count", 0) >= 1, proc)
         assert m1["zeekml_flows_read_total"] == len(first)
         assert m1["zeekml_batch_latency_seconds_count"] >= 1
         # the input is from 2013: log-time lag is now minus its largest ts
@@ -268,7 +271,7 @@ def test_bytes_behind_a_followed_file(tmp_path: Path) -> None:
     head, rows = sample_parts()
     live = tmp_path / "conn.log"
     live.write_bytes(head + b"".join(rows))
-    src = FileTail(str(live), skips=SkipLog(), batch_rows=1000, watch=False)
+    src = FileTail(str(live), skips=SkipLog(), options=ReadOptions(batch_rows=1000), watch=False)
     try:
         assert src.bytes_behind() is None  # nothing opened yet
         src.poll(max_bytes=len(head) + 4096)

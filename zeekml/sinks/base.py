@@ -91,6 +91,7 @@ def call_optional(sink: Any, method: str, *args: Any) -> Any:
     """Call one of the optional sink methods when the sink has it."""
     fn = getattr(sink, method, None)
     return fn(*args) if callable(fn) else None
+@dataclass(frozen=True)
 class Delivery:
     """What a sink did with the records it was given, counted since it was opened.
 

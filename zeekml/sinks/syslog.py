@@ -57,7 +57,7 @@ acknowledged). In a stateful run each batch waits for the collector's acknowledg
 and then writes the absolute count to its :class:`~zeekml.runtime.state.DeliveryJournal`
 beside the state file, so after ``kill -9`` the next run skips the re-produced records
 the journal says were delivered. Only a crash in the instant between the collector's
-acknowledgement and that journal write (about a millisecond) can make a record arrive
+acknowledgement and that journal write (a system call) can make a record arrive
 twice; none is ever lost. A collector that stays down makes the run fail (exit 1) with
 every output cut back to the last commit, so the next run sends those notices once.
 """
@@ -248,7 +248,9 @@ class SyslogSink:
             raise
         self._undeliverable = False
         if self._journal is not None:
-            self._journal.write(self._records)
+            # the collector has every record handed out, and the ones still to be
+            # skipped (it got them before the crash): the journal never goes back
+            self._journal.write(self._records + self._skip)
 
     def checkpoint(self) -> dict[str, Any]:
         """Everything written so far is delivered (else SinkError): the state may say so."""
