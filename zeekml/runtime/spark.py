@@ -451,8 +451,12 @@ class _RenamedSkips:
     def __init__(self, inner: Any, tmp: str, uri: str) -> None:
         self.inner, self.tmp, self.uri = inner, tmp, uri
 
-    def add(self, path: str, line: int | None, reason: str) -> None:
-        self.inner.add(self.uri if path == self.tmp else path, line, reason)
+    def add(self, path: str, line: int | None, reason: str, *, malformed: bool = True) -> None:
+        self.inner.add(self.uri if path == self.tmp else path, line, reason, malformed=malformed)
+
+    def add_many(self, path: str, lines: Any, reason: str, *, malformed: bool = True) -> None:
+        self.inner.add_many(self.uri if path == self.tmp else path, lines, reason,
+                            malformed=malformed)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
