@@ -95,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
     from zeekml.runtime.pipeline import Pipeline, RunOptions, score_inputs
     from zeekml.runtime.state import StateStore
     from zeekml.sources import SkipLog, expand_inputs
+    from zeekml.sources.options import read_options_from
 
     if args.batch_size < 1 or args.threads < 1:
         raise UsageError("--batch-size and --threads must be >= 1")
+    read = read_options_from(args, args.batch_size)  # validates --tz for both engines
     config = build_policy(args)
     if getattr(args, "engine", "local") == "spark":  # Spark engine: zeekml.runtime.spark
         from zeekml.runtime.spark import run_cli
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         tty = sys.stderr.isatty() and not args.quiet
         counters = score_inputs(
             paths, pipeline, skips=skips, store=store,
-            options=RunOptions(batch_rows=args.batch_size),
+            options=RunOptions(batch_rows=args.batch_size, read=read),
             progress=_progress if tty else None,
         )
     finally:
@@ -133,11 +135,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from zeekml.sources.options import add_read_arguments
+
     p = sub.add_parser(
         "score",
         help="score flow logs with the ONNX models and write Zeek-readable verdicts",
         description=(
-            "Score Zeek conn logs (TSV/JSON, gzip) and nfdump flows with the bundled (or "
+            "Score Zeek conn logs (TSV/JSON, gzip), nfdump flows and Argus binetflow with the bundled (or "
             "given) models; write notices, or every verdict with --all, as a Zeek log. "
             "With --state, a cron job scores each flow exactly once across runs."
         ),
@@ -172,6 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="state file: continue where the last run stopped (cron mode)")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line instead of skipping it")
+    add_read_arguments(p)
     p.add_argument("--sink", action="append", default=[], metavar="SPEC",
                    help="extra output NAME:TARGET?k=v (syslog, ecs, json, notice, plugins)")
     p.add_argument("--engine", choices=("local", "spark"), default="local",

@@ -96,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    from zeekml.sources.options import read_options_from
+
+    read = read_options_from(args, options.batch_rows)  # --tz, validated before any I/O
     config = score.build_policy(args)
     store = StateStore(args.state) if args.state else None
     if store is not None:
@@ -112,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
         def make_source(cursor):  # noqa: ANN001, ANN202 - cursor dict / TailSource
             return open_tail_source(args.path, skips=skips, batch_rows=options.batch_rows,
-                                    poll_interval=options.poll_interval, resume=cursor)
+                                    poll_interval=options.poll_interval, resume=cursor,
+                                    options=read)
 
         key = "tail:" + (args.path if args.path == "-" else os.path.abspath(args.path))
         tail = Tail(make_source, pipeline, input_key=key, store=store, options=options,

@@ -359,6 +359,7 @@ def read_input(
     *,
     hold_partial: bool,
     chunk: int | None = None,
+    options: Any = None,
 ) -> Iterator[Piece]:
     """Canonical batches of one input from its cursor on, each group with its new cursor.
 
@@ -368,12 +369,14 @@ def read_input(
     leaves a growing file's unfinished last line for the next run unless the file has
     been quiet for :data:`SETTLE_SECONDS` (cron mode). ``chunk`` is the read size
     (default: about one batch of lines); a cursor is yielded after every chunk.
+    ``options`` (a :class:`~zeekml.sources.options.ReadOptions`: ``--tz`` ...) is passed
+    to the parser.
     """
     from zeekml.sources import open_parser, read_flows, sniff_format
     from zeekml.sources.open import SNIFF_BYTES, chunk_bytes
 
     if path == "-":
-        for frame in read_flows("-", skips=skips, batch_rows=batch_rows):
+        for frame in read_flows("-", skips=skips, batch_rows=batch_rows, options=options):
             yield Piece([frame], None)
         return
     ident = identify(path)
@@ -381,7 +384,7 @@ def read_input(
     if ident.kind == "nfcapd":
         done_rows = int(cursor.get("rows", 0)) if cursor else 0
         seen = 0
-        for frame in read_flows(path, skips=skips, batch_rows=batch_rows):
+        for frame in read_flows(path, skips=skips, batch_rows=batch_rows, options=options):
             lo = max(0, done_rows - seen)
             seen += len(frame)
             if lo < len(frame):
@@ -410,7 +413,7 @@ def read_input(
                         done=ident.kind == "gzip")
             return
         fmt = sniff_format(head[:SNIFF_BYTES])
-        parser = open_parser(fmt, path, skips, batch_rows=batch_rows)
+        parser = open_parser(fmt, path, skips, batch_rows=batch_rows, options=options)
         if cursor and cursor.get("parser") is not None and offset > 0:
             try:
                 parser.set_state(cursor["parser"])
@@ -451,6 +454,8 @@ class RunOptions:
     batch_rows: int = 65536
     checkpoint_seconds: float = 60.0
     max_cursors: int = 100_000
+    #: reading options (``--tz`` ...), a :class:`~zeekml.sources.options.ReadOptions`
+    read: Any = None
 
 
 def score_inputs(
@@ -501,7 +506,7 @@ def score_inputs(
                 cursor["seen"] = time.time()
                 continue
         for piece in read_input(path, cursor, skips, opts.batch_rows,
-                                hold_partial=store is not None):
+                                hold_partial=store is not None, options=opts.read):
             for frame in piece.frames:
                 pipeline.process(frame)
             if progress is not None:

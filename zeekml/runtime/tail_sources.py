@@ -57,8 +57,10 @@ class _Generation:
     """The parser of one file generation, created once its format is known."""
 
     def __init__(self, path: str, start: int, skips: SkipLog, batch_rows: int,
-                 fmt: str | None = None, parser_state: dict[str, Any] | None = None) -> None:
+                 fmt: str | None = None, parser_state: dict[str, Any] | None = None,
+                 options: Any = None) -> None:
         self.path = path
+        self.options = options
         self.start = start
         self.skips = skips
         self.batch_rows = batch_rows
@@ -78,7 +80,8 @@ class _Generation:
                 f"{self.path}: an nfcapd binary file cannot be followed as a log; "
                 "follow its directory instead (zeekml tail DIR)"
             )
-        self.parser = open_parser(self.fmt, self.path, self.skips, batch_rows=self.batch_rows)
+        self.parser = open_parser(self.fmt, self.path, self.skips, batch_rows=self.batch_rows,
+                                  options=self.options)
         if state is not None:
             try:
                 self.parser.set_state(state)
@@ -128,9 +131,10 @@ class FileTail:
 
     def __init__(self, path: str, *, skips: SkipLog, batch_rows: int = 65536,
                  poll_interval: float = 0.25, resume: dict[str, Any] | None = None,
-                 watch: bool = True) -> None:
+                 watch: bool = True, options: Any = None) -> None:
         self.name = str(path)
         self.skips = skips
+        self.options = options  # ReadOptions for the parsers (--tz ...)
         self.batch_rows = batch_rows
         self.finished = False
         self.boundary = False
@@ -174,7 +178,7 @@ class FileTail:
                     if ev.offset and (fmt is None or parser is None):
                         raise StateError(f"{self.name}: cursor lacks the parser state")
                 self._gen = _Generation(ev.path, ev.offset, self.skips, self.batch_rows,
-                                        fmt, parser)
+                                        fmt, parser, self.options)
                 self._gen_id = ev.gen
                 self._ended_pos = None
                 self.files += 1
@@ -217,9 +221,10 @@ class PipeTail(FileTail):
     kind = "pipe"
 
     def __init__(self, *, skips: SkipLog, batch_rows: int = 65536,
-                 poll_interval: float = 0.25, fd: int = 0) -> None:
+                 poll_interval: float = 0.25, fd: int = 0, options: Any = None) -> None:
         self._fd = fd
-        super().__init__("-", skips=skips, batch_rows=batch_rows, poll_interval=poll_interval)
+        super().__init__("-", skips=skips, batch_rows=batch_rows, poll_interval=poll_interval,
+                         options=options)
 
     def _make_follower(self, path: str, poll: float, position: Position | None,
                        watch: bool) -> Any:
@@ -318,12 +323,17 @@ class DirTail:
 
 
 def open_tail_source(path: str, *, skips: SkipLog, batch_rows: int, poll_interval: float,
-                     resume: dict[str, Any] | None = None) -> TailSource:
-    """``-`` -> pipe; a directory -> nfcapd directory; anything else -> growing file."""
+                     resume: dict[str, Any] | None = None, options: Any = None) -> TailSource:
+    """``-`` -> pipe; a directory -> nfcapd directory; anything else -> growing file.
+
+    ``options`` (a :class:`~zeekml.sources.options.ReadOptions`) reaches the text
+    parsers (nfcapd files are read by nfdump with ``TZ=UTC``).
+    """
     if path == "-":
-        return PipeTail(skips=skips, batch_rows=batch_rows, poll_interval=poll_interval)
+        return PipeTail(skips=skips, batch_rows=batch_rows, poll_interval=poll_interval,
+                        options=options)
     if os.path.isdir(path):
         return DirTail(path, skips=skips, batch_rows=batch_rows,
                        poll_interval=poll_interval, resume=resume)
     return FileTail(path, skips=skips, batch_rows=batch_rows, poll_interval=poll_interval,
-                    resume=resume)
+                    resume=resume, options=options)

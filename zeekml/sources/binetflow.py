@@ -542,12 +542,18 @@ class BinetflowParser(CsvParser):
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
         state["delimiter"] = self.delimiter
+        state["tz"] = self._zone or "UTC"
         return state
 
     def _set_state_extra(self, state: dict[str, Any]) -> None:
         delim = state.get("delimiter", ",")
         if delim not in (",", "\t"):
             raise StateError(f"{self.path}: parser state has a bad delimiter")
+        zone = state.get("tz", "UTC")
+        if zone != (self._zone or "UTC"):  # one input, one reading of its times
+            shown = zone if isinstance(zone, str) and len(zone) < 64 else "?"
+            raise StateError(f"{self.path}: this input was started with --tz {shown}; "
+                             f"continue it with the same zone, not {self._zone or 'UTC'}")
         super()._set_state_extra(state)
         self.delimiter = delim
         self._plan = None
@@ -690,7 +696,8 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
     keep = rej.report(skips, path, lines) & ip
     if nonip.any():
         reasons = proto["reason"]
-        for why in sorted(set(reasons[nonip].tolist())):
+        found = reasons[nonip].tolist()
+        for why in sorted(set(found), key=found.index):  # in order of first appearance
             skips.add_many(path, lines[nonip & (reasons == why)], why, malformed=False)
     if not keep.any():
         return None

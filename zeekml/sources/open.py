@@ -14,8 +14,9 @@ is dropped, not guessed at.
 ``expand_inputs`` turns command-line specs into a sorted, de-duplicated file list:
 files as given, globs, and directories searched recursively for Zeek conn logs
 (``conn.log``, ``conn.log.labeled``, rotated ``conn.<time>.log[.gz]``, zeekctl archives
-``YYYY-MM-DD/conn.HH:MM:SS-HH:MM:SS.log.gz``) and nfcapd files
-(``nfcapd.YYYYMMDDhhmm``). Other files inside directories (``dns.log``, READMEs, CSV
+``YYYY-MM-DD/conn.HH:MM:SS-HH:MM:SS.log.gz``), nfcapd files (``nfcapd.YYYYMMDDhhmm``)
+and Argus ``*.binetflow[.gz]`` files (as CTU-13 and Stratosphere publish them; their
+format is still detected from the content). Other files inside directories (``dns.log``, READMEs, CSV
 copies of the same flows) are left out; name them explicitly to read them.
 """
 
@@ -37,6 +38,7 @@ import pandas as pd
 from zeekml.errors import FormatError, ParseError
 from zeekml.records import schema
 from zeekml.sources.detect import open_parser, sniff_format
+from zeekml.sources.options import ReadOptions
 from zeekml.sources.skips import SkipLog
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ SNIFF_BYTES = 64 * 1024
 #: that hits the damage is lost, so steps are small
 RAW_CHUNK = 1 << 14
 
-_DIR_FILE = re.compile(r"^(conn(\..*)?|nfcapd\.\d{12}(\d{2})?)$")
+_DIR_FILE = re.compile(r"^(conn(\..*)?|nfcapd\.\d{12}(\d{2})?|.+\.binetflow(\.gz)?)$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -163,18 +165,20 @@ def read_flows(
     batch_rows: int = 65536,
     fmt: str | None = None,
     info: dict[str, str] | None = None,
+    options: ReadOptions | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Canonical flow batches from one input (file path, or ``-`` for stdin).
 
     ``fmt`` forces a format; by default it is sniffed from the content. Bad lines are
     recorded in ``skips`` (strict mode raises :class:`ParseError` at the first).
     ``info``, if given, receives ``info["format"]`` once the format is known.
+    ``options`` (``--tz`` ...) reach the parsers that take them.
     """
     info = info if info is not None else {}
     skips = skips if skips is not None else SkipLog()
     name = str(path)
     if name == "-":
-        yield from _read_stream(sys.stdin.buffer, "<stdin>", skips, batch_rows, fmt, info)
+        yield from _read_stream(sys.stdin.buffer, "<stdin>", skips, batch_rows, fmt, info, options)
         return
     if os.path.isdir(name):
         raise FormatError(f"{name}: is a directory (expand it with expand_inputs)")
@@ -189,11 +193,12 @@ def read_flows(
             info["format"] = "nfcapd"
             yield from nfdump.iter_nfcapd(name, skips, batch_rows)
             return
-        yield from _read_stream(f, name, skips, batch_rows, fmt, info)
+        yield from _read_stream(f, name, skips, batch_rows, fmt, info, options)
 
 
 def _read_stream(
-    f: BinaryIO, name: str, skips: SkipLog, batch_rows: int, fmt: str | None, info: dict[str, str]
+    f: BinaryIO, name: str, skips: SkipLog, batch_rows: int, fmt: str | None, info: dict[str, str],
+    options: ReadOptions | None = None,
 ) -> Iterator[pd.DataFrame]:
     size = chunk_bytes(batch_rows)
     head, chunks = _chunks(f, size)
@@ -212,7 +217,7 @@ def _read_stream(
             if fmt == "nfcapd":
                 raise FormatError(f"{name}: nfcapd data can only be read from a file, not a stream")
         info["format"] = fmt
-        parser = open_parser(fmt, name, skips, batch_rows=batch_rows)
+        parser = open_parser(fmt, name, skips, batch_rows=batch_rows, options=options)
         log.debug("%s: reading as %s", name, fmt)
         for data in chunks:
             yield from parser.feed(data)
