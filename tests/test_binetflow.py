@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import DATA, need
 from tests.test_read_all_shared import manifest_rows, parse_label_counts
@@ -454,3 +456,35 @@ def test_start_time_utc_by_default_and_tz_shifts_wall_clock_only() -> None:
 def test_bad_zone_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="Mars/Olympus"):
         ReadOptions(tz="Mars/Olympus")
+
+
+def test_skiplog_counts_records_that_are_not_flows_in_bulk() -> None:
+    skips = SkipLog(keep=3)
+    skips.add_many("f", [5, 6, 7, 8, 9], "non-IP record (arp)", malformed=False)
+    skips.add("f", 10, "bad Dir 'x'")
+    assert skips.total == 6 and skips.by_reason["non-IP record (arp)"] == 5
+    assert [s.line for s in skips.examples] == [5, 6, 7]
+    strict = SkipLog(strict=True)
+    strict.add_many("f", [1, 2], "non-IP record (arp)", malformed=False)
+    assert strict.total == 2
+    with pytest.raises(ParseError, match="f:3: bad"):
+        strict.add_many("f", [3, 4], "bad")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(
+    st.binary(max_size=80),
+    st.sampled_from([row(), row(dir="   <-"), row(proto="icmp", sport="0x0303"), row(proto="arp"),
+                     row(sport="0xZZ"), row(state="\x00\xff"), row(label="a\tb,c\"d")]).map(str.encode),
+), max_size=30), st.sampled_from([b"\n", b"\r\n"]), st.integers(1, 64))
+def test_hostile_lines_never_crash_the_reader(lines: list[bytes], nl: bytes, chunk: int) -> None:
+    """Any bytes after a header: every line is a row or a counted skip, never an exception;
+    chunking changes nothing."""
+    data = HEADER.encode() + nl + nl.join(lines) + nl
+    skips = SkipLog(keep=0)
+    df = parse(data, skips=skips)
+    schema.validate(df)
+    n_lines = sum(1 for ln in data.split(b"\n")[1:] if ln.strip(b"\r"))
+    assert len(df) + skips.total <= n_lines
+    assert df["source_line"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(parse(data, chunk=chunk, skips=SkipLog(keep=0)), df)

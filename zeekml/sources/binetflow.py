@@ -357,9 +357,38 @@ def _fixed_bytes(text: pa.Array, width: int) -> np.ndarray:
     return data[offsets[:-1, None] + np.arange(width)]
 
 
+def _offsets(text: pa.Array) -> np.ndarray:
+    """The value offsets of a string array (n + 1 of them), without a copy."""
+    n = len(text)
+    return np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
+
+
 def _lengths(text: pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(pc.binary_length(text), 0).to_numpy(zero_copy_only=False),
-                      dtype=np.int64)
+    """Byte length of every value (nulls: 0), from the offsets."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    lengths = np.diff(_offsets(text)).astype(np.int64)
+    if text.null_count:
+        lengths[np.asarray(text.is_null().to_numpy(zero_copy_only=False), bool)] = 0
+    return lengths
+
+
+def _bytes_ok(text: pa.Array, allowed: np.ndarray) -> bool:
+    """Whether every byte of every value is in ``allowed`` (a 256-entry mask): one pass
+    over the data buffer, so a clean column costs almost nothing to validate."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    off = _offsets(text)
+    if not len(text):
+        return True
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[off[0] : off[-1]]
+    return bool(allowed[data].all())
+
+
+def _charset(chars: str) -> np.ndarray:
+    out = np.zeros(256, dtype=bool)
+    out[np.frombuffer(chars.encode(), dtype=np.uint8)] = True
+    return out
 
 
 _HEX_VALUE = np.full(256, 0, dtype=np.int64)
@@ -367,14 +396,21 @@ for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX_VALUE[_c] = _i
 for _i, _c in enumerate(b"ABCDEF"):
     _HEX_VALUE[_c] = _i + 10
+_DIGITS = _charset("0123456789")
+_ADDR_CHARS = _charset("0123456789abcdefABCDEF:.")
 
 
-def parse_ports(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(value, present, bad, hex4) of a port column: decimal or Argus hex ``0xHHHH``.
+def parse_ports(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(value, present, bad) of a port column: decimal or Argus hex ``0xHHHH``.
 
-    ``hex4`` marks values written with exactly four hex digits (Argus' packed ICMP
-    type/code). Empty is missing; anything else that is not a port 0..65535 is bad.
+    Empty is missing; anything else that is not a port 0..65535 is bad.
     """
+    lengths = _lengths(text)
+    present = lengths > 0
+    if present.all() and _bytes_ok(text, _DIGITS) and lengths.max() <= 5:  # plain decimal
+        values = np.asarray(pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False), np.int64)
+        bad = values > 65535
+        return np.where(bad, 0, values), present, bad
     values, present, bad = parse_ints(text, 0, 65535)  # pyarrow >= 2x casts 0x.. itself
     if bad.any():
         idx = np.flatnonzero(bad)
@@ -386,8 +422,14 @@ def parse_ports(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
             rows = idx[ok]
             values[rows] = (nib[:, 0] << 12) | (nib[:, 1] << 8) | (nib[:, 2] << 4) | nib[:, 3]
             bad[rows] = False
-    hex4 = _mask(pc.starts_with(text, "0x", ignore_case=True)) & (_lengths(text) == 6) & ~bad
-    return values, present, bad, hex4
+    return values, present, bad
+
+
+def packed_icmp(text: pa.Array, rows: np.ndarray) -> np.ndarray:
+    """Which of ``rows`` hold a port written with exactly four hex digits (``0x0303``):
+    Argus' packed ICMP type and code."""
+    sub = text.take(pa.array(rows))
+    return _mask(pc.starts_with(sub, "0x", ignore_case=True)) & (_lengths(sub) == 6)
 
 
 def _civil_days(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -660,10 +702,12 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
     rej.add(status == 4, "missing protocol")
     ts, bad_ts = parse_start_times(t["start"], zone)
     rej.add(bad_ts & ip, lambda i: f"bad StartTime {value_at(t['start'])(i)}")
-    for role in ("src", "dst"):  # checked once per distinct address
-        addrs, aidx = _dictionary(t[role])
-        valid = _mask(pc.match_substring_regex(pa.array(addrs, pa.string()), _ADDR_RE))
-        ok = valid[aidx] if len(valid) else np.zeros(n, bool)
+    for role in ("src", "dst"):
+        lengths = _lengths(t[role])
+        if _bytes_ok(t[role], _ADDR_CHARS):  # the usual case: one pass over the bytes
+            ok = (lengths >= 2) & (lengths <= 45)
+        else:
+            ok = _mask(pc.match_substring_regex(t[role], _ADDR_RE))
         rej.add(~ok & ip, lambda i, r=role: f"bad {'SrcAddr' if r == 'src' else 'DstAddr'} "
                                             f"{value_at(t[r])(i)}")
     if "dir" in t:
@@ -676,12 +720,13 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
     else:
         rev = np.zeros(n, bool)
     zeros = np.zeros(n, np.int64)
-    sport, sport_ok, sbad, shex4 = (
-        parse_ports(t["sport"]) if "sport" in t else (zeros, np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
-    )
-    dport, dport_ok, dbad, _ = (
-        parse_ports(t["dport"]) if "dport" in t else (zeros, np.zeros(n, bool), np.zeros(n, bool), None)
-    )
+    no_ports = (zeros, np.zeros(n, bool), np.zeros(n, bool))
+    sport, sport_ok, sbad = parse_ports(t["sport"]) if "sport" in t else no_ports
+    dport, dport_ok, dbad = parse_ports(t["dport"]) if "dport" in t else no_ports
+    shex4 = np.zeros(n, bool)
+    icmp_rows = np.flatnonzero(proto["kind"] == _ICMP)
+    if len(icmp_rows) and "sport" in t:
+        shex4[icmp_rows] = packed_icmp(t["sport"], icmp_rows)
     rej.add(sbad & ip, lambda i: f"bad Sport {value_at(t['sport'])(i)}")
     rej.add(dbad & ip, lambda i: f"bad Dport {value_at(t['dport'])(i)}")
     dur, dur_na = _numbers(t, "dur", n)
