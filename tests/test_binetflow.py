@@ -453,6 +453,21 @@ def test_start_time_utc_by_default_and_tz_shifts_wall_clock_only() -> None:
     assert utc[5] == utc[0] and prague[5] == prague[0]
 
 
+def test_start_times_outside_1900_2199_are_bad_lines_with_or_without_tz() -> None:
+    """Far-off years are no capture's time (pandas could not even hold them): skipped, not
+    wrapped around into a plausible-looking negative epoch."""
+    odd = ["0001/01/01 00:00:00", "9999/12/31 23:59:59.5", "0001-01-01T00:00:00", "2300-01-01 00:00:00"]
+    text = "\n".join([HEADER, *(row().replace("2019/04/04 16:23:00.000000", t) for t in odd), row()])
+    for tz in (None, "Europe/Prague"):
+        skips = SkipLog(keep=10)
+        df = parse(text, skips=skips, tz=tz)
+        assert df["source_line"].tolist() == [6]
+        assert [s.line for s in skips.examples] == [2, 3, 4, 5]
+        assert all(s.reason.startswith("bad StartTime") for s in skips.examples)
+    west = row().replace("2019/04/04 16:23:00.000000", "1969/12/31 19:00:08.5")  # relative, EST
+    assert one(west, tz="America/New_York")["ts"] == 8.5
+
+
 def test_bad_zone_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="Mars/Olympus"):
         ReadOptions(tz="Mars/Olympus")

@@ -12,8 +12,8 @@ header re-read) is :class:`~zeekml.sources.csv_export.CsvParser`'s.
 
 Mapping to the canonical table
     ==================  ================================================================
-    ts                  ``StartTime`` ``YYYY/MM/DD hh:mm:ss[.ffffff]`` (ISO 8601 and
-                        epoch seconds are accepted too). Argus writes no zone: the time
+    ts                  ``StartTime`` ``YYYY/MM/DD hh:mm:ss[.ffffff]``, years 1900..2199 (ISO
+                        8601 and epoch seconds are accepted too). Argus writes no zone: the time
                         is read as UTC unless ``--tz ZONE`` (:class:`ReadOptions.tz
                         <zeekml.sources.options.ReadOptions>`) names the zone it was
                         written in (an ambiguous wall time at the end of daylight saving
@@ -445,6 +445,11 @@ def _civil_days(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
 _MONTH_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 
+#: years accepted in a StartTime: relative times of Argus west of UTC print as
+#: 1969/12/31; anything far outside is no capture's time (and beyond pandas' range)
+_FIRST_YEAR, _LAST_YEAR = 1900, 2199
+_FIRST_SECOND = -2208988800.0  # 1900-01-01 UTC
+_END_SECOND = 7258118400.0  # 2200-01-01 UTC
 _SEP_COLS = np.array([4, 7, 10, 13, 16])
 _SEP_VALUES = np.array([ord("/"), ord("/"), ord(" "), ord(":"), ord(":")], dtype=np.uint8)
 
@@ -471,6 +476,7 @@ def _argus_block(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mdays = _MONTH_DAYS[np.clip(month, 0, 12)] - ((month == 2) & ~leap)
     ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= mdays)
     ok &= (hour < 24) & (minute < 60) & (sec < 60)
+    ok &= (year >= _FIRST_YEAR) & (year <= _LAST_YEAR)
     frac = np.zeros(n, dtype=np.int64)
     if width > 20:  # nanosecond digits (more are truncated)
         last = min(width, 29)
@@ -514,8 +520,9 @@ def parse_start_times(text: pa.Array, zone: str | None) -> tuple[np.ndarray, np.
         iso = pc.replace_substring_regex(sub, r"^([0-9]{4})/([0-9]{2})/([0-9]{2})", r"\1-\2-\3")
         values, rest_bad = parse_times(iso)
         numeric = _mask(pc.match_substring_regex(sub, r"^\s*[+-]?[0-9.]+([eE][+-]?[0-9]+)?\s*$"))
+        in_years = (values >= _FIRST_SECOND) & (values < _END_SECOND)  # NaN: False
         seconds[rest] = values
-        bad[rest] = rest_bad | np.isnan(values)
+        bad[rest] = rest_bad | np.isnan(values) | (~numeric & ~in_years)
         wall[rest] = ~numeric & ~bad[rest]
         done[rest] = ~bad[rest]
     if zone is not None and zone != "UTC" and wall.any():
