@@ -645,8 +645,7 @@ def _proto_kinds(text: pa.Array) -> dict[str, np.ndarray]:
             canon[i] = "unknown_transport"
         else:
             status[i] = 4
-        if canon[i] is not None:
-            kind[i] = {"tcp": _TCP, "udp": _UDP, "icmp": _ICMP}.get(canon[i], _OTHER)
+        kind[i] = {"tcp": _TCP, "udp": _UDP, "icmp": _ICMP}.get(canon[i] or "", _OTHER)
     names = sorted({c for c in canon if c is not None})
     name_idx = np.array([names.index(c) if c is not None else -1 for c in canon], dtype=np.int64)
     return {
