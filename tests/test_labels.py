@@ -57,6 +57,19 @@ CASES = [
     ("", "", -1, None),
     ("TCP-Established-To-Microsoft-7", "", -1, None),
     ("flow=Background-UDP-DNS", "", -1, None),
+    # CTU-13 / Stratosphere binetflow, as zeekml's binetflow reader gives them
+    ("Malicious", "flow=From-Botnet-V46-TCP-CC1-HTTP-Not-Encrypted", 1, "c2"),
+    ("Malicious", "flow=To-Botnet-V46-UDP-DNS", 1, "c2"),
+    ("Malicious", "flow=Malware-UDP-DNS", 1, "c2"),
+    ("Benign", "flow=From-Normal-V46-Grill", 0, "normal"),
+    ("Background", "flow=Background-UDP-Established", -1, None),
+    (None, "flow=TCP-Established-To-Microsoft-7", -1, None),
+    # ... and as raw text in a label column
+    ("flow=From-Botnet-V46-TCP-CC1-HTTP-Not-Encrypted", None, 1, "c2"),
+    ("flow=To-Botnet-V46-UDP-DNS", None, 1, "c2"),
+    ("flow=From-Normal-V46-Grill", None, 0, "normal"),
+    ("flow=To-Normal-V42-Stribrek", None, 0, "normal"),
+    ("flow=Background-TCP-Attempt", None, -1, None),
 ]
 
 

@@ -69,9 +69,9 @@ def test_sniff_rejects_unknown(data):
         sniff_format(data)
 
 
-def test_sniff_rejects_argus_binetflow():
-    with pytest.raises(FormatError):
-        sniff_format(head(DATA / "binetflow" / "slips-test3-mixed.binetflow"))
+def test_sniff_argus_binetflow_comma_and_tab():
+    assert sniff_format(head(DATA / "binetflow" / "slips-test3-mixed.binetflow")) == "binetflow"
+    assert sniff_format(head(DATA / "binetflow" / "slips-test5-mixed.binetflow")) == "binetflow"
 
 
 def test_detection_ignores_names_and_gzip_by_content(tmp_path):
@@ -166,7 +166,7 @@ def test_expand_inputs(tmp_path):
 
 def test_parser_table_and_open_parser():
     assert set(PARSERS) == {"zeek_tsv", "zeek_json", "nfdump_csv", "nfdump_json", "zeek_csv",
-                            "cicflowmeter_csv"}  # fmt: skip
+                            "cicflowmeter_csv", "binetflow"}  # fmt: skip
     p = open_parser("zeek_tsv", "x", SkipLog())
     assert len(schema.concat(p.feed(S003.read_bytes()) + p.close())) == 361
     with pytest.raises(FormatError):

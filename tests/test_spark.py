@@ -34,7 +34,7 @@ from zeekml.models import registry
 from zeekml.models.base import ScoreBatch
 from zeekml.models.card import ModelCard, load_card, write_card
 from zeekml.policy.notice import NoticePolicy, PolicyConfig
-from zeekml.runtime.pipeline import Pipeline, score_inputs
+from zeekml.runtime.pipeline import Pipeline, RunOptions, score_inputs
 from zeekml.sources import SkipLog, expand_inputs, read_table
 from zeekml.windows.conversation import ConversationWindows
 
@@ -158,14 +158,14 @@ class _Collect:
     def close(self) -> None: ...
 
 
-def local_engine(paths: list[str], models: list[str], config: PolicyConfig
-                 ) -> tuple[pd.DataFrame, SkipLog]:
+def local_engine(paths: list[str], models: list[str], config: PolicyConfig,
+                 options: RunOptions | None = None) -> tuple[pd.DataFrame, SkipLog]:
     """What ``zeekml score`` (the local engine) writes for these inputs."""
     scorers = [registry.load_scorer(m, registry.ScorerOptions(threads=1)) for m in models]
     sink = _Collect()
     skips = SkipLog()
     score_inputs(expand_inputs(paths), Pipeline(scorers, NoticePolicy(config), [sink]),
-                 skips=skips)
+                 skips=skips, options=options)
     return pd.concat(sink.frames, ignore_index=True), skips
 
 
@@ -294,6 +294,26 @@ def test_single_huge_host_is_cut_into_chunks(spark, models, tmp_path) -> None:
     })
     exp, _ = local_engine(paths, models, config)
     assert_same(got, exp)
+
+
+def test_binetflow_with_tz_equals_local(spark, models, tmp_path) -> None:
+    """Argus binetflow (comma and tab, non-IP records) read in the executors with --tz."""
+    from zeekml.runtime.spark import SparkOptions, score_files
+    from zeekml.sources.options import ReadOptions
+
+    paths = _paths(["binetflow/slips-test2-malicious.binetflow",
+                    "binetflow/slips-test5-mixed.binetflow"])
+    config = PolicyConfig(all_flows=True, suppress=600.0)
+    counts = score_files(spark, paths, str(tmp_path / "out"), models=models, config=config,
+                         options=SparkOptions(tz="Europe/Prague"), out_format="parquet")
+    got = pd.read_parquet(tmp_path / "out")
+    exp, skips = local_engine(paths, models, config,
+                              RunOptions(read=ReadOptions(tz="Europe/Prague")))
+    assert_same(got, exp)
+    assert counts.flows_read == 6751 + 296 and counts.skipped == skips.total == 4
+    utc = read_table(paths[0])["ts"].min()
+    assert float(got["ts"].min()) == pytest.approx(8.140073, abs=1e-6)  # test5, relative
+    assert float(got.loc[got["ts"] > 1e9, "ts"].min()) == float(utc) - 7200
 
 
 def test_strict_bad_line_is_a_parse_error(spark, models, tmp_path) -> None:

@@ -11,15 +11,26 @@ is bounded by the batch size shows (about) the same peak for both sizes.
 
 Usage: ``python tools/bench_read.py [--file F] [--rows 1000000] [--batch-rows 65536]``
 (the file is generated with tools/gen_conn_log.py when missing).
+
+Binetflow mode, ``python tools/bench_read.py --format binetflow [--rows 500000]``: an
+Argus binetflow file of ``--rows`` real rows of the shared captures
+(``../shared/data/binetflow``, resampled with replacement, start times made increasing,
+the tab-separated and SrcPkts-less files brought to the common comma layout) and a Zeek
+TSV conn.log with the same number of rows (tools/gen_conn_log.py) are read by zeekml in
+child processes, alternately; printed: rows/s of each and the ratio binetflow/Zeek TSV.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
+import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -98,13 +109,82 @@ def half_file(path: Path) -> Path:
     return half
 
 
+BINETFLOW_DIR = (HERE.parent / ".." / "shared" / "data" / "binetflow").resolve()
+BINETFLOW_HEADER = ("StartTime,Dur,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,State,sTos,dTos,"
+                    "TotPkts,TotBytes,SrcBytes,SrcPkts,Label")
+
+
+def gen_binetflow(out: Path, rows: int, seed: int = 1) -> None:
+    """``rows`` real binetflow rows, resampled, in one comma-separated file (see the doc)."""
+    names = BINETFLOW_HEADER.split(",")
+    pool: list[list[str]] = []
+    for src in sorted(BINETFLOW_DIR.glob("*.binetflow")):
+        text = src.read_text()
+        delim = "\t" if text.split("\n", 1)[0].count("\t") > 3 else ","
+        reader = csv.DictReader(io.StringIO(text), delimiter=delim)
+        for rec in reader:
+            pool.append([rec.get(n, "") or "" for n in names])
+    if not pool:
+        raise SystemExit(f"no binetflow rows in {BINETFLOW_DIR}")
+    rng = random.Random(seed)
+    t = 1_554_394_980.0  # 2019-04-04 16:23:00 UTC, increasing at about 1000 flows/s
+    with open(out, "w", newline="") as fh:
+        fh.write(BINETFLOW_HEADER + "\n")
+        for _ in range(rows):
+            rec = list(rng.choice(pool))
+            t += rng.expovariate(1000.0)
+            whole = int(t)
+            micro = int(round((t - whole) * 1e6)) % 1_000_000
+            rec[0] = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(whole)) + f".{micro:06d}"
+            fh.write(",".join(rec) + "\n")
+
+
+def bench_binetflow(args: argparse.Namespace) -> int:
+    folder = Path("/tmp/zeekml-bench")
+    folder.mkdir(parents=True, exist_ok=True)
+    bnf = folder / f"bench-{args.rows}.binetflow"
+    zeek = folder / f"conn-{args.rows}.log"
+    if not bnf.exists():
+        gen_binetflow(bnf, args.rows)
+    if not zeek.exists():
+        subprocess.run([sys.executable, str(HERE / "gen_conn_log.py"), str(zeek),
+                        "--rows", str(args.rows)], check=True)
+    bnf.read_bytes(), zeek.read_bytes()  # warm the page cache
+    runs: dict[str, list[dict]] = {"binetflow": [], "zeek_tsv": []}
+    for _ in range(args.repeat):  # alternate, so both see the same machine load
+        runs["zeek_tsv"].append(run_child("zeekml", zeek, args.batch_rows))
+        runs["binetflow"].append(run_child("zeekml", bnf, args.batch_rows))
+    best = {k: min(v, key=lambda r: r["secs"]) for k, v in runs.items()}
+    for name, path in (("binetflow", bnf), ("zeek_tsv", zeek)):
+        r = best[name]
+        print(f"{name:9s} {path} ({path.stat().st_size / 1e6:.1f} MB) rows={r['rows']:>9d} "
+              f"secs={r['secs']:.3f} rows/s={r['rows'] / r['secs']:>12,.0f} "
+              f"rows/cpu-s={r['rows'] / r['cpu']:>12,.0f} skipped={r.get('skipped', 0)} "
+              f"peak_rss={r['peak_mb']:.0f} MB")
+    b, z = best["binetflow"], best["zeek_tsv"]
+    print(f"ratio binetflow/zeek_tsv rows/s: {(b['rows'] / b['secs']) / (z['rows'] / z['secs']):.2f}x "
+          f"(best of {args.repeat} alternating runs each)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--file", type=Path, default=Path("/tmp/zeekml-bench/conn.log"))
-    ap.add_argument("--rows", type=int, default=1_000_000, help="rows when generating")
+    ap.add_argument("--rows", type=int, default=None,
+                    help="rows when generating (default 1000000; 500000 for binetflow)")
     ap.add_argument("--batch-rows", type=int, default=65536)
-    ap.add_argument("--repeat", type=int, default=2, help="timed runs per reader (best kept)")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="timed runs per reader, best kept (default 2; 3 for binetflow)")
+    ap.add_argument("--format", choices=("zeek", "binetflow"), default="zeek",
+                    help="zeek: zeekml vs zat vs raw pyarrow (default); binetflow: the Argus "
+                         "reader vs the Zeek TSV reader on files of equal row count")
     args = ap.parse_args(argv)
+    if args.format == "binetflow":
+        args.rows = args.rows or 500_000
+        args.repeat = args.repeat or 3
+        return bench_binetflow(args)
+    args.rows = args.rows or 1_000_000
+    args.repeat = args.repeat or 2
     if not args.file.exists():
         args.file.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(

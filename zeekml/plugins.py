@@ -80,6 +80,7 @@ BUILTIN_SOURCES: dict[str, str] = {
     "nfdump_json": "zeekml.sources.nfdump:NfdumpJsonParser",
     "zeek_csv": "zeekml.sources.csv_export:ZeekCsvParser",
     "cicflowmeter_csv": "zeekml.sources.csv_export:CicFlowMeterParser",
+    "binetflow": "zeekml.sources.binetflow:BinetflowParser",
 }
 
 DISTRIBUTION = "zeekml"

@@ -37,10 +37,11 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Convert flows to another format, batch by batch.
 
 Inputs are Zeek conn logs (TSV, JSON, .gz), nfdump CSV/JSON, nfcapd files or
-directories (read through the nfdump binary), Zeek-field CSV or CICFlowMeter CSV;
-the format of each is detected from its content. '-' reads stdin.
+directories (read through the nfdump binary), Argus binetflow, Zeek-field CSV or
+CICFlowMeter CSV; the format of each is detected from its content. '-' reads stdin.
 
   zeekml convert /var/cache/nfdump/nfcapd.202401011200 --out conn.log
+  zeekml convert capture20110810.binetflow --tz Europe/Prague --out conn.log.labeled
   zeekml convert conn.log.gz --to csv --out flows.csv
   zeekml convert capture.json --to json | head"""
 
@@ -65,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="stop at the first bad input line (exit 1 naming file:line)")  # fmt: skip
     p.add_argument("--batch-rows", type=_positive, default=65536, metavar="N",
                    help="rows per batch (memory bound; default 65536)")  # fmt: skip
+    from zeekml.sources.options import add_read_arguments
+
+    add_read_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -168,23 +172,30 @@ def _output(path: str) -> Iterator[BinaryIO]:
 
 
 def convert(inputs: list[str], to: str, out: BinaryIO, *, strict: bool = False,
-            batch_rows: int = 65536) -> tuple[int, object]:  # fmt: skip
-    """Stream every input into ``out``; returns (rows written, the SkipLog)."""
+            batch_rows: int = 65536, options: object = None) -> tuple[int, object]:  # fmt: skip
+    """Stream every input into ``out``; returns (rows written, the SkipLog).
+
+    ``options`` is a :class:`~zeekml.sources.options.ReadOptions` (``--tz`` ...).
+    """
     from zeekml.sources import SkipLog, expand_inputs, read_flows
 
     skips = SkipLog(strict=strict)
     writer = Writer(to)
     for path in expand_inputs(inputs):
-        for batch in read_flows(path, skips=skips, batch_rows=batch_rows):
+        for batch in read_flows(path, skips=skips, batch_rows=batch_rows,
+                                options=options):  # type: ignore[arg-type]
             out.write(writer.batch(batch))
     out.write(writer.end())
     return writer.rows, skips
 
 
 def run(args: argparse.Namespace) -> int:
+    from zeekml.sources.options import read_options_from
+
+    read = read_options_from(args, args.batch_rows)  # a bad --tz fails before any output
     with _output(args.out) as out:
         rows, skips = convert(list(args.inputs), args.to, out, strict=args.strict,
-                              batch_rows=args.batch_rows)  # fmt: skip
+                              batch_rows=args.batch_rows, options=read)  # fmt: skip
     where = "stdout" if args.out == "-" else args.out
     log.info("%d flows written to %s as %s; %s", rows, where, args.to, skips.summary())  # type: ignore[attr-defined]
     if skips.total:  # type: ignore[attr-defined]

@@ -19,6 +19,9 @@ EVALUATORS = {"amf_lstm": "zeekml.eval.amf_eval", "flow_lm": "zeekml.eval.lm_eva
 
 
 def run(args: argparse.Namespace) -> int:
+    from zeekml.sources.options import read_options_from
+
+    read_options_from(args)  # a bad --tz is a usage error before the model loads
     card = load_card(resolve_model(args.model))
     module = importlib.import_module(EVALUATORS.get(card.kind, "zeekml.eval.amf_eval"))
     result = module.evaluate(card, args.data, args)
@@ -44,4 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="labeled captures")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    from zeekml.sources.options import add_read_arguments
+
+    add_read_arguments(p)
     p.set_defaults(func=run)

@@ -85,11 +85,11 @@ def build_scorers(args: argparse.Namespace) -> list:
 def run_options(args: argparse.Namespace):  # noqa: ANN201 - RunOptions (imported lazily)
     """Reading, checkpoint and catch-up options of a batch run."""
     from zeekml.runtime.pipeline import RunOptions
-    from zeekml.sources.options import ReadOptions
+    from zeekml.sources.options import read_options_from
 
     if args.archive is not None and not Path(args.archive).is_dir():
         raise UsageError(f"--archive {args.archive}: not a directory")
-    return RunOptions(read=ReadOptions(batch_rows=args.batch_size), archive=args.archive,
+    return RunOptions(read=read_options_from(args, args.batch_size), archive=args.archive,
                       lookback=args.lookback)
 
 
@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.threads < 1:
         raise UsageError("--batch-size and --threads must be >= 1")
+    run_opts = run_options(args)  # validates --tz and --archive for both engines
     config = build_policy(args)
     if getattr(args, "engine", "local") == "spark":  # Spark engine: zeekml.runtime.spark
         from zeekml.runtime.spark import run_cli
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         tty = sys.stderr.isatty() and not args.quiet
         counters = score_inputs(
             paths, pipeline, skips=skips, store=store,
-            options=run_options(args),
+            options=run_opts,
             progress=_progress if tty else None,
         )
     finally:
@@ -159,11 +160,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from zeekml.sources.options import add_read_arguments
+
     p = sub.add_parser(
         "score",
         help="score flow logs with the ONNX models and write Zeek-readable verdicts",
         description=(
-            "Score Zeek conn logs (TSV/JSON, gzip) and nfdump flows with the bundled (or "
+            "Score Zeek conn logs (TSV/JSON, gzip), nfdump flows and Argus binetflow with the bundled (or "
             "given) models; write notices, or every verdict with --all, as a Zeek log. "
             "With --state, a cron job scores each flow exactly once across runs."
         ),
@@ -200,6 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_catch_up_options(p)
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line instead of skipping it")
+    add_read_arguments(p)
     p.add_argument("--sink", action="append", default=[], metavar="SPEC",
                    help="extra output NAME:TARGET?k=v (syslog over udp/tcp/tls, ecs, json, "
                         "notice, plugins)")

@@ -124,14 +124,22 @@ def format_text(d: dict[str, Any]) -> str:
 
 
 def summarize(inputs: list[str], *, strict: bool = False, fmt: str | None = None,
-              batch_rows: int = 65536, top: int = 10) -> tuple[dict[str, Any], SkipLog]:  # fmt: skip
-    """Read every input and return the summary dict (what ``--json`` prints)."""
+              batch_rows: int = 65536, top: int = 10,
+              tz: str | None = None) -> tuple[dict[str, Any], SkipLog]:  # fmt: skip
+    """Read every input and return the summary dict (what ``--json`` prints).
+
+    ``tz``: the zone of timestamps written without one (``--tz``; Argus binetflow).
+    """
+    from zeekml.sources.options import ReadOptions
+
+    read = ReadOptions(batch_rows=batch_rows, tz=tz)
     skips = SkipLog(strict=strict)
     summ = FlowSummary()
     for path in expand_inputs(inputs):
         before = summ.rows
         info: dict[str, str] = {}
-        for batch in read_flows(path, skips=skips, batch_rows=batch_rows, fmt=fmt, info=info):
+        for batch in read_flows(path, skips=skips, batch_rows=batch_rows, fmt=fmt, info=info,
+                                options=read):
             summ.add(batch)
         detected = info.get("format", "empty")
         summ.files.append({"path": path, "format": detected, "rows": summ.rows - before})
@@ -139,7 +147,8 @@ def summarize(inputs: list[str], *, strict: bool = False, fmt: str | None = None
 
 
 def run(args: argparse.Namespace) -> int:
-    result, _ = summarize(args.inputs, strict=args.strict, fmt=args.format, top=args.top)
+    result, _ = summarize(args.inputs, strict=args.strict, fmt=args.format, top=args.top,
+                          tz=args.tz)
     if args.json:
         json.dump(result, sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
@@ -153,7 +162,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "summary",
         help="read flows and print a summary (rows, skips, time span, protocols, labels)",
         description=(
-            "Read Zeek conn logs (TSV or JSON, .gz too), nfdump output or flow CSV exports "
+            "Read Zeek conn logs (TSV or JSON, .gz too), nfdump output, Argus binetflow or "
+            "flow CSV exports "
             "and print a flow summary: files and detected formats, rows, skipped lines with "
             "reasons, time span, protocols, top connection states and, for labeled "
             "captures, label counts. INPUT may be a file, a directory (searched for conn "
@@ -164,9 +174,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="file, directory, glob or -")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first malformed line (exit 1 naming path:line)")  # fmt: skip
-    p.add_argument("--format", choices=["zeek_tsv", "zeek_json", "nfdump_csv", "nfdump_json",
-                                        "zeek_csv", "cicflowmeter_csv", "nfcapd"],
+    from zeekml.sources.detect import FORMATS
+    from zeekml.sources.options import add_read_arguments
+
+    p.add_argument("--format", choices=list(FORMATS),
                    help="force the input format instead of detecting it")  # fmt: skip
+    add_read_arguments(p)
     p.add_argument("--top", type=int, default=10, help="how many connection states to list")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

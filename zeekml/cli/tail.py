@@ -83,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
     from zeekml.runtime.state import StateStore
     from zeekml.runtime.tail import Tail, TailOptions
     from zeekml.runtime.tail_sources import open_tail_source
-    from zeekml.sources.options import ReadOptions
     from zeekml.sources.skips import SkipLog
 
     if args.path == "-" and args.state:
@@ -101,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    from zeekml.sources.options import read_options_from
+
+    read = read_options_from(args, options.batch_rows)  # --tz, validated before any I/O
     config = score.build_policy(args)
     listen = None
     if args.metrics:
@@ -125,9 +127,6 @@ def run(args: argparse.Namespace) -> int:
 
         def make_main_sink():  # noqa: ANN202 - a Sink
             return score.build_sinks(main_only, config)[0]
-
-        read = score.run_options(args).read
-        read = ReadOptions(batch_rows=options.batch_rows, tz=read.tz, pair=read.pair)
 
         def make_source(cursor):  # noqa: ANN001, ANN202 - cursor dict / TailSource
             return open_tail_source(args.path, skips=skips, options=read,

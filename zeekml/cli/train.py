@@ -35,6 +35,8 @@ def _runner(module: str):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from zeekml.sources.options import add_read_arguments
+
     p = sub.add_parser(
         "train",
         help="train a model (AMF-LSTM or flow language model) and export it to ONNX",
@@ -46,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "amf",
         help="supervised AMF-LSTM multi-class classifier (needs labeled captures)",
         description=(
-            "Train the attention multi-flow LSTM on labeled Zeek/nfdump/CSV captures "
+            "Train the attention multi-flow LSTM on labeled Zeek/nfdump/binetflow/CSV captures "
             "(split by whole capture), export ONNX + model card."
         ),
     )
@@ -70,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "flows (default 10)")
     amf.add_argument("--metrics-json", metavar="FILE",
                      help="attach a tools/amf_experiments.py result file to the card")
+    add_read_arguments(amf)
     amf.set_defaults(func=_runner("zeekml.train.amf_cli"))
 
     lm = tsub.add_parser(
@@ -94,4 +97,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="use labels only to leave flows labeled malicious out of training")
     lm.add_argument("--eval", nargs="+", default=None, metavar="PATH",
                     help="held-out labeled captures to evaluate and record in the card")
+    add_read_arguments(lm)
     lm.set_defaults(func=_runner("zeekml.train.lm_cli"))

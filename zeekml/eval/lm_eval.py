@@ -104,7 +104,10 @@ def _better(a: float | None, b: float | None, higher: bool = True) -> bool | Non
 
 def evaluate(card: ModelCard, paths: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """Score every input with the LM and the unigram baseline; return the metrics dict."""
+    from zeekml.sources.options import read_options_from
+
     threads = int(getattr(args, "threads", 2) or 2)
+    read = read_options_from(args)  # --tz
     ys, lms, unis, convs, per_input = [], [], [], [], []
     n_rows = 0
     files_seen: list[str] = []
@@ -114,7 +117,7 @@ def evaluate(card: ModelCard, paths: list[str], args: argparse.Namespace) -> dic
         y_i, lm_i, uni_i, conv_i = [], [], [], []
         for f in expand_inputs([spec]):
             files_seen.append(f)
-            for batch in read_flows(f):
+            for batch in read_flows(f, options=read):
                 words, parts, _, _ = scorer.words(batch)
                 nll = scorer.infer(words, parts)[0].astype(np.float64) if len(batch) else np.zeros(0)
                 y_i.append(binary_target(batch))

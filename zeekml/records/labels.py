@@ -8,7 +8,11 @@ Labeled captures come with different vocabularies (see ``../shared/data/MANIFEST
 * **IoT-23** (``label`` ∈ Benign/benign/Malicious, ``detailed-label`` such as ``C&C``,
   ``C&C-Torii``, ``DDoS``, ``PartOfAHorizontalPortScan``, ``-`` for benign);
 * **CICIDS2017** (``Label`` is the class itself: ``BENIGN``, ``DoS Hulk``, ``Botnet``...);
-* **CTU-13 binetflow** (``flow=Background-...``, ``flow=From-Botnet-...``).
+* **CTU-13 / Stratosphere binetflow** (``flow=Background-...``, ``flow=From-Botnet-...``,
+  ``flow=To-Botnet-...``, ``flow=From-Normal-...``, ``flow=To-Normal-...``,
+  ``flow=Malware-...``); the binetflow reader puts the whole text in ``detailed_label``
+  and a normalized ``label`` (Malicious / Benign / Background, or missing), and the raw
+  text in ``label`` maps the same way.
 
 Everything is reduced to two targets:
 
@@ -49,7 +53,7 @@ NORMAL = "normal"
 
 #: Generic labels meaning "not a usable label" (compared lowercased, after a ``flow=`` prefix).
 _EXCLUDED_PREFIXES = ("background", "unknown")
-_BENIGN_PREFIXES = ("benign", "normal", "from-normal", "legitimate")
+_BENIGN_PREFIXES = ("benign", "normal", "from-normal", "to-normal", "legitimate")
 _MALICIOUS_PREFIXES = ("malicious", "malware", "from-botnet", "botnet", "attack")
 _EMPTY = {"", "-", "(empty)", "-1", "nan", "none"}
 
@@ -168,7 +172,8 @@ def label_mapping() -> dict[str, object]:
     return {
         "classes": list(CLASSES),
         "excluded": "label missing, empty, '-', Background*, Unknown*, or not recognised",
-        "benign": "label starting with Benign/benign/BENIGN/Normal (class normal)",
+        "benign": "label starting with Benign/benign/BENIGN/Normal, or CTU-13 "
+                  "flow=From-Normal/To-Normal (class normal)",
         "malicious": (
             "label Malicious/Malware/Botnet/Attack, or a CICIDS2017 attack name; class from "
             "the first rule matching '<label> <detailed label>' (lowercased)"

@@ -113,6 +113,8 @@ class SparkOptions:
     #: output has 10,000 rows per core; ``None``: the final stage's partitions as they are)
     rows_per_file: int | None = 1_000_000
     strict: bool = False
+    #: zone of timestamps written without one (``--tz``; Argus binetflow); None = UTC
+    tz: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("chunk_rows", "group_rows", "threads", "batch_size", "batch_rows",
@@ -125,6 +127,9 @@ class SparkOptions:
             raise UsageError(f"rows_per_file must be >= 1, got {self.rows_per_file}")
         if not self.idle_timeout > 0:
             raise UsageError(f"idle_timeout must be > 0 s, got {self.idle_timeout}")
+        from zeekml.sources.options import ReadOptions
+
+        ReadOptions(tz=self.tz)  # validates the zone (UsageError)
 
 
 @dataclass
@@ -451,18 +456,24 @@ class _RenamedSkips:
     def __init__(self, inner: Any, tmp: str, uri: str) -> None:
         self.inner, self.tmp, self.uri = inner, tmp, uri
 
-    def add(self, path: str, line: int | None, reason: str) -> None:
-        self.inner.add(self.uri if path == self.tmp else path, line, reason)
+    def add(self, path: str, line: int | None, reason: str, *, malformed: bool = True) -> None:
+        self.inner.add(self.uri if path == self.tmp else path, line, reason, malformed=malformed)
+
+    def add_many(self, path: str, lines: Any, reason: str, *, malformed: bool = True) -> None:
+        self.inner.add_many(self.uri if path == self.tmp else path, lines, reason,
+                            malformed=malformed)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
 def _read_files(batches: Iterator[pd.DataFrame], kinds: list[str], strict: bool,
-                batch_rows: int, skipped: Any) -> Iterator[pd.DataFrame]:
+                batch_rows: int, skipped: Any, tz: str | None = None) -> Iterator[pd.DataFrame]:
     """Executor side of reading: each (file_idx, path[, content]) row -> annotated flows."""
     from zeekml.sources import SkipLog, read_flows
+    from zeekml.sources.options import ReadOptions
 
+    read = ReadOptions(batch_rows=batch_rows, tz=tz)
     ann = _Annotator(kinds)
     for batch in batches:
         has_content = "content" in batch.columns
@@ -477,10 +488,11 @@ def _read_files(batches: Iterator[pd.DataFrame], kinds: list[str], strict: bool,
                     with open(copy, "wb") as fh:
                         fh.write(batch["content"].iat[i])
                     view = _RenamedSkips(skips, copy, path)
-                    for frame in read_flows(copy, skips=view, batch_rows=batch_rows):
+                    for frame in read_flows(copy, skips=view, batch_rows=batch_rows,
+                                            options=read):
                         yield _sendable(ann.annotate(frame, idx))
             else:
-                for frame in read_flows(path, skips=skips, batch_rows=batch_rows):
+                for frame in read_flows(path, skips=skips, batch_rows=batch_rows, options=read):
                     yield _sendable(ann.annotate(frame, idx))
             if skips.total:
                 skipped.add(skips.total)
@@ -597,7 +609,7 @@ def read_flows_df(spark: SparkSession, paths: Sequence[str], kinds: Sequence[str
     skipped = sc.accumulator(0)
     kinds = list(kinds)
     fn = functools.partial(_read_files, kinds=kinds, strict=opts.strict,
-                           batch_rows=opts.batch_rows, skipped=skipped)
+                           batch_rows=opts.batch_rows, skipped=skipped, tz=opts.tz)
     out_schema = _ddl(_annotated_cols(kinds))
     local = [(i, _local_path(p)) for i, p in enumerate(paths) if _local_path(p)]
     remote = [(i, p) for i, p in enumerate(paths) if not _local_path(p)]
@@ -1036,7 +1048,8 @@ def run_cli(args: Any, config: PolicyConfig) -> int:
         raise UsageError("--engine spark writes files into a directory; --out - is not possible")
     out = args.out if args.out != "zeekml.log" else "zeekml-spark"
     spark = get_session(getattr(args, "spark_master", None))
-    opts = SparkOptions(threads=1, batch_rows=args.batch_size, strict=args.strict)
+    opts = SparkOptions(threads=1, batch_rows=args.batch_size, strict=args.strict,
+                        tz=getattr(args, "tz", None))
     counts = score_files(spark, args.inputs, out, models=args.model or None, config=config,
                          options=opts, out_format=args.out_format)
     if not args.quiet:

@@ -14,6 +14,8 @@ Detection never trusts a file name: several real files named ``conn.log`` are JS
 ``nfdump_csv``       header ``ts,te,td,sa,da,...`` (<= 1.7.4) or ``firstSeen,...`` (>= 1.7.5)
 ``zeek_csv``         comma-separated header with Zeek conn field names
 ``cicflowmeter_csv`` CICFlowMeter header (``Flow ID``/``Src IP``/``Flow Duration``)
+``binetflow``        Argus binetflow header (``StartTime,Dur,Proto,SrcAddr,...``),
+                     comma- or tab-separated
 ===================  ===============================================================
 
 :data:`PARSERS` maps each text format to a factory ``(path, skips, *, batch_rows)``
@@ -42,6 +44,7 @@ FORMATS: tuple[str, ...] = (
     "nfdump_json",
     "zeek_csv",
     "cicflowmeter_csv",
+    "binetflow",
     "nfcapd",
 )
 
@@ -89,6 +92,10 @@ def sniff_format(head: bytes) -> str:
         raise FormatError("JSON input without Zeek conn or nfdump keys")
     if _EPOCH_FIRST.match(stripped) and first.count(b"\t") >= 5:
         return "zeek_tsv"  # header-less Zeek TSV rows
+    from zeekml.sources.binetflow import sniff as sniff_binetflow  # Argus: comma or tab
+
+    if sniff_binetflow(first):
+        return "binetflow"
     header = first.decode("utf-8", errors="replace").strip().lstrip("\ufeff")
     names = [n.strip().strip('"') for n in header.split(",")]
     lower = {n.lower() for n in names}
@@ -104,7 +111,7 @@ def sniff_format(head: bytes) -> str:
         return "nfdump_csv"
     raise FormatError(
         "unrecognised input format (expected Zeek TSV/JSON, nfdump CSV/JSON/nfcapd, "
-        "a Zeek-field CSV export or CICFlowMeter CSV)"
+        "Argus binetflow, a Zeek-field CSV export or CICFlowMeter CSV)"
     )
 
 
@@ -137,6 +144,7 @@ PARSERS: dict[str, ParserFactory] = {
     "nfdump_json": _lazy("zeekml.sources.nfdump", "NfdumpJsonParser"),
     "zeek_csv": _lazy("zeekml.sources.csv_export", "ZeekCsvParser"),
     "cicflowmeter_csv": _lazy("zeekml.sources.csv_export", "CicFlowMeterParser"),
+    "binetflow": _lazy("zeekml.sources.binetflow", "BinetflowParser"),
 }
 
 

@@ -10,8 +10,9 @@ damage, then records one skip naming the file and the line where the damage star
 ``expand_inputs`` turns command-line specs into a sorted, de-duplicated file list:
 files as given, globs, and directories searched recursively for Zeek conn logs
 (``conn.log``, ``conn.log.labeled``, rotated ``conn.<time>.log[.gz]``, zeekctl archives
-``YYYY-MM-DD/conn.HH:MM:SS-HH:MM:SS.log.gz``) and nfcapd files
-(``nfcapd.YYYYMMDDhhmm``). Other files inside directories (``dns.log``, READMEs, CSV
+``YYYY-MM-DD/conn.HH:MM:SS-HH:MM:SS.log.gz``), nfcapd files (``nfcapd.YYYYMMDDhhmm``)
+and Argus ``*.binetflow[.gz]`` files (as CTU-13 and Stratosphere publish them; their
+format is still detected from the content). Other files inside directories (``dns.log``, READMEs, CSV
 copies of the same flows) are left out; name them explicitly to read them.
 """
 
@@ -39,7 +40,7 @@ from zeekml.sources.stream import SNIFF_BYTES, chunk_bytes, read_all
 
 log = logging.getLogger(__name__)
 
-_DIR_FILE = re.compile(r"^(conn(\..*)?|nfcapd\.\d{12}(\d{2})?)$")
+_DIR_FILE = re.compile(r"^(conn(\..*)?|nfcapd\.\d{12}(\d{2})?|.+\.binetflow(\.gz)?)$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -57,8 +58,8 @@ def read_flows(
     The one input path (:mod:`zeekml.sources.stream`) reads it whole. ``fmt`` forces a
     format; by default it is sniffed from the content. Bad lines are recorded in
     ``skips`` (strict mode raises :class:`ParseError` at the first). ``info``, if
-    given, receives ``info["format"]`` once the format is known. ``batch_rows``
-    overrides ``options.batch_rows``.
+    given, receives ``info["format"]`` once the format is known. ``options`` (``--tz``
+    ...) reach the parsers that take them; ``batch_rows`` overrides its batch size.
     """
     options = options or ReadOptions()
     if batch_rows is not None and batch_rows != options.batch_rows:

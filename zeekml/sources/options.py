@@ -9,7 +9,9 @@ the same thing everywhere. Parsers that need an option take ``options=`` (see
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from zeekml.errors import UsageError
@@ -46,3 +48,21 @@ class ReadOptions:
     def zone(self) -> ZoneInfo:
         """The zone of timestamps without one (UTC by default)."""
         return ZoneInfo(self.tz or "UTC")
+
+
+#: the ``--tz`` help text, the same in every command
+TZ_HELP = (
+    "time zone of timestamps written without one (Argus binetflow StartTime): an IANA "
+    "name such as Europe/Prague or America/New_York; default UTC. Epoch times and times "
+    "with an offset are never shifted"
+)
+
+
+def add_read_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the reading options every command that reads flows has (``--tz``)."""
+    p.add_argument("--tz", metavar="ZONE", default=None, help=TZ_HELP)
+
+
+def read_options_from(args: Any, batch_rows: int | None = None) -> ReadOptions:
+    """The validated :class:`ReadOptions` of a parsed command line (UsageError if bad)."""
+    return ReadOptions(batch_rows=batch_rows or DEFAULT_BATCH_ROWS, tz=getattr(args, "tz", None))

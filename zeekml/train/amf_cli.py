@@ -186,7 +186,11 @@ def run(args: argparse.Namespace) -> int:
     key = args.key or DEFAULT_KEY
     cfg = _config(args)
     out = Path(args.out)
-    caps = load_captures(args.data)
+    from zeekml.sources.open import read_table
+    from zeekml.sources.options import read_options_from
+
+    read = read_options_from(args)  # --tz
+    caps = load_captures(args.data, reader=lambda path: read_table([path], options=read))
     ws = build_windows(caps, args.window, key)
     log.info("%d labeled windows from %d files in %d captures", len(ws), len(caps),
              len(set(ws.group.tolist())))

@@ -40,15 +40,18 @@ PARITY_ROWS = 2048
 
 
 def load_streams(
-    specs: list[str], *, drop_malicious: bool
+    specs: list[str], *, drop_malicious: bool, options: Any = None
 ) -> tuple[list[pd.DataFrame], list[dict[str, Any]]]:
-    """One canonical table per input spec, plus the card's ``training.files`` entries."""
+    """One canonical table per input spec, plus the card's ``training.files`` entries.
+
+    ``options`` is a :class:`~zeekml.sources.options.ReadOptions` (``--tz`` ...).
+    """
     tables, files = [], []
     for spec in specs:
         parts = []
         for f in expand_inputs([spec]):
             skips = SkipLog()
-            t = schema.concat(read_flows(f, skips=skips))
+            t = schema.concat(read_flows(f, skips=skips, options=options))
             entry = file_entry(f, len(t))
             if drop_malicious:
                 mal = binary_target(t) == 1
@@ -227,12 +230,13 @@ def train_and_export(
     return card
 
 
-def record_eval(out: Path, eval_paths: list[str], threads: int) -> dict[str, Any]:
+def record_eval(out: Path, eval_paths: list[str], threads: int,
+                tz: str | None = None) -> dict[str, Any]:
     """Evaluate the exported model on held-out inputs and store it in the card."""
     from zeekml.eval import lm_eval
 
     c = load_card(out)
-    result = lm_eval.evaluate(c, eval_paths, argparse.Namespace(threads=threads))
+    result = lm_eval.evaluate(c, eval_paths, argparse.Namespace(threads=threads, tz=tz))
     data = dict(c.data)
     data.pop("format", None)
     data.pop("onnx_sha256", None)
@@ -273,7 +277,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must name a .onnx file, got {args.out}")
     torch.set_num_threads(cfg.threads)
     drop = bool(getattr(args, "drop_malicious", False))
-    tables, files = load_streams(list(args.data), drop_malicious=drop)
+    from zeekml.sources.options import read_options_from
+
+    read = read_options_from(args)  # --tz
+    tables, files = load_streams(list(args.data), drop_malicious=drop, options=read)
     if not tables:
         raise UsageError("no flows in the --data inputs")
     command = "zeekml " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -289,5 +296,5 @@ def run(args: argparse.Namespace) -> int:
     if eval_paths:
         from zeekml.eval.lm_eval import format_text
 
-        sys.stdout.write(format_text(record_eval(out, eval_paths, cfg.threads)))
+        sys.stdout.write(format_text(record_eval(out, eval_paths, cfg.threads, read.tz)))
     return 0
