@@ -1,0 +1,73 @@
+"""Which Zeek log a file is: only conn logs are flows; everything else is refused by name.
+
+Why: a Zeek ``dns.log`` has ``ts``, ``uid`` and ``id.*`` like a conn log, and zeekml's
+own outputs (``zeekml.log``, ``--notice`` records, their JSON forms) have them too, so
+the format sniffer reads them as Zeek TSV/JSON and the parsers used to turn them into
+"flows" with every counter missing, which were then scored. The header says what a log
+is; the parsers ask this module at every header and refuse with one line naming the
+file and what it is (:class:`~zeekml.errors.FormatError`, exit 1), in every command
+and in ``tail``.
+
+Accepted ``#path`` (TSV) / ``_path`` (JSON) values: ``conn``, and the names a site's
+log filter gives a split conn log: ``conn_*``, ``conn-*``, ``conn.*``, ``*_conn``,
+``*-conn`` (``conn_long``, ``open_conn``). A log without a path is judged by its fields:
+zeekml's verdict fields (``model`` and ``verdict``) or notice fields (``note`` and
+``msg``) are refused; anything else is read as before.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from zeekml.errors import FormatError
+
+_CONN_PATH = re.compile(r"conn|conn[_.-].*|.*[_-]conn")
+_JSON_PATH = re.compile(rb'"_path"\s*:\s*"([^"\\]{0,200})"')
+_JSON_KEY = {k: re.compile(rb'(?<!\\)"' + k.encode() + rb'"\s*:') for k in
+             ("model", "verdict", "note", "msg")}
+
+
+def is_conn_path(value: str) -> bool:
+    """True when a Zeek log path names a conn log (``conn``, ``conn_long``, ``open_conn``)."""
+    return _CONN_PATH.fullmatch(value.strip()) is not None
+
+
+def _what(path_value: str) -> str:
+    if path_value == "zeekml":
+        return "zeekml's own verdict log (#path zeekml)"
+    if path_value == "notice":
+        return "a notice log (#path notice: Zeek's notice.log or zeekml --notice output)"
+    return f"a Zeek {path_value} log (#path {path_value})"
+
+
+def check_path(path_value: str, source: str) -> None:
+    """Refuse a log whose ``#path`` / ``_path`` is not a conn log."""
+    value = path_value.strip()
+    if not is_conn_path(value):
+        raise FormatError(f"{source}: {_what(value)}, not a conn log: only conn logs are flows")
+
+
+def check_fields(fields: Iterable[str], source: str) -> None:
+    """Refuse zeekml's verdict or notice records recognised by their field names."""
+    names = set(fields)
+    if {"model", "verdict"} <= names:
+        raise FormatError(f"{source}: zeekml's own verdict records (fields model, verdict), "
+                          "not a conn log: only conn logs are flows")
+    if {"note", "msg"} <= names:
+        raise FormatError(f"{source}: notice records (fields note, msg), not a conn log: "
+                          "only conn logs are flows")
+
+
+def check_json_block(block: bytes, source: str) -> None:
+    """Refuse a block of Zeek JSON lines that is not a conn log (by ``_path`` or keys).
+
+    Cheap on conn logs: substring tests first, a regex only when a key is present.
+    """
+    if b'"_path"' in block:
+        for value in set(_JSON_PATH.findall(block)):
+            check_path(value.decode("utf-8", "replace"), source)
+    present = [k for k in ("model", "verdict", "note", "msg")
+               if f'"{k}"'.encode() in block and _JSON_KEY[k].search(block)]
+    if present:
+        check_fields(present, source)
