@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +24,10 @@ JSONLOG = Z / "rita-json-all-fields" / "conn.log"
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # printable and non-printable text, no lone surrogates (they cannot exist in UTF-8 data)
-TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=30)
+# and no literal "\\xNN": in a canonical value that text is an escaped non-UTF-8 byte
+# (see zeekml.sources.zeek_tsv.unescape), tested in test_zeek_ascii.py
+TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=30).filter(
+    lambda s: not re.search(r"\\x[0-9a-fA-F]{2}", s))
 
 
 def _head(path, n_lines: int) -> bytes:
