@@ -25,6 +25,7 @@ import pytest
 from tests.conftest import DATA, REPO, need, need_binary
 from tests.test_pipeline import tiny_models  # noqa: F401 - fixture
 from zeekml.cli.main import main
+from zeekml.errors import FormatError
 from zeekml.models.registry import bundled_models
 from zeekml.sinks.zeek_ascii import format_header, format_rows
 
@@ -265,6 +266,23 @@ def test_a_dns_log_is_refused_by_every_command(tmp_path, models, capsys) -> None
                   '"id.orig_h":"192.168.33.10","id.orig_p":1032,"id.resp_h":"8.8.8.8",'
                   '"id.resp_p":53,"proto":"udp","query":"example.com"}\n')
     refused(capsys, ["summary", str(js)], 1, str(js), "#path dns")
+
+
+def test_a_damaged_path_in_one_record_does_not_refuse_a_conn_log(tmp_path) -> None:
+    src = DATA / "zeek" / "rita-json-all-fields" / "conn.log"
+    need(src.is_file(), f"the capture {src}")
+    from zeekml.sources import SkipLog, read_table
+
+    lines = src.read_bytes().split(b"\n")
+    assert all(b'"_path": "conn"' in ln for ln in lines if ln.strip())
+    lines[2] = lines[2].replace(b'"_path": "conn"', b'"_path": "cxnn"')
+    damaged = tmp_path / "conn.log"
+    damaged.write_bytes(b"\n".join(lines))
+    assert len(read_table(damaged, skips=SkipLog(strict=True))) == len(read_table(src))
+    other = tmp_path / "other.log"  # the same records, all of another log: refused
+    other.write_bytes(src.read_bytes().replace(b'"_path": "conn"', b'"_path": "weird"'))
+    with pytest.raises(FormatError, match=r"a Zeek weird log \(#path weird\)"):
+        read_table(other)
 
 
 def test_zeekmls_own_outputs_are_refused_as_input(tmp_path, capture, models, capsys) -> None:

@@ -6,7 +6,7 @@ import re
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import DATA
@@ -195,5 +195,7 @@ def test_random_corruption_never_crashes_nor_loses_good_lines(name, picks):
 @SETTINGS
 @given(picks=st.lists(st.tuples(st.integers(0, 10_000), st.lists(MUTATION, min_size=1, max_size=3)),
                       min_size=1, max_size=12))  # fmt: skip
+@example(picks=[(0, [(0.9921875, "replace", b"\t")])])  # a damaged "_path": "conn"
+@example(picks=[(0, [(0.9921875, "replace", b"x")])])
 def test_random_corruption_json(picks):
     _check_corruption(ZeekJsonParser, JSON_SAMPLE, lambda x: bool(x.strip()), picks)

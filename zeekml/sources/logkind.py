@@ -18,6 +18,7 @@ zeekml's verdict fields (``model`` and ``verdict``) or notice fields (``note`` a
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 
 from zeekml.errors import FormatError
@@ -62,11 +63,19 @@ def check_fields(fields: Iterable[str], source: str) -> None:
 def check_json_block(block: bytes, source: str) -> None:
     """Refuse a block of Zeek JSON lines that is not a conn log (by ``_path`` or keys).
 
-    Cheap on conn logs: substring tests first, a regex only when a key is present.
+    Cheap on conn logs: substring tests first, a regex only when a key is present. By
+    ``_path``, the block is refused when records of another log outnumber its conn
+    records, so one damaged ``_path`` does not refuse a whole conn log.
     """
     if b'"_path"' in block:
-        for value in set(_JSON_PATH.findall(block)):
-            check_path(value.decode("utf-8", "replace"), source)
+        # every record names its log: the block is refused when records of another log
+        # outnumber conn records (a damaged _path in one line of a conn log is that line's
+        # problem, not the file's)
+        paths = Counter(v.decode("utf-8", "replace") for v in _JSON_PATH.findall(block))
+        conn = sum(n for v, n in paths.items() if is_conn_path(v))
+        other = [(n, v) for v, n in paths.items() if not is_conn_path(v)]
+        if other and max(other)[0] > conn:
+            check_path(max(other)[1], source)
     present = [k for k in ("model", "verdict", "note", "msg")
                if f'"{k}"'.encode() in block and _JSON_KEY[k].search(block)]
     if present:
