@@ -252,6 +252,15 @@ def test_threshold_names_match_case_insensitively_and_take_effect(tmp_path, caps
     capsys.readouterr()
 
 
+def test_plugin_scorers_without_declarations_are_not_checked(tmp_path, capture, models) -> None:
+    """The tiny test scorer declares no notice_classes/score_range: its keys pass as given."""
+    out = tmp_path / "z.log"
+    assert main(["-q", "score", *models, "--threshold", "anything=123", "--threshold",
+                 "tiny:c2=-4", "--out", str(out), str(capture)]) == 0
+    assert main(["-q", "score", *models, "--threshold", "nosuchmodel:c2=1", "--out", str(out),
+                 str(capture)]) == 2  # model names are always known
+
+
 def test_a_dns_log_is_refused_by_every_command(tmp_path, models, capsys) -> None:
     need(SMALL.is_file(), f"the capture {SMALL}")
     dns = dns_log(tmp_path / "dns.log")

@@ -95,7 +95,7 @@ def check_thresholds(
                     f"(valid: {_valid_keys(classes)}; or MODEL:CLASS)"
                 )
             canonical = found or key
-            targets = [n for n in names if classes[n] is not None and canonical in classes[n]]
+            targets = [n for n in names if canonical in (classes[n] or ())]
         if value != math.inf:
             for model in targets:
                 rng = ranges[model]
