@@ -1074,7 +1074,7 @@ def run_cli(args: Any, config: PolicyConfig) -> int:
     if not getattr(args, "verbose", 0):
         fd, jvm_log = tempfile.mkstemp(prefix="zeekml-spark-", suffix=".log")
         os.close(fd)
-        log.info("Spark's own log: %s", jvm_log)
+        log.debug("Spark's own log: %s", jvm_log)
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
                                 category=FutureWarning)
     keep_log = False
