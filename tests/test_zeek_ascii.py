@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import DATA, need
@@ -125,7 +125,47 @@ def test_time_is_printf_6_decimals_on_real_timestamps() -> None:
 
 hostile_text = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40
-)
+).filter(lambda s: not re.search(r"\\x[0-9a-fA-F]{2}", s))  # that is an escaped byte
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=40))
+@example(b"Sh\xffAD")
+@example(b"\\x41\\")
+@example(b"\\xff\xff\t")
+def test_any_bytes_zeek_wrote_are_written_back_the_same(raw) -> None:
+    """Whatever bytes a field held, the value Zeek wrote reads in and writes out unchanged
+    (``Sh\\xffAD`` used to come out as ``Sh\\x5cxffAD``)."""
+    written = _zeek_escaped(raw)
+    assert z.escape(raw) == written or not raw
+    if raw:
+        assert z.escape(unescape(written)) == written
+
+
+def _zeek_escaped(raw: bytes) -> str:
+    """Reference: a field's bytes as Zeek's ASCII writer writes them (every byte that is
+    a backslash, a control or not UTF-8 as ``\\xNN``; zeekml also escapes C1, U+2028/9)."""
+    out = []
+    for ch in raw.decode("utf-8", "surrogateescape"):
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch == "\\" or o < 0x20 or 0x7F <= o <= 0x9F or ch in "\u2028\u2029":
+            out.append("".join(f"\\x{b:02x}" for b in ch.encode("utf-8")))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+@pytest.mark.parametrize(("zeek", "text"), [
+    ("Sh\\xffAD", "Sh\\xffAD"),        # a byte that is not UTF-8: kept as its escape
+    ("\\x5cxff", "\\x5cxff"),          # the four characters \xff
+    ("a\\x5cb", "a\\b"),               # a backslash
+    ("\\xc3\\xa9t\\xc3\\xa9", "\u00e9t\u00e9"),  # UTF-8 escaped: decoded
+])
+def test_escapes_read_and_written_back(zeek, text) -> None:
+    assert unescape(zeek) == text
+    assert z.escape(text) == (zeek if "\\xc3" not in zeek else text)
 
 
 @settings(max_examples=150, deadline=None)

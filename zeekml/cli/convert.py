@@ -25,12 +25,15 @@ import argparse
 import contextlib
 import logging
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
 import pandas as pd
+
+from zeekml.errors import SinkError
 
 log = logging.getLogger(__name__)
 
@@ -148,23 +151,88 @@ class Writer:
         return head
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no thread runs yet in a convert: the swap is not observed
+    os.umask(mask)
+    return mask
+
+
+class _Named:
+    """A binary stream whose write errors name the output (``--out /dev/full``)."""
+
+    def __init__(self, f: BinaryIO, name: str) -> None:
+        self._f, self.name = f, name
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._f.write(data)
+        except BrokenPipeError:
+            raise  # a closed reader (| head): not an error of ours, see cli.main
+        except OSError as exc:
+            raise SinkError(f"{self.name}: write failed: {exc.strerror or exc}") from exc
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise SinkError(f"{self.name}: write failed: {exc.strerror or exc}") from exc
+
+
 @contextlib.contextmanager
 def _output(path: str) -> Iterator[BinaryIO]:
-    """stdout, a special file as is, or a regular file written beside it and renamed."""
+    """stdout, a special file as is, or a regular file written beside it and renamed.
+
+    The renamed file gets the mode a plain ``open()`` would give it: the existing
+    target's mode, else 0666 minus the umask (not mkstemp's 0600). Every error names
+    ``path``, never the temporary file.
+    """
     if path == "-":
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+        out = _Named(sys.stdout.buffer, "<stdout>")
+        yield out  # type: ignore[misc]
+        out.flush()
         return
     if os.path.exists(path) and not os.path.isfile(path):
-        with open(path, "wb") as f:
-            yield f
+        try:
+            f = open(path, "wb")  # noqa: SIM115 - closed below, errors named
+        except OSError as exc:
+            raise SinkError(f"{path}: cannot open for writing: {exc.strerror or exc}") from exc
+        try:
+            out = _Named(f, path)
+            yield out  # type: ignore[misc]
+            out.flush()
+        finally:
+            with contextlib.suppress(OSError):
+                f.close()
         return
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".zeekml-convert-", dir=folder)
     try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = 0o666 & ~current_umask()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".zeekml-convert-", dir=folder)
+    except OSError as exc:
+        raise SinkError(f"{path}: cannot create: {exc.strerror or exc}") from exc
+    try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
+            out = _Named(f, path)
+            yield out  # type: ignore[misc]
+            out.flush()
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise SinkError(f"{path}: cannot create: {exc.strerror or exc}") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -190,11 +258,15 @@ def convert(inputs: list[str], to: str, out: BinaryIO, *, strict: bool = False,
 
 
 def run(args: argparse.Namespace) -> int:
+    from zeekml.cli.guards import refuse_output_on_input
+    from zeekml.sources import expand_inputs
     from zeekml.sources.options import read_options_from
 
     read = read_options_from(args, args.batch_rows)  # a bad --tz fails before any output
+    inputs = expand_inputs(list(args.inputs))
+    refuse_output_on_input([("--out", args.out)], inputs)
     with _output(args.out) as out:
-        rows, skips = convert(list(args.inputs), args.to, out, strict=args.strict,
+        rows, skips = convert(inputs, args.to, out, strict=args.strict,
                               batch_rows=args.batch_rows, options=read)  # fmt: skip
     where = "stdout" if args.out == "-" else args.out
     log.info("%d flows written to %s as %s; %s", rows, where, args.to, skips.summary())  # type: ignore[attr-defined]

@@ -13,8 +13,11 @@ broken optional extra (torch, pyspark) never breaks the other commands.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -76,6 +79,39 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="zeekml: %(levelname)s: %(message)s", stream=sys.stderr)
 
 
+def _stdout_reader_gone() -> bool:
+    """True when standard output is a pipe whose reading end was closed (``| head -1``)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _reader_gone(exc: BaseException) -> bool:
+    """A broken pipe on standard output: the reader has all it wanted, like ``cat | head``.
+
+    Exit 0 quietly then, as convert always did and other Unix tools do (never on a broken
+    pipe to a collector's socket: that is a delivery failure). Standard output is pointed
+    at /dev/null so the interpreter's final flush does not complain either.
+    """
+    e: BaseException | None = exc
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.EPIPE:
+            break
+        e = e.__cause__ or e.__context__
+    if e is None or not _stdout_reader_gone():
+        return False
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -86,13 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ZeekmlError as exc:
+        if _reader_gone(exc):
+            return 0
         print(f"zeekml: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 0
     except OSError as exc:
+        if _reader_gone(exc):
+            return 0
         # missing files, permissions, full disks: one line naming the file
         name = f"{exc.filename}: " if exc.filename else ""
         print(f"zeekml: error: {name}{exc.strerror or exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from zeekml.cli.guards import refuse_output_on_input
 from zeekml.errors import UsageError
 from zeekml.policy.notice import (
     NoticePolicy,
@@ -44,6 +45,34 @@ def build_policy(args: argparse.Namespace) -> PolicyConfig:
     if args.all:
         kw["all_flows"] = True
     return PolicyConfig(**kw)
+
+
+def check_policy(args: argparse.Namespace, config: PolicyConfig, scorers: list) -> PolicyConfig:
+    """``config`` with its thresholds checked against the loaded models (shared with tail).
+
+    Unknown models or classes and values outside a model's score range are usage errors
+    naming the key and where it came from (see :mod:`zeekml.policy.thresholds`).
+    """
+    from dataclasses import replace
+
+    from zeekml.policy.thresholds import check_thresholds
+
+    origins = ({key: f"{args.config}: threshold" for key in config.thresholds}
+               if args.config else {})
+    for spec in args.threshold:
+        origins[parse_threshold(spec)[0]] = "--threshold"
+    checked = check_thresholds(config.thresholds, scorers, origins)
+    return replace(config, thresholds=checked)
+
+
+def outputs_of(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Every file this run writes: --out, --state and file --sink targets (shared with tail)."""
+    from zeekml.cli.guards import file_sink_targets
+
+    out = [("--out", args.out)]
+    if args.state:
+        out.append(("--state", args.state))
+    return out + file_sink_targets(args.sink)
 
 
 def build_sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
@@ -126,15 +155,18 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "engine", "local") == "spark":  # Spark engine: zeekml.runtime.spark
         from zeekml.runtime.spark import run_cli
 
+        config = check_policy(args, config, build_scorers(args))
         return run_cli(args, config)
     paths = expand_inputs(args.inputs)
     if args.state and "-" in paths:
         raise UsageError("--state cannot resume stdin ('-'); name files instead")
+    refuse_output_on_input(outputs_of(args), paths)
     store = StateStore(args.state) if args.state else None
     if store is not None:
         store.acquire()  # before anything is opened for writing
     try:
         scorers = build_scorers(args)
+        config = check_policy(args, config, scorers)
         policy = NoticePolicy(config)
         sinks = build_sinks(args, config)
         skips = SkipLog(strict=args.strict)

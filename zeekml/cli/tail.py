@@ -11,10 +11,15 @@ and batch. Tail adds ``--state``, ``--rotate``, ``--poll-interval``, ``--max-lat
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
 import os
 import sys
 
+from zeekml.cli.guards import refuse_output_on_input
 from zeekml.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
   zeekml tail --state /var/lib/zeekml/tail.npz --out /zeek/logs/current/zeekml.log \\
@@ -30,7 +35,16 @@ signals: TERM/INT flush, checkpoint and exit 0 (1 if a --sink lost notices: the
 summary names it); HUP reopens the output (logrotate)."""
 
 #: ``zeekml score`` options that tail defines itself (or that make no sense here)
-_NOT_SHARED = frozenset({"help", "inputs", "state", "batch_size"})
+_NOT_SHARED = frozenset({"help", "inputs", "state", "batch_size", "engine", "spark_master"})
+
+#: ``zeekml score`` options tail does not have: accepted by the parser only to be
+#: refused with a message saying why (rather than argparse's bare "unrecognized")
+_SCORE_ONLY = {
+    "--engine": "tail always scores with the local engine; the Spark engine is "
+                "'zeekml score --engine spark' (batch only)",
+    "--spark-master": "tail always scores with the local engine; --spark-master is for "
+                      "'zeekml score --engine spark'",
+}
 
 
 def add_score_options(p: argparse.ArgumentParser) -> None:
@@ -76,6 +90,21 @@ def _add_unless_present(p: argparse.ArgumentParser, flag: str, **kw) -> None:  #
         p.add_argument(flag, **kw)
 
 
+def check_followed_path(path: str) -> None:
+    """A PATH whose directory is missing is an error; a missing file is waited for, saying so.
+
+    Without this, ``zeekml tail /nonexistent/dir/conn.log`` waited forever in silence.
+    """
+    if path == "-" or os.path.exists(path):
+        return
+    if path.endswith(("/", os.sep)):  # a directory (nfcapd) that is not there
+        raise FileNotFoundError(errno.ENOENT, "no such directory", path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(errno.ENOENT, "no such directory to follow a file in", parent)
+    log.warning("%s: does not exist yet; waiting for it to be created", path)
+
+
 def run(args: argparse.Namespace) -> int:
     from zeekml.cli import score
     from zeekml.policy.notice import NoticePolicy
@@ -85,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     from zeekml.runtime.tail_sources import open_tail_source
     from zeekml.sources.skips import SkipLog
 
+    for flag, why in _SCORE_ONLY.items():
+        if getattr(args, "score_only_" + flag[2:].replace("-", "_"), None) is not None:
+            raise UsageError(f"{flag} is not an option of zeekml tail: {why}")
     if args.path == "-" and args.state:
         raise UsageError("--state cannot resume a pipe ('-'); follow a file or directory")
     if args.rotate is not None and args.out == "-":
@@ -104,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
 
     read = read_options_from(args, options.batch_rows)  # --tz, validated before any I/O
     config = score.build_policy(args)
+    check_followed_path(args.path)
+    refuse_output_on_input(score.outputs_of(args), [args.path])
     listen = None
     if args.metrics:
         from zeekml.runtime.metrics import parse_listen
@@ -121,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             metrics = TailMetrics(skips, stateful=store is not None)
             metrics.serve(*listen)
         scorers = _scorers(args)
+        config = score.check_policy(args, config, scorers)
         sinks = score.build_sinks(args, config)
         pipeline = Pipeline(scorers, NoticePolicy(config), sinks)
         main_only = argparse.Namespace(**{**vars(args), "sink": []})
@@ -174,6 +209,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", metavar="PATH",
                    help="growing log file, nfcapd directory, or - for stdin")
     add_score_options(p)
+    for flag in _SCORE_ONLY:
+        p.add_argument(flag, dest="score_only_" + flag[2:].replace("-", "_"),
+                       help=argparse.SUPPRESS)
     p.add_argument("--state", metavar="PATH",
                    help="checkpoint file: input offsets, windows, policy and output "
                         "positions saved together (exactly-once across restarts)")

@@ -123,6 +123,9 @@ class AmfScorer:
         classes, window, key = validate_card(card)
         self.classes = classes
         self.normal = classes.index("normal")
+        #: what --threshold may name, and the range its scores (1 - P(normal)) live in
+        self.notice_classes = tuple(c for c in classes if c != "normal")
+        self.score_range = (0.0, 1.0)
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.threads
         so.inter_op_num_threads = 1

@@ -42,7 +42,17 @@ class ScoreBatch:
 
 @runtime_checkable
 class Scorer(Protocol):
-    """What the pipeline needs from a model."""
+    """What the pipeline needs from a model.
+
+    Two attributes are optional (plugins without them are not checked), and let
+    ``--threshold`` / ``--config`` thresholds be validated before a run instead of
+    silently matching nothing:
+
+    ``notice_classes``  tuple of the class names ``cls`` can take (AMF: the card's
+                        ``classes`` without ``normal``; LM: ``("anomaly",)``)
+    ``score_range``     ``(low, high)`` of the scores it reports (AMF: probabilities
+                        ``(0.0, 1.0)``; LM: NLL in nats ``(0.0, inf)``)
+    """
 
     name: str
 
@@ -57,3 +67,25 @@ class Scorer(Protocol):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore :meth:`state_dict`; raises StateError on a mismatch."""
         ...
+
+
+def declared_classes(scorer: object) -> tuple[str, ...] | None:
+    """The scorer's ``notice_classes``, or None when it declares none (or nonsense)."""
+    classes = getattr(scorer, "notice_classes", None)
+    if isinstance(classes, (list, tuple)) and classes and all(
+        isinstance(c, str) and c for c in classes
+    ):
+        return tuple(classes)
+    return None
+
+
+def declared_range(scorer: object) -> tuple[float, float] | None:
+    """The scorer's ``score_range`` as ``(low, high)``, or None when it declares none."""
+    rng = getattr(scorer, "score_range", None)
+    if not isinstance(rng, (list, tuple)) or len(rng) != 2:
+        return None
+    try:
+        lo, hi = float(rng[0]), float(rng[1])
+    except (TypeError, ValueError):
+        return None
+    return (lo, hi) if lo <= hi else None

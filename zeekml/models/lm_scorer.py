@@ -34,6 +34,7 @@ before anything is scored.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import onnxruntime as ort
@@ -156,6 +157,9 @@ class LmScorer:
             self.context, max_keys=options.max_hosts, idle_timeout=options.idle_timeout
         )
         self.threshold = float(card.threshold_for(CLS))
+        #: what --threshold may name, and the range of its scores (NLL in nats)
+        self.notice_classes = (CLS,)
+        self.score_range = (0.0, math.inf)
 
     def words(self, flows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Push a batch into the conversation store: (words, parts, uids, valid)."""

@@ -51,6 +51,7 @@ results are the same.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import logging
@@ -61,6 +62,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -167,14 +169,18 @@ class SparkCounts:
 
 
 def get_session(master: str | None = None, app_name: str = "zeekml",
-                conf: dict[str, str] | None = None) -> SparkSession:
+                conf: dict[str, str] | None = None, jvm_log: str | None = None
+                ) -> SparkSession:
     """The active SparkSession, or a new one whose Python workers run this interpreter.
 
     Spark starts its Python workers with ``python3`` from PATH unless told otherwise,
     which would lack onnxruntime and pyarrow inside a virtualenv; so
-    ``PYSPARK_PYTHON`` defaults to this interpreter.
+    ``PYSPARK_PYTHON`` defaults to this interpreter. With ``jvm_log``, a JVM started
+    here writes its standard error (log4j, progress bars, executor and Python worker
+    tracebacks) to that file instead of the user's terminal.
     """
     try:
+        from pyspark import SparkContext
         from pyspark.sql import SparkSession
     except ImportError as exc:
         raise UsageError("the Spark engine needs pyspark: pip install 'zeekml[spark]'") from exc
@@ -185,7 +191,26 @@ def get_session(master: str | None = None, app_name: str = "zeekml",
         builder = builder.master(master)
     for k, v in (conf or {}).items():
         builder = builder.config(k, v)
+    if jvm_log and SparkContext._active_spark_context is None:  # noqa: SLF001 - a JVM starts
+        with _stderr_to(jvm_log):
+            return builder.getOrCreate()
     return builder.getOrCreate()
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str) -> Iterator[None]:
+    """Point file descriptor 2 at ``path`` while a child (the JVM) is started, then back."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- schemas
@@ -1035,6 +1060,11 @@ def score_files(spark: SparkSession, inputs: Sequence[str], out_dir: str, *,
     return counts
 
 
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def run_cli(args: Any, config: PolicyConfig) -> int:
     """``zeekml score --engine spark``: called by :mod:`zeekml.cli.score`.
 
@@ -1047,11 +1077,36 @@ def run_cli(args: Any, config: PolicyConfig) -> int:
     if args.out == "-":
         raise UsageError("--engine spark writes files into a directory; --out - is not possible")
     out = args.out if args.out != "zeekml.log" else "zeekml-spark"
-    spark = get_session(getattr(args, "spark_master", None))
-    opts = SparkOptions(threads=1, batch_rows=args.batch_size, strict=args.strict,
-                        tz=getattr(args, "tz", None))
-    counts = score_files(spark, args.inputs, out, models=args.model or None, config=config,
-                         options=opts, out_format=args.out_format)
+    from zeekml.cli.guards import refuse_inputs_inside  # Spark replaces --out as a whole
+
+    refuse_inputs_inside(out, args.inputs)
+    # Spark's own output (JVM warnings, log4j, executor and worker tracebacks) goes to a
+    # log file unless -v: the user gets zeekml's one-line error, and the file if it helps
+    jvm_log = None
+    if not getattr(args, "verbose", 0):
+        fd, jvm_log = tempfile.mkstemp(prefix="zeekml-spark-", suffix=".log")
+        os.close(fd)
+        log.debug("Spark's own log: %s", jvm_log)
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
+                                category=FutureWarning)
+    keep_log = False
+    try:
+        spark = get_session(getattr(args, "spark_master", None),
+                            conf={"spark.ui.showConsoleProgress": "false"}, jvm_log=jvm_log)
+        opts = SparkOptions(threads=1, batch_rows=args.batch_size, strict=args.strict,
+                            tz=getattr(args, "tz", None))
+        counts = score_files(spark, args.inputs, out, models=args.model or None,
+                             config=config, options=opts, out_format=args.out_format)
+    except (ZeekmlError, OSError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a Spark/JVM failure that is no zeekml error: one line
+        keep_log = jvm_log is not None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        where = f"; Spark's log: {jvm_log}" if keep_log else ""
+        raise ZeekmlError(f"the Spark job failed: {first}{where}") from exc
+    finally:
+        if jvm_log is not None and not keep_log:
+            atexit.register(_unlink_quietly, jvm_log)
     if not args.quiet:
         text = counts.summary()
         print("zeekml score: " + text.replace("\n", "\n  "), file=sys.stderr)

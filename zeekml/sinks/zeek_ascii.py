@@ -18,6 +18,11 @@ Rules (Zeek ``src/threading/formatters/Ascii.cc``, ``src/Desc.cc``, ``modp_numto
 * strings: backslash, the tab separator and every non-printable byte become ``\\xNN``
   (lower-case hex); valid UTF-8 passes through. Inside sets/vectors the ``,`` of an
   element is escaped too, and elements are joined by ``,``.
+* a ``\\xNN`` already in a value is kept as it is: in the canonical flow table it stands
+  for a byte that is not UTF-8 (the Zeek readers keep ``Sh\\xffAD`` that way, as Zeek's
+  JSON writer does), so such a value is written back exactly as Zeek wrote it. A
+  literal backslash followed by ``xNN`` is held as ``\\x5cxNN`` by the readers, so the
+  two never meet.
 
 One deliberate, safe strictness beyond Zeek: besides ASCII control bytes, the C1
 controls (U+0080..U+009F) and U+2028/U+2029 are escaped (as the ``\\xNN`` of their UTF-8
@@ -54,10 +59,15 @@ _STRING_TYPES = frozenset({"string", "enum", "addr", "subnet", "pattern", "file"
 _INT_TYPES = frozenset({"count", "int", "port"})
 _TIME_TYPES = frozenset({"time", "interval"})
 
-# characters escaped in any string value (Python side)
-_BASE_CLASS = r"\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff"
-_ESC_RE = re.compile("[" + _BASE_CLASS + "]")
-_ESC_SET_RE = re.compile("[" + _BASE_CLASS + ",]")
+# characters escaped in any string value (Python side); a backslash that already starts
+# a \xNN escape is an escaped byte of the canonical value and is kept (see module doc)
+_BASE_CLASS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff"
+_LONE_BACKSLASH = r"\\(?!x[0-9a-fA-F]{2})"
+_ESC_RE = re.compile(_LONE_BACKSLASH + "|[" + _BASE_CLASS + "]")
+_ESC_SET_RE = re.compile(_LONE_BACKSLASH + "|[" + _BASE_CLASS + ",]")
+# for raw bytes every backslash is data (no canonical escapes in them)
+_RAW_ESC_RE = re.compile(r"[\\" + _BASE_CLASS + "]")
+_RAW_ESC_SET_RE = re.compile(r"[\\" + _BASE_CLASS + ",]")
 # the same classes for RE2 (pyarrow), which cannot hold surrogates anyway
 _RE2_BASE = r"\\\x00-\x1f\x7f\x{80}-\x{9f}\x{2028}\x{2029}"
 _RE2_ESC = "[" + _RE2_BASE + "]"
@@ -80,20 +90,24 @@ def _hex_char(m: re.Match[str]) -> str:
 def escape(value: str | bytes, *, in_set: bool = False) -> str:
     """Escape one string value exactly as Zeek writes it (reserved values included).
 
-    ``bytes`` are decoded as UTF-8 with ``surrogateescape`` so undecodable bytes come
-    out as ``\\xNN``. ``in_set`` also escapes ``,`` (for set/vector elements).
+    ``bytes`` are raw data, decoded as UTF-8 with ``surrogateescape`` so undecodable
+    bytes come out as ``\\xNN`` (and every backslash in them is data); in ``str`` a
+    ``\\xNN`` is a canonical escaped byte and is kept. ``in_set`` also escapes ``,`` (for set/vector elements).
     Returns ``(empty)`` for an empty value; never returns ``-`` for a set value.
     """
-    if isinstance(value, bytes):
+    raw = isinstance(value, bytes)
+    if raw:
         value = value.decode("utf-8", "surrogateescape")
     if not value:
         return EMPTY_FIELD
     if value == UNSET_FIELD or value == EMPTY_FIELD:
-        return f"\\x{ord(value[0]):02x}" + _escape_body(value[1:], in_set)
-    return _escape_body(value, in_set)
+        return f"\\x{ord(value[0]):02x}" + _escape_body(value[1:], in_set, raw)
+    return _escape_body(value, in_set, raw)
 
 
-def _escape_body(value: str, in_set: bool) -> str:
+def _escape_body(value: str, in_set: bool, raw: bool = False) -> str:
+    if raw:
+        return (_RAW_ESC_SET_RE if in_set else _RAW_ESC_RE).sub(_hex_char, value)
     return (_ESC_SET_RE if in_set else _ESC_RE).sub(_hex_char, value)
 
 

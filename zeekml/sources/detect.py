@@ -89,6 +89,9 @@ def sniff_format(head: bytes) -> str:
             return "nfdump_json"
         if stripped.rstrip().endswith(b"{") or stripped.strip() == b"{":
             return "nfdump_json"  # pretty-printed objects
+        if b'"module":"zeekml"' in stripped or b'"ruleset":"zeekml"' in stripped:
+            raise FormatError("zeekml's own ECS alert output, not a conn log: only conn "
+                              "logs are flows")
         raise FormatError("JSON input without Zeek conn or nfdump keys")
     if _EPOCH_FIRST.match(stripped) and first.count(b"\t") >= 5:
         return "zeek_tsv"  # header-less Zeek TSV rows

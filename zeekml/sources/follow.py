@@ -412,7 +412,7 @@ class Follower:
         if pos is None:
             self._open_path(events, "start")
             if self._fh is None:
-                log.warning("%s: does not exist yet; waiting for it to appear", self.path)
+                log.info("%s: does not exist yet; waiting for it to appear", self.path)
             return
         opened = self._open(self.path)
         if opened is not None:
@@ -428,7 +428,7 @@ class Follower:
         # another file now: the caller reads rotated generations itself
         self._open_path(events, "start")
         if self._fh is None:
-            log.warning("%s: does not exist yet; waiting for it to appear", self.path)
+            log.info("%s: does not exist yet; waiting for it to appear", self.path)
 
 
 class PipeFollower:

@@ -99,7 +99,8 @@ def expand_inputs(specs: Sequence[str]) -> list[str]:
 
     Each spec's matches are sorted by path (zeekctl archive names sort by time);
     spec order is kept; a file named twice is read once. A spec that names nothing
-    raises FileNotFoundError naming it.
+    raises FileNotFoundError naming it; a directory without conn logs or nfcapd files
+    raises FormatError naming it.
     """
     out: list[str] = []
     seen: set[str] = set()
@@ -116,8 +117,9 @@ def expand_inputs(specs: Sequence[str]) -> list[str]:
             add("-")
         elif os.path.isdir(spec):
             found = sorted(_walk(spec))
-            if not found:
-                log.warning("%s: no conn logs or nfcapd files in this directory", spec)
+            if not found:  # an empty run that exits 0 hides a wrong path from cron
+                raise FormatError(f"{spec}: no conn logs or nfcapd files in this directory "
+                                  "(conn*.log[.gz], nfcapd.*); name other files explicitly")
             for p in found:
                 add(p)
         elif os.path.exists(spec):

@@ -4,6 +4,8 @@ Keys are dotted (``id.orig_h``; ``id_orig_h`` is accepted too); an unset field i
 absent key (or ``null``) and stays missing; ``ts`` is an epoch double or an ISO 8601
 string (``JSON::TS_ISO8601``); spaces after separators are fine; duplicate lines are
 data and are kept. Labels: ``label`` and ``detailedlabel`` / ``detailed-label``.
+Records of another log (``_path`` not conn) or zeekml's own verdict and notice records
+are refused (:mod:`zeekml.sources.logkind`).
 
 A block of lines is parsed with one ``pyarrow.json`` call against an explicit schema.
 When that fails (a line that is not a JSON object, a value of the wrong type, bad
@@ -27,6 +29,7 @@ import pyarrow.json as pajson
 
 from zeekml.records import schema
 from zeekml.sources.lines import LineParser, arrow_to_canonical, line_spans
+from zeekml.sources.logkind import check_json_block
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class ZeekJsonParser(LineParser):
     format = "zeek_json"
 
     def _process(self, block: bytes, first_line: int) -> list[pd.DataFrame]:
+        check_json_block(block, self.path)  # a dns.log, zeekml's JSON ... is no conn log
         starts, ends = line_spans(block)
         arr = np.frombuffer(block, dtype=np.uint8)
         nonblank = np.ones(len(starts), dtype=bool)

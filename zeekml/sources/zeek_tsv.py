@@ -5,8 +5,10 @@ How a block of complete lines is read
     ``#separator`` (written ``#separator \\x09``, also ``#separator<TAB>\\x09``),
     ``#set_separator``, ``#empty_field``, ``#unset_field``, ``#fields``, ``#types``;
     a ``#separator`` or ``#fields`` line after data starts a new header block
-    (concatenated rotated logs). ``#path``, ``#open``, ``#close`` and any other ``#``
-    line (``### BTest baseline``) are ignored. Runs of data lines between meta lines
+    (concatenated rotated logs). A ``#path`` other than a conn log's (``dns``,
+    ``zeekml``, ``notice`` ...) and ``#fields`` of zeekml's own verdicts are refused
+    (:mod:`zeekml.sources.logkind`). ``#open``, ``#close`` and any other ``#`` line
+    (``### BTest baseline``) are ignored. Runs of data lines between meta lines
     are parsed by **one pyarrow.csv call** per ``batch_rows`` lines with the column types
     taken from the header: that is what makes the reader ~1.5M+ rows/s.
 
@@ -21,7 +23,8 @@ Columns by ``#fields`` name, never position
 Values
     The unset field (``-``) is missing; the empty field (``(empty)``) is ``""``; ``\\xNN``
     escapes are decoded (bytes that do not form UTF-8 after decoding stay written as
-    ``\\xNN``); a ``#`` inside a value is data. A value with a backslash not followed by
+    ``\\xNN``, which the writers put back unchanged: see :func:`unescape`); a ``#``
+    inside a value is data. A value with a backslash not followed by
     ``xNN`` is a bad escape.
 
 Bad lines
@@ -64,6 +67,7 @@ import pyarrow.csv as pacsv
 from zeekml.errors import StateError
 from zeekml.records import schema
 from zeekml.sources.lines import LineParser, arrow_to_canonical, line_spans
+from zeekml.sources.logkind import check_fields, check_path
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,7 @@ _KINDS: dict[str, tuple[str, pa.DataType, frozenset[str]]] = {
 
 _ESCAPE_OK = re.compile(r"(?:[^\\]|\\x[0-9a-fA-F]{2})*", re.S)
 _ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
+_BACKSLASH_BEFORE_ESCAPE = re.compile(rb"\\(?=x[0-9a-fA-F]{2})")
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
@@ -115,13 +120,18 @@ def unescape(value: str) -> str:
     """Decode Zeek's ``\\xNN`` escapes (the inverse of the ASCII writer's escaping).
 
     Raises ValueError for a backslash not followed by ``xNN``. Decoded bytes that are not
-    valid UTF-8 are kept as ``\\xNN`` text.
+    valid UTF-8 stay ``\\xNN`` text (``Sh\\xffAD``: a table of text cannot hold the
+    byte; Zeek's JSON writer does the same), and the writers put them back as the same
+    escape. So that this stays unambiguous, a decoded backslash that would be followed
+    by ``xNN`` is kept as ``\\x5c`` (``\\x5cxff`` is the four characters ``\\xff``).
     """
     if "\\" not in value:
         return value
     if not _ESCAPE_OK.fullmatch(value):
         raise ValueError("bad escape")
     raw = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), value.encode("utf-8"))
+    if b"\\" in raw:
+        raw = _BACKSLASH_BEFORE_ESCAPE.sub(rb"\\x5c", raw)
     return raw.decode("utf-8", errors="backslashreplace")
 
 
@@ -329,11 +339,14 @@ class ZeekTsvParser(LineParser):
             self._plan = None
             return
         key, _, rest = text.partition(h.separator)
-        if key == "#fields":
+        if key == "#path":
+            check_path(rest, self.path)  # a dns.log, zeekml.log ... is no conn log
+        elif key == "#fields":
             fields = rest.split(h.separator)
             h.split3 = any("   " in f for f in fields)
             if h.split3:
                 fields = [x for f in fields for x in f.split("   ")]
+            check_fields(fields, self.path)
             h.fields, h.types, h.assumed = fields, None, False
             self._plan = None
         elif key == "#types":
