@@ -263,3 +263,29 @@ def test_two_runs_never_share_an_output(tmp_path: Path) -> None:
     lock.acquire()  # released and removed by the run that finished
     lock.release()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".zeekml.log")]
+
+
+def test_unreadable_input_is_named_and_the_rest_scored(tmp_path: Path) -> None:
+    """Issue 11, item 9: a file that is no flow log is one line naming it (exit 1); every
+    other input is scored and the output is complete, never a partial file. With
+    --strict the run stops at it and the output is left as it was."""
+    need(CAPTURE.is_file(), f"the capture {CAPTURE}")
+    bad = tmp_path / "random.bin"
+    bad.write_bytes(random.Random(3).randbytes(5000))
+    out, ref = tmp_path / "o.log", tmp_path / "ref.log"
+    assert main(["-q", "score", "--all", "--out", str(ref), "--threads", "1", str(CAPTURE)]) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "zeekml.cli.main", "-q", "score", "--all", "--out",
+                        str(out), "--threads", "1", str(CAPTURE), str(bad)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "unrecognised input format" in lines[0]
+    assert data_rows(out) == data_rows(ref)
+    assert out.read_text().rstrip("\n").splitlines()[-1].startswith("#close")
+    out.unlink()
+    r = subprocess.run([sys.executable, "-m", "zeekml.cli.main", "-q", "score", "--all", "--strict",
+                        "--out", str(out), "--threads", "1", str(CAPTURE), str(bad)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and str(bad) in r.stderr
+    assert not out.exists()  # nothing half-written is left behind

@@ -188,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
     lost = counters.lost_records()
     if lost is not None:
         raise lost  # undelivered notices are a failed run (exit 1), named per collector
+    unreadable = counters.unreadable_error()
+    if unreadable is not None:
+        raise unreadable  # an input that is no flow log: named, exit 1, the rest scored
     return 0
 
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from zeekml.errors import SinkError
+from zeekml.errors import FormatError, SinkError
 from zeekml.models.base import ScoreBatch, Scorer
 from zeekml.policy.notice import NoticePolicy
 from zeekml.records.verdicts import empty_verdicts
@@ -182,6 +182,8 @@ class Counters:
     seconds: float = 0.0
     #: per sink that reports it (network sinks), taken when the pipeline closed
     delivery: dict[str, Delivery] = field(default_factory=dict)
+    #: inputs that could not be read at all (unknown format, not a conn log): message each
+    unreadable: list[str] = field(default_factory=list)
 
     def stop(self) -> None:
         self.seconds = time.perf_counter() - self.started
@@ -208,7 +210,15 @@ class Counters:
             f"speed: {self.flows_per_second:,.0f} flows/s ({self.seconds:.2f} s)",
         ]
         lines += [f"sink {name}: {d.describe()}" for name, d in self.delivery.items()]
+        lines += [f"not read: {msg}" for msg in self.unreadable]
         return "\n".join(lines)
+
+    def unreadable_error(self) -> FormatError | None:
+        """One error naming the inputs that could not be read (the rest was scored)."""
+        if not self.unreadable:
+            return None
+        more = f" (and {len(self.unreadable) - 1} more input(s))" if len(self.unreadable) > 1 else ""
+        return FormatError(f"{self.unreadable[0]}{more}; every other input was scored")
 
     def lost_records(self) -> SinkError | None:
         """One error naming every sink that lost records (dropped or never delivered).
@@ -480,16 +490,24 @@ def score_inputs(
                     counters.files_unchanged += 1
                     cursors.put(key, cursor)
                     continue
-            for piece in read_pieces(path, cursor, skips, opts.read, final=final,
-                                     hold_partial=store is not None, gen=gen):
-                for frame in piece.frames:
-                    pipeline.process(frame)
-                if progress is not None:
-                    progress(counters, i, len(plan))
-                if piece.cursor is not None and store is not None:
-                    key = cursors.put(key, piece.cursor)
-                    if piece.done or time.monotonic() - last >= opts.checkpoint_seconds:
-                        checkpoint()
+            pieces = read_pieces(path, cursor, skips, opts.read, final=final,
+                                 hold_partial=store is not None, gen=gen)
+            try:
+                for piece in pieces:
+                    for frame in piece.frames:
+                        pipeline.process(frame)
+                    if progress is not None:
+                        progress(counters, i, len(plan))
+                    if piece.cursor is not None and store is not None:
+                        key = cursors.put(key, piece.cursor)
+                        if piece.done or time.monotonic() - last >= opts.checkpoint_seconds:
+                            checkpoint()
+            except FormatError as exc:
+                # a whole input zeekml cannot read (unknown format, another Zeek log):
+                # named, the others still scored, the run exits 1 (--strict: at once)
+                if skips.strict:
+                    raise
+                counters.unreadable.append(str(exc))
         if store is None:
             pipeline.finish()
         else:
