@@ -213,12 +213,13 @@ class Counters:
         lines += [f"not read: {msg}" for msg in self.unreadable]
         return "\n".join(lines)
 
-    def unreadable_error(self) -> FormatError | None:
-        """One error naming the inputs that could not be read (the rest was scored)."""
+    def unreadable_error(self, others_scored: bool = True) -> FormatError | None:
+        """One error naming the inputs that could not be read."""
         if not self.unreadable:
             return None
         more = f" (and {len(self.unreadable) - 1} more input(s))" if len(self.unreadable) > 1 else ""
-        return FormatError(f"{self.unreadable[0]}{more}; every other input was scored")
+        rest = "; every other input was scored" if others_scored else ""
+        return FormatError(f"{self.unreadable[0]}{more}{rest}")
 
     def lost_records(self) -> SinkError | None:
         """One error naming every sink that lost records (dropped or never delivered).
@@ -508,6 +509,8 @@ def score_inputs(
                 if skips.strict:
                     raise
                 counters.unreadable.append(str(exc))
+        if counters.unreadable and len(counters.unreadable) == len(plan):
+            raise counters.unreadable_error(others_scored=False)  # outputs stay as they were
         if store is None:
             pipeline.finish()
         else:
