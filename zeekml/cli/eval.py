@@ -44,4 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="labeled captures")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    from zeekml.cli.pairing import add_pair_arguments
+
+    add_pair_arguments(p)
     p.set_defaults(func=run)

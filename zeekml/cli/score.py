@@ -85,6 +85,18 @@ def build_scorers(args: argparse.Namespace) -> list:
     return default_scorers(opts)
 
 
+def build_pairer(args: argparse.Namespace):  # noqa: ANN201 - a Pairer or None
+    """The NetFlow pairing stage from --no-pair/--pair-hold (shared with tail)."""
+    from zeekml.cli.pairing import read_options
+
+    opts = read_options(args).pair_options()
+    if opts is None:
+        return None
+    from zeekml.sources.biflow import Pairer
+
+    return Pairer(opts)
+
+
 def _progress(counters, i: int, n: int) -> None:  # noqa: ANN001 - Counters
     sys.stderr.write(f"\r\x1b[Kfile {i + 1}/{n}  {counters.flows_read:,} flows  "
                      f"{counters.flows_per_second:,.0f} flows/s")
@@ -114,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         policy = NoticePolicy(config)
         sinks = build_sinks(args, config)
         skips = SkipLog(strict=args.strict)
-        pipeline = Pipeline(scorers, policy, sinks)
+        pipeline = Pipeline(scorers, policy, sinks, pairer=build_pairer(args))
         tty = sys.stderr.isatty() and not args.quiet
         counters = score_inputs(
             paths, pipeline, skips=skips, store=store,
@@ -127,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     if tty:
         sys.stderr.write("\r\x1b[K")
     if not args.quiet:
-        text = counters.summary(skips, [s.name for s in scorers], policy.pending)
+        text = counters.summary(skips, [s.name for s in scorers], policy.pending,
+                                pipeline.pairing_summary())
         print("zeekml score: " + text.replace("\n", "\n  "), file=sys.stderr)
     return 0
 
@@ -179,4 +192,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "directory (default ./zeekml-spark)")
     p.add_argument("--spark-master", metavar="URL",
                    help="Spark master for --engine spark (default: spark-submit's or local[*])")
+    from zeekml.cli.pairing import add_pair_arguments
+
+    add_pair_arguments(p)
     p.set_defaults(func=run)

@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         scorers = _scorers(args)
         sinks = score.build_sinks(args, config)
-        pipeline = Pipeline(scorers, NoticePolicy(config), sinks)
+        pipeline = Pipeline(scorers, NoticePolicy(config), sinks,
+                            pairer=score.build_pairer(args))
         skips = SkipLog(strict=args.strict)
         main_only = argparse.Namespace(**{**vars(args), "sink": []})
 
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         pipeline.counters.stop()
         text = pipeline.counters.summary(skips, [s.name for s in scorers],
-                                         pipeline.policy.pending)
+                                         pipeline.policy.pending, pipeline.pairing_summary())
         text += (f"\nbatches: {stats.batches}, checkpoints: {stats.checkpoints}, "
                  f"output rotations: {stats.rotations}, reopens: {stats.reopens}")
         print("zeekml tail: " + text.replace("\n", "\n  "), file=sys.stderr)

@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "flows (default 10)")
     amf.add_argument("--metrics-json", metavar="FILE",
                      help="attach a tools/amf_experiments.py result file to the card")
+    from zeekml.cli.pairing import add_pair_arguments
+
+    add_pair_arguments(amf)
     amf.set_defaults(func=_runner("zeekml.train.amf_cli"))
 
     lm = tsub.add_parser(
@@ -94,4 +97,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="use labels only to leave flows labeled malicious out of training")
     lm.add_argument("--eval", nargs="+", default=None, metavar="PATH",
                     help="held-out labeled captures to evaluate and record in the card")
+    add_pair_arguments(lm)
     lm.set_defaults(func=_runner("zeekml.train.lm_cli"))

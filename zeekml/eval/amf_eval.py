@@ -83,10 +83,12 @@ def metrics_from_decisions(
     }
 
 
-def _score_file(scorer: Any, path: str) -> tuple[list[np.ndarray], list[pd.DataFrame]]:
-    """Class probabilities and label columns of one file, scored from a fresh window store."""
+def _score_file(scorer: Any, path: str, options: Any = None
+                ) -> tuple[list[np.ndarray], list[pd.DataFrame]]:
+    """Class probabilities and label columns of one file, scored from a fresh window store
+    (NetFlow records paired within the file unless ``options.pair`` is False)."""
     from zeekml.features.flow_stats import flow_features
-    from zeekml.sources.open import read_flows, sniff_path
+    from zeekml.sources.open import pair_batches, read_flows, sniff_path
     from zeekml.windows.host_window import HostWindows
 
     sampled = sniff_path(path) == "cicflowmeter_csv"
@@ -94,7 +96,7 @@ def _score_file(scorer: Any, path: str) -> tuple[list[np.ndarray], list[pd.DataF
     scorer.windows = HostWindows(w0.n, w0.key, max_hosts=scorer.options.max_hosts,
                                  idle_timeout=scorer.options.idle_timeout)
     probs, frames = [], []
-    for batch in read_flows(path):
+    for batch in pair_batches(read_flows(path), options):
         w = scorer.windows.push(batch, flow_features(batch))
         x, mask = w.x, w.mask
         if sampled:  # random samples: each row is scored as a host's first flow
@@ -118,7 +120,9 @@ def evaluate(card: ModelCard, paths: Sequence[str], args: argparse.Namespace) ->
     all_p, all_y, all_b = [], [], []
     files: dict[str, Any] = {}
     for path in expand_inputs([str(p) for p in paths]):
-        probs, frames = _score_file(scorer, path)
+        from zeekml.cli.pairing import read_options
+
+        probs, frames = _score_file(scorer, path, read_options(args))
         lab = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         p = np.concatenate(probs) if probs else np.zeros((0, len(classes)), np.float32)
         binary, y = targets(lab, tuple(classes)) if len(lab) else (np.zeros(0, np.int8), np.zeros(0, np.int64))

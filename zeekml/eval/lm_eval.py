@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zeekml.cli.pairing import read_options
 from zeekml.errors import ModelError
 from zeekml.eval.metrics import binary_report, roc_auc
 from zeekml.features.tokens import UNK
@@ -37,7 +38,7 @@ from zeekml.models.card import ModelCard
 from zeekml.models.lm_scorer import LmScorer
 from zeekml.models.registry import ScorerOptions
 from zeekml.records.labels import binary_target
-from zeekml.sources.open import expand_inputs, read_flows
+from zeekml.sources.open import expand_inputs, pair_batches, read_flows
 from zeekml.windows.conversation import conversation_keys
 
 
@@ -112,15 +113,16 @@ def evaluate(card: ModelCard, paths: list[str], args: argparse.Namespace) -> dic
         scorer = LmScorer(card, ScorerOptions(threads=threads))
         uni = Unigram(card, scorer.tokenizer.spec.vocab_size, scorer.tokenizer.radices)
         y_i, lm_i, uni_i, conv_i = [], [], [], []
-        for f in expand_inputs([spec]):
-            files_seen.append(f)
-            for batch in read_flows(f):
-                words, parts, _, _ = scorer.words(batch)
-                nll = scorer.infer(words, parts)[0].astype(np.float64) if len(batch) else np.zeros(0)
-                y_i.append(binary_target(batch))
-                lm_i.append(nll)
-                uni_i.append(uni.score(words, parts))
-                conv_i.append(np.char.add(f"{idx}:", conversation_keys(batch).astype(str)))
+        files = expand_inputs([spec])
+        files_seen.extend(files)
+        read = (b for f in files for b in read_flows(f))
+        for batch in pair_batches(read, read_options(args)):  # one stream per input spec
+            words, parts, _, _ = scorer.words(batch)
+            nll = scorer.infer(words, parts)[0].astype(np.float64) if len(batch) else np.zeros(0)
+            y_i.append(binary_target(batch))
+            lm_i.append(nll)
+            uni_i.append(uni.score(words, parts))
+            conv_i.append(np.char.add(f"{idx}:", conversation_keys(batch).astype(str)))
         y, s, su = _cat(y_i, np.int8), _cat(lm_i, np.float64), _cat(uni_i, np.float64)
         conv = _cat(conv_i, str)
         n_rows += len(y)

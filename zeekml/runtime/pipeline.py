@@ -2,7 +2,8 @@
 
 ::
 
-    canonical flow batch -> every scorer (ONNX, batched) -> notice policy -> every sink
+    canonical flow batch -> [NetFlow pairing] -> every scorer (ONNX, batched)
+                         -> notice policy -> every sink
 
 :func:`score_frame` is the pure core (no I/O): a flow table, the scorers and the policy
 in, the verdict rows to write out. Spark applies it per partition; :class:`Pipeline`
@@ -32,7 +33,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,9 @@ from zeekml.records.verdicts import empty_verdicts
 from zeekml.runtime.state import RunState, StateStore, find_cursor, identify
 from zeekml.sinks.base import Sink
 from zeekml.sources.skips import SkipLog
+
+if TYPE_CHECKING:
+    from zeekml.sources.biflow import Pairer
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +186,13 @@ class Counters:
         return self.flows_scored / s if s > 0 else 0.0
 
     def summary(self, skips: SkipLog | None = None, models: Sequence[str] = (),
-                pending: int = 0) -> str:
+                pending: int = 0, pairing: str = "") -> str:
         nots = sum(self.notices.values())
         per = ", ".join(f"{c} {n}" for c, n in sorted(self.notices.items()))
         lines = [
             f"files: {self.files}" + (f" ({self.files_unchanged} with nothing new)"
                                       if self.files_unchanged else ""),
-            f"flows read: {self.flows_read}",
+            f"flows read: {self.flows_read}" + (f"\n{pairing}" if pairing else ""),
             f"skipped: {skips.summary() if skips else '0 skipped'}"
             + "".join(f"\n  e.g. {ex}" for ex in (skips.examples[:3] if skips else [])),
             f"scored: {self.flows_scored}" + (f" by {', '.join(models)}" if models else ""),
@@ -204,7 +208,12 @@ class Counters:
 
 
 class Pipeline:
-    """Scorers, policy and sinks for one stream; :meth:`process` is called per batch."""
+    """Scorers, policy and sinks for one stream; :meth:`process` is called per batch.
+
+    ``pairer`` (a :class:`~zeekml.sources.biflow.Pairer`, the NetFlow pairing stage)
+    joins unidirectional NetFlow records of the stream before they are scored; what
+    it holds is saved with the rest of the state (``RunState.stages["pair"]``).
+    """
 
     def __init__(
         self,
@@ -213,6 +222,7 @@ class Pipeline:
         sinks: Sequence[Sink],
         *,
         counters: Counters | None = None,
+        pairer: Pairer | None = None,
     ) -> None:
         names = [s.name for s in scorers]
         if len(set(names)) != len(names):
@@ -221,10 +231,16 @@ class Pipeline:
         self.policy = policy
         self.sinks = list(sinks)
         self.counters = counters or Counters()
+        self.pairer = pairer
 
     def process(self, flows: pd.DataFrame) -> pd.DataFrame:
         """Score one canonical batch and write its verdicts to every sink."""
         self.counters.flows_read += len(flows)
+        if self.pairer is not None:  # NetFlow pairing (zeekml.sources.biflow)
+            flows = self.pairer.push(flows)
+        return self._score(flows)
+
+    def _score(self, flows: pd.DataFrame) -> pd.DataFrame:
         if len(flows) == 0:
             return empty_verdicts()
         verdicts = score_frame(flows, self.scorers, self.policy)
@@ -242,10 +258,24 @@ class Pipeline:
         self.counters.notices.update(nots.value_counts().to_dict())
 
     def finish(self) -> pd.DataFrame:
-        """End of the stream: notices still held for suppression are written."""
+        """End of the stream: NetFlow records still waiting for their reverse are scored
+        one-way, then notices still held for suppression are written."""
+        if self.pairer is not None:
+            self._score(self.pairer.finish())
         out = self.policy.finish()
         self._write(out)
         return out
+
+    def pairing_summary(self) -> str:
+        """One line on NetFlow pairing for the run summary ('' when nothing was paired)."""
+        p = self.pairer
+        if p is None or not p.stats.candidates:
+            return ""
+        waiting = p.held + p.waiting
+        return (f"paired: {p.stats.pairs} flows from {2 * p.stats.pairs} of "
+                f"{p.stats.candidates} one-way NetFlow records"
+                + (f"; {waiting} records waiting for their reverse (kept in the state)"
+                   if waiting else ""))
 
     def flush(self) -> None:
         for sink in self.sinks:
@@ -280,6 +310,7 @@ class Pipeline:
             policy=self.policy.state_dict(),
             sinks={s.name: s.checkpoint() for s in self.sinks},
             meta={**meta, "models": self.model_ids()},
+            stages={"pair": self.pairer.state_dict()} if self.pairer is not None else {},
         )
 
     def restore(self, state: RunState) -> None:
@@ -301,6 +332,20 @@ class Pipeline:
             pos = state.sinks.get(sink.name)
             if pos:
                 sink.restore(pos)
+        saved_pairs = state.stages.get("pair")
+        if saved_pairs:
+            from zeekml.sources.biflow import Pairer
+
+            if self.pairer is not None:
+                self.pairer.load_state_dict(saved_pairs)
+            else:  # pairing turned off since: what the last run held leaves one-way now
+                leftover = Pairer()
+                leftover.load_state_dict(saved_pairs)
+                flows = leftover.finish()
+                if len(flows):
+                    log.info("pairing is off: %d NetFlow records held by the last run are "
+                             "scored one-way", len(flows))
+                    self._score(flows)
 
 
 # --------------------------------------------------------------------------- inputs

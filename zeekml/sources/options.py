@@ -9,13 +9,20 @@ the same thing everywhere. Parsers that need an option take ``options=`` (see
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from zeekml.errors import UsageError
 
+if TYPE_CHECKING:
+    from zeekml.sources.biflow import PairOptions
+
 #: flows per canonical batch unless a command says otherwise
 DEFAULT_BATCH_ROWS = 65536
+#: seconds of log time a one-way NetFlow record waits for its reverse (zeekml.sources.biflow)
+DEFAULT_PAIR_HOLD = 300.0
 
 
 @dataclass(frozen=True)
@@ -25,12 +32,16 @@ class ReadOptions:
     ``batch_rows``  most flows per canonical batch;
     ``tz``          IANA zone for timestamps written without one (Argus binetflow
                     ``StartTime``); None = UTC;
-    ``pair``        pair unidirectional NetFlow records (nfdump) into bidirectional flows.
+    ``pair``        pair unidirectional NetFlow records (nfdump) into bidirectional flows
+                    (:mod:`zeekml.sources.biflow`; ``--no-pair`` turns it off);
+    ``pair_hold``   seconds of log time a one-way record waits for its reverse
+                    (``--pair-hold``).
     """
 
     batch_rows: int = DEFAULT_BATCH_ROWS
     tz: str | None = None
     pair: bool = True
+    pair_hold: float = DEFAULT_PAIR_HOLD
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_rows, int) or self.batch_rows < 1:
@@ -41,6 +52,18 @@ class ReadOptions:
             except (ZoneInfoNotFoundError, ValueError) as exc:
                 raise UsageError(f"--tz {self.tz!r}: not a known time zone (e.g. UTC, "
                                  "Europe/Prague, America/New_York)") from exc
+
+        hold = self.pair_hold
+        if not (isinstance(hold, (int, float)) and math.isfinite(hold) and 0 < hold <= 86400):
+            raise UsageError(f"--pair-hold must be > 0 and <= 86400 seconds, got {hold!r}")
+
+    def pair_options(self) -> PairOptions | None:
+        """The pairing stage's options, or None when pairing is off."""
+        if not self.pair:
+            return None
+        from zeekml.sources.biflow import PairOptions
+
+        return PairOptions(hold=float(self.pair_hold))
 
     @property
     def zone(self) -> ZoneInfo:

@@ -186,7 +186,11 @@ def run(args: argparse.Namespace) -> int:
     key = args.key or DEFAULT_KEY
     cfg = _config(args)
     out = Path(args.out)
-    caps = load_captures(args.data)
+    from zeekml.cli.pairing import read_options
+    from zeekml.sources.open import read_table
+
+    options = read_options(args)
+    caps = load_captures(args.data, reader=lambda p: read_table([p], options=options))
     ws = build_windows(caps, args.window, key)
     log.info("%d labeled windows from %d files in %d captures", len(ws), len(caps),
              len(set(ws.group.tolist())))

@@ -28,7 +28,8 @@ from zeekml.features import tokens as tk
 from zeekml.models.card import load_card, write_card
 from zeekml.records import schema
 from zeekml.records.labels import binary_target
-from zeekml.sources.open import expand_inputs, read_flows
+from zeekml.sources.open import expand_inputs, pair_batches, read_flows
+from zeekml.sources.options import ReadOptions
 from zeekml.sources.skips import SkipLog
 from zeekml.train import flow_lm as F
 from zeekml.train.export import check_parity, export_onnx, file_entry
@@ -40,15 +41,18 @@ PARITY_ROWS = 2048
 
 
 def load_streams(
-    specs: list[str], *, drop_malicious: bool
+    specs: list[str], *, drop_malicious: bool, options: ReadOptions | None = None
 ) -> tuple[list[pd.DataFrame], list[dict[str, Any]]]:
-    """One canonical table per input spec, plus the card's ``training.files`` entries."""
+    """One canonical table per input spec, plus the card's ``training.files`` entries.
+
+    NetFlow records are paired within each file unless ``options.pair`` is False.
+    """
     tables, files = [], []
     for spec in specs:
         parts = []
         for f in expand_inputs([spec]):
             skips = SkipLog()
-            t = schema.concat(read_flows(f, skips=skips))
+            t = schema.concat(pair_batches(read_flows(f, skips=skips), options))
             entry = file_entry(f, len(t))
             if drop_malicious:
                 mal = binary_target(t) == 1
@@ -273,7 +277,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must name a .onnx file, got {args.out}")
     torch.set_num_threads(cfg.threads)
     drop = bool(getattr(args, "drop_malicious", False))
-    tables, files = load_streams(list(args.data), drop_malicious=drop)
+    from zeekml.cli.pairing import read_options
+
+    tables, files = load_streams(list(args.data), drop_malicious=drop,
+                                 options=read_options(args))
     if not tables:
         raise UsageError("no flows in the --data inputs")
     command = "zeekml " + " ".join(shlex.quote(a) for a in sys.argv[1:])
