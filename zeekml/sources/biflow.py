@@ -211,9 +211,37 @@ def _levels(step: np.ndarray, start: np.ndarray, depth: int) -> np.ndarray:
     return np.clip(a, lo, hi)
 
 
+_LARGE = pa.large_string()
+
+
 def _text(s: pd.Series) -> pa.Array:
-    arr = pa.array(s.astype(object).where(s.notna(), None), type=pa.string())
-    return arr
+    """A text column as one Arrow ``large_string`` array (zero-copy for ``str`` columns)."""
+    try:
+        arr = pa.array(s.array)
+    except (TypeError, ValueError, pa.ArrowInvalid):
+        arr = pa.array(s.astype(object).where(s.notna(), None), type=_LARGE)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr if arr.type == _LARGE else arr.cast(_LARGE)
+
+
+def _str_series(arr: pa.Array) -> pd.Series:
+    """An Arrow text array as a ``str`` Series."""
+    return pd.Series(arr.cast(_LARGE).to_pandas(types_mapper={_LARGE: _STR_DTYPE}.get),
+                     dtype=schema.STR)
+
+
+_STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
+
+
+def _isin(s: pd.Series | pa.Array, values: pa.Array | pd.Series) -> np.ndarray:
+    """``s.isin(values)`` for text, in Arrow (pandas' own loops over Python objects)."""
+    a = s if isinstance(s, pa.Array) else _text(s)
+    vals = values if isinstance(values, pa.Array) else _text(values)
+    if not len(a) or not len(vals):
+        return np.zeros(len(a), dtype=bool)
+    m = pc.is_in(a, value_set=vals.cast(_LARGE))
+    return np.asarray(pc.fill_null(m, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _has(hist: pa.Array, letter: str) -> np.ndarray:
@@ -237,7 +265,7 @@ def _classify(df: pd.DataFrame) -> _Classified:
     paired = df["paired"].astype("boolean")
     one_way = (~paired.fillna(True)).to_numpy(dtype=bool)
     if not one_way.any():
-        return _Classified(one_way, pa.array([], pa.string()), np.zeros(0, np.int8),
+        return _Classified(one_way, pa.array([], _LARGE), np.zeros(0, np.int8),
                            np.zeros(0, bool))
     ts = df["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
     proto = df["proto"].to_numpy(dtype=object, na_value="")
@@ -259,13 +287,13 @@ def _classify(df: pd.DataFrame) -> _Classified:
         ((tcp | udp) & ports_ok) | (kind > 0))
     idx = np.flatnonzero(cand)
     if not len(idx):
-        return _Classified(cand, pa.array([], pa.string()), np.zeros(0, np.int8),
+        return _Classified(cand, pa.array([], _LARGE), np.zeros(0, np.int8),
                            np.zeros(0, bool))
     take = pa.array(idx)
     icmp_c = icmp[idx]
-    sep = pa.scalar("|")
-    oport = pc.cast(pa.array(np.where(icmp_c, 0, op[idx]).astype(np.int64)), pa.string())
-    rport = pc.cast(pa.array(np.where(icmp_c, 0, rp[idx]).astype(np.int64)), pa.string())
+    sep = pa.scalar("|", _LARGE)
+    oport = pc.cast(pa.array(np.where(icmp_c, 0, op[idx]).astype(np.int64)), _LARGE)
+    rport = pc.cast(pa.array(np.where(icmp_c, 0, rp[idx]).astype(np.int64)), _LARGE)
     a = pc.binary_join_element_wise(oh.take(take), oport, sep)
     b = pc.binary_join_element_wise(rh.take(take), rport, sep)
     fwd = np.asarray(pc.less(a, b).to_numpy(zero_copy_only=False), dtype=bool)
@@ -274,7 +302,7 @@ def _classify(df: pd.DataFrame) -> _Classified:
     tag = np.char.add(tag.astype(str), kind[idx].astype(str))
     lo = pc.if_else(pa.array(fwd), a, b)
     hi = pc.if_else(pa.array(fwd), b, a)
-    key = pc.binary_join_element_wise(pa.array(tag, pa.string()), lo, hi, pa.scalar("/"))
+    key = pc.binary_join_element_wise(pa.array(tag, _LARGE), lo, hi, pa.scalar("/", _LARGE))
     if same.any():  # both endpoints equal: no direction to tell apart
         cand[idx[same]] = False
         keep = pa.array(~same)
@@ -496,6 +524,36 @@ _META = {"_key": schema.STR, "_depth": "int64", "_pos": "int64", "_ghost": "bool
 _KEY_META = {"_key": schema.STR, "_base": "float64", "_last": "int64"}
 
 
+def _missing(n: int, dtype: str) -> pd.Series:
+    """An all-missing column of a canonical dtype, built without Python objects."""
+    if dtype == schema.STR:
+        return _str_series(pa.nulls(n, _LARGE))
+    if dtype == "float64":
+        return pd.Series(np.full(n, np.nan))
+    arr = pd.array(np.zeros(n, dtype=bool if dtype == "boolean" else np.int64), dtype=dtype)
+    arr[np.ones(n, dtype=bool)] = pd.NA
+    return pd.Series(arr)
+
+
+def _fit(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """``df`` with exactly ``cols`` (absent ones, i.e. labels, added as missing)."""
+    if list(df.columns) == cols:
+        return df
+    dtypes = {**schema.all_dtypes(with_labels=True), **_META, "_pos": "int64"}
+    n = len(df)
+    extra = {c: _missing(n, dtypes[c]).set_axis(df.index) for c in cols if c not in df.columns}
+    if extra:
+        df = df.assign(**extra)
+    return df[cols]
+
+
+def seed_has_table(n: int, at: np.ndarray) -> np.ndarray:
+    """Rows of the key table that were found again (replaced by the update)."""
+    hit = np.zeros(n, dtype=bool)
+    hit[at[at >= 0]] = True
+    return hit
+
+
 class Pairer:
     """The pairing stage: ``push(batch) -> batch``, ``finish() -> batch``.
 
@@ -520,8 +578,18 @@ class Pairer:
     def _cols(self) -> dict[str, str]:
         return schema.all_dtypes(with_labels=self.labels)
 
+    def _slot_cols(self) -> list[str]:
+        return [*schema.all_dtypes(with_labels=self.labels), *_META]
+
     def _empty_slots(self) -> pd.DataFrame:
-        return _empty(tuple({**schema.all_dtypes(with_labels=True), **_META}.items()))
+        return _empty(tuple({**schema.all_dtypes(with_labels=self.labels), **_META}.items()))
+
+    def _labels_seen(self) -> None:
+        """The first labeled batch: what is held gets (missing) label columns too."""
+        self.labels = True
+        self._slots = _fit(self._slots, self._slot_cols())
+        cols = [*schema.all_dtypes(with_labels=True), "_pos"]
+        self._ready = [_fit(f, cols) for f in self._ready]
 
     @property
     def held(self) -> int:
@@ -539,8 +607,8 @@ class Pairer:
         n = len(batch)
         if n == 0:
             return self._release()
-        if schema.has_labels(batch):
-            self.labels = True
+        if schema.has_labels(batch) and not self.labels:
+            self._labels_seen()
         batch = batch.reset_index(drop=True)
         if list(batch.columns) != list(schema.all_dtypes(schema.has_labels(batch))):
             batch = schema.conform(batch)  # e.g. a frame without provenance or ``paired``
@@ -562,7 +630,7 @@ class Pairer:
         self.stats.candidates += int(cls.cand.sum())
         others = batch[~cls.cand].assign(_pos=pos[~cls.cand])
         if len(others):
-            self._ready.append(others)
+            self._add_ready(others)
         if cls.cand.any():
             self._match_candidates(batch, cls, pos, end, arr)
         self._expire(clock_now)
@@ -572,67 +640,74 @@ class Pairer:
                           end: np.ndarray, arr: np.ndarray) -> None:
         opts = self.options
         ci = np.flatnonzero(cls.cand)
+        slot_cols = self._slot_cols()
         new = batch.iloc[ci].reset_index(drop=True)
-        new = new.assign(_key=pd.Series(cls.key.to_pandas(), dtype=schema.STR),
+        new = new.assign(_key=_str_series(cls.key),
                          _depth=np.zeros(len(ci), np.int64), _pos=pos[ci],
                          _ghost=pd.array(np.zeros(len(ci), bool), dtype="boolean"),
                          _end=end[ci], _base=np.maximum(end[ci], arr[ci]),
                          _step=cls.step.astype(np.int64),
                          _req=pd.array(cls.req, dtype="boolean"))
-        new_arr = arr[ci]
-        keys_here = pd.unique(new["_key"].to_numpy(dtype=object))
-        in_batch = self._slots["_key"].isin(keys_here).to_numpy(dtype=bool)
-        replay = self._slots[in_batch].sort_values(["_key", "_depth"], kind="stable")
-        self._slots = self._slots[~in_batch]
-        work = schema.concat([replay, new]) if len(replay) else new
-        for c, t in _META.items():
-            frames = [f[c] for f in (replay, new) if len(f)]
-            work[c] = pd.concat(frames, ignore_index=True).astype(t)
+        new = _fit(new, slot_cols)
+        slot_keys = _text(self._slots["_key"])
+        in_batch = _isin(slot_keys, pc.unique(cls.key))
+        if in_batch.any():
+            replay = self._slots[in_batch]  # a stack's slots: bottom (oldest) to top
+            self._slots = self._slots[~in_batch]
+            work = pd.concat([replay, new], ignore_index=True)
+            keys = pa.concat_arrays([_text(replay["_key"]), cls.key.cast(_LARGE)])
+        else:
+            replay, work, keys = new.iloc[0:0], new, cls.key.cast(_LARGE)
         is_replay = np.r_[np.ones(len(replay), bool), np.zeros(len(new), bool)]
-        arr_w = np.r_[np.full(len(replay), -np.inf), new_arr]
-        codes, uniques = pd.factorize(work["_key"].to_numpy(dtype=object))
+        arr_w = np.r_[np.full(len(replay), -np.inf), arr[ci]]
+        enc = keys.dictionary_encode()
+        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        uniques = enc.dictionary
         kpos = work["_pos"].to_numpy(dtype=np.int64)
-        order = np.lexsort((kpos, codes))
-        work = work.iloc[order].reset_index(drop=True)
+        order = np.lexsort((kpos, codes))  # match() works on (key, position) order
         codes, is_replay, arr_w, kpos = codes[order], is_replay[order], arr_w[order], kpos[order]
-        seeds = self._keys.set_index("_key").reindex(pd.Index(uniques, dtype=object))
-        seed_has = seeds["_last"].notna().to_numpy(dtype=bool)
-        seed_base = seeds["_base"].to_numpy(dtype=np.float64, na_value=-np.inf)
-        seed_last = seeds["_last"].fillna(0).to_numpy(dtype=np.int64)
-        ghost = work["_ghost"].fillna(False).to_numpy(dtype=bool)
-        m = match(codes, kpos, work["_step"].to_numpy(dtype=np.int64),
-                  work["ts"].to_numpy(dtype=np.float64, na_value=np.nan),
-                  work["_end"].to_numpy(dtype=np.float64), arr_w,
-                  work["_base"].to_numpy(dtype=np.float64), ghost, is_replay,
+        at = pc.index_in(uniques, value_set=_text(self._keys["_key"]))
+        at = np.asarray(pc.fill_null(at, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        seed_has = at >= 0
+        kb = self._keys["_base"].to_numpy(dtype=np.float64)
+        kl = self._keys["_last"].to_numpy(dtype=np.int64)
+        seed_base = np.where(seed_has, kb[np.maximum(at, 0)] if len(kb) else -np.inf, -np.inf)
+        seed_last = np.where(seed_has, kl[np.maximum(at, 0)] if len(kl) else 0, 0)
+        ghost = work["_ghost"].fillna(False).to_numpy(dtype=bool)[order]
+        m = match(codes, kpos, work["_step"].to_numpy(dtype=np.int64)[order],
+                  work["ts"].to_numpy(dtype=np.float64, na_value=np.nan)[order],
+                  work["_end"].to_numpy(dtype=np.float64)[order], arr_w,
+                  work["_base"].to_numpy(dtype=np.float64)[order], ghost, is_replay,
                   seed_has, seed_base, seed_last, opts, self.depth)
-        # pairs
-        if len(m.pair_x):
+        if len(m.pair_x):  # indices of match() are in sorted order: map back through order
             self.stats.pairs += len(m.pair_x)
-            flows = _join(work, m.pair_x, m.pair_j, self._row_cols(work))
+            flows = _join(work, order[m.pair_x], order[m.pair_j], self._row_cols(work))
             flows["_pos"] = np.minimum(kpos[m.pair_x], kpos[m.pair_j])
-            self._ready.append(flows)
+            self._add_ready(flows)
         if m.one_way.any():
-            self._ready.append(self._one_way(work[m.one_way]))
+            self._add_ready(work.iloc[order[m.one_way]])
         # what stays open, with ghosts, and the keys' state
-        stay = work[m.on_stack].assign(_depth=m.depth[m.on_stack])
-        stay = stay.drop(columns=[c for c in stay.columns if c not in self._slots.columns])
-        self._slots = schema_concat(self._slots, stay, self._slots.columns)
+        if m.on_stack.any():
+            stay = work.iloc[order[m.on_stack]].assign(_depth=m.depth[m.on_stack])
+            self._slots = pd.concat([self._slots, stay[slot_cols]], ignore_index=True)
         # every key read now keeps its segment (deadline, last position) until it expires,
         # open records or not: a later record's segment depends on it
-        present = pd.Index(uniques, dtype=object)
-        keys = self._keys[~self._keys["_key"].isin(present)]
-        upd = pd.DataFrame({"_key": pd.Series(np.asarray(uniques, dtype=object),
-                                              dtype=schema.STR),
-                            "_base": m.key_base, "_last": m.key_last})
-        self._keys = pd.concat([keys, upd], ignore_index=True)
+        keep = self._keys[~seed_has_table(len(self._keys), at)]
+        upd = pd.DataFrame({"_key": _str_series(uniques), "_base": m.key_base,
+                            "_last": m.key_last})
+        self._keys = pd.concat([keep, upd], ignore_index=True) if len(keep) else upd
 
     def _row_cols(self, df: pd.DataFrame) -> list[str]:
         return [c for c in self._cols() if c in df.columns]
 
-    def _one_way(self, rows: pd.DataFrame) -> pd.DataFrame:
-        out = rows[[c for c in rows.columns if not c.startswith("_")]].copy()
-        out["_pos"] = rows["_pos"].to_numpy(dtype=np.int64)
-        return out
+    def _add_ready(self, rows: pd.DataFrame) -> None:
+        """Decided flows (canonical columns and ``_pos``), kept sorted by position."""
+        cols = [*schema.all_dtypes(with_labels=self.labels), "_pos"]
+        out = _fit(rows[[c for c in rows.columns if c in cols]], cols)
+        p = out["_pos"].to_numpy(dtype=np.int64)
+        if len(p) > 1 and (np.diff(p) < 0).any():
+            out = out.iloc[np.argsort(p, kind="stable")]
+        self._ready.append(out.reset_index(drop=True))
 
     def _expire(self, clock_now: float) -> None:
         """Open records no later record can pair any more become one-way (ghosts)."""
@@ -644,7 +719,7 @@ class Pairer:
         spos = self._slots["_pos"].to_numpy(dtype=np.int64)
         dead = ~ghost & ((clock_now > base + opts.hold) | (self.next_pos - spos > opts.max_held))
         if dead.any():
-            self._ready.append(self._one_way(self._slots[dead]))
+            self._add_ready(self._slots[dead])
             slots = self._slots.copy()
             slots["_ghost"] = pd.array(ghost | dead, dtype="boolean")
             self._slots = slots
@@ -653,40 +728,41 @@ class Pairer:
         gone = (clock_now > kb + opts.hold) | (self.next_pos - kl > opts.max_held)
         if gone.any():
             drop = self._keys["_key"][gone]
-            self._slots = self._slots[~self._slots["_key"].isin(drop)].reset_index(drop=True)
+            self._slots = self._slots[~_isin(self._slots["_key"], drop)].reset_index(drop=True)
             self._keys = self._keys[~gone].reset_index(drop=True)
 
     # ------------------------------------------------------------------ release
     def _release(self, everything: bool = False) -> pd.DataFrame:
         """Decided flows before the first open record, in stream order."""
         cols = list(self._cols())
-        if not self._ready:
-            return _empty(tuple(schema.all_dtypes(with_labels=self.labels).items()))
-        ready = (self._ready[0] if len(self._ready) == 1
-                 else pd.concat([schema.conform(f.drop(columns=["_pos"]),
-                                                with_labels=self.labels).assign(
-                                     _pos=f["_pos"].to_numpy())
-                                 for f in self._ready], ignore_index=True))
-        ready = ready.sort_values("_pos", kind="stable").reset_index(drop=True)
-        if everything or not len(self._slots):
-            cut = len(ready)
-        else:
+        first_open = np.iinfo(np.int64).max
+        if not everything and len(self._slots):
             ghost = self._slots["_ghost"].fillna(False).to_numpy(dtype=bool)
             open_pos = self._slots["_pos"].to_numpy(dtype=np.int64)[~ghost]
-            first_open = int(open_pos.min()) if len(open_pos) else np.iinfo(np.int64).max
-            cut = int(np.searchsorted(ready["_pos"].to_numpy(dtype=np.int64), first_open))
-        out, rest = ready.iloc[:cut], ready.iloc[cut:]
-        self._ready = [rest.reset_index(drop=True)] if len(rest) else []
-        out = schema.conform(out.drop(columns=["_pos"]), with_labels=self.labels)
+            if len(open_pos):
+                first_open = int(open_pos.min())
+        outs, keep = [], []
+        for f in self._ready:  # each sorted by position
+            cut = int(np.searchsorted(f["_pos"].to_numpy(dtype=np.int64), first_open))
+            if cut:
+                outs.append(f.iloc[:cut])
+            if cut < len(f):
+                keep.append(f.iloc[cut:])
+        if len(keep) > 8:  # merge the waiting pieces now and then
+            keep = [_sorted_concat(keep)]
+        self._ready = keep
+        if not outs:
+            return _empty(tuple(schema.all_dtypes(with_labels=self.labels).items()))
+        out = outs[0] if len(outs) == 1 else _sorted_concat(outs)
         self.stats.flows += len(out)
-        return out[cols]
+        return out[cols].reset_index(drop=True)
 
     def finish(self) -> pd.DataFrame:
         """End of the stream: every open record is one-way; everything leaves."""
         if len(self._slots):
             ghost = self._slots["_ghost"].fillna(False).to_numpy(dtype=bool)
             if (~ghost).any():
-                self._ready.append(self._one_way(self._slots[~ghost]))
+                self._add_ready(self._slots[~ghost])
         self._slots = self._empty_slots()
         self._keys = self._keys.iloc[0:0]
         return self._release(everything=True)
@@ -695,9 +771,7 @@ class Pairer:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Plain arrays: options, clock, position, open records, keys, waiting flows."""
         slot_cols = {**schema.all_dtypes(with_labels=True), **_META}
-        ready = (pd.concat([schema.conform(f.drop(columns=["_pos"]), with_labels=True)
-                            .assign(_pos=f["_pos"].to_numpy()) for f in self._ready],
-                           ignore_index=True) if self._ready else
+        ready = (_sorted_concat(self._ready) if self._ready else
                  schema.empty_table(True).assign(_pos=np.zeros(0, np.int64)))
         out: dict[str, np.ndarray] = {
             "version": np.array(STATE_VERSION, dtype=np.int64),
@@ -741,26 +815,19 @@ class Pairer:
         steps = slots["_step"].to_numpy(dtype=np.int64)
         if len(steps) and not np.isin(steps, (-1, 1)).all():
             raise StateError("pairing state has a bad direction")
-        if not slots["_key"].isin(keys["_key"]).all():
+        if not _isin(slots["_key"], keys["_key"]).all():
             raise StateError("pairing state has open records of an unknown key")
         self.clock, self.next_pos, self.labels = clock, next_pos, labels
         self.stats = PairStats(*(int(v) for v in stats))
-        self._slots, self._keys = slots, keys
+        self._slots, self._keys = _fit(slots, self._slot_cols()), keys
+        ready = _fit(ready, [*schema.all_dtypes(with_labels=labels), "_pos"])
         self._ready = [ready] if len(ready) else []
 
 
-def schema_concat(a: pd.DataFrame, b: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
-    """Two slot frames as one, in the column order and dtypes of ``a``."""
-    cols = list(columns)
-    if not len(b):
-        return a.reset_index(drop=True)
-    b = b.reindex(columns=cols)
-    for c in cols:
-        if str(b[c].dtype) != str(a[c].dtype):
-            b[c] = b[c].astype(a[c].dtype)
-    if not len(a):
-        return b.reset_index(drop=True)
-    return pd.concat([a, b], ignore_index=True)
+def _sorted_concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    out = pd.concat(frames, ignore_index=True)
+    return out.iloc[np.argsort(out["_pos"].to_numpy(dtype=np.int64), kind="stable")
+                    ].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- partitions
