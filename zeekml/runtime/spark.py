@@ -75,6 +75,7 @@ from zeekml.errors import ModelError, ParseError, UsageError, ZeekmlError
 from zeekml.policy.notice import NoticePolicy, PolicyConfig
 from zeekml.records import schema
 from zeekml.records.verdicts import VERDICT_DTYPES, zeek_fields, zeek_types
+from zeekml.sources.options import DEFAULT_PAIR_HOLD
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -115,7 +116,7 @@ class SparkOptions:
     strict: bool = False
     #: join unidirectional NetFlow records with their reverse (as the local engine does)
     pair: bool = True
-    pair_hold: float = 300.0
+    pair_hold: float = DEFAULT_PAIR_HOLD
 
     def __post_init__(self) -> None:
         for name in ("chunk_rows", "group_rows", "threads", "batch_size", "batch_rows",
@@ -1150,7 +1151,7 @@ def run_cli(args: Any, config: PolicyConfig) -> int:
     spark = get_session(getattr(args, "spark_master", None))
     opts = SparkOptions(threads=1, batch_rows=args.batch_size, strict=args.strict,
                         pair=getattr(args, "pair", True),
-                        pair_hold=getattr(args, "pair_hold", 300.0))
+                        pair_hold=getattr(args, "pair_hold", DEFAULT_PAIR_HOLD))
     counts = score_files(spark, args.inputs, out, models=args.model or None, config=config,
                          options=opts, out_format=args.out_format)
     if not args.quiet:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 #: flows per canonical batch unless a command says otherwise
 DEFAULT_BATCH_ROWS = 65536
 #: seconds of log time a one-way NetFlow record waits for its reverse (zeekml.sources.biflow)
-DEFAULT_PAIR_HOLD = 300.0
+DEFAULT_PAIR_HOLD = 120.0
 
 
 @dataclass(frozen=True)
