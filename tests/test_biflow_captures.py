@@ -205,3 +205,44 @@ def test_tail_pairs_across_files_and_a_restart(tmp_path: Path, tiny_models) -> N
     rows = data_lines(out)
     assert len(rows) == 30 * k
     assert rows == score_rows(tmp_path, [*models, str(staged)])
+
+
+@pytest.mark.parametrize("name", ["pcap-iot23-34-1-irc", "pcap-slips-test7-malicious"])
+def test_converted_flows_read_back_unpaired_again(tmp_path: Path, name: str) -> None:
+    """A conn.log written by ``zeekml convert`` keeps its one-way rows (``paired`` F): read
+    (and so paired) again, nothing changes."""
+    folder = nfcapd_dir(NF / name / "nfcapd")
+    out = tmp_path / "conn.log"
+    assert main(["convert", str(folder), "--out", str(out)]) == 0
+    once = read_table([out], options=ReadOptions(pair=False))
+    assert (~once["paired"]).any() and once["paired"].any()
+    pd.testing.assert_frame_equal(read_table([out]), once)
+
+
+def test_summary_counts_records_and_paired_flows(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    folder = nfcapd_dir(NF / "pcap-slips-test12-icmp-portscan" / "nfcapd")
+    assert main(["summary", "--json", str(folder)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["records"], d["rows"]) == (37, 26)
+    assert d["netflow"] == {"paired_flows": 11, "one_way_flows": 15}
+    assert main(["summary", "--no-pair", str(folder)]) == 0
+    assert "37 records -> 37 flows: 0 paired" in capsys.readouterr().out
+
+
+def test_records_held_by_a_run_leave_one_way_when_pairing_is_turned_off(
+        tmp_path: Path, tiny_models) -> None:  # noqa: F811
+    models = model_args(tiny_models)
+    src = nfcapd_dir(FTP) / "nfcapd.201401141735"
+    spool = split_by_direction(tmp_path, src, "192.168.56.1",
+                               ("nfcapd.201401141735", "nfcapd.201401141740"))
+    (spool / "nfcapd.201401141740").unlink()
+    state, out = tmp_path / "state.npz", tmp_path / "cron.log"
+    base = ["score", "--all", "--threads", "1", "--state", str(state), "--out", str(out), *models]
+    assert main([*base, str(spool)]) == 0
+    assert data_lines(out) == []  # all 30 wait for their replies
+    assert main([*base, "--no-pair", str(spool)]) == 0  # nothing new: the held records leave
+    assert len(data_lines(out)) == 30 * n_models(tiny_models)
+    assert main([*base, "--no-pair", str(spool)]) == 0  # and only once
+    assert len(data_lines(out)) == 30 * n_models(tiny_models)

@@ -631,9 +631,9 @@ class Pairer:
             self.stats.flows += n
             return batch
         self.stats.candidates += int(cls.cand.sum())
-        others = batch[~cls.cand].assign(_pos=pos[~cls.cand])
-        if len(others):
-            self._add_ready(others)
+        if not cls.cand.all():
+            others = batch if not cls.cand.any() else batch[~cls.cand]
+            self._add_ready(_fit(others, self._ready_cols()[:-1]).assign(_pos=pos[~cls.cand]))
         if cls.cand.any():
             self._match_candidates(batch, cls, pos, end, arr)
         self._expire(clock_now)
@@ -705,12 +705,16 @@ class Pairer:
 
     def _add_ready(self, rows: pd.DataFrame) -> None:
         """Decided flows (canonical columns and ``_pos``), kept sorted by position."""
-        cols = [*schema.all_dtypes(with_labels=self.labels), "_pos"]
-        out = _fit(rows[[c for c in rows.columns if c in cols]], cols)
+        cols = self._ready_cols()
+        out = rows if list(rows.columns) == cols else _fit(
+            rows[[c for c in rows.columns if c in cols]], cols)
         p = out["_pos"].to_numpy(dtype=np.int64)
         if len(p) > 1 and (np.diff(p) < 0).any():
             out = out.iloc[np.argsort(p, kind="stable")]
-        self._ready.append(out.reset_index(drop=True))
+        self._ready.append(out)
+
+    def _ready_cols(self) -> list[str]:
+        return [*schema.all_dtypes(with_labels=self.labels), "_pos"]
 
     def _expire(self, clock_now: float) -> None:
         """Open records no later record can pair any more become one-way (ghosts)."""
@@ -737,7 +741,6 @@ class Pairer:
     # ------------------------------------------------------------------ release
     def _release(self, everything: bool = False) -> pd.DataFrame:
         """Decided flows before the first open record, in stream order."""
-        cols = list(self._cols())
         first_open = np.iinfo(np.int64).max
         if not everything and len(self._slots):
             ghost = self._slots["_ghost"].fillna(False).to_numpy(dtype=bool)
@@ -746,7 +749,9 @@ class Pairer:
                 first_open = int(open_pos.min())
         outs, keep = [], []
         for f in self._ready:  # each sorted by position
-            cut = int(np.searchsorted(f["_pos"].to_numpy(dtype=np.int64), first_open))
+            p = f["_pos"].to_numpy(dtype=np.int64)
+            cut = len(p) if not len(p) or p[-1] < first_open else int(
+                np.searchsorted(p, first_open))
             if cut:
                 outs.append(f.iloc[:cut])
             if cut < len(f):
@@ -758,7 +763,7 @@ class Pairer:
             return _empty(tuple(schema.all_dtypes(with_labels=self.labels).items()))
         out = outs[0] if len(outs) == 1 else _sorted_concat(outs)
         self.stats.flows += len(out)
-        return out[cols].reset_index(drop=True)
+        return out.drop(columns="_pos").reset_index(drop=True)
 
     def finish(self) -> pd.DataFrame:
         """End of the stream: every open record is one-way; everything leaves."""
