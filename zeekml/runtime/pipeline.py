@@ -26,6 +26,7 @@ where the last run stopped and an unchanged archive is skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -232,6 +233,9 @@ class Pipeline:
         self.sinks = list(sinks)
         self.counters = counters or Counters()
         self.pairer = pairer
+        from zeekml.sources.biflow import PairStats
+
+        self._pair_stats0 = PairStats()
 
     def process(self, flows: pd.DataFrame) -> pd.DataFrame:
         """Score one canonical batch and write its verdicts to every sink."""
@@ -269,11 +273,16 @@ class Pipeline:
     def pairing_summary(self) -> str:
         """One line on NetFlow pairing for the run summary ('' when nothing was paired)."""
         p = self.pairer
-        if p is None or not p.stats.candidates:
+        if p is None:
+            return ""
+        before = self._pair_stats0  # the counts a restored state brought (earlier runs)
+        candidates = p.stats.candidates - before.candidates
+        pairs = p.stats.pairs - before.pairs
+        if not candidates:
             return ""
         waiting = p.held + p.waiting
-        return (f"paired: {p.stats.pairs} flows from {2 * p.stats.pairs} of "
-                f"{p.stats.candidates} one-way NetFlow records"
+        return (f"paired: {pairs} flows from {2 * pairs} of {candidates} one-way NetFlow "
+                "records"
                 + (f"; {waiting} records waiting for their reverse (kept in the state)"
                    if waiting else ""))
 
@@ -338,6 +347,7 @@ class Pipeline:
 
             if self.pairer is not None:
                 self.pairer.load_state_dict(saved_pairs)
+                self._pair_stats0 = dataclasses.replace(self.pairer.stats)
             else:  # pairing turned off since: what the last run held leaves one-way now
                 leftover = Pairer()
                 leftover.load_state_dict(saved_pairs)
