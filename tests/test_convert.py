@@ -14,6 +14,7 @@ from tests.conftest import DATA, need, need_binary, need_module
 from zeekml.cli.main import main
 from zeekml.records import schema
 from zeekml.sources import SkipLog, read_flows
+from zeekml.sources.biflow import pair_table
 
 NF = DATA / "nfdump"
 ZEEK = DATA / "zeek"
@@ -23,6 +24,11 @@ CANON = [*schema.COLUMNS, *schema.LABEL_COLUMNS]
 def read(*paths: Path, **kw: object) -> pd.DataFrame:
     df = schema.concat(b for p in paths for b in read_flows(p, skips=SkipLog(strict=True), **kw))
     return df[[c for c in CANON if c in df.columns]].reset_index(drop=True)
+
+
+def paired(df: pd.DataFrame) -> pd.DataFrame:
+    """What convert writes for NetFlow input: records joined with their reverse."""
+    return pair_table(df)[list(df.columns)]
 
 
 def convert(tmp_path: Path, to: str, *inputs: Path, extra: tuple[str, ...] = ()) -> Path:
@@ -72,7 +78,8 @@ def test_nfdump_to_zeek_reads_back_unchanged(tmp_path: Path, rel: str) -> None:
     text = out.read_text()
     assert text.startswith("#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n")
     assert text.splitlines()[-1].startswith("#close\t")
-    ref = read(src)
+    ref = paired(read(src))
+    assert ref["paired"].any() and len(ref) < len(read(src))
     assert_same(read(out), ref)
     check_zat(out, ref)
 
@@ -81,22 +88,28 @@ def test_nfcapd_directory_to_zeek(tmp_path: Path) -> None:
     need_binary("nfdump")
     folder = NF / "pcap-iot23-34-1-irc/nfcapd"
     out = convert(tmp_path, "zeek", folder)
-    ref = read(*sorted(folder.glob("nfcapd.*")))
-    assert len(ref) == 7147
+    records = read(*sorted(folder.glob("nfcapd.*")))
+    assert len(records) == 7147
+    ref = paired(records)  # one stream: replies in the next 5-minute file are joined too
+    assert len(ref) == 4964 and int(ref["paired"].sum()) == 2183
     assert_same(read(out), ref)
     check_zat(out, ref)
     need_module("zat")
     from zat.zeek_log_reader import ZeekLogReader
 
     rows = list(ZeekLogReader(str(out)).readrows())
-    assert len(rows) == 7147 and rows[0]["uid"] == ref["uid"][0]
+    assert len(rows) == 4964 and rows[0]["uid"] == ref["uid"][0]
+    assert {r["paired"] for r in rows} == {True, False}
+    # --no-pair: one flow per record, as nfdump prints them
+    raw = convert(tmp_path, "zeek", folder, extra=("--no-pair",))
+    assert_same(read(raw), records)
 
 
 def test_labeled_csv_export_to_zeek_keeps_labels(tmp_path: Path) -> None:
     src = DATA / "cicids2017-improved-sample/Web_Attack_-_XSS_18.csv"
     out = convert(tmp_path, "zeek", src)
     fields = next(line for line in out.read_text().splitlines() if line.startswith("#fields"))
-    assert fields.endswith("\ttunnel_parents\tlabel\tdetailed-label")
+    assert fields.endswith("\ttunnel_parents\tpaired\tlabel\tdetailed-label")
     back = read(out)
     assert_same(back, read(src))
     assert set(back["detailed_label"]) == {"Web Attack - XSS"}
@@ -132,7 +145,7 @@ def test_default_output_is_stdout_and_streams_in_batches(tmp_path: Path) -> None
     proc = subprocess.run([sys.executable, "-m", "zeekml.cli.main", "convert", str(src), "--to", "json",
                            "--batch-rows", "100"], capture_output=True, check=True)  # fmt: skip
     whole = convert(tmp_path, "json", src).read_bytes()
-    assert proc.stdout == whole and proc.stdout.count(b"\n") == 4593
+    assert proc.stdout == whole and proc.stdout.count(b"\n") == 2398  # 4593 records paired
     csv_small = convert(tmp_path, "csv", src, extra=("--batch-rows", "500")).read_bytes()
     assert csv_small == convert(tmp_path, "csv", src).read_bytes()
 

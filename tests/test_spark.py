@@ -36,6 +36,8 @@ from zeekml.models.card import ModelCard, load_card, write_card
 from zeekml.policy.notice import NoticePolicy, PolicyConfig
 from zeekml.runtime.pipeline import Pipeline, RunOptions, score_inputs
 from zeekml.sources import SkipLog, expand_inputs, read_table
+from zeekml.sources.biflow import Pairer
+from zeekml.sources.options import ReadOptions
 from zeekml.windows.conversation import ConversationWindows
 
 PAIR_KIND = "tiny_pair"
@@ -159,13 +161,16 @@ class _Collect:
 
 
 def local_engine(paths: list[str], models: list[str], config: PolicyConfig,
-                 options: RunOptions | None = None) -> tuple[pd.DataFrame, SkipLog]:
-    """What ``zeekml score`` (the local engine) writes for these inputs."""
+                 options: RunOptions | None = None, *, pair: bool = True
+                 ) -> tuple[pd.DataFrame, SkipLog]:
+    """What ``zeekml score`` (the local engine) writes for these inputs (NetFlow records
+    paired, as ``zeekml score`` does by default)."""
     scorers = [registry.load_scorer(m, registry.ScorerOptions(threads=1)) for m in models]
     sink = _Collect()
     skips = SkipLog()
-    score_inputs(expand_inputs(paths), Pipeline(scorers, NoticePolicy(config), [sink]),
-                 skips=skips, options=options)
+    pipeline = Pipeline(scorers, NoticePolicy(config), [sink],
+                        pairer=Pairer() if pair else None)
+    score_inputs(expand_inputs(paths), pipeline, skips=skips, options=options)
     return pd.concat(sink.frames, ignore_index=True), skips
 
 
@@ -314,6 +319,49 @@ def test_binetflow_with_tz_equals_local(spark, models, tmp_path) -> None:
     utc = read_table(paths[0])["ts"].min()
     assert float(got["ts"].min()) == pytest.approx(8.140073, abs=1e-6)  # test5, relative
     assert float(got.loc[got["ts"] > 1e9, "ts"].min()) == float(utc) - 7200
+
+
+def test_netflow_pairing_equals_local_engine(spark, models, tmp_path) -> None:
+    """nfcapd directories (replies in the next 5-minute file), the FTP brute force split
+    into a client file and a server file, and the SSH guessing trace: pairs across
+    files and captures are made as the local engine makes them, verdict for verdict."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import need_binary
+    from zeekml.runtime.spark import SparkOptions, score_files
+
+    exe = need_binary("nfdump")
+    nf = DATA / "nfdump"
+    need((nf / "pcap-iot23-34-1-irc" / "nfcapd").is_dir(), "the shared nfcapd captures")
+    iot = tmp_path / "iot"
+    iot.mkdir()
+    for f in sorted((nf / "pcap-iot23-34-1-irc" / "nfcapd").glob("nfcapd.*"))[:30]:
+        shutil.copy(f, iot)
+    split = tmp_path / "ftp"
+    split.mkdir()
+    src = nf / "pcap-zeek-ftp-bruteforce" / "nfcapd" / "nfcapd.201401141735"
+    env = {**os.environ, "TZ": "UTC"}
+    for name, flt in (("nfcapd.201401141735", "src ip 192.168.56.1"),
+                      ("nfcapd.201401141740", "dst ip 192.168.56.1")):
+        subprocess.run([exe, "-r", str(src), "-w", str(split / name), flt], env=env, check=True)
+    paths = [str(iot), str(split), str(nf / "pcap-zeek-ssh-guess" / "nfcapd"),
+             str(DATA / "zeek/slips-portscan-horizontal/conn.log")]
+    config = PolicyConfig(all_flows=True, suppress=600.0)
+    counts = score_files(spark, paths, str(tmp_path / "out"), models=models, config=config,
+                         options=SparkOptions(buckets=4), out_format="parquet")
+    got = pd.read_parquet(tmp_path / "out")
+    exp, _ = local_engine(paths, models, config)
+    assert_same(got, exp)
+    records = sum(len(read_table(p, options=ReadOptions(pair=False))) for p in paths)
+    assert counts.records == records and counts.pairs > 30 + 11
+    assert counts.flows_read == records - counts.pairs == len(exp) // len(models)
+    # --no-pair: both engines score every record
+    counts = score_files(spark, paths, str(tmp_path / "raw"), models=models, config=config,
+                         options=SparkOptions(buckets=4, pair=False), out_format="parquet")
+    raw, _ = local_engine(paths, models, config, pair=False)
+    assert_same(pd.read_parquet(tmp_path / "raw"), raw)
+    assert counts.flows_read == records and counts.records == 0
 
 
 def test_strict_bad_line_is_a_parse_error(spark, models, tmp_path) -> None:

@@ -6,9 +6,11 @@ output is the canonical flow table (see :mod:`zeekml.records.schema`), written b
 by batch as it is read, so memory stays bounded by the batch size:
 
 ``zeek``  Zeek's ASCII writer exactly (:mod:`zeekml.sinks.zeek_ascii`): ``#separator
-          \\x09`` ... ``#fields``/``#types`` of the standard conn log (plus ``label``,
-          ``detailed-label`` when the input is labeled), ``-`` unset, ``(empty)``,
-          ``\\xNN`` escapes, ``#close``.
+          \\x09`` ... ``#fields``/``#types`` of the standard conn log plus ``paired``
+          (``bool``: T for two NetFlow records joined, F for a one-way record, ``-``
+          where the source had both directions; see :mod:`zeekml.sources.biflow`) and
+          ``label``, ``detailed-label`` when the input is labeled; ``-`` unset,
+          ``(empty)``, ``\\xNN`` escapes, ``#close``.
 ``json``  one Zeek JSON object per line (``LogAscii::use_json``; unset fields omitted).
 ``csv``   a header of Zeek field names, unset as an empty field
           (:func:`zeekml.sources.csv_export.format_csv_rows`).
@@ -34,6 +36,7 @@ from typing import BinaryIO
 import pandas as pd
 
 from zeekml.errors import SinkError
+from zeekml.sources.options import ReadOptions
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +102,14 @@ class Writer:
         from zeekml.records import schema
 
         self.labels = labels
-        cols = list(schema.COLUMNS)
+        cols = [c for c in schema.COLUMNS if c != "paired"]
         self._fields = [schema.ZEEK_NAMES.get(c, c) for c in cols]
         self._types = [schema.ZEEK_TYPES[c] for c in cols]
         if self.to == "zeek":
             self._fields += [f for f, _ in CONN_EXTRA]
             self._types += [t for _, t in CONN_EXTRA]
+        self._fields.append("paired")  # after Zeek's own fields: an extension field
+        self._types.append(schema.ZEEK_TYPES["paired"])
         if labels:
             self._fields += [f for f, _ in LABEL_FIELDS]
             self._types += [t for _, t in LABEL_FIELDS]
@@ -240,19 +245,24 @@ def _output(path: str) -> Iterator[BinaryIO]:
 
 
 def convert(inputs: list[str], to: str, out: BinaryIO, *, strict: bool = False,
-            batch_rows: int = 65536, options: object = None) -> tuple[int, object]:  # fmt: skip
+            batch_rows: int = 65536, options: ReadOptions | None = None
+            ) -> tuple[int, object]:  # fmt: skip
     """Stream every input into ``out``; returns (rows written, the SkipLog).
 
-    ``options`` is a :class:`~zeekml.sources.options.ReadOptions` (``--tz`` ...).
+    ``options`` are the reading options (``--tz``, NetFlow pairing ...). The inputs are
+    one stream: unidirectional NetFlow records are paired across files unless
+    ``options.pair`` is False.
     """
     from zeekml.sources import SkipLog, expand_inputs, read_flows
+    from zeekml.sources.open import pair_batches
 
     skips = SkipLog(strict=strict)
     writer = Writer(to)
-    for path in expand_inputs(inputs):
-        for batch in read_flows(path, skips=skips, batch_rows=batch_rows,
-                                options=options):  # type: ignore[arg-type]
-            out.write(writer.batch(batch))
+    paths = expand_inputs(inputs)
+    batches = (b for path in paths for b in read_flows(path, skips=skips, batch_rows=batch_rows,
+                                                       options=options))
+    for batch in pair_batches(batches, options):
+        out.write(writer.batch(batch))
     out.write(writer.end())
     return writer.rows, skips
 

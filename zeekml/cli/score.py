@@ -137,6 +137,18 @@ def add_catch_up_options(p: argparse.ArgumentParser) -> None:
                         "for (seconds, or 30m, 12h, 7d; default 7d)")
 
 
+def build_pairer(args: argparse.Namespace):  # noqa: ANN201 - a Pairer or None
+    """The NetFlow pairing stage from --no-pair/--pair-hold (shared with tail)."""
+    from zeekml.sources.options import read_options_from
+
+    opts = read_options_from(args).pair_options()
+    if opts is None:
+        return None
+    from zeekml.sources.biflow import Pairer
+
+    return Pairer(opts)
+
+
 def _progress(counters, i: int, n: int) -> None:  # noqa: ANN001 - Counters
     sys.stderr.write(f"\r\x1b[Kfile {i + 1}/{n}  {counters.flows_read:,} flows  "
                      f"{counters.flows_per_second:,.0f} flows/s")
@@ -170,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         policy = NoticePolicy(config)
         sinks = build_sinks(args, config)
         skips = SkipLog(strict=args.strict)
-        pipeline = Pipeline(scorers, policy, sinks)
+        pipeline = Pipeline(scorers, policy, sinks, pairer=build_pairer(args))
         tty = sys.stderr.isatty() and not args.quiet
         counters = score_inputs(
             paths, pipeline, skips=skips, store=store,
@@ -183,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     if tty:
         sys.stderr.write("\r\x1b[K")
     if not args.quiet:
-        text = counters.summary(skips, [s.name for s in scorers], policy.pending)
+        text = counters.summary(skips, [s.name for s in scorers], policy.pending,
+                                pipeline.pairing_summary())
         print("zeekml score: " + text.replace("\n", "\n  "), file=sys.stderr)
     lost = counters.lost_records()
     if lost is not None:

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zeekml.sources.open import expand_inputs, read_flows
+from zeekml.sources.open import expand_inputs, pair_batches, read_flows
+from zeekml.sources.options import ReadOptions
 from zeekml.sources.skips import SkipLog
 
 #: timestamps below this (2001-09-09) are read as relative seconds, not epoch times
@@ -40,9 +42,16 @@ class FlowSummary:
     label: Counter[str] = field(default_factory=Counter)
     detailed_label: Counter[str] = field(default_factory=Counter)
     labeled_rows: int = 0
+    records: int = 0  # rows as read, before NetFlow pairing
+    paired: int = 0  # flows joined from two NetFlow records
+    one_way: int = 0  # NetFlow records left one-way
 
     def add(self, df: pd.DataFrame) -> None:
         self.rows += len(df)
+        if "paired" in df.columns:
+            p = df["paired"]
+            self.paired += int(p.fillna(False).sum())
+            self.one_way += int((~p.fillna(True)).sum())
         ts = df["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         ok = ~np.isnan(ts)
         self.ts_missing += int((~ok).sum())
@@ -64,6 +73,9 @@ class FlowSummary:
         return {
             "files": self.files,
             "rows": self.rows,
+            "records": self.records,
+            "netflow": ({"paired_flows": self.paired, "one_way_flows": self.one_way}
+                        if self.paired or self.one_way else None),
             "skipped": skips.total,
             "skipped_by_reason": dict(skips.by_reason.most_common()),
             "skipped_examples": [str(s) for s in skips.examples],
@@ -100,6 +112,11 @@ def format_text(d: dict[str, Any]) -> str:
         for f in files:
             lines.append(f"  {f['path']}  {f['format']}  {f['rows']} rows")
     lines.append(f"rows:       {d['rows']}")
+    nf = d.get("netflow")
+    if nf is not None:
+        lines.append(f"netflow:    {d['records']} records -> {d['rows']} flows: "
+                     f"{nf['paired_flows']} paired (both directions), "
+                     f"{nf['one_way_flows']} one-way")
     skipped = d["skipped"]
     reasons = "; ".join(f"{r}={n}" for r, n in d["skipped_by_reason"].items())
     lines.append(f"skipped:    {skipped}" + (f" ({reasons})" if skipped else ""))
@@ -124,31 +141,39 @@ def format_text(d: dict[str, Any]) -> str:
 
 
 def summarize(inputs: list[str], *, strict: bool = False, fmt: str | None = None,
-              batch_rows: int = 65536, top: int = 10,
-              tz: str | None = None) -> tuple[dict[str, Any], SkipLog]:  # fmt: skip
+              batch_rows: int = 65536, top: int = 10, options: ReadOptions | None = None
+              ) -> tuple[dict[str, Any], SkipLog]:  # fmt: skip
     """Read every input and return the summary dict (what ``--json`` prints).
 
-    ``tz``: the zone of timestamps written without one (``--tz``; Argus binetflow).
+    ``options``: the reading options (``--tz`` for Argus binetflow, NetFlow pairing).
+    ``files[].rows`` are rows as read; ``rows`` are flows after NetFlow pairing
+    (``records`` before it; ``netflow`` counts paired and one-way flows).
     """
-    from zeekml.sources.options import ReadOptions
-
-    read = ReadOptions(batch_rows=batch_rows, tz=tz)
     skips = SkipLog(strict=strict)
     summ = FlowSummary()
-    for path in expand_inputs(inputs):
-        before = summ.rows
-        info: dict[str, str] = {}
-        for batch in read_flows(path, skips=skips, batch_rows=batch_rows, fmt=fmt, info=info,
-                                options=read):
-            summ.add(batch)
-        detected = info.get("format", "empty")
-        summ.files.append({"path": path, "format": detected, "rows": summ.rows - before})
+
+    def batches() -> Iterator[pd.DataFrame]:
+        for path in expand_inputs(inputs):
+            info: dict[str, str] = {}
+            rows = 0
+            for batch in read_flows(path, skips=skips, batch_rows=batch_rows, fmt=fmt,
+                                    info=info, options=options):
+                rows += len(batch)
+                yield batch
+            summ.records += rows
+            summ.files.append({"path": path, "format": info.get("format", "empty"),
+                               "rows": rows})
+
+    for batch in pair_batches(batches(), options):  # the inputs are one stream
+        summ.add(batch)
     return summ.to_dict(skips, top), skips
 
 
 def run(args: argparse.Namespace) -> int:
+    from zeekml.sources.options import read_options_from
+
     result, _ = summarize(args.inputs, strict=args.strict, fmt=args.format, top=args.top,
-                          tz=args.tz)
+                          options=read_options_from(args))
     if args.json:
         json.dump(result, sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")

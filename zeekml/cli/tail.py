@@ -157,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         scorers = _scorers(args)
         config = score.check_policy(args, config, scorers)
         sinks = score.build_sinks(args, config)
-        pipeline = Pipeline(scorers, NoticePolicy(config), sinks)
+        pipeline = Pipeline(scorers, NoticePolicy(config), sinks,
+                            pairer=score.build_pairer(args))
         main_only = argparse.Namespace(**{**vars(args), "sink": []})
 
         def make_main_sink():  # noqa: ANN202 - a Sink
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         pipeline.counters.stop()
         text = pipeline.counters.summary(skips, [s.name for s in scorers],
-                                         pipeline.policy.pending)
+                                         pipeline.policy.pending, pipeline.pairing_summary())
         text += (f"\nbatches: {stats.batches}, checkpoints: {stats.checkpoints}, "
                  f"output rotations: {stats.rotations}, reopens: {stats.reopens}")
         if stats.first_verdict is not None:

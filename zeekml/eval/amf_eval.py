@@ -85,9 +85,10 @@ def metrics_from_decisions(
 
 def _score_file(scorer: Any, path: str, options: Any = None
                 ) -> tuple[list[np.ndarray], list[pd.DataFrame]]:
-    """Class probabilities and label columns of one file, scored from a fresh window store."""
+    """Class probabilities and label columns of one file, scored from a fresh window store
+    (NetFlow records paired within the file unless ``options.pair`` is False)."""
     from zeekml.features.flow_stats import flow_features
-    from zeekml.sources.open import read_flows, sniff_path
+    from zeekml.sources.open import pair_batches, read_flows, sniff_path
     from zeekml.windows.host_window import HostWindows
 
     sampled = sniff_path(path) == "cicflowmeter_csv"
@@ -95,7 +96,7 @@ def _score_file(scorer: Any, path: str, options: Any = None
     scorer.windows = HostWindows(w0.n, w0.key, max_hosts=scorer.options.max_hosts,
                                  idle_timeout=scorer.options.idle_timeout)
     probs, frames = [], []
-    for batch in read_flows(path, options=options):
+    for batch in pair_batches(read_flows(path, options=options), options):
         w = scorer.windows.push(batch, flow_features(batch))
         x, mask = w.x, w.mask
         if sampled:  # random samples: each row is scored as a host's first flow

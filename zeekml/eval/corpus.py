@@ -57,6 +57,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,6 +263,33 @@ def _read(path: str) -> pd.DataFrame:
     return read_table([path])
 
 
+def _read_stream(paths: list[str]) -> pd.DataFrame:
+    """Files read as one stream (NetFlow records pair across them)."""
+    if len(paths) == 1:
+        return _read(paths[0])
+    from zeekml.sources.open import read_table
+
+    return read_table(paths)
+
+
+_NFCAPD_NAME = re.compile(r"^nfcapd\.\d{12}(\d{2})?$")
+
+
+def _stream_units(files: list[str], *, per_file: bool) -> list[list[str]]:
+    """Consecutive nfcapd files of one directory form one unit (one NetFlow stream, so a
+    reply in the next 5-minute file is paired); every other file is a unit of its own."""
+    units: list[list[str]] = []
+    for f in files:
+        p = Path(f)
+        if (not per_file and units and _NFCAPD_NAME.match(p.name)
+                and _NFCAPD_NAME.match(Path(units[-1][-1]).name)
+                and Path(units[-1][-1]).parent == p.parent):
+            units[-1].append(f)
+        else:
+            units.append([f])
+    return units
+
+
 def load_corpus(path: str | Path, *, root: str | Path | None = None,
                 names: Sequence[str] | None = None, labeled_only: bool = False) -> list[Capture]:
     """Read a corpus file's captures (entries named ``names``, default all), grouped and
@@ -301,8 +329,10 @@ def _load_spec(spec: CaptureSpec, root: Path, seen: list[tuple[str, set[str]]]
         raise UsageError(f"corpus entry {spec.name!r}: no files under {root} for {list(spec.paths)}")
     out: list[tuple[str, pd.DataFrame, bool]] = []
     # originals before CSV conversions: a .csv is the copy when both exist
-    for f in sorted(files, key=lambda x: (x.endswith(".csv"), files.index(x))):
-        df = _read(f)
+    ordered = sorted(files, key=lambda x: (x.endswith(".csv"), files.index(x)))
+    for unit in _stream_units(ordered, per_file=spec.group_by == "file"):
+        f = unit[0]
+        df = _read_stream(unit)
         if not len(df):
             continue
         uids = set(df["uid"].dropna().astype(str).tolist())

@@ -37,7 +37,7 @@ from zeekml.models.card import ModelCard
 from zeekml.models.lm_scorer import LmScorer
 from zeekml.models.registry import ScorerOptions
 from zeekml.records.labels import binary_target
-from zeekml.sources.open import expand_inputs, read_flows
+from zeekml.sources.open import expand_inputs, pair_batches, read_flows
 from zeekml.windows.conversation import conversation_keys
 
 
@@ -115,15 +115,16 @@ def evaluate(card: ModelCard, paths: list[str], args: argparse.Namespace) -> dic
         scorer = LmScorer(card, ScorerOptions(threads=threads))
         uni = Unigram(card, scorer.tokenizer.spec.vocab_size, scorer.tokenizer.radices)
         y_i, lm_i, uni_i, conv_i = [], [], [], []
-        for f in expand_inputs([spec]):
-            files_seen.append(f)
-            for batch in read_flows(f, options=read):
-                words, parts, _, _ = scorer.words(batch)
-                nll = scorer.infer(words, parts)[0].astype(np.float64) if len(batch) else np.zeros(0)
-                y_i.append(binary_target(batch))
-                lm_i.append(nll)
-                uni_i.append(uni.score(words, parts))
-                conv_i.append(np.char.add(f"{idx}:", conversation_keys(batch).astype(str)))
+        files = expand_inputs([spec])
+        files_seen.extend(files)
+        batches = (b for f in files for b in read_flows(f, options=read))
+        for batch in pair_batches(batches, read):  # one stream per input spec
+            words, parts, _, _ = scorer.words(batch)
+            nll = scorer.infer(words, parts)[0].astype(np.float64) if len(batch) else np.zeros(0)
+            y_i.append(binary_target(batch))
+            lm_i.append(nll)
+            uni_i.append(uni.score(words, parts))
+            conv_i.append(np.char.add(f"{idx}:", conversation_keys(batch).astype(str)))
         y, s, su = _cat(y_i, np.int8), _cat(lm_i, np.float64), _cat(uni_i, np.float64)
         conv = _cat(conv_i, str)
         n_rows += len(y)

@@ -14,6 +14,14 @@ Units
     counters are counts, ports are 0..65535 (for ICMP the responder "port" is the
     ICMP type/code as Zeek and nfdump write it).
 
+Pairing
+    ``paired`` says how a NetFlow flow was made (:mod:`zeekml.sources.biflow`): True
+    for two unidirectional records joined into one flow (originator and responder
+    counters), False for a one-way record (no reverse record found, or pairing
+    turned off), missing where the source gives both directions itself (Zeek logs,
+    CSV exports, bidirectional NetFlow/NSEL records). It is not a Zeek conn.log
+    field; ``zeekml convert`` writes it as an extra ``bool`` column.
+
 Provenance
     ``source_file`` and ``source_line`` name where a row came from (1-based line, or
     record index for binary inputs), so every later error or notice can point back.
@@ -52,6 +60,7 @@ COLUMNS: dict[str, str] = {
     "orig_ip_bytes": "Int64",
     "resp_pkts": "Int64",
     "resp_ip_bytes": "Int64",
+    "paired": "boolean",
 }
 
 #: Optional label columns, present only when the input carries labels.
@@ -90,6 +99,7 @@ ZEEK_TYPES: dict[str, str] = {
     "orig_ip_bytes": "count",
     "resp_pkts": "count",
     "resp_ip_bytes": "count",
+    "paired": "bool",
     "label": "string",
     "detailed_label": "string",
 }

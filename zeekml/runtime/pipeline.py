@@ -2,7 +2,8 @@
 
 ::
 
-    canonical flow batch -> every scorer (ONNX, batched) -> notice policy -> every sink
+    canonical flow batch -> [NetFlow pairing] -> every scorer (ONNX, batched)
+                         -> notice policy -> every sink
 
 :func:`score_frame` is the pure core (no I/O): a flow table, the scorers and the policy
 in, the verdict rows to write out. Spark applies it per partition; :class:`Pipeline`
@@ -30,13 +31,14 @@ between two runs is finished before the new one is read.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -53,6 +55,9 @@ from zeekml.sources.options import ReadOptions
 from zeekml.sources.rotation import earlier_generations, is_live_name
 from zeekml.sources.skips import SkipLog
 from zeekml.sources.stream import read_pieces
+
+if TYPE_CHECKING:
+    from zeekml.sources.biflow import Pairer
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +199,13 @@ class Counters:
         return self.flows_scored / s if s > 0 else 0.0
 
     def summary(self, skips: SkipLog | None = None, models: Sequence[str] = (),
-                pending: int = 0) -> str:
+                pending: int = 0, pairing: str = "") -> str:
         nots = sum(self.notices.values())
         per = ", ".join(f"{c} {n}" for c, n in sorted(self.notices.items()))
         lines = [
             f"files: {self.files}" + (f" ({self.files_unchanged} with nothing new)"
                                       if self.files_unchanged else ""),
-            f"flows read: {self.flows_read}",
+            f"flows read: {self.flows_read}" + (f"\n{pairing}" if pairing else ""),
             f"skipped: {skips.summary() if skips else '0 skipped'}"
             + "".join(f"\n  e.g. {ex}" for ex in (skips.examples[:3] if skips else [])),
             f"scored: {self.flows_scored}" + (f" by {', '.join(models)}" if models else ""),
@@ -247,7 +252,12 @@ class Counters:
 
 
 class Pipeline:
-    """Scorers, policy and sinks for one stream; :meth:`process` is called per batch."""
+    """Scorers, policy and sinks for one stream; :meth:`process` is called per batch.
+
+    ``pairer`` (a :class:`~zeekml.sources.biflow.Pairer`, the NetFlow pairing stage)
+    joins unidirectional NetFlow records of the stream before they are scored; what
+    it holds is saved with the rest of the state (``RunState.stages["pair"]``).
+    """
 
     def __init__(
         self,
@@ -256,6 +266,7 @@ class Pipeline:
         sinks: Sequence[Sink],
         *,
         counters: Counters | None = None,
+        pairer: Pairer | None = None,
     ) -> None:
         names = [s.name for s in scorers]
         if len(set(names)) != len(names):
@@ -264,10 +275,19 @@ class Pipeline:
         self.policy = policy
         self.sinks = list(sinks)
         self.counters = counters or Counters()
+        self.pairer = pairer
+        from zeekml.sources.biflow import PairStats
+
+        self._pair_stats0 = PairStats()
 
     def process(self, flows: pd.DataFrame) -> pd.DataFrame:
         """Score one canonical batch and write its verdicts to every sink."""
         self.counters.flows_read += len(flows)
+        if self.pairer is not None:  # NetFlow pairing (zeekml.sources.biflow)
+            flows = self.pairer.push(flows)
+        return self._score(flows)
+
+    def _score(self, flows: pd.DataFrame) -> pd.DataFrame:
         if len(flows) == 0:
             return empty_verdicts()
         verdicts = score_frame(flows, self.scorers, self.policy)
@@ -285,10 +305,29 @@ class Pipeline:
         self.counters.notices.update(nots.value_counts().to_dict())
 
     def finish(self) -> pd.DataFrame:
-        """End of the stream: notices still held for suppression are written."""
+        """End of the stream: NetFlow records still waiting for their reverse are scored
+        one-way, then notices still held for suppression are written."""
+        if self.pairer is not None:
+            self._score(self.pairer.finish())
         out = self.policy.finish()
         self._write(out)
         return out
+
+    def pairing_summary(self) -> str:
+        """One line on NetFlow pairing for the run summary ('' when nothing was paired)."""
+        p = self.pairer
+        if p is None:
+            return ""
+        before = self._pair_stats0  # the counts a restored state brought (earlier runs)
+        candidates = p.stats.candidates - before.candidates
+        pairs = p.stats.pairs - before.pairs
+        if not candidates:
+            return ""
+        waiting = p.held + p.waiting
+        return (f"paired: {pairs} flows from {2 * pairs} of {candidates} one-way NetFlow "
+                "records"
+                + (f"; {waiting} records waiting for their reverse (kept in the state)"
+                   if waiting else ""))
 
     def flush(self) -> None:
         for sink in self.sinks:
@@ -348,6 +387,7 @@ class Pipeline:
             policy=self.policy.state_dict(),
             sinks={s.name: s.checkpoint() for s in self.sinks},
             meta={**meta, "models": self.model_ids()},
+            stages={"pair": self.pairer.state_dict()} if self.pairer is not None else {},
         )
 
     def commit(self, store: StateStore, inputs: dict[str, dict[str, Any]],
@@ -379,6 +419,21 @@ class Pipeline:
             pos = state.sinks.get(sink.name)
             if pos:
                 sink.restore(pos)
+        saved_pairs = state.stages.get("pair")
+        if saved_pairs:
+            from zeekml.sources.biflow import Pairer
+
+            if self.pairer is not None:
+                self.pairer.load_state_dict(saved_pairs)
+                self._pair_stats0 = dataclasses.replace(self.pairer.stats)
+            else:  # pairing turned off since: what the last run held leaves one-way now
+                leftover = Pairer()
+                leftover.load_state_dict(saved_pairs)
+                flows = leftover.finish()
+                if len(flows):
+                    log.info("pairing is off: %d NetFlow records held by the last run are "
+                             "scored one-way", len(flows))
+                    self._score(flows)
 
 
 # --------------------------------------------------------------------------- batch runs

@@ -77,6 +77,7 @@ from zeekml.errors import ModelError, ParseError, UsageError, ZeekmlError
 from zeekml.policy.notice import NoticePolicy, PolicyConfig
 from zeekml.records import schema
 from zeekml.records.verdicts import VERDICT_DTYPES, zeek_fields, zeek_types
+from zeekml.sources.options import DEFAULT_PAIR_HOLD
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -117,6 +118,9 @@ class SparkOptions:
     strict: bool = False
     #: zone of timestamps written without one (``--tz``; Argus binetflow); None = UTC
     tz: str | None = None
+    #: join unidirectional NetFlow records with their reverse (as the local engine does)
+    pair: bool = True
+    pair_hold: float = DEFAULT_PAIR_HOLD
 
     def __post_init__(self) -> None:
         for name in ("chunk_rows", "group_rows", "threads", "batch_size", "batch_rows",
@@ -132,6 +136,16 @@ class SparkOptions:
         from zeekml.sources.options import ReadOptions
 
         ReadOptions(tz=self.tz)  # validates the zone (UsageError)
+        if self.pair:
+            self.pair_options()  # validates pair_hold
+
+    def pair_options(self) -> Any:
+        """The pairing options (a :class:`~zeekml.sources.biflow.PairOptions`), or None."""
+        if not self.pair:
+            return None
+        from zeekml.sources.biflow import PairOptions
+
+        return PairOptions(hold=float(self.pair_hold))
 
 
 @dataclass
@@ -140,6 +154,8 @@ class SparkCounts:
 
     files: int = 0
     flows_read: int = 0
+    records: int = 0  # NetFlow records before pairing (0: nothing to pair)
+    pairs: int = 0
     skipped: int = 0
     flows_scored: int = 0
     rows_written: int = 0
@@ -156,6 +172,8 @@ class SparkCounts:
         return "\n".join([
             f"files: {self.files}",
             f"flows read: {self.flows_read}",
+            *([f"paired: {self.pairs} flows from {2 * self.pairs} of {self.records} records"]
+              if self.records else []),
             f"skipped: {self.skipped}",
             f"scored: {self.flows_scored}"
             + (f" by {', '.join(self.models)}" if self.models else ""),
@@ -467,11 +485,15 @@ class _Annotator:
         return out
 
 
-def _annotated_cols(kinds: Sequence[str]) -> dict[str, str]:
+def _annotated_cols(kinds: Sequence[str], marks: bool = False) -> dict[str, str]:
     cols = _flow_cols()
     for k in kinds:
         cols[f"k_{k}"] = "str"
         cols[f"r_{k}"] = "int64"
+    if marks:  # NetFlow pairing: each row's place in its file and its pairing key
+        from zeekml.sources.biflow import MARK_COLUMNS
+
+        cols.update(MARK_COLUMNS)
     return cols
 
 
@@ -492,9 +514,29 @@ class _RenamedSkips:
         return getattr(self.inner, name)
 
 
+class _Marks:
+    """A file's row count and log clock so far (NetFlow pairing columns per batch)."""
+
+    def __init__(self) -> None:
+        self.rows, self.clock = 0, -math.inf
+
+
+def _marked(done: pd.DataFrame, frame: pd.DataFrame, mk: _Marks | None) -> pd.DataFrame:
+    if mk is None:
+        return done
+    from zeekml.sources.biflow import stream_marks
+
+    cols, mk.rows, mk.clock = stream_marks(frame, mk.rows, mk.clock)
+    for c in cols.columns:
+        done[c] = cols[c].to_numpy() if c not in ("_key", "_req") else cols[c].array
+    return done
+
+
 def _read_files(batches: Iterator[pd.DataFrame], kinds: list[str], strict: bool,
-                batch_rows: int, skipped: Any, tz: str | None = None) -> Iterator[pd.DataFrame]:
-    """Executor side of reading: each (file_idx, path[, content]) row -> annotated flows."""
+                batch_rows: int, skipped: Any, tz: str | None = None,
+                marks: bool = False) -> Iterator[pd.DataFrame]:
+    """Executor side of reading: each (file_idx, path[, content]) row -> annotated flows
+    (with ``marks``: plus each row's pairing columns, :func:`~zeekml.sources.biflow.stream_marks`)."""
     from zeekml.sources import SkipLog, read_flows
     from zeekml.sources.options import ReadOptions
 
@@ -507,6 +549,7 @@ def _read_files(batches: Iterator[pd.DataFrame], kinds: list[str], strict: bool,
             path = str(batch["path"].iat[i])
             skips = SkipLog(strict=strict)
             ann.start()
+            mk = _Marks() if marks else None
             if has_content:  # a local copy under the same base name (nfdump uids use it)
                 with tempfile.TemporaryDirectory(prefix="zeekml-in-") as tmp:
                     copy = os.path.join(tmp, unquote(path.rstrip("/").rsplit("/", 1)[-1]))
@@ -515,10 +558,10 @@ def _read_files(batches: Iterator[pd.DataFrame], kinds: list[str], strict: bool,
                     view = _RenamedSkips(skips, copy, path)
                     for frame in read_flows(copy, skips=view, batch_rows=batch_rows,
                                             options=read):
-                        yield _sendable(ann.annotate(frame, idx))
+                        yield _sendable(_marked(ann.annotate(frame, idx), frame, mk))
             else:
                 for frame in read_flows(path, skips=skips, batch_rows=batch_rows, options=read):
-                    yield _sendable(ann.annotate(frame, idx))
+                    yield _sendable(_marked(ann.annotate(frame, idx), frame, mk))
             if skips.total:
                 skipped.add(skips.total)
 
@@ -633,9 +676,11 @@ def read_flows_df(spark: SparkSession, paths: Sequence[str], kinds: Sequence[str
     sc = spark.sparkContext
     skipped = sc.accumulator(0)
     kinds = list(kinds)
+    marks = opts.pair
     fn = functools.partial(_read_files, kinds=kinds, strict=opts.strict,
-                           batch_rows=opts.batch_rows, skipped=skipped, tz=opts.tz)
-    out_schema = _ddl(_annotated_cols(kinds))
+                           batch_rows=opts.batch_rows, skipped=skipped, tz=opts.tz,
+                           marks=marks)
+    out_schema = _ddl(_annotated_cols(kinds, marks))
     local = [(i, _local_path(p)) for i, p in enumerate(paths) if _local_path(p)]
     remote = [(i, p) for i, p in enumerate(paths) if not _local_path(p)]
     frames = []
@@ -650,6 +695,70 @@ def read_flows_df(spark: SparkSession, paths: Sequence[str], kinds: Sequence[str
         frames.append(raw.mapInPandas(_guard(fn), out_schema))
     df = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
     return df, skipped
+
+
+# --------------------------------------------------------------------------- pairing
+
+
+def _pair_partition(batches: Iterator[pd.DataFrame], hold: float) -> Iterator[pd.DataFrame]:
+    """Executor side of pairing: candidates sorted by (key, position) -> flows."""
+    from zeekml.sources.biflow import PairOptions, pair_sorted
+
+    cols = [*(c for c in _flow_cols() if c != "clock"), "_pos"]
+    for out in pair_sorted(batches, PairOptions(hold=hold), extra=("file_idx",)):
+        yield _sendable(out[cols])
+
+
+def pair_flows(flows: DataFrame, kinds: Sequence[str], opts: SparkOptions, counts: SparkCounts
+               ) -> DataFrame | None:
+    """NetFlow pairing over the whole run, exactly as the local engine pairs the stream.
+
+    The local engine reads the inputs as one stream and pairs a record with its reverse
+    by stream position and log clock (:mod:`zeekml.sources.biflow`). Here every row
+    carries its place in its file (``_rix``, ``_fclock``, from the read task); one
+    small job gives each file's row count and latest flow end, so each row gets its
+    global position and the log clock on its arrival. Candidates are shuffled by their
+    pairing key, sorted by position, and decided by the same code
+    (:func:`~zeekml.sources.biflow.pair_sorted`); the flows (with the ``file_idx`` and
+    ``source_line`` of their first record, the local engine's output order) are then
+    annotated per file again. Returns None when no record can pair (nothing changes).
+    """
+    from pyspark.sql import functions as F
+
+    end = F.when(F.isnan("_end"), F.lit(-math.inf)).otherwise(F.col("_end"))
+    stats = _action(lambda: flows.groupBy("file_idx").agg(
+        F.count(F.lit(1)).alias("n"), F.max(end).alias("e"),
+        F.sum(F.col("_key").isNotNull().cast("long")).alias("c")).collect(),
+        "read inputs; pairing candidates")
+    per = {int(r[0]): (int(r[1]), float(r[2]) if r[2] is not None else -math.inf, int(r[3] or 0))
+           for r in stats}
+    if not sum(c for _, _, c in per.values()):
+        return None
+    counts.records = sum(n for n, _, _ in per.values())
+    rows, clock, offsets = 0, -math.inf, []
+    for idx in sorted(per):
+        n, e, _ = per[idx]
+        offsets.append((idx, rows, clock))
+        rows += n
+        clock = max(clock, e)
+    spark = flows.sparkSession
+    off = spark.createDataFrame(offsets, "file_idx int, row_off bigint, clock_off double")
+    canon = [c for c in _flow_cols() if c != "clock"]
+    marked = (flows.join(F.broadcast(off), "file_idx")
+              .withColumn("_pos", F.col("row_off") + F.col("_rix"))
+              .withColumn("_arr", F.greatest(F.col("_fclock"), F.col("clock_off"))))
+    cand = marked.filter(F.col("_key").isNotNull()).select(
+        *canon, "_pos", "_arr", "_end", "_key", "_step", "_req")
+    parts = opts.buckets or max(2 * spark.sparkContext.defaultParallelism, 1)
+    fn = _guard(functools.partial(_pair_partition, hold=float(opts.pair_hold)))
+    out_cols = {**{c: t for c, t in _flow_cols().items() if c != "clock"}, "_pos": "int64"}
+    paired = (cand.repartition(parts, "_key").sortWithinPartitions("_key", "_pos")
+              .mapInPandas(fn, _ddl(out_cols)))
+    others = marked.filter(F.col("_key").isNull()).select(*canon, "_pos")
+    both = paired.unionByName(others)
+    ann = _guard(functools.partial(_annotate_frames, kinds=list(kinds)))
+    return (both.repartition("file_idx").sortWithinPartitions("file_idx", "_pos")
+            .drop("_pos").mapInPandas(ann, _ddl(_annotated_cols(kinds))))
 
 
 # --------------------------------------------------------------------------- scoring
@@ -1041,10 +1150,16 @@ def score_files(spark: SparkSession, inputs: Sequence[str], out_dir: str, *,
     flows, skipped = read_flows_df(spark, paths, kinds, opts)
     cached = [flows.persist()]
     try:
-        verdicts = _score_annotated(cached[0], mods, config, opts, counts,
+        if opts.pair:  # NetFlow pairing across the whole run (as the local engine's stream)
+            paired = pair_flows(cached[0], kinds, opts, counts)
+            if paired is not None:
+                cached.append(paired.persist())
+        verdicts = _score_annotated(cached[-1], mods, config, opts, counts,
                                     dict(enumerate(paths)), cached).persist()
         cached.append(verdicts)
         counts.skipped = int(skipped.value)
+        if counts.records:
+            counts.pairs = counts.records - counts.flows_read
         stats = _action(lambda: verdicts.groupBy("verdict", "notice").count().collect(),
                         "score and decide")
         counts.rows_written = sum(int(r[2]) for r in stats)
@@ -1094,7 +1209,8 @@ def run_cli(args: Any, config: PolicyConfig) -> int:
         spark = get_session(getattr(args, "spark_master", None),
                             conf={"spark.ui.showConsoleProgress": "false"}, jvm_log=jvm_log)
         opts = SparkOptions(threads=1, batch_rows=args.batch_size, strict=args.strict,
-                            tz=getattr(args, "tz", None))
+                            tz=getattr(args, "tz", None), pair=getattr(args, "pair", True),
+                            pair_hold=getattr(args, "pair_hold", DEFAULT_PAIR_HOLD))
         counts = score_files(spark, args.inputs, out, models=args.model or None,
                              config=config, options=opts, out_format=args.out_format)
     except (ZeekmlError, OSError, KeyboardInterrupt):

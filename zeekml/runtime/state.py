@@ -8,6 +8,8 @@ One state file holds, written atomically *together*:
 ``scorers``  per model, its state arrays (per-host windows, conversations);
 ``policy``   the notice policy's arrays (open suppression windows);
 ``sinks``    per sink, its checkpoint (output file identity and size after fsync);
+``stages``   per stage between the readers and the scorers, its state arrays (the
+             NetFlow pairer's open records: :mod:`zeekml.sources.biflow`);
 ``meta``     JSON-able extras (models and their ONNX digests, run counter, times).
 
 Format: an ``.npz`` (zip of ``.npy``) read with ``allow_pickle=False``; the JSON
@@ -70,6 +72,7 @@ class RunState:
     policy: dict[str, np.ndarray] = field(default_factory=dict)
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def _check_array(name: str, a: np.ndarray) -> np.ndarray:
@@ -187,12 +190,16 @@ class StateStore:
         scorer_refs = doc.get("scorers", {})
         if not isinstance(scorer_refs, dict):
             raise StateError(f"{self.path}: scorers is not an object")
+        stage_refs = doc.get("stages", {})
+        if not isinstance(stage_refs, dict):
+            raise StateError(f"{self.path}: stages is not an object")
         return RunState(
             inputs=inputs,
             scorers={str(k): arrays(v, f"scorers.{k}") for k, v in scorer_refs.items()},
             policy=arrays(doc.get("policy", {}), "policy"),
             sinks=sinks,
             meta=doc.get("meta", {}),
+            stages={str(k): arrays(v, f"stages.{k}") for k, v in stage_refs.items()},
         )
 
     # ------------------------------------------------------------------ save
@@ -219,6 +226,7 @@ class StateStore:
             "meta": state.meta,
             "scorers": {k: ref(v, f"scorers.{k}") for k, v in state.scorers.items()},
             "policy": ref(state.policy, "policy"),
+            "stages": {k: ref(v, f"stages.{k}") for k, v in state.stages.items()},
         }
         try:
             text = json.dumps(doc, allow_nan=True, sort_keys=True).encode("utf-8")

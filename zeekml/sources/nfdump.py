@@ -62,6 +62,9 @@ Mapping to the canonical table (honest: what NetFlow cannot know stays missing)
                         never sees the reply, so ``S0`` means "no reply *in this record*".
     service, local_*,   missing
     missed_bytes
+    paired              False for a unidirectional record (it may be joined with its
+                        reverse by :mod:`zeekml.sources.biflow`, on by default), missing
+                        for a record that already has both directions' counters
     ==================  ================================================================
 
 Tunnels: nfdump <= 1.7.4 CSV prints, before each tunnelled flow, a line for the tunnel
@@ -261,6 +264,8 @@ def _canonical(
             "orig_ip_bytes": nullable_int(iby, iby_na),
             "resp_pkts": nullable_int(opk, ~bidir),
             "resp_ip_bytes": nullable_int(oby, ~bidir | oby_na),
+            # a one-way record (no responder counters) can be paired with its reverse
+            "paired": pd.array(np.where(bidir, pd.NA, False), dtype="boolean"),
             "source_line": lines,
         }
     )

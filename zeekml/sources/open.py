@@ -23,7 +23,7 @@ import glob
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -86,12 +86,31 @@ def sniff_path(path: str | Path) -> str:
         raise FormatError(f"{name}: {exc}") from None
 
 
-def read_table(paths: Sequence[str | Path] | str | Path, **kw: object) -> pd.DataFrame:
-    """All flows of the inputs as one canonical table (for training and evaluation)."""
+def read_table(paths: Sequence[str | Path] | str | Path, *, options: ReadOptions | None = None,
+               **kw: object) -> pd.DataFrame:
+    """All flows of the inputs as one canonical table (for training and evaluation).
+
+    The inputs are one stream: unidirectional NetFlow records pair across files
+    (:mod:`zeekml.sources.biflow`) unless ``options.pair`` is False.
+    """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files = expand_inputs([str(p) for p in paths])
-    return schema.concat(batch for p in files for batch in read_flows(p, **kw))  # type: ignore[arg-type]
+    batches: Iterator[pd.DataFrame] = (batch for p in files for batch in read_flows(
+        p, options=options, **kw))  # type: ignore[arg-type]
+    return schema.concat(pair_batches(batches, options))
+
+
+def pair_batches(batches: Iterable[pd.DataFrame], options: ReadOptions | None = None
+                 ) -> Iterator[pd.DataFrame]:
+    """Canonical batches of one stream with NetFlow pairing applied (unless turned off)."""
+    pair = (options or ReadOptions()).pair_options()
+    if pair is None:
+        yield from batches
+        return
+    from zeekml.sources.biflow import paired_stream
+
+    yield from paired_stream(batches, pair)
 
 
 def expand_inputs(specs: Sequence[str]) -> list[str]:
@@ -154,5 +173,5 @@ def _walk(root: str) -> Iterator[str]:
                     yield p
 
 
-__all__ = ["ParseError", "chunk_bytes", "expand_inputs", "read_flows", "read_table", "sniff_path",
-           "walk_inputs"]
+__all__ = ["ParseError", "chunk_bytes", "expand_inputs", "pair_batches", "read_flows", "read_table",
+           "sniff_path", "walk_inputs"]

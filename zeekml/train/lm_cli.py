@@ -28,7 +28,8 @@ from zeekml.features import tokens as tk
 from zeekml.models.card import load_card, write_card
 from zeekml.records import schema
 from zeekml.records.labels import binary_target
-from zeekml.sources.open import expand_inputs, read_flows
+from zeekml.sources.open import expand_inputs, pair_batches, read_flows
+from zeekml.sources.options import ReadOptions
 from zeekml.sources.skips import SkipLog
 from zeekml.train import flow_lm as F
 from zeekml.train.export import check_parity, export_onnx, file_entry
@@ -40,18 +41,19 @@ PARITY_ROWS = 2048
 
 
 def load_streams(
-    specs: list[str], *, drop_malicious: bool, options: Any = None
+    specs: list[str], *, drop_malicious: bool, options: ReadOptions | None = None
 ) -> tuple[list[pd.DataFrame], list[dict[str, Any]]]:
     """One canonical table per input spec, plus the card's ``training.files`` entries.
 
-    ``options`` is a :class:`~zeekml.sources.options.ReadOptions` (``--tz`` ...).
+    ``options``: the reading options (``--tz``, NetFlow pairing: records are paired
+    within each file unless ``options.pair`` is False).
     """
     tables, files = [], []
     for spec in specs:
         parts = []
         for f in expand_inputs([spec]):
             skips = SkipLog()
-            t = schema.concat(read_flows(f, skips=skips, options=options))
+            t = schema.concat(pair_batches(read_flows(f, skips=skips, options=options), options))
             entry = file_entry(f, len(t))
             if drop_malicious:
                 mal = binary_target(t) == 1
