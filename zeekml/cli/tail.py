@@ -104,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         scorers = _scorers(args)
         sinks = score.build_sinks(args, config)
-        pipeline = Pipeline(scorers, NoticePolicy(config), sinks)
+        pipeline = Pipeline(scorers, NoticePolicy(config), sinks,
+                            incidents=score.build_incidents(args, sinks))
         skips = SkipLog(strict=args.strict)
-        main_only = argparse.Namespace(**{**vars(args), "sink": []})
+        main_only = argparse.Namespace(**{**vars(args), "sink": [], "incidents": None})
 
         def make_main_sink():  # noqa: ANN202 - a Sink
             return score.build_sinks(main_only, config)[0]
@@ -130,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         pipeline.counters.stop()
         text = pipeline.counters.summary(skips, [s.name for s in scorers],
-                                         pipeline.policy.pending)
+                                         pipeline.policy.pending,
+                                         pipeline.incidents.pending if pipeline.incidents
+                                         else 0)
         text += (f"\nbatches: {stats.batches}, checkpoints: {stats.checkpoints}, "
                  f"output rotations: {stats.rotations}, reopens: {stats.reopens}")
         if stats.first_verdict is not None:

@@ -43,6 +43,7 @@ import pandas as pd
 import pyarrow as pa
 
 from zeekml.models.base import ScoreBatch, Scorer
+from zeekml.policy.incidents import IncidentTracker, flagged_from_decision
 from zeekml.policy.notice import NoticePolicy
 from zeekml.records.verdicts import empty_verdicts
 from zeekml.runtime.state import RunState, StateStore, journal_factory
@@ -177,6 +178,8 @@ class Counters:
     flows_scored: int = 0
     rows_written: int = 0
     notices: Counter[str] = field(default_factory=Counter)
+    #: incident records written, by state (open / update / closed)
+    incidents: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
 
@@ -189,7 +192,7 @@ class Counters:
         return self.flows_scored / s if s > 0 else 0.0
 
     def summary(self, skips: SkipLog | None = None, models: Sequence[str] = (),
-                pending: int = 0) -> str:
+                pending: int = 0, open_incidents: int = 0) -> str:
         nots = sum(self.notices.values())
         per = ", ".join(f"{c} {n}" for c, n in sorted(self.notices.items()))
         lines = [
@@ -204,14 +207,31 @@ class Counters:
             + (f"; {pending} held until their suppression interval ends" if pending else ""),
             f"speed: {self.flows_per_second:,.0f} flows/s ({self.seconds:.2f} s)",
         ]
+        if self.incidents or open_incidents:
+            per = ", ".join(f"{n} {s}" for s, n in sorted(self.incidents.items()))
+            lines.insert(-1, f"incident records: {sum(self.incidents.values())}"
+                         + (f" ({per})" if per else "")
+                         + (f"; {open_incidents} incidents still open" if open_incidents
+                            else ""))
         return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- pipeline
 
 
+def sink_unit(sink: Sink) -> str:
+    """What a sink takes: ``notice`` (verdict rows, the default) or ``incident`` records."""
+    return "incident" if getattr(sink, "unit", "notice") == "incident" else "notice"
+
+
 class Pipeline:
-    """Scorers, policy and sinks for one stream; :meth:`process` is called per batch."""
+    """Scorers, policy and sinks for one stream; :meth:`process` is called per batch.
+
+    With ``incidents`` (an :class:`~zeekml.policy.incidents.IncidentTracker`), every
+    batch's flagged rows also go to the tracker, and the incident records it returns
+    go to the sinks whose unit is ``incident`` (:func:`sink_unit`); the other sinks
+    get the verdict rows.
+    """
 
     def __init__(
         self,
@@ -220,6 +240,7 @@ class Pipeline:
         sinks: Sequence[Sink],
         *,
         counters: Counters | None = None,
+        incidents: IncidentTracker | None = None,
     ) -> None:
         names = [s.name for s in scorers]
         if len(set(names)) != len(names):
@@ -228,30 +249,46 @@ class Pipeline:
         self.policy = policy
         self.sinks = list(sinks)
         self.counters = counters or Counters()
+        self.incidents = incidents
 
     def process(self, flows: pd.DataFrame) -> pd.DataFrame:
-        """Score one canonical batch and write its verdicts to every sink."""
+        """Score one canonical batch and write its verdicts (and incidents) to the sinks."""
         self.counters.flows_read += len(flows)
         if len(flows) == 0:
             return empty_verdicts()
         verdicts = score_frame(flows, self.scorers, self.policy)
         self.counters.flows_scored += len(flows)
         self._write(verdicts)
+        if self.incidents is not None and self.policy.decision is not None:
+            d = self.policy.decision
+            x = flagged_from_decision(d, flows, len(self.scorers))
+            self._write_incidents(self.incidents.update(x, float(d.clock[-1])))
         return verdicts
 
     def _write(self, verdicts: pd.DataFrame) -> None:
         if not len(verdicts):
             return
         for sink in self.sinks:
-            sink.write(verdicts)
+            if sink_unit(sink) == "notice":
+                sink.write(verdicts)
         self.counters.rows_written += len(verdicts)
         nots = verdicts["verdict"][verdicts["notice"].fillna(False).to_numpy(dtype=bool)]
         self.counters.notices.update(nots.value_counts().to_dict())
 
+    def _write_incidents(self, records: pd.DataFrame) -> None:
+        if not len(records):
+            return
+        for sink in self.sinks:
+            if sink_unit(sink) == "incident":
+                sink.write(records)
+        self.counters.incidents.update(records["state"].value_counts().to_dict())
+
     def finish(self) -> pd.DataFrame:
-        """End of the stream: notices still held for suppression are written."""
+        """End of the stream: notices held for suppression are written, incidents closed."""
         out = self.policy.finish()
         self._write(out)
+        if self.incidents is not None:
+            self._write_incidents(self.incidents.finish())
         return out
 
     def flush(self) -> None:
@@ -299,6 +336,7 @@ class Pipeline:
             inputs=inputs,
             scorers={s.name: s.state_dict() for s in self.scorers},
             policy=self.policy.state_dict(),
+            incidents={} if self.incidents is None else self.incidents.state_dict(),
             sinks={s.name: s.checkpoint() for s in self.sinks},
             meta={**meta, "models": self.model_ids()},
         )
@@ -328,6 +366,8 @@ class Pipeline:
             s.load_state_dict(arrays)
         if state.policy:
             self.policy.load_state_dict(state.policy)
+        if self.incidents is not None and state.incidents:
+            self.incidents.load_state_dict(state.incidents)
         for sink in self.sinks:
             pos = state.sinks.get(sink.name)
             if pos:

@@ -7,6 +7,7 @@ One state file holds, written atomically *together*:
              ``tail`` one entry per followed path holding its generations' cursors;
 ``scorers``  per model, its state arrays (per-host windows, conversations);
 ``policy``   the notice policy's arrays (open suppression windows);
+``incidents`` the incident tracker's arrays (open incidents), when incidents are on;
 ``sinks``    per sink, its checkpoint (output file identity and size after fsync);
 ``meta``     JSON-able extras (models and their ONNX digests, run counter, times).
 
@@ -68,6 +69,7 @@ class RunState:
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     scorers: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     policy: dict[str, np.ndarray] = field(default_factory=dict)
+    incidents: dict[str, np.ndarray] = field(default_factory=dict)
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -191,6 +193,7 @@ class StateStore:
             inputs=inputs,
             scorers={str(k): arrays(v, f"scorers.{k}") for k, v in scorer_refs.items()},
             policy=arrays(doc.get("policy", {}), "policy"),
+            incidents=arrays(doc.get("incidents", {}), "incidents"),
             sinks=sinks,
             meta=doc.get("meta", {}),
         )
@@ -219,6 +222,7 @@ class StateStore:
             "meta": state.meta,
             "scorers": {k: ref(v, f"scorers.{k}") for k, v in state.scorers.items()},
             "policy": ref(state.policy, "policy"),
+            "incidents": ref(state.incidents, "incidents"),
         }
         try:
             text = json.dumps(doc, allow_nan=True, sort_keys=True).encode("utf-8")
