@@ -13,7 +13,8 @@ incidents independent of ``--suppress``.
 
 **Key.** ``(host, class)``. The host is the originator, except for *inbound* flows,
 where it is the responder (many internet sources probing one local host is one
-incident about that host). A flow is inbound when its responder is local and its
+incident about that host); ``role`` says which it was (``both`` when the incident
+holds flows of each kind). A flow is inbound when its responder is local and its
 originator is not: local as Zeek marked it (``local_orig``/``local_resp``, from
 ``Site::local_nets``) when it marked either side of the flow, else by address
 (RFC 1918, unique-local, link-local and loopback ranges; see
@@ -221,16 +222,18 @@ _NUM: dict[str, Any] = {
     "first_act": np.float64, "last_act": np.float64, "next_update": np.float64,
     "records": np.int64, "flows": np.int64, "notices": np.int64, "max_score": np.float64,
     "sum_score": np.float64, "peers": np.int64, "ports": np.int64, "own": np.int64,
-    "agree": np.int64,
+    "agree": np.int64, "roles": np.int64,
 }
-_STR = ("key", "host", "role", "verdict", "incident")
+_STR = ("key", "host", "verdict", "incident")
+#: roles bit mask -> the record's ``role``
+_ROLE_NAMES = np.array(["-", "orig", "resp", "both"], dtype=object)
 #: evidence kept per open incident (its strongest flows)
 _EV_NUM: dict[str, Any] = {"iid": np.int64, "score": np.float64, "uh": np.uint64,
                            "mh": np.uint64}
 _EV_OBJ = ("uid", "model", "context")
 #: what a record's content is made of
 _CONTENT = ("flows", "notices", "max_score", "sum_score", "first_seen", "last_seen", "peers",
-            "ports", "own", "agree")
+            "ports", "own", "agree", "roles")
 
 Table = dict[str, np.ndarray]
 
@@ -342,6 +345,7 @@ class IncidentTracker:
                 "last_seen": np.fmax(_seg_cum(np.fmax, g["tmax"], ti), t["last_seen"][ti]),
                 "own": _seg_cum(np.bitwise_or, g["own"], ti) | t["own"][ti],
                 "agree": _seg_cum(np.bitwise_or, g["agree"], ti) | t["agree"][ti],
+                "roles": _seg_cum(np.bitwise_or, g["roles"], ti) | t["roles"][ti],
             }
         last_g = np.full(nt, -1, dtype=np.int64)
         first_g = np.full(nt, -1, dtype=np.int64)
@@ -462,7 +466,6 @@ class IncidentTracker:
                    last_seen=np.full(q, np.nan), max_score=np.full(q, np.nan))
         new.update(key=(host[rows] + _SEP + verdict[rows]).astype(object),
                    host=host[rows].astype(object),
-                   role=np.where(inbound[rows], "resp", "orig").astype(object),
                    verdict=verdict[rows].astype(object),
                    incident=np.array(ids, dtype=object))
         return {"order": order, "ti": ti, "act": act, "new": new, "followed": followed,
@@ -508,6 +511,9 @@ class IncidentTracker:
             "port": np.bincount(gid[new_port], minlength=ng).astype(np.int64),
             "own": np.bitwise_or.reduceat(own, starts),
             "agree": np.bitwise_or.reduceat(agree, starts),
+            "roles": np.bitwise_or.reduceat(
+                np.where(x["inbound"].to_numpy(dtype=bool)[order], 2, 1).astype(np.int64),
+                starts),
         }
 
     @staticmethod
@@ -574,7 +580,7 @@ class IncidentTracker:
         flows = content["flows"].astype(np.int64)
         out = pd.DataFrame({
             "ts": r_ts, "incident": incident, "state": state, "host": t["host"][r_ti],
-            "role": t["role"][r_ti], "verdict": t["verdict"][r_ti],
+            "role": _ROLE_NAMES[content["roles"] & 3], "verdict": t["verdict"][r_ti],
             "first_seen": content["first_seen"], "last_seen": content["last_seen"],
             "flows": flows, "notices": content["notices"], "peers": content["peers"],
             "ports": content["ports"], "max_score": content["max_score"],

@@ -18,7 +18,7 @@ state          string          ``open`` (first record of an incident still going
 host           addr            the host the incident is about
 role           string          ``orig``: the host originated the flagged flows;
                                ``resp``: it received them (inbound: the originators
-                               are outside the local networks)
+                               are outside the local networks); ``both``: some of each
 verdict        string          the behaviour: the class the models reported
 first_seen     time            earliest ``ts`` of the incident's flagged flows
 last_seen      time            latest ``ts`` of them
