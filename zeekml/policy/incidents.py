@@ -286,6 +286,7 @@ class IncidentTracker:
         self._next_iid = 0
         self.records_written = 0
         self._models: list[str] = []
+        self._last_evidence: tuple[Table, np.ndarray, np.ndarray] | None = None
         self._reset_open()
 
     def _reset_open(self) -> None:
@@ -359,6 +360,7 @@ class IncidentTracker:
         last_g = np.full(nt, -1, dtype=np.int64)
         first_g = np.full(nt, -1, dtype=np.int64)
         if ng:
+            assert g is not None
             ti = g["ti"]
             is_last = np.r_[ti[1:] != ti[:-1], True]
             is_first = np.r_[True, ti[1:] != ti[:-1]]
@@ -367,6 +369,7 @@ class IncidentTracker:
         has_rows = last_g >= 0
         last_act = t["last_act"].copy()
         if ng:
+            assert g is not None
             last_act[has_rows] = g["last"][last_g[has_rows]]
         followed = np.zeros(nt, dtype=bool)
         if b is not None:
@@ -379,6 +382,7 @@ class IncidentTracker:
         # updates of groups: every group but an instance's last is followed by a later
         # epoch of the same incident; the last one is due once the clock passed it
         if ng:
+            assert g is not None
             ti = g["ti"]
             bnd = first_act[ti] + (g["k"] + 1) * cfg.update
             is_last = np.r_[ti[1:] != ti[:-1], True]
@@ -393,7 +397,8 @@ class IncidentTracker:
         if len(pend):
             ck = np.rint((cb[pend] - first_act[pend]) / cfg.update).astype(np.int64) - 1
             fg = first_g[pend]
-            joins = (fg >= 0) & (np.where(fg >= 0, g["k"][np.maximum(fg, 0)], -2) == ck
+            gk = g["k"] if g is not None else np.zeros(0, dtype=np.int64)
+            joins = (fg >= 0) & (np.where(fg >= 0, gk[np.maximum(fg, 0)], -2) == ck
                                  if ng else False)
             lone = pend[~joins]
             ok = cb[lone] < op["last_act"][lone] + cfg.gap

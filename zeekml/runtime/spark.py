@@ -1023,6 +1023,7 @@ def _format_part(batches: Iterator[pd.DataFrame], fmt: str, kind: str = "verdict
     from zeekml.sinks import zeek_ascii
     from zeekml.sinks.json_log import format_json_rows
 
+    lists: tuple[str, ...]
     if kind == "incidents":
         fields, types, path = incident_fields(), incident_types(), INCIDENT_LOG_PATH
         lists = ("models", "agreed", "uids", "context")

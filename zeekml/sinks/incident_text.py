@@ -28,6 +28,8 @@ Mappings:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -192,7 +194,7 @@ def incident_to_notice(df: pd.DataFrame, suppress_for: float) -> pd.DataFrame:
     n = len(v)
     verdict = v["verdict"].astype("str").fillna("")
     uniq, codes = np.unique(verdict.to_numpy(dtype=str), return_inverse=True)
-    notes = np.array([note_name(c) for c in uniq], dtype=object)[codes] if n else []
+    notes: Any = np.array([note_name(c) for c in uniq], dtype=object)[codes] if n else []
     resp = (v["role"].astype("str") == "resp").to_numpy()
     host = v["host"].astype("str")
     uids = v["uids"] if "uids" in v.columns else pd.Series([None] * n, dtype=object)
