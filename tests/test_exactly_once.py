@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA, REPO, need, need_binary
-from test_syslog import Rsyslog, _received, parse_sd
+from test_syslog import Rsyslog, _received
 
 from zeekml.cli.main import main
 from zeekml.sinks.files import OutputLock
@@ -87,20 +87,15 @@ def test_first_run_with_collector_down_then_up_every_notice_once(collector: Rsys
 def test_kill9_mid_run_every_notice_once_in_log_and_collector(collector: Rsyslog,
                                                              tmp_path: Path) -> None:
     """Cron runs killed with SIGKILL at random moments, then a run that completes: the log
-    holds the notices of one uninterrupted run, each once, and the collector got each once.
-    The same for incidents (issue 15): the incident log and the incident records sent to
-    the collector (``?unit=incident``) equal one uninterrupted run's, each once."""
+    holds the notices of one uninterrupted run, each once, and the collector got each once."""
     need(ARCHIVE.is_dir(), f"the archive {ARCHIVE}")
     collector.start()
     rng = random.Random(7)
     inputs = [str(p) for p in sorted(ARCHIVE.glob("2024-04-19/*.gz"))[:10]]
     out, state = tmp_path / "zeekml.log", tmp_path / "state.npz"
-    inc = tmp_path / "zeekml_incident.log"
     sink = f"syslog:tcp://127.0.0.1:{collector.tcp}?timeout=20&retry=0.05"
     args = ["-q", "score", "--state", str(state), "--out", str(out), "--threads", "1",
-            "--batch-size", "2000", "--sink", sink, "--incidents", str(inc),
-            "--incident-gap", "600", "--incident-update", "1800",
-            "--sink", sink + "&unit=incident&app=inc", *inputs]
+            "--batch-size", "2000", "--sink", sink, *inputs]
     kills = 0
     for _ in range(4):
         proc = zeekml_proc(args, tmp_path)
@@ -114,27 +109,17 @@ def test_kill9_mid_run_every_notice_once_in_log_and_collector(collector: Rsyslog
     _, err = final.communicate(timeout=600)
     assert final.returncode == 0, err.decode()
     ref_out, ref_state = tmp_path / "ref.log", tmp_path / "ref.npz"
-    ref_inc = tmp_path / "ref_incident.log"
     assert main(["-q", "score", "--state", str(ref_state), "--out", str(ref_out),
-                 "--threads", "1", "--incidents", str(ref_inc), "--incident-gap", "600",
-                 "--incident-update", "1800", *inputs]) == 0
+                 "--threads", "1", *inputs]) == 0
     expected = notice_rows(ref_out)
     logged = notice_rows(out)
     assert expected and logged == expected  # same notices, same order, once each
-    want_inc = data_rows(ref_inc)
-    assert len(want_inc) > 3 and data_rows(inc) == want_inc  # incidents: once, in order
-    collector.wait_for(len(expected) + len(want_inc), timeout=30)
+    got = _received(collector.wait_for(len(expected), timeout=30))
     time.sleep(0.5)
-    recs = collector.records()
-    got = _received([r for r in recs if r["app"] != "inc"])
+    got = _received(collector.records())
     dup = [k for k, n in Counter(got).items() if n > 1]
     assert not dup, f"{len(dup)} notices delivered twice after {kills} kills"
     assert sorted(got) == sorted(expected)
-    sent = [(p["incident"], p["state"], p["ts"]) for p in
-            (parse_sd(r["sd"])[1] for r in recs if r["app"] == "inc")]
-    assert len(sent) == len(set(sent)) == len(want_inc)
-    ids = [ln.split("\t")[1] for ln in want_inc]
-    assert sorted(i for i, _, _ in sent) == sorted(ids)
 
 
 def _full_disk_run(out: Path, state: Path, limit: int | None) -> subprocess.CompletedProcess[str]:
