@@ -5,7 +5,9 @@ in random chunks (splitting lines), rotated by rename half way (bare Zeek style)
 the process is killed with SIGKILL at random points (during start-up, parsing, scoring,
 writing, checkpointing, or while the log rotates) and restarted later. After the last
 restart and a SIGTERM, the output must equal ``zeekml score --all`` over the two
-generations, row for row: nothing lost, nothing repeated, same order.
+generations, row for row: nothing lost, nothing repeated, same order. The incident log
+(``--incidents``) must equal the one of ``zeekml score --state`` over them (incidents
+still open stay open with a state, in both).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tests.test_tail import (
     output_files,
     wait_rows,
 )
+from zeekml.cli.main import main
 from zeekml.errors import StateError
 from zeekml.runtime.state import StateStore
 
@@ -89,7 +92,9 @@ def test_kill9_at_random_points_exactly_once(tmp_path: Path, tiny_models, seed: 
     outdir.mkdir()
     out = outdir / "zeekml.log"
     state = tmp_path / "state.npz"
+    inc = tmp_path / "zeekml_incident.log"
     args = ["--all", "--out", str(out), "--state", str(state), *models, *FAST,
+            "--incidents", str(inc), "--incident-gap", "900", "--incident-update", "3600",
             *(["--rotate", "1"] if rotate else []),
             "--batch-size", str(rng.choice([200, 1000, 5000])),
             "--checkpoint-interval", str(rng.choice([0.05, 0.3, 2.0])), str(live)]
@@ -144,6 +149,13 @@ def test_kill9_at_random_points_exactly_once(tmp_path: Path, tiny_models, seed: 
     got = [ln for f in files for ln in data_lines(f)]
     assert len(got) == len(ref), f"{len(got)} rows, expected {len(ref)} (after {kills} kills)"
     assert got == ref
+    ref_inc = tmp_path / "ref_incident.log"
+    assert main(["-q", "score", "--all", "--state", str(tmp_path / "ref.npz"), "--out",
+                 str(tmp_path / "ref-inc-verdicts.log"), "--threads", "1", *models,
+                 "--incidents", str(ref_inc), "--incident-gap", "900",
+                 "--incident-update", "3600", str(g1), str(g2)]) == 0
+    want = data_lines(ref_inc)
+    assert len(want) > 3 and data_lines(inc) == want
     if rotate:
         assert len(files) > 1
         for f in files[:-1]:  # every rotated file is a complete Zeek log

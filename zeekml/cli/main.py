@@ -28,6 +28,7 @@ from zeekml.errors import ZeekmlError
 COMMANDS: tuple[str, ...] = (
     "score",
     "tail",
+    "calibrate",
     "convert",
     "summary",
     "eval",

@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   zeekml score conn.log                        verdicts of notices -> ./zeekml.log
   zeekml score --all --out - conn.log.gz       every scored flow, to stdout
   zeekml score --notice --out notice-ml.log /zeek/logs/2024-04-19/
+  zeekml score --incidents zeekml_incident.log --sink 'ecs:alerts.json?unit=incident' conn.log
   */5 * * * *  zeekml score --state /var/lib/zeekml/state.npz \\
                  --out /zeek/logs/current/zeekml.log /zeek/logs/current/conn.log
 """
@@ -91,6 +92,11 @@ def build_sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
     else:
         main = ZeekLogSink(out)
     sinks = [main]
+    if getattr(args, "incidents", None):
+        inc = JsonLogSink(args.incidents) if args.out_format == "json" else \
+            ZeekLogSink(args.incidents)
+        inc.use_incidents()
+        sinks.append(inc)
     if args.sink:
         from zeekml.sinks.registry import make_sink
 
@@ -99,6 +105,16 @@ def build_sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
     if len(set(names)) != len(names):
         raise UsageError(f"two outputs write to the same place: {', '.join(names)}")
     return sinks
+
+
+def build_incidents(args: argparse.Namespace, sinks: list):  # noqa: ANN201 - tracker or None
+    """The incident tracker, when an output takes incidents (--incidents, ?unit=incident)."""
+    from zeekml.policy.incidents import IncidentConfig, IncidentTracker
+    from zeekml.runtime.pipeline import sink_unit
+
+    if not any(sink_unit(s) == "incident" for s in sinks):
+        return None
+    return IncidentTracker(IncidentConfig(gap=args.incident_gap, update=args.incident_update))
 
 
 def build_scorers(args: argparse.Namespace) -> list:
@@ -149,6 +165,18 @@ def build_pairer(args: argparse.Namespace):  # noqa: ANN201 - a Pairer or None
     return Pairer(opts)
 
 
+def _seconds(text: str) -> float:
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return v
+
+
 def _progress(counters, i: int, n: int) -> None:  # noqa: ANN001 - Counters
     sys.stderr.write(f"\r\x1b[Kfile {i + 1}/{n}  {counters.flows_read:,} flows  "
                      f"{counters.flows_per_second:,.0f} flows/s")
@@ -182,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
         policy = NoticePolicy(config)
         sinks = build_sinks(args, config)
         skips = SkipLog(strict=args.strict)
-        pipeline = Pipeline(scorers, policy, sinks, pairer=build_pairer(args))
+        pipeline = Pipeline(scorers, policy, sinks, pairer=build_pairer(args),
+                            incidents=build_incidents(args, sinks))
         tty = sys.stderr.isatty() and not args.quiet
         counters = score_inputs(
             paths, pipeline, skips=skips, store=store,
@@ -196,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write("\r\x1b[K")
     if not args.quiet:
         text = counters.summary(skips, [s.name for s in scorers], policy.pending,
-                                pipeline.pairing_summary())
+                                pipeline.pairing_summary(),
+                                pipeline.incidents.pending if pipeline.incidents else 0)
         print("zeekml score: " + text.replace("\n", "\n  "), file=sys.stderr)
     lost = counters.lost_records()
     if lost is not None:
@@ -231,6 +261,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write records in the schema of Zeek's notice.log")
     p.add_argument("--all", action="store_true",
                    help="write every scored flow with its verdict, not only notices")
+    p.add_argument("--incidents", metavar="PATH",
+                   help="also write incidents (a host's notices of one class over an episode) "
+                        "to PATH as a Zeek log, #path zeekml_incident (Zeek JSON with "
+                        "--out-format json; - for stdout); off by default")
+    p.add_argument("--incident-gap", type=_seconds, default=1800.0, metavar="SECONDS",
+                   help="an incident closes after this much log time without a new flagged "
+                        "flow of its host and class (default 1800)")
+    p.add_argument("--incident-update", type=_seconds, default=3600.0, metavar="SECONDS",
+                   help="an incident still going on is written again every SECONDS of log "
+                        "time since it began (default 3600)")
     p.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
                    help="model to score with (repeatable; default: every bundled model)")
     p.add_argument("--threshold", action="append", default=[], metavar="CLASS=VALUE",

@@ -158,8 +158,9 @@ def run(args: argparse.Namespace) -> int:
         config = score.check_policy(args, config, scorers)
         sinks = score.build_sinks(args, config)
         pipeline = Pipeline(scorers, NoticePolicy(config), sinks,
-                            pairer=score.build_pairer(args))
-        main_only = argparse.Namespace(**{**vars(args), "sink": []})
+                            pairer=score.build_pairer(args),
+                            incidents=score.build_incidents(args, sinks))
+        main_only = argparse.Namespace(**{**vars(args), "sink": [], "incidents": None})
 
         def make_main_sink():  # noqa: ANN202 - a Sink
             return score.build_sinks(main_only, config)[0]
@@ -182,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         pipeline.counters.stop()
         text = pipeline.counters.summary(skips, [s.name for s in scorers],
-                                         pipeline.policy.pending, pipeline.pairing_summary())
+                                         pipeline.policy.pending, pipeline.pairing_summary(),
+                                         pipeline.incidents.pending if pipeline.incidents
+                                         else 0)
         text += (f"\nbatches: {stats.batches}, checkpoints: {stats.checkpoints}, "
                  f"output rotations: {stats.rotations}, reopens: {stats.reopens}")
         if stats.first_verdict is not None:

@@ -18,6 +18,10 @@ threshold for that class. This module decides, vectorized over a batch:
    independent of how the stream was cut into batches or cron runs. ``suppress = 0``
    writes every crossing at once with ``n = 1``.
 
+After each :meth:`NoticePolicy.decide`, :attr:`NoticePolicy.decision` holds what was
+decided for every row of the batch (flagged, notice, stream clock): the incident
+tracker (:mod:`zeekml.policy.incidents`) reads it.
+
 With ``all_flows`` (``--all``) every scored row is written at once, in stream order,
 with ``notice`` true on the rows that open a window (the ones that are notices) and
 ``n = 1`` (each row stands for itself).
@@ -160,6 +164,22 @@ class AllowList:
         return any(ip.version == n.version and ip in n for n in self.networks)
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What :meth:`NoticePolicy.decide` decided for each row of its last batch.
+
+    ``rows`` the batch's rows with ``verdict`` and ``threshold`` set; ``flagged`` the
+    threshold was crossed and no endpoint is allow-listed; ``notice`` the row is a
+    notice (opens a suppression window, or every flagged row with ``suppress = 0``);
+    ``clock`` the stream's log clock at the row (running maximum of ``ts``).
+    """
+
+    rows: pd.DataFrame
+    flagged: np.ndarray
+    notice: np.ndarray
+    clock: np.ndarray
+
+
 def _running_max(ts: np.ndarray, start: float) -> np.ndarray:
     t = np.where(np.isfinite(ts), ts, -np.inf)
     return np.maximum.accumulate(np.concatenate([[start], t]))[1:]
@@ -206,6 +226,7 @@ class NoticePolicy:
         self._max_ts = -np.inf
         self._seq = 0  # global row position of the next scored row
         self.suppressed = 0
+        self.decision: Decision | None = None
         self._clear_open()
 
     def _clear_open(self) -> None:
@@ -236,6 +257,7 @@ class NoticePolicy:
     def decide(self, scored: pd.DataFrame) -> pd.DataFrame:
         """Scored rows (verdict columns plus ``cls``) -> the verdict rows to write now."""
         b = len(scored)
+        self.decision = None
         if b == 0:
             return empty_verdicts()
         df = scored.reset_index(drop=True)
@@ -258,6 +280,7 @@ class NoticePolicy:
             notice, emitted = self._suppress(out, candidate, eff_ts, cm, base)
         self._seq += b
         self._max_ts = float(cm[-1])
+        self.decision = Decision(out, candidate, notice, cm)
         if self.config.all_flows:
             out = out.assign(notice=pd.array(notice, dtype="boolean"),
                              n=pd.array(np.ones(b, dtype=np.int64), dtype="Int64"))

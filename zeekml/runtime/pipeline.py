@@ -46,6 +46,7 @@ import pyarrow as pa
 
 from zeekml.errors import FormatError, SinkError
 from zeekml.models.base import ScoreBatch, Scorer
+from zeekml.policy.incidents import IncidentTracker, flagged_from_decision
 from zeekml.policy.notice import NoticePolicy
 from zeekml.records.verdicts import empty_verdicts
 from zeekml.runtime.state import RunState, StateStore, journal_factory
@@ -183,6 +184,8 @@ class Counters:
     flows_scored: int = 0
     rows_written: int = 0
     notices: Counter[str] = field(default_factory=Counter)
+    #: incident records written, by state (open / update / closed)
+    incidents: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
     #: per sink that reports it (network sinks), taken when the pipeline closed
@@ -199,7 +202,7 @@ class Counters:
         return self.flows_scored / s if s > 0 else 0.0
 
     def summary(self, skips: SkipLog | None = None, models: Sequence[str] = (),
-                pending: int = 0, pairing: str = "") -> str:
+                pending: int = 0, pairing: str = "", open_incidents: int = 0) -> str:
         nots = sum(self.notices.values())
         per = ", ".join(f"{c} {n}" for c, n in sorted(self.notices.items()))
         lines = [
@@ -216,6 +219,12 @@ class Counters:
         ]
         lines += [f"sink {name}: {d.describe()}" for name, d in self.delivery.items()]
         lines += [f"not read: {msg}" for msg in self.unreadable]
+        if self.incidents or open_incidents:
+            per = ", ".join(f"{n} {s}" for s, n in sorted(self.incidents.items()))
+            lines.insert(-1, f"incident records: {sum(self.incidents.values())}"
+                         + (f" ({per})" if per else "")
+                         + (f"; {open_incidents} incidents still open" if open_incidents
+                            else ""))
         return "\n".join(lines)
 
     def unreadable_error(self, others_scored: bool = True) -> FormatError | None:
@@ -251,12 +260,21 @@ class Counters:
 # --------------------------------------------------------------------------- pipeline
 
 
+def sink_unit(sink: Sink) -> str:
+    """What a sink takes: ``notice`` (verdict rows, the default) or ``incident`` records."""
+    return "incident" if getattr(sink, "unit", "notice") == "incident" else "notice"
+
+
 class Pipeline:
     """Scorers, policy and sinks for one stream; :meth:`process` is called per batch.
 
     ``pairer`` (a :class:`~zeekml.sources.biflow.Pairer`, the NetFlow pairing stage)
     joins unidirectional NetFlow records of the stream before they are scored; what
     it holds is saved with the rest of the state (``RunState.stages["pair"]``).
+    With ``incidents`` (an :class:`~zeekml.policy.incidents.IncidentTracker`), every
+    batch's flagged rows also go to the tracker, and the incident records it returns
+    go to the sinks whose unit is ``incident`` (:func:`sink_unit`); the other sinks
+    get the verdict rows.
     """
 
     def __init__(
@@ -267,6 +285,7 @@ class Pipeline:
         *,
         counters: Counters | None = None,
         pairer: Pairer | None = None,
+        incidents: IncidentTracker | None = None,
     ) -> None:
         names = [s.name for s in scorers]
         if len(set(names)) != len(names):
@@ -279,9 +298,10 @@ class Pipeline:
         from zeekml.sources.biflow import PairStats
 
         self._pair_stats0 = PairStats()
+        self.incidents = incidents
 
     def process(self, flows: pd.DataFrame) -> pd.DataFrame:
-        """Score one canonical batch and write its verdicts to every sink."""
+        """Score one canonical batch and write its verdicts (and incidents) to the sinks."""
         self.counters.flows_read += len(flows)
         if self.pairer is not None:  # NetFlow pairing (zeekml.sources.biflow)
             flows = self.pairer.push(flows)
@@ -293,24 +313,39 @@ class Pipeline:
         verdicts = score_frame(flows, self.scorers, self.policy)
         self.counters.flows_scored += len(flows)
         self._write(verdicts)
+        if self.incidents is not None and self.policy.decision is not None:
+            d = self.policy.decision
+            x = flagged_from_decision(d, flows, len(self.scorers))
+            self._write_incidents(self.incidents.update(x, float(d.clock[-1])))
         return verdicts
 
     def _write(self, verdicts: pd.DataFrame) -> None:
         if not len(verdicts):
             return
         for sink in self.sinks:
-            sink.write(verdicts)
+            if sink_unit(sink) == "notice":
+                sink.write(verdicts)
         self.counters.rows_written += len(verdicts)
         nots = verdicts["verdict"][verdicts["notice"].fillna(False).to_numpy(dtype=bool)]
         self.counters.notices.update(nots.value_counts().to_dict())
 
+    def _write_incidents(self, records: pd.DataFrame) -> None:
+        if not len(records):
+            return
+        for sink in self.sinks:
+            if sink_unit(sink) == "incident":
+                sink.write(records)
+        self.counters.incidents.update(records["state"].value_counts().to_dict())
+
     def finish(self) -> pd.DataFrame:
         """End of the stream: NetFlow records still waiting for their reverse are scored
-        one-way, then notices still held for suppression are written."""
+        one-way, notices still held for suppression are written, incidents closed."""
         if self.pairer is not None:
             self._score(self.pairer.finish())
         out = self.policy.finish()
         self._write(out)
+        if self.incidents is not None:
+            self._write_incidents(self.incidents.finish())
         return out
 
     def pairing_summary(self) -> str:
@@ -385,6 +420,7 @@ class Pipeline:
             inputs=inputs,
             scorers={s.name: s.state_dict() for s in self.scorers},
             policy=self.policy.state_dict(),
+            incidents={} if self.incidents is None else self.incidents.state_dict(),
             sinks={s.name: s.checkpoint() for s in self.sinks},
             meta={**meta, "models": self.model_ids()},
             stages={"pair": self.pairer.state_dict()} if self.pairer is not None else {},
@@ -415,6 +451,8 @@ class Pipeline:
             s.load_state_dict(arrays)
         if state.policy:
             self.policy.load_state_dict(state.policy)
+        if self.incidents is not None and state.incidents:
+            self.incidents.load_state_dict(state.incidents)
         for sink in self.sinks:
             pos = state.sinks.get(sink.name)
             if pos:

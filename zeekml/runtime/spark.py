@@ -42,6 +42,14 @@ that order, each row preceded by a *clock row* (no score, ``ts`` = the stream cl
 that stands in for the flows of every other host. So the ``notice`` flags, the
 notices and their ``n`` equal the local engine's.
 
+**Incidents.** The flagged rows (threshold crossed, not allow-listed), with their
+final notice flag, stream clock and inbound flag, are shuffled by the incident's host
+(the responder of inbound flows, else the originator) and sorted by arrival; one
+:class:`~zeekml.policy.incidents.IncidentTracker` per partition, unchanged, builds the
+incidents (each decision depends only on a key's flagged flows and their stream
+clock), then closes what is open at the stream's last log time. So the incident
+records equal the local engine's, in the same order once sorted by time.
+
 Where the engines can differ: the local engine evicts the least recently used keys
 beyond ``max_hosts`` (default one million) per scorer; the Spark engine keeps every
 key's history (each call starts fresh and holds whole keys). Below that many keys the
@@ -74,8 +82,15 @@ import numpy as np
 import pandas as pd
 
 from zeekml.errors import ModelError, ParseError, UsageError, ZeekmlError
+from zeekml.policy.incidents import IncidentConfig
 from zeekml.policy.notice import NoticePolicy, PolicyConfig
 from zeekml.records import schema
+from zeekml.records.incidents import (
+    INCIDENT_DTYPES,
+    INCIDENT_LOG_PATH,
+    incident_fields,
+    incident_types,
+)
 from zeekml.records.verdicts import VERDICT_DTYPES, zeek_fields, zeek_types
 from zeekml.sources.options import DEFAULT_PAIR_HOLD
 
@@ -164,6 +179,11 @@ class SparkCounts:
     notices: Counter[str] = field(default_factory=Counter)
     outputs: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: incident records by state (open / update / closed), with --incidents
+    incidents: Counter[str] = field(default_factory=Counter)
+    incident_outputs: list[str] = field(default_factory=list)
+    #: the stream's last log time (maximum ts over every input)
+    end_clock: float = -math.inf
 
     def summary(self) -> str:
         nots = sum(self.notices.values())
@@ -179,6 +199,9 @@ class SparkCounts:
             + (f" by {', '.join(self.models)}" if self.models else ""),
             f"rows written: {self.rows_written} in {len(self.outputs)} files",
             f"notices: {nots}" + (f" ({per})" if per else ""),
+            *([f"incident records: {sum(self.incidents.values())} ("
+               + ", ".join(f"{n} {s}" for s, n in sorted(self.incidents.items()))
+               + f") in {len(self.incident_outputs)} files"] if self.incident_outputs else []),
             f"speed: {rate:,.0f} flows/s ({self.seconds:.2f} s, engine spark)",
         ])
 
@@ -254,8 +277,13 @@ def _verdict_cols() -> dict[str, str]:
 
 
 def _scored_cols() -> dict[str, str]:
-    """Verdict columns after the per-row policy, plus ``cls`` and arrival order."""
-    return {**VERDICT_DTYPES, "cls": "str", **ORDER, "m": "int32"}
+    """Verdict columns after the per-row policy, plus ``cls``, arrival order, inbound."""
+    return {**VERDICT_DTYPES, "cls": "str", **ORDER, "m": "int32", "inbound": "boolean"}
+
+
+def _flagged_cols() -> dict[str, str]:
+    """Flagged rows with their final notice flag: what the incident trackers take."""
+    return {**_verdict_cols(), "clock": "float64", "inbound": "boolean"}
 
 
 # --------------------------------------------------------------------------- models
@@ -777,6 +805,7 @@ def _stream_clock(flows: DataFrame, counts: SparkCounts) -> DataFrame:
                      .collect(), "read inputs; per-file clocks")
     counts.flows_read = sum(int(r[2]) for r in maxima)
     per = dict(sorted((int(r[0]), float(r[1])) for r in maxima))
+    counts.end_clock = max(per.values(), default=-math.inf)
     prev, before = -np.inf, {}
     for idx in sorted(per):
         before[idx] = prev
@@ -852,6 +881,7 @@ def _score_groups(pdf: pd.DataFrame, payload: Any, digest: str, call_rows: int,
     row leaves with its ``verdict`` and ``notice`` = "would be a notice" (suppression,
     which spans rows, comes later).
     """
+    from zeekml.policy.incidents import inbound_flows
     from zeekml.runtime.pipeline import assemble
 
     m = int(pdf["m"].iat[0])
@@ -877,12 +907,13 @@ def _score_groups(pdf: pd.DataFrame, payload: Any, digest: str, call_rows: int,
             for col in ORDER:
                 scored[col] = rows[col].to_numpy()[emit]
             scored["m"] = np.int32(m)
+            scored["inbound"] = inbound_flows(flows)[emit]
             out.append(scored)
     if not out:
         return _empty(_scored_cols())
     scored = pd.concat(out, ignore_index=True)
     decided = NoticePolicy(replace(config, suppress=0.0, all_flows=True)).decide(scored)
-    for col in ("cls", *ORDER, "m"):
+    for col in ("cls", *ORDER, "m", "inbound"):
         decided[col] = scored[col].to_numpy()
     return _sendable(decided[list(_scored_cols())])
 
@@ -920,7 +951,7 @@ def _suppress(batches: Iterator[pd.DataFrame], config: PolicyConfig
     ``notice`` flag (the rows that open a window).
     """
     policy = NoticePolicy(replace(config, all_flows=True))
-    vcols = list(_verdict_cols())
+    fcols = list(_flagged_cols())
     for b in batches:
         n = len(b)
         if not n:
@@ -933,27 +964,32 @@ def _suppress(batches: Iterator[pd.DataFrame], config: PolicyConfig
         order[1::2] = np.arange(n)
         both = pd.concat([scored, ticks], ignore_index=True).iloc[order].reset_index(drop=True)
         out = policy.decide(both).iloc[1::2].reset_index(drop=True)
-        for col in ("file_idx", "source_line", "m"):
+        for col in ("file_idx", "source_line", "m", "clock", "inbound"):
             out[col] = b[col].to_numpy()
-        yield _sendable(out[vcols])
+        yield _sendable(out[fcols])
 
 
 def _decide(rows: DataFrame, config: PolicyConfig, buckets: int,
-            cached: list[DataFrame]) -> DataFrame:
+            cached: list[DataFrame], want_flagged: bool = False
+            ) -> tuple[DataFrame, DataFrame | None]:
     """Thresholded rows -> verdict rows: suppression per originator, in arrival order.
 
     Suppression key = (originator, verdict, model), as in the local engine. The crossing
     rows are shuffled by originator and sorted by arrival inside each partition; a
     notice's ``n`` (the crossings its window stands for) is the number of crossings of
     its key from it up to the key's next notice, which is what the policy counts.
+    With ``want_flagged`` also returns the flagged rows with their final ``notice``
+    flag, stream clock and inbound flag (:func:`_flagged_cols`), for incidents.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     vcols = list(_verdict_cols())
+    fcols = list(_flagged_cols())
     if config.suppress <= 0:
         keep = rows if config.all_flows else rows.filter(F.col("notice"))
-        return keep.select(*vcols)
+        flagged = rows.filter(F.col("notice")).select(*fcols) if want_flagged else None
+        return keep.select(*vcols), flagged
     if config.all_flows:
         rows = rows.persist()  # read twice below: score once
         cached.append(rows)
@@ -961,15 +997,80 @@ def _decide(rows: DataFrame, config: PolicyConfig, buckets: int,
     decided = (rows.filter(F.col("notice")).repartition(buckets, host)
                .sortWithinPartitions("file_idx", "source_line", "m")
                .mapInPandas(_guard(functools.partial(_suppress, config=config)),
-                            _ddl(_verdict_cols())))
+                            _ddl(_flagged_cols())))
+    flagged = None
+    if want_flagged:
+        decided = decided.persist()  # read twice: verdicts and incidents
+        cached.append(decided)
+        flagged = decided
     if config.all_flows:
-        return rows.filter(~F.col("notice")).select(*vcols).unionByName(decided)
+        return rows.filter(~F.col("notice")).select(*vcols).unionByName(
+            decided.select(*vcols)), flagged
     key = Window.partitionBy(host, "verdict", "m")
     upto = key.orderBy("file_idx", "source_line").rowsBetween(Window.unboundedPreceding,
                                                               Window.currentRow)
     return (decided.withColumn("w", F.sum(F.col("notice").cast("long")).over(upto))
             .withColumn("n", F.count(F.lit(1)).over(Window.partitionBy(host, "verdict", "m", "w")))
-            .filter(F.col("notice")).select(*vcols))
+            .filter(F.col("notice")).select(*vcols)), flagged
+
+
+def _track(batches: Iterator[pd.DataFrame], config: IncidentConfig, end_clock: float
+           ) -> Iterator[pd.DataFrame]:
+    """One incident tracker per partition of flagged rows (whole hosts, arrival order).
+
+    A flow's rows (one per model) stay in one update call, so the models' agreement
+    is seen as in the local engine; at the end, what is open closes at the stream's
+    last log time.
+    """
+    from zeekml.policy.incidents import IncidentTracker, flagged_rows
+
+    tracker = IncidentTracker(config)
+    held: pd.DataFrame | None = None
+    cols = list(INCIDENT_DTYPES)
+
+    def feed(b: pd.DataFrame) -> pd.DataFrame:
+        flow = b["file_idx"].to_numpy(dtype=np.int64) * (1 << 40) + \
+            b["source_line"].to_numpy(dtype=np.int64)
+        n = len(b)
+        x = flagged_rows(b, np.ones(n, dtype=bool), b["notice"].astype("boolean")
+                         .fillna(False).to_numpy(dtype=bool), b["clock"].to_numpy(),
+                         b["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool),
+                         pd.factorize(flow)[0])
+        return tracker.update(x, float(np.max(b["clock"].to_numpy(dtype=np.float64))))
+
+    for b in batches:
+        if not len(b):
+            continue
+        b = b if held is None else pd.concat([held, b], ignore_index=True)
+        b = b.reset_index(drop=True)
+        last = (b["file_idx"] == b["file_idx"].iat[-1]) & \
+            (b["source_line"] == b["source_line"].iat[-1])
+        held = b[last.to_numpy()]
+        ready = b[~last.to_numpy()]
+        if len(ready):
+            out = feed(ready)
+            if len(out):
+                yield _sendable(out[cols])
+    if held is not None and len(held):
+        out = feed(held)
+        if len(out):
+            yield _sendable(out[cols])
+    out = tracker.finish(end_clock)
+    if len(out):
+        yield _sendable(out[cols])
+
+
+def _incidents(flagged: DataFrame, config: IncidentConfig, end_clock: float,
+               buckets: int) -> DataFrame:
+    """Flagged rows -> incident records (see the module doc), one tracker per partition."""
+    from pyspark.sql import functions as F
+
+    host = F.coalesce(F.when(F.col("inbound"), F.col("resp_h")).otherwise(F.col("orig_h")),
+                      F.lit("-"))
+    return (flagged.repartition(buckets, host)
+            .sortWithinPartitions("file_idx", "source_line", "m")
+            .mapInPandas(_guard(functools.partial(_track, config=config, end_clock=end_clock)),
+                         _ddl(INCIDENT_DTYPES)))
 
 
 # --------------------------------------------------------------------------- engine
@@ -977,8 +1078,10 @@ def _decide(rows: DataFrame, config: PolicyConfig, buckets: int,
 
 def _score_annotated(flows: DataFrame, models: list[_Model], config: PolicyConfig,
                      opts: SparkOptions, counts: SparkCounts, files: dict[int, str],
-                     cached: list[DataFrame]) -> DataFrame:
-    """Annotated flows (cached by the caller) -> verdicts with ``source_file`` and order.
+                     cached: list[DataFrame], incidents: IncidentConfig | None = None
+                     ) -> tuple[DataFrame, DataFrame | None]:
+    """Annotated flows (cached by the caller) -> verdicts with ``source_file`` and order,
+    and with ``incidents`` the incident records (else None).
 
     ``files`` maps ``file_idx`` to the input's name. DataFrames persisted on the way
     are appended to ``cached`` (to unpersist).
@@ -999,9 +1102,12 @@ def _score_annotated(flows: DataFrame, models: list[_Model], config: PolicyConfi
                                   config=config))
     scored = rows.groupBy("m", "bucket").applyInPandas(
         lambda pdf: fn(pdf.drop(columns=["bucket"])), _ddl(_scored_cols()))
-    verdicts = _decide(scored, config, buckets, cached)
+    verdicts, flagged = _decide(scored, config, buckets, cached, incidents is not None)
     names = spark.createDataFrame(sorted(files.items()), "file_idx int, source_file string")
-    return verdicts.join(F.broadcast(names), "file_idx", "left")
+    inc = None
+    if incidents is not None and flagged is not None:
+        inc = _incidents(flagged, incidents, counts.end_clock, buckets)
+    return verdicts.join(F.broadcast(names), "file_idx", "left"), inc
 
 
 def _check_config(config: PolicyConfig | None) -> PolicyConfig:
@@ -1050,28 +1156,36 @@ def score_dataframe(df: DataFrame, models: Sequence[str] | None = None,
     fn = _guard(functools.partial(_annotate_frames, kinds=kinds))
     flows = ordered.mapInPandas(fn, _ddl(_annotated_cols(kinds))).persist()
     return _score_annotated(flows, mods, _check_config(config), opts, SparkCounts(), files,
-                            [])
+                            [])[0]
 
 
 # --------------------------------------------------------------------------- output
 
 
-def _format_part(batches: Iterator[pd.DataFrame], fmt: str) -> Iterator[pd.DataFrame]:
-    """A partition's verdict rows as one Zeek (or Zeek JSON) log: text rows for Spark."""
+def _format_part(batches: Iterator[pd.DataFrame], fmt: str, kind: str = "verdicts"
+                 ) -> Iterator[pd.DataFrame]:
+    """A partition's verdict (or incident) rows as one Zeek (or Zeek JSON) log: text rows
+    for Spark."""
     from zeekml.sinks import zeek_ascii
     from zeekml.sinks.json_log import format_json_rows
 
-    fields, types = zeek_fields(), zeek_types()
+    lists: tuple[str, ...]
+    if kind == "incidents":
+        fields, types, path = incident_fields(), incident_types(), INCIDENT_LOG_PATH
+        lists = ("models", "agreed", "uids", "context")
+    else:
+        fields, types, path = zeek_fields(), zeek_types(), "zeekml"
+        lists = ("context",)
     started = False
     for b in batches:
         if not len(b):
             continue
-        b = b.assign(context=[None if c is None else list(c) for c in b["context"]])
+        b = b.assign(**{c: [None if v is None else list(v) for v in b[c]] for c in lists})
         if fmt == "json":
             text = format_json_rows(b, fields, types)
         else:
             if not started:
-                head = zeek_ascii.format_header("zeekml", fields, types)
+                head = zeek_ascii.format_header(path, fields, types)
                 yield pd.DataFrame({"value": [head.decode("utf-8").rstrip("\n")]})
             text = zeek_ascii.format_rows(b, fields, types)
         started = True
@@ -1126,16 +1240,37 @@ def _list_outputs(spark: SparkSession, out_dir: str, suffix: str, rename: str | 
     return sorted(out)
 
 
+def write_incidents(incidents: DataFrame, out_dir: str, out_format: str) -> list[str]:
+    """Incident records as one file in time order (they are few: one per episode)."""
+    from pyspark.sql import functions as F
+
+    if out_format not in ("zeek", "json", "parquet"):
+        raise UsageError(f"output format must be zeek, json or parquet, got {out_format!r}")
+    df = (incidents.withColumn("_closed", (F.col("state") == "closed").cast("int"))
+          .coalesce(1).sortWithinPartitions("ts", "_closed", "incident").drop("_closed"))
+    if out_format == "parquet":
+        _action(lambda: df.write.mode("overwrite").parquet(out_dir), "write incidents")
+        return _list_outputs(incidents.sparkSession, out_dir, ".parquet", None)
+    text = df.mapInPandas(_guard(functools.partial(_format_part, fmt=out_format,
+                                                   kind="incidents")), "value string")
+    _action(lambda: text.write.mode("overwrite").text(out_dir), "write incidents")
+    return _list_outputs(incidents.sparkSession, out_dir, ".txt",
+                         ".log" if out_format == "zeek" else ".json")
+
+
 def score_files(spark: SparkSession, inputs: Sequence[str], out_dir: str, *,
                 models: Sequence[str] | None = None, config: PolicyConfig | None = None,
-                options: SparkOptions | None = None, out_format: str = "zeek"
-                ) -> SparkCounts:
+                options: SparkOptions | None = None, out_format: str = "zeek",
+                incidents_dir: str | None = None,
+                incident_config: IncidentConfig | None = None) -> SparkCounts:
     """Read, score and write: the Spark counterpart of ``zeekml score``.
 
     ``inputs``: files, directories, globs (local, on a path every executor sees) or
     Hadoop URIs; ordered as the local engine orders them. ``out_dir`` receives one
     verdict file per partition (``part-*.log`` Zeek ASCII, ``part-*.json`` Zeek JSON,
-    or Parquet), replacing what was there.
+    or Parquet), replacing what was there. With ``incidents_dir``, the incident records
+    (``zeekml_incident``, :mod:`zeekml.policy.incidents`) go there as one file in time
+    order, the same records the local engine writes.
     """
 
     t0 = time.perf_counter()
@@ -1154,8 +1289,10 @@ def score_files(spark: SparkSession, inputs: Sequence[str], out_dir: str, *,
             paired = pair_flows(cached[0], kinds, opts, counts)
             if paired is not None:
                 cached.append(paired.persist())
-        verdicts = _score_annotated(cached[-1], mods, config, opts, counts,
-                                    dict(enumerate(paths)), cached).persist()
+        verdicts, inc = _score_annotated(
+            cached[-1], mods, config, opts, counts, dict(enumerate(paths)), cached,
+            (incident_config or IncidentConfig()) if incidents_dir else None)
+        verdicts = verdicts.persist()
         cached.append(verdicts)
         counts.skipped = int(skipped.value)
         if counts.records:
@@ -1168,6 +1305,12 @@ def score_files(spark: SparkSession, inputs: Sequence[str], out_dir: str, *,
                 counts.notices[str(r[0])] += int(r[2])
         counts.outputs = write_verdicts(verdicts, out_dir, out_format, counts.rows_written,
                                         opts)
+        if inc is not None and incidents_dir is not None:
+            inc = inc.persist()
+            cached.append(inc)
+            for r in _action(lambda: inc.groupBy("state").count().collect(), "incidents"):
+                counts.incidents[str(r[0])] += int(r[1])
+            counts.incident_outputs = write_incidents(inc, incidents_dir, out_format)
     finally:
         for df in cached:
             df.unpersist()
@@ -1183,8 +1326,9 @@ def _unlink_quietly(path: str) -> None:
 def run_cli(args: Any, config: PolicyConfig) -> int:
     """``zeekml score --engine spark``: called by :mod:`zeekml.cli.score`.
 
-    ``--out`` names a directory (default ``./zeekml-spark``); onnxruntime runs one
-    thread per task (a task is one core), so ``--threads`` does not apply.
+    ``--out`` names a directory (default ``./zeekml-spark``), so does ``--incidents``;
+    onnxruntime runs one thread per task (a task is one core), so ``--threads`` does
+    not apply.
     """
     for flag, what in (("state", "--state"), ("notice", "--notice"), ("sink", "--sink")):
         if getattr(args, flag, None):
@@ -1204,6 +1348,12 @@ def run_cli(args: Any, config: PolicyConfig) -> int:
         log.debug("Spark's own log: %s", jvm_log)
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
                                 category=FutureWarning)
+    incidents = getattr(args, "incidents", None)
+    if incidents == "-":
+        raise UsageError("--engine spark writes incidents into a directory; --incidents - is "
+                         "not possible")
+    icfg = IncidentConfig(gap=args.incident_gap, update=args.incident_update) \
+        if incidents else None
     keep_log = False
     try:
         spark = get_session(getattr(args, "spark_master", None),
@@ -1212,7 +1362,8 @@ def run_cli(args: Any, config: PolicyConfig) -> int:
                             tz=getattr(args, "tz", None), pair=getattr(args, "pair", True),
                             pair_hold=getattr(args, "pair_hold", DEFAULT_PAIR_HOLD))
         counts = score_files(spark, args.inputs, out, models=args.model or None,
-                             config=config, options=opts, out_format=args.out_format)
+                             config=config, options=opts, out_format=args.out_format,
+                             incidents_dir=incidents, incident_config=icfg)
     except (ZeekmlError, OSError, KeyboardInterrupt):
         raise
     except Exception as exc:  # a Spark/JVM failure that is no zeekml error: one line

@@ -7,6 +7,7 @@ One state file holds, written atomically *together*:
              ``tail`` one entry per followed path holding its generations' cursors;
 ``scorers``  per model, its state arrays (per-host windows, conversations);
 ``policy``   the notice policy's arrays (open suppression windows);
+``incidents`` the incident tracker's arrays (open incidents), when incidents are on;
 ``sinks``    per sink, its checkpoint (output file identity and size after fsync);
 ``stages``   per stage between the readers and the scorers, its state arrays (the
              NetFlow pairer's open records: :mod:`zeekml.sources.biflow`);
@@ -70,6 +71,7 @@ class RunState:
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     scorers: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     policy: dict[str, np.ndarray] = field(default_factory=dict)
+    incidents: dict[str, np.ndarray] = field(default_factory=dict)
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -197,6 +199,7 @@ class StateStore:
             inputs=inputs,
             scorers={str(k): arrays(v, f"scorers.{k}") for k, v in scorer_refs.items()},
             policy=arrays(doc.get("policy", {}), "policy"),
+            incidents=arrays(doc.get("incidents", {}), "incidents"),
             sinks=sinks,
             meta=doc.get("meta", {}),
             stages={str(k): arrays(v, f"stages.{k}") for k, v in stage_refs.items()},
@@ -227,6 +230,7 @@ class StateStore:
             "scorers": {k: ref(v, f"scorers.{k}") for k, v in state.scorers.items()},
             "policy": ref(state.policy, "policy"),
             "stages": {k: ref(v, f"stages.{k}") for k, v in state.stages.items()},
+            "incidents": ref(state.incidents, "incidents"),
         }
         try:
             text = json.dumps(doc, allow_nan=True, sort_keys=True).encode("utf-8")

@@ -41,6 +41,7 @@ import pandas as pd
 
 from zeekml.sinks.cef import column, message
 from zeekml.sinks.files import FileSink, OutputFile
+from zeekml.sinks.incident_text import ecs_incident_records
 from zeekml.sinks.registry import SinkOptions
 from zeekml.sinks.textcols import (
     as_text,
@@ -125,11 +126,20 @@ class EcsSink(FileSink):
         self.file = OutputFile(path if path is not None else "-", mode="append")
         self.written = 0
 
+    unit = "notice"
+
+    def use_incidents(self) -> None:
+        """Write incident records (``ecs:PATH?unit=incident``, ``event.dataset``
+        ``zeekml.incident``; see :mod:`zeekml.sinks.incident_text`)."""
+        self.unit = "incident"
+        self._only_notices = False
+
     def write(self, verdicts: pd.DataFrame) -> None:
         rows = verdicts[_notices(verdicts).to_numpy()] if self._only_notices else verdicts
         if not len(rows):
             return
-        self.file.write(encode_lines(ecs_records(rows)))
+        fmt = ecs_incident_records if self.unit == "incident" else ecs_records
+        self.file.write(encode_lines(fmt(rows)))
         self.written += len(rows)
         if self.file.stdout:
             self.file.flush()

@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from zeekml.records.incidents import incident_fields, incident_types
 from zeekml.records.verdicts import zeek_fields, zeek_types
 from zeekml.sinks.files import FileSink, OutputFile
 from zeekml.sinks.zeek_ascii import _CANONICAL_OF, _concat_buffer, _string_lists
@@ -133,6 +134,7 @@ class JsonLogSink(FileSink):
     """Verdict (or notice) rows as Zeek-style NDJSON."""
 
     kind = "json"
+    unit = "notice"
 
     def __init__(
         self,
@@ -150,6 +152,13 @@ class JsonLogSink(FileSink):
         self.file = OutputFile(target, mode="append" if append else "replace")
         self.name = f"{self.kind}:{self.file.path or '-'}"
         self.rows = 0
+
+    def use_incidents(self) -> None:
+        """Take incident records (``--sink json:PATH?unit=incident``): Zeek JSON lines of
+        the ``zeekml_incident`` fields."""
+        self.unit = "incident"
+        self.fields, self.types = incident_fields(), incident_types()
+        self.transform = None
 
     def write(self, verdicts: pd.DataFrame) -> None:
         df = self.transform(verdicts) if self.transform else verdicts

@@ -113,6 +113,22 @@ def _transform(suppress_for: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return lambda df: to_notice(df, suppress_for)
 
 
+def _incident_transform(suppress_for: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    from zeekml.sinks.incident_text import incident_to_notice
+
+    return lambda df: incident_to_notice(df, suppress_for)
+
+
+def _use_incidents(sink: ZeekLogSink | JsonLogSink, suppress_for: float) -> Callable[[], None]:
+    """``notice:PATH?unit=incident``: one notice.log record per incident record."""
+
+    def use() -> None:
+        sink.unit = "incident"
+        sink.transform = _incident_transform(suppress_for)
+
+    return use
+
+
 def notice_sink(
     target: str | Path = "notice.log",
     *,
@@ -135,6 +151,7 @@ def notice_sink(
         raise SinkError(f"notice sink: format must be zeek or json, got {out_format!r}")
     sink.kind = "notice"
     sink.name = f"notice:{sink.file.path or '-'}"
+    sink.use_incidents = _use_incidents(sink, suppress_for)  # type: ignore[method-assign]
     return sink
 
 

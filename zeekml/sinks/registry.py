@@ -12,6 +12,12 @@ Examples::
 to the factory as is; the query is split on ``&`` and percent-decoded. A bad spec,
 an unknown sink or an unknown option is a :class:`~zeekml.errors.UsageError` (exit 2)
 naming the spec.
+
+``unit`` is an option of every sink, handled here: ``unit=notice`` (default) gives
+the sink verdict rows, ``unit=incident`` incident records
+(:mod:`zeekml.records.incidents`). A sink that formats incidents itself has
+``use_incidents()``, called after the factory; any other sink (a plugin) is marked
+``unit = "incident"`` and receives the incident table in ``write``.
 """
 
 from __future__ import annotations
@@ -58,9 +64,15 @@ def parse_spec(spec: str) -> SinkSpec:
     return SinkSpec(name, target, options)
 
 
+UNITS = ("notice", "incident")
+
+
 def make_sink(spec: str) -> Sink:
     """Build the sink a ``--sink`` value names (plugins included)."""
     parsed = parse_spec(spec)
+    unit = parsed.options.pop("unit", "notice")
+    if unit not in UNITS:
+        raise UsageError(f"--sink {spec!r}: unit={unit!r}: one of {', '.join(UNITS)}")
     info = plugins.find("sinks", parsed.name)
     if info is None:
         raise UsageError(
@@ -84,6 +96,16 @@ def make_sink(spec: str) -> Sink:
             f"--sink {spec!r}: {info.value} returned {type(sink).__name__}, which lacks the "
             "Sink methods (name, write, flush, checkpoint, restore, close)"
         )
+    if unit == "incident":
+        use = getattr(sink, "use_incidents", None)
+        try:
+            if callable(use):
+                use()
+            else:
+                sink.unit = "incident"  # type: ignore[attr-defined]
+                sink.name = f"{sink.name}?unit=incident"
+        except AttributeError as exc:
+            raise UsageError(f"--sink {spec!r}: this sink cannot take incidents: {exc}") from exc
     return sink
 
 

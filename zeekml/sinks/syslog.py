@@ -68,7 +68,7 @@ import logging
 import os
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -78,6 +78,7 @@ import pandas as pd
 from zeekml.errors import SinkError
 from zeekml.sinks.base import Delivery
 from zeekml.sinks.cef import cef_records, column, message
+from zeekml.sinks.incident_text import incident_cef, incident_message, incident_sd_values
 from zeekml.sinks.registry import SinkOptions
 from zeekml.sinks.textcols import as_text, concat, iso_time, joined_list, replace_all
 from zeekml.sinks.transport import TcpTransport, TlsClient, UdpTransport
@@ -139,6 +140,8 @@ class SyslogFormat:
     app: str = "zeekml"
     procid: str = "-"
     sd_id: str = "zeekml@32473"
+    #: ``notice`` (verdict rows) or ``incident`` (incident records, ``?unit=incident``)
+    unit: str = "notice"
 
     def severities(self, df: pd.DataFrame) -> np.ndarray:
         """Per-row syslog severity: notices by class (or the default), others normal."""
@@ -159,14 +162,22 @@ class SyslogFormat:
         msgid = msgid.str.replace(_NOT_PRINTUSASCII, "_", regex=True).str.slice(0, 32)
         head: list[pd.Series | str] = ["<", pri, ">1 ", ts, f" {self.hostname} {self.app} "
                                        f"{self.procid} ", msgid, " "]
+        incidents = self.unit == "incident"
         if self.format == "cef":
-            return concat([*head, "- ", cef_records(df, sev)])
-        text = message(df).str.replace(r"[\x00-\x1f\x7f]", " ", regex=True)
+            return concat([*head, "- ", incident_cef(df, sev) if incidents else
+                           cef_records(df, sev)])
+        text = (incident_message(df) if incidents else message(df)).str.replace(
+            r"[\x00-\x1f\x7f]", " ", regex=True)
         return concat([*head, self.structured_data(df), " ", text])
 
     def structured_data(self, df: pd.DataFrame) -> pd.Series:
         """``[SD-ID name="value" ...]``; a missing value leaves its parameter out."""
         parts: list[pd.Series | str] = ["[" + self.sd_id]
+        if self.unit == "incident":
+            for name, raw in incident_sd_values(df):
+                parts.append(f' {name}="' + sd_escape(raw) + '"')
+            parts.append("]")
+            return concat(parts)
         for name in SD_FIELDS:
             if name == "context":
                 raw = (as_text(joined_list(df["context"].reset_index(drop=True)))
@@ -213,6 +224,16 @@ class SyslogSink:
     @property
     def where(self) -> str:
         return self._transport.where
+
+    @property
+    def unit(self) -> str:
+        return self._format.unit
+
+    def use_incidents(self) -> None:
+        """Send incident records (``?unit=incident``), one message each."""
+        self._format = replace(self._format, unit="incident")
+        self._only_notices = False
+        self.name += "/incident"
 
     def write(self, verdicts: pd.DataFrame) -> None:
         rows = verdicts[_notices(verdicts)] if self._only_notices else verdicts

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from zeekml.records.incidents import INCIDENT_LOG_PATH, incident_fields, incident_types
 from zeekml.records.verdicts import zeek_fields, zeek_types
 from zeekml.sinks import zeek_ascii
 from zeekml.sinks.files import FileSink, OutputFile
@@ -25,6 +26,8 @@ class ZeekLogSink(FileSink):
     """Verdict rows as a Zeek ASCII log (default ``#path zeekml``, verdict fields)."""
 
     kind = "zeek"
+    #: what the sink takes: verdict rows (``notice``) or incident records (``incident``)
+    unit = "notice"
 
     def __init__(
         self,
@@ -50,6 +53,14 @@ class ZeekLogSink(FileSink):
         self.file = OutputFile(target, self._header, mode="append" if append else "replace")
         self.name = f"{self.kind}:{self.file.path or '-'}"
         self.rows = 0
+
+    def use_incidents(self) -> None:
+        """Take incident records instead of verdicts (``--sink zeek:PATH?unit=incident``):
+        a ``#path zeekml_incident`` log."""
+        self.unit = "incident"
+        self.fields, self.types = incident_fields(), incident_types()
+        self.log_path = INCIDENT_LOG_PATH
+        self.transform = None
 
     def _header(self) -> bytes:
         return zeek_ascii.format_header(self.log_path, self.fields, self.types)

@@ -1,0 +1,394 @@
+"""An alert budget on the user's own traffic: per-class thresholds for at most N a day.
+
+``zeekml calibrate --data DAYS --budget N`` scores the given logs once with the runtime
+scorers, keeps every *candidate* row (a score at or above the lowest threshold the
+calibration may choose, endpoints not allow-listed) with the stream clock at its row,
+then, per model, finds thresholds such that this traffic would have produced at most
+N notices (or, with ``unit="incident"``, N incidents) on any UTC day of log time. The
+runtime decides exactly as the search assumes: ``score >= threshold``, then the real
+:class:`~zeekml.policy.notice.NoticePolicy` with the configured suppression (notices)
+or the real :class:`~zeekml.policy.incidents.IncidentTracker` (incidents).
+
+**Rule.** Classes of one model are independent in the policy (its suppression key
+holds the class), so each class has a curve "threshold -> most notices on one day".
+The model's budget is shared max-min fairly: the largest allowance K with
+``sum(min(n_c, K)) <= N`` (``n_c`` the class's most per day at its floor), so a class
+that stays under K keeps its threshold and the classes that flood are cut to K (what is
+left of N goes one by one to the cut classes). A cut class gets the lowest threshold
+(a score observed in the data, found by bisection and checked) that keeps it at or
+under its allowance. The sum of per-class daily maxima bounds every day's total, so
+the model stays within N; the report gives the real total per day, measured with all
+classes at their new thresholds.
+
+**Floors.** A threshold is never lowered below the one in force (the card's, or the
+base ``--config``/``--threshold``) unless ``allow_lower`` is set; then the floor is the
+lowest score seen and a class under its allowance gets the lowest threshold that keeps
+it there (so the budget is filled).
+
+**Days** are UTC calendar days of the flows' ``ts`` (the notice's, or the incident's
+``first_seen``); a day only partly in the data counts as a day. Incidents are counted
+per model as if it were the only model (models sharing a class share incidents at
+run time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from zeekml.errors import UsageError
+from zeekml.policy.incidents import INPUT_COLUMNS, IncidentConfig, IncidentTracker
+from zeekml.policy.notice import Decision, NoticePolicy, PolicyConfig
+from zeekml.records.verdicts import NORMAL, empty_verdicts
+
+DAY = 86400.0
+UNITS = ("notice", "incident")
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+class CandidatePolicy(NoticePolicy):
+    """A notice policy that writes nothing and marks every row that could be flagged.
+
+    Run inside a normal :class:`~zeekml.runtime.pipeline.Pipeline` (so inputs are read
+    and scored exactly as ``zeekml score`` does), it sets :attr:`decision` with
+    ``flagged`` = score at or above the calibration floor and no endpoint allow-listed;
+    the pipeline hands those rows (with the stream clock and the inbound flag) to a
+    :class:`CandidateRecorder` in place of the incident tracker.
+    """
+
+    def __init__(self, config: PolicyConfig, allow_lower: bool) -> None:
+        super().__init__(config)
+        self.allow_lower = allow_lower
+        self.floors: dict[tuple[str, str], float] = {}
+        self.first_ts = math.inf
+        self.last_ts = -math.inf
+
+    def decide(self, scored: pd.DataFrame) -> pd.DataFrame:
+        self.decision = None
+        b = len(scored)
+        if not b:
+            return empty_verdicts()
+        df = scored.reset_index(drop=True)
+        th = self.thresholds(df)  # what is in force (card, or the base config)
+        score = df["score"].to_numpy(dtype=np.float64, na_value=np.nan)
+        ts = df["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
+        ok = np.isfinite(ts)
+        if ok.any():
+            self.first_ts = min(self.first_ts, float(ts[ok].min()))
+            self.last_ts = max(self.last_ts, float(ts[ok].max()))
+        t = np.where(np.isfinite(ts), ts, -np.inf)
+        cm = np.maximum.accumulate(np.concatenate([[self._max_ts], t]))[1:]
+        self._max_ts = float(cm[-1])
+        floor = np.full(b, -np.inf) if self.allow_lower else th
+        flagged = np.isfinite(score) & (score >= floor)
+        if self.allow:
+            flagged &= ~(self.allow.contains(df["orig_h"]) | self.allow.contains(df["resp_h"]))
+        keys = pd.DataFrame({"m": df["model"].astype(str), "c": df["cls"].astype(str),
+                             "t": th}).drop_duplicates(["m", "c"])
+        for m, c, v in keys.itertuples(index=False):
+            self.floors.setdefault((m, c), float(v))
+        rows = df.assign(verdict=df["cls"].astype("str").fillna(NORMAL), threshold=th)
+        self.decision = Decision(rows, flagged, flagged, cm)
+        return empty_verdicts()
+
+
+class CandidateRecorder:
+    """Stands in for the incident tracker: keeps the candidate rows (no evidence lists)."""
+
+    pending = 0
+
+    def __init__(self) -> None:
+        self.frames: list[pd.DataFrame] = []
+
+    def update(self, x: pd.DataFrame, clock: float) -> pd.DataFrame:
+        if len(x):
+            self.frames.append(x.drop(columns=["context"]).assign(context=None))
+        from zeekml.records.incidents import empty_incidents
+
+        return empty_incidents()
+
+    def finish(self, clock: float | None = None) -> pd.DataFrame:
+        from zeekml.records.incidents import empty_incidents
+
+        return empty_incidents()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def table(self) -> pd.DataFrame:
+        if not self.frames:
+            return pd.DataFrame(columns=list(INPUT_COLUMNS))
+        return pd.concat(self.frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def _days(ts: np.ndarray) -> np.ndarray:
+    ts = np.asarray(ts, dtype=np.float64)
+    return np.floor(ts[np.isfinite(ts)] / DAY).astype(np.int64)
+
+
+def _most_per_day(ts: np.ndarray) -> int:
+    d = _days(ts)
+    return int(np.bincount(d - d.min()).max()) if len(d) else 0
+
+
+def notice_times(rows: pd.DataFrame, thresholds: dict[str, float], base: PolicyConfig
+                 ) -> np.ndarray:
+    """The ``ts`` of every notice the real policy writes for these candidate rows.
+
+    ``rows`` are one model's candidates in stream order; each is preceded by a clock row
+    (no score, ``ts`` = the stream clock at it), so suppression windows close at the
+    same flows as at run time.
+    """
+    n = len(rows)
+    if not n:
+        return np.zeros(0)
+    policy = NoticePolicy(replace(base, thresholds={**base.thresholds, **thresholds},
+                                  all_flows=False))
+    scored = pd.DataFrame({
+        "ts": rows["ts"].to_numpy(dtype=np.float64), "uid": rows["uid"].to_numpy(),
+        "orig_h": rows["orig_h"].to_numpy(), "resp_h": rows["resp_h"].to_numpy(),
+        "resp_p": rows["resp_p"].to_numpy(), "model": rows["model"].to_numpy(),
+        "cls": rows["verdict"].to_numpy(), "score": rows["score"].to_numpy(dtype=np.float64),
+        "threshold": np.full(n, np.inf),
+    })
+    ticks = scored.assign(ts=rows["act"].to_numpy(dtype=np.float64), score=np.nan)
+    order = np.empty(2 * n, dtype=np.int64)
+    order[0::2] = np.arange(n) + n
+    order[1::2] = np.arange(n)
+    both = pd.concat([scored, ticks], ignore_index=True).iloc[order].reset_index(drop=True)
+    out = [policy.decide(both), policy.finish()]
+    return np.concatenate([o["ts"].to_numpy(dtype=np.float64) for o in out])
+
+
+def incident_times(rows: pd.DataFrame, config: IncidentConfig, end: float) -> np.ndarray:
+    """``first_seen`` of every incident the real tracker makes of these candidate rows."""
+    if not len(rows):
+        return np.zeros(0)
+    t = IncidentTracker(config)
+    recs = pd.concat([t.update(rows, end), t.finish(end)], ignore_index=True)
+    return recs.loc[recs["state"] == "closed", "first_seen"].to_numpy(dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def lowest_threshold(scores: np.ndarray, floor: float, allowance: int,
+                     count: Callable[[float], int]) -> tuple[float, int]:
+    """The lowest threshold >= ``floor`` with ``count(threshold) <= allowance``.
+
+    Candidates are the distinct scores at or above the floor (a threshold equal to a
+    score keeps that score), then one just above the highest (nothing flagged).
+    Bisection assumes fewer alerts for a higher threshold; the returned threshold is
+    checked, and if suppression made the curve bend, the next candidates up are tried.
+    """
+    at_floor = count(floor)
+    if at_floor <= allowance:
+        return floor, at_floor
+    cand = np.unique(scores[np.isfinite(scores) & (scores >= floor)])
+    top = float(np.nextafter(cand[-1], np.inf)) if len(cand) else floor
+    values = [*map(float, cand), top]
+    lo, hi = 0, len(values) - 1  # count(values[hi]) == 0 <= allowance
+    cache: dict[int, int] = {len(values) - 1: 0}
+
+    def c(i: int) -> int:
+        if i not in cache:
+            cache[i] = count(values[i])
+        return cache[i]
+
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if c(mid) <= allowance:
+            hi = mid
+        else:
+            lo = mid + 1
+    i = lo
+    while c(i) > allowance:  # the check (a non-monotone bend): go up until it holds
+        i += 1
+    return values[i], c(i)
+
+
+def allowances(most: dict[str, int], budget: int) -> dict[str, int]:
+    """Max-min fair shares of ``budget`` for classes wanting ``most`` a day each."""
+    if sum(most.values()) <= budget:
+        return dict(most)
+    ks = sorted(most.values())
+    k, below = 0, 0  # the largest K with sum(min(n, K)) <= budget (water filling)
+    for i, n in enumerate(ks):
+        rest = len(ks) - i
+        if below + n * rest <= budget:
+            below += n
+            continue
+        k = (budget - below) // rest
+        break
+    share = {c: min(n, k) for c, n in most.items()}
+    left = budget - sum(share.values())
+    for c in sorted((c for c, n in most.items() if n > k), key=lambda c: (-most[c], c)):
+        if left <= 0:
+            break
+        share[c] += 1
+        left -= 1
+    return share
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class ClassCost:
+    """What the budget did to one model's class."""
+
+    model: str
+    cls: str
+    floor: float
+    threshold: float
+    before: int  # most alerts on one day at the floor
+    after: int  # ... at the new threshold
+    flagged: int  # candidate flows at or above the floor
+    cut: int  # of those, flows now below the threshold
+    cut_low: float = math.nan  # the range of scores cut
+    cut_high: float = math.nan
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}:{self.cls}"
+
+
+@dataclass
+class Calibration:
+    """Per-class thresholds for a budget, and what they cost."""
+
+    budget: int
+    unit: str
+    days: int
+    classes: list[ClassCost] = field(default_factory=list)
+    #: per model: most alerts on one day, all classes together, before and after
+    totals: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def thresholds(self) -> dict[str, float]:
+        return {c.key: c.threshold for c in self.classes}
+
+    def policy_json(self, base: PolicyConfig) -> dict[str, Any]:
+        """The policy file ``--config`` reads (:meth:`PolicyConfig.from_json`'s format)."""
+        th = {k: float(v) for k, v in base.thresholds.items()}
+        th.update(self.thresholds())
+        out: dict[str, Any] = {"thresholds": th, "suppress": base.suppress}
+        if base.allow:
+            out["allow"] = [str(n) for n in base.allow]
+        return out
+
+    def report(self) -> str:
+        unit = "notices" if self.unit == "notice" else "incidents"
+        lines = [f"budget: {self.budget} {unit} a day per model, over {self.days} days "
+                 "of log time (UTC)"]
+        for model, (before, after) in sorted(self.totals.items()):
+            lines.append(f"{model}: at most {before} {unit} a day before, {after} after")
+            for c in (c for c in self.classes if c.model == model):
+                cost = (f"cuts {c.cut} of {c.flagged} flagged flows, scores "
+                        f"{c.cut_low:.6g}..{c.cut_high:.6g}" if c.cut else "cuts nothing")
+                move = ("kept" if c.threshold == c.floor else
+                        f"{'raised' if c.threshold > c.floor else 'lowered'} from "
+                        f"{c.floor:.6g}")
+                lines.append(f"  {c.cls}: threshold {c.threshold:.6g} ({move}); most {unit} "
+                             f"a day {c.before} -> {c.after}; {cost}")
+        return "\n".join(lines)
+
+
+def calibrate(rows: pd.DataFrame, floors: dict[tuple[str, str], float], base: PolicyConfig,
+              budget: int, *, unit: str = "notice", incidents: IncidentConfig | None = None,
+              end: float = -math.inf, span: tuple[float, float] = (math.nan, math.nan),
+              allow_lower: bool = False) -> Calibration:
+    """Thresholds so that ``rows`` (:class:`CandidateRecorder` table) give at most
+    ``budget`` alerts a day per model (see the module doc)."""
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
+        raise UsageError(f"the budget must be a whole number >= 0, got {budget!r}")
+    if unit not in UNITS:
+        raise UsageError(f"budget unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    icfg = incidents or IncidentConfig()
+    first, last = span
+    days = (int(math.floor(last / DAY) - math.floor(first / DAY)) + 1
+            if math.isfinite(first) and math.isfinite(last) else 0)
+    result = Calibration(budget=budget, unit=unit, days=days)
+    models = sorted({m for m, _ in floors})
+    for model in models:
+        mine = rows[rows["model"].astype(str) == model] if len(rows) else rows
+        classes = sorted({c for m, c in floors if m == model and c != NORMAL})
+        per: dict[str, pd.DataFrame] = {c: mine[mine["verdict"].astype(str) == c]
+                                        for c in classes}
+
+        lowest = {c: (float(per[c]["score"].min()) if allow_lower and len(per[c])
+                      else floors[(model, c)]) for c in classes}
+        counts = {c: _counter(per[c], f"{model}:{c}", unit, base, icfg, end) for c in classes}
+        most = {c: counts[c](lowest[c]) for c in classes}
+        share = allowances(most, budget)
+        for c in classes:
+            score = per[c]["score"].to_numpy(dtype=np.float64)
+            floor = floors[(model, c)]
+            # from the floor up (with allow_lower from the lowest score: fills the budget)
+            new, after = lowest_threshold(score, lowest[c], share[c], counts[c])
+            base_count = most[c] if lowest[c] == floor else counts[c](floor)
+            live = score[np.isfinite(score) & (score >= min(floor, new))]
+            cut = live[live < new]
+            result.classes.append(ClassCost(
+                model=model, cls=c, floor=floor, threshold=new, before=base_count, after=after,
+                flagged=int((live >= floor).sum()), cut=int(len(cut)),
+                cut_low=float(cut.min()) if len(cut) else math.nan,
+                cut_high=float(cut.max()) if len(cut) else math.nan))
+        chosen = {c.key: c.threshold for c in result.classes if c.model == model}
+        floors_m = {f"{model}:{c}": floors[(model, c)] for c in classes}
+        result.totals[model] = (_model_total(mine, floors_m, base, unit, icfg, end),
+                                _model_total(mine, chosen, base, unit, icfg, end))
+    return result
+
+
+def _counter(rows: pd.DataFrame, key: str, unit: str, base: PolicyConfig,
+             icfg: IncidentConfig, end: float) -> Callable[[float], int]:
+    """threshold -> most alerts on one day, for one model's class (its candidate rows)."""
+    score = rows["score"].to_numpy(dtype=np.float64)
+
+    def count(threshold: float) -> int:
+        chosen = rows[score >= threshold]
+        if unit == "notice":
+            return _most_per_day(notice_times(chosen, {key: threshold}, base))
+        return _most_per_day(incident_times(chosen, icfg, end))
+
+    return count
+
+
+def _model_total(rows: pd.DataFrame, thresholds: dict[str, float], base: PolicyConfig,
+                 unit: str, icfg: IncidentConfig, end: float) -> int:
+    """Most alerts on one day for one model with every class at ``thresholds``."""
+    if not len(rows):
+        return 0
+    key = rows["model"].astype(str) + ":" + rows["verdict"].astype(str)
+    t = key.map(thresholds).to_numpy(dtype=np.float64)
+    chosen = rows[rows["score"].to_numpy(dtype=np.float64) >= np.nan_to_num(t, nan=np.inf)]
+    if unit == "notice":
+        return _most_per_day(notice_times(chosen, thresholds, base))
+    return _most_per_day(incident_times(chosen, icfg, end))
+
+
+def all_classes(floors: dict[tuple[str, str], float], cards: Iterable[Any],
+                base: PolicyConfig) -> None:
+    """Add every class a model's card names (classes or thresholds), at the threshold in
+    force for it (the card's, unless the base policy overrides it)."""
+    policy = NoticePolicy(base)
+    for card in cards:
+        data = getattr(card, "data", {}) or {}
+        names = [c for c in data.get("classes", []) if c != NORMAL] or \
+            [c for c in data.get("thresholds", {}) if c != "default"]
+        for c in names:
+            if (card.name, str(c)) in floors:
+                continue
+            one = pd.DataFrame({"model": [card.name], "cls": [str(c)],
+                                "threshold": [float(card.threshold_for(str(c)))]})
+            floors[(card.name, str(c))] = float(policy.thresholds(one)[0])
