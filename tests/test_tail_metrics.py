@@ -285,3 +285,36 @@ def test_bytes_behind_a_followed_file(tmp_path: Path) -> None:
         assert src.bytes_behind() == len(head)  # the new generation waits to be read
     finally:
         src.close()
+
+
+def test_incidents_counted_per_model_and_class_when_they_close(tmp_path: Path) -> None:
+    """Incident records written by the pipeline reach zeekml_incidents_total{model,class}:
+    a real capture scored with the bundled models, every incident counted once."""
+    need_module("prometheus_client")
+    from tests.conftest import DATA, need
+    from zeekml.models.registry import ScorerOptions, default_scorers
+    from zeekml.policy.incidents import IncidentConfig, IncidentTracker
+    from zeekml.policy.notice import NoticePolicy
+    from zeekml.runtime.pipeline import Pipeline
+    from zeekml.sources import read_table
+
+    capture = DATA / "zeek" / "stratosphere-008-mixed" / "conn.log.labeled"
+    need(capture.is_file(), f"the capture {capture}")
+    metrics = TailMetrics()
+    records: list[pd.DataFrame] = []
+    pipeline = Pipeline(default_scorers(ScorerOptions(threads=1)), NoticePolicy(), [],
+                        incidents=IncidentTracker(IncidentConfig()))
+    pipeline.on_incidents = lambda r: (records.append(r), metrics.incidents_written(r))
+    pipeline.process(read_table(capture))
+    pipeline.finish()
+    closed = pd.concat(records)
+    closed = closed[closed["state"] == "closed"]
+    assert len(closed)
+    expected: dict[tuple[str, str], int] = {}
+    for models, cls in zip(closed["models"], closed["verdict"], strict=True):
+        for m in models:
+            expected[(m, cls)] = expected.get((m, cls), 0) + 1
+    for (model, cls), n in expected.items():
+        got = metrics.registry.get_sample_value("zeekml_incidents_total",
+                                                {"model": model, "class": cls})
+        assert got == n, (model, cls, got, n)

@@ -126,7 +126,18 @@ class NullMetrics:
         """Once per loop turn: sample input lag, skips and sink queues (throttled)."""
 
     def count_incidents(self, model: str, cls: str, n: int = 1) -> None:
-        """``n`` incidents of ``cls`` were opened by ``model`` (the future incident stage)."""
+        """``n`` incidents of ``cls`` that ``model`` took part in were closed."""
+
+    def incidents_written(self, records: Any) -> None:
+        """Incident records written (``zeekml.policy.incidents``): count the closed ones
+        per model and class (an incident is counted once, when it closes)."""
+        if records is None or not len(records) or "state" not in records.columns:
+            return
+        closed = records[records["state"].astype(str) == "closed"]
+        for models, cls in zip(closed["models"].tolist(), closed["verdict"].astype(str).tolist(),
+                               strict=True):
+            for model in (models or ["-"]):
+                self.count_incidents(str(model), cls)
 
     def close(self) -> None:
         """Stop serving."""

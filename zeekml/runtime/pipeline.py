@@ -299,6 +299,8 @@ class Pipeline:
 
         self._pair_stats0 = PairStats()
         self.incidents = incidents
+        #: called with every batch of incident records written (``tail --metrics``)
+        self.on_incidents: Callable[[pd.DataFrame], None] | None = None
 
     def process(self, flows: pd.DataFrame) -> pd.DataFrame:
         """Score one canonical batch and write its verdicts (and incidents) to the sinks."""
@@ -336,6 +338,8 @@ class Pipeline:
             if sink_unit(sink) == "incident":
                 sink.write(records)
         self.counters.incidents.update(records["state"].value_counts().to_dict())
+        if self.on_incidents is not None:
+            self.on_incidents(records)
 
     def finish(self) -> pd.DataFrame:
         """End of the stream: NetFlow records still waiting for their reverse are scored

@@ -133,6 +133,7 @@ class Tail:
     ) -> None:
         self.source_factory = source_factory
         self.metrics = metrics or NullMetrics()  # --metrics hooks (zeekml.runtime.metrics)
+        self.pipeline.on_incidents = self.metrics.incidents_written
         self.pipeline = pipeline
         self.input_key = input_key
         self.store = store
