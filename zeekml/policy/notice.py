@@ -52,6 +52,13 @@ MAX_CONFIG_BYTES = 1 << 20
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def crosses(score: Any, threshold: Any) -> np.ndarray:
+    """THE decision rule, everywhere (runtime, evaluation, calibration, reports): a flow is
+    flagged when its score is at or above its threshold (``>=``; a missing score never)."""
+    s = np.asarray(score, dtype=np.float64)
+    return np.isfinite(s) & (s >= np.asarray(threshold, dtype=np.float64))
+
+
 def parse_network(spec: str) -> Network:
     """A host (``10.0.0.5``, ``2001:db8::1``) or subnet (``10.0.0.0/8``); UsageError if bad."""
     try:
@@ -263,7 +270,7 @@ class NoticePolicy:
         df = scored.reset_index(drop=True)
         th = self.thresholds(df)
         score = df["score"].to_numpy(dtype=np.float64, na_value=np.nan)
-        crossing = np.isfinite(score) & (score >= th)
+        crossing = crosses(score, th)
         verdict = df["cls"].astype("str").where(crossing, NORMAL).fillna(NORMAL)
         candidate = crossing.copy()
         if self.allow:

@@ -1,0 +1,150 @@
+"""One table of detection quality: per capture (leave-one-capture-out) and per model, with
+the simple baselines on the same rows.
+
+Reads the out-of-fold results files the trainers write (``zeekml train amf`` and
+``zeekml train lm`` with the corpus: ``onnx_models/NAME.loco.parquet``, one row per flow,
+each capture scored by a model that never saw it, thresholds calibrated without it) and
+prints, for each capture and each model and its baseline (the single-flow tree for the
+AMF-LSTM, unigram word rarity for the flow LM):
+
+* recall and precision of malicious flows, and the false-positive rate, with the runtime's
+  decision rule (``score >= threshold``: :func:`zeekml.policy.notice.crosses`);
+* notices per 10,000 benign flows: the flagged rows go through the runtime's own
+  :class:`~zeekml.policy.notice.NoticePolicy` in stream order with the default
+  suppression (one notice per originator, class and model per 600 s of log time), and the
+  notices opened by benign flows are counted. For unlabeled captures (traffic presumed
+  benign), every flow counts as benign.
+
+Goals printed beside the figures (issue 12): notices per 10,000 benign flows <= 5 on every
+benign or mostly-benign capture; each model above its baseline.
+
+Usage: ``python tools/detection_report.py [--loco onnx_models/amf_lstm.loco.parquet
+onnx_models/flow_lm.loco.parquet] [--suppress 600] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from zeekml.policy.notice import NoticePolicy, PolicyConfig  # noqa: E402
+from zeekml.records.verdicts import conform_verdicts  # noqa: E402
+
+DEFAULT_FILES = ("onnx_models/amf_lstm.loco.parquet", "onnx_models/flow_lm.loco.parquet")
+NOTICE_GOAL = 5.0  # notices per 10,000 benign flows
+MOSTLY_BENIGN = 0.9  # share of benign rows that makes a capture "mostly benign"
+
+
+def notices_opened(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray,
+                   cls: pd.Series, model: str, suppress: float) -> np.ndarray:
+    """Rows (in stream order) that open a notice under the runtime's policy."""
+    n = len(rows)
+    scored = conform_verdicts(pd.DataFrame({
+        "ts": rows["ts"].to_numpy(dtype=np.float64), "uid": rows["uid"],
+        "orig_h": rows["orig_h"], "orig_p": rows["orig_p"], "resp_h": rows["resp_h"],
+        "resp_p": rows["resp_p"], "proto": rows["proto"],
+        "model": pd.Series([model] * n, dtype="str"), "score": score, "threshold": threshold,
+    }))
+    scored["cls"] = pd.Series(np.asarray(cls, dtype=object), dtype="str")
+    out = NoticePolicy(PolicyConfig(suppress=suppress, all_flows=True)).decide(scored)
+    return out["notice"].fillna(False).to_numpy(dtype=bool)
+
+
+def figures(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray, cls: pd.Series,
+            model: str, suppress: float, labeled: bool) -> dict[str, Any]:
+    from zeekml.policy.notice import crosses
+
+    flagged = crosses(score, threshold)
+    binary = rows["binary"].to_numpy()
+    mal, ben = binary == 1, binary == 0 if labeled else np.ones(len(rows), dtype=bool)
+    tp, fp = int((flagged & mal).sum()), int((flagged & ben).sum())
+    opened = notices_opened(rows, score, threshold, cls, model, suppress)
+    out: dict[str, Any] = {
+        "malicious": int(mal.sum()), "benign": int(ben.sum()),
+        "recall": tp / int(mal.sum()) if mal.any() else None,
+        "precision": tp / (tp + fp) if tp + fp and mal.any() else None,
+        "fpr": fp / int(ben.sum()) if ben.any() else None,
+        "notices_per_10k_benign": 1e4 * int((opened & ben).sum()) / int(ben.sum())
+        if ben.any() else None,
+    }
+    return out
+
+
+def report(files: list[Path], suppress: float) -> list[dict[str, Any]]:
+    out = []
+    for f in files:
+        df = pd.read_parquet(f)
+        for (capture, model), rows in df.groupby(["capture", "model"], sort=False):
+            rows = rows.sort_values("row", kind="stable").reset_index(drop=True)
+            labeled = bool((rows["binary"] >= 0).any())
+            entry: dict[str, Any] = {"capture": capture, "model": model, "labeled": labeled,
+                                     "flows": len(rows)}
+            entry["model_figures"] = figures(
+                rows, rows["score"].to_numpy(np.float64), rows["threshold"].to_numpy(np.float64),
+                rows["cls"], str(model), suppress, labeled)
+            base = str(rows["baseline"].iloc[0]) if "baseline" in rows else ""
+            if base and rows["baseline_score"].notna().any():
+                entry["baseline"] = base
+                entry["baseline_figures"] = figures(
+                    rows, rows["baseline_score"].to_numpy(np.float64),
+                    rows["baseline_threshold"].to_numpy(np.float64), rows["baseline_cls"],
+                    base, suppress, labeled)
+            out.append(entry)
+    return out
+
+
+def _f(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.2f}%" if pct else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def table(entries: list[dict[str, Any]]) -> str:
+    head = ("capture", "model", "flows", "mal", "recall", "prec", "FPR", "notices/10k",
+            "| base", "recall", "prec", "FPR", "notices/10k")
+    lines = ["  ".join(head)]
+    for e in entries:
+        m, b = e["model_figures"], e.get("baseline_figures")
+        n10k = m["notices_per_10k_benign"]
+        mostly_benign = m["benign"] >= MOSTLY_BENIGN * e["flows"]
+        flag = " !" if mostly_benign and n10k is not None and n10k > NOTICE_GOAL else ""
+        row = [e["capture"], e["model"], str(e["flows"]), str(m["malicious"]),
+               _f(m["recall"]), _f(m["precision"]), _f(m["fpr"], True), _f(n10k) + flag]
+        if b is not None:
+            row += ["| " + e["baseline"], _f(b["recall"]), _f(b["precision"]), _f(b["fpr"], True),
+                    _f(b["notices_per_10k_benign"])]
+        lines.append("  ".join(row))
+    lines.append(f"(! = a benign or mostly-benign capture above the goal of {NOTICE_GOAL:g} "
+                 "notices per 10,000 benign flows; unlabeled captures count every flow as benign)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--loco", nargs="+", default=[str(REPO / f) for f in DEFAULT_FILES],
+                    metavar="PARQUET", help="out-of-fold results files (default: the bundled models')")
+    ap.add_argument("--suppress", type=float, default=600.0, help="suppression interval (s)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = ap.parse_args(argv)
+    files = [Path(f) for f in args.loco]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        print(f"missing out-of-fold results: {', '.join(missing)} (regenerate them with the "
+              "command in each model card)", file=sys.stderr)
+        return 1
+    entries = report(files, args.suppress)
+    print(json.dumps(entries, indent=1) if args.json else table(entries))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
