@@ -507,10 +507,10 @@ def test_broken_pipe_exits_0_like_convert(tmp_path, models) -> None:
 
 
 def test_readme_state_paths_match_the_help() -> None:
-    """The README's cron and tail examples name state files as ``--help`` does (``.npz``)."""
-    readme = (REPO / "README.md").read_text()
+    """The docs' cron and tail examples name state files as ``--help`` does (``.npz``)."""
+    readme = "".join(p.read_text() for p in [REPO / "README.md", *(REPO / "docs").glob("*.md")])
     from zeekml.cli import score, tail
 
-    paths = re.findall(r"--state (\S+)", readme + score.EXAMPLES + tail.EXAMPLES)
+    paths = re.findall(r"--state ([\w~./-]*[/.][\w./-]+)", readme + score.EXAMPLES + tail.EXAMPLES)
     assert len(paths) >= 5
     assert all(p.endswith(".npz") for p in paths), paths

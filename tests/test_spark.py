@@ -408,3 +408,13 @@ def test_incidents_equal_local_engine(spark, models, tmp_path) -> None:
             assert g[c] == pytest.approx(e[c], abs=1e-5), c
         for c in ("models", "agreed", "uids", "context"):
             assert g.get(c, []) == list(e[c]), c
+
+
+def test_api_page_spark_examples_run(spark) -> None:
+    """docs/api.md's score_files and score_dataframe examples, as doctests."""
+    from tests.test_docs import api_sections, run_doctests
+
+    _, section = api_sections()
+    result = run_doctests(section, "docs/api.md (Spark)", {"spark": spark})
+    assert result.attempted >= 10
+    assert result.failed == 0, "docs/api.md Spark examples failed (see the report above)"
