@@ -85,11 +85,21 @@ def test_first_run_with_collector_down_then_up_every_notice_once(collector: Rsys
 
 
 def _kill_runs(args: list[str], tmp: Path, rng: random.Random, runs: int,
-               when: tuple[float, float] = (0.8, 4.0)) -> int:
-    """Start ``zeekml score`` ``runs`` times, each killed with SIGKILL at a random moment."""
+               when: tuple[float, float] = (0.8, 4.0),
+               delivering: Rsyslog | None = None) -> int:
+    """Start ``zeekml score`` ``runs`` times, each killed with SIGKILL at a random moment.
+
+    With ``delivering``, the moment is counted from when that collector has received
+    new records in this run (mid-delivery whatever the machine's speed), not from start."""
     kills = 0
     for _ in range(runs):
+        before = len(delivering.records()) if delivering else 0
         proc = zeekml_proc(args, tmp)
+        if delivering is not None:
+            deadline = time.monotonic() + 300
+            while (proc.poll() is None and time.monotonic() < deadline
+                   and len(delivering.records()) <= before):
+                time.sleep(0.02)
         time.sleep(rng.uniform(*when))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -149,7 +159,8 @@ def test_kill9_mid_run_with_collector_up_loses_nothing(collector: Rsyslog,
     # kill all come from one batch
     args = ["-q", "score", "--state", str(state), "--out", str(out), "--threads", "1",
             "--suppress", "0", "--batch-size", str(batch), "--sink", sink, str(one)]
-    kills = _kill_runs(args, tmp_path, random.Random(7), 4, when=(3.0, 9.0))  # mid-delivery
+    kills = _kill_runs(args, tmp_path, random.Random(7), 4, when=(0.0, 0.5),
+                       delivering=collector)  # mid-delivery
     assert kills >= 2
     final = zeekml_proc(args, tmp_path)
     _, err = final.communicate(timeout=600)

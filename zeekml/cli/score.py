@@ -237,22 +237,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add_scoring_options(p: argparse.ArgumentParser) -> None:
+    """The model, policy, output, catch-up and reading options ``score`` and ``tail`` share.
+
+    One definition, so the two commands never drift apart; each adds its own input,
+    ``--state`` and ``--batch-size`` (their meaning and defaults differ).
+    """
     from zeekml.sources.options import add_read_arguments
 
-    p = sub.add_parser(
-        "score",
-        help="score flow logs with the ONNX models and write Zeek-readable verdicts",
-        description=(
-            "Score Zeek conn logs (TSV/JSON, gzip), nfdump flows and Argus binetflow with the bundled (or "
-            "given) models; write notices, or every verdict with --all, as a Zeek log. "
-            "With --state, a cron job scores each flow exactly once across runs."
-        ),
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="files, directories (zeekctl archives), globs, or - for stdin")
     p.add_argument("--out", default="zeekml.log", metavar="PATH",
                    help="output file (default ./zeekml.log; - for stdout)")
     p.add_argument("--out-format", choices=("zeek", "json"), default="zeek",
@@ -283,11 +275,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one notice per (host, verdict, model) per interval of log time "
                         "(default 600; 0 = a notice per flow, written at once)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
-    p.add_argument("--batch-size", type=int, default=65536, metavar="ROWS",
-                   help="flows per batch (default 65536)")
-    p.add_argument("--state", metavar="PATH",
-                   help="state file: continue where the last run stopped (cron mode); a "
-                        "live log (conn.log) rotated between runs is finished first")
     add_catch_up_options(p)
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line instead of skipping it")
@@ -295,6 +282,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sink", action="append", default=[], metavar="SPEC",
                    help="extra output NAME:TARGET?k=v (syslog over udp/tcp/tls, ecs, json, "
                         "notice, plugins)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score flow logs with the ONNX models and write Zeek-readable verdicts",
+        description=(
+            "Score Zeek conn logs (TSV/JSON, gzip), nfdump flows and Argus binetflow with the bundled (or "
+            "given) models; write notices, or every verdict with --all, as a Zeek log. "
+            "With --state, a cron job scores each flow exactly once across runs."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files, directories (zeekctl archives), globs, or - for stdin")
+    add_scoring_options(p)
+    p.add_argument("--batch-size", type=int, default=65536, metavar="ROWS",
+                   help="flows per batch (default 65536)")
+    p.add_argument("--state", metavar="PATH",
+                   help="state file: continue where the last run stopped (cron mode); a "
+                        "live log (conn.log) rotated between runs is finished first")
     p.add_argument("--engine", choices=("local", "spark"), default="local",
                    help="local (default) or spark: score on Apache Spark; --out is then a "
                         "directory (default ./zeekml-spark)")

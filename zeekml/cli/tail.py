@@ -1,11 +1,11 @@
 """``zeekml tail``: follow a live sensor's log (or nfcapd directory, or a pipe) and score it.
 
 Thin layer over :mod:`zeekml.runtime.tail`. The model, policy and output options are
-``zeekml score``'s own (taken from its parser, so the two commands never drift
-apart), and so are the builders of scorers, policy and sinks: one code path for tail
-and batch. Tail adds ``--state``, ``--rotate``, ``--poll-interval``, ``--max-latency``,
-``--checkpoint-interval`` and the memory bounds ``--max-hosts`` / ``--idle-timeout``
-(unless ``zeekml score`` grows them, in which case its own are used).
+``zeekml score``'s own (one definition, :func:`zeekml.cli.score.add_scoring_options`,
+so the two commands never drift apart), and so are the builders of scorers, policy and
+sinks: one code path for tail and batch. Tail adds ``--state``, ``--rotate``,
+``--poll-interval``, ``--max-latency``, ``--checkpoint-interval``, ``--metrics`` and
+the memory bounds ``--max-hosts`` / ``--idle-timeout``.
 """
 
 from __future__ import annotations
@@ -34,9 +34,6 @@ EXAMPLES = """examples:
 signals: TERM/INT flush, checkpoint and exit 0 (1 if a --sink lost notices: the
 summary names it); HUP reopens the output (logrotate)."""
 
-#: ``zeekml score`` options that tail defines itself (or that make no sense here)
-_NOT_SHARED = frozenset({"help", "inputs", "state", "batch_size", "engine", "spark_master"})
-
 #: ``zeekml score`` options tail does not have: accepted by the parser only to be
 #: refused with a message saying why (rather than argparse's bare "unrecognized")
 _SCORE_ONLY = {
@@ -45,29 +42,6 @@ _SCORE_ONLY = {
     "--spark-master": "tail always scores with the local engine; --spark-master is for "
                       "'zeekml score --engine spark'",
 }
-
-
-def add_score_options(p: argparse.ArgumentParser) -> None:
-    """Give ``p`` the model, policy and output options of ``zeekml score``.
-
-    Uses ``zeekml.cli.score.add_scoring_options`` when it exists; otherwise takes the
-    very option objects from ``zeekml score``'s parser (argparse shares actions between
-    parsers the same way for ``parents=``), minus its positional inputs and the options
-    tail defines itself.
-    """
-    from zeekml.cli import score
-
-    shared = getattr(score, "add_scoring_options", None)
-    if shared is not None:
-        shared(p)
-        return
-    holder = argparse.ArgumentParser(add_help=False)
-    sub = holder.add_subparsers()
-    score.register(sub)
-    score_parser = sub.choices["score"]
-    for action in score_parser._actions:
-        if action.dest not in _NOT_SHARED:
-            p._add_action(action)
 
 
 def _scorers(args: argparse.Namespace) -> list:
@@ -82,12 +56,6 @@ def _scorers(args: argparse.Namespace) -> list:
     if args.model:
         return [load_scorer(m, opts) for m in args.model]
     return default_scorers(opts)
-
-
-def _add_unless_present(p: argparse.ArgumentParser, flag: str, **kw) -> None:  # noqa: ANN003
-    """Add an option unless ``zeekml score`` already provides it (then it is shared)."""
-    if flag not in p._option_string_actions:
-        p.add_argument(flag, **kw)
 
 
 def check_followed_path(path: str) -> None:
@@ -212,7 +180,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("path", metavar="PATH",
                    help="growing log file, nfcapd directory, or - for stdin")
-    add_score_options(p)
+    from zeekml.cli.score import add_scoring_options
+
+    add_scoring_options(p)
     for flag in _SCORE_ONLY:
         p.add_argument(flag, dest="score_only_" + flag[2:].replace("-", "_"),
                        help=argparse.SUPPRESS)
@@ -236,10 +206,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (flows, skips, "
                         "notices, input lag, batch latency, checkpoint age, sink queues and "
                         "drops); no authentication: bind to loopback, e.g. 127.0.0.1:9108")
-    _add_unless_present(p, "--max-hosts", type=int, default=1_000_000, metavar="N",
-                        help="per-host window state kept for at most N hosts per model, least "
-                             "recently seen evicted first (default 1000000)")
-    _add_unless_present(p, "--idle-timeout", type=float, default=3600.0, metavar="SECONDS",
-                        help="forget a host's window after this much log time without its "
-                             "flows (default 3600)")
+    p.add_argument("--max-hosts", type=int, default=1_000_000, metavar="N",
+                   help="per-host window state kept for at most N hosts per model, least "
+                        "recently seen evicted first (default 1000000)")
+    p.add_argument("--idle-timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="forget a host's window after this much log time without its "
+                        "flows (default 3600)")
     p.set_defaults(func=run)
