@@ -64,7 +64,7 @@ def sniff_format(head: bytes) -> str:
     """
     if head.startswith(NFCAPD_MAGIC) and len(head) >= 4 and head[2] in (1, 2) and head[3] == 0:
         return "nfcapd"
-    from zeekml.plugins import sniff_source  # source plugins (entry points) may claim it
+    from zeekml.sources.registry import sniff_source  # source plugins may claim it
 
     claimed = sniff_source(head)
     if claimed is not None:
@@ -176,7 +176,7 @@ def open_parser(fmt: str, path: str, skips: SkipLog, *, batch_rows: int = 65536,
         raise FormatError(f"{path}: nfcapd files are read through nfdump, not fed as bytes")
     factory = PARSERS.get(fmt)
     if factory is None:
-        from zeekml.plugins import source_parser  # a format from a source plugin
+        from zeekml.sources.registry import source_parser  # a format from a source plugin
 
         factory = source_parser(fmt)
     if factory is None:
