@@ -85,6 +85,7 @@ import pyarrow.csv as pacsv
 from zeekml.errors import FormatError, StateError
 from zeekml.records import schema
 from zeekml.sources.lines import LineParser, line_spans
+from zeekml.sources.sift import read_fast, sift
 
 log = logging.getLogger(__name__)
 
@@ -557,16 +558,23 @@ class CsvParser(LineParser):
 
     def _parse_run(self, run: bytes, lines: np.ndarray, out: list[pd.DataFrame]) -> None:
         read_opts, parse_opts, convert_opts, read = self._current_plan()
-        table = None
-        if _structurally_clean(run):
-            try:
-                table = pacsv.read_csv(pa.py_buffer(run), read_opts, parse_opts, convert_opts)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                table = None
-            if table is not None and table.num_rows != len(lines):
-                table = None
+
+        def parse(data: bytes) -> pa.Table:
+            return pacsv.read_csv(pa.py_buffer(data), read_opts, parse_opts, convert_opts)
+
+        table = read_fast(lambda: parse(run), len(lines)) if _structurally_clean(run) else None
         if table is None:
-            table, lines = self._careful(run, lines)
+            assert self.fields is not None
+            n_fields = len(self.fields)
+            table, lines = sift(
+                [r for r in run.split(b"\n")[:-1] if r not in (b"", b"\r")],
+                lines,
+                check=lambda raw: _check_line(raw, n_fields, self.delimiter),
+                read=lambda good: parse(b"\n".join(good) + b"\n"),
+                skip=self._skip,
+                reason=lambda exc: f"unparsable CSV line ({str(exc).splitlines()[0][:80]})",
+                malformed="malformed CSV line",
+            )
         if table is None or table.num_rows == 0:
             return
         cols = {role: table.column(name) for name, role in read.items() if role}
@@ -574,44 +582,8 @@ class CsvParser(LineParser):
         if frame is not None and len(frame):
             out.append(frame)
 
-    def _careful(self, run: bytes, lines: np.ndarray) -> tuple[pa.Table | None, np.ndarray]:
-        """Line-by-line check of a run pyarrow refused: skip bad lines, keep the rest."""
-        read_opts, parse_opts, convert_opts, _ = self._current_plan()
-        assert self.fields is not None
-        n_fields = len(self.fields)
-        raws = [r for r in run.split(b"\n")[:-1] if r not in (b"", b"\r")]
-        good: list[bytes] = []
-        good_lines: list[int] = []
-        for raw, line in zip(raws, lines.tolist(), strict=True):
-            reason = _check_line(raw, n_fields, self.delimiter)
-            if reason is None:
-                good.append(raw.removesuffix(b"\r"))
-                good_lines.append(line)
-            else:
-                self.skips.add(self.path, line, reason)
-        if not good:
-            return None, np.empty(0, dtype=np.int64)
-        try:
-            table = pacsv.read_csv(pa.py_buffer(b"\n".join(good) + b"\n"), read_opts, parse_opts, convert_opts)
-            if table.num_rows == len(good):
-                return table, np.asarray(good_lines, dtype=np.int64)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass
-        tables, kept = [], []
-        for raw, line in zip(good, good_lines, strict=True):
-            try:
-                t = pacsv.read_csv(pa.py_buffer(raw + b"\n"), read_opts, parse_opts, convert_opts)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                self.skips.add(self.path, line, f"unparsable CSV line ({str(exc).splitlines()[0][:80]})")
-                continue
-            if t.num_rows != 1:
-                self.skips.add(self.path, line, "malformed CSV line")
-                continue
-            tables.append(t)
-            kept.append(line)
-        if not tables:
-            return None, np.empty(0, dtype=np.int64)
-        return pa.concat_tables(tables), np.asarray(kept, dtype=np.int64)
+    def _skip(self, line: int, reason: str) -> None:
+        self.skips.add(self.path, line, reason)
 
 
 def _check_line(raw: bytes, n_fields: int, delimiter: str = ",") -> str | None:

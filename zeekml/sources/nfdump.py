@@ -82,7 +82,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,7 @@ from zeekml.sources.csv_export import (
     value_at,
 )
 from zeekml.sources.lines import LineParser, line_spans
+from zeekml.sources.sift import read_fast, sift
 from zeekml.sources.skips import SkipLog
 
 log = logging.getLogger(__name__)
@@ -528,8 +530,8 @@ class NfdumpJsonParser(LineParser):
             idx = rec[j : j + self.batch_rows]
             run = block[int(starts[idx[0]]) : int(ends[idx[-1]]) + 1]
             lines = (idx + first_line).astype(np.int64)
-            table = _read_json(run) if b"\r" not in run else None
-            if table is None or table.num_rows != len(idx):
+            table = read_fast(partial(_read_json, run), len(idx)) if b"\r" not in run else None
+            if table is None:
                 texts = [block[int(starts[i]) : int(ends[i])] for i in idx.tolist()]
                 table, lines = self._careful(texts, lines)
             self._emit(table, lines, out)
@@ -580,8 +582,8 @@ class NfdumpJsonParser(LineParser):
             o, c = openers[j : j + self.batch_rows], closers[j : j + self.batch_rows]
             lines = self._numbers(o, first_line)
             body = _compact(block, starts, ends, is_close, outside, int(o[0]), int(c[-1]))
-            table = _read_json(body) if body is not None else None
-            if table is None or table.num_rows != len(o):
+            table = read_fast(partial(_read_json, body), len(o)) if body is not None else None
+            if table is None:
                 texts = [
                     block[int(starts[a]) : int(starts[b]) + 1]
                     for a, b in zip(o.tolist(), c.tolist(), strict=True)
@@ -630,23 +632,11 @@ class NfdumpJsonParser(LineParser):
 
     def _careful(self, texts: list[bytes], lines: np.ndarray) -> tuple[pa.Table | None, np.ndarray]:
         """Records one by one with :func:`json.loads`: bad ones skipped with a reason."""
-        rows: list[dict[str, Any]] = []
-        kept: list[int] = []
-        for text, line in zip(texts, lines.tolist(), strict=True):
-            try:
-                obj = json.loads(text)
-            except (ValueError, RecursionError) as exc:
-                self.skips.add(self.path, line, f"bad JSON ({str(exc)[:60]})")
-                continue
-            reason = _check_record(obj)
-            if reason is not None:
-                self.skips.add(self.path, line, reason)
-                continue
-            rows.append({k: obj.get(k) for k in JSON_FIELDS})
-            kept.append(line)
-        if not rows:
-            return None, np.empty(0, dtype=np.int64)
-        return pa.Table.from_pylist(rows, schema=_JSON_SCHEMA), np.asarray(kept, dtype=np.int64)
+        return sift(texts, lines, check=_check_text, read=_rows_table, skip=self._skip,
+                    malformed="malformed JSON record")
+
+    def _skip(self, line: int, reason: str) -> None:
+        self.skips.add(self.path, line, reason)
 
     def _emit(self, table: pa.Table | None, lines: np.ndarray, out: list[pd.DataFrame]) -> None:
         if table is None or table.num_rows == 0:
@@ -688,17 +678,30 @@ def _compact(
     return buf.tobytes()
 
 
-def _read_json(data: bytes) -> pa.Table | None:
+def _read_json(data: bytes) -> pa.Table:
+    """One pyarrow.json call over one-object-per-line records (raises on a bad one)."""
+    return pajson.read_json(
+        pa.py_buffer(data),
+        read_options=pajson.ReadOptions(use_threads=True, block_size=max(1 << 20, len(data) + 1)),
+        parse_options=pajson.ParseOptions(
+            explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore"
+        ),
+    )
+
+
+def _check_text(text: bytes) -> str | None:
+    """Why one JSON record is unusable, or None."""
     try:
-        return pajson.read_json(
-            pa.py_buffer(data),
-            read_options=pajson.ReadOptions(use_threads=True, block_size=max(1 << 20, len(data) + 1)),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore"
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return None
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return f"bad JSON ({str(exc)[:60]})"
+    return _check_record(obj)
+
+
+def _rows_table(texts: Sequence[bytes]) -> pa.Table:
+    """Checked records (:func:`_check_text`) as a table of the JSON fields read."""
+    rows = [{k: obj.get(k) for k in JSON_FIELDS} for obj in map(json.loads, texts)]
+    return pa.Table.from_pylist(rows, schema=_JSON_SCHEMA)
 
 
 def _check_record(obj: Any) -> str | None:
