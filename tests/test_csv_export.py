@@ -14,14 +14,9 @@ from hypothesis import strategies as st
 from tests.conftest import DATA, need
 from zeekml.errors import FormatError, ParseError, StateError, ZeekmlError
 from zeekml.records import schema
+from zeekml.sinks.csv_rows import format_csv_header, format_csv_rows
 from zeekml.sources import SkipLog, read_flows
-from zeekml.sources.csv_export import (
-    CicFlowMeterParser,
-    ZeekCsvParser,
-    format_csv_header,
-    format_csv_rows,
-    synth_uids,
-)
+from zeekml.sources.csv_export import CicFlowMeterParser, ZeekCsvParser, synth_uids
 
 IOT = DATA / "iot23-csv"
 CIC = DATA / "cicids2017-improved-sample"

@@ -8,7 +8,7 @@ optional, ``sTos``/``dTos`` are not used); comma- and tab-separated files are bo
 (the separator is that of the header line), with or without a final newline, CRLF or
 LF, gzip or plain (:mod:`zeekml.sources.open` decompresses by content). The machinery
 (one ``pyarrow.csv`` call per block, line-by-line fallback for bad lines, a repeated
-header re-read) is :class:`~zeekml.sources.csv_export.CsvParser`'s.
+header re-read) is :class:`~zeekml.sources.csv_parser.CsvParser`'s.
 
 Mapping to the canonical table
     ==================  ================================================================
@@ -60,7 +60,7 @@ Mapping to the canonical table
     detailed_label      the whole ``Label`` text (``flow=From-Botnet-V46-TCP-CC...``)
     uid                 synthesized: ``A`` + 17 base62 characters from a keyed hash of
                         the file's base name, the line, the start time and the 5-tuple
-                        (:func:`~zeekml.sources.csv_export.synth_uids`)
+                        (:func:`~zeekml.sources.uids.synth_uids`)
     service, local_*,   missing
     missed_bytes
     ==================  ================================================================
@@ -140,18 +140,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zeekml.errors import FormatError, StateError
-from zeekml.sources.csv_export import (
-    CsvParser,
-    Rejects,
-    _mask,
-    parse_ints,
-    parse_times,
-    split_header,
-    synth_uids,
-    value_at,
-)
+from zeekml.sources.csv_parser import CsvParser, split_header
 from zeekml.sources.lines import arrow_to_canonical
 from zeekml.sources.options import ReadOptions
+from zeekml.sources.uids import synth_uids
+from zeekml.sources.values import ADDR_RE, Rejects, bool_mask, parse_ints, parse_times, value_at
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +192,6 @@ MANAGEMENT = "man"
 _IPV4_RE = r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$"
 _IPV6_RE = r"^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[0-9A-Za-z_.-]{1,32})?$"
 _MAC_RE = r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$"
-_ADDR_RE = r"^[0-9A-Fa-f:.]{2,45}(%[0-9A-Za-z_.-]{1,32})?$"
 _HEX_RE = r"^0[xX][0-9A-Fa-f]{1,4}$"
 _DIR_RE = re.compile(r"^(<?[-?|]>?|who)?$")
 _FLAGS_RE = re.compile(r"^([FSRPAUEC]*)_([FSRPAUEC]*)$")
@@ -415,7 +407,7 @@ def parse_ports(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if bad.any():
         idx = np.flatnonzero(bad)
         sub = pc.utf8_trim_whitespace(text.take(pa.array(idx)))
-        ok = _mask(pc.match_substring_regex(sub, _HEX_RE))
+        ok = bool_mask(pc.match_substring_regex(sub, _HEX_RE))
         if ok.any():
             digits = pc.utf8_lpad(pc.utf8_slice_codeunits(sub.filter(pa.array(ok)), 2), 4, "0")
             nib = _HEX_VALUE[_fixed_bytes(digits, 4)]
@@ -429,7 +421,7 @@ def packed_icmp(text: pa.Array, rows: np.ndarray) -> np.ndarray:
     """Which of ``rows`` hold a port written with exactly four hex digits (``0x0303``):
     Argus' packed ICMP type and code."""
     sub = text.take(pa.array(rows))
-    return _mask(pc.starts_with(sub, "0x", ignore_case=True)) & (_lengths(sub) == 6)
+    return bool_mask(pc.starts_with(sub, "0x", ignore_case=True)) & (_lengths(sub) == 6)
 
 
 def _civil_days(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -490,7 +482,7 @@ def parse_start_times(text: pa.Array, zone: str | None) -> tuple[np.ndarray, np.
     """(epoch seconds, bad) of ``StartTime`` values; see the module docstring.
 
     The Argus layout is parsed from the bytes with numpy (no per-row Python, no string
-    copies); other spellings go through :func:`~zeekml.sources.csv_export.parse_times`.
+    copies); other spellings go through :func:`~zeekml.sources.values.parse_times`.
     Wall-clock times are shifted from ``zone`` (None: UTC) to UTC; epoch numbers are not.
     """
     n = len(text)
@@ -519,7 +511,7 @@ def parse_start_times(text: pa.Array, zone: str | None) -> tuple[np.ndarray, np.
         sub = text.take(pa.array(rest))
         iso = pc.replace_substring_regex(sub, r"^([0-9]{4})/([0-9]{2})/([0-9]{2})", r"\1-\2-\3")
         values, rest_bad = parse_times(iso)
-        numeric = _mask(pc.match_substring_regex(sub, r"^\s*[+-]?[0-9.]+([eE][+-]?[0-9]+)?\s*$"))
+        numeric = bool_mask(pc.match_substring_regex(sub, r"^\s*[+-]?[0-9.]+([eE][+-]?[0-9]+)?\s*$"))
         in_years = (values >= _FIRST_SECOND) & (values < _END_SECOND)  # NaN: False
         seconds[rest] = values
         bad[rest] = rest_bad | np.isnan(values) | (~numeric & ~in_years)
@@ -697,9 +689,9 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
     if guess.any():  # an unknown protocol name: a flow only if both addresses are IP
         for role in ("src", "dst"):
             a = t[role]
-            is_ip = _mask(pc.match_substring_regex(a, _IPV4_RE)) | (
-                _mask(pc.match_substring_regex(a, _IPV6_RE))
-                & ~_mask(pc.match_substring_regex(a, _MAC_RE))
+            is_ip = bool_mask(pc.match_substring_regex(a, _IPV4_RE)) | (
+                bool_mask(pc.match_substring_regex(a, _IPV6_RE))
+                & ~bool_mask(pc.match_substring_regex(a, _MAC_RE))
             )
             status = np.where(guess & ~is_ip, 1, status)
         status = np.where(status == 3, 0, status)
@@ -713,7 +705,7 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
         if _bytes_ok(t[role], _ADDR_CHARS):  # the usual case: one pass over the bytes
             ok = (lengths >= 2) & (lengths <= 45)
         else:
-            ok = _mask(pc.match_substring_regex(t[role], _ADDR_RE))
+            ok = bool_mask(pc.match_substring_regex(t[role], ADDR_RE))
         rej.add(~ok & ip, lambda i, r=role: f"bad {'SrcAddr' if r == 'src' else 'DstAddr'} "
                                             f"{value_at(t[r])(i)}")
     if "dir" in t:

@@ -31,7 +31,7 @@ Mapping to the canonical table (honest: what NetFlow cannot know stays missing)
     uid                 synthesized, deterministic: ``N`` + 17 base62 characters from a
                         keyed hash of the file's base name, the record's line (CSV,
                         JSON) or record index (nfcapd), the 5-tuple and the start time
-                        (:func:`zeekml.sources.csv_export.synth_uids`)
+                        (:func:`zeekml.sources.uids.synth_uids`)
     orig_h, resp_h      source / destination address (the exporter's direction)
     orig_p, resp_p      source / destination port; for ICMP and ICMPv6, Zeek's
                         convention: orig_p = ICMP type, resp_p = ICMP code, unpacked
@@ -94,10 +94,14 @@ import pyarrow.json as pajson
 
 from zeekml.errors import FormatError, StateError
 from zeekml.records import schema
-from zeekml.sources.csv_export import (
-    CsvParser,
+from zeekml.sources.csv_parser import CsvParser, split_header
+from zeekml.sources.lines import LineParser, line_spans
+from zeekml.sources.sift import read_fast, sift
+from zeekml.sources.skips import SkipLog
+from zeekml.sources.uids import synth_uids
+from zeekml.sources.values import (
     Rejects,
-    _mask,
+    bool_mask,
     column_text,
     join_letters,
     nullable_int,
@@ -105,13 +109,8 @@ from zeekml.sources.csv_export import (
     parse_ints,
     parse_times,
     proto_names,
-    split_header,
-    synth_uids,
     value_at,
 )
-from zeekml.sources.lines import LineParser, line_spans
-from zeekml.sources.sift import read_fast, sift
-from zeekml.sources.skips import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +149,8 @@ _BIG = 2**62
 
 def _tcp_flags(flags: pa.Array) -> dict[str, np.ndarray]:
     """Which of S, A, P, F, R appear in nfdump flag strings (``...AP.S.`` or ``0x12``)."""
-    out = {c: _mask(pc.match_substring(flags, c)) for c in "SAPFR"}
-    hexa = _mask(pc.match_substring_regex(flags, r"^0[xX][0-9a-fA-F]{1,2}$"))
+    out = {c: bool_mask(pc.match_substring(flags, c)) for c in "SAPFR"}
+    hexa = bool_mask(pc.match_substring_regex(flags, r"^0[xX][0-9a-fA-F]{1,2}$"))
     if hexa.any():
         bits = {"F": 1, "S": 2, "R": 4, "P": 8, "A": 16}
         for i in np.flatnonzero(hexa).tolist():
@@ -175,7 +174,7 @@ def _canonical(
     ts, bad = parse_times(first)
     rej.add(bad | np.isnan(ts), lambda i: f"bad first-seen time {value_at(first)(i)}")
     for role in ("src", "dst"):
-        ok = _mask(pc.match_substring_regex(raw[role], r"^[0-9A-Fa-f:.]{2,45}$"))
+        ok = bool_mask(pc.match_substring_regex(raw[role], r"^[0-9A-Fa-f:.]{2,45}$"))
         rej.add(~ok, lambda i, r=role: f"bad {r} address {value_at(raw[r])(i)}")
     proto, proto_na = raw["proto"]
     rej.add(proto_na, "missing protocol")
@@ -227,7 +226,7 @@ def _canonical(
     has_flags = raw.get("flags") is not None
     one = (ipk == 1) & ~ipk_na
     lone_synack = syn & ack & one
-    v6 = _mask(pc.match_substring(src, ":"))
+    v6 = bool_mask(pc.match_substring(src, ":"))
     udp_hdr = np.where(v6, 48, 28)
     hist = join_letters(
         [
@@ -419,7 +418,7 @@ def _proto_numbers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def _dport(text: pa.Array, rej: Rejects) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``dstPort``: a port, or ICMP ``type.code`` (nfdump >= 1.7.5)."""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    dotted = _mask(pc.match_substring_regex(text, r"^[0-9]{1,3}\.[0-9]{1,3}$"))
+    dotted = bool_mask(pc.match_substring_regex(text, r"^[0-9]{1,3}\.[0-9]{1,3}$"))
     plain = pc.if_else(pa.array(dotted), "", text)
     v, present, bad = parse_ints(plain, 0, 65535)
     rej.add(bad, lambda i: f"bad dport {value_at(text)(i)}")
@@ -740,7 +739,7 @@ def _json_frame(table: pa.Table, lines: np.ndarray, path: str, skips: SkipLog) -
         v = np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
         rej.add(~missing & ((v < 0) | (v > hi)), lambda i, k=key, vv=v: f"{k} out of range ({vv[i]})")
         raw[role] = (v, missing)
-    if not _mask(pc.is_valid(table.column("tcp_flags"))).any():
+    if not bool_mask(pc.is_valid(table.column("tcp_flags"))).any():
         raw["flags"] = None
     return _canonical(raw, rej, lines, path, skips)
 
