@@ -261,7 +261,7 @@ def _skip_bytes(stream: Iterator[bytes], offset: int) -> Iterator[bytes]:
 
 def _read_nfcapd(path: str, gen: Generation, cursor: dict[str, Any] | None, skips: SkipLog,
                  options: ReadOptions) -> Iterator[Piece]:
-    from zeekml.sources.nfdump import iter_nfcapd
+    from zeekml.sources.nfcapd import iter_nfcapd
 
     done_rows = cursor.get("rows", 0) if cursor else 0
     if not isinstance(done_rows, int) or isinstance(done_rows, bool) or done_rows < 0:
