@@ -67,9 +67,9 @@ def reference(df: pd.DataFrame, opts: PairOptions, depth: int) -> list[tuple[int
     Returns, in output order, the stream positions of each flow's records (one or two).
     Uses the pairer's own key function, so it checks the matching, not the keys.
     """
-    from zeekml.sources.biflow import _classify
+    from zeekml.sources.pairing import classify
 
-    cls = _classify(df)
+    cls = classify(df)
     keys = iter(cls.key.to_pylist())
     steps = iter(cls.step.tolist())
     ts = df["ts"].to_numpy(dtype=float)
