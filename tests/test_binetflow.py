@@ -25,7 +25,8 @@ from zeekml.errors import FormatError, ParseError, StateError, UsageError
 from zeekml.records import schema
 from zeekml.records.labels import binary_target, class_target
 from zeekml.sources import SkipLog, read_flows, sniff_format
-from zeekml.sources.binetflow import BinetflowParser, normalize_label, tcp_flag_state
+from zeekml.sources.binetflow import BinetflowParser
+from zeekml.sources.binetflow_state import normalize_label, tcp_flag_state
 from zeekml.sources.options import ReadOptions
 
 BNF = DATA / "binetflow"
