@@ -56,7 +56,7 @@ CONN_EXTRA = [("tunnel_parents", "set[string]")]
 LABEL_FIELDS = [("label", "string"), ("detailed-label", "string")]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert",
         help="rewrite flows as a Zeek conn log, CSV or Zeek JSON",

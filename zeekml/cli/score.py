@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zeekml.cli.guards import refuse_output_on_input
 from zeekml.errors import UsageError
@@ -19,6 +20,10 @@ from zeekml.policy.notice import (
     parse_network,
     parse_threshold,
 )
+
+if TYPE_CHECKING:
+    from zeekml.policy.incidents import IncidentTracker
+    from zeekml.sinks.base import Sink
 
 EXAMPLES = """examples:
   zeekml score conn.log                        verdicts of notices -> ./zeekml.log
@@ -91,7 +96,7 @@ def build_sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
         main = JsonLogSink(out)
     else:
         main = ZeekLogSink(out)
-    sinks = [main]
+    sinks: list[Sink] = [main]
     if getattr(args, "incidents", None):
         inc = JsonLogSink(args.incidents) if args.out_format == "json" else \
             ZeekLogSink(args.incidents)
@@ -107,7 +112,7 @@ def build_sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
     return sinks
 
 
-def build_incidents(args: argparse.Namespace, sinks: list):  # noqa: ANN201 - tracker or None
+def build_incidents(args: argparse.Namespace, sinks: list[Sink]) -> IncidentTracker | None:
     """The incident tracker, when an output takes incidents (--incidents, ?unit=incident)."""
     from zeekml.policy.incidents import IncidentConfig, IncidentTracker
     from zeekml.runtime.pipeline import sink_unit

@@ -606,8 +606,9 @@ def score_inputs(
                 if skips.strict:
                     raise
                 counters.unreadable.append(str(exc))
-        if counters.unreadable and len(counters.unreadable) == len(plan):
-            raise counters.unreadable_error(others_scored=False)  # outputs stay as they were
+        unreadable = counters.unreadable_error(others_scored=False)
+        if unreadable is not None and len(counters.unreadable) == len(plan):
+            raise unreadable  # no input was readable: the outputs stay as they were
         if store is None:
             pipeline.finish()
         else:

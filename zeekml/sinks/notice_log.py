@@ -81,7 +81,7 @@ def to_notice(verdicts: pd.DataFrame, suppress_for: float) -> pd.DataFrame:
     n = len(v)
     verdict = v["verdict"].astype("str")
     uniq, codes = np.unique(verdict.fillna("").to_numpy(dtype=str), return_inverse=True)
-    notes = np.array([note_name(c) for c in uniq], dtype=object)[codes] if n else []
+    notes: Any = np.array([note_name(c) for c in uniq], dtype=object)[codes] if n else []
     msg = (v["model"].astype("str") + ": " + verdict + " score " + _fmt(v["score"])
            + " >= threshold " + _fmt(v["threshold"]))
     if "alt" in v.columns:

@@ -164,7 +164,7 @@ from zeekml.sources.csv_parser import CsvParser, split_header
 from zeekml.sources.lines import arrow_to_canonical
 from zeekml.sources.options import ReadOptions
 from zeekml.sources.uids import synth_uids
-from zeekml.sources.values import ADDR_RE, Rejects, bool_mask, value_at
+from zeekml.sources.values import ADDR_RE, Rejects, bad_number, bad_value, bool_mask, value_at
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ def _counter(t: dict[str, pa.Array], role: str, n: int, rej: Rejects, ip: np.nda
     """(values, missing) of a counter column; a negative count is a bad line."""
     v, missing = _numbers(t, role, n)
     bad = ~missing & ((v < 0) | (v > _BIG))
-    rej.add(bad & ip, lambda i, r=role, vv=v: f"bad {_HEADER_NAMES[r]} {vv[i]}")
+    rej.add(bad & ip, bad_number(_HEADER_NAMES[role], v))
     return v, missing | bad
 
 
@@ -389,8 +389,7 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
             ok = (lengths >= 2) & (lengths <= 45)
         else:
             ok = bool_mask(pc.match_substring_regex(t[role], ADDR_RE))
-        rej.add(~ok & ip, lambda i, r=role: f"bad {'SrcAddr' if r == 'src' else 'DstAddr'} "
-                                            f"{value_at(t[r])(i)}")
+        rej.add(~ok & ip, bad_value("SrcAddr" if role == "src" else "DstAddr", t[role]))
     if "dir" in t:
         dirs, didx = dictionary(t["dir"])
         dir_ok = [bool(_DIR_RE.match((d or "").strip())) for d in dirs]

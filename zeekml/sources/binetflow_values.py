@@ -48,7 +48,7 @@ def _fixed_bytes(text: pa.Array, width: int) -> np.ndarray:
     data = np.frombuffer(text.buffers()[2], dtype=np.uint8)
     if n and offsets[-1] - offsets[0] == n * width:  # every value exactly width: a view
         return data[offsets[0] : offsets[-1]].reshape(n, width)
-    return data[offsets[:-1, None] + np.arange(width)]
+    return np.asarray(data[offsets[:-1, None] + np.arange(width)])
 
 
 def _offsets(text: pa.Array) -> np.ndarray:
@@ -123,7 +123,7 @@ def packed_icmp(text: pa.Array, rows: np.ndarray) -> np.ndarray:
     """Which of ``rows`` hold a port written with exactly four hex digits (``0x0303``):
     Argus' packed ICMP type and code."""
     sub = text.take(pa.array(rows))
-    return bool_mask(pc.starts_with(sub, "0x", ignore_case=True)) & (value_lengths(sub) == 6)
+    return np.asarray(bool_mask(pc.starts_with(sub, "0x", ignore_case=True)) & (value_lengths(sub) == 6))
 
 
 def _civil_days(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -133,7 +133,7 @@ def _civil_days(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
     yoe = y - era * 400
     doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
+    return np.asarray(era * 146097 + doe - 719468)
 
 
 _MONTH_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
@@ -232,4 +232,4 @@ def _from_zone(local: np.ndarray, zone: str) -> np.ndarray:
     utc = idx.tz_localize(zone, ambiguous=np.ones(len(idx), dtype=bool),
                           nonexistent="shift_forward").tz_convert("UTC")
     shift = (utc.tz_localize(None).as_unit("ns").asi8 // _NS) - whole.astype(np.int64)
-    return local + shift
+    return np.asarray(local + shift)

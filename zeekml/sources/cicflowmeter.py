@@ -66,6 +66,7 @@ from zeekml.sources.uids import synth_uids
 from zeekml.sources.values import (
     ADDR_RE,
     Rejects,
+    bad_value,
     bool_mask,
     column_text,
     join_letters,
@@ -155,19 +156,19 @@ class CicFlowMeterParser(CsvParser):
         rej.add(bad | np.isnan(ts), lambda i: f"bad Timestamp {value_at(t['ts'])(i)}")
         for role in ("src", "dst"):
             ok = bool_mask(pc.match_substring_regex(t[role], ADDR_RE))
-            rej.add(~ok, lambda i, r=role: f"bad address {value_at(t[r])(i)}")
+            rej.add(~ok, bad_value("address", t[role]))
         ints: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for role, lo, hi in (("sport", 0, 65535), ("dport", 0, 65535), ("proto", 0, 255),
                              ("icmp_type", -1, 255), ("icmp_code", -1, 255)):  # fmt: skip
             if role in t:
                 v, present, bad = parse_ints(t[role], lo, hi)
-                rej.add(bad, lambda i, r=role: f"bad {r} {value_at(t[r])(i)}")
+                rej.add(bad, bad_value(role, t[role]))
                 ints[role] = (v, present)
         for role in _COUNTS + ("fwd_hdr", "bwd_hdr", "duration"):
             if role in t:
                 lo = 0 if role in _COUNTS else -(2**62)
                 v, present, bad = parse_ints(t[role], lo, 2**62)
-                rej.add(bad, lambda i, r=role: f"bad {r} {value_at(t[r])(i)}")
+                rej.add(bad, bad_value(role, t[role]))
                 ints[role] = (v, present)
         keep = rej.report(self.skips, self.path, lines)
         if not keep.any():

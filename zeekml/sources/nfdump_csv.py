@@ -30,6 +30,7 @@ from zeekml.sources.csv_parser import CsvParser, split_header
 from zeekml.sources.nfdump_map import BIG, canonical_frame
 from zeekml.sources.values import (
     Rejects,
+    bad_value,
     bool_mask,
     column_text,
     parse_floats,
@@ -161,7 +162,7 @@ class NfdumpCsvParser(CsvParser):
                          ("out_bytes", BIG)):  # fmt: skip
             if role in t:
                 v, present, bad = parse_ints(t[role], 0, hi)
-                rej.add(bad, lambda i, r=role: f"bad {r} {value_at(t[r])(i)}")
+                rej.add(bad, bad_value(role, t[role]))
                 raw[role] = (v, ~present)
         if "dport" in t:
             raw.update(_dport(t["dport"], rej))
@@ -185,7 +186,7 @@ class NfdumpCsvParser(CsvParser):
         by, _ = raw.get("in_bytes") or (np.zeros(n, np.int64), None)
         dup &= (pk[:-1] == pk[1:]) & (by[:-1] == by[1:]) & ~np.isin(proto[1:], _TUNNEL_PROTOS)
         same[:-1] = dup
-        return old | (tun & same)
+        return np.asarray(old | (tun & same))
 
 
 def _proto_numbers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:

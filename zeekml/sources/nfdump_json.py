@@ -12,7 +12,7 @@ mapping to the canonical table is :mod:`zeekml.sources.nfdump_map`'s.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -312,6 +312,10 @@ def _check_record(obj: Any) -> str | None:
     return None
 
 
+def _out_of_range(key: str, values: np.ndarray) -> Callable[[int], str]:
+    return lambda i: f"{key} out of range ({values[i]})"
+
+
 def _json_frame(table: pa.Table, lines: np.ndarray, path: str, skips: SkipLog) -> pd.DataFrame | None:
     n = table.num_rows
     rej = Rejects(n)
@@ -331,7 +335,7 @@ def _json_frame(table: pa.Table, lines: np.ndarray, path: str, skips: SkipLog) -
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         missing = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         v = np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-        rej.add(~missing & ((v < 0) | (v > hi)), lambda i, k=key, vv=v: f"{k} out of range ({vv[i]})")
+        rej.add(~missing & ((v < 0) | (v > hi)), _out_of_range(key, v))
         raw[role] = (v, missing)
     if not bool_mask(pc.is_valid(table.column("tcp_flags"))).any():
         raw["flags"] = None

@@ -70,6 +70,7 @@ from zeekml.sources.skips import SkipLog
 from zeekml.sources.uids import synth_uids
 from zeekml.sources.values import (
     Rejects,
+    bad_value,
     bool_mask,
     join_letters,
     nullable_int,
@@ -110,7 +111,7 @@ def canonical_frame(
     rej.add(bad | np.isnan(ts), lambda i: f"bad first-seen time {value_at(first)(i)}")
     for role in ("src", "dst"):
         ok = bool_mask(pc.match_substring_regex(raw[role], r"^[0-9A-Fa-f:.]{2,45}$"))
-        rej.add(~ok, lambda i, r=role: f"bad {r} address {value_at(raw[r])(i)}")
+        rej.add(~ok, bad_value(f"{role} address", raw[role]))
     proto, proto_na = raw["proto"]
     rej.add(proto_na, "missing protocol")
     if raw.get("duration") is not None:

@@ -29,7 +29,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
         x = x * _M1
         x = x ^ (x >> np.uint64(27))
         x = x * _M2
-        return x ^ (x >> np.uint64(31))
+        return np.asarray(x ^ (x >> np.uint64(31)))
 
 
 _G1, _G2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xD6E8FEB86659FD93)

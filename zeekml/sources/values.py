@@ -182,3 +182,14 @@ def value_at(text: pa.Array) -> Callable[[int], str]:
         return repr(v[:40] if isinstance(v, str) else v)
 
     return get
+
+
+def bad_value(what: str, text: pa.Array) -> Callable[[int], str]:
+    """A reason: ``bad <what> <the value at the row>`` (shortened, as :func:`value_at`)."""
+    at = value_at(text)
+    return lambda i: f"bad {what} {at(i)}"
+
+
+def bad_number(what: str, values: np.ndarray) -> Callable[[int], str]:
+    """A reason: ``bad <what> <the number at the row>``."""
+    return lambda i: f"bad {what} {values[i]}"

@@ -29,6 +29,7 @@ from zeekml.sources.csv_parser import CsvParser, split_header
 from zeekml.sources.uids import synth_uids
 from zeekml.sources.values import (
     Rejects,
+    bad_value,
     bool_mask,
     column_text,
     nullable_int,
@@ -36,7 +37,6 @@ from zeekml.sources.values import (
     parse_ints,
     parse_times,
     present_mask,
-    value_at,
 )
 from zeekml.sources.zeek_tsv import canonical_name, unescape
 
@@ -78,22 +78,22 @@ class ZeekCsvParser(CsvParser):
             text = column_text(raw, trim=dtype != schema.STR)
             if canon == "ts":
                 values, bad = parse_times(text, _UNSET)
-                rej.add(bad | np.isnan(values), lambda i, t=text: f"bad ts {value_at(t)(i)}")
+                rej.add(bad | np.isnan(values), bad_value("ts", text))
                 data[canon] = values
             elif dtype == "float64":
                 values, _, bad = parse_floats(text, _UNSET)
-                rej.add(bad, lambda i, t=text, c=canon: f"bad {c} {value_at(t)(i)}")
+                rej.add(bad, bad_value(canon, text))
                 data[canon] = values
             elif dtype in ("Int32", "Int64"):
                 hi = 65535 if dtype == "Int32" else 2**63 - 1
                 values, present, bad = parse_ints(text, 0, hi, _UNSET)
-                rej.add(bad, lambda i, t=text, c=canon: f"bad {c} {value_at(t)(i)}")
+                rej.add(bad, bad_value(canon, text))
                 data[canon] = nullable_int(values, ~present, dtype)
             elif dtype == "boolean":
                 is_t = bool_mask(pc.is_in(text, value_set=pa.array(_BOOL_TRUE)))
                 is_f = bool_mask(pc.is_in(text, value_set=pa.array(_BOOL_FALSE)))
                 present = present_mask(text, _UNSET)
-                rej.add(present & ~(is_t | is_f), lambda i, t=text, c=canon: f"bad {c} {value_at(t)(i)}")
+                rej.add(present & ~(is_t | is_f), bad_value(canon, text))
                 data[canon] = pd.arrays.BooleanArray(is_t, ~(is_t | is_f))
             else:
                 data[canon], bad = _zeek_strings(text)

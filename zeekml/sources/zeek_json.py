@@ -225,7 +225,7 @@ def _parse_iso(v: str) -> float | None:
         return None
     if t.tzinfo is None:
         t = t.tz_localize("UTC")
-    return t.timestamp()
+    return float(t.timestamp())
 
 
 def _ts_to_number(raw: bytes) -> bytes:
@@ -240,4 +240,4 @@ def _iso_to_epoch(col: pa.ChunkedArray) -> np.ndarray:
     s = pd.Series(col, dtype=schema.STR)
     t = pd.to_datetime(s, utc=True, format="ISO8601", errors="coerce")
     secs = (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    return secs.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(secs.to_numpy(dtype=np.float64, na_value=np.nan))
