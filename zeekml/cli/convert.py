@@ -208,7 +208,7 @@ def _output(path: str) -> Iterator[BinaryIO]:
         return
     if os.path.exists(path) and not os.path.isfile(path):
         try:
-            f = open(path, "wb")  # noqa: SIM115 - closed below, errors named
+            f = open(path, "wb")  # closed below, errors named
         except OSError as exc:
             raise SinkError(f"{path}: cannot open for writing: {exc.strerror or exc}") from exc
         try:

@@ -84,7 +84,7 @@ def _scorers(args: argparse.Namespace) -> list:
     return default_scorers(opts)
 
 
-def _add_unless_present(p: argparse.ArgumentParser, flag: str, **kw) -> None:  # noqa: ANN003
+def _add_unless_present(p: argparse.ArgumentParser, flag: str, **kw) -> None:
     """Add an option unless ``zeekml score`` already provides it (then it is shared)."""
     if flag not in p._option_string_actions:
         p.add_argument(flag, **kw)
@@ -162,10 +162,10 @@ def run(args: argparse.Namespace) -> int:
                             incidents=score.build_incidents(args, sinks))
         main_only = argparse.Namespace(**{**vars(args), "sink": [], "incidents": None})
 
-        def make_main_sink():  # noqa: ANN202 - a Sink
+        def make_main_sink():  # a Sink
             return score.build_sinks(main_only, config)[0]
 
-        def make_source(cursor):  # noqa: ANN001, ANN202 - cursor dict / TailSource
+        def make_source(cursor):  # cursor dict / TailSource
             return open_tail_source(args.path, skips=skips, options=read,
                                     poll_interval=options.poll_interval, resume=cursor,
                                     archive=args.archive, lookback=args.lookback)

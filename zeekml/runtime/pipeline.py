@@ -384,7 +384,7 @@ class Pipeline:
         for sink in self.sinks:
             try:
                 sink.close()
-            except Exception as exc:  # noqa: BLE001 - close every sink, then report
+            except Exception as exc:  # close every sink, then report
                 errors.append(exc)
         self.counters.delivery = self.delivery()
         if errors:
@@ -395,7 +395,7 @@ class Pipeline:
         for sink in self.sinks:
             try:
                 call_optional(sink, "abort")
-            except Exception as exc:  # noqa: BLE001 - abort every sink, report each
+            except Exception as exc:  # abort every sink, report each
                 log.error("%s: %s", sink.name, exc)
 
     def delivery(self) -> dict[str, Delivery]:
