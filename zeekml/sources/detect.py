@@ -23,7 +23,7 @@ returning a :class:`~zeekml.sources.FlowParser`. The nfdump and CSV-export parse
 live in ``zeekml.sources.nfdump`` and ``zeekml.sources.csv_export`` and are imported
 only when used; so is the CICFlowMeter header test
 (:func:`zeekml.sources.cicflowmeter.is_cicflowmeter_header`). nfcapd binaries are not parsed in Python: they are read through the
-real ``nfdump`` binary by ``zeekml.sources.nfdump.iter_nfcapd``.
+real ``nfdump`` binary by ``zeekml.sources.nfcapd.iter_nfcapd``.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ Bad lines
     ones are parsed again with pyarrow (where pyarrow still rejects something, the
     lines are bisected down to the ones it rejects), and each bad line is recorded in
     the :class:`SkipLog` with path, line and a value-free reason (reasons are counted,
-    so they stay few). Every good line is kept, in order. Cost: a clean run is one
+    so they stay few). Every good line is kept, in order. (The careful path is the
+    readers' shared :func:`zeekml.sources.sift.sift`.) Cost: a clean run is one
     pyarrow call; a run with a bad line costs about 10 us of Python per line once.
 
 Blank lines are not records and are not counted as skips. The ``#``-free check that
