@@ -67,9 +67,9 @@ def reference(df: pd.DataFrame, opts: PairOptions, depth: int) -> list[tuple[int
     Returns, in output order, the stream positions of each flow's records (one or two).
     Uses the pairer's own key function, so it checks the matching, not the keys.
     """
-    from zeekml.sources.biflow import _classify
+    from zeekml.sources.pairing import classify
 
-    cls = _classify(df)
+    cls = classify(df)
     keys = iter(cls.key.to_pylist())
     steps = iter(cls.step.tolist())
     ts = df["ts"].to_numpy(dtype=float)
@@ -176,7 +176,7 @@ def streams(draw: st.DrawFn) -> tuple[pd.DataFrame, list[int], PairOptions, int]
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
-def test_pairing_equals_reference_however_the_stream_is_cut(case) -> None:  # noqa: ANN001
+def test_pairing_equals_reference_however_the_stream_is_cut(case) -> None:
     df, cuts, opts, depth = case
     want = reference(df, opts, depth)
     whole = flows_of(df, opts, depth=depth)
@@ -188,7 +188,7 @@ def test_pairing_equals_reference_however_the_stream_is_cut(case) -> None:  # no
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
-def test_state_round_trip_between_batches_changes_nothing(case) -> None:  # noqa: ANN001
+def test_state_round_trip_between_batches_changes_nothing(case) -> None:
     df, cuts, opts, depth = case
     want = flows_of(df, opts, depth=depth)
     p = Pairer(opts)
@@ -412,7 +412,7 @@ def test_bad_state_is_refused() -> None:
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
-def test_whole_stream_pairing_by_key_partitions_equals_the_stage(case) -> None:  # noqa: ANN001
+def test_whole_stream_pairing_by_key_partitions_equals_the_stage(case) -> None:
     """What the Spark engine does: marks per file, global positions and clocks, rows
     shuffled by key into partitions, sorted, cut into frames anywhere; same flows."""
     from zeekml.sources.biflow import pair_sorted, stream_marks

@@ -25,7 +25,8 @@ from zeekml.errors import FormatError, ParseError, StateError, UsageError
 from zeekml.records import schema
 from zeekml.records.labels import binary_target, class_target
 from zeekml.sources import SkipLog, read_flows, sniff_format
-from zeekml.sources.binetflow import BinetflowParser, normalize_label, tcp_flag_state
+from zeekml.sources.binetflow import BinetflowParser
+from zeekml.sources.binetflow_state import normalize_label, tcp_flag_state
 from zeekml.sources.options import ReadOptions
 
 BNF = DATA / "binetflow"
@@ -499,7 +500,8 @@ def test_hostile_lines_never_crash_the_reader(lines: list[bytes], nl: bytes, chu
     skips = SkipLog(keep=0)
     df = parse(data, skips=skips)
     schema.validate(df)
-    n_lines = sum(1 for ln in data.split(b"\n")[1:] if ln.strip(b"\r"))
+    # blank = empty or a lone CR (a CRLF line end); "\r\r" is a line with a stray CR (a skip)
+    n_lines = sum(1 for ln in data.split(b"\n")[1:] if ln not in (b"", b"\r"))
     assert len(df) + skips.total <= n_lines
     assert df["source_line"].is_monotonic_increasing
     pd.testing.assert_frame_equal(parse(data, chunk=chunk, skips=SkipLog(keep=0)), df)

@@ -14,14 +14,9 @@ from hypothesis import strategies as st
 from tests.conftest import DATA, need
 from zeekml.errors import FormatError, ParseError, StateError, ZeekmlError
 from zeekml.records import schema
+from zeekml.sinks.csv_rows import format_csv_header, format_csv_rows
 from zeekml.sources import SkipLog, read_flows
-from zeekml.sources.csv_export import (
-    CicFlowMeterParser,
-    ZeekCsvParser,
-    format_csv_header,
-    format_csv_rows,
-    synth_uids,
-)
+from zeekml.sources.csv_export import CicFlowMeterParser, ZeekCsvParser, synth_uids
 
 IOT = DATA / "iot23-csv"
 CIC = DATA / "cicids2017-improved-sample"
@@ -275,3 +270,33 @@ def test_sniff_csv_exports() -> None:
     assert sniff((CIC / "Heartbleed_11.csv").read_bytes()[:4096]) == "cicflowmeter_csv"
     assert sniff(b" Flow ID, Source IP, Source Port, Destination IP, Destination Port, Protocol, Timestamp\n") == "cicflowmeter_csv"
     assert sniff(b"ts,te,td,sa,da,sp,dp,pr\n") is None
+
+
+def test_cicflowmeter_detection_is_one_function() -> None:
+    """Format detection and csv_export.sniff both ask cicflowmeter.is_cicflowmeter_header."""
+    from zeekml.errors import FormatError
+    from zeekml.sources.cicflowmeter import is_cicflowmeter_header
+    from zeekml.sources.csv_export import sniff
+    from zeekml.sources.detect import sniff_format
+
+    need(CIC.is_dir(), f"the CICIDS2017 sample at {CIC}")
+    real = (CIC / "Heartbleed_11.csv").read_bytes()[:4096]
+    heads = [
+        real,
+        b" Flow ID, Source IP, Source Port, Destination IP, Destination Port, Protocol, Timestamp\n",
+        b'"Flow ID","Src IP","Dst IP","Label"\n',  # quoted, no Timestamp: claimed, then refused
+        b"Flow ID,Src IP\n",  # too few fields
+        b"ts,uid,id.orig_h,id.orig_p,id.resp_h\n",
+        b"id,Flow Duration,Label,Other\n",  # one CICFlowMeter name only
+    ]
+    for head in heads:
+        first = head.split(b"\n", 1)[0]
+        claimed = is_cicflowmeter_header(first)
+        assert (sniff(head) == "cicflowmeter_csv") == claimed, head
+        try:
+            detected = sniff_format(head) == "cicflowmeter_csv"
+        except FormatError:
+            detected = False
+        assert detected == claimed, head
+    assert [is_cicflowmeter_header(h.split(b"\n", 1)[0]) for h in heads] == [
+        True, True, True, False, False, False]

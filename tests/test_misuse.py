@@ -65,7 +65,7 @@ def env() -> dict[str, str]:
     return e
 
 
-def run(*argv: str, **kw) -> subprocess.CompletedProcess:  # noqa: ANN003
+def run(*argv: str, **kw) -> subprocess.CompletedProcess:
     """A real ``zeekml`` process (tiny test models registered as a plugin kind)."""
     kw.setdefault("stdout", subprocess.PIPE)
     return subprocess.run([sys.executable, "-c", RUNNER, *argv], cwd=str(REPO), env=env(),

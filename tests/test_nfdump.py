@@ -420,7 +420,7 @@ def test_truncated_and_foreign_nfcapd_files(tmp_path: Path) -> None:
 
 
 def test_missing_nfdump_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import zeekml.sources.nfdump as nf
+    import zeekml.sources.nfcapd as nf
 
     monkeypatch.setattr(nf, "NFDUMP_CANDIDATES", ())
     monkeypatch.setenv("PATH", "")

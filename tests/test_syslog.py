@@ -69,7 +69,7 @@ class Rsyslog:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.dir / "rsyslogd.stderr", "ab")  # noqa: SIM115 - owned by the process
+        log = open(self.dir / "rsyslogd.stderr", "ab")  # owned by the process
         self.proc = subprocess.Popen(
             [self.binary, "-n", "-f", str(self.conf), "-i", str(self.dir / "rsyslogd.pid")],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,

@@ -71,7 +71,7 @@ class TailProc:
     """A running ``zeekml tail`` subprocess."""
 
     def __init__(self, args: list[str], cwd: Path, stdin: int | None = None) -> None:
-        self.err = open(cwd / f"tail-stderr-{time.monotonic_ns()}.txt", "wb")  # noqa: SIM115
+        self.err = open(cwd / f"tail-stderr-{time.monotonic_ns()}.txt", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", RUNNER, "-v", "tail", *args],
             cwd=str(REPO), env=env(), stdin=stdin, stdout=subprocess.DEVNULL, stderr=self.err,

@@ -53,7 +53,7 @@ def total(m: dict[str, float], prefix: str) -> float:
     return sum(v for k, v in m.items() if k == prefix or k.startswith(prefix + "{"))
 
 
-def wait_metrics(port: int, ok, proc: TailProc, timeout: float = 60) -> dict[str, float]:  # noqa: ANN001
+def wait_metrics(port: int, ok, proc: TailProc, timeout: float = 60) -> dict[str, float]:
     deadline = time.monotonic() + timeout
     last: dict[str, float] = {}
     while time.monotonic() < deadline:

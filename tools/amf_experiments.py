@@ -31,15 +31,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zeekml.records.labels import CLASSES  # noqa: E402
-from zeekml.train import amf_lstm  # noqa: E402
-from zeekml.train.amf_cli import fold_thresholds, loco, split_metrics  # noqa: E402
-from zeekml.train.datasets import build_windows, load_captures  # noqa: E402
+from zeekml.records.labels import CLASSES
+from zeekml.train import amf_lstm
+from zeekml.train.amf_cli import fold_thresholds, loco, split_metrics
+from zeekml.train.datasets import build_windows, load_captures
 
 log = logging.getLogger("amf_experiments")
 
 
-def windows_per_second(sess, x: np.ndarray, m: np.ndarray, seconds: float) -> float:  # noqa: ANN001
+def windows_per_second(sess, x: np.ndarray, m: np.ndarray, seconds: float) -> float:
     """Windows/s of ``sess`` on one batch, run repeatedly for ``seconds`` after a warm-up."""
     sess.run(None, {"x": x, "mask": m})
     t0 = time.perf_counter()

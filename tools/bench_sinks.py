@@ -91,7 +91,7 @@ def baseline_ecs(df: pd.DataFrame) -> bytes:
     return ("\n".join(out) + "\n").encode()
 
 
-def timed(fn, df: pd.DataFrame, repeat: int = 3) -> float:  # noqa: ANN001
+def timed(fn, df: pd.DataFrame, repeat: int = 3) -> float:
     """Median seconds of ``repeat`` calls, after one warm-up call on 1,000 rows."""
     fn(df.iloc[:1000])
     runs = []

@@ -105,7 +105,7 @@ class OutputWatcher(threading.Thread):
         while not self.stop_flag.is_set():
             if fh is None:
                 try:
-                    fh = open(self.path, "rb")  # noqa: SIM115
+                    fh = open(self.path, "rb")
                 except FileNotFoundError:
                     time.sleep(self.poll)
                     continue
@@ -131,11 +131,11 @@ def start_tail(live: Path, out: Path, models: list[str], extra: list[str], err: 
                ) -> subprocess.Popen:
     return subprocess.Popen(
         zeekml_cmd("-v", "tail", "--all", "--out", str(out), *models, *extra, str(live)),
-        cwd=str(REPO), env=env(), stdout=subprocess.DEVNULL, stderr=open(err, "wb"),  # noqa: SIM115
+        cwd=str(REPO), env=env(), stdout=subprocess.DEVNULL, stderr=open(err, "wb"),
     )
 
 
-def wait_for(pred, timeout: float, what: str) -> None:  # noqa: ANN001
+def wait_for(pred, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:

@@ -35,9 +35,9 @@ def nfdump_b(folder: Path) -> int:
 
 def most_pairs(records: pd.DataFrame) -> int:
     """Per key (the pairer's own), min(records one way, records the other way)."""
-    from zeekml.sources.biflow import _classify
+    from zeekml.sources.pairing import classify
 
-    cls = _classify(records)
+    cls = classify(records)
     if not cls.cand.any():
         return 0
     df = pd.DataFrame({"k": cls.key.to_pylist(), "d": cls.step})

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     all_classes(floors, [getattr(s, "card", None) for s in scorers if getattr(s, "card", None)],
                 base)
     result = calibrate(recorder.table(), floors, base, args.budget, unit=args.unit,
-                       incidents=icfg, end=policy._max_ts,  # noqa: SLF001 - stream clock
+                       incidents=icfg, end=policy._max_ts,  # stream clock
                        span=(policy.first_ts, policy.last_ts), allow_lower=args.allow_lower)
     doc = result.policy_json(base)
     out = Path(args.out)

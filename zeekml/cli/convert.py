@@ -13,7 +13,7 @@ by batch as it is read, so memory stays bounded by the batch size:
           ``(empty)``, ``\\xNN`` escapes, ``#close``.
 ``json``  one Zeek JSON object per line (``LogAscii::use_json``; unset fields omitted).
 ``csv``   a header of Zeek field names, unset as an empty field
-          (:func:`zeekml.sources.csv_export.format_csv_rows`).
+          (:func:`zeekml.sinks.csv_rows.format_csv_rows`).
 
 Whether label columns are written is decided by the first batch. Provenance columns
 (``source_file``, ``source_line``) are not written: reading the output back gives the
@@ -56,7 +56,7 @@ CONN_EXTRA = [("tunnel_parents", "set[string]")]
 LABEL_FIELDS = [("label", "string"), ("detailed-label", "string")]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert",
         help="rewrite flows as a Zeek conn log, CSV or Zeek JSON",
@@ -118,7 +118,7 @@ class Writer:
 
             return format_header("conn", self._fields, self._types)
         if self.to == "csv":
-            from zeekml.sources.csv_export import format_csv_header
+            from zeekml.sinks.csv_rows import format_csv_header
 
             return format_csv_header(labels)
         return b""
@@ -143,7 +143,7 @@ class Writer:
             from zeekml.sinks.json_log import format_json_rows
 
             return head + format_json_rows(view, self._fields, self._types)
-        from zeekml.sources.csv_export import format_csv_rows
+        from zeekml.sinks.csv_rows import format_csv_rows
 
         return head + format_csv_rows(df, bool(self.labels))
 
@@ -208,7 +208,7 @@ def _output(path: str) -> Iterator[BinaryIO]:
         return
     if os.path.exists(path) and not os.path.isfile(path):
         try:
-            f = open(path, "wb")  # noqa: SIM115 - closed below, errors named
+            f = open(path, "wb")  # closed below, errors named
         except OSError as exc:
             raise SinkError(f"{path}: cannot open for writing: {exc.strerror or exc}") from exc
         try:

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         for row in rows:
             out.write(json.dumps(row, sort_keys=True) + "\n")
         return 0
-    table = [("KIND", "NAME", "MODULE:OBJECT", "PACKAGE")]
+    table: list[tuple[str, str, str, str]] = [("KIND", "NAME", "MODULE:OBJECT", "PACKAGE")]
     for r in rows:
         origin = f"{r['distribution']} {r['version']}"
         if r["builtin"] == "yes":
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         if r["active"] != "yes":
             origin += " (ignored: name taken by a built-in)"
         table.append((r["kind"], r["name"], r["value"], origin))
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
-    for row in table:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True))
-                  + "  " + row[3] + "\n")
+    widths = [max(len(line[i]) for line in table) for i in range(3)]
+    for line in table:
+        out.write("  ".join(c.ljust(w) for c, w in zip(line[:3], widths, strict=True))
+                  + "  " + line[3] + "\n")
     return 0

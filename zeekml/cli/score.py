@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zeekml.cli.guards import refuse_output_on_input
 from zeekml.errors import UsageError
@@ -19,6 +20,12 @@ from zeekml.policy.notice import (
     parse_network,
     parse_threshold,
 )
+
+if TYPE_CHECKING:  # imported where used, so `zeekml --help` stays light
+    from zeekml.policy.incidents import IncidentTracker
+    from zeekml.runtime.pipeline import Counters, RunOptions
+    from zeekml.sinks.base import Sink
+    from zeekml.sources.biflow import Pairer
 
 EXAMPLES = """examples:
   zeekml score conn.log                        verdicts of notices -> ./zeekml.log
@@ -91,7 +98,7 @@ def build_sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
         main = JsonLogSink(out)
     else:
         main = ZeekLogSink(out)
-    sinks = [main]
+    sinks: list[Sink] = [main]
     if getattr(args, "incidents", None):
         inc = JsonLogSink(args.incidents) if args.out_format == "json" else \
             ZeekLogSink(args.incidents)
@@ -107,7 +114,7 @@ def build_sinks(args: argparse.Namespace, policy: PolicyConfig) -> list:
     return sinks
 
 
-def build_incidents(args: argparse.Namespace, sinks: list):  # noqa: ANN201 - tracker or None
+def build_incidents(args: argparse.Namespace, sinks: list[Sink]) -> IncidentTracker | None:
     """The incident tracker, when an output takes incidents (--incidents, ?unit=incident)."""
     from zeekml.policy.incidents import IncidentConfig, IncidentTracker
     from zeekml.runtime.pipeline import sink_unit
@@ -127,7 +134,7 @@ def build_scorers(args: argparse.Namespace) -> list:
     return default_scorers(opts)
 
 
-def run_options(args: argparse.Namespace):  # noqa: ANN201 - RunOptions (imported lazily)
+def run_options(args: argparse.Namespace) -> RunOptions:
     """Reading, checkpoint and catch-up options of a batch run."""
     from zeekml.runtime.pipeline import RunOptions
     from zeekml.sources.options import read_options_from
@@ -153,7 +160,7 @@ def add_catch_up_options(p: argparse.ArgumentParser) -> None:
                         "for (seconds, or 30m, 12h, 7d; default 7d)")
 
 
-def build_pairer(args: argparse.Namespace):  # noqa: ANN201 - a Pairer or None
+def build_pairer(args: argparse.Namespace) -> Pairer | None:
     """The NetFlow pairing stage from --no-pair/--pair-hold (shared with tail)."""
     from zeekml.sources.options import read_options_from
 
@@ -177,7 +184,7 @@ def _seconds(text: str) -> float:
     return v
 
 
-def _progress(counters, i: int, n: int) -> None:  # noqa: ANN001 - Counters
+def _progress(counters: Counters, i: int, n: int) -> None:
     sys.stderr.write(f"\r\x1b[Kfile {i + 1}/{n}  {counters.flows_read:,} flows  "
                      f"{counters.flows_per_second:,.0f} flows/s")
     sys.stderr.flush()

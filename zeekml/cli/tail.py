@@ -130,10 +130,10 @@ def run(args: argparse.Namespace) -> int:
                             incidents=score.build_incidents(args, sinks))
         main_only = argparse.Namespace(**{**vars(args), "sink": [], "incidents": None})
 
-        def make_main_sink():  # noqa: ANN202 - a Sink
+        def make_main_sink():  # a Sink
             return score.build_sinks(main_only, config)[0]
 
-        def make_source(cursor):  # noqa: ANN001, ANN202 - cursor dict / TailSource
+        def make_source(cursor):  # cursor dict / TailSource
             return open_tail_source(args.path, skips=skips, options=read,
                                     poll_interval=options.poll_interval, resume=cursor,
                                     archive=args.archive, lookback=args.lookback)

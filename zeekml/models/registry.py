@@ -5,20 +5,25 @@
 directory of a source checkout, which installs as the package ``zeekml.onnx_models``.
 
 Scorer classes are found by the card's ``kind``: the built-ins below, then the
-``zeekml.scorers`` entry point group (plugins), so a site can ship its own model kind.
+``zeekml.scorers`` entry point group (plugins), so a site can ship its own model kind:
+``ScorerClass(card: ModelCard, options: ScorerOptions) -> Scorer``, registered under the
+card ``kind`` it scores (:class:`zeekml.models.base.Scorer`).
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from zeekml import __version__, entrypoints
 from zeekml.errors import ModelError
 from zeekml.models.base import Scorer
 from zeekml.models.card import ModelCard, load_card
+
+GROUP = "zeekml.scorers"
 
 BUILTIN_KINDS: dict[str, str] = {
     "amf_lstm": "zeekml.models.amf_scorer:AmfScorer",
@@ -82,12 +87,23 @@ def resolve_model(spec: str) -> Path:
     raise ModelError(f"{spec}: no such bundled model (bundled: {names})")
 
 
+class ScorerClass(Protocol):
+    """``zeekml.scorers`` entry points (the entry point name is the card ``kind``)."""
+
+    def __call__(self, card: ModelCard, options: ScorerOptions) -> Scorer: ...
+
+
+def discover() -> list[entrypoints.PluginInfo]:
+    """Every scorer plugin and built-in model kind (nothing is imported)."""
+    return entrypoints.discover("scorers", GROUP, BUILTIN_KINDS, __version__)
+
+
 def _scorer_class(kind: str) -> Any:
     target = BUILTIN_KINDS.get(kind)
     if target is None:
-        for ep in metadata.entry_points(group="zeekml.scorers"):
-            if ep.name == kind:
-                return ep.load()
+        info = entrypoints.find(discover(), kind)
+        if info is not None:
+            return entrypoints.load(info)
         raise ModelError(f"no scorer for model kind {kind!r} (built-in: {', '.join(BUILTIN_KINDS)})")
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)

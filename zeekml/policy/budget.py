@@ -133,7 +133,7 @@ class CandidateRecorder:
 
 def _days(ts: np.ndarray) -> np.ndarray:
     ts = np.asarray(ts, dtype=np.float64)
-    return np.floor(ts[np.isfinite(ts)] / DAY).astype(np.int64)
+    return np.asarray(np.floor(ts[np.isfinite(ts)] / DAY).astype(np.int64))
 
 
 def _most_per_day(ts: np.ndarray) -> int:
@@ -176,7 +176,7 @@ def incident_times(rows: pd.DataFrame, config: IncidentConfig, end: float) -> np
         return np.zeros(0)
     t = IncidentTracker(config)
     recs = pd.concat([t.update(rows, end), t.finish(end)], ignore_index=True)
-    return recs.loc[recs["state"] == "closed", "first_seen"].to_numpy(dtype=np.float64)
+    return np.asarray(recs.loc[recs["state"] == "closed", "first_seen"].to_numpy(dtype=np.float64))
 
 
 # --------------------------------------------------------------------------- search

@@ -112,15 +112,15 @@ def inbound_flows(flows: pd.DataFrame) -> np.ndarray:
     def flag(col: str) -> np.ndarray:
         if col not in flows.columns:
             return np.zeros(n, dtype=bool)
-        return flows[col].astype("boolean").fillna(False).to_numpy(dtype=bool)
+        return np.asarray(flows[col].astype("boolean").fillna(False).to_numpy(dtype=bool), bool)
 
     lo, lr = flag("local_orig"), flag("local_resp")
     marked = lo | lr
     if marked.all():
-        return lr & ~lo
+        return np.asarray(lr & ~lo, dtype=bool)
     priv_o = is_private(flows["orig_h"]) if "orig_h" in flows.columns else np.zeros(n, bool)
     priv_r = is_private(flows["resp_h"]) if "resp_h" in flows.columns else np.zeros(n, bool)
-    return np.where(marked, lr & ~lo, priv_r & ~priv_o)
+    return np.asarray(np.where(marked, lr & ~lo, priv_r & ~priv_o), dtype=bool)
 
 
 def activity(clock: np.ndarray) -> np.ndarray:
@@ -164,14 +164,14 @@ def _text(values: Any) -> np.ndarray:
     """A column as an object array of str, ``-`` for missing."""
     s = values if isinstance(values, pd.Series) else pd.Series(values)
     if isinstance(s.dtype, pd.StringDtype):
-        return s.to_numpy(dtype=object, na_value="-")
-    return s.astype("str").fillna("-").to_numpy(dtype=object)
+        return np.asarray(s.to_numpy(dtype=object, na_value="-"), dtype=object)
+    return np.asarray(s.astype("str").fillna("-").to_numpy(dtype=object), dtype=object)
 
 
 def _hash(values: np.ndarray) -> np.ndarray:
     """A fixed 64-bit hash per string (pandas' siphash with its fixed key)."""
-    return pd.util.hash_array(np.asarray(values, dtype=object),
-                              categorize=False).astype(np.uint64)
+    return np.asarray(pd.util.hash_array(np.asarray(values, dtype=object), categorize=False),
+                      dtype=np.uint64)
 
 
 def _mix(iid: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -179,14 +179,14 @@ def _mix(iid: np.ndarray, values: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         h = values.astype(np.uint64) ^ (iid.astype(np.uint64) * _M1)
         h = (h ^ (h >> np.uint64(31))) * _M2
-        return h ^ (h >> np.uint64(29))
+        return np.asarray(h ^ (h >> np.uint64(29)), dtype=np.uint64)
 
 
 def _in_sorted(values: np.ndarray, table: np.ndarray) -> np.ndarray:
     if not len(table):
         return np.zeros(len(values), dtype=bool)
     i = np.searchsorted(table, values)
-    return table[np.minimum(i, len(table) - 1)] == values
+    return np.asarray(table[np.minimum(i, len(table) - 1)] == values, dtype=bool)
 
 
 def _incident_id(text: str) -> str:
@@ -535,7 +535,7 @@ class IncidentTracker:
         """Rows whose key is not known and appears for the first time in the batch."""
         first = np.zeros(len(keys), dtype=bool)
         first[np.unique(keys, return_index=True)[1]] = True
-        return first & ~_in_sorted(keys, known)
+        return np.asarray(first & ~_in_sorted(keys, known))
 
     def _evidence(self, t: Table, b: dict[str, Any] | None, g: Any) -> tuple[Table, np.ndarray,
                                                                             np.ndarray]:
@@ -562,7 +562,7 @@ class IncidentTracker:
             e_g = np.r_[e_g, b["gid"][top]]
         return items, e_ti, e_g
 
-    def _records(self, t: Table, events: list, cum: dict[str, np.ndarray] | None,
+    def _records(self, t: Table, events: list[Any], cum: dict[str, np.ndarray] | None,
                  b: dict[str, Any] | None, g: Any) -> tuple[pd.DataFrame, np.ndarray]:
         """Incident records of ``events`` (kind, instance, group up to, ts), in log-time
         order; also the number of update records per instance."""

@@ -161,7 +161,7 @@ class AllowList:
             (self._one(str(u)) for u in uniques), dtype=bool, count=len(uniques)
         )
         hit = np.append(hit, False)  # code -1 (missing) -> last
-        return hit[codes]
+        return np.asarray(hit[codes])
 
     def _one(self, addr: str) -> bool:
         try:
@@ -246,7 +246,7 @@ class NoticePolicy:
     # ----------------------------------------------------------------- decisions
     def thresholds(self, scored: pd.DataFrame) -> np.ndarray:
         """Per-row threshold: ``model:class`` override, else ``class`` override, else card."""
-        th = scored["threshold"].to_numpy(dtype=np.float64, na_value=np.nan).copy()
+        th = np.array(scored["threshold"].to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
         over = self.config.thresholds
         if not over or not len(scored):
             return th

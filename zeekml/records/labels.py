@@ -121,7 +121,7 @@ def map_pair(label: object, detail: object) -> tuple[int, str | None]:
     return -1, None
 
 
-def _pairs(df: pd.DataFrame) -> tuple[np.ndarray, list[tuple[object, object]]]:
+def _pairs(df: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str | None, str | None]]]:
     if "label" not in df.columns:
         return np.zeros(len(df), dtype=np.int64), [(None, None)]
     lab = df["label"].astype(object).to_numpy()
@@ -133,11 +133,11 @@ def _pairs(df: pd.DataFrame) -> tuple[np.ndarray, list[tuple[object, object]]]:
     lab_s = pd.Series(lab).fillna("\0").astype(str)
     det_s = pd.Series(det).fillna("\0").astype(str)
     codes, uniques = pd.factorize(lab_s + "\t" + det_s, use_na_sentinel=False)
-    pairs = []
+    pairs: list[tuple[str | None, str | None]] = []
     for u in uniques:
         lab_u, _, det_u = str(u).partition("\t")
         pairs.append((None if lab_u == "\0" else lab_u, None if det_u == "\0" else det_u))
-    return codes.astype(np.int64), pairs
+    return np.asarray(codes, dtype=np.int64), pairs
 
 
 def _mapped(df: pd.DataFrame, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -384,7 +384,7 @@ class Pipeline:
         for sink in self.sinks:
             try:
                 sink.close()
-            except Exception as exc:  # noqa: BLE001 - close every sink, then report
+            except Exception as exc:  # close every sink, then report
                 errors.append(exc)
         self.counters.delivery = self.delivery()
         if errors:
@@ -395,7 +395,7 @@ class Pipeline:
         for sink in self.sinks:
             try:
                 call_optional(sink, "abort")
-            except Exception as exc:  # noqa: BLE001 - abort every sink, report each
+            except Exception as exc:  # abort every sink, report each
                 log.error("%s: %s", sink.name, exc)
 
     def delivery(self) -> dict[str, Delivery]:
@@ -606,8 +606,9 @@ def score_inputs(
                 if skips.strict:
                     raise
                 counters.unreadable.append(str(exc))
-        if counters.unreadable and len(counters.unreadable) == len(plan):
-            raise counters.unreadable_error(others_scored=False)  # outputs stay as they were
+        unreadable = counters.unreadable_error(others_scored=False)
+        if unreadable is not None and len(counters.unreadable) == len(plan):
+            raise unreadable  # no input was readable: the outputs stay as they were
         if store is None:
             pipeline.finish()
         else:

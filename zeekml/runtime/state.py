@@ -241,7 +241,8 @@ class StateStore:
         tmp = self.path.with_name(f".{self.path.name}.tmp.{os.getpid()}")
         try:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **members)
+                arrays: dict[str, Any] = members  # (numpy's stub matches **kwds to allow_pickle)
+                np.savez(fh, **arrays)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)

@@ -175,7 +175,7 @@ class Tail:
         def on_hup(signum: int, frame: FrameType | None) -> None:
             self.request_reopen()
 
-        old = {}
+        old: dict[int, Any] = {}
         for sig, handler in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop),
                              (signal.SIGHUP, on_hup)):
             old[sig] = signal.signal(sig, handler)

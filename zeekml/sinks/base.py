@@ -140,7 +140,7 @@ def sink_delivery(sink: object) -> Delivery | None:
         return None
     try:
         report = method()
-    except Exception as exc:  # noqa: BLE001 - a plugin's accounting is not worth a crash
+    except Exception as exc:  # a plugin's accounting is not worth a crash
         log.warning("%s: delivery() failed: %s", getattr(sink, "name", sink), exc)
         return None
     if not isinstance(report, Delivery):

@@ -210,7 +210,7 @@ class OutputFile:
             return
         if self._resume is not None and self.mode in ("append", "live") and \
                 self._can_resume(self._resume):
-            fh = open(self.path, "r+b")  # noqa: SIM115 - kept open for the run
+            fh = open(self.path, "r+b")  # kept open for the run
             size = int(self._resume["size"])
             fh.truncate(size)
             fh.seek(size)
@@ -221,12 +221,12 @@ class OutputFile:
             if self.path.exists() and is_regular_target(self.path):
                 # no checkpoint for this file: never destroy what is there; a new header
                 # block follows it (zeek-cut and zat read on)
-                self._fh = open(self.path, "ab")  # noqa: SIM115
+                self._fh = open(self.path, "ab")
                 self._size = self._fh.tell()
                 self._committed = self.checkpoint()
                 self._write_header()
                 return
-        self._fh = open(self.path, "wb")  # noqa: SIM115
+        self._fh = open(self.path, "wb")
         self._size = 0
         self.created = True
         if self.mode == "append":

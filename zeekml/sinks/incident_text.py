@@ -28,8 +28,6 @@ Mappings:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
@@ -179,40 +177,3 @@ def ecs_incident_records(df: pd.DataFrame) -> pd.Series:
         ("observer", '{"vendor":"zeekml","product":"zeekml","type":"ids"}'),
         ("ecs", '{"version":"' + ECS_VERSION + '"}'),
     ], n)
-
-
-def incident_to_notice(df: pd.DataFrame, suppress_for: float) -> pd.DataFrame:
-    """Incident records as rows of Zeek's notice.log schema (``notice:`` sinks).
-
-    ``note`` = ``ZeekML::<Class>``, ``msg`` the incident message, ``sub`` the incident id
-    and its evidence uids, ``src`` the host when it originated the flows, ``dst`` when it
-    received them, ``n`` the flows, ``uid`` the strongest flow.
-    """
-    from zeekml.sinks.notice_log import ACTIONS, PEER_DESCR, note_name
-
-    v = df.reset_index(drop=True)
-    n = len(v)
-    verdict = v["verdict"].astype("str").fillna("")
-    uniq, codes = np.unique(verdict.to_numpy(dtype=str), return_inverse=True)
-    notes: Any = np.array([note_name(c) for c in uniq], dtype=object)[codes] if n else []
-    resp = (v["role"].astype("str") == "resp").to_numpy()
-    host = v["host"].astype("str")
-    uids = v["uids"] if "uids" in v.columns else pd.Series([None] * n, dtype=object)
-    first_uid = pd.Series([u[0] if isinstance(u, (list, tuple, np.ndarray)) and len(u)
-                           else None for u in uids.tolist()], dtype="str")
-    sub = ("incident " + v["incident"].astype("str") + " "
-           + as_text(joined_list(uids.reset_index(drop=True), " ")).fillna(""))
-    return pd.DataFrame({
-        "ts": v["ts"],
-        "uid": first_uid,
-        "note": pd.Series(notes, dtype="str"),
-        "msg": incident_message(v),
-        "sub": sub.str.strip(),
-        "src": host.where(~resp),
-        "dst": host.where(resp),
-        "n": v["flows"],
-        "peer_descr": pd.Series([PEER_DESCR] * n, dtype="str"),
-        "actions": pd.Series([list(ACTIONS)] * n, dtype=object),
-        "email_dest": pd.Series([[] for _ in range(n)], dtype=object),
-        "suppress_for": np.full(n, float(suppress_for)),
-    })

@@ -11,7 +11,8 @@ previous flows the model attended to (uids to pivot on in conn.log); ``src``/``d
 are the originator, responder and responder port; ``n`` is the number of flows the
 notice stands for after suppression; ``peer_descr`` is ``zeekml``; ``actions`` is
 ``Notice::ACTION_LOG``; ``suppress_for`` is the policy's suppression interval. File
-fields are unset. Only rows the policy marked as notices are written.
+fields are unset. Only rows the policy marked as notices are written. With
+``?unit=incident`` each incident record becomes one notice (:func:`incident_to_notice`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from zeekml.errors import SinkError
+from zeekml.sinks.incident_text import incident_message
 from zeekml.sinks.json_log import JsonLogSink
+from zeekml.sinks.textcols import as_text, joined_list
 from zeekml.sinks.zeek_log import ZeekLogSink
 
 NOTICE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -77,7 +81,7 @@ def to_notice(verdicts: pd.DataFrame, suppress_for: float) -> pd.DataFrame:
     n = len(v)
     verdict = v["verdict"].astype("str")
     uniq, codes = np.unique(verdict.fillna("").to_numpy(dtype=str), return_inverse=True)
-    notes = np.array([note_name(c) for c in uniq], dtype=object)[codes] if n else []
+    notes: Any = np.array([note_name(c) for c in uniq], dtype=object)[codes] if n else []
     msg = (v["model"].astype("str") + ": " + verdict + " score " + _fmt(v["score"])
            + " >= threshold " + _fmt(v["threshold"]))
     if "alt" in v.columns:
@@ -109,13 +113,46 @@ def to_notice(verdicts: pd.DataFrame, suppress_for: float) -> pd.DataFrame:
     })
 
 
+def incident_to_notice(df: pd.DataFrame, suppress_for: float) -> pd.DataFrame:
+    """Incident records as rows of Zeek's notice.log schema (``notice:`` sinks).
+
+    ``note`` = ``ZeekML::<Class>``, ``msg`` the incident message, ``sub`` the incident id
+    and its evidence uids, ``src`` the host when it originated the flows, ``dst`` when it
+    received them, ``n`` the flows, ``uid`` the strongest flow.
+    """
+    v = df.reset_index(drop=True)
+    n = len(v)
+    verdict = v["verdict"].astype("str").fillna("")
+    uniq, codes = np.unique(verdict.to_numpy(dtype=str), return_inverse=True)
+    notes: Any = np.array([note_name(c) for c in uniq], dtype=object)[codes] if n else []
+    resp = (v["role"].astype("str") == "resp").to_numpy()
+    host = v["host"].astype("str")
+    uids = v["uids"] if "uids" in v.columns else pd.Series([None] * n, dtype=object)
+    first_uid = pd.Series([u[0] if isinstance(u, (list, tuple, np.ndarray)) and len(u)
+                           else None for u in uids.tolist()], dtype="str")
+    sub = ("incident " + v["incident"].astype("str") + " "
+           + as_text(joined_list(uids.reset_index(drop=True), " ")).fillna(""))
+    return pd.DataFrame({
+        "ts": v["ts"],
+        "uid": first_uid,
+        "note": pd.Series(notes, dtype="str"),
+        "msg": incident_message(v),
+        "sub": sub.str.strip(),
+        "src": host.where(~resp),
+        "dst": host.where(resp),
+        "n": v["flows"],
+        "peer_descr": pd.Series([PEER_DESCR] * n, dtype="str"),
+        "actions": pd.Series([list(ACTIONS)] * n, dtype=object),
+        "email_dest": pd.Series([[] for _ in range(n)], dtype=object),
+        "suppress_for": np.full(n, float(suppress_for)),
+    })
+
+
 def _transform(suppress_for: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return lambda df: to_notice(df, suppress_for)
 
 
 def _incident_transform(suppress_for: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    from zeekml.sinks.incident_text import incident_to_notice
-
     return lambda df: incident_to_notice(df, suppress_for)
 
 

@@ -7,17 +7,26 @@ Examples::
     ecs:/var/log/zeekml/alerts.json
     ecs:-                                   (stdout)
 
-``NAME`` is looked up in the ``zeekml.sinks`` entry point group (see
-:mod:`zeekml.plugins`); ``TARGET`` is everything up to the first ``?`` and is passed
-to the factory as is; the query is split on ``&`` and percent-decoded. A bad spec,
-an unknown sink or an unknown option is a :class:`~zeekml.errors.UsageError` (exit 2)
-naming the spec.
+``NAME`` is looked up in the ``zeekml.sinks`` entry point group (built-ins:
+:data:`BUILTIN_SINKS`; plugins: see below); ``TARGET`` is everything up to the first
+``?`` and is passed to the factory as is; the query is split on ``&`` and
+percent-decoded. A bad spec, an unknown sink or an unknown option is a
+:class:`~zeekml.errors.UsageError` (exit 2) naming the spec.
 
 ``unit`` is an option of every sink, handled here: ``unit=notice`` (default) gives
 the sink verdict rows, ``unit=incident`` incident records
 (:mod:`zeekml.records.incidents`). A sink that formats incidents itself has
 ``use_incidents()``, called after the factory; any other sink (a plugin) is marked
 ``unit = "incident"`` and receives the incident table in ``write``.
+
+Sink plugins: ``factory(target: str, options: dict[str, str]) -> Sink``
+    Registered in the ``zeekml.sinks`` entry point group; called for
+    ``--sink NAME:TARGET?k=v&k=v`` with ``TARGET`` and the decoded ``k=v`` pairs. The
+    returned object implements :class:`zeekml.sinks.base.Sink` (``name``,
+    ``write(verdicts)``, ``flush()``, ``checkpoint()``, ``restore(pos)``, ``close()``);
+    ``write`` receives the verdict table of :mod:`zeekml.records.verdicts`. Reject bad
+    options with ``ValueError`` (a usage error, exit code 2); :class:`SinkOptions` does
+    the parsing and rejects unknown keys. The built-ins register exactly the same way.
 """
 
 from __future__ import annotations
@@ -25,11 +34,35 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import parse_qsl
 
-from zeekml import plugins
+from zeekml import __version__, entrypoints
 from zeekml.errors import SinkError, UsageError, ZeekmlError
 from zeekml.sinks.base import Sink
+
+GROUP = "zeekml.sinks"
+
+#: The built-in sinks, exactly as registered in pyproject.toml (a test keeps the two equal).
+BUILTIN_SINKS: dict[str, str] = {
+    "zeek": "zeekml.sinks.zeek_log:factory",
+    "json": "zeekml.sinks.json_log:factory",
+    "notice": "zeekml.sinks.notice_log:factory",
+    "syslog": "zeekml.sinks.syslog:factory",
+    "ecs": "zeekml.sinks.ecs:factory",
+}
+
+
+class SinkFactory(Protocol):
+    """``zeekml.sinks`` entry points."""
+
+    def __call__(self, target: str, options: dict[str, str]) -> Sink: ...
+
+
+def discover() -> list[entrypoints.PluginInfo]:
+    """Every sink plugin and built-in sink (nothing is imported)."""
+    return entrypoints.discover("sinks", GROUP, BUILTIN_SINKS, __version__)
+
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
@@ -73,14 +106,15 @@ def make_sink(spec: str) -> Sink:
     unit = parsed.options.pop("unit", "notice")
     if unit not in UNITS:
         raise UsageError(f"--sink {spec!r}: unit={unit!r}: one of {', '.join(UNITS)}")
-    info = plugins.find("sinks", parsed.name)
+    installed = discover()
+    info = entrypoints.find(installed, parsed.name)
     if info is None:
         raise UsageError(
             f"--sink {spec!r}: no sink named {parsed.name!r} "
-            f"(installed: {', '.join(plugins.names('sinks'))})"
+            f"(installed: {', '.join(entrypoints.names(installed))})"
         )
     try:
-        factory = plugins.load(info)
+        factory = entrypoints.load(info)
     except ImportError as exc:
         raise SinkError(str(exc)) from exc
     try:

@@ -96,13 +96,12 @@ def escape(value: str | bytes, *, in_set: bool = False) -> str:
     Returns ``(empty)`` for an empty value; never returns ``-`` for a set value.
     """
     raw = isinstance(value, bytes)
-    if raw:
-        value = value.decode("utf-8", "surrogateescape")
-    if not value:
+    text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+    if not text:
         return EMPTY_FIELD
-    if value == UNSET_FIELD or value == EMPTY_FIELD:
-        return f"\\x{ord(value[0]):02x}" + _escape_body(value[1:], in_set, raw)
-    return _escape_body(value, in_set, raw)
+    if text == UNSET_FIELD or text == EMPTY_FIELD:
+        return f"\\x{ord(text[0]):02x}" + _escape_body(text[1:], in_set, raw)
+    return _escape_body(text, in_set, raw)
 
 
 def _escape_body(value: str, in_set: bool, raw: bool = False) -> str:

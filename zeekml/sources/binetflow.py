@@ -8,7 +8,7 @@ optional, ``sTos``/``dTos`` are not used); comma- and tab-separated files are bo
 (the separator is that of the header line), with or without a final newline, CRLF or
 LF, gzip or plain (:mod:`zeekml.sources.open` decompresses by content). The machinery
 (one ``pyarrow.csv`` call per block, line-by-line fallback for bad lines, a repeated
-header re-read) is :class:`~zeekml.sources.csv_export.CsvParser`'s.
+header re-read) is :class:`~zeekml.sources.csv_parser.CsvParser`'s.
 
 Mapping to the canonical table
     ==================  ================================================================
@@ -60,7 +60,7 @@ Mapping to the canonical table
     detailed_label      the whole ``Label`` text (``flow=From-Botnet-V46-TCP-CC...``)
     uid                 synthesized: ``A`` + 17 base62 characters from a keyed hash of
                         the file's base name, the line, the start time and the 5-tuple
-                        (:func:`~zeekml.sources.csv_export.synth_uids`)
+                        (:func:`~zeekml.sources.uids.synth_uids`)
     service, local_*,   missing
     missed_bytes
     ==================  ================================================================
@@ -140,18 +140,31 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zeekml.errors import FormatError, StateError
-from zeekml.sources.csv_export import (
-    CsvParser,
-    Rejects,
-    _mask,
-    parse_ints,
-    parse_times,
-    split_header,
-    synth_uids,
-    value_at,
+from zeekml.sources.binetflow_state import (
+    ICMP,
+    OTHER,
+    TCP,
+    UDP,
+    UNKNOWN,
+    normalize_label,
+    state_parts,
+    zeek_state,
 )
+from zeekml.sources.binetflow_values import (
+    ADDR_CHARS,
+    bytes_ok,
+    dictionary,
+    gather,
+    packed_icmp,
+    parse_ports,
+    parse_start_times,
+    value_lengths,
+)
+from zeekml.sources.csv_parser import CsvParser, split_header
 from zeekml.sources.lines import arrow_to_canonical
 from zeekml.sources.options import ReadOptions
+from zeekml.sources.uids import synth_uids
+from zeekml.sources.values import ADDR_RE, Rejects, bad_number, bad_value, bool_mask, value_at
 
 log = logging.getLogger(__name__)
 
@@ -199,346 +212,8 @@ MANAGEMENT = "man"
 _IPV4_RE = r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$"
 _IPV6_RE = r"^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[0-9A-Za-z_.-]{1,32})?$"
 _MAC_RE = r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$"
-_ADDR_RE = r"^[0-9A-Fa-f:.]{2,45}(%[0-9A-Za-z_.-]{1,32})?$"
-_HEX_RE = r"^0[xX][0-9A-Fa-f]{1,4}$"
 _DIR_RE = re.compile(r"^(<?[-?|]>?|who)?$")
-_FLAGS_RE = re.compile(r"^([FSRPAUEC]*)_([FSRPAUEC]*)$")
-_FLAG_BITS = {"F": 1, "S": 2, "R": 4, "P": 8, "A": 16}
-_F, _S, _R, _P, _A = 1, 2, 4, 8, 16
 _BIG = 2**62
-_NS = 1_000_000_000
-
-#: TCP state words -> (conn_state, history); ``RST`` is decided by the reply (see above)
-TCP_WORDS: dict[str, tuple[str, str | None]] = {
-    "REQ": ("S0", "S"), "ACC": ("S1", "Sh"), "EST": ("S1", "ShA"), "CON": ("S1", "ShA"),
-    "FIN": ("S2", "ShAF"), "CLO": ("SF", "ShAFf"),
-}  # fmt: skip
-#: UDP state words -> (originator sent, responder sent), used when bytes are unknown
-UDP_WORDS: dict[str, tuple[int, int]] = {"CON": (1, 1), "INT": (1, 0), "REQ": (1, 0)}
-
-_TCP, _UDP, _ICMP, _OTHER = 0, 1, 2, 3
-_UNKNOWN = 2  # activity: 0 no, 1 yes, 2 unknown
-
-
-# --------------------------------------------------------------------------- labels
-
-
-def normalize_label(text: str | None) -> str | None:
-    """The normalized label of a Stratosphere/CTU-13 ``Label`` text (see the module doc).
-
-    ``Background`` first (a background flow may name a botnet host), then ``Botnet`` or
-    ``Malware`` anywhere -> ``Malicious``, then ``Normal`` -> ``Benign``; anything else
-    (empty, ``flow=TCP-Established-To-Microsoft-7``) is not a usable label: None.
-    """
-    if text is None:
-        return None
-    low = text.strip().lower()
-    low = low.removeprefix("flow=")
-    words = [w for w in re.split(r"[^a-z0-9]+", low) if w]
-    if not words:
-        return None
-    first = words[1] if words[0] in ("from", "to") and len(words) > 1 else words[0]
-    if first == "background":
-        return "Background"
-    if any(w in ("botnet", "malware", "malicious") for w in words):
-        return "Malicious"
-    if any(w in ("normal", "benign", "legitimate") for w in words):
-        return "Benign"
-    return None
-
-
-# --------------------------------------------------------------------------- states
-
-
-def tcp_flag_state(o: int, r: int) -> str:
-    """Zeek conn_state from the TCP flag unions of originator ``o`` and responder ``r``."""
-    if not o & _S:
-        if r & _S and r & _A and r & _R:
-            return "RSTRH"
-        if r & _S and r & _A and r & _F:
-            return "SHR"
-        return "OTH"
-    if not r:
-        return "RSTOS0" if o & _R else "SH" if o & _F else "S0"
-    if not r & _S:
-        return "REJ" if r & _R else "OTH"
-    if o & _R:
-        return "RSTO"
-    if r & _R:
-        return "RSTR"
-    if o & _F and r & _F:
-        return "SF"
-    if o & _F:
-        return "S2"
-    if r & _F:
-        return "S3"
-    return "S1"
-
-
-def tcp_flag_history(o: int, r: int) -> str | None:
-    """Zeek-style history letters from the TCP flag unions (fixed order, see the doc)."""
-    parts = [
-        (o & _S, "S"), (r & _S and r & _A, "h"), (r & _S and not r & _A, "s"),
-        (o & _A, "A"), (o & _P, "D"), (r & _A, "a"), (r & _P, "d"),
-        (o & _F, "F"), (r & _F, "f"), (o & _R, "R"), (r & _R, "r"),
-    ]  # fmt: skip
-    out = "".join(letter for cond, letter in parts if cond)
-    return out or None
-
-
-def zeek_state(kind: int, flags: tuple[int, int] | None, word: str, orig: int, resp: int,
-               short: bool) -> tuple[str | None, str | None]:
-    """(conn_state, history) of one distinct combination (the tables of the module doc).
-
-    ``flags`` are (originator, responder) TCP flag bits when ``State`` holds flags,
-    ``word`` the state word otherwise; ``orig``/``resp`` whether each side sent bytes
-    (0, 1, or 2 = unknown); ``short`` whether the flow has at most 2 packets.
-    """
-    if kind == _TCP:
-        if flags is not None:
-            return tcp_flag_state(*flags), tcp_flag_history(*flags)
-        if word == "RST":
-            if resp == 0:
-                return "RSTOS0", "SR"
-            if resp == 1:
-                return ("REJ", "Sr") if short else ("RSTR", "ShAr")
-            return "RSTO", "R"
-        return TCP_WORDS.get(word, ("OTH", None))
-    if kind == _UDP:
-        if orig == _UNKNOWN or resp == _UNKNOWN:
-            orig, resp = UDP_WORDS.get(word, (_UNKNOWN, _UNKNOWN))
-            if orig == _UNKNOWN:
-                return None, None
-        history = ("D" if orig else "") + ("d" if resp else "")
-        state = "SF" if orig and resp else "S0" if orig else "OTH"
-        return state, history or None
-    return "OTH", None
-
-
-def _state_parts(state: str) -> tuple[tuple[int, int] | None, str]:
-    """A distinct ``State`` text -> (flag bits (src, dst) or None, upper-case word)."""
-    s = state.strip().upper()
-    m = _FLAGS_RE.match(s)
-    if m is None:
-        return None, s
-    bits = [sum(_FLAG_BITS.get(c, 0) for c in set(part)) for part in m.groups()]
-    return (bits[0], bits[1]), s
-
-
-# --------------------------------------------------------------------------- values
-
-
-def _dictionary(text: pa.Array) -> tuple[list[str | None], np.ndarray]:
-    """Distinct values and each row's index into them (for low-cardinality columns)."""
-    enc = pc.dictionary_encode(text)
-    if isinstance(enc, pa.ChunkedArray):
-        enc = enc.combine_chunks()
-    idx = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), np.int64)
-    return enc.dictionary.to_pylist(), idx
-
-
-def _gather(values: list[Any], idx: np.ndarray, dtype: Any = object) -> np.ndarray:
-    """``values[idx]`` for every row (``idx`` from :func:`_dictionary`)."""
-    table = np.empty(len(values), dtype=dtype)
-    table[:] = values
-    return table[np.maximum(idx, 0)] if len(values) else np.zeros(len(idx), dtype=dtype)
-
-
-def _fixed_bytes(text: pa.Array, width: int) -> np.ndarray:
-    """The first ``width`` bytes of every value as an (n, width) uint8 matrix; each
-    value must be at least ``width`` bytes long."""
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    n = len(text)
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)
-    if n and offsets[-1] - offsets[0] == n * width:  # every value exactly width: a view
-        return data[offsets[0] : offsets[-1]].reshape(n, width)
-    return data[offsets[:-1, None] + np.arange(width)]
-
-
-def _offsets(text: pa.Array) -> np.ndarray:
-    """The value offsets of a string array (n + 1 of them), without a copy."""
-    n = len(text)
-    return np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
-
-
-def _lengths(text: pa.Array) -> np.ndarray:
-    """Byte length of every value (nulls: 0), from the offsets."""
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    lengths = np.diff(_offsets(text)).astype(np.int64)
-    if text.null_count:
-        lengths[np.asarray(text.is_null().to_numpy(zero_copy_only=False), bool)] = 0
-    return lengths
-
-
-def _bytes_ok(text: pa.Array, allowed: np.ndarray) -> bool:
-    """Whether every byte of every value is in ``allowed`` (a 256-entry mask): one pass
-    over the data buffer, so a clean column costs almost nothing to validate."""
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    off = _offsets(text)
-    if not len(text):
-        return True
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[off[0] : off[-1]]
-    return bool(allowed[data].all())
-
-
-def _charset(chars: str) -> np.ndarray:
-    out = np.zeros(256, dtype=bool)
-    out[np.frombuffer(chars.encode(), dtype=np.uint8)] = True
-    return out
-
-
-_HEX_VALUE = np.full(256, 0, dtype=np.int64)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX_VALUE[_c] = _i
-for _i, _c in enumerate(b"ABCDEF"):
-    _HEX_VALUE[_c] = _i + 10
-_DIGITS = _charset("0123456789")
-_ADDR_CHARS = _charset("0123456789abcdefABCDEF:.")
-
-
-def parse_ports(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(value, present, bad) of a port column: decimal or Argus hex ``0xHHHH``.
-
-    Empty is missing; anything else that is not a port 0..65535 is bad.
-    """
-    lengths = _lengths(text)
-    present = lengths > 0
-    if present.all() and _bytes_ok(text, _DIGITS) and lengths.max() <= 5:  # plain decimal
-        values = np.asarray(pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False), np.int64)
-        bad = values > 65535
-        return np.where(bad, 0, values), present, bad
-    values, present, bad = parse_ints(text, 0, 65535)  # pyarrow >= 2x casts 0x.. itself
-    if bad.any():
-        idx = np.flatnonzero(bad)
-        sub = pc.utf8_trim_whitespace(text.take(pa.array(idx)))
-        ok = _mask(pc.match_substring_regex(sub, _HEX_RE))
-        if ok.any():
-            digits = pc.utf8_lpad(pc.utf8_slice_codeunits(sub.filter(pa.array(ok)), 2), 4, "0")
-            nib = _HEX_VALUE[_fixed_bytes(digits, 4)]
-            rows = idx[ok]
-            values[rows] = (nib[:, 0] << 12) | (nib[:, 1] << 8) | (nib[:, 2] << 4) | nib[:, 3]
-            bad[rows] = False
-    return values, present, bad
-
-
-def packed_icmp(text: pa.Array, rows: np.ndarray) -> np.ndarray:
-    """Which of ``rows`` hold a port written with exactly four hex digits (``0x0303``):
-    Argus' packed ICMP type and code."""
-    sub = text.take(pa.array(rows))
-    return _mask(pc.starts_with(sub, "0x", ignore_case=True)) & (_lengths(sub) == 6)
-
-
-def _civil_days(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Days since 1970-01-01 of proleptic Gregorian dates (vectorized)."""
-    y = y - (m <= 2)
-    era = np.floor_divide(y, 400)
-    yoe = y - era * 400
-    doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-_MONTH_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
-
-
-#: years accepted in a StartTime: relative times of Argus west of UTC print as
-#: 1969/12/31; anything far outside is no capture's time (and beyond pandas' range)
-_FIRST_YEAR, _LAST_YEAR = 1900, 2199
-_FIRST_SECOND = -2208988800.0  # 1900-01-01 UTC
-_END_SECOND = 7258118400.0  # 2200-01-01 UTC
-_SEP_COLS = np.array([4, 7, 10, 13, 16])
-_SEP_VALUES = np.array([ord("/"), ord("/"), ord(" "), ord(":"), ord(":")], dtype=np.uint8)
-
-
-def _argus_block(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(epoch ns as if UTC, ok) of ``YYYY/MM/DD hh:mm:ss[.f...]`` rows of one width
-    (``raw`` is their bytes, one row each)."""
-    n, width = raw.shape
-    d = raw - np.uint8(48)  # digit values; any other byte wraps to > 9
-    cols = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, *range(20, width)]
-    ok = (d[:, cols] <= 9).all(axis=1) & (raw[:, _SEP_COLS] == _SEP_VALUES).all(axis=1)
-    if width > 19:
-        ok &= raw[:, 19] == ord(".")
-
-    def number(*at: int) -> np.ndarray:
-        out = d[:, at[0]].astype(np.int64)
-        for k in at[1:]:
-            out = out * 10 + d[:, k]
-        return out
-
-    year, month, day = number(0, 1, 2, 3), number(5, 6), number(8, 9)
-    hour, minute, sec = number(11, 12), number(14, 15), number(17, 18)
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    mdays = _MONTH_DAYS[np.clip(month, 0, 12)] - ((month == 2) & ~leap)
-    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= mdays)
-    ok &= (hour < 24) & (minute < 60) & (sec < 60)
-    ok &= (year >= _FIRST_YEAR) & (year <= _LAST_YEAR)
-    frac = np.zeros(n, dtype=np.int64)
-    if width > 20:  # nanosecond digits (more are truncated)
-        last = min(width, 29)
-        frac = d[:, 20:last].astype(np.int64) @ (10 ** (28 - np.arange(20, last)))
-    days = _civil_days(year, np.clip(month, 1, 12), day)
-    ns = (days * 86400 + hour * 3600 + minute * 60 + sec) * _NS + frac
-    return np.where(ok, ns, 0), ok
-
-
-def parse_start_times(text: pa.Array, zone: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(epoch seconds, bad) of ``StartTime`` values; see the module docstring.
-
-    The Argus layout is parsed from the bytes with numpy (no per-row Python, no string
-    copies); other spellings go through :func:`~zeekml.sources.csv_export.parse_times`.
-    Wall-clock times are shifted from ``zone`` (None: UTC) to UTC; epoch numbers are not.
-    """
-    n = len(text)
-    ns = np.zeros(n, dtype=np.int64)
-    done = np.zeros(n, dtype=bool)
-    lengths = _lengths(text)
-    wall = np.zeros(n, dtype=bool)  # a wall-clock time (shifted by --tz)
-    lo, hi = (int(lengths.min()), int(lengths.max())) if n else (0, 0)
-    widths = [lo] if lo == hi else np.unique(lengths).tolist()
-    for width in widths:
-        if width != 19 and not 21 <= width <= 35:
-            continue
-        if len(widths) == 1:  # the usual case: every StartTime has the same width
-            rows, part = np.arange(n), text
-        else:
-            rows = np.flatnonzero(lengths == width)
-            part = text.take(pa.array(rows))
-        got, ok = _argus_block(_fixed_bytes(part, width))
-        ns[rows[ok]] = got[ok]
-        done[rows[ok]] = True
-    seconds = ns // _NS + (ns % _NS) / 1e9
-    wall |= done
-    bad = np.zeros(n, dtype=bool)
-    if not done.all():
-        rest = np.flatnonzero(~done)
-        sub = text.take(pa.array(rest))
-        iso = pc.replace_substring_regex(sub, r"^([0-9]{4})/([0-9]{2})/([0-9]{2})", r"\1-\2-\3")
-        values, rest_bad = parse_times(iso)
-        numeric = _mask(pc.match_substring_regex(sub, r"^\s*[+-]?[0-9.]+([eE][+-]?[0-9]+)?\s*$"))
-        in_years = (values >= _FIRST_SECOND) & (values < _END_SECOND)  # NaN: False
-        seconds[rest] = values
-        bad[rest] = rest_bad | np.isnan(values) | (~numeric & ~in_years)
-        wall[rest] = ~numeric & ~bad[rest]
-        done[rest] = ~bad[rest]
-    if zone is not None and zone != "UTC" and wall.any():
-        seconds[wall] = _from_zone(seconds[wall], zone)
-    seconds[~done] = np.nan
-    return seconds, bad | ~done
-
-
-def _from_zone(local: np.ndarray, zone: str) -> np.ndarray:
-    """Wall-clock seconds in ``zone`` -> epoch seconds (UTC), vectorized by pandas."""
-    whole = np.floor(local)
-    idx = pd.DatetimeIndex(pd.to_datetime(whole.astype(np.int64), unit="s"))
-    utc = idx.tz_localize(zone, ambiguous=np.ones(len(idx), dtype=bool),
-                          nonexistent="shift_forward").tz_convert("UTC")
-    shift = (utc.tz_localize(None).as_unit("ns").asi8 // _NS) - whole.astype(np.int64)
-    return local + shift
 
 
 # --------------------------------------------------------------------------- parser
@@ -622,9 +297,9 @@ class BinetflowParser(CsvParser):
 
 def _proto_kinds(text: pa.Array) -> dict[str, np.ndarray]:
     """Per row: protocol class, number, canonical name index, and why it is not a flow."""
-    values, idx = _dictionary(text)
+    values, idx = dictionary(text)
     n = len(values)
-    kind = np.full(n, _OTHER, dtype=np.int64)
+    kind = np.full(n, OTHER, dtype=np.int64)
     number = np.full(n, -1, dtype=np.int64)
     canon: list[str | None] = [None] * n
     status = np.zeros(n, dtype=np.int64)  # 0 IP flow, 1 non-IP, 2 man, 3 decide by address, 4 bad
@@ -645,14 +320,14 @@ def _proto_kinds(text: pa.Array) -> dict[str, np.ndarray]:
             canon[i] = "unknown_transport"
         else:
             status[i] = 4
-        kind[i] = {"tcp": _TCP, "udp": _UDP, "icmp": _ICMP}.get(canon[i] or "", _OTHER)
+        kind[i] = {"tcp": TCP, "udp": UDP, "icmp": ICMP}.get(canon[i] or "", OTHER)
     names = sorted({c for c in canon if c is not None})
     name_idx = np.array([names.index(c) if c is not None else -1 for c in canon], dtype=np.int64)
     return {
-        "kind": _gather(list(kind), idx, np.int64), "number": _gather(list(number), idx, np.int64),
-        "name_idx": _gather(list(name_idx), idx, np.int64), "names": np.array(names, dtype=object),
-        "status": _gather(list(status), idx, np.int64) if n else np.full(len(idx), 4),
-        "reason": _gather(reason, idx) if n else np.full(len(idx), "", dtype=object),
+        "kind": gather(list(kind), idx, np.int64), "number": gather(list(number), idx, np.int64),
+        "name_idx": gather(list(name_idx), idx, np.int64), "names": np.array(names, dtype=object),
+        "status": gather(list(status), idx, np.int64) if n else np.full(len(idx), 4),
+        "reason": gather(reason, idx) if n else np.full(len(idx), "", dtype=object),
     }  # fmt: skip
 
 
@@ -682,7 +357,7 @@ def _counter(t: dict[str, pa.Array], role: str, n: int, rej: Rejects, ip: np.nda
     """(values, missing) of a counter column; a negative count is a bad line."""
     v, missing = _numbers(t, role, n)
     bad = ~missing & ((v < 0) | (v > _BIG))
-    rej.add(bad & ip, lambda i, r=role, vv=v: f"bad {_HEADER_NAMES[r]} {vv[i]}")
+    rej.add(bad & ip, bad_number(_HEADER_NAMES[role], v))
     return v, missing | bad
 
 
@@ -697,9 +372,9 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
     if guess.any():  # an unknown protocol name: a flow only if both addresses are IP
         for role in ("src", "dst"):
             a = t[role]
-            is_ip = _mask(pc.match_substring_regex(a, _IPV4_RE)) | (
-                _mask(pc.match_substring_regex(a, _IPV6_RE))
-                & ~_mask(pc.match_substring_regex(a, _MAC_RE))
+            is_ip = bool_mask(pc.match_substring_regex(a, _IPV4_RE)) | (
+                bool_mask(pc.match_substring_regex(a, _IPV6_RE))
+                & ~bool_mask(pc.match_substring_regex(a, _MAC_RE))
             )
             status = np.where(guess & ~is_ip, 1, status)
         status = np.where(status == 3, 0, status)
@@ -709,19 +384,18 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
     ts, bad_ts = parse_start_times(t["start"], zone)
     rej.add(bad_ts & ip, lambda i: f"bad StartTime {value_at(t['start'])(i)}")
     for role in ("src", "dst"):
-        lengths = _lengths(t[role])
-        if _bytes_ok(t[role], _ADDR_CHARS):  # the usual case: one pass over the bytes
+        lengths = value_lengths(t[role])
+        if bytes_ok(t[role], ADDR_CHARS):  # the usual case: one pass over the bytes
             ok = (lengths >= 2) & (lengths <= 45)
         else:
-            ok = _mask(pc.match_substring_regex(t[role], _ADDR_RE))
-        rej.add(~ok & ip, lambda i, r=role: f"bad {'SrcAddr' if r == 'src' else 'DstAddr'} "
-                                            f"{value_at(t[r])(i)}")
+            ok = bool_mask(pc.match_substring_regex(t[role], ADDR_RE))
+        rej.add(~ok & ip, bad_value("SrcAddr" if role == "src" else "DstAddr", t[role]))
     if "dir" in t:
-        dirs, didx = _dictionary(t["dir"])
+        dirs, didx = dictionary(t["dir"])
         dir_ok = [bool(_DIR_RE.match((d or "").strip())) for d in dirs]
         rev_u = [(d or "").strip() in ("<-", "<?", "<|") for d in dirs]
-        dir_bad = ~_gather(dir_ok, didx, bool) if dirs else np.zeros(n, bool)
-        rev = _gather(rev_u, didx, bool) if dirs else np.zeros(n, bool)
+        dir_bad = ~gather(dir_ok, didx, bool) if dirs else np.zeros(n, bool)
+        rev = gather(rev_u, didx, bool) if dirs else np.zeros(n, bool)
         rej.add(dir_bad & ip, lambda i: f"bad Dir {value_at(t['dir'])(i)}")
     else:
         rev = np.zeros(n, bool)
@@ -730,7 +404,7 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
     sport, sport_ok, sbad = parse_ports(t["sport"]) if "sport" in t else no_ports
     dport, dport_ok, dbad = parse_ports(t["dport"]) if "dport" in t else no_ports
     shex4 = np.zeros(n, bool)
-    icmp_rows = np.flatnonzero(proto["kind"] == _ICMP)
+    icmp_rows = np.flatnonzero(proto["kind"] == ICMP)
     if len(icmp_rows) and "sport" in t:
         shex4[icmp_rows] = packed_icmp(t["sport"], icmp_rows)
     rej.add(sbad & ip, lambda i: f"bad Sport {value_at(t['sport'])(i)}")
@@ -785,7 +459,7 @@ def _canonical(t: dict[str, pa.Array], lines: np.ndarray, path: str, keep: np.nd
 
     o_port, r_port = swap(sport, dport)
     o_port_ok, r_port_ok = swap(sport_ok, dport_ok)
-    icmp = kind == _ICMP
+    icmp = kind == ICMP
     if icmp.any():  # type/code; Argus packs both in a 4-hex-digit Sport, code in the high byte
         packed = icmp & shex4
         itype = np.where(packed, sport & 255, sport)
@@ -830,7 +504,7 @@ def _canonical(t: dict[str, pa.Array], lines: np.ndarray, path: str, keep: np.nd
         "resp_pkts": ints(r_p, r_p_na), "resp_ip_bytes": ints(r_b, r_b_na),
     }  # fmt: skip
     if "label" in t:
-        labels, lidx = _dictionary(t["label"] if every else t["label"].filter(k))
+        labels, lidx = dictionary(t["label"] if every else t["label"].filter(k))
         detail = [(v or "").strip() or None for v in labels]
         norm = [normalize_label(v) for v in detail]
         li = pa.array(np.where(lidx < 0, 0, lidx)) if len(labels) else pa.nulls(m, pa.int32())
@@ -860,10 +534,10 @@ def _states(state: pa.Array | None, k: pa.Array, every: bool, kind: np.ndarray,
     """conn_state and history of the kept rows, computed once per distinct combination."""
     m = len(kind)
     if state is not None:
-        values, sidx = _dictionary(state if every else state.filter(k))
+        values, sidx = dictionary(state if every else state.filter(k))
     else:
         values, sidx = [], np.full(m, -1, np.int64)
-    parts = [_state_parts(v or "") for v in values]
+    parts = [state_parts(v or "") for v in values]
     has_flags = np.array([p[0] is not None for p in parts] + [False], dtype=bool)[sidx]
     sbits = np.array([p[0][0] if p[0] else 0 for p in parts] + [0], dtype=np.int64)[sidx]
     dbits = np.array([p[0][1] if p[0] else 0 for p in parts] + [0], dtype=np.int64)[sidx]
@@ -873,7 +547,7 @@ def _states(state: pa.Array | None, k: pa.Array, every: bool, kind: np.ndarray,
         b, b_na, p, p_na = side
         known = ~b_na | ~p_na
         sent = (~b_na & (b > 0)) | (~p_na & (p > 0))
-        return np.where(known, sent.astype(np.int64), _UNKNOWN)
+        return np.where(known, sent.astype(np.int64), UNKNOWN)
 
     o_act, r_act = active(orig), active(resp)
     short = (~tot_p_na & (tot_p <= 2)).astype(np.int64)

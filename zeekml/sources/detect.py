@@ -21,8 +21,9 @@ Detection never trusts a file name: several real files named ``conn.log`` are JS
 :data:`PARSERS` maps each text format to a factory ``(path, skips, *, batch_rows)``
 returning a :class:`~zeekml.sources.FlowParser`. The nfdump and CSV-export parsers
 live in ``zeekml.sources.nfdump`` and ``zeekml.sources.csv_export`` and are imported
-only when used. nfcapd binaries are not parsed in Python: they are read through the
-real ``nfdump`` binary by ``zeekml.sources.nfdump.iter_nfcapd``.
+only when used; so is the CICFlowMeter header test
+(:func:`zeekml.sources.cicflowmeter.is_cicflowmeter_header`). nfcapd binaries are not parsed in Python: they are read through the
+real ``nfdump`` binary by ``zeekml.sources.nfcapd.iter_nfcapd``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ _EPOCH_FIRST = re.compile(rb"^-?\d{1,12}(\.\d*)?\t")
 _ZEEK_JSON_KEYS = (b'"ts"', b'"uid"', b'"id.orig_h"', b'"_path"')
 _NFDUMP_JSON_KEYS = (b'"first"', b'"src4_addr"', b'"src6_addr"', b'"export_sysid"', b'"in_packets"')
 _ZEEK_CSV_NAMES = {"ts", "uid", "id.orig_h", "id_orig_h", "orig_h", "conn_state", "orig_bytes"}
-_CIC_NAMES = {"flow id", "src ip", "source ip", "flow duration", "dst ip", "destination ip"}
 
 
 def sniff_format(head: bytes) -> str:
@@ -64,7 +64,7 @@ def sniff_format(head: bytes) -> str:
     """
     if head.startswith(NFCAPD_MAGIC) and len(head) >= 4 and head[2] in (1, 2) and head[3] == 0:
         return "nfcapd"
-    from zeekml.plugins import sniff_source  # source plugins (entry points) may claim it
+    from zeekml.sources.registry import sniff_source  # source plugins may claim it
 
     claimed = sniff_source(head)
     if claimed is not None:
@@ -96,15 +96,15 @@ def sniff_format(head: bytes) -> str:
     if _EPOCH_FIRST.match(stripped) and first.count(b"\t") >= 5:
         return "zeek_tsv"  # header-less Zeek TSV rows
     from zeekml.sources.binetflow import sniff as sniff_binetflow  # Argus: comma or tab
+    from zeekml.sources.cicflowmeter import is_cicflowmeter_header
 
     if sniff_binetflow(first):
         return "binetflow"
     header = first.decode("utf-8", errors="replace").strip().lstrip("\ufeff")
     names = [n.strip().strip('"') for n in header.split(",")]
-    lower = {n.lower() for n in names}
     if names[:5] == ["ts", "te", "td", "sa", "da"] or (names and names[0] == "firstSeen"):
         return "nfdump_csv"
-    if len(names) > 3 and len(lower & _CIC_NAMES) >= 2:
+    if is_cicflowmeter_header(first):
         return "cicflowmeter_csv"
     if len(names) > 3 and len(set(names) & _ZEEK_CSV_NAMES) >= 2:
         return "zeek_csv"
@@ -176,7 +176,7 @@ def open_parser(fmt: str, path: str, skips: SkipLog, *, batch_rows: int = 65536,
         raise FormatError(f"{path}: nfcapd files are read through nfdump, not fed as bytes")
     factory = PARSERS.get(fmt)
     if factory is None:
-        from zeekml.plugins import source_parser  # a format from a source plugin
+        from zeekml.sources.registry import source_parser  # a format from a source plugin
 
         factory = source_parser(fmt)
     if factory is None:

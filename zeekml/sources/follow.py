@@ -378,7 +378,7 @@ class Follower:
 
     def _open(self, path: Path) -> tuple[BinaryIO, os.stat_result] | None:
         try:
-            fh = open(path, "rb")  # noqa: SIM115 - owned by the follower
+            fh = open(path, "rb")  # owned by the follower
         except FileNotFoundError:
             return None
         except IsADirectoryError as exc:

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from zeekml.errors import StateError
 from zeekml.records import schema
 from zeekml.sources.skips import SkipLog
 
@@ -118,23 +119,25 @@ class LineParser:
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Resume after a restart at a consumed offset; validates before changing anything."""
-        from zeekml.errors import StateError
-
         if not isinstance(state, dict):
             raise StateError(f"{self.path}: parser state is not an object")
         if state.get("format") != self.format:
             raise StateError(
                 f"{self.path}: parser state is for format {state.get('format')!r}, not {self.format!r}"
             )
-        line_no, consumed = state.get("line_no"), state.get("consumed", 0)
-        for name, v in (("line_no", line_no), ("consumed", consumed)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise StateError(f"{self.path}: parser state {name} must be a non-negative integer")
+        line_no = self._count(state.get("line_no"), "line_no")
+        consumed = self._count(state.get("consumed", 0), "consumed")
         self._set_state_extra(state)
         self.line_no = line_no
         self.consumed = consumed
         self._tail = b""
         self._dropping = False
+
+    def _count(self, value: object, name: str) -> int:
+        """A non-negative integer from a state file (StateError otherwise)."""
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise StateError(f"{self.path}: parser state {name} must be a non-negative integer")
+        return value
 
     # -- for subclasses ----------------------------------------------------------------
     def _set_state_extra(self, state: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
 nfcapd writes the current interval to ``nfcapd.current.<pid>`` and renames it to
 ``nfcapd.YYYYMMDDhhmm`` (``...hhmmss`` with intervals under a minute) when the
 interval closes, so a file with its final name is complete and never changes again.
-This source lists those names (ignoring ``nfcapd.current.*`` and anything else),
+This source lists those names (:func:`zeekml.sources.nfcapd.closed_names`, ignoring
+``nfcapd.current.*`` and anything else),
 orders them by their timestamp, and hands out the ones after the last file done.
 Flat directories only (nfcapd ``-S 0``, its default).
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,29 +32,10 @@ from typing import Any
 import pandas as pd
 
 from zeekml.errors import StateError
+from zeekml.sources.nfcapd import NAME_RE, closed_names, iter_nfcapd, order_key
 from zeekml.sources.skips import SkipLog
 
 log = logging.getLogger(__name__)
-
-#: Closed nfcapd files: ``nfcapd.`` + 12 digits (minutes) or 14 digits (seconds).
-NAME_RE = re.compile(r"^nfcapd\.(\d{12}|\d{14})$")
-
-
-def order_key(name: str) -> tuple[str, str]:
-    """Sort by timestamp (12-digit names padded to seconds), then by name."""
-    m = NAME_RE.match(name)
-    digits = m.group(1).ljust(14, "0") if m else ""
-    return digits, name
-
-
-def closed_names(directory: Path) -> list[str]:
-    """Names of closed nfcapd files in ``directory``, in timestamp order."""
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    return sorted((n for n in names if NAME_RE.match(n)), key=order_key)
-
 
 class DirCursor:
     """How far a directory has been scored (JSON-able, validated on load)."""
@@ -181,8 +162,6 @@ def iter_file(
     path: Path, skips: SkipLog, batch_rows: int, skip_rows: int = 0
 ) -> Iterator[pd.DataFrame]:
     """Batches of one nfcapd file through the real ``nfdump``, minus its first rows."""
-    from zeekml.sources.nfdump import iter_nfcapd
-
     left = skip_rows
     for df in iter_nfcapd(str(path), skips, batch_rows):
         if left >= len(df):

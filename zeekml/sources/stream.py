@@ -106,37 +106,40 @@ class Decoder:
                 raise StateError(f"{self.path}: saved parser state is malformed: {exc}") from exc
         self.base = self.start - int(self.parser.consumed)
 
-    def _sniff(self, final: bool) -> bool:
+    def _sniff(self, final: bool) -> Any:
+        """The parser, made once the held bytes show the format; None while they do not."""
         head = bytes(self._held[:SNIFF_BYTES])
         complete = any(line.strip() for line in head.split(b"\n")[:-1])
         if not (final or complete or len(self._held) >= MAX_SNIFF_BYTES):
-            return False
+            return None
         if not head.strip():
-            return False
+            return None
         try:
             self.fmt = sniff_format(head)
         except FormatError as exc:
             raise FormatError(f"{self.path}: {exc}") from None
         self._make_parser(None)
-        return True
+        return self.parser
 
     def feed(self, data: bytes) -> list[pd.DataFrame]:
         if self.parser is not None:
             return list(self.parser.feed(data))
         self._held += data
-        if not self._sniff(final=False):
+        parser = self._sniff(final=False)
+        if parser is None:
             return []
         held, self._held = bytes(self._held), bytearray()
-        return list(self.parser.feed(held))
+        return list(parser.feed(held))
 
     def close(self) -> list[pd.DataFrame]:
         """End of the generation: a valid unfinished last line is parsed."""
         if self.parser is None:
-            if not self._sniff(final=True):
+            parser = self._sniff(final=True)
+            if parser is None:
                 return []
             held, self._held = bytes(self._held), bytearray()
-            out = list(self.parser.feed(held))
-            return out + list(self.parser.close())
+            out = list(parser.feed(held))
+            return out + list(parser.close())
         return list(self.parser.close())
 
     @property
@@ -261,7 +264,7 @@ def _skip_bytes(stream: Iterator[bytes], offset: int) -> Iterator[bytes]:
 
 def _read_nfcapd(path: str, gen: Generation, cursor: dict[str, Any] | None, skips: SkipLog,
                  options: ReadOptions) -> Iterator[Piece]:
-    from zeekml.sources.nfdump import iter_nfcapd
+    from zeekml.sources.nfcapd import iter_nfcapd
 
     done_rows = cursor.get("rows", 0) if cursor else 0
     if not isinstance(done_rows, int) or isinstance(done_rows, bool) or done_rows < 0:

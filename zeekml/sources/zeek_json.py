@@ -10,7 +10,7 @@ are refused (:mod:`zeekml.sources.logkind`).
 A block of lines is parsed with one ``pyarrow.json`` call against an explicit schema.
 When that fails (a line that is not a JSON object, a value of the wrong type, bad
 UTF-8), each line is checked with :func:`json.loads`, bad lines are recorded with
-path, line and reason, and the good ones are parsed again.
+path, line and reason, and the good ones are parsed again (:func:`zeekml.sources.sift.sift`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ import pyarrow.json as pajson
 from zeekml.records import schema
 from zeekml.sources.lines import LineParser, arrow_to_canonical, line_spans
 from zeekml.sources.logkind import check_json_block
+from zeekml.sources.sift import read_fast, sift
 
 log = logging.getLogger(__name__)
 
@@ -103,43 +105,29 @@ class ZeekJsonParser(LineParser):
         self, run: bytes, lines: np.ndarray, nonblank: np.ndarray
     ) -> tuple[pa.Table | None, np.ndarray]:
         ts_kind = "str" if (b'"ts":"' in run or b'"ts": "' in run) else "float"
-        table = _read(run, ts_kind)
-        if table is not None and table.num_rows == len(lines) and _utf8_ok(run):
+        table = read_fast(lambda: _read(run, ts_kind), len(lines))
+        if table is not None and _utf8_ok(run):
             return table, lines
         # careful path: decide line by line
         raws = [r for r, keep in zip(run.split(b"\n")[:-1], nonblank.tolist(), strict=True) if keep]
-        good: list[bytes] = []
-        good_lines: list[int] = []
-        kinds: set[str] = set()
-        for raw, line in zip(raws, lines.tolist(), strict=True):
+        kinds: set[str] = set()  # ts kinds of the good lines (check runs before any read)
+
+        def check(raw: bytes) -> str | None:
             reason, kind = _check(raw)
             if reason is None:
-                good.append(raw)
-                good_lines.append(line)
                 kinds.add(kind)
-            else:
-                self.skips.add(self.path, line, reason)
-        if not good:
-            return None, np.empty(0, dtype=np.int64)
-        if len(kinds) > 1:  # numeric and ISO ts mixed: normalise ts to numbers
-            good = [_ts_to_number(g) for g in good]
-            ts_kind = "float"
-        else:
-            ts_kind = kinds.pop()
-        table = _read(b"\n".join(good) + b"\n", ts_kind)
-        if table is not None and table.num_rows == len(good):
-            return table, np.asarray(good_lines, dtype=np.int64)
-        tables, kept = [], []
-        for raw, line in zip(good, good_lines, strict=True):
-            t = _read(raw + b"\n", ts_kind)
-            if t is None or t.num_rows != 1:
-                self.skips.add(self.path, line, "malformed JSON record")
-                continue
-            tables.append(t)
-            kept.append(line)
-        if not tables:
-            return None, np.empty(0, dtype=np.int64)
-        return pa.concat_tables(tables), np.asarray(kept, dtype=np.int64)
+            return reason
+
+        def read(good: Sequence[bytes]) -> pa.Table:
+            if len(kinds) > 1:  # numeric and ISO ts mixed: normalise ts to numbers
+                return _read(b"\n".join(_ts_to_number(g) for g in good) + b"\n", "float")
+            return _read(b"\n".join(good) + b"\n", next(iter(kinds)))
+
+        return sift(raws, lines, check=check, read=read, skip=self._skip,
+                    malformed="malformed JSON record")
+
+    def _skip(self, line: int, reason: str) -> None:
+        self.skips.add(self.path, line, reason)
 
     def _to_frame(self, table: pa.Table, lines: np.ndarray) -> pd.DataFrame | None:
         data: dict[str, Any] = {}
@@ -172,19 +160,17 @@ class ZeekJsonParser(LineParser):
         return arrow_to_canonical(data, lines, self.path)
 
 
-def _read(data: bytes, ts_kind: str) -> pa.Table | None:
-    try:
-        return pajson.read_json(
-            io.BytesIO(data),
-            read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 22),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=_SCHEMAS[ts_kind],
-                unexpected_field_behavior="ignore",
-                newlines_in_values=False,
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return None
+def _read(data: bytes, ts_kind: str) -> pa.Table:
+    """One pyarrow.json call against the schema (raises when a record does not fit it)."""
+    return pajson.read_json(
+        io.BytesIO(data),
+        read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 22),
+        parse_options=pajson.ParseOptions(
+            explicit_schema=_SCHEMAS[ts_kind],
+            unexpected_field_behavior="ignore",
+            newlines_in_values=False,
+        ),
+    )
 
 
 def _utf8_ok(run: bytes) -> bool:
@@ -239,7 +225,7 @@ def _parse_iso(v: str) -> float | None:
         return None
     if t.tzinfo is None:
         t = t.tz_localize("UTC")
-    return t.timestamp()
+    return float(t.timestamp())
 
 
 def _ts_to_number(raw: bytes) -> bytes:
@@ -254,4 +240,4 @@ def _iso_to_epoch(col: pa.ChunkedArray) -> np.ndarray:
     s = pd.Series(col, dtype=schema.STR)
     t = pd.to_datetime(s, utc=True, format="ISO8601", errors="coerce")
     secs = (t - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    return secs.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(secs.to_numpy(dtype=np.float64, na_value=np.nan))

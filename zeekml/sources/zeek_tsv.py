@@ -34,7 +34,8 @@ Bad lines
     ones are parsed again with pyarrow (where pyarrow still rejects something, the
     lines are bisected down to the ones it rejects), and each bad line is recorded in
     the :class:`SkipLog` with path, line and a value-free reason (reasons are counted,
-    so they stay few). Every good line is kept, in order. Cost: a clean run is one
+    so they stay few). Every good line is kept, in order. (The careful path is the
+    readers' shared :func:`zeekml.sources.sift.sift`.) Cost: a clean run is one
     pyarrow call; a run with a bad line costs about 10 us of Python per line once.
 
 Blank lines are not records and are not counted as skips. The ``#``-free check that
@@ -55,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +70,7 @@ from zeekml.errors import StateError
 from zeekml.records import schema
 from zeekml.sources.lines import LineParser, arrow_to_canonical, line_spans
 from zeekml.sources.logkind import check_fields, check_path
+from zeekml.sources.sift import read_fast, sift
 
 log = logging.getLogger(__name__)
 
@@ -390,93 +393,34 @@ class ZeekTsvParser(LineParser):
             run = run.replace(b"   ", h.separator.encode())
         if n is None:
             n = run.count(b"\n")
-        table = None
-        if _structurally_clean(run):
-            table = self._read(run, plan)
-            if table is not None and table.num_rows != n:
-                table = None  # blank lines, or pyarrow saw other line ends than ours
-        if table is None:
-            table, lines = self._careful(run, first_line, plan)
+        table = self._read(run, plan, n) if _structurally_clean(run) else None
+        if table is None:  # blank lines, a bad line, or pyarrow saw other line ends than ours
+            records = run.split(b"\n")[:-1]
+            keep = [k for k, raw in enumerate(records) if raw not in (b"", b"\r")]
+            table, lines = sift(
+                [records[k] for k in keep],
+                np.asarray(keep, dtype=np.int64) + first_line,
+                check=lambda raw: self._check_line(raw, plan),
+                read=lambda good: self._read_records(good, plan),
+                skip=self._skip,
+                reason=lambda exc: _arrow_reason(exc, plan),
+            )
         else:
             lines = np.arange(first_line, first_line + n, dtype=np.int64)
         frame = self._to_frame(table, lines, plan, run)
         if frame is not None and len(frame):
             out.append(frame)
 
-    # -- the careful path -----------------------------------------------------------------
-    def _careful(
-        self, run: bytes, first_line: int, plan: _Plan
-    ) -> tuple[pa.Table | None, np.ndarray]:
-        good: list[bytes] = []
-        good_lines: list[int] = []
-        for k, raw in enumerate(run.split(b"\n")[:-1]):
-            if raw in (b"", b"\r"):
-                continue  # blank lines are not records
-            line = first_line + k
-            reason = self._check_line(raw, plan)
-            if reason is None:
-                good.append(raw.removesuffix(b"\r"))
-                good_lines.append(line)
-            else:
-                self.skips.add(self.path, line, reason)
-        if not good:
-            return None, np.empty(0, dtype=np.int64)
-        table = self._read(b"\n".join(good) + b"\n", plan)
-        if table is not None and table.num_rows == len(good):
-            return table, np.asarray(good_lines, dtype=np.int64)
-        # pyarrow disagrees with the Python check somewhere: bisect to the lines it rejects
-        tables: list[pa.Table] = []
-        kept: list[int] = []
-        self._bisect(good, good_lines, plan, tables, kept)
-        if not tables:
-            return None, np.empty(0, dtype=np.int64)
-        return pa.concat_tables(tables), np.asarray(kept, dtype=np.int64)
+    # -- reading -------------------------------------------------------------------------
+    def _read(self, data: bytes, plan: _Plan, rows: int) -> pa.Table | None:
+        """The fast path: one pyarrow call over a run, None unless it gives ``rows`` rows."""
+        return read_fast(lambda: _read_csv(data, plan), rows)
 
-    def _bisect(
-        self,
-        raws: list[bytes],
-        lines: list[int],
-        plan: _Plan,
-        tables: list[pa.Table],
-        kept: list[int],
-    ) -> None:
-        """Keep the largest parsable halves; a single line that fails is a skip."""
-        if len(raws) == 1:
-            try:
-                t = pacsv.read_csv(
-                    pa.py_buffer(raws[0] + b"\n"),
-                    plan.read_opts,
-                    plan.parse_opts,
-                    plan.convert_opts,
-                )
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                self.skips.add(self.path, lines[0], _arrow_reason(exc, plan))
-                return
-            if t.num_rows != 1:
-                self.skips.add(self.path, lines[0], "malformed line")
-                return
-            tables.append(t)
-            kept.append(lines[0])
-            return
-        mid = len(raws) // 2
-        for a, b in ((0, mid), (mid, len(raws))):
-            t = self._read(b"\n".join(raws[a:b]) + b"\n", plan)
-            if t is not None and t.num_rows == b - a:
-                tables.append(t)
-                kept.extend(lines[a:b])
-            else:
-                self._bisect(raws[a:b], lines[a:b], plan, tables, kept)
+    def _read_records(self, records: Sequence[bytes], plan: _Plan) -> pa.Table:
+        return _read_csv(b"\n".join(records) + b"\n", plan)
 
-    def _read(self, data: bytes, plan: _Plan) -> pa.Table | None:
-        opts = plan.read_opts
-        if len(data) > 1 << 21:  # two even blocks: one per core of a 2-core machine
-            opts = pacsv.ReadOptions(
-                column_names=plan.names, use_threads=True, block_size=len(data) // 2 + 1024
-            )
-        try:
-            return pacsv.read_csv(pa.py_buffer(data), opts, plan.parse_opts, plan.convert_opts)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return None
+    def _skip(self, line: int, reason: str) -> None:
+        self.skips.add(self.path, line, reason)
 
     def _check_line(self, raw: bytes, plan: _Plan) -> str | None:
         """Why a line is bad, or None. Lenient where pyarrow decides (numbers)."""
@@ -546,11 +490,20 @@ class ZeekTsvParser(LineParser):
         return arrow_to_canonical(cols, lines, self.path)
 
 
+def _read_csv(data: bytes, plan: _Plan) -> pa.Table:
+    opts = plan.read_opts
+    if len(data) > 1 << 21:  # two even blocks: one per core of a 2-core machine
+        opts = pacsv.ReadOptions(
+            column_names=plan.names, use_threads=True, block_size=len(data) // 2 + 1024
+        )
+    return pacsv.read_csv(pa.py_buffer(data), opts, plan.parse_opts, plan.convert_opts)
+
+
 _ARROW_COLUMN = re.compile(r"column #(\d+)")
 _ARROW_TYPE = re.compile(r"conversion error to (\w+)")
 
 
-def _arrow_reason(exc: Exception, plan: _Plan) -> str:
+def _arrow_reason(exc: BaseException, plan: _Plan) -> str:
     """A short, value-free reason from a pyarrow error (reasons are counted by text)."""
     msg = str(exc)
     if "Expected" in msg and "columns" in msg:

@@ -1,0 +1,235 @@
+"""Argus binetflow text columns -> values, vectorized: ports, start times, dictionaries.
+
+Argus writes ports in decimal or hex (``0x01bb``) and ICMP type and code packed in
+``Sport``; its start times are ``YYYY/MM/DD hh:mm:ss[.ffffff]`` in the zone it ran in.
+These parsers read them over the raw bytes of a whole column (numpy matrices of fixed
+width), never a Python loop per row; the binetflow reader (:mod:`zeekml.sources.binetflow`)
+calls them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from zeekml.sources.values import bool_mask, parse_ints, parse_times
+
+_HEX_RE = r"^0[xX][0-9A-Fa-f]{1,4}$"
+_NS = 1_000_000_000
+
+
+def dictionary(text: pa.Array) -> tuple[list[str | None], np.ndarray]:
+    """Distinct values and each row's index into them (for low-cardinality columns)."""
+    enc = pc.dictionary_encode(text)
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks()
+    idx = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), np.int64)
+    return enc.dictionary.to_pylist(), idx
+
+
+def gather(values: list[Any], idx: np.ndarray, dtype: Any = object) -> np.ndarray:
+    """``values[idx]`` for every row (``idx`` from :func:`dictionary`)."""
+    table = np.empty(len(values), dtype=dtype)
+    table[:] = values
+    return table[np.maximum(idx, 0)] if len(values) else np.zeros(len(idx), dtype=dtype)
+
+
+def _fixed_bytes(text: pa.Array, width: int) -> np.ndarray:
+    """The first ``width`` bytes of every value as an (n, width) uint8 matrix; each
+    value must be at least ``width`` bytes long."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    n = len(text)
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)
+    if n and offsets[-1] - offsets[0] == n * width:  # every value exactly width: a view
+        return data[offsets[0] : offsets[-1]].reshape(n, width)
+    return np.asarray(data[offsets[:-1, None] + np.arange(width)])
+
+
+def _offsets(text: pa.Array) -> np.ndarray:
+    """The value offsets of a string array (n + 1 of them), without a copy."""
+    n = len(text)
+    return np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
+
+
+def value_lengths(text: pa.Array) -> np.ndarray:
+    """Byte length of every value (nulls: 0), from the offsets."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    lengths = np.diff(_offsets(text)).astype(np.int64)
+    if text.null_count:
+        lengths[np.asarray(text.is_null().to_numpy(zero_copy_only=False), bool)] = 0
+    return lengths
+
+
+def bytes_ok(text: pa.Array, allowed: np.ndarray) -> bool:
+    """Whether every byte of every value is in ``allowed`` (a 256-entry mask): one pass
+    over the data buffer, so a clean column costs almost nothing to validate."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    off = _offsets(text)
+    if not len(text):
+        return True
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[off[0] : off[-1]]
+    return bool(allowed[data].all())
+
+
+def _charset(chars: str) -> np.ndarray:
+    out = np.zeros(256, dtype=bool)
+    out[np.frombuffer(chars.encode(), dtype=np.uint8)] = True
+    return out
+
+
+_HEX_VALUE = np.full(256, 0, dtype=np.int64)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX_VALUE[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _HEX_VALUE[_c] = _i + 10
+_DIGITS = _charset("0123456789")
+ADDR_CHARS = _charset("0123456789abcdefABCDEF:.")
+
+
+def parse_ports(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(value, present, bad) of a port column: decimal or Argus hex ``0xHHHH``.
+
+    Empty is missing; anything else that is not a port 0..65535 is bad.
+    """
+    lengths = value_lengths(text)
+    present = lengths > 0
+    if present.all() and bytes_ok(text, _DIGITS) and lengths.max() <= 5:  # plain decimal
+        values = np.asarray(pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False), np.int64)
+        bad = values > 65535
+        return np.where(bad, 0, values), present, bad
+    values, present, bad = parse_ints(text, 0, 65535)  # pyarrow >= 2x casts 0x.. itself
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        sub = pc.utf8_trim_whitespace(text.take(pa.array(idx)))
+        ok = bool_mask(pc.match_substring_regex(sub, _HEX_RE))
+        if ok.any():
+            digits = pc.utf8_lpad(pc.utf8_slice_codeunits(sub.filter(pa.array(ok)), 2), 4, "0")
+            nib = _HEX_VALUE[_fixed_bytes(digits, 4)]
+            rows = idx[ok]
+            values[rows] = (nib[:, 0] << 12) | (nib[:, 1] << 8) | (nib[:, 2] << 4) | nib[:, 3]
+            bad[rows] = False
+    return values, present, bad
+
+
+def packed_icmp(text: pa.Array, rows: np.ndarray) -> np.ndarray:
+    """Which of ``rows`` hold a port written with exactly four hex digits (``0x0303``):
+    Argus' packed ICMP type and code."""
+    sub = text.take(pa.array(rows))
+    return np.asarray(bool_mask(pc.starts_with(sub, "0x", ignore_case=True)) & (value_lengths(sub) == 6))
+
+
+def _civil_days(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of proleptic Gregorian dates (vectorized)."""
+    y = y - (m <= 2)
+    era = np.floor_divide(y, 400)
+    yoe = y - era * 400
+    doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return np.asarray(era * 146097 + doe - 719468)
+
+
+_MONTH_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+
+
+#: years accepted in a StartTime: relative times of Argus west of UTC print as
+#: 1969/12/31; anything far outside is no capture's time (and beyond pandas' range)
+_FIRST_YEAR, _LAST_YEAR = 1900, 2199
+_FIRST_SECOND = -2208988800.0  # 1900-01-01 UTC
+_END_SECOND = 7258118400.0  # 2200-01-01 UTC
+_SEP_COLS = np.array([4, 7, 10, 13, 16])
+_SEP_VALUES = np.array([ord("/"), ord("/"), ord(" "), ord(":"), ord(":")], dtype=np.uint8)
+
+
+def _argus_block(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch ns as if UTC, ok) of ``YYYY/MM/DD hh:mm:ss[.f...]`` rows of one width
+    (``raw`` is their bytes, one row each)."""
+    n, width = raw.shape
+    d = raw - np.uint8(48)  # digit values; any other byte wraps to > 9
+    cols = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, *range(20, width)]
+    ok = (d[:, cols] <= 9).all(axis=1) & (raw[:, _SEP_COLS] == _SEP_VALUES).all(axis=1)
+    if width > 19:
+        ok &= raw[:, 19] == ord(".")
+
+    def number(*at: int) -> np.ndarray:
+        out = d[:, at[0]].astype(np.int64)
+        for k in at[1:]:
+            out = out * 10 + d[:, k]
+        return out
+
+    year, month, day = number(0, 1, 2, 3), number(5, 6), number(8, 9)
+    hour, minute, sec = number(11, 12), number(14, 15), number(17, 18)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    mdays = _MONTH_DAYS[np.clip(month, 0, 12)] - ((month == 2) & ~leap)
+    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= mdays)
+    ok &= (hour < 24) & (minute < 60) & (sec < 60)
+    ok &= (year >= _FIRST_YEAR) & (year <= _LAST_YEAR)
+    frac = np.zeros(n, dtype=np.int64)
+    if width > 20:  # nanosecond digits (more are truncated)
+        last = min(width, 29)
+        frac = d[:, 20:last].astype(np.int64) @ (10 ** (28 - np.arange(20, last)))
+    days = _civil_days(year, np.clip(month, 1, 12), day)
+    ns = (days * 86400 + hour * 3600 + minute * 60 + sec) * _NS + frac
+    return np.where(ok, ns, 0), ok
+
+
+def parse_start_times(text: pa.Array, zone: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch seconds, bad) of ``StartTime`` values; see binetflow's docstring (``ts``).
+
+    The Argus layout is parsed from the bytes with numpy (no per-row Python, no string
+    copies); other spellings go through :func:`~zeekml.sources.values.parse_times`.
+    Wall-clock times are shifted from ``zone`` (None: UTC) to UTC; epoch numbers are not.
+    """
+    n = len(text)
+    ns = np.zeros(n, dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    lengths = value_lengths(text)
+    wall = np.zeros(n, dtype=bool)  # a wall-clock time (shifted by --tz)
+    lo, hi = (int(lengths.min()), int(lengths.max())) if n else (0, 0)
+    widths = [lo] if lo == hi else np.unique(lengths).tolist()
+    for width in widths:
+        if width != 19 and not 21 <= width <= 35:
+            continue
+        if len(widths) == 1:  # the usual case: every StartTime has the same width
+            rows, part = np.arange(n), text
+        else:
+            rows = np.flatnonzero(lengths == width)
+            part = text.take(pa.array(rows))
+        got, ok = _argus_block(_fixed_bytes(part, width))
+        ns[rows[ok]] = got[ok]
+        done[rows[ok]] = True
+    seconds = ns // _NS + (ns % _NS) / 1e9
+    wall |= done
+    bad = np.zeros(n, dtype=bool)
+    if not done.all():
+        rest = np.flatnonzero(~done)
+        sub = text.take(pa.array(rest))
+        iso = pc.replace_substring_regex(sub, r"^([0-9]{4})/([0-9]{2})/([0-9]{2})", r"\1-\2-\3")
+        values, rest_bad = parse_times(iso)
+        numeric = bool_mask(pc.match_substring_regex(sub, r"^\s*[+-]?[0-9.]+([eE][+-]?[0-9]+)?\s*$"))
+        in_years = (values >= _FIRST_SECOND) & (values < _END_SECOND)  # NaN: False
+        seconds[rest] = values
+        bad[rest] = rest_bad | np.isnan(values) | (~numeric & ~in_years)
+        wall[rest] = ~numeric & ~bad[rest]
+        done[rest] = ~bad[rest]
+    if zone is not None and zone != "UTC" and wall.any():
+        seconds[wall] = _from_zone(seconds[wall], zone)
+    seconds[~done] = np.nan
+    return seconds, bad | ~done
+
+
+def _from_zone(local: np.ndarray, zone: str) -> np.ndarray:
+    """Wall-clock seconds in ``zone`` -> epoch seconds (UTC), vectorized by pandas."""
+    whole = np.floor(local)
+    idx = pd.DatetimeIndex(pd.to_datetime(whole.astype(np.int64), unit="s"))
+    utc = idx.tz_localize(zone, ambiguous=np.ones(len(idx), dtype=bool),
+                          nonexistent="shift_forward").tz_convert("UTC")
+    shift = (utc.tz_localize(None).as_unit("ns").asi8 // _NS) - whole.astype(np.int64)
+    return np.asarray(local + shift)
