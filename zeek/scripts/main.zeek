@@ -113,6 +113,8 @@ global field_index: table[string] of count = {
 	["alt_score"] = 13,
 	["n"] = 14,
 	["context"] = 15,
+	["candidate"] = 16,
+	["decision"] = 17,
 };
 
 global zeekml_line: event(description: Input::EventDescription,

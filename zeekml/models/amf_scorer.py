@@ -10,8 +10,8 @@ Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
 ``score``      1 - P(normal)
 ``cls``        the most probable class other than ``normal``
 ``threshold``  the card's calibrated threshold for ``cls``
-``alt``        the most probable class other than ``cls`` (often ``normal``), and
-``alt_score``  its probability, so an analyst sees the runner-up
+``alt``        the most probable attack class other than ``cls`` (never ``normal``:
+``alt_score``  P(normal) is ``1 - score``), and its probability: the runner-up attack
 ``context``    list of the uids of up to 3 *previous* flows in the window (valid
                positions, not the flow itself) with the highest attention weight,
                most attended first, to pivot in conn.log
@@ -166,17 +166,18 @@ class AmfScorer:
         masked = probs.copy()
         masked[:, self.normal] = -1.0
         cls_i = masked.argmax(axis=1) if b else np.zeros(0, dtype=np.int64)
-        alt_p = probs.copy()
-        alt_p[np.arange(b), cls_i] = -1.0
-        alt_i = alt_p.argmax(axis=1) if b else np.zeros(0, dtype=np.int64)
+        # the runner-up attack class: neither the candidate nor normal (P(normal) = 1 - score)
+        masked[np.arange(b), cls_i] = -1.0
+        alt_i = masked.argmax(axis=1) if b else np.zeros(0, dtype=np.int64)
+        has_alt = masked[np.arange(b), alt_i] >= 0.0  # a model with one attack class has none
         return ScoreBatch(
             model=self.name,
             score=score,
             cls=self._names[cls_i],
             threshold=self._thr[cls_i],
             extra={
-                "alt": self._names[alt_i],
-                "alt_score": probs[np.arange(b), alt_i].astype(np.float64),
+                "alt": np.where(has_alt, self._names[alt_i], None),
+                "alt_score": np.where(has_alt, probs[np.arange(b), alt_i], np.nan),
                 "context": context_uids(att, w.mask, w.uids),
             },
         )

@@ -44,7 +44,16 @@ import numpy as np
 import pandas as pd
 
 from zeekml.errors import StateError, UsageError
-from zeekml.records.verdicts import NORMAL, VERDICT_COLUMNS, conform_verdicts, empty_verdicts
+from zeekml.records.verdicts import (
+    ALLOWED,
+    BELOW,
+    NORMAL,
+    NOTICE,
+    SUPPRESSED,
+    VERDICT_COLUMNS,
+    conform_verdicts,
+    empty_verdicts,
+)
 
 STATE_VERSION = 1
 MAX_CONFIG_BYTES = 1 << 20
@@ -278,13 +287,18 @@ class NoticePolicy:
         ts = df["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         cm = _running_max(ts, self._max_ts)
         eff_ts = np.where(np.isfinite(ts), ts, np.where(np.isfinite(cm), cm, 0.0))
-        out = conform_verdicts(df.assign(threshold=th, verdict=verdict))
+        decision = np.where(crossing, np.where(candidate, NOTICE, ALLOWED), BELOW).astype(object)
+        out = conform_verdicts(df.assign(threshold=th, verdict=verdict, candidate=df["cls"],
+                                         decision=decision))
         base = self._seq
         emitted = None
         if self.config.suppress <= 0:
             notice = candidate
         else:
             notice, emitted = self._suppress(out, candidate, eff_ts, cm, base)
+            if (candidate & ~notice).any():
+                decision[candidate & ~notice] = SUPPRESSED
+                out["decision"] = pd.Series(decision, dtype="str")
         self._seq += b
         self._max_ts = float(cm[-1])
         self.decision = Decision(out, candidate, notice, cm)
@@ -412,6 +426,7 @@ class NoticePolicy:
         order = np.lexsort((keys[1], keys[0]))
         recs = recs.iloc[order].reset_index(drop=True)
         recs["notice"] = True
+        recs["decision"] = NOTICE
         recs["n"] = counts[order]
         return conform_verdicts(recs)
 
@@ -422,6 +437,7 @@ class NoticePolicy:
             order = np.argsort(self._opos, kind="stable")
             recs = self._orows.iloc[order].reset_index(drop=True)
             recs["notice"] = True
+            recs["decision"] = NOTICE
             recs["n"] = self._on[order]
             out = conform_verdicts(recs)
         self._clear_open()
@@ -478,6 +494,10 @@ class NoticePolicy:
                     raise StateError(f"policy state record has unknown fields {sorted(unknown)}")
             rows = conform_verdicts(pd.DataFrame.from_records(recs, columns=list(_RECORD_COLUMNS))
                                     if recs else empty_verdicts())[list(_RECORD_COLUMNS)]
+            # state written before the candidate/decision fields: an open window's record
+            # is always a notice whose candidate is its verdict
+            rows["candidate"] = rows["candidate"].fillna(rows["verdict"])
+            rows["decision"] = rows["decision"].fillna(NOTICE)
             self._max_ts = float(state["max_ts"])
             self._seq = int(state["seq"])
             self.suppressed = int(state["suppressed"])

@@ -6,10 +6,21 @@ and ``#types`` entry each is written with. ``context`` holds a list of uids per 
 ``vector[string]``. ``n`` is the number of flows a notice stands for after
 suppression (1 when nothing was suppressed).
 
-``verdict`` is the decision of the threshold: the model's class when its score crossed
-the (card or overridden) threshold, else :data:`NORMAL`. ``notice`` says whether the
-notice policy emitted the row as a notice (not allow-listed, not suppressed); without
-``--all`` only rows with ``notice`` true reach the sinks.
+Each field means one thing (docs/scoring.md has the table users read):
+
+- ``candidate``: the class the score is for, whatever the threshold says (the AMF-LSTM's
+  most probable attack class, the flow LM's ``anomaly``);
+- ``verdict``: the decision of the threshold: ``candidate`` when the score crossed the
+  (card or overridden) threshold, else :data:`NORMAL`;
+- ``decision``: what the notice policy did with the row, one of :data:`DECISIONS`:
+  ``below`` (under the threshold), ``allowed`` (crossed, an endpoint is allow-listed),
+  ``suppressed`` (crossed, inside the suppression window of an earlier notice) or
+  ``notice``;
+- ``notice``: ``decision == "notice"`` (kept as a bool for filters); without ``--all``
+  only notices reach the sinks;
+- ``alt``/``alt_score``: the model's runner-up answer: for the AMF-LSTM the most probable
+  attack class other than ``candidate`` and its probability (never ``normal``: P(normal)
+  is ``1 - score``), for the flow LM the word it expected and its probability.
 """
 
 from __future__ import annotations
@@ -35,6 +46,9 @@ ZEEK_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("alt_score", "alt_score", "double"),
     ("n", "n", "count"),
     ("context", "context", "vector[string]"),
+    # appended (not next to verdict/notice) so positional readers of older logs keep working
+    ("candidate", "candidate", "string"),
+    ("decision", "decision", "enum"),
 )
 
 VERDICT_COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in ZEEK_FIELDS)
@@ -57,10 +71,16 @@ VERDICT_DTYPES: dict[str, str] = {
     "alt_score": "float64",
     "n": "Int64",
     "context": "object",
+    "candidate": "str",
+    "decision": "str",
 }
 
-#: The verdict a flow gets when it is not a notice.
+#: The verdict a flow gets when its score is below the threshold.
 NORMAL = "normal"
+
+#: What the notice policy did with a row (the ``decision`` column).
+BELOW, ALLOWED, SUPPRESSED, NOTICE = "below", "allowed", "suppressed", "notice"
+DECISIONS: tuple[str, ...] = (BELOW, ALLOWED, SUPPRESSED, NOTICE)
 
 
 def zeek_fields() -> list[str]:

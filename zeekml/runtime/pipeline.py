@@ -141,10 +141,13 @@ def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch]) -> pd.DataFrame
         arr = flows[c].array
         cols[c] = pd.Series(arr if k == 1 else arr.take(take))
     cols["model"] = _str_series(np.tile(np.array([b.model for b in batches], dtype=object), n))
+    cls = _str_series(stack([b.cls for b in batches], object))
+    cols["candidate"] = cls
     cols["verdict"] = _missing_str(n * k)
     cols["score"] = stack([b.score for b in batches], np.float64)
     cols["threshold"] = stack([b.threshold for b in batches], np.float64)
     cols["notice"] = pd.array(np.zeros(n * k, dtype=bool), dtype="boolean")
+    cols["decision"] = _missing_str(n * k)
     alt = extra("alt")
     cols["alt"] = (_missing_str(n * k) if alt is None else
                    _str_series(stack([np.full(n, None, dtype=object) if v is None else v
@@ -157,7 +160,7 @@ def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch]) -> pd.DataFrame
     ctx = extra("context")
     cols["context"] = pd.Series(np.empty(n * k, dtype=object) if ctx is None else
                                 stack([_context_cells(v, n) for v in ctx], object), dtype=object)
-    cols["cls"] = _str_series(stack([b.cls for b in batches], object))
+    cols["cls"] = cls
     return pd.DataFrame(cols)
 
 

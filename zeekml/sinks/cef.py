@@ -54,18 +54,27 @@ def message(df: pd.DataFrame) -> pd.Series:
     """The one-line human description shared by syslog MSG, CEF Name and ECS message.
 
     ``C&C from 10.0.0.5:49152 to 1.2.3.4:443/tcp (amf_lstm score 0.97 >= 0.5)``;
-    IPv6 hosts are bracketed (``[fe80::1]:546``). Values are not escaped here: each
-    format escapes the whole message for its own syntax.
+    rows that are not notices (``?only=all``) say why, from their ``decision``:
+    ``normal from ... (amf_lstm score 0.72 < 0.99)``, ``... >= 0.5; suppressed)``,
+    ``... >= 0.5; allow-listed)``. IPv6 hosts are bracketed (``[fe80::1]:546``).
+    Values are not escaped here: each format escapes the whole message for its own
+    syntax.
     """
     t = {c: as_text(column(df, c)).fillna("-") for c in
          ("verdict", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "model", "score",
           "threshold")}
+    decision = as_text(column(df, "decision"))
+    # rows from before the decision field: verdict "normal" is what "below" was
+    below = (decision.eq("below").fillna(False)
+             | (decision.isna() & t["verdict"].eq("normal").fillna(False)))
+    compare = pd.Series(np.where(below.to_numpy(dtype=bool), " < ", " >= "), dtype="str")
+    why = decision.map({"suppressed": "; suppressed", "allowed": "; allow-listed"}).astype("str")
     for h in ("orig_h", "resp_h"):  # [v6]:port, as in URLs
         v6 = t[h].str.contains(":", regex=False)
         t[h] = t[h].where(~v6, "[" + t[h] + "]")
     return concat([t["verdict"], " from ", t["orig_h"], ":", t["orig_p"], " to ", t["resp_h"],
                    ":", t["resp_p"], "/", t["proto"], " (", t["model"], " score ", t["score"],
-                   " >= ", t["threshold"], ")"])
+                   compare, t["threshold"], why, ")"])
 
 
 def cef_records(
@@ -108,6 +117,8 @@ def _extension(df: pd.DataFrame) -> pd.Series:
         ("cs2", as_text(column(df, "alt")), "alt"),
         ("cfp3", as_text(column(df, "alt_score")), "alt_score"),
         ("cs3", _context(df), "context"),
+        ("cs4", as_text(column(df, "candidate")), "candidate"),
+        ("cs5", as_text(column(df, "decision")), "decision"),
     ]
     parts: list[pd.Series | str] = [pd.Series([""] * n, dtype="str")]
     for key, value, label in fields:

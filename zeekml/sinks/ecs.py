@@ -89,9 +89,11 @@ def ecs_records(df: pd.DataFrame) -> pd.Series:
         ("id", uid), ("risk_score", _num(df, "score")),
     ], n)
     zeekml = json_object([
-        ("model", _s(df, "model")), ("verdict", _s(df, "verdict")),
+        ("model", _s(df, "model")), ("candidate", _s(df, "candidate")),
+        ("verdict", _s(df, "verdict")),
         ("score", _num(df, "score")), ("threshold", _num(df, "threshold")),
-        ("notice", as_text(column(df, "notice"))), ("alt", _s(df, "alt")),
+        ("notice", as_text(column(df, "notice"))), ("decision", _s(df, "decision")),
+        ("alt", _s(df, "alt")),
         ("alt_score", _num(df, "alt_score")), ("n", _num(df, "n")), ("context", context),
     ], n)
     return json_object([

@@ -98,8 +98,8 @@ SEVERITIES: dict[str, int] = {
 
 #: Verdict fields carried as SD-PARAMs, in order (names are valid PARAM-NAMEs).
 SD_FIELDS: tuple[str, ...] = (
-    "ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "model", "verdict",
-    "score", "threshold", "notice", "alt", "alt_score", "n", "context",
+    "ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "model", "candidate",
+    "verdict", "score", "threshold", "notice", "decision", "alt", "alt_score", "n", "context",
 )
 
 _SD_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("]", "\\]"))
