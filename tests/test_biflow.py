@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zeekml.errors import StateError, UsageError
+from zeekml.errors import ConfigError, StateError
 from zeekml.records import schema
 from zeekml.sources.biflow import Pairer, PairOptions, pair_table, paired_stream
 
@@ -386,7 +386,7 @@ def test_paired_stream_and_empty_input() -> None:
 def test_options_are_validated() -> None:
     for bad in ({"hold": 0}, {"hold": math.inf}, {"hold": -1}, {"slack": -1},
                 {"max_held": 0}, {"hold": 1e9}):
-        with pytest.raises(UsageError):
+        with pytest.raises(ConfigError):
             PairOptions(**bad)
 
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import DATA, need
 from tests.test_read_all_shared import manifest_rows, parse_label_counts
-from zeekml.errors import FormatError, ParseError, StateError, UsageError
+from zeekml.errors import ConfigError, FormatError, ParseError, StateError
 from zeekml.records import schema
 from zeekml.records.labels import binary_target, class_target
 from zeekml.sources import SkipLog, read_flows, sniff_format
@@ -470,7 +470,7 @@ def test_start_times_outside_1900_2199_are_bad_lines_with_or_without_tz() -> Non
 
 
 def test_bad_zone_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="Mars/Olympus"):
+    with pytest.raises(ConfigError, match="Mars/Olympus"):
         ReadOptions(tz="Mars/Olympus")
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import DATA, need
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.runtime.tail_sources import FileTail
 from zeekml.sources import SkipLog
 from zeekml.sources.rotation import (
@@ -236,5 +236,5 @@ def test_rotation_names_and_durations() -> None:
     assert parse_duration("7d") == 7 * 86400 and parse_duration("90") == 90
     assert parse_duration("30m") == 1800 and parse_duration("1.5h") == 5400
     for bad in ("", "-1", "0", "7 days", "1y"):
-        with pytest.raises(UsageError):
+        with pytest.raises(ConfigError):
             parse_duration(bad)

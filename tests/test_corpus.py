@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import DATA, REPO, need, need_binary
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.eval.corpus import load_corpus, network_month_keys, parse_corpus
 from zeekml.records.labels import CLASSES, targets
 
@@ -32,7 +32,7 @@ def _write(tmp_path: Path, doc: object) -> Path:
     ({"format": "zeekml-corpus/1", "captures": [{"name": "a", "paths": ["x"], "group_by": "host"}]}, "group_by"),
 ])
 def test_hostile_corpus_files_are_refused(tmp_path: Path, doc: object, msg: str) -> None:
-    with pytest.raises(UsageError, match=msg):
+    with pytest.raises(ConfigError, match=msg):
         parse_corpus(_write(tmp_path, doc))
 
 

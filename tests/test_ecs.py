@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from _verdicts import expected_text, real_verdicts
 
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.sinks.ecs import ecs_records
 from zeekml.sinks.registry import make_sink
 
@@ -159,5 +159,5 @@ def test_checkpoint_and_restore_truncate_back(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("spec", ["ecs:", "ecs:-?only=some", "ecs:-?pretty=1"])
 def test_bad_ecs_specs(spec: str) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(ConfigError):
         make_sink(spec)

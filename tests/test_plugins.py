@@ -20,7 +20,7 @@ from _verdicts import real_verdicts
 from conftest import DATA, need
 
 from zeekml import plugins
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.sinks.registry import SinkOptions, make_sink, parse_spec
 
 TAG = f"p{os.getpid()}"
@@ -324,7 +324,7 @@ def test_spec_parsing() -> None:
     assert parse_spec("zeek").target == ""
     assert parse_spec("ecs:/var/log/a:b.json").target == "/var/log/a:b.json"
     for bad in ("", "1x:y", "syslog:udp://h?=v", "syslog:udp://h?a=1&a=2"):
-        with pytest.raises(UsageError):
+        with pytest.raises(ConfigError):
             parse_spec(bad)
 
 

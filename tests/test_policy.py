@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import DATA, need
-from zeekml.errors import StateError, UsageError
+from zeekml.errors import ConfigError, StateError
 from zeekml.policy.notice import NoticePolicy, PolicyConfig, parse_network, parse_threshold
 from zeekml.runtime.state import RunState, StateStore
 from zeekml.sources import read_table
@@ -184,21 +184,21 @@ def test_config_parsing(tmp_path) -> None:
     assert parse_threshold("c2=0.9") == ("c2", 0.9)
     assert parse_threshold("amf_lstm:c2=0.75") == ("amf_lstm:c2", 0.75)
     for bad in ("c2", "=1", "c2=high", "c2=nan"):
-        with pytest.raises(UsageError):
+        with pytest.raises(ConfigError):
             parse_threshold(bad)
-    with pytest.raises(UsageError):
+    with pytest.raises(ConfigError):
         parse_network("10.0.0.0/33")
-    with pytest.raises(UsageError):
+    with pytest.raises(ConfigError):
         PolicyConfig(suppress=-1)
     p = tmp_path / "c.json"
     p.write_text(json.dumps({"thresholds": {"c2": 0.8}, "allow": ["10.0.0.0/8"],
                              "suppress": 60, "all": True}))
-    kw = PolicyConfig.from_json(p)
-    cfg = PolicyConfig(**kw)
+    cfg = PolicyConfig.from_json(p)
+    assert isinstance(cfg, PolicyConfig)
     assert cfg.thresholds == {"c2": 0.8} and cfg.suppress == 60 and cfg.all_flows
     p.write_text(json.dumps({"thresholds": {}, "surprise": 1}))
-    with pytest.raises(UsageError, match="unknown config keys"):
+    with pytest.raises(ConfigError, match="unknown config keys"):
         PolicyConfig.from_json(p)
     p.write_text("[1, 2]")
-    with pytest.raises(UsageError):
+    with pytest.raises(ConfigError):
         PolicyConfig.from_json(p)

@@ -22,7 +22,7 @@ from _verdicts import expected_text, parse_cef, real_verdicts
 from conftest import DATA, need, need_binary
 
 from tests.test_pipeline import tiny_models  # noqa: F401 - fixture: a real tiny ONNX model
-from zeekml.errors import SinkError, UsageError
+from zeekml.errors import ConfigError, SinkError
 from zeekml.sinks.registry import make_sink
 from zeekml.sinks.syslog import SD_FIELDS
 
@@ -296,7 +296,7 @@ def test_only_all_sends_every_row_with_normal_severity(rsyslog: Rsyslog) -> None
     (":nothing", "sink name"),
 ])
 def test_bad_specs_are_usage_errors(spec: str, message: str) -> None:
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(ConfigError, match=message):
         make_sink(spec)
 
 

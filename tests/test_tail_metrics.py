@@ -24,7 +24,7 @@ from test_syslog import _free_port
 from tests.conftest import REPO, need_module
 from tests.test_pipeline import tiny_models  # noqa: F401 - fixture
 from tests.test_tail import FAST, TailProc, append, data_lines, model_args, n_models
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.runtime.metrics import TailMetrics, parse_listen, reason_label
 from zeekml.runtime.tail_sources import FileTail
 from zeekml.sources.options import ReadOptions
@@ -210,7 +210,7 @@ def test_parse_listen() -> None:
     assert parse_listen("[::1]:9108") == ("::1", 9108)
     assert parse_listen("localhost:1") == ("localhost", 1)
     for bad in (":9108", "[::1]", "127.0.0.1:", "127.0.0.1:65536", "a b:1", "host:port"):
-        with pytest.raises(UsageError):
+        with pytest.raises(ConfigError):
             parse_listen(bad)
 
 

@@ -9,7 +9,9 @@
     ├── ModelError              model file or model card missing, malformed or mismatched
     ├── StateError              state file malformed, wrong version, or locked by another run
     ├── SinkError               an output could not be written or delivered
-    └── UsageError              bad option combination (exit code 2)
+    └── ConfigError             an option or configuration value is invalid (exit code 2;
+        │                       also a ValueError): raised by the library's option objects
+        └── UsageError          bad command-line usage, raised by cli/ (exit code 2)
 
 Low-level exceptions are wrapped with ``raise ... from exc`` keeping path and line.
 """
@@ -54,7 +56,15 @@ class SinkError(ZeekmlError):
     """An output could not be written or delivered."""
 
 
-class UsageError(ZeekmlError):
-    """Bad command-line usage that argparse itself cannot catch."""
+class ConfigError(ZeekmlError, ValueError):
+    """An option or configuration value is invalid: the one error every options object
+    (:class:`~zeekml.policy.notice.PolicyConfig`, ``RunOptions``, ``TailOptions``,
+    ``ScorerOptions``, ``SparkOptions`` ...) raises when validating, whoever built it."""
+
+    exit_code = 2
+
+
+class UsageError(ConfigError):
+    """Bad command-line usage that argparse itself cannot catch (raised by ``cli/``)."""
 
     exit_code = 2

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from zeekml import defaults
 from zeekml.errors import UsageError
 
 EXAMPLES = """examples:
@@ -112,14 +113,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow", action="append", default=[], metavar="CIDR_OR_HOST",
                    help="hosts/subnets that never raise notices (repeatable)")
     p.add_argument("--suppress", type=float, default=None, metavar="SECONDS",
-                   help="suppression interval in force (default 600)")
-    p.add_argument("--incident-gap", type=_seconds, default=1800.0, metavar="SECONDS",
-                   help="incident idle gap, as for score (default 1800)")
-    p.add_argument("--incident-update", type=_seconds, default=3600.0, metavar="SECONDS",
-                   help="incident update interval, as for score (default 3600)")
-    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
-    p.add_argument("--batch-size", type=int, default=65536, metavar="ROWS",
-                   help="flows per batch (default 65536)")
+                   help=f"suppression interval in force (default {defaults.SUPPRESS_SECONDS:g})")
+    p.add_argument("--incident-gap", type=_seconds, default=defaults.INCIDENT_GAP, metavar="SECONDS",
+                   help="incident idle gap, as for score (default %(default)g)")
+    p.add_argument("--incident-update", type=_seconds, default=defaults.INCIDENT_UPDATE, metavar="SECONDS",
+                   help="incident update interval, as for score (default %(default)g)")
+    p.add_argument("--threads", type=int, default=defaults.THREADS,
+                   help="onnxruntime threads (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=defaults.BATCH_ROWS, metavar="ROWS",
+                   help="flows per batch (default %(default)s)")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line instead of skipping it")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -35,6 +35,7 @@ from typing import BinaryIO
 
 import pandas as pd
 
+from zeekml import defaults
 from zeekml.errors import SinkError
 from zeekml.sources.options import ReadOptions
 
@@ -70,8 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="-", metavar="PATH", help="output file (default: stdout)")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line (exit 1 naming file:line)")  # fmt: skip
-    p.add_argument("--batch-rows", type=_positive, default=65536, metavar="N",
-                   help="rows per batch (memory bound; default 65536)")  # fmt: skip
+    p.add_argument("--batch-rows", type=_positive, default=defaults.BATCH_ROWS, metavar="N",
+                   help="rows per batch (memory bound; default %(default)s)")  # fmt: skip
     from zeekml.sources.options import add_read_arguments
 
     add_read_arguments(p)
@@ -245,7 +246,7 @@ def _output(path: str) -> Iterator[BinaryIO]:
 
 
 def convert(inputs: list[str], to: str, out: BinaryIO, *, strict: bool = False,
-            batch_rows: int = 65536, options: ReadOptions | None = None
+            batch_rows: int = defaults.BATCH_ROWS, options: ReadOptions | None = None
             ) -> tuple[int, object]:  # fmt: skip
     """Stream every input into ``out``; returns (rows written, the SkipLog).
 

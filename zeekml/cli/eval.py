@@ -12,6 +12,7 @@ import importlib
 import json
 import sys
 
+from zeekml import defaults
 from zeekml.models.card import load_card
 from zeekml.models.registry import resolve_model
 
@@ -46,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="path to NAME.onnx or a bundled model name")
     p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="labeled captures")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    p.add_argument("--threads", type=int, default=defaults.THREADS,
+                   help="onnxruntime threads (default %(default)s)")
     from zeekml.sources.options import add_read_arguments
 
     add_read_arguments(p)

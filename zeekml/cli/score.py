@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zeekml import defaults
 from zeekml.cli.guards import refuse_output_on_input
 from zeekml.errors import UsageError
 from zeekml.policy.notice import (
@@ -39,20 +40,18 @@ EXAMPLES = """examples:
 
 def build_policy(args: argparse.Namespace) -> PolicyConfig:
     """The notice policy from --config, --threshold, --allow, --suppress and --all (shared with tail)."""
-    kw: dict = {}
-    if args.config:
-        kw = PolicyConfig.from_json(args.config)
-    thresholds = dict(kw.get("thresholds", {}))
+    from dataclasses import replace
+
+    base = PolicyConfig.from_json(args.config) if args.config else PolicyConfig()
+    thresholds = dict(base.thresholds)
     for spec in args.threshold:
         key, value = parse_threshold(spec)
         thresholds[key] = value
-    kw["thresholds"] = thresholds
-    kw["allow"] = tuple(kw.get("allow", ())) + tuple(parse_network(a) for a in args.allow)
-    if args.suppress is not None:
-        kw["suppress"] = args.suppress
-    if args.all:
-        kw["all_flows"] = True
-    return PolicyConfig(**kw)
+    return replace(
+        base, thresholds=thresholds,
+        allow=base.allow + tuple(parse_network(a) for a in args.allow),
+        suppress=base.suppress if args.suppress is None else args.suppress,
+        all_flows=base.all_flows or bool(args.all))
 
 
 def check_policy(args: argparse.Namespace, config: PolicyConfig, scorers: list) -> PolicyConfig:
@@ -264,12 +263,12 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
                    help="also write incidents (a host's notices of one class over an episode) "
                         "to PATH as a Zeek log, #path zeekml_incident (Zeek JSON with "
                         "--out-format json; - for stdout); off by default")
-    p.add_argument("--incident-gap", type=_seconds, default=1800.0, metavar="SECONDS",
+    p.add_argument("--incident-gap", type=_seconds, default=defaults.INCIDENT_GAP, metavar="SECONDS",
                    help="an incident closes after this much log time without a new flagged "
-                        "flow of its host and class (default 1800)")
-    p.add_argument("--incident-update", type=_seconds, default=3600.0, metavar="SECONDS",
+                        "flow of its host and class (default %(default)g)")
+    p.add_argument("--incident-update", type=_seconds, default=defaults.INCIDENT_UPDATE, metavar="SECONDS",
                    help="an incident still going on is written again every SECONDS of log "
-                        "time since it began (default 3600)")
+                        "time since it began (default %(default)g)")
     p.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
                    help="model to score with (repeatable; default: every bundled model)")
     p.add_argument("--threshold", action="append", default=[], metavar="CLASS=VALUE",
@@ -281,7 +280,8 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suppress", type=float, default=None, metavar="SECONDS",
                    help="one notice per (host, verdict, model) per interval of log time "
                         "(default 600; 0 = a notice per flow, written at once)")
-    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    p.add_argument("--threads", type=int, default=defaults.THREADS,
+                   help="onnxruntime threads (default %(default)s)")
     add_catch_up_options(p)
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line instead of skipping it")
@@ -306,8 +306,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="files, directories (zeekctl archives), globs, or - for stdin")
     add_scoring_options(p)
-    p.add_argument("--batch-size", type=int, default=65536, metavar="ROWS",
-                   help="flows per batch (default 65536)")
+    p.add_argument("--batch-size", type=int, default=defaults.BATCH_ROWS, metavar="ROWS",
+                   help="flows per batch (default %(default)s)")
     p.add_argument("--state", metavar="PATH",
                    help="state file: continue where the last run stopped (cron mode); a "
                         "live log (conn.log) rotated between runs is finished first")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zeekml import defaults
 from zeekml.sources.open import expand_inputs, pair_batches, read_flows
 from zeekml.sources.options import ReadOptions
 from zeekml.sources.skips import SkipLog
@@ -141,7 +142,7 @@ def format_text(d: dict[str, Any]) -> str:
 
 
 def summarize(inputs: list[str], *, strict: bool = False, fmt: str | None = None,
-              batch_rows: int = 65536, top: int = 10, options: ReadOptions | None = None
+              batch_rows: int = defaults.BATCH_ROWS, top: int = 10, options: ReadOptions | None = None
               ) -> tuple[dict[str, Any], SkipLog]:  # fmt: skip
     """Read every input and return the summary dict (what ``--json`` prints).
 

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 
+from zeekml import defaults
 from zeekml.cli.guards import refuse_output_on_input
 from zeekml.errors import UsageError
 
@@ -198,18 +199,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-latency", type=float, default=0.1, metavar="SECONDS",
                    help="score a pending batch once its oldest flow waited this long "
                         "(default 0.1)")
-    p.add_argument("--batch-size", type=int, default=16384, metavar="ROWS",
-                   help="score a pending batch once it holds this many flows (default 16384)")
+    p.add_argument("--batch-size", type=int, default=defaults.TAIL_BATCH_ROWS, metavar="ROWS",
+                   help="score a pending batch once it holds this many flows "
+                   "(default %(default)s)")
     p.add_argument("--checkpoint-interval", type=float, default=5.0, metavar="SECONDS",
                    help="with --state, save a checkpoint at least this often (default 5)")
     p.add_argument("--metrics", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (flows, skips, "
                         "notices, input lag, batch latency, checkpoint age, sink queues and "
                         "drops); no authentication: bind to loopback, e.g. 127.0.0.1:9108")
-    p.add_argument("--max-hosts", type=int, default=1_000_000, metavar="N",
+    p.add_argument("--max-hosts", type=int, default=defaults.MAX_HOSTS, metavar="N",
                    help="per-host window state kept for at most N hosts per model, least "
-                        "recently seen evicted first (default 1000000)")
-    p.add_argument("--idle-timeout", type=float, default=3600.0, metavar="SECONDS",
+                        "recently seen evicted first (default %(default)s)")
+    p.add_argument("--idle-timeout", type=float, default=defaults.IDLE_TIMEOUT, metavar="SECONDS",
                    help="forget a host's window after this much log time without its "
-                        "flows (default 3600)")
+                        "flows (default %(default)g)")
     p.set_defaults(func=run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from zeekml import defaults
 from zeekml.errors import ZeekmlError
 
 INSTALL_HINT = (
@@ -60,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     amf.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     amf.add_argument("--key", choices=("orig", "resp", "local"), default=None,
                      help="window key (default: the one chosen by evaluation)")
-    amf.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    amf.add_argument("--threads", type=int, default=defaults.THREADS,
+                     help="torch threads (default %(default)s)")
     amf.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     amf.add_argument("--ensemble", type=int, default=1,
                      help="members averaged in the exported graph, seeds SEED.. (default 1)")
@@ -92,7 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--hidden", type=int, default=64, help="LSTM hidden units (default 64)")
     lm.add_argument("--quantile", type=float, default=0.999,
                     help="threshold = this quantile of validation scores (default 0.999)")
-    lm.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    lm.add_argument("--threads", type=int, default=defaults.THREADS,
+                    help="torch threads (default %(default)s)")
     lm.add_argument("--drop-malicious", action="store_true",
                     help="use labels only to leave flows labeled malicious out of training")
     lm.add_argument("--eval", nargs="+", default=None, metavar="PATH",

@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.records import schema
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,8 @@ class Capture:
         return len(self.flows)
 
 
-def _fail(path: Path, msg: str) -> UsageError:
-    return UsageError(f"{path}: {msg}")
+def _fail(path: Path, msg: str) -> ConfigError:
+    return ConfigError(f"{path}: {msg}")
 
 
 def parse_corpus(path: str | Path) -> tuple[Path, list[CaptureSpec]]:
@@ -247,7 +247,7 @@ def _expand(root: Path, paths: Iterable[str]) -> list[str]:
     for rel in paths:
         target = root / rel
         if not target.exists():
-            raise UsageError(f"corpus: {target} does not exist")
+            raise ConfigError(f"corpus: {target} does not exist")
         if target.is_dir():
             listed = walk_inputs(str(target)) + sorted(
                 str(f) for f in target.iterdir() if f.is_file() and f.suffix.lower() == ".csv")
@@ -300,7 +300,7 @@ def load_corpus(path: str | Path, *, root: str | Path | None = None,
     if names is not None:
         unknown = set(names) - {s.name for s in specs}
         if unknown:
-            raise UsageError(f"{path}: no capture entry named {', '.join(sorted(unknown))}")
+            raise ConfigError(f"{path}: no capture entry named {', '.join(sorted(unknown))}")
         specs = [s for s in specs if s.name in set(names)]
     if labeled_only:
         specs = [s for s in specs if s.labels != "none"]
@@ -326,7 +326,7 @@ def _load_spec(spec: CaptureSpec, root: Path, seen: list[tuple[str, set[str]]]
                ) -> list[tuple[str, pd.DataFrame, bool]]:
     files = _expand(root, spec.paths)
     if not files:
-        raise UsageError(f"corpus entry {spec.name!r}: no files under {root} for {list(spec.paths)}")
+        raise ConfigError(f"corpus entry {spec.name!r}: no files under {root} for {list(spec.paths)}")
     out: list[tuple[str, pd.DataFrame, bool]] = []
     # originals before CSV conversions: a .csv is the copy when both exist
     ordered = sorted(files, key=lambda x: (x.endswith(".csv"), files.index(x)))

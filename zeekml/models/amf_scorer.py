@@ -170,13 +170,15 @@ class AmfScorer:
         masked[np.arange(b), cls_i] = -1.0
         alt_i = masked.argmax(axis=1) if b else np.zeros(0, dtype=np.int64)
         has_alt = masked[np.arange(b), alt_i] >= 0.0  # a model with one attack class has none
+        alt = self._names[alt_i].copy()
+        alt[~has_alt] = None
         return ScoreBatch(
             model=self.name,
             score=score,
             cls=self._names[cls_i],
             threshold=self._thr[cls_i],
             extra={
-                "alt": np.where(has_alt, self._names[alt_i], None),
+                "alt": alt,
                 "alt_score": np.where(has_alt, probs[np.arange(b), alt_i], np.nan),
                 "context": context_uids(att, w.mask, w.uids),
             },

@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from zeekml import __version__, entrypoints
-from zeekml.errors import ModelError
+from zeekml import __version__, defaults, entrypoints
+from zeekml.errors import ConfigError, ModelError
 from zeekml.models.base import Scorer
 from zeekml.models.card import ModelCard, load_card
 
@@ -35,20 +35,20 @@ BUILTIN_KINDS: dict[str, str] = {
 class ScorerOptions:
     """Runtime knobs shared by every scorer (validated here, not per scorer)."""
 
-    threads: int = 2
-    max_hosts: int = 1_000_000
-    idle_timeout: float = 3600.0
-    batch_size: int = 4096
+    threads: int = defaults.THREADS
+    max_hosts: int = defaults.MAX_HOSTS
+    idle_timeout: float = defaults.IDLE_TIMEOUT
+    batch_size: int = defaults.MODEL_BATCH
 
     def __post_init__(self) -> None:
         if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.max_hosts < 1:
-            raise ValueError(f"max_hosts must be >= 1, got {self.max_hosts}")
+            raise ConfigError(f"max_hosts must be >= 1, got {self.max_hosts}")
         if not self.idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be > 0 s, got {self.idle_timeout}")
+            raise ConfigError(f"idle_timeout must be > 0 s, got {self.idle_timeout}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def bundled_dir() -> Path:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.policy.incidents import INPUT_COLUMNS, IncidentConfig, IncidentTracker
 from zeekml.policy.notice import Decision, NoticePolicy, PolicyConfig
 from zeekml.records.verdicts import NORMAL, empty_verdicts
@@ -310,9 +310,9 @@ def calibrate(rows: pd.DataFrame, floors: dict[tuple[str, str], float], base: Po
     """Thresholds so that ``rows`` (:class:`CandidateRecorder` table) give at most
     ``budget`` alerts a day per model (see the module doc)."""
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
-        raise UsageError(f"the budget must be a whole number >= 0, got {budget!r}")
+        raise ConfigError(f"the budget must be a whole number >= 0, got {budget!r}")
     if unit not in UNITS:
-        raise UsageError(f"budget unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        raise ConfigError(f"budget unit must be one of {', '.join(UNITS)}, got {unit!r}")
     icfg = incidents or IncidentConfig()
     first, last = span
     days = (int(math.floor(last / DAY) - math.floor(first / DAY)) + 1

@@ -60,13 +60,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import StateError, UsageError
+from zeekml import defaults
+from zeekml.errors import ConfigError, StateError
 from zeekml.records.incidents import INCIDENT_COLUMNS, INCIDENT_DTYPES, empty_incidents
 from zeekml.windows.host_window import is_private
 
 STATE_VERSION = 1
-DEFAULT_GAP = 1800.0
-DEFAULT_UPDATE = 3600.0
+DEFAULT_GAP = defaults.INCIDENT_GAP
+DEFAULT_UPDATE = defaults.INCIDENT_UPDATE
 DEFAULT_EVIDENCE = 5
 #: model sets are bit masks in an int64
 MAX_MODELS = 62
@@ -95,9 +96,9 @@ class IncidentConfig:
         for name in ("gap", "update"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise UsageError(f"incident {name} must be a positive number of seconds, got {v}")
+                raise ConfigError(f"incident {name} must be a positive number of seconds, got {v}")
         if not 1 <= self.evidence <= 100:
-            raise UsageError(f"incident evidence must be 1..100 flows, got {self.evidence}")
+            raise ConfigError(f"incident evidence must be 1..100 flows, got {self.evidence}")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -308,7 +309,7 @@ class IncidentTracker:
         for i, name in enumerate(uniq.tolist()):
             if name not in self._models:
                 if len(self._models) >= MAX_MODELS:
-                    raise UsageError(f"incidents track at most {MAX_MODELS} models")
+                    raise ConfigError(f"incidents track at most {MAX_MODELS} models")
                 self._models.append(name)
             bits[i] = np.int64(1) << np.int64(self._models.index(name))
         return bits[inv]

@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import StateError, UsageError
+from zeekml import defaults
+from zeekml.errors import ConfigError, StateError
 from zeekml.records.verdicts import (
     ALLOWED,
     BELOW,
@@ -69,11 +70,11 @@ def crosses(score: Any, threshold: Any) -> np.ndarray:
 
 
 def parse_network(spec: str) -> Network:
-    """A host (``10.0.0.5``, ``2001:db8::1``) or subnet (``10.0.0.0/8``); UsageError if bad."""
+    """A host (``10.0.0.5``, ``2001:db8::1``) or subnet (``10.0.0.0/8``); ConfigError if bad."""
     try:
         return ipaddress.ip_network(spec.strip(), strict=False)
     except ValueError as exc:
-        raise UsageError(f"not an IP address or subnet: {spec!r}") from exc
+        raise ConfigError(f"not an IP address or subnet: {spec!r}") from exc
 
 
 def parse_threshold(spec: str) -> tuple[str, float]:
@@ -81,13 +82,13 @@ def parse_threshold(spec: str) -> tuple[str, float]:
     key, sep, value = spec.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise UsageError(f"threshold must be CLASS=VALUE or MODEL:CLASS=VALUE, got {spec!r}")
+        raise ConfigError(f"threshold must be CLASS=VALUE or MODEL:CLASS=VALUE, got {spec!r}")
     try:
         v = float(value)
     except ValueError as exc:
-        raise UsageError(f"threshold value for {key!r} is not a number: {value!r}") from exc
+        raise ConfigError(f"threshold value for {key!r} is not a number: {value!r}") from exc
     if math.isnan(v):
-        raise UsageError(f"threshold value for {key!r} is NaN")
+        raise ConfigError(f"threshold value for {key!r} is NaN")
     return key, v
 
 
@@ -97,60 +98,60 @@ class PolicyConfig:
 
     thresholds: Mapping[str, float] = field(default_factory=dict)
     allow: tuple[Network, ...] = ()
-    suppress: float = 600.0
+    suppress: float = defaults.SUPPRESS_SECONDS
     all_flows: bool = False
 
     def __post_init__(self) -> None:
         if not (self.suppress >= 0 and math.isfinite(self.suppress)):
-            raise UsageError(f"suppression interval must be >= 0 seconds, got {self.suppress}")
+            raise ConfigError(f"suppression interval must be >= 0 seconds, got {self.suppress}")
         for k, v in self.thresholds.items():
             if not isinstance(k, str) or not k:
-                raise UsageError(f"bad threshold key {k!r}")
+                raise ConfigError(f"bad threshold key {k!r}")
             if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v):
-                raise UsageError(f"threshold for {k!r} is not a number")
+                raise ConfigError(f"threshold for {k!r} is not a number")
 
-    @staticmethod
-    def from_json(path: str | Path) -> dict[str, Any]:
-        """Read a config file into keyword arguments (validated; unknown keys rejected).
+    @classmethod
+    def from_json(cls, path: str | Path) -> PolicyConfig:
+        """Read a config file into a validated config (unknown keys rejected).
 
         ``{"thresholds": {"c2": 0.9, "flow_lm:anomaly": 8.0},
         "allow": ["10.0.0.0/8", "192.0.2.7"], "suppress": 3600, "all": false}``
         """
         p = Path(path)
         if p.stat().st_size > MAX_CONFIG_BYTES:
-            raise UsageError(f"{p}: config file is larger than {MAX_CONFIG_BYTES} bytes")
+            raise ConfigError(f"{p}: config file is larger than {MAX_CONFIG_BYTES} bytes")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"{p}: config is not valid JSON: {exc}") from exc
+            raise ConfigError(f"{p}: config is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
-            raise UsageError(f"{p}: config must be a JSON object")
+            raise ConfigError(f"{p}: config must be a JSON object")
         unknown = set(data) - {"thresholds", "allow", "suppress", "all"}
         if unknown:
-            raise UsageError(f"{p}: unknown config keys: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"{p}: unknown config keys: {', '.join(sorted(unknown))}")
         out: dict[str, Any] = {}
         th = data.get("thresholds", {})
         if not isinstance(th, dict):
-            raise UsageError(f"{p}: 'thresholds' must be an object of CLASS: number")
+            raise ConfigError(f"{p}: 'thresholds' must be an object of CLASS: number")
         out["thresholds"] = {}
         for k, v in th.items():
             if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise UsageError(f"{p}: threshold for {k!r} is not a number")
+                raise ConfigError(f"{p}: threshold for {k!r} is not a number")
             out["thresholds"][str(k)] = float(v)
         allow = data.get("allow", [])
         if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
-            raise UsageError(f"{p}: 'allow' must be a list of hosts/subnets")
+            raise ConfigError(f"{p}: 'allow' must be a list of hosts/subnets")
         out["allow"] = tuple(parse_network(a) for a in allow)
         if "suppress" in data:
             s = data["suppress"]
             if not isinstance(s, (int, float)) or isinstance(s, bool):
-                raise UsageError(f"{p}: 'suppress' must be a number of seconds")
+                raise ConfigError(f"{p}: 'suppress' must be a number of seconds")
             out["suppress"] = float(s)
         if "all" in data:
             if not isinstance(data["all"], bool):
-                raise UsageError(f"{p}: 'all' must be true or false")
+                raise ConfigError(f"{p}: 'all' must be true or false")
             out["all_flows"] = data["all"]
-        return out
+        return cls(**out)
 
 
 class AllowList:

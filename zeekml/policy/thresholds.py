@@ -18,7 +18,7 @@ Rules (applied once, before the run, by ``score`` and ``tail``):
 * Models that do not declare their classes or range (plugins without
   ``notice_classes`` / ``score_range``, see :mod:`zeekml.models.base`) are not checked.
 
-Every refusal is a :class:`~zeekml.errors.UsageError` (exit 2) naming the key, where it
+Every refusal is a :class:`~zeekml.errors.ConfigError` (exit 2) naming the key, where it
 came from, and what is valid.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.models.base import declared_classes, declared_range
 
 
@@ -73,14 +73,14 @@ def check_thresholds(
         if sep:
             model = _match(model_part, names)
             if model is None:
-                raise UsageError(
+                raise ConfigError(
                     f"{where} {key}={value:g}: no model named {model_part!r} is loaded "
                     f"(models: {', '.join(names)})"
                 )
             own = classes[model]
             cls = cls_part if own is None else _match(cls_part, own)
             if cls is None:
-                raise UsageError(
+                raise ConfigError(
                     f"{where} {key}={value:g}: model {model} has no class {cls_part!r} "
                     f"(its classes: {', '.join(own or ())})"
                 )
@@ -90,7 +90,7 @@ def check_thresholds(
             every = [c for cs in classes.values() if cs for c in cs]
             found = _match(key, dict.fromkeys(every))
             if found is None and not undeclared:
-                raise UsageError(
+                raise ConfigError(
                     f"{where} {key}={value:g}: no loaded model reports a class {key!r} "
                     f"(valid: {_valid_keys(classes)}; or MODEL:CLASS)"
                 )
@@ -100,7 +100,7 @@ def check_thresholds(
             for model in targets:
                 rng = ranges[model]
                 if rng is not None and not rng[0] <= value <= rng[1]:
-                    raise UsageError(
+                    raise ConfigError(
                         f"{where} {key}={value:g}: outside the score range of {model} "
                         f"{_fmt_range(*rng)}"
                     )

@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from zeekml import __version__
-from zeekml.errors import SinkError, UsageError
+from zeekml.errors import ConfigError, SinkError
 from zeekml.sinks.base import Delivery, sink_delivery
 from zeekml.sources.skips import SkipLog
 
@@ -84,18 +84,18 @@ FUTURE_SLACK = 60.0
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
-    """``HOST:PORT`` (IPv6 as ``[::1]:9108``) -> (host, port); UsageError when malformed."""
+    """``HOST:PORT`` (IPv6 as ``[::1]:9108``) -> (host, port); ConfigError when malformed."""
     m = re.fullmatch(r"\[([0-9A-Fa-f:.%\w]+)\]:(\d{1,5})|([^\s:\[\]/]+):(\d{1,5})", spec)
     if m is None:
-        raise UsageError(f"--metrics {spec!r}: use HOST:PORT, e.g. 127.0.0.1:9108 or [::1]:9108")
+        raise ConfigError(f"--metrics {spec!r}: use HOST:PORT, e.g. 127.0.0.1:9108 or [::1]:9108")
     host = m.group(1) or m.group(3)
     port = int(m.group(2) or m.group(4))
     if not 1 <= port <= 65535:
-        raise UsageError(f"--metrics {spec!r}: port must be 1-65535")
+        raise ConfigError(f"--metrics {spec!r}: port must be 1-65535")
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UsageError(f"--metrics {spec!r}: cannot resolve {host!r}: {exc}") from None
+        raise ConfigError(f"--metrics {spec!r}: cannot resolve {host!r}: {exc}") from None
     return host, port
 
 
@@ -151,7 +151,7 @@ class TailMetrics(NullMetrics):
         try:
             from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
         except ImportError as exc:
-            raise UsageError("--metrics needs the prometheus_client package "
+            raise ConfigError("--metrics needs the prometheus_client package "
                              "(pip install prometheus_client)") from exc
 
         self.registry = CollectorRegistry(auto_describe=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -44,7 +45,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from zeekml.errors import FormatError, SinkError
+from zeekml import defaults
+from zeekml.errors import ConfigError, FormatError, SinkError
 from zeekml.models.base import ScoreBatch, Scorer
 from zeekml.policy.incidents import IncidentTracker, flagged_from_decision
 from zeekml.policy.notice import NoticePolicy
@@ -489,12 +491,25 @@ class RunOptions:
     """How ``score`` runs: reading, checkpoints, catch-up of rotated generations."""
 
     read: ReadOptions = field(default_factory=ReadOptions)
-    checkpoint_seconds: float = 60.0
-    max_cursors: int = 100_000
+    checkpoint_seconds: float = defaults.CHECKPOINT_SECONDS
+    max_cursors: int = defaults.MAX_CURSORS
     #: with --state: zeekctl's archive directory searched for rotated generations
     archive: str | None = None
     #: with --state: rotated generations modified longer ago than this are not looked at
-    lookback: float = 7 * 86400.0
+    lookback: float = defaults.LOOKBACK_SECONDS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.read, ReadOptions):
+            raise ConfigError(f"read must be ReadOptions, got {type(self.read).__name__}")
+        if not (self.checkpoint_seconds > 0 and math.isfinite(self.checkpoint_seconds)):
+            raise ConfigError("checkpoint_seconds must be a positive number of seconds, "
+                              f"got {self.checkpoint_seconds}")
+        if self.max_cursors < 1:
+            raise ConfigError(f"max_cursors must be >= 1, got {self.max_cursors}")
+        if not (self.lookback > 0 and not math.isnan(self.lookback)):
+            raise ConfigError(f"lookback must be > 0 seconds, got {self.lookback}")
+        if self.archive is not None and not str(self.archive):
+            raise ConfigError("archive must name a directory")
 
     @property
     def batch_rows(self) -> int:

@@ -46,7 +46,8 @@ from typing import Any
 
 import pandas as pd
 
-from zeekml.errors import StateError
+from zeekml import defaults
+from zeekml.errors import ConfigError, StateError
 from zeekml.records import schema
 from zeekml.runtime.metrics import NullMetrics
 from zeekml.runtime.pipeline import Pipeline
@@ -64,24 +65,24 @@ GATHER_SECONDS = 0.05
 class TailOptions:
     """Knobs of the loop (validated: the CLI passes user values straight in)."""
 
-    batch_rows: int = 16384
+    batch_rows: int = defaults.TAIL_BATCH_ROWS
     max_latency: float = 0.1
     poll_interval: float = 0.25
-    checkpoint_seconds: float = 5.0
+    checkpoint_seconds: float = defaults.TAIL_CHECKPOINT_SECONDS
     rotate: float | None = None
     read_bytes: int = 4 << 20
 
     def __post_init__(self) -> None:
         if self.batch_rows < 1:
-            raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")
+            raise ConfigError(f"batch_rows must be >= 1, got {self.batch_rows}")
         for name in ("max_latency", "poll_interval", "checkpoint_seconds"):
             v = getattr(self, name)
             if not (v > 0 and math.isfinite(v)):
-                raise ValueError(f"{name} must be a positive number of seconds, got {v}")
+                raise ConfigError(f"{name} must be a positive number of seconds, got {v}")
         if self.rotate is not None and not (self.rotate >= 1 and math.isfinite(self.rotate)):
-            raise ValueError(f"rotate must be >= 1 second, got {self.rotate}")
+            raise ConfigError(f"rotate must be >= 1 second, got {self.rotate}")
         if self.read_bytes < 4096:
-            raise ValueError(f"read_bytes must be >= 4096, got {self.read_bytes}")
+            raise ConfigError(f"read_bytes must be >= 4096, got {self.read_bytes}")
 
 
 @dataclass

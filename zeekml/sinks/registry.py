@@ -11,7 +11,7 @@ Examples::
 :data:`BUILTIN_SINKS`; plugins: see below); ``TARGET`` is everything up to the first
 ``?`` and is passed to the factory as is; the query is split on ``&`` and
 percent-decoded. A bad spec, an unknown sink or an unknown option is a
-:class:`~zeekml.errors.UsageError` (exit 2) naming the spec.
+:class:`~zeekml.errors.ConfigError` (exit 2) naming the spec.
 
 ``unit`` is an option of every sink, handled here: ``unit=notice`` (default) gives
 the sink verdict rows, ``unit=incident`` incident records
@@ -38,7 +38,7 @@ from typing import Protocol
 from urllib.parse import parse_qsl
 
 from zeekml import __version__, entrypoints
-from zeekml.errors import SinkError, UsageError, ZeekmlError
+from zeekml.errors import ConfigError, SinkError, ZeekmlError
 from zeekml.sinks.base import Sink
 
 GROUP = "zeekml.sinks"
@@ -77,22 +77,22 @@ class SinkSpec:
 
 
 def parse_spec(spec: str) -> SinkSpec:
-    """Split ``NAME:TARGET?k=v&k=v``; UsageError on a malformed spec or a repeated key."""
+    """Split ``NAME:TARGET?k=v&k=v``; ConfigError on a malformed spec or a repeated key."""
     head, sep, query = spec.partition("?")
     name, _, target = head.partition(":")
     if not _NAME.fullmatch(name):
-        raise UsageError(f"--sink {spec!r}: expected NAME:TARGET?k=v&... with a sink name first")
+        raise ConfigError(f"--sink {spec!r}: expected NAME:TARGET?k=v&... with a sink name first")
     options: dict[str, str] = {}
     if sep:
         try:
             pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
         except ValueError as exc:
-            raise UsageError(f"--sink {spec!r}: bad options {query!r} (use k=v&k=v)") from exc
+            raise ConfigError(f"--sink {spec!r}: bad options {query!r} (use k=v&k=v)") from exc
         for key, value in pairs:
             if not key:
-                raise UsageError(f"--sink {spec!r}: an option without a name in {query!r}")
+                raise ConfigError(f"--sink {spec!r}: an option without a name in {query!r}")
             if key in options:
-                raise UsageError(f"--sink {spec!r}: option {key!r} given twice")
+                raise ConfigError(f"--sink {spec!r}: option {key!r} given twice")
             options[key] = value
     return SinkSpec(name, target, options)
 
@@ -105,11 +105,11 @@ def make_sink(spec: str) -> Sink:
     parsed = parse_spec(spec)
     unit = parsed.options.pop("unit", "notice")
     if unit not in UNITS:
-        raise UsageError(f"--sink {spec!r}: unit={unit!r}: one of {', '.join(UNITS)}")
+        raise ConfigError(f"--sink {spec!r}: unit={unit!r}: one of {', '.join(UNITS)}")
     installed = discover()
     info = entrypoints.find(installed, parsed.name)
     if info is None:
-        raise UsageError(
+        raise ConfigError(
             f"--sink {spec!r}: no sink named {parsed.name!r} "
             f"(installed: {', '.join(entrypoints.names(installed))})"
         )
@@ -122,7 +122,7 @@ def make_sink(spec: str) -> Sink:
     except ZeekmlError:
         raise
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"--sink {spec!r}: {exc}") from exc
+        raise ConfigError(f"--sink {spec!r}: {exc}") from exc
     except OSError as exc:
         raise SinkError(f"--sink {spec!r}: {exc}") from exc
     if not isinstance(sink, Sink):
@@ -139,7 +139,7 @@ def make_sink(spec: str) -> Sink:
                 sink.unit = "incident"  # type: ignore[attr-defined]
                 sink.name = f"{sink.name}?unit=incident"
         except AttributeError as exc:
-            raise UsageError(f"--sink {spec!r}: this sink cannot take incidents: {exc}") from exc
+            raise ConfigError(f"--sink {spec!r}: this sink cannot take incidents: {exc}") from exc
     return sink
 
 

@@ -139,6 +139,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from zeekml import defaults
 from zeekml.errors import FormatError, StateError
 from zeekml.sources.binetflow_state import (
     ICMP,
@@ -228,7 +229,7 @@ class BinetflowParser(CsvParser):
 
     format = "binetflow"
 
-    def __init__(self, path: str, skips: Any = None, *, batch_rows: int = 65536,
+    def __init__(self, path: str, skips: Any = None, *, batch_rows: int = defaults.BATCH_ROWS,
                  options: ReadOptions | None = None) -> None:
         super().__init__(path, skips, batch_rows=batch_rows)
         self.options = options or ReadOptions(batch_rows=batch_rows)

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from zeekml import defaults
 from zeekml.errors import FormatError, StateError
 from zeekml.sources.lines import LineParser, line_spans
 from zeekml.sources.sift import read_fast, sift
@@ -69,7 +70,7 @@ class CsvParser(LineParser):
     format = "csv"
     delimiter = ","
 
-    def __init__(self, path: str, skips: Any = None, *, batch_rows: int = 65536) -> None:
+    def __init__(self, path: str, skips: Any = None, *, batch_rows: int = defaults.BATCH_ROWS) -> None:
         super().__init__(path, skips, batch_rows=batch_rows)
         self.fields: list[str] | None = None
         self._ignore = 0  # following non-blank lines that are not data (a trailer)

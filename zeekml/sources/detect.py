@@ -34,6 +34,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from zeekml import defaults
 from zeekml.errors import FormatError
 from zeekml.sources.options import ReadOptions
 from zeekml.sources.skips import SkipLog
@@ -124,7 +125,7 @@ ParserFactory = Callable[..., Any]
 def _lazy(module: str, attr: str) -> ParserFactory:
     """A factory that imports ``module`` only when a parser is first made."""
 
-    def make(path: str, skips: SkipLog, *, batch_rows: int = 65536,
+    def make(path: str, skips: SkipLog, *, batch_rows: int = defaults.BATCH_ROWS,
              options: ReadOptions | None = None) -> Any:
         try:
             cls = getattr(importlib.import_module(module), attr)
@@ -164,7 +165,7 @@ def _construct(factory: Callable[..., Any], path: str, skips: SkipLog, batch_row
     return factory(path, skips, batch_rows=batch_rows)
 
 
-def open_parser(fmt: str, path: str, skips: SkipLog, *, batch_rows: int = 65536,
+def open_parser(fmt: str, path: str, skips: SkipLog, *, batch_rows: int = defaults.BATCH_ROWS,
                 options: ReadOptions | None = None) -> Any:
     """An incremental parser for a text format (see :data:`PARSERS`).
 

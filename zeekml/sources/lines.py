@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from zeekml import defaults
 from zeekml.errors import StateError
 from zeekml.records import schema
 from zeekml.sources.skips import SkipLog
@@ -59,7 +60,7 @@ class LineParser:
 
     format = "text"
 
-    def __init__(self, path: str, skips: SkipLog | None = None, *, batch_rows: int = 65536) -> None:
+    def __init__(self, path: str, skips: SkipLog | None = None, *, batch_rows: int = defaults.BATCH_ROWS) -> None:
         if batch_rows < 1:
             raise ValueError("batch_rows must be >= 1")
         self.path = str(path)

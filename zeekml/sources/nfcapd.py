@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 
+from zeekml import defaults
 from zeekml.errors import FormatError
 from zeekml.sources.nfdump_json import NfdumpJsonParser
 from zeekml.sources.skips import SkipLog
@@ -70,7 +71,7 @@ def nfcapd_files(path: str) -> list[str]:
 
 
 def iter_nfcapd(
-    path: str, skips: SkipLog | None = None, batch_rows: int = 65536, *, chunk: int = 1 << 20
+    path: str, skips: SkipLog | None = None, batch_rows: int = defaults.BATCH_ROWS, *, chunk: int = 1 << 20
 ) -> Iterator[pd.DataFrame]:
     """Canonical batches of an nfcapd file (or directory) read by the real ``nfdump``.
 

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from zeekml import defaults
 from zeekml.errors import FormatError
 from zeekml.sources.csv_parser import CsvParser, split_header
 from zeekml.sources.nfdump_map import BIG, canonical_frame
@@ -72,7 +73,7 @@ class NfdumpCsvParser(CsvParser):
 
     format = "nfdump_csv"
 
-    def __init__(self, path: str, skips: Any = None, *, batch_rows: int = 65536) -> None:
+    def __init__(self, path: str, skips: Any = None, *, batch_rows: int = defaults.BATCH_ROWS) -> None:
         super().__init__(path, skips, batch_rows=batch_rows)
         #: tunnel annotation lines dropped (not flows; see the module docstring)
         self.tunnel_lines = 0

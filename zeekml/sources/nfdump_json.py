@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
+from zeekml import defaults
 from zeekml.errors import StateError
 from zeekml.sources.lines import LineParser, line_spans
 from zeekml.sources.nfdump_map import BIG, canonical_frame
@@ -62,7 +63,7 @@ class NfdumpJsonParser(LineParser):
     format = "nfdump_json"
 
     def __init__(
-        self, path: str, skips: Any = None, *, batch_rows: int = 65536, record_numbers: bool = False
+        self, path: str, skips: Any = None, *, batch_rows: int = defaults.BATCH_ROWS, record_numbers: bool = False
     ) -> None:
         super().__init__(path, skips, batch_rows=batch_rows)
         self.record_numbers = record_numbers

@@ -15,20 +15,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from zeekml.errors import UsageError
+from zeekml import defaults
+from zeekml.errors import ConfigError
 
 if TYPE_CHECKING:
     from zeekml.sources.biflow import PairOptions
 
 #: flows per canonical batch unless a command says otherwise
-DEFAULT_BATCH_ROWS = 65536
+DEFAULT_BATCH_ROWS = defaults.BATCH_ROWS
 #: seconds of log time a one-way NetFlow record waits for its reverse (zeekml.sources.biflow)
 DEFAULT_PAIR_HOLD = 120.0
 
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """Reading options (validated; a bad value is a :class:`UsageError`).
+    """Reading options (validated; a bad value is a :class:`ConfigError`).
 
     ``batch_rows``  most flows per canonical batch;
     ``tz``          IANA zone for timestamps written without one (Argus binetflow
@@ -46,17 +47,17 @@ class ReadOptions:
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_rows, int) or self.batch_rows < 1:
-            raise UsageError(f"batch size must be >= 1 flow, got {self.batch_rows!r}")
+            raise ConfigError(f"batch size must be >= 1 flow, got {self.batch_rows!r}")
         if self.tz is not None:
             try:
                 ZoneInfo(self.tz)
             except (ZoneInfoNotFoundError, ValueError) as exc:
-                raise UsageError(f"--tz {self.tz!r}: not a known time zone (e.g. UTC, "
+                raise ConfigError(f"--tz {self.tz!r}: not a known time zone (e.g. UTC, "
                                  "Europe/Prague, America/New_York)") from exc
 
         hold = self.pair_hold
         if not (isinstance(hold, (int, float)) and math.isfinite(hold) and 0 < hold <= 86400):
-            raise UsageError(f"--pair-hold must be > 0 and <= 86400 seconds, got {hold!r}")
+            raise ConfigError(f"--pair-hold must be > 0 and <= 86400 seconds, got {hold!r}")
 
     def pair_options(self) -> PairOptions | None:
         """The pairing stage's options, or None when pairing is off."""
@@ -94,7 +95,7 @@ def add_read_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_options_from(args: Any, batch_rows: int | None = None) -> ReadOptions:
-    """The validated :class:`ReadOptions` of a parsed command line (UsageError if bad)."""
+    """The validated :class:`ReadOptions` of a parsed command line (ConfigError if bad)."""
     return ReadOptions(batch_rows=batch_rows or DEFAULT_BATCH_ROWS, tz=getattr(args, "tz", None),
                        pair=getattr(args, "pair", True),
                        pair_hold=getattr(args, "pair_hold", DEFAULT_PAIR_HOLD))

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.records import schema
 
 #: seconds of log time an open record waits for its reverse (see the module docstring)
@@ -57,7 +57,7 @@ _K6, _R6 = _kind_table(_ICMP6)
 
 @dataclass(frozen=True)
 class PairOptions:
-    """How records are paired (validated: a bad value is a :class:`UsageError`)."""
+    """How records are paired (validated: a bad value is a :class:`ConfigError`)."""
 
     hold: float = DEFAULT_HOLD
     slack: float = DEFAULT_SLACK
@@ -66,13 +66,13 @@ class PairOptions:
     def __post_init__(self) -> None:
         if not (isinstance(self.hold, (int, float)) and math.isfinite(self.hold)
                 and 0 < self.hold <= MAX_HOLD):
-            raise UsageError(f"--pair-hold must be > 0 and <= {MAX_HOLD:.0f} seconds, "
+            raise ConfigError(f"--pair-hold must be > 0 and <= {MAX_HOLD:.0f} seconds, "
                              f"got {self.hold!r}")
         if not (isinstance(self.slack, (int, float)) and math.isfinite(self.slack)
                 and 0 <= self.slack <= MAX_HOLD):
-            raise UsageError(f"pairing slack must be >= 0 seconds, got {self.slack!r}")
+            raise ConfigError(f"pairing slack must be >= 0 seconds, got {self.slack!r}")
         if not isinstance(self.max_held, int) or self.max_held < 1:
-            raise UsageError(f"pairing max_held must be >= 1 record, got {self.max_held!r}")
+            raise ConfigError(f"pairing max_held must be >= 1 record, got {self.max_held!r}")
 
 
 def _seg_cummax(values: np.ndarray, start: np.ndarray) -> np.ndarray:

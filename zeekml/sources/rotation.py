@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.sources.generation import Generation, identify, match_cursor
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,13 @@ _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0
 
 
 def parse_duration(text: str) -> float:
-    """``3600``, ``90s``, ``30m``, ``12h``, ``7d``, ``2w`` -> seconds (UsageError if bad)."""
+    """``3600``, ``90s``, ``30m``, ``12h``, ``7d``, ``2w`` -> seconds (ConfigError if bad)."""
     m = _DURATION.match(str(text))
     if not m:
-        raise UsageError(f"not a duration: {text!r} (use seconds or 30m, 12h, 7d, 2w)")
+        raise ConfigError(f"not a duration: {text!r} (use seconds or 30m, 12h, 7d, 2w)")
     seconds = float(m.group(1)) * _UNITS[m.group(2)]
     if seconds <= 0:
-        raise UsageError(f"duration must be > 0, got {text!r}")
+        raise ConfigError(f"duration must be > 0, got {text!r}")
     return seconds
 
 

@@ -66,6 +66,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from zeekml import defaults
 from zeekml.errors import StateError
 from zeekml.records import schema
 from zeekml.sources.lines import LineParser, arrow_to_canonical, line_spans
@@ -261,7 +262,7 @@ class ZeekTsvParser(LineParser):
 
     format = "zeek_tsv"
 
-    def __init__(self, path: str, skips: Any = None, *, batch_rows: int = 65536) -> None:
+    def __init__(self, path: str, skips: Any = None, *, batch_rows: int = defaults.BATCH_ROWS) -> None:
         super().__init__(path, skips, batch_rows=batch_rows)
         self.header = ZeekHeader()
         self._plan: _Plan | None = None

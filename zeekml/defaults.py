@@ -1,0 +1,35 @@
+"""Every default a user can change, stated once.
+
+Options objects, the CLI's ``--help`` texts and the trainers read their defaults here, so a
+default changes in one place and the help never disagrees with the code. Nothing here is
+imported from below (no zeekml imports): every layer may depend on it.
+"""
+
+from __future__ import annotations
+
+#: onnxruntime (and torch, when training) threads per process
+THREADS = 2
+#: flows per batch read from a file and scored together (memory bound of ``score``)
+BATCH_ROWS = 65536
+#: flows per batch in ``tail`` (smaller: latency matters more than throughput there)
+TAIL_BATCH_ROWS = 16384
+#: windows per onnxruntime call
+MODEL_BATCH = 4096
+#: hosts whose windows are kept (the least recently seen are evicted beyond it)
+MAX_HOSTS = 1_000_000
+#: seconds of silence after which a host's window is dropped
+IDLE_TIMEOUT = 3600.0
+#: seconds one notice stands for the later crossings of its (host, verdict, model)
+SUPPRESS_SECONDS = 600.0
+#: seconds between state checkpoints of ``score`` over large inputs
+CHECKPOINT_SECONDS = 60.0
+#: seconds between state checkpoints of ``tail``
+TAIL_CHECKPOINT_SECONDS = 5.0
+#: how far back ``score --state`` and ``tail`` look for rotated generations (7 days)
+LOOKBACK_SECONDS = 7 * 86400.0
+#: input cursors a state file keeps
+MAX_CURSORS = 100_000
+#: seconds of log time without a flagged flow after which an incident closes
+INCIDENT_GAP = 1800.0
+#: seconds of log time between the updates of an incident still going on
+INCIDENT_UPDATE = 3600.0
