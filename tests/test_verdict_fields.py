@@ -100,3 +100,18 @@ def test_message_says_the_decision(tmp_path: Path) -> None:
         assert rows.any(), decision
         assert msgs[rows].str.contains(needle, regex=False).all(), decision
     assert not msgs[(df["decision"] == "below").to_numpy()].str.contains(">=", regex=False).any()
+
+
+def test_context_of_notices_is_the_same_with_and_without_all(tmp_path: Path) -> None:
+    """Context uids are built only for the rows that can be written (the crossings, or
+    every row with --all): a notice's context does not depend on --all."""
+    need(HELD_OUT.exists(), f"the capture {HELD_OUT}")
+    every = _run(tmp_path, HELD_OUT, "--suppress", "0")
+    out = tmp_path / "notices.log"
+    assert main(["-q", "score", "--suppress", "0", "--out", str(out), str(HELD_OUT)]) == 0
+    notices = read_zeek_ascii(out)
+    assert len(notices) and notices["context"].notna().any()
+    key = ["uid", "model"]
+    both = notices.merge(every[every["notice"]], on=key, suffixes=("", "_all"), validate="1:1")
+    assert len(both) == len(notices)
+    assert (both["context"].fillna("") == both["context_all"].fillna("")).all()

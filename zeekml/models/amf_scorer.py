@@ -25,6 +25,7 @@ output shapes, before anything is scored.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import numpy as np
 import onnxruntime as ort
@@ -32,7 +33,7 @@ import pandas as pd
 
 from zeekml.errors import ModelError, StateError
 from zeekml.features.flow_stats import flow_features
-from zeekml.models.base import ScoreBatch
+from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
 from zeekml.models.registry import ScorerOptions
 from zeekml.windows.host_window import WINDOW_FEATURES, WINDOW_KEYS, HostWindows
@@ -112,6 +113,11 @@ def context_uids(att: np.ndarray, mask: np.ndarray, uids: np.ndarray, k: int = C
     return out
 
 
+def _context_rows(att: np.ndarray, mask: np.ndarray, uids: np.ndarray,
+                  rows: np.ndarray) -> np.ndarray:
+    return context_uids(att[rows], mask[rows], uids[rows])
+
+
 class AmfScorer:
     """Scorer for an AMF-LSTM card (see the module docstring for the outputs)."""
 
@@ -180,7 +186,7 @@ class AmfScorer:
             extra={
                 "alt": alt,
                 "alt_score": np.where(has_alt, probs[np.arange(b), alt_i], np.nan),
-                "context": context_uids(att, w.mask, w.uids),
+                "context": Deferred(b, partial(_context_rows, att, w.mask, w.uids)),
             },
         )
 

@@ -11,11 +11,33 @@ that class; :mod:`zeekml.policy.notice` decides what becomes a notice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A per-flow column computed only for the rows that need it.
+
+    Context uids are lists per flow, costly to build (string decoding, Python lists) and
+    written only for notices unless ``--all``: a scorer may hand the pipeline a
+    ``Deferred`` instead of the array, and the pipeline asks for the rows it writes.
+    ``take(rows)`` returns an object array ``[len(rows)]``; it must be called before the
+    scorer's next ``score`` (it may read the scorer's buffers).
+    """
+
+    n: int
+    compute: Callable[[np.ndarray], np.ndarray]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self.compute(np.asarray(rows, dtype=np.int64))
 
 
 @dataclass
@@ -27,14 +49,15 @@ class ScoreBatch:
                   (AMF: the most probable non-normal class; LM: ``"anomaly"``)
     ``threshold`` float64 [B], the card's calibrated threshold for ``cls``
     ``extra``     name -> array [B] of analyst context, written as extra output
-                  columns (e.g. ``alt``, ``alt_p``, ``context`` as lists of uids)
+                  columns (e.g. ``alt``, ``alt_p``, ``context`` as lists of uids;
+                  ``context`` may be a :class:`Deferred`)
     """
 
     model: str
     score: np.ndarray
     cls: np.ndarray
     threshold: np.ndarray
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, np.ndarray | Deferred] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.score)

@@ -47,9 +47,9 @@ import pyarrow as pa
 
 from zeekml import defaults
 from zeekml.errors import ConfigError, FormatError, SinkError
-from zeekml.models.base import ScoreBatch, Scorer
+from zeekml.models.base import Deferred, ScoreBatch, Scorer
 from zeekml.policy.incidents import IncidentTracker, flagged_from_decision
-from zeekml.policy.notice import NoticePolicy
+from zeekml.policy.notice import NoticePolicy, crosses
 from zeekml.records.verdicts import empty_verdicts
 from zeekml.runtime.state import RunState, StateStore, journal_factory
 from zeekml.sinks.base import Delivery, RunContext, Sink, call_optional, sink_delivery
@@ -73,10 +73,19 @@ SETTLE_SECONDS = 60.0
 # --------------------------------------------------------------------------- pure core
 
 
-def _context_cells(ctx: Any, n: int) -> np.ndarray:
-    """Per-row uid lists from a scorer's ``context`` (object array of lists or 2-D array)."""
+def _context_cells(ctx: Any, n: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per-row uid lists from a scorer's ``context`` (object array of lists, 2-D array or
+    :class:`Deferred`), for every row or only ``rows`` (the others stay missing)."""
     out = np.empty(n, dtype=object)
     if ctx is None:
+        return out
+    if isinstance(ctx, Deferred):
+        idx = np.arange(n) if rows is None else rows
+        if len(idx):
+            out[idx] = ctx.take(idx)
+        return out
+    if rows is not None:
+        out[rows] = _context_cells(ctx, n)[rows]
         return out
     arr = np.asarray(ctx, dtype=object) if not isinstance(ctx, np.ndarray) else ctx
     if arr.ndim == 2:
@@ -112,12 +121,14 @@ def _missing_str(n: int) -> pd.Series:
         types_mapper={pa.large_string(): _STR}.get))
 
 
-def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch]) -> pd.DataFrame:
+def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch],
+             context: bool = True) -> pd.DataFrame:
     """Flows and each model's :class:`ScoreBatch` -> scored rows (flow-major), with ``cls``.
 
     The result has the verdict columns (``verdict``/``notice``/``n`` not yet decided)
     plus ``cls``, the class each model would report; :meth:`NoticePolicy.decide` turns
-    it into verdict rows.
+    it into verdict rows. With ``context=False`` the ``context`` column is left empty,
+    for :func:`fill_context` to fill where it is needed.
     """
     n, k = len(flows), len(batches)
     for b in batches:
@@ -159,11 +170,26 @@ def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch]) -> pd.DataFrame
                          stack([np.full(n, np.nan) if v is None else v for v in alt_score],
                                np.float64))
     cols["n"] = pd.array(np.ones(n * k, dtype=np.int64), dtype="Int64")
-    ctx = extra("context")
+    ctx = extra("context") if context else None
     cols["context"] = pd.Series(np.empty(n * k, dtype=object) if ctx is None else
                                 stack([_context_cells(v, n) for v in ctx], object), dtype=object)
     cols["cls"] = cls
     return pd.DataFrame(cols)
+
+
+def fill_context(scored: pd.DataFrame, batches: Sequence[ScoreBatch], need: np.ndarray) -> None:
+    """Fill ``scored``'s ``context`` (flow-major rows of :func:`assemble`) where ``need``."""
+    k = len(batches)
+    if not k or not need.any():
+        return
+    cells = np.empty(len(scored), dtype=object)
+    n = len(scored) // k
+    for m, b in enumerate(batches):
+        ctx = b.extra.get("context")
+        rows = np.flatnonzero(need[m::k])
+        if ctx is not None and len(rows):
+            cells[m::k] = _context_cells(ctx, n, rows)
+    scored["context"] = pd.Series(cells, dtype=object)
 
 
 def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePolicy
@@ -171,9 +197,20 @@ def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePo
     """Score a canonical flow batch with every scorer and decide: the rows to write now.
 
     Pure apart from the scorers' and the policy's own state (per-host windows,
-    suppression windows), which is what makes consecutive batches one stream.
+    suppression windows), which is what makes consecutive batches one stream. The
+    context uids (costly lists) are built only for the rows that can be written: every
+    row with ``--all``, else the rows whose score crosses its threshold (notices, and
+    the suppressed or allow-listed crossings the policy may keep).
     """
-    return policy.decide(assemble(flows, [s.score(flows) for s in scorers]))
+    batches = [s.score(flows) for s in scorers]
+    scored = assemble(flows, batches, context=False)
+    if policy.config.all_flows:
+        need = np.ones(len(scored), dtype=bool)
+    else:
+        need = crosses(scored["score"].to_numpy(dtype=np.float64, na_value=np.nan),
+                       policy.thresholds(scored))
+    fill_context(scored, batches, need)
+    return policy.decide(scored)
 
 
 # --------------------------------------------------------------------------- counters
