@@ -36,6 +36,7 @@ from zeekml.features.flow_stats import flow_features
 from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
 from zeekml.models.registry import ScorerOptions
+from zeekml.models.session import open_session
 from zeekml.windows.host_window import WINDOW_FEATURES, WINDOW_KEYS, HostWindows
 
 log = logging.getLogger(__name__)
@@ -132,16 +133,7 @@ class AmfScorer:
         #: what --threshold may name, and the range its scores (1 - P(normal)) live in
         self.notice_classes = tuple(c for c in classes if c != "normal")
         self.score_range = (0.0, 1.0)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = options.threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(card.onnx_path), sess_options=so, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"{card.onnx_path}: onnxruntime cannot load the model: {exc}") from exc
+        self.session = open_session(card.onnx_path, options.threads)
         _check_graph(self.session, card, window, len(classes))
         self.windows = HostWindows(
             window, key, max_hosts=options.max_hosts, idle_timeout=options.idle_timeout

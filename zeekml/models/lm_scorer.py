@@ -45,6 +45,7 @@ from zeekml.features.tokens import Tokenizer, TokenizerSpec
 from zeekml.models.base import ScoreBatch
 from zeekml.models.card import ModelCard
 from zeekml.models.registry import ScorerOptions
+from zeekml.models.session import open_session
 from zeekml.windows.conversation import KEY_NAME, ConversationWindows
 
 log = logging.getLogger(__name__)
@@ -136,16 +137,7 @@ class LmScorer:
         self.name = card.name
         self.context, spec = validate_card(card)
         self.tokenizer = Tokenizer(spec)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = options.threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(card.onnx_path), sess_options=so, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"{card.onnx_path}: onnxruntime cannot load the model: {exc}") from exc
+        self.session = open_session(card.onnx_path, options.threads)
         _check_graph(self.session, card, self.context, len(spec.components))
         trained = card.data["conversation"].get("idle_timeout")
         if isinstance(trained, (int, float)) and float(trained) != options.idle_timeout:
