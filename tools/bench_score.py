@@ -13,7 +13,11 @@ per-host state of each model (bytes per tracked key, from the state file's array
 The input is generated with ``tools/gen_conn_log.py`` (real rows of the shared
 captures, varied) unless ``--file`` names an existing conn.log.
 
-Usage: ``python tools/bench_score.py [--rows 1000000] [--file F] [--model M ...] [--all]``
+``--hosts`` makes the input a scan instead: one originator sending a SYN to ``--rows``
+distinct addresses, so every flow opens a new key in each model's per-host and
+per-conversation state (the memory worst case; target < 1.5 GB at 1M hosts).
+
+Usage: ``python tools/bench_score.py [--rows 1000000] [--file F] [--hosts] [--model M ...] [--all]``
 """
 
 from __future__ import annotations
@@ -39,6 +43,33 @@ t = time.perf_counter()
 df = LogToDataFrame().create_dataframe(sys.argv[1])
 print(len(df), time.perf_counter() - t)
 """
+
+
+SCAN_HEADER = (
+    "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n"
+    "#path\tconn\n#open\t2024-01-01-00-00-00\n"
+    "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\t"
+    "duration\torig_bytes\tresp_bytes\tconn_state\tlocal_orig\tmissed_bytes\thistory\t"
+    "orig_pkts\torig_ip_bytes\tresp_pkts\tresp_ip_bytes\ttunnel_parents\n"
+    "#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\t"
+    "count\tstring\tbool\tcount\tstring\tcount\tcount\tcount\tcount\ttable[string]\n"
+)
+
+
+def write_scan(path: Path, rows: int, start: float = 1_700_000_000.0) -> None:
+    """A SYN scan of ``rows`` distinct addresses (10.0.0.0/8 upward), 1 ms apart."""
+    i = np.arange(rows, dtype=np.int64)
+    addr = 0x0A000000 + 1 + i
+    dotted = [f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}" for a in addr.tolist()]
+    ts = start + i * 0.001
+    with path.open("w") as fh:
+        fh.write(SCAN_HEADER)
+        for k in range(0, rows, 100_000):
+            fh.write("".join(
+                f"{ts[j]:.6f}\tCscan{j:013d}\t192.168.1.66\t{40000 + j % 20000}\t{dotted[j]}"
+                "\t23\ttcp\t-\t-\t-\t-\tS0\t-\t0\tS\t1\t44\t0\t0\t(empty)\n"
+                for j in range(k, min(rows, k + 100_000))))
+        fh.write("#close\t2024-01-01-00-00-00\n")
 
 
 def _child_peak_kib() -> int:
@@ -93,11 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all", action="store_true", help="write every verdict, not only notices")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the generated file and outputs")
+    ap.add_argument("--hosts", action="store_true",
+                    help="input: a scan of --rows distinct hosts (memory worst case)")
     args = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="zeekml-bench-"))
     path = args.file
-    if path is None:
+    if path is None and args.hosts:
+        path = tmp / "scan.log"
+        write_scan(path, args.rows)
+    elif path is None:
         path = tmp / "conn.log"
         subprocess.run([sys.executable, str(REPO / "tools" / "gen_conn_log.py"), str(path),
                         "--rows", str(args.rows)], check=True)

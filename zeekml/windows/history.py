@@ -13,7 +13,10 @@ numpy gathers instead of a Python loop per flow:
   partitions all give the same windows).
 
 Bounded memory: at most ``max_keys`` slots; when full, the least recently used slots
-are evicted (10% at once, so eviction cost is amortized). Idle expiry is by *log* time
+are evicted (10% at once, so eviction cost is amortized). The item buffers are allocated
+once for ``max_keys`` slots with ``np.zeros`` (calloc: the kernel maps pages only when a
+slot is first written, so resident memory follows the keys in use) instead of growing by
+doubling, whose copy briefly held the old and the new buffers (a 1.5x peak). Idle expiry is by *log* time
 (``ts``), never the wall clock, so replaying an archive equals running live: items
 older than ``idle_timeout`` before the current row are masked out of its window.
 Slots are not freed for being idle at a batch end: Zeek writes conn.log in connection
@@ -89,9 +92,12 @@ class KeyedHistory:
         self._last_ts = np.concatenate([self._last_ts, np.zeros(new_cap - old)])
         self._last_use = np.concatenate([self._last_use, np.zeros(new_cap - old, np.int64)])
         for name, spec in self.fields.items():
-            add = np.zeros((new_cap - old, self.depth, *spec.shape), dtype=spec.dtype)
             cur = self._buf.get(name)
-            self._buf[name] = add if cur is None else np.concatenate([cur, add])
+            if cur is None:  # once, for every slot there can be: pages mapped on first write
+                cur = np.zeros((self.max_keys, self.depth, *spec.shape), dtype=spec.dtype)
+                self._buf[name] = cur
+            if len(cur) < new_cap:  # pragma: no cover - the buffers hold max_keys slots
+                raise AssertionError("item buffers smaller than the slot arrays")
         self._free.extend(range(new_cap - 1, old - 1, -1))
         self._cap = new_cap
 
@@ -99,9 +105,10 @@ class KeyedHistory:
         return len(self._slot_of)
 
     def memory_bytes(self) -> int:
-        """Bytes held by the slot arrays (not counting the key dict)."""
+        """Bytes of the slot arrays in use (not counting the key dict; the item buffers'
+        pages beyond the slots in use are not resident)."""
         total = self._count.nbytes + self._last_ts.nbytes + self._last_use.nbytes
-        total += self._keys.nbytes + sum(b.nbytes for b in self._buf.values())
+        total += self._keys.nbytes + sum(b.strides[0] * self._cap for b in self._buf.values())
         return int(total)
 
     def _release(self, slots: np.ndarray) -> None:
@@ -223,7 +230,10 @@ class KeyedHistory:
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, np.ndarray]:
         """Plain arrays describing every live key (for ``np.savez``; no pickle)."""
-        live = np.nonzero(self._keys != None)[0]  # noqa: E711
+        live: np.ndarray | slice = np.nonzero(self._keys != None)[0]  # noqa: E711
+        m = len(live)
+        if m and live[-1] == m - 1:  # slots 0..m-1 in use (no eviction yet): views, no copy
+            live = slice(0, m)
         out = {
             "version": np.array(STATE_VERSION),
             "depth": np.array(self.depth),
