@@ -17,12 +17,6 @@ ROOT = REPO / "zeekml"
 
 #: circles between subpackages that are known, with why they are still there
 ALLOWED_PACKAGE_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"zeekml.features", "zeekml.windows"}): (
-        "features/tokens.py imports is_private from windows/host_window.py, which imports "
-        "features/flow_stats.py; the model work is changing both modules. Fix: move "
-        "is_private (an address test, no window in it) below both, e.g. to "
-        "zeekml/records/addresses.py, and import it from there (policy/incidents.py too)"
-    ),
     frozenset({"zeekml.cli", "zeekml.runtime"}): (
         "runtime/spark.py's run_cli imports cli/guards.py; the Spark split (issue 13 item 1: "
         "only cli/ knows argparse) moves run_cli into cli/"

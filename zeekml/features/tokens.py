@@ -246,7 +246,7 @@ _MCAST = ("224.", "225.", "226.", "227.", "228.", "229.", "230.", "231.", "232."
 
 def direction_codes(flows: pd.DataFrame) -> np.ndarray:
     """Locality of originator and responder -> a :data:`DIR_LABELS` code."""
-    from zeekml.windows.host_window import is_private  # local import: no cycle at load
+    from zeekml.records.addresses import is_private
 
     lo = flows["local_orig"].fillna(False).to_numpy(dtype=bool) | is_private(flows["orig_h"])
     lr = flows["local_resp"].fillna(False).to_numpy(dtype=bool) | is_private(flows["resp_h"])

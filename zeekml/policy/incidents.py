@@ -18,7 +18,7 @@ holds flows of each kind). A flow is inbound when its responder is local and its
 originator is not: local as Zeek marked it (``local_orig``/``local_resp``, from
 ``Site::local_nets``) when it marked either side of the flow, else by address
 (RFC 1918, unique-local, link-local and loopback ranges; see
-:func:`zeekml.windows.host_window.is_private`). Models that report the same class for
+:func:`zeekml.records.addresses.is_private`). Models that report the same class for
 one host share its incidents.
 
 **Episode (log time).** Each flagged flow has an *activity time*: the stream's log
@@ -62,8 +62,8 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.errors import ConfigError, StateError
+from zeekml.records.addresses import is_private
 from zeekml.records.incidents import INCIDENT_COLUMNS, INCIDENT_DTYPES, empty_incidents
-from zeekml.windows.host_window import is_private
 
 STATE_VERSION = 1
 DEFAULT_GAP = defaults.INCIDENT_GAP

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from zeekml.features.flow_stats import FEATURES, N_FEATURES
+from zeekml.records.addresses import is_private
 from zeekml.windows.history import FieldSpec, KeyedHistory
 
 WINDOW_KEYS = ("orig", "resp", "local")
@@ -49,18 +50,6 @@ class Windows:
     x: np.ndarray
     mask: np.ndarray
     uids: np.ndarray
-
-
-_PRIVATE_PREFIXES = (
-    "10.", "192.168.", "127.", "169.254.", "fc", "fd", "fe80:", "::1",
-    *(f"172.{i}." for i in range(16, 32)),
-)
-
-
-def is_private(addr: pd.Series) -> np.ndarray:
-    """Vectorized RFC 1918 / ULA / link-local / loopback test on address strings."""
-    s = addr.fillna("").astype(str).str.lower()
-    return s.str.startswith(_PRIVATE_PREFIXES).to_numpy(dtype=bool)
 
 
 def key_sides(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, pd.Series]:
