@@ -95,6 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="with --corpus: score every capture with a model that never saw it, "
                          "write the out-of-fold scores here, calibrate the threshold on them "
                          "and record the results in the card")
+    lm.add_argument("--loco-folds", nargs="+", metavar="FOLD",
+                    help="with --loco: train only these folds (capture names, or small-N for "
+                         "the groups of small captures); captures of the other folds are left "
+                         "out of the out-of-fold file and the card says which (default: all)")
     lm.add_argument("--context", type=int, default=4, help="words of context T (default 4)")
     lm.add_argument("--epochs", type=int, default=None,
                     help="maximum epochs of 20-100 optimizer steps (default 60; training stops "
@@ -108,9 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--min-above", type=int, default=None,
                     help="benign flows that must support the threshold; fewer above the target "
                          "rate and the tail is modelled from this many (default 50)")
-    lm.add_argument("--score-weights", metavar="TERM=W,...",
+    lm.add_argument("--score-weights", metavar="[max:]TERM=W,...",
                     help="score = sum of weight x term over nll (given context), nll0 (given no "
-                         "context), unigram (default: the shipped design)")
+                         "context), unigram; with the prefix 'max:' the largest weighted term "
+                         "(default: the shipped design)")
     lm.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     lm.add_argument("--drop-malicious", action="store_true",
                     help="with --data: use labels only to leave flows labeled malicious out")

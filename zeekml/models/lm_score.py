@@ -8,7 +8,8 @@ object says how they combine::
 
     "score": {"weights": {"nll": 0.5, "nll0": 0.0, "unigram": 0.5}, "rule": "..."}
 
-``score = sum(weight * term)``. Why a combination: a sequence model alone learns an
+``score = sum(weight * term)``, or with ``"combine": "max"`` the largest weighted term
+(``max(weight * term)`` over the terms whose weight is > 0). Why a combination: a sequence model alone learns an
 attack from the attack's own conversation (a scanner's thousandth probe is perfectly
 predictable after the first), while word rarity alone cannot tell a rare word that
 its context explains from one that nothing explains; the weights are chosen by
@@ -28,6 +29,7 @@ from zeekml.features.tokens import UNK
 from zeekml.models.card import ModelCard
 
 TERMS = ("nll", "nll0", "unigram")
+COMBINE = ("sum", "max")
 DEFAULT_WEIGHTS = {"nll": 1.0, "nll0": 0.0, "unigram": 0.0}
 
 
@@ -65,6 +67,10 @@ class ScoreRule:
     nll: float = 1.0
     nll0: float = 0.0
     unigram: float = 0.0
+    #: "sum" of the weighted terms, or their "max" (a flow is as anomalous as its most
+    #: surprising view: a word the conversation explains but that is rare anywhere, or
+    #: a common word this conversation has never said)
+    how: str = "sum"
 
     @classmethod
     def from_card(cls, card: ModelCard) -> ScoreRule:
@@ -82,12 +88,19 @@ class ScoreRule:
             vals[k] = float(v)
         if sum(vals.values()) <= 0:
             raise ModelError(f"{card.path}: score weights are all zero")
-        return cls(**vals)
+        how = obj.get("combine", "sum")
+        if how not in COMBINE:
+            raise ModelError(f"{card.path}: score 'combine' must be one of {', '.join(COMBINE)}")
+        return cls(**vals, how=how)
 
     def to_json(self) -> dict[str, Any]:
         return {"nll": self.nll, "nll0": self.nll0, "unigram": self.unigram}
 
     def combine(self, nll: np.ndarray, nll0: np.ndarray, unigram: np.ndarray) -> np.ndarray:
+        if self.how == "max":
+            terms = [w * np.asarray(t, dtype=np.float64)
+                     for w, t in ((self.nll, nll), (self.nll0, nll0), (self.unigram, unigram)) if w]
+            return np.maximum.reduce(terms)
         out = self.nll * np.asarray(nll, dtype=np.float64)
         if self.nll0:
             out = out + self.nll0 * np.asarray(nll0, dtype=np.float64)

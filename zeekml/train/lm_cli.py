@@ -51,8 +51,9 @@ from zeekml.train.lm_train import FittedLm, export_lm, fit_lm, support_threshold
 
 log = logging.getLogger(__name__)
 
-#: Score of the shipped design (chosen by leave-one-capture-out, see onnx_models/flow_lm.md).
-DEFAULT_RULE = ScoreRule(nll=1.0, nll0=0.0, unigram=0.0)
+#: Score of the shipped design (chosen by leave-one-capture-out, see onnx_models/flow_lm.md):
+#: the larger of the contextual NLL and the word's unigram rarity, both in nats.
+DEFAULT_RULE = ScoreRule(nll=1.0, nll0=0.0, unigram=1.0, how="max")
 
 
 def load_streams(specs: list[str], *, drop_malicious: bool) -> list[LmStream]:
@@ -89,9 +90,13 @@ def load_streams(specs: list[str], *, drop_malicious: bool) -> list[LmStream]:
 
 
 def parse_weights(spec: str | None) -> ScoreRule:
-    """``nll=0.5,unigram=0.5`` -> a score rule (unnamed terms weigh 0)."""
+    """``nll=0.5,unigram=0.5`` -> a score rule (unnamed terms weigh 0); a ``max:`` prefix
+    takes the largest weighted term instead of the sum."""
     if not spec:
         return DEFAULT_RULE
+    how = "sum"
+    if spec.startswith("max:"):
+        how, spec = "max", spec.removeprefix("max:")
     vals: dict[str, float] = {}
     for item in spec.split(","):
         k, sep, v = item.partition("=")
@@ -107,7 +112,7 @@ def parse_weights(spec: str | None) -> ScoreRule:
         vals[k] = w
     if sum(vals.values()) <= 0:
         raise UsageError("--score-weights: at least one weight must be > 0")
-    return ScoreRule(**{t: vals.get(t, 0.0) for t in TERMS})
+    return ScoreRule(**{t: vals.get(t, 0.0) for t in TERMS}, how=how)
 
 
 def config_from_args(args: argparse.Namespace) -> F.LmConfig:
@@ -155,7 +160,7 @@ def train_data(args: argparse.Namespace) -> tuple[list[LmStream], dict[str, Any]
         raise UsageError("give either --data PATH... or --corpus FILE")
     exclude = list(getattr(args, "train_exclude", None) or [])
     if args.data:
-        if exclude or getattr(args, "loco", None):
+        if exclude or getattr(args, "loco", None) or getattr(args, "loco_folds", None):
             raise UsageError("--train-exclude and --loco need --corpus")
         drop = bool(getattr(args, "drop_malicious", False))
         streams = load_streams(list(args.data), drop_malicious=drop)
@@ -189,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
                      unigram_threshold=uthr, extra=extra)
     loco_path = getattr(args, "loco", None)
     if loco_path:
-        card = record_loco(out, streams, cfg, rule, Path(loco_path), command)
+        card = record_loco(out, streams, cfg, rule, Path(loco_path), command,
+                           only=getattr(args, "loco_folds", None))
     v = card["metrics"]["validation"]
     sys.stdout.write(
         f"wrote {out} and its card: {card['training']['train_windows']} training flows, "
@@ -207,11 +213,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def record_loco(out: Path, streams: list[LmStream], cfg: F.LmConfig, rule: ScoreRule,
-                parquet: Path, command: str) -> dict[str, Any]:
+                parquet: Path, command: str, only: list[str] | None = None) -> dict[str, Any]:
     """LOCO over the corpus: OOF file, thresholds from OOF scores, results in the card."""
     from zeekml.train import lm_loco
 
-    oof = lm_loco.run_loco(streams, cfg, all_model=out)
+    opts = lm_loco.LocoOptions(only=tuple(only or ()))
+    oof = lm_loco.run_loco(streams, cfg, opts, all_model=out)
     terms = parquet.with_name(parquet.name.removesuffix(".parquet") + ".terms.parquet")
     oof.to_parquet(terms, index=False)
     scored = lm_loco.apply_rule(oof, rule, cfg)
@@ -233,6 +240,9 @@ def record_loco(out: Path, streams: list[LmStream], cfg: F.LmConfig, rule: Score
     data["unigram"] = {**data["unigram"], "threshold": uthr}
     data["metrics"] = {**data["metrics"], "loco": {
         "folds": lm_loco.fold_plan(streams, lm_loco.LocoOptions()),
+        "folds_run": lm_loco.folds_to_run(streams, opts),
+        "folds_not_run": [f for f in lm_loco.fold_plan(streams, lm_loco.LocoOptions())
+                          if f not in lm_loco.folds_to_run(streams, opts)],
         "out_of_fold_file": str(parquet),
         "terms_file": str(terms),
         "regenerate": command,

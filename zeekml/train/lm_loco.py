@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zeekml.errors import UsageError
 from zeekml.eval.metrics import recall_at_fpr, roc_auc
 from zeekml.models.card import load_card
 from zeekml.models.lm_score import ScoreRule
@@ -64,6 +65,8 @@ class LocoOptions:
     own_fold_rows: int = 2000
     small_groups: int = 3
     batch_rows: int = 65536
+    #: run only these folds (plus the cheap "(all)" fold); empty: every fold
+    only: tuple[str, ...] = ()
 
 
 def fold_plan(streams: Sequence[LmStream], opts: LocoOptions) -> dict[str, list[str]]:
@@ -79,6 +82,18 @@ def fold_plan(streams: Sequence[LmStream], opts: LocoOptions) -> dict[str, list[
     if untrained:
         plan[ALL_MODEL] = untrained
     return plan
+
+
+def folds_to_run(streams: Sequence[LmStream], opts: LocoOptions) -> list[str]:
+    """The folds of the plan this run trains (``opts.only`` and the "(all)" fold)."""
+    plan = fold_plan(streams, opts)
+    if not opts.only:
+        return list(plan)
+    unknown = set(opts.only) - set(plan)
+    if unknown:
+        raise UsageError(f"--loco-folds: no fold named {', '.join(sorted(unknown))}; "
+                         f"the folds are {', '.join(plan)}")
+    return [f for f in plan if f in opts.only or f == ALL_MODEL]
 
 
 def score_stream(scorer: LmScorer, stream: LmStream, batch_rows: int) -> dict[str, np.ndarray]:
@@ -148,6 +163,8 @@ def run_loco(streams: Sequence[LmStream], cfg: F.LmConfig, opts: LocoOptions | N
     """
     opts = opts or LocoOptions()
     plan = fold_plan(streams, opts)
+    run = set(folds_to_run(streams, opts))
+    plan = {f: held for f, held in plan.items() if f in run}
     frames: list[pd.DataFrame] = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for fold, held in plan.items():

@@ -147,7 +147,8 @@ def export_lm(fitted: FittedLm, cfg: F.LmConfig, out: Path, *, rule: ScoreRule, 
         "threshold_rule": threshold_rule,
         "score": {
             "weights": rule.to_json(),
-            "rule": "score = sum of weight x term; nll = -log P(word | the previous "
+            "combine": rule.how,
+            "rule": f"score = {rule.how} of weight x term; nll = -log P(word | the previous "
             f"{cfg.context} words of its conversation), nll0 = -log P(word | no context) "
             "(both from the graph), unigram = the baseline below",
         },
@@ -245,4 +246,4 @@ def export_lm(fitted: FittedLm, cfg: F.LmConfig, out: Path, *, rule: ScoreRule, 
 
 def _rule_text(rule: ScoreRule) -> str:
     parts = [f"{w:g} x {name}" for name, w in rule.to_json().items() if w]
-    return " + ".join(parts)
+    return f"max({', '.join(parts)})" if rule.how == "max" else " + ".join(parts)
