@@ -45,7 +45,7 @@ def table(terms: pd.DataFrame, weights: str | None, cfg: F.LmConfig) -> tuple[st
     pooled = pooled_metrics(scored)
     head = (f"{'capture':34}{'fold':>9}{'benign':>7}{'mal':>7}{'AUC lm/uni':>14}{'recall lm/uni':>15}"
             f"{'FPR lm/uni':>15}{'rec@1%FPR lm/uni':>18}{'notices/10k lm/uni':>20}")
-    lines = [f"score rule: {rule.to_json()}  (threshold: FPR {cfg.fpr} of the other captures' "
+    lines = [f"score rule: {rule.how} of {rule.to_json()}  (threshold: FPR {cfg.fpr} of the other captures' "
              f"benign flows, >= {cfg.min_flows_above} of them)", head, "-" * len(head)]
     for c in caps:
         lines.append(
@@ -71,7 +71,7 @@ def table(terms: pd.DataFrame, weights: str | None, cfg: F.LmConfig) -> tuple[st
         f"pooled recall at FPR 0.1%: lm {_f(pooled['lm_recall_at_fpr_0.001'])}, "
         f"unigram {_f(pooled['unigram_recall_at_fpr_0.001'])}"
     )
-    return "\n".join(lines), {"rule": rule.to_json(), "pooled": pooled, "captures": caps}
+    return "\n".join(lines), {"rule": {**rule.to_json(), "combine": rule.how}, "pooled": pooled, "captures": caps}
 
 
 def main() -> None:

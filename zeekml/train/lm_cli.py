@@ -52,8 +52,8 @@ from zeekml.train.lm_train import FittedLm, export_lm, fit_lm, support_threshold
 log = logging.getLogger(__name__)
 
 #: Score of the shipped design (chosen by leave-one-capture-out, see onnx_models/flow_lm.md):
-#: the larger of the contextual NLL and the word's unigram rarity, both in nats.
-DEFAULT_RULE = ScoreRule(nll=1.0, nll0=0.0, unigram=1.0, how="max")
+#: the contextual NLL plus half the word's unigram rarity, both in nats.
+DEFAULT_RULE = ScoreRule(nll=1.0, nll0=0.0, unigram=0.5)
 
 
 def load_streams(specs: list[str], *, drop_malicious: bool) -> list[LmStream]:
