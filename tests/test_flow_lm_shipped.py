@@ -58,6 +58,11 @@ def test_card_is_complete_and_says_where_it_loses(card) -> None:  # type: ignore
     for name, c in caps.items():
         if c["lm_auc"] is not None and c["unigram_auc"] is not None:
             assert name in text
+    # ... and so does the card itself
+    said = " ".join(d["limitations"])
+    pooled = loco["pooled"]
+    if pooled["lm_auc"] < pooled["unigram_auc"]:
+        assert "does NOT match the unigram baseline in ROC AUC" in said
     assert "NOT" in text or all(
         c["lm_auc"] >= c["unigram_auc"] for c in caps.values() if c["lm_auc"] is not None
     )

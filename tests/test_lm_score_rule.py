@@ -65,3 +65,21 @@ def test_loco_folds_selects_folds_and_keeps_the_all_model_fold() -> None:
     assert folds_to_run(streams, some) == ["small-1", ALL_MODEL]  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="no fold named nope"):
         folds_to_run(streams, LocoOptions(only=("nope",)))  # type: ignore[arg-type]
+
+
+def test_card_statements_say_plainly_where_the_model_loses() -> None:
+    from zeekml.train.lm_cli import loco_statements
+
+    pooled = {"lm_auc": 0.90, "unigram_auc": 0.95, "lm_recall": 0.3, "unigram_recall": 0.1}
+    caps = [
+        {"capture": "a", "lm_auc": 0.7, "unigram_auc": 0.9, "lm_notices_per_10k_benign": 12.0},
+        {"capture": "b", "lm_auc": 0.99, "unigram_auc": 0.9, "lm_notices_per_10k_benign": 0.0},
+    ]
+    text = " ".join(loco_statements(pooled, caps, ["small-2"]))
+    assert "does NOT match the unigram baseline in ROC AUC (0.9000 vs 0.9500)" in text
+    assert "at least as good as the unigram baseline in recall at the calibrated thresholds" in text
+    assert "ROC AUC below the unigram's on a." in text
+    assert "goal NOT met) on: a (12)" in text and "b (" not in text
+    assert "folds not run" in text and "small-2" in text
+    quiet = " ".join(loco_statements(pooled, caps[1:], []))
+    assert "goal met" in quiet and "not run" not in quiet

@@ -219,6 +219,8 @@ def record_loco(out: Path, streams: list[LmStream], cfg: F.LmConfig, rule: Score
 
     opts = lm_loco.LocoOptions(only=tuple(only or ()))
     oof = lm_loco.run_loco(streams, cfg, opts, all_model=out)
+    plan = lm_loco.fold_plan(streams, lm_loco.LocoOptions())
+    not_run = [f for f in plan if f not in lm_loco.folds_to_run(streams, opts)]
     terms = parquet.with_name(parquet.name.removesuffix(".parquet") + ".terms.parquet")
     oof.to_parquet(terms, index=False)
     scored = lm_loco.apply_rule(oof, rule, cfg)
@@ -235,14 +237,16 @@ def record_loco(out: Path, streams: list[LmStream], cfg: F.LmConfig, rule: Score
     data = dict(c.data)
     data.pop("format", None)
     data.pop("onnx_sha256", None)
+    data["limitations"] = [x for x in data.get("limitations", [])
+                           if not str(x).startswith("Leave-one-capture-out")]
+    data["limitations"] += loco_statements(pooled, per_capture, not_run)
     data["thresholds"] = {"anomaly": thr}
     data["threshold_rule"] = info
     data["unigram"] = {**data["unigram"], "threshold": uthr}
     data["metrics"] = {**data["metrics"], "loco": {
-        "folds": lm_loco.fold_plan(streams, lm_loco.LocoOptions()),
+        "folds": plan,
         "folds_run": lm_loco.folds_to_run(streams, opts),
-        "folds_not_run": [f for f in lm_loco.fold_plan(streams, lm_loco.LocoOptions())
-                          if f not in lm_loco.folds_to_run(streams, opts)],
+        "folds_not_run": not_run,
         "out_of_fold_file": str(parquet),
         "terms_file": str(terms),
         "regenerate": command,
@@ -251,6 +255,46 @@ def record_loco(out: Path, streams: list[LmStream], cfg: F.LmConfig, rule: Score
     }}
     write_card(out, json.loads(json.dumps(data, default=_plain)))
     return load_card(out).data
+
+
+def loco_statements(pooled: dict[str, Any], captures: list[dict[str, Any]],
+                    not_run: list[str], notice_goal: float = 5.0) -> list[str]:
+    """Plain sentences for the card: where the LM does and does not reach the unigram."""
+    out = []
+    for label, key in (("ROC AUC", "auc"), ("recall at 1% FPR", "recall_at_fpr_0.01"),
+                       ("recall at 0.1% FPR", "recall_at_fpr_0.001"),
+                       ("recall at the calibrated thresholds", "recall")):
+        mine, base = pooled.get(f"lm_{key}"), pooled.get(f"unigram_{key}")
+        if mine is None or base is None:
+            continue
+        out.append(f"Leave-one-capture-out, pooled: the model "
+                   f"{'is at least as good as' if mine >= base else 'does NOT match'} the unigram "
+                   f"baseline in {label} ({mine:.4f} vs {base:.4f}).")
+    worse_auc = [c["capture"] for c in captures if c.get("lm_auc") is not None
+                 and c.get("unigram_auc") is not None and c["lm_auc"] < c["unigram_auc"]]
+    worse_rec = [c["capture"] for c in captures if c.get("lm_recall_at_fpr_0.01") is not None
+                 and c.get("unigram_recall_at_fpr_0.01") is not None
+                 and c["lm_recall_at_fpr_0.01"] < c["unigram_recall_at_fpr_0.01"]]
+    worse_thr = [c["capture"] for c in captures if c.get("lm_recall") is not None
+                 and c.get("unigram_recall") is not None and c["lm_recall"] < c["unigram_recall"]]
+    noisy = [f"{c['capture']} ({c['lm_notices_per_10k_benign']:.0f})" for c in captures
+             if c.get("lm_notices_per_10k_benign") is not None
+             and c["lm_notices_per_10k_benign"] > notice_goal]
+    if worse_auc:
+        out.append("Leave-one-capture-out: ROC AUC below the unigram's on " + ", ".join(worse_auc) + ".")
+    if worse_rec:
+        out.append("Leave-one-capture-out: recall at 1% FPR below the unigram's on " + ", ".join(worse_rec) + ".")
+    if worse_thr:
+        out.append("Leave-one-capture-out: recall at the calibrated thresholds below the unigram's on "
+                   + ", ".join(worse_thr) + ".")
+    out.append(f"Leave-one-capture-out: more than {notice_goal:g} notices per 10,000 benign flows "
+               f"(goal NOT met) on: {', '.join(noisy)}." if noisy else
+               f"Leave-one-capture-out: at most {notice_goal:g} notices per 10,000 benign flows on "
+               "every capture with benign flows (goal met).")
+    if not_run:
+        out.append("Leave-one-capture-out folds not run (their captures are not in the results): "
+                   + ", ".join(not_run) + ".")
+    return out
 
 
 def _plain(v: Any) -> Any:
