@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import DATA, REPO, need, need_binary
-from zeekml.eval.metrics import roc_auc
+from tests.conftest import DATA, REPO, need
 from zeekml.models.card import load_card
 from zeekml.models.registry import ScorerOptions, bundled_models, load_scorer, resolve_model
 
@@ -71,31 +70,28 @@ def test_card_is_complete_and_says_where_it_loses(card) -> None:  # type: ignore
 def test_captures_scored_by_the_shipped_model_reproduce(card) -> None:  # type: ignore[no-untyped-def]
     """Captures nobody trains on are scored, in the LOCO run, by the model trained on
     every trainable capture with the shipped settings: the shipped model itself. Scoring
-    them again must give the recorded figures."""
+    them again must give the recorded figures. The Zeek captures of that fold are used
+    (NetFlow captures would change with the reader's record pairing, not with the model)."""
     need(DATA.is_dir(), "the shared captures")
-    need_binary("nfdump")
     from zeekml.eval.corpus import load_corpus
     from zeekml.train.lm_data import make_stream, stream_keys
 
     loco = card.data["metrics"]["loco"]
     recorded = {c["capture"]: c for c in loco["captures"] if c["fold"] == "(all)"}
-    names = [n for n in recorded if recorded[n]["malicious"] > 0][:3]
-    assert names
-    caps = {c.name: c for c in load_corpus(CORPUS) if c.name in names}
-    for name in names:
-        c = caps[name]
-        s = make_stream(name, c.flows, sampled=c.sampled, labeled=c.labeled)
+    names = ["zat-sample", "rita-rotated-archive"]
+    assert set(names) <= set(recorded)
+    assert recorded["rita-rotated-archive"]["lm_flagged"] > 0  # a figure that can move
+    for c in load_corpus(CORPUS, names=names):
+        s = make_stream(c.name, c.flows, sampled=c.sampled, labeled=c.labeled)
         scorer = load_scorer("flow_lm", ScorerOptions(threads=2))
         words, parts, _, _ = scorer.words(s.flows, stream_keys(s.flows, s.sampled))
         t, _, _ = scorer.terms(words, parts)
         score = scorer.rule.combine(t["nll"], t["nll0"], t["unigram"])
-        r = recorded[name]
-        mal = s.binary == 1
-        one = 1.01 / max(int(mal.sum()), 1)  # float32 rounding may move one flow across
-        assert (score[mal] >= r["lm_threshold"]).mean() == pytest.approx(r["lm_recall"], abs=one)
-        assert (t["unigram"][mal] >= r["unigram_threshold"]).mean() == pytest.approx(
-            r["unigram_recall"], abs=one)
-        if (s.binary == 0).any() and mal.any():
-            y = s.binary
-            assert roc_auc(y[y >= 0], score[y >= 0]) == pytest.approx(r["lm_auc"], abs=1e-4)
+        r = recorded[c.name]
+        assert len(score) == r["flows"]
+        # float32 rounding may move a flow or two across a threshold
+        assert abs(int((score >= r["lm_threshold"]).sum()) - r["lm_flagged"]) <= 2
+        assert abs(int((t["unigram"] >= r["unigram_threshold"]).sum()) - r["unigram_flagged"]) <= 2
+        # the shipped threshold is the one the whole-corpus calibration gave these captures
+        assert r["lm_threshold"] == pytest.approx(card.thresholds["anomaly"], rel=1e-9)
     assert np.isfinite(card.thresholds["anomaly"])
