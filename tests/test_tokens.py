@@ -95,7 +95,7 @@ def test_all_missing_row_is_a_word_of_missing_parts(spec: tk.TokenizerSpec) -> N
     df = conform(pd.DataFrame({"uid": ["C1"]}))
     tok = tk.Tokenizer(spec)
     parts = tk.decode_keys(tok.flow_codes(df) * tok.gap_radix, spec.radices)[0]
-    assert tok.codes_text(parts[None, :])[0] == "? - - - - - - - first"
+    assert tok.codes_text(parts[None, :])[0] == "? - - - - - - first"
 
 
 def test_direction_uses_zeek_locality_then_private_ranges() -> None:
@@ -122,8 +122,8 @@ def test_buckets_zero_and_missing_are_distinct() -> None:
 
 def test_learned_from_training_data_not_constants(real: pd.DataFrame, spec: tk.TokenizerSpec) -> None:
     comps = {c.name: c for c in spec.components}
-    # 008 is a Windows host talking TLS: its top service and port are learned
-    assert "ssl" in comps["svc"].values and 443 in comps["port"].values
+    # 008 is a Windows host talking TCP: its protocols and states are learned
+    assert "tcp" in comps["proto"].values and "sf" in comps["state"].values
     assert len(comps["ob"].edges) >= 2 and len(spec.vocab) > 20
     # a different capture gives different edges
     other = real[real["proto"] == "udp"].reset_index(drop=True)
@@ -153,9 +153,10 @@ def test_spec_round_trips_through_json(spec: tk.TokenizerSpec) -> None:
         lambda o: o["components"].reverse(),
         lambda o: o["components"][5].update(edges=[5.0, 1.0]),
         lambda o: o["components"][5].update(edges=["x"]),
-        lambda o: o["components"][2].update(values=[1, 2]),
+        lambda o: o["components"][1].update(values=[1, 2]),
+        lambda o: o["components"][2].update(labels=["-", "web"]),
         lambda o: o["components"][3].update(values=list(range(1000))),
-        lambda o: o["words"].append([99] * 9),
+        lambda o: o["words"].append([99] * 8),
         lambda o: o["words"].append(o["words"][0]),
         lambda o: o["words"].append([0, 0]),
         lambda o: o.update(words="x"),
@@ -180,3 +181,46 @@ def test_window_words_pad_and_first(spec: tk.TokenizerSpec) -> None:
     valid[0, 1] = False
     ids, parts = tok.window_words(codes, ts, valid)
     assert ids[0, 0] == tk.PAD and (parts[0, 0] == 0).all()
+
+
+def test_application_families_generalize_services() -> None:
+    """A proxy port, infrastructure protocols and services on odd ports map to families
+    a model has seen, never to one-off values (issue 12, item 3)."""
+    from zeekml.features.app_family import FAMILIES, family_codes
+
+    df = _table([
+        {"proto": "tcp", "resp_p": 3128, "service": "http,ssl"},   # web proxy
+        {"proto": "tcp", "resp_p": 443},                           # TLS without a service
+        {"proto": "tcp", "resp_p": 31337, "service": "http"},      # HTTP on an odd port
+        {"proto": "udp", "resp_p": 5353, "service": "dns"},        # mDNS: the port wins
+        {"proto": "udp", "resp_p": 67, "service": "dhcp"},
+        {"proto": "udp", "resp_p": 123},                           # NTP
+        {"proto": "udp", "resp_p": 1900},                          # SSDP
+        {"proto": "udp", "resp_p": 137},                           # NetBIOS
+        {"proto": "icmp", "orig_p": 135, "resp_p": 136},           # ICMPv6 neighbour solicitation
+        {"proto": "icmp", "orig_p": 8, "resp_p": 0},               # echo
+        {"proto": "udp", "resp_p": 16464},
+        {"proto": "udp", "resp_p": 60000},
+        {"proto": "tcp", "resp_p": 22},
+        {"proto": "tcp"},
+    ])
+    got = [FAMILIES[c] for c in family_codes(df)]
+    assert got == ["web", "web", "web", "infra", "infra", "infra", "infra", "infra", "infra",
+                   "icmp-echo", "reg", "dyn", "ssh", "-"]
+
+
+def test_netflow_sizes_read_like_zeek_sizes() -> None:
+    """Missing payload bytes are estimated from IP bytes and packets; a missing duration
+    with known packets is 0: a NetFlow record and a Zeek flow of one SYN read alike."""
+    zeek = _table([{"proto": "tcp", "orig_bytes": 0, "duration": 0.0}])
+    zeek = zeek.assign(orig_ip_bytes=pd.array([60], dtype="Int64"), orig_pkts=pd.array([1], dtype="Int64"))
+    flow = _table([{"proto": "tcp"}])
+    flow = flow.assign(orig_ip_bytes=pd.array([60], dtype="Int64"), orig_pkts=pd.array([1], dtype="Int64"))
+    assert tk.payload_bytes(flow, "orig")[0] == 0.0 and tk.duration_values(flow)[0] == 0.0
+    comps = tk.fit_components(pd.concat([zeek] * 3, ignore_index=True), np.zeros(0), tk.FitOptions())
+    a, b = tk.component_codes(comps, zeek), tk.component_codes(comps, flow)
+    assert np.array_equal(a, b)
+    big = flow.assign(orig_ip_bytes=pd.array([15000], dtype="Int64"), orig_pkts=pd.array([10], dtype="Int64"))
+    assert tk.payload_bytes(big, "orig")[0] == 15000 - 10 * 60
+    # a responder the source cannot know (one-way NetFlow) stays missing
+    assert np.isnan(tk.payload_bytes(flow, "resp")[0])

@@ -11,7 +11,9 @@ flows, batch by batch in log order:
 * ``window+dedupe``: the same, identical windows of a batch scored once (the scorer);
 * ``step``: flows of a batch grouped by their rank inside their conversation; one call
   per rank (a conversation seen k times in a batch needs k sequential calls), the
-  LSTM ``h, c`` of every conversation gathered from and scattered back to a table.
+  LSTM ``h, c`` of every conversation gathered from and scattered back to a table;
+* ``window+dedupe, no nll0``: the runtime's graph without the context-free ``nll0``
+  output (what the second chain of heads costs).
 
 Prints flows/s of each and ratios against ``window`` measured in the same run, plus
 the end-to-end :class:`LmScorer` (tokenize + conversation windows + ONNX) against just
@@ -97,19 +99,30 @@ def main() -> None:
     batches = [flows.iloc[i : i + args.batch].reset_index(drop=True) for i in range(0, n, args.batch)]
     windows = [scorer.words(b) for b in batches]  # (words, parts, uids, valid)
 
+    class NoNll0(torch.nn.Module):
+        def __init__(self, m: F.FlowLM) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, words, parts):  # type: ignore[no-untyped-def]
+            nll, _nll0, alt, alt_p = self.m(words, parts)
+            return nll, alt, alt_p
+
     with tempfile.TemporaryDirectory() as d:
-        win_path, step_path = Path(d) / "w.onnx", Path(d) / "s.onnx"
+        win_path, step_path, one_path = Path(d) / "w.onnx", Path(d) / "s.onnx", Path(d) / "o.onnx"
         w0, p0 = windows[0][0][:8], windows[0][1][:8]
         export_onnx(model, {"words": w0, "parts": p0}, list(F.OUTPUT_NAMES), win_path)
+        export_onnx(NoNll0(model).eval(), {"words": w0, "parts": p0}, ["nll", "alt", "alt_p"], one_path)
         F.export_step_graph(model, str(step_path))
         ws, ss = _session(win_path, args.threads), _session(step_path, args.threads)
+        os_ = _session(one_path, args.threads)
 
-        def run_window(dedupe: bool) -> None:
+        def run_window(dedupe: bool, sess: ort.InferenceSession = ws) -> None:
             for words, parts, _, _ in windows:
                 if dedupe:
                     first, _inv = unique_rows(np.concatenate([words, parts.reshape(len(words), -1)], 1))
                     words, parts = words[first], parts[first]
-                ws.run(None, {"words": words, "parts": parts})
+                sess.run(None, {"words": words, "parts": parts})
 
         # step design: an (h, c) row per conversation; per batch, one call per rank
         conv_all = pd.factorize(conversation_keys(flows))[0]
@@ -139,6 +152,7 @@ def main() -> None:
 
         t_win = _timeit(lambda: run_window(False))
         t_dd = _timeit(lambda: run_window(True))
+        t_one = _timeit(lambda: run_window(True, os_))
         calls = run_step()
         t_step = _timeit(run_step)
 
@@ -154,7 +168,7 @@ def main() -> None:
           f"threads {args.threads}; distinct windows per batch {uniq_share:.1%}")
     print(f"{'design':28}{'flows/s':>12}{'vs window':>11}")
     for name, t in (("window [B,T+1] (baseline)", t_win), ("window + dedupe (runtime)", t_dd),
-                    (f"single step, {calls} calls", t_step)):
+                    ("window + dedupe, no nll0", t_one), (f"single step, {calls} calls", t_step)):
         print(f"{name:28}{n / t:>12,.0f}{t_win / t:>10.2f}x")
     print(f"end to end LmScorer.score: {n / t_e2e:,.0f} flows/s; reading the same flows: "
           f"{n / read_s:,.0f} flows/s (scoring costs {t_e2e / read_s:.2f}x reading)")

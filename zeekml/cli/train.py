@@ -79,25 +79,52 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     lm = tsub.add_parser(
         "lm",
-        help="unsupervised flow language model (labels, if any, are ignored)",
+        help="unsupervised flow language model (labels, if any, only leave attacks out)",
         description=(
-            "Train the LSTM flow language model on a network's own traffic (unlabeled "
-            "captures), export ONNX + model card with a calibrated threshold."
+            "Train the LSTM flow language model on a network's own traffic (--data) or on "
+            "the benign traffic of a labeled corpus (--corpus, optionally with its "
+            "leave-one-capture-out evaluation), export ONNX + model card with a threshold "
+            "calibrated to a false-alarm rate. Training stops when the validation "
+            "likelihood stops improving."
         ),
     )
-    lm.add_argument("--data", nargs="+", required=True, metavar="PATH", help="captures")
+    src = lm.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", nargs="+", metavar="PATH", help="captures (one stream each)")
+    src.add_argument("--corpus", metavar="FILE",
+                     help="a corpus file (e.g. tools/shared-corpus.json): train on its benign "
+                          "flows and its unlabeled captures")
     lm.add_argument("--out", required=True, metavar="NAME.onnx", help="output model path")
+    lm.add_argument("--train-exclude", nargs="+", metavar="CAPTURE",
+                    help="corpus captures (or entries) never trained on, only scored")
+    lm.add_argument("--loco", metavar="OUT.parquet",
+                    help="with --corpus: score every capture with a model that never saw it, "
+                         "write the out-of-fold scores here, calibrate the threshold on them "
+                         "and record the results in the card")
+    lm.add_argument("--loco-folds", nargs="+", metavar="FOLD",
+                    help="with --loco: train only these folds (capture names, or small-N for "
+                         "the groups of small captures); captures of the other folds are left "
+                         "out of the out-of-fold file and the card says which (default: all)")
     lm.add_argument("--context", type=int, default=4, help="words of context T (default 4)")
     lm.add_argument("--epochs", type=int, default=None,
-                    help="training epochs (default: about 3000 optimizer steps, 3..20)")
+                    help="maximum epochs of 20-100 optimizer steps (default 60; training stops "
+                         "earlier when the validation NLL has not improved for --patience epochs)")
+    lm.add_argument("--patience", type=int, default=None,
+                    help="epochs without validation improvement before stopping (default 5)")
     lm.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     lm.add_argument("--hidden", type=int, default=64, help="LSTM hidden units (default 64)")
-    lm.add_argument("--quantile", type=float, default=0.999,
-                    help="threshold = this quantile of validation scores (default 0.999)")
+    lm.add_argument("--fpr", type=float, default=None,
+                    help="threshold = this false-alarm rate on benign flows (default 0.001)")
+    lm.add_argument("--min-above", type=int, default=None,
+                    help="benign flows that must support the threshold; fewer above the target "
+                         "rate and the tail is modelled from this many (default 50)")
+    lm.add_argument("--score-weights", metavar="[max:]TERM=W,...",
+                    help="score = sum of weight x term over nll (given context), nll0 (given no "
+                         "context), unigram; with the prefix 'max:' the largest weighted term "
+                         "(default: the shipped design)")
     lm.add_argument("--threads", type=int, default=defaults.THREADS,
                     help="torch threads (default %(default)s)")
     lm.add_argument("--drop-malicious", action="store_true",
-                    help="use labels only to leave flows labeled malicious out of training")
+                    help="with --data: use labels only to leave flows labeled malicious out")
     lm.add_argument("--eval", nargs="+", default=None, metavar="PATH",
                     help="held-out labeled captures to evaluate and record in the card")
     add_read_arguments(lm)

@@ -6,8 +6,9 @@ flows after them) but excluded from every metric and counted in ``excluded``.
 
 Reported in one JSON object (keys shared with the AMF-LSTM evaluation where they apply):
 
-``binary``        precision, recall, F1 and false-positive rate of ``score > threshold``
-                  (the card's threshold), and ROC AUC of the per-flow score
+``binary``        precision, recall, F1 and false-positive rate of ``score >= threshold``
+                  (the card's threshold, the runtime's rule), and ROC AUC of the
+                  per-flow score (the card's score rule)
 ``conversation``  ROC AUC of the per-conversation score (mean score of the flows of
                   one host pair in one input); a conversation is malicious if any of its
                   labeled flows is, benign if it has benign flows and no malicious one
@@ -15,6 +16,9 @@ Reported in one JSON object (keys shared with the AMF-LSTM evaluation where they
                   log frequency of the word in training (with the same ``<unk>``
                   component back-off), threshold = the same quantile of its own
                   training scores. ``sequence_gain`` says whether the LM beat it.
+``recall_at_same_fpr``  both detectors' recall when each flags the same share of
+                  the benign flows (the unigram's false-positive rate at its own
+                  threshold, or 1% if that is 0): the fair comparison of two scores
 ``per_input``     the same figures for each ``--data`` input separately
 
 Each ``--data`` input is one stream: conversation state starts empty at its start and
@@ -30,38 +34,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import ModelError
-from zeekml.eval.metrics import binary_report, roc_auc
-from zeekml.features.tokens import UNK
+from zeekml.eval.metrics import binary_report, recall_at_fpr, roc_auc
 from zeekml.models.card import ModelCard
+from zeekml.models.lm_score import Unigram
 from zeekml.models.lm_scorer import LmScorer
 from zeekml.models.registry import ScorerOptions
 from zeekml.records.labels import binary_target
 from zeekml.sources.open import expand_inputs, pair_batches, read_flows
 from zeekml.windows.conversation import conversation_keys
-
-
-class Unigram:
-    """The card's unigram baseline: ``-log P(word)`` with the ``<unk>`` back-off."""
-
-    def __init__(self, card: ModelCard, vocab_size: int, radices: np.ndarray) -> None:
-        uni = card.require("unigram", dict)
-        back = card.require("backoff", dict)
-        try:
-            self.log_prob = np.asarray(uni["log_prob"], dtype=np.float64)
-            self.threshold = float(uni["threshold"])
-            self.log_marg = [np.asarray(m, dtype=np.float64) for m in back["log_marginals"]]
-            self.log_z = float(back["log_z"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{card.path}: malformed unigram/backoff fields: {exc}") from exc
-        if self.log_prob.shape != (vocab_size,) or [len(m) for m in self.log_marg] != radices.tolist():
-            raise ModelError(f"{card.path}: unigram/backoff sizes do not match the tokenizer")
-
-    def score(self, words: np.ndarray, parts: np.ndarray) -> np.ndarray:
-        last = words[:, -1]
-        p = parts[:, -1, :]
-        q = sum(m[p[:, j]] for j, m in enumerate(self.log_marg)) - self.log_z
-        return -(self.log_prob[last] + np.where(last == UNK, q, 0.0))
 
 
 def _conversation_auc(conv: np.ndarray, y: np.ndarray, score: np.ndarray) -> dict[str, Any]:
@@ -85,7 +65,7 @@ def _conversation_auc(conv: np.ndarray, y: np.ndarray, score: np.ndarray) -> dic
 
 
 def _summary(y: np.ndarray, score: np.ndarray, thr: float, conv: np.ndarray) -> dict[str, Any]:
-    rep = binary_report(y, score > thr, score)
+    rep = binary_report(y, score >= thr, score)
     rep["threshold"] = thr
     rep["mean_score_benign"] = float(score[y == 0].mean()) if (y == 0).any() else None
     rep["mean_score_malicious"] = float(score[y == 1].mean()) if (y == 1).any() else None
@@ -120,10 +100,10 @@ def evaluate(card: ModelCard, paths: list[str], args: argparse.Namespace) -> dic
         batches = (b for f in files for b in read_flows(f, options=read))
         for batch in pair_batches(batches, read):  # one stream per input spec
             words, parts, _, _ = scorer.words(batch)
-            nll = scorer.infer(words, parts)[0].astype(np.float64) if len(batch) else np.zeros(0)
+            t, _, _ = scorer.terms(words, parts)
             y_i.append(binary_target(batch))
-            lm_i.append(nll)
-            uni_i.append(uni.score(words, parts))
+            lm_i.append(scorer.rule.combine(t["nll"], t["nll0"], t["unigram"]))
+            uni_i.append(t["unigram"])
             conv_i.append(np.char.add(f"{idx}:", conversation_keys(batch).astype(str)))
         y, s, su = _cat(y_i, np.int8), _cat(lm_i, np.float64), _cat(uni_i, np.float64)
         conv = _cat(conv_i, str)
@@ -162,6 +142,8 @@ def evaluate(card: ModelCard, paths: list[str], args: argparse.Namespace) -> dic
             lm_sum["binary"]["mean_score_benign"], uni_sum["binary"]["mean_score_benign"], higher=False
         ),
     }
+    same = recall_at_same_fpr(y, s, su, uni_sum["binary"]["fpr"])
+    gain["recall_at_same_fpr"] = _better(same["lm"], same["unigram"])
     return {
         "model": card.name,
         "kind": card.kind,
@@ -177,8 +159,16 @@ def evaluate(card: ModelCard, paths: list[str], args: argparse.Namespace) -> dic
         "conversation": lm_sum["conversation"],
         "unigram": {**uni_sum, "threshold": uni_thr},
         "sequence_gain": gain,
+        "recall_at_same_fpr": same,
         "per_input": per_input,
     }
+
+
+def recall_at_same_fpr(y: np.ndarray, lm: np.ndarray, uni: np.ndarray, uni_fpr: float | None
+                       ) -> dict[str, Any]:
+    """Recall of both scores with thresholds that flag the same share of benign flows."""
+    fpr = uni_fpr if uni_fpr else 0.01
+    return {"fpr": fpr, "lm": recall_at_fpr(y, lm, fpr), "unigram": recall_at_fpr(y, uni, fpr)}
 
 
 def _f(v: Any, fmt: str = ".4f") -> str:
@@ -209,6 +199,12 @@ def format_text(result: dict[str, Any]) -> str:
         "",
         f"conversations: {c['conversations']} labeled ({c['malicious']} malicious, {c['benign']} benign)",
     ]
+    same = result.get("recall_at_same_fpr") or {}
+    if same.get("lm") is not None:
+        lines.append(
+            f"recall at the same false-positive rate ({same['fpr']:.4f}): flow LM "
+            f"{same['lm']:.4f}, unigram {same['unigram']:.4f}"
+        )
     gain = result["sequence_gain"]
     verdict = {True: "yes", False: "NO", None: "n/a"}
     lines.append(

@@ -155,3 +155,20 @@ def classification_report(
         "accuracy": accuracy(y_true, y_pred),
         "confusion": cm.tolist(),
     }
+
+
+def recall_at_fpr(y: np.ndarray, score: np.ndarray, fpr: float) -> float | None:
+    """Recall (``y == 1``) of ``score >= t`` for the lowest ``t`` that flags at most a share
+    ``fpr`` of the negatives (``y == 0``); None without negatives or positives.
+
+    The fair comparison of two scores: each gets the threshold that costs the same
+    false-positive rate (ties at the cut are left out, so it never exceeds ``fpr``).
+    """
+    y = np.asarray(y)
+    s = np.asarray(score, dtype=np.float64)
+    neg = np.sort(s[y == 0])[::-1]
+    if len(neg) == 0 or not (y == 1).any():
+        return None
+    k = int(np.floor(fpr * len(neg)))
+    thr = np.nextafter(neg[k], np.inf) if k < len(neg) else -np.inf
+    return float((s[y == 1] >= thr).mean())

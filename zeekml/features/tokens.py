@@ -12,16 +12,25 @@ component  values                                                              l
            Zeek's ``local_orig``/``local_resp`` or a private/loopback/
            link-local address, so it works without Zeek's ``Site::local_nets``
 ``proto``  transport protocol: frequent values, else ``other``                 values
-``svc``    Zeek ``service``: frequent values, else ``other``                   values
-``port``   responder port: frequent ports by value, else its IANA range        values
-           ``wk`` (<1024), ``reg`` (<49152), ``dyn``
+``app``    application family of the responder (``web``, ``dns``, ``infra``,   no
+           ``ssh`` ... or the port's IANA range): a fixed table, see
+           :mod:`zeekml.features.app_family`
 ``state``  Zeek ``conn_state``: frequent values, else ``other``                values
-``ob``     ``orig_bytes``: ``0``, then quantile buckets of positive values     edges
-``rb``     ``resp_bytes``: same                                                edges
+``ob``     originator payload bytes: ``0``, then quantile buckets of           edges
+           positive values
+``rb``     responder payload bytes: same                                       edges
 ``dur``    ``duration``: quantile buckets                                      edges
 ``gap``    seconds since the previous flow of the same conversation: ``first``  edges
            (none within the idle timeout), then quantile buckets
 =========  ==================================================================  =========
+
+Words must mean the same thing whatever wrote the log, or a model trained on Zeek
+flags every NetFlow record for being NetFlow: payload bytes missing from a record
+that has IP bytes and packets (nfdump, a one-packet Zeek flow) are estimated as IP
+bytes minus a typical header per packet (:func:`payload_bytes`), and a missing
+duration of a flow with known packets is 0 (Zeek and nfdump leave it unset for a
+single packet). Responder counters that the source cannot know (one-way NetFlow)
+stay missing.
 
 Every learned value (category lists, bucket edges, the vocabulary) is fitted on the
 training data and travels in the model card (:meth:`TokenizerSpec.to_json`); nothing
@@ -33,8 +42,9 @@ previous row's ``ts`` and the spec), and vectorized: a word is a mixed-radix int
 of its component codes, looked up in the vocabulary with one hash-index call.
 
 Why these components: they are what an analyst reads off a conn.log line (who
-started it, what service, how it ended, how big, how long, how soon after the last
-one) and they carry no address identity, so a model can move between networks.
+started it, what kind of service, how it ended, how big, how long, how soon after
+the last one) and they carry no address identity, so a model can move between
+networks.
 """
 
 from __future__ import annotations
@@ -46,21 +56,20 @@ import numpy as np
 import pandas as pd
 
 from zeekml.errors import ModelError
+from zeekml.features.app_family import FAMILIES, family_codes
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 PAD = 0
 UNK = 1
 N_SPECIAL = 2
 
 DIR_LABELS: tuple[str, ...] = ("?", "out", "in", "int", "ext", "mcast")
-PORT_RANGES: tuple[str, ...] = ("wk", "reg", "dyn")
 
-#: component name -> (kind, canonical column); kinds: dir, category, port, bucket, gap
+#: component name -> (kind, canonical column); kinds: dir, category, app, bucket, gap
 COMPONENTS: dict[str, tuple[str, str]] = {
     "dir": ("dir", ""),
     "proto": ("category", "proto"),
-    "svc": ("category", "service"),
-    "port": ("port", "resp_p"),
+    "app": ("app", ""),
     "state": ("category", "conn_state"),
     "ob": ("bucket", "orig_bytes"),
     "rb": ("bucket", "resp_bytes"),
@@ -94,8 +103,8 @@ class Component:
             return DIR_LABELS
         if kind == "category":
             return ("-", "other", *(str(v) for v in self.values))
-        if kind == "port":
-            return ("-", *PORT_RANGES, *(str(v) for v in self.values))
+        if kind == "app":
+            return FAMILIES
         if kind == "bucket":
             zero = ("0",) if self.name in ("ob", "rb") else ()
             return ("-", *zero, *_bucket_labels(self.edges))
@@ -151,7 +160,7 @@ class TokenizerSpec:
         comps = []
         for c in self.components:
             d: dict[str, Any] = {"name": c.name, "kind": c.kind}
-            if c.kind in ("category", "port"):
+            if c.kind == "category":
                 d["values"] = list(c.values)
             if c.kind in ("bucket", "gap"):
                 d["edges"] = [float(e) for e in c.edges]
@@ -179,13 +188,16 @@ class TokenizerSpec:
             kind = COMPONENTS[name][0]
             values: tuple[Any, ...] = ()
             edges: tuple[float, ...] = ()
-            if kind in ("category", "port"):
+            if kind == "app" and d.get("labels") != list(FAMILIES):
+                raise ModelError(
+                    f"tokenizer component {name!r} was made with another family table"
+                )
+            if kind == "category":
                 v = d.get("values")
-                typ = int if kind == "port" else str
                 if (
                     not isinstance(v, list)
                     or len(v) > MAX_VALUES
-                    or not all(isinstance(x, typ) and not isinstance(x, bool) for x in v)
+                    or not all(isinstance(x, str) for x in v)
                     or len(set(v)) != len(v)
                 ):
                     raise ModelError(f"tokenizer component {name!r} has invalid values")
@@ -272,16 +284,40 @@ def _numeric(col: pd.Series) -> np.ndarray:
     return col.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _port_codes(col: pd.Series, values: tuple[Any, ...]) -> np.ndarray:
-    p = _numeric(col)
-    ok = np.isfinite(p)
-    pi = np.where(ok, p, -1).astype(np.int64)
-    rng_code = np.where(pi < 1024, 1, np.where(pi < 49152, 2, 3))
-    idx = pd.Index(np.asarray(values, dtype=np.int64)).get_indexer(pi) if values else np.full(
-        len(pi), -1
-    )
-    code = np.where(idx >= 0, idx + 1 + len(PORT_RANGES), rng_code)
-    return np.where(ok, code, 0).astype(np.int64)
+#: bytes of IP + transport header per packet assumed when estimating payload from IP
+#: bytes: TCP with typical options (a SYN with MSS/SACK/timestamps is 60 bytes, so it
+#: estimates to 0), UDP and ICMP 8-byte headers; IPv6 adds 20.
+HEADER_BYTES = {"tcp": 60, "udp": 28, "icmp": 28}
+OTHER_HEADER_BYTES = 20
+
+
+def payload_bytes(flows: pd.DataFrame, side: str) -> np.ndarray:
+    """``orig_bytes``/``resp_bytes``, or where missing an estimate from IP bytes and packets.
+
+    ``side`` is ``"orig"`` or ``"resp"``. The estimate ``max(0, ip_bytes - packets *
+    header)`` makes NetFlow records (no payload counter) and one-packet Zeek flows
+    (payload unset) read like the flows the model learned from; it is missing only
+    when the IP counters are missing too (a one-way NetFlow record's responder).
+    """
+    payload = _numeric(flows[f"{side}_bytes"])
+    missing = ~np.isfinite(payload)
+    if not missing.any():
+        return payload
+    ip = _numeric(flows[f"{side}_ip_bytes"])
+    pkts = _numeric(flows[f"{side}_pkts"])
+    proto = flows["proto"].astype("str").str.lower()
+    hdr = proto.map(HEADER_BYTES).astype("float64").fillna(OTHER_HEADER_BYTES).to_numpy()
+    v6 = flows["orig_h"].astype("str").str.contains(":", regex=False).fillna(False)
+    hdr = hdr + 20.0 * v6.to_numpy(dtype=bool)
+    est = np.maximum(ip - pkts * hdr, 0.0)
+    return np.where(missing, est, payload)
+
+
+def duration_values(flows: pd.DataFrame) -> np.ndarray:
+    """``duration``; 0 where it is missing but the flow's packets are known (one packet)."""
+    dur = _numeric(flows["duration"])
+    pkts = _numeric(flows["orig_pkts"])
+    return np.where(~np.isfinite(dur) & np.isfinite(pkts), 0.0, dur)
 
 
 def bucket_codes(values: np.ndarray, edges: tuple[float, ...], *, zero_code: bool) -> np.ndarray:
@@ -315,13 +351,20 @@ def component_codes(components: tuple[Component, ...], flows: pd.DataFrame) -> n
             out[:, j] = direction_codes(flows)
         elif kind == "category":
             out[:, j] = _category_codes(flows[col], comp.values)
-        elif kind == "port":
-            out[:, j] = _port_codes(flows[col], comp.values)
+        elif kind == "app":
+            out[:, j] = family_codes(flows)
         else:
-            out[:, j] = bucket_codes(
-                _numeric(flows[col]), comp.edges, zero_code=name in ("ob", "rb")
-            )
+            out[:, j] = bucket_codes(bucket_values(flows, name), comp.edges, zero_code=name in ("ob", "rb"))
     return out
+
+
+def bucket_values(flows: pd.DataFrame, name: str) -> np.ndarray:
+    """The numbers a bucket component discretizes (see :func:`payload_bytes`)."""
+    if name == "ob":
+        return payload_bytes(flows, "orig")
+    if name == "rb":
+        return payload_bytes(flows, "resp")
+    return duration_values(flows)
 
 
 # ------------------------------------------------------------------ fitting
@@ -330,27 +373,22 @@ class FitOptions:
     """How finely to discretize; the defaults were chosen by held-out evaluation."""
 
     max_categories: int = 12
-    max_ports: int = 16
-    min_share: float = 0.002  # a category/port value needs this share of training flows
+    min_share: float = 0.002  # a category value needs this share of training flows
     byte_bins: int = 6
     duration_bins: int = 4
     gap_bins: int = 4
     min_count: int = 2  # words seen fewer times are <unk>
 
 
-def _learn_values(s: pd.Series, opts: FitOptions, *, ints: bool = False) -> tuple[Any, ...]:
-    vals = s.dropna()
-    if not ints:
-        vals = vals.astype("str").str.lower()
+def _learn_values(s: pd.Series, opts: FitOptions) -> tuple[Any, ...]:
+    vals = s.dropna().astype("str").str.lower()
     counts = vals.value_counts()
-    limit = opts.max_ports if ints else opts.max_categories
+    limit = opts.max_categories
     need = max(1.0, opts.min_share * len(s))
     counts = counts[counts >= need]
     # sort by count desc, then value, so ties are deterministic
     frame = pd.DataFrame({"v": counts.index, "n": counts.to_numpy()})
     frame = frame.sort_values(["n", "v"], ascending=[False, True]).head(limit)
-    if ints:
-        return tuple(int(v) for v in frame["v"])
     return tuple(str(v) for v in frame["v"])
 
 
@@ -369,15 +407,12 @@ def fit_components(flows: pd.DataFrame, gaps: np.ndarray, opts: FitOptions) -> t
     """Learn category lists and bucket edges from training flows (and their gaps)."""
     comps: list[Component] = []
     for name, (kind, col) in COMPONENTS.items():
-        if kind == "dir":
+        if kind in ("dir", "app"):
             comps.append(Component(name))
         elif kind == "category":
             comps.append(Component(name, values=_learn_values(flows[col], opts)))
-        elif kind == "port":
-            p = flows[col].astype("Int64")
-            comps.append(Component(name, values=_learn_values(p, opts, ints=True)))
         elif kind == "bucket":
-            v = _numeric(flows[col])
+            v = bucket_values(flows, name)
             if name in ("ob", "rb"):
                 v = v[v > 0]
                 bins = opts.byte_bins

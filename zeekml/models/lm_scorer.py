@@ -17,10 +17,12 @@ flows of the rita archive (T = 4): window 382k flows/s, window + dedupe 796k, st
 
 Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
 
-``score``      negative log-likelihood (nats) of the flow's word given the previous
-               ``T`` words of its conversation (higher = more surprising)
+``score``      the card's score rule (:mod:`zeekml.models.lm_score`) over the
+               negative log-likelihoods (nats) of the flow's word given the previous
+               ``T`` words of its conversation (``nll``) and given no context
+               (``nll0``), and the word's unigram rarity (higher = more surprising)
 ``cls``        ``"anomaly"``
-``threshold``  the card's threshold (a quantile of scores on normal training traffic)
+``threshold``  the card's threshold (a false-alarm rate on benign flows, see the card)
 ``alt``        the word the model expected most (readable, e.g. ``out tcp ssl 443 sf ...``;
                greedy over the word's components)
 ``alt_score``  that word's probability
@@ -44,6 +46,7 @@ from zeekml.errors import ModelError
 from zeekml.features.tokens import Tokenizer, TokenizerSpec
 from zeekml.models.base import ScoreBatch
 from zeekml.models.card import ModelCard
+from zeekml.models.lm_score import ScoreRule, Unigram
 from zeekml.models.registry import ScorerOptions
 from zeekml.models.session import open_session
 from zeekml.windows.conversation import KEY_NAME, ConversationWindows
@@ -55,7 +58,7 @@ CLS = "anomaly"
 CONTEXT_FLOWS = 5
 MAX_CONTEXT = 512
 INPUTS = ("words", "parts")
-OUTPUTS = ("nll", "alt", "alt_p")
+OUTPUTS = ("nll", "nll0", "alt", "alt_p")
 
 
 def validate_card(card: ModelCard) -> tuple[int, TokenizerSpec]:
@@ -83,7 +86,7 @@ def _check_graph(sess: ort.InferenceSession, card: ModelCard, context: int, n_pa
     if set(ins) != set(INPUTS) or not set(OUTPUTS) <= set(outs):
         raise ModelError(
             f"{card.onnx_path}: graph inputs {sorted(ins)} / outputs {sorted(outs)}, expected "
-            "words, parts -> nll, alt, alt_p"
+            "words, parts -> nll, nll0, alt, alt_p (a model from an older zeekml: retrain it)"
         )
     if list(ins["words"][1:]) != [context + 1] or list(ins["parts"][1:]) != [context + 1, n_parts]:
         raise ModelError(
@@ -152,48 +155,68 @@ class LmScorer:
         #: what --threshold may name, and the range of its scores (NLL in nats)
         self.notice_classes = (CLS,)
         self.score_range = (0.0, math.inf)
+        self.rule = ScoreRule.from_card(card)
+        self.unigram = Unigram(card, spec.vocab_size, self.tokenizer.radices)
 
-    def words(self, flows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Push a batch into the conversation store: (words, parts, uids, valid)."""
+    def words(
+        self, flows: pd.DataFrame, keys: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Push a batch into the conversation store: (words, parts, uids, valid).
+
+        ``keys`` overrides the conversation key per row (evaluation scores each row
+        of a random sample as a conversation of its own).
+        """
         codes = self.tokenizer.flow_codes(flows)
-        w = self.conversations.push(flows, codes)
+        w = self.conversations.push(flows, codes, keys)
         words, parts = self.tokenizer.window_words(w.code, w.ts, w.valid)
         return words, parts, w.uids[:, 1:], w.valid[:, 1:]
 
-    def infer(self, words: np.ndarray, parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(nll, alt id, alt probability) of each window; identical windows run once."""
+    def infer(
+        self, words: np.ndarray, parts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(nll, nll0, alt codes, alt probability) of each window; identical windows run once."""
         b = len(words)
         flat = np.concatenate([words, parts.reshape(b, -1)], axis=1)
         first, inv = unique_rows(flat)
         uw, up = words[first], parts[first]
         bs = self.options.batch_size
         nll = np.empty(len(first), dtype=np.float32)
+        nll0 = np.empty(len(first), dtype=np.float32)
         alt = np.empty((len(first), parts.shape[2]), dtype=np.int64)
         alt_p = np.empty(len(first), dtype=np.float32)
         for s in range(0, len(first), bs):
-            n_, a_, p_ = self.session.run(
+            n_, n0_, a_, p_ = self.session.run(
                 list(OUTPUTS), {"words": uw[s : s + bs], "parts": up[s : s + bs]}
             )
-            nll[s : s + bs], alt[s : s + bs], alt_p[s : s + bs] = n_, a_, p_
-        return nll[inv], alt[inv], alt_p[inv]
+            nll[s : s + bs], nll0[s : s + bs], alt[s : s + bs], alt_p[s : s + bs] = n_, n0_, a_, p_
+        return nll[inv], nll0[inv], alt[inv], alt_p[inv]
+
+    def terms(
+        self, words: np.ndarray, parts: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """The score's terms per window (float64), plus alt codes and alt probability."""
+        if len(words):
+            nll, nll0, alt, alt_p = self.infer(words, parts)
+            uni = self.unigram.score(words, parts)
+        else:
+            nll = nll0 = alt_p = uni = np.zeros(0)
+            alt = np.zeros((0, parts.shape[2]), np.int64)
+        out = {"nll": nll.astype(np.float64), "nll0": nll0.astype(np.float64),
+               "unigram": np.asarray(uni, dtype=np.float64)}
+        return out, alt, np.asarray(alt_p, dtype=np.float64)
 
     def score(self, flows: pd.DataFrame) -> ScoreBatch:
         b = len(flows)
         words, parts, uids, valid = self.words(flows)
-        if b:
-            nll, alt, alt_p = self.infer(words, parts)
-        else:
-            nll, alt, alt_p = (
-                np.zeros(0, np.float32), np.zeros((0, parts.shape[2]), np.int64), np.zeros(0, np.float32)
-            )
+        t, alt, alt_p = self.terms(words, parts)
         return ScoreBatch(
             model=self.name,
-            score=nll.astype(np.float64),
+            score=self.rule.combine(t["nll"], t["nll0"], t["unigram"]),
             cls=np.full(b, CLS, dtype=object),
             threshold=np.full(b, self.threshold, dtype=np.float64),
             extra={
                 "alt": self.tokenizer.codes_text(alt),
-                "alt_score": alt_p.astype(np.float64),
+                "alt_score": alt_p,
                 "context": previous_uids(uids, valid),
             },
         )

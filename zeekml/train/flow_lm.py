@@ -1,29 +1,35 @@
-"""The flow language model in PyTorch: data preparation, training, ONNX export, card.
+"""The flow language model in PyTorch: model, training, unigram baseline, ONNX outputs.
 
 Model: each word of a conversation window is embedded as its word embedding plus the
-sum of its component embeddings (direction, protocol, service, port, state, sizes,
-duration, gap: see :mod:`zeekml.features.tokens`), so a rare or ``<unk>`` word still
-tells the model what kind of flow it was. One LSTM layer reads the ``T`` context
-words; the next word's components are predicted by the chain rule (see
+sum of its component embeddings (direction, protocol, application family, state,
+sizes, duration, gap: see :mod:`zeekml.features.tokens`), so a rare or ``<unk>`` word
+still tells the model what kind of flow it was. One LSTM layer reads the ``T``
+context words; the next word's components are predicted by the chain rule (see
 :class:`FlowLM`), which gives every possible word, seen in training or not, an exact
 probability.
 
-Score (what the exported graph returns): the negative log-likelihood in nats of the
-current word given its context. The unigram baseline (``-log`` training frequency of
-the word; an ``<unk>`` word backs off to the product of its components' training
-frequencies, renormalized over the words outside the vocabulary) is stored in the
-card so ``zeekml eval`` measures both on the same flows in the same run.
+The exported graph returns two negative log-likelihoods (nats) of the current word:
+``nll`` given its conversation's previous words, and ``nll0`` given no context at all
+(the model's own estimate of how rare the word is anywhere). Training blanks the
+context of a share of the windows (``blank_share``) so that the model learns both.
+How the runtime turns them (and the unigram baseline) into one score is the card's
+``score`` rule (:mod:`zeekml.models.lm_score`).
+
+The unigram baseline (``-log`` training frequency of the word; an ``<unk>`` word backs
+off to the product of its components' training frequencies, renormalized over the
+words outside the vocabulary) is stored in the card so ``zeekml eval`` measures both
+on the same flows in the same run.
 
 Why chain rule rather than a softmax over the vocabulary: with a word softmax every
 unseen word is the same ``<unk>``, so an unseen benign word (a new network's
 multicast, a new size bucket) costs as much as an attack; measured on held-out
 captures it doubled the false-positive rate (see ``onnx_models/flow_lm.md``).
 
-Training examples are all windows of the training captures (one per flow, the flow
-itself as the target, exactly as the runtime builds them with
-:class:`~zeekml.windows.conversation.ConversationWindows`); the last
-``val_fraction`` of each capture (by row order, i.e. later in time) is held out for
-early stopping and for the threshold.
+Training ends on validation, not on an epoch count: identical windows are trained
+once with their count as weight (sampled in proportion to it), each epoch is a fixed
+number of optimizer steps, and training stops when the validation NLL (the last
+``val_fraction`` of each stream, never trained on) has not improved for ``patience``
+epochs; the best epoch's weights are kept.
 """
 
 from __future__ import annotations
@@ -34,17 +40,15 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from zeekml.features import tokens as tk
-from zeekml.windows.conversation import ConversationWindows
 
 log = logging.getLogger(__name__)
 
 INPUT_NAMES = ("words", "parts")
-OUTPUT_NAMES = ("nll", "alt", "alt_p")
+OUTPUT_NAMES = ("nll", "nll0", "alt", "alt_p")
 
 
 @dataclass
@@ -54,84 +58,31 @@ class LmConfig:
     context: int = 4
     embed: int = 32
     hidden: int = 64
-    epochs: int | None = None  # None: auto, see auto_epochs
+    max_epochs: int = 60
+    patience: int = 5
+    steps_per_epoch: int | None = None  # None: auto_steps
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-4
+    blank_share: float = 0.2
     seed: int = 0
     val_fraction: float = 0.15
-    quantile: float = 0.999
+    fpr: float = 0.001
+    min_flows_above: int = 50
     idle_timeout: float = 3600.0
     threads: int = 2
+    max_rows_per_stream: int | None = 30000
     fit: tk.FitOptions = field(default_factory=tk.FitOptions)
 
 
-def auto_epochs(n_windows: int, batch_size: int) -> int:
-    """Enough epochs for about 3000 optimizer steps, between 3 and 20.
-
-    Small captures need many passes; big ones converge in a few (and each pass costs
-    more): measured on the shared captures, validation NLL stops improving well before
-    3000 steps.
-    """
-    steps = max(1, math.ceil(n_windows / batch_size))
-    return int(min(20, max(3, math.ceil(3000 / steps))))
+def auto_steps(n_windows: int, batch_size: int) -> int:
+    """Optimizer steps per epoch: one pass over the windows, between 20 and 100 steps
+    (a small network's epoch is still enough steps to measure progress on; a big
+    corpus is checked against validation every 100 steps)."""
+    return int(min(100, max(20, math.ceil(n_windows / max(batch_size, 1)))))
 
 
-# ------------------------------------------------------------------ data
-@dataclass
-class Windows:
-    """All conversation windows of one capture: ``[N, T + 2]`` arrays."""
-
-    code: np.ndarray
-    ts: np.ndarray
-    valid: np.ndarray
-    n_train: int  # rows [0, n_train) train, the rest validation
-
-
-def capture_windows(
-    flows: pd.DataFrame, flow_codes: np.ndarray, cfg: LmConfig
-) -> Windows:
-    """Windows of one capture, built with the runtime's own conversation store."""
-    cw = ConversationWindows(cfg.context, idle_timeout=cfg.idle_timeout)
-    w = cw.push(flows, flow_codes)
-    n = len(flows)
-    n_val = int(round(n * cfg.val_fraction)) if n >= 10 else 0
-    return Windows(w.code, w.ts, w.valid, n - n_val)
-
-
-def fit_tokenizer(tables: list[pd.DataFrame], cfg: LmConfig) -> tuple[tk.TokenizerSpec, list[Windows]]:
-    """Learn components, gap edges and vocabulary from the training part of every capture."""
-    n_train = [len(t) - (int(round(len(t) * cfg.val_fraction)) if len(t) >= 10 else 0) for t in tables]
-    train_rows = pd.concat([t.iloc[:k] for t, k in zip(tables, n_train, strict=True)], ignore_index=True)
-    flow_comps = tk.fit_components(train_rows, np.zeros(0), cfg.fit)
-    tok = tk.Tokenizer(tk.TokenizerSpec(flow_comps))
-    wins = [capture_windows(t, tok.flow_codes(t), cfg) for t in tables]
-    gaps = np.concatenate(
-        [(w.ts[: w.n_train, -1] - w.ts[: w.n_train, -2])[w.valid[: w.n_train, -2]] for w in wins]
-    )
-    comps = tk.fit_components(train_rows, gaps, cfg.fit)
-    # per-flow components are unchanged, so the window codes stay valid
-    assert comps[:-1] == flow_comps[:-1]
-    tok = tk.Tokenizer(tk.TokenizerSpec(comps))
-    keys = []
-    for w in wins:
-        g = tk.gap_codes(w.ts[:, -1] - w.ts[:, -2], w.valid[:, -2], comps[-1].edges)
-        keys.append(tok.keys(w.code[: w.n_train, -1], g[: w.n_train]))
-    vocab = tk.build_vocab(np.concatenate(keys), cfg.fit.min_count)
-    return tk.TokenizerSpec(comps, vocab), wins
-
-
-def encode(tok: tk.Tokenizer, wins: list[Windows], part: str) -> tuple[np.ndarray, np.ndarray]:
-    """``words [N, T+1]`` and ``parts [N, T+1, C]`` of the train or validation rows."""
-    words, parts = [], []
-    for w in wins:
-        sl = slice(0, w.n_train) if part == "train" else slice(w.n_train, None)
-        ids, p = tok.window_words(w.code[sl], w.ts[sl], w.valid[sl])
-        words.append(ids)
-        parts.append(p)
-    return np.concatenate(words), np.concatenate(parts)
-
-
+# ------------------------------------------------------------------ unigram baseline
 def marginals(parts_last: np.ndarray, radices: np.ndarray) -> list[np.ndarray]:
     """Smoothed (add-0.5) log frequency of every code of every component."""
     out = []
@@ -180,8 +131,9 @@ class FlowLM(nn.Module):
     reads the LSTM state plus the embeddings of the components before ``j``. Every
     possible word has a probability, so an unseen but coherent combination of familiar
     parts is not punished as if it were random. ``forward`` returns ``(nll [B],
-    alt [B, C], alt_p [B])``: the word's NLL in nats, the greedy most probable word
-    (component codes) and its probability.
+    nll0 [B], alt [B, C], alt_p [B])``: the word's NLL in nats given its context and
+    given an empty context, the greedy most probable word (component codes) given the
+    context, and its probability.
     """
 
     def __init__(
@@ -218,35 +170,39 @@ class FlowLM(nn.Module):
         out, _ = self.lstm(x, (h0, c0))
         return self.proj(out[:, -1, :])
 
-    def nll(self, words: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
-        """Negative log-likelihood of each window's last word, ``[B]`` (teacher forcing)."""
-        base = self.state(words, parts)
-        target = parts[:, -1, :]
-        cond = base
-        total = torch.zeros_like(base[:, 0])
+    def empty_state(self, words: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+        """The state of an all-``<pad>`` context (one row: it is the same for every flow)."""
+        return self.state(torch.zeros_like(words[:1]), torch.zeros_like(parts[:1]))
+
+    def word_nll(self, base: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``-log P(target | state)`` by the chain rule over components, ``[B]``."""
+        cond = base.expand(target.shape[0], -1)
+        total = torch.zeros_like(target[:, 0], dtype=cond.dtype)
         for j, head in enumerate(self.heads):
             logp = torch.log_softmax(head(torch.tanh(cond)), dim=-1)
             total = total - logp.gather(1, target[:, j : j + 1]).squeeze(1)
             cond = cond + self.cond_emb(target[:, j] + self.offsets[j])
         return total
 
+    def nll(self, words: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of each window's last word, ``[B]`` (teacher forcing)."""
+        return self.word_nll(self.state(words, parts), parts[:, -1, :])
+
     def forward(self, words: torch.Tensor, parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
         base = self.state(words, parts)
         target = parts[:, -1, :]
-        cond, greedy = base, base
-        nll = torch.zeros_like(base[:, 0])
+        nll = self.word_nll(base, target)
+        nll0 = self.word_nll(self.empty_state(words, parts), target)
+        greedy = base
         alt_lp = torch.zeros_like(base[:, 0])
         alts = []
         for j, head in enumerate(self.heads):
-            logp = torch.log_softmax(head(torch.tanh(cond)), dim=-1)
-            nll = nll - logp.gather(1, target[:, j : j + 1]).squeeze(1)
-            cond = cond + self.cond_emb(target[:, j] + self.offsets[j])
             glp = torch.log_softmax(head(torch.tanh(greedy)), dim=-1)
             best, arg = glp.max(dim=1)
             alt_lp = alt_lp + best
             alts.append(arg)
             greedy = greedy + self.cond_emb(arg + self.offsets[j])
-        return nll, torch.stack(alts, dim=1), alt_lp.exp()
+        return nll, nll0, torch.stack(alts, dim=1), alt_lp.exp()
 
 
 # ------------------------------------------------------------------ training
@@ -255,25 +211,57 @@ class TrainResult:
     model: FlowLM
     history: list[dict[str, float]]
     best_epoch: int
+    epochs: int
+    stopped_early: bool
     val_nll: np.ndarray
     seconds: float
-    epochs: int
+    unique_train: int
+    unique_val: int
+    steps_per_epoch: int
 
 
-def _batches(n: int, size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    idx = rng.permutation(n) if rng is not None else np.arange(n)
-    return [idx[i : i + size] for i in range(0, n, size)]
+def dedupe(words: np.ndarray, parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct windows and how often each occurs (a keep-alive repeated 10,000 times is
+    one training example of weight 10,000)."""
+    b = len(words)
+    if b == 0:
+        return words, parts, np.zeros(0, dtype=np.float64)
+    flat = np.ascontiguousarray(np.concatenate([words, parts.reshape(b, -1)], axis=1))
+    view = flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()
+    _, first, counts = np.unique(view, return_index=True, return_counts=True)
+    order = np.sort(first)  # keep stream order of first occurrences (deterministic)
+    cnt = dict(zip(first.tolist(), counts.tolist(), strict=True))
+    return words[order], parts[order], np.array([cnt[i] for i in order.tolist()], dtype=np.float64)
 
 
-def predict_nll(model: FlowLM, words: np.ndarray, parts: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """The model's score of every window (torch, no grad)."""
+def predict(model: FlowLM, words: np.ndarray, parts: np.ndarray, batch: int = 8192,
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """``(nll, nll0)`` of every window (torch, no grad)."""
     model.eval()
-    out = []
+    out, out0 = [], []
     with torch.no_grad():
-        for sl in _batches(len(words), batch, None):
-            nll, _, _ = model(torch.from_numpy(words[sl]), torch.from_numpy(parts[sl]))
-            out.append(nll.numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+        for i in range(0, len(words), batch):
+            w, p = torch.from_numpy(words[i : i + batch]), torch.from_numpy(parts[i : i + batch])
+            base = model.state(w, p)
+            out.append(model.word_nll(base, p[:, -1, :]).numpy())
+            out0.append(model.word_nll(model.empty_state(w, p), p[:, -1, :]).numpy())
+    if not out:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(out).astype(np.float64), np.concatenate(out0).astype(np.float64)
+
+
+def predict_nll(model: FlowLM, words: np.ndarray, parts: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """The model's contextual NLL of every window (torch, no grad)."""
+    return predict(model, words, parts, batch)[0]
+
+
+def _weighted_mean(model: FlowLM, w: torch.Tensor, p: torch.Tensor, c: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        total = 0.0
+        for i in range(0, len(w), 8192):
+            total += float((model.nll(w[i : i + 8192], p[i : i + 8192]) * c[i : i + 8192]).sum())
+    return total / float(c.sum())
 
 
 def train_model(
@@ -282,42 +270,67 @@ def train_model(
     val: tuple[np.ndarray, np.ndarray],
     cfg: LmConfig,
 ) -> TrainResult:
-    """Adam on the mean NLL of in-vocabulary targets; keep the epoch with the best val NLL."""
+    """AdamW on the NLL of sampled windows; stop when validation NLL stops improving.
+
+    Each epoch is ``steps_per_epoch`` (default :func:`auto_steps`) batches of windows drawn in proportion to their
+    count; a share ``blank_share`` of them has its context blanked (so ``nll0`` is
+    learned). After each epoch the count-weighted validation NLL is measured; two
+    epochs without improvement halve the learning rate, ``patience`` end training,
+    and the best epoch's weights are restored. Without validation rows the training
+    rows stand in (a tiny input), which the card records.
+    """
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
+    tw, tp, tc = dedupe(*train)
+    vw, vp, vc = dedupe(*val) if len(val[0]) else (tw, tp, tc)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    epochs = cfg.epochs or auto_epochs(len(train[0]), cfg.batch_size)
-    steps = max(1, epochs * math.ceil(len(train[0]) / cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
-    words_t, parts_t = (torch.from_numpy(a) for a in train)
-    best = (math.inf, -1, None)
-    history = []
+    words_t, parts_t = torch.from_numpy(tw), torch.from_numpy(tp)
+    val_t = (torch.from_numpy(vw), torch.from_numpy(vp), torch.from_numpy(vc))
+    prob = tc / tc.sum()
+    steps = cfg.steps_per_epoch or auto_steps(len(train[0]), cfg.batch_size)
+    best = (math.inf, 0, {k: t.clone() for k, t in model.state_dict().items()})
+    history: list[dict[str, float]] = []
+    bad = 0
+    stopped = False
     t0 = time.perf_counter()
-    for epoch in range(epochs):
+    epoch = 0
+    for epoch in range(1, cfg.max_epochs + 1):
         model.train()
-        total, count = 0.0, 0
-        for sl in _batches(len(words_t), cfg.batch_size, rng):
-            idx = torch.from_numpy(sl)
+        total = 0.0
+        for _ in range(steps):
+            idx = torch.from_numpy(rng.choice(len(tw), size=cfg.batch_size, p=prob))
             w, p = words_t[idx], parts_t[idx]
+            if cfg.blank_share > 0:
+                blank = torch.from_numpy(rng.random(len(idx)) < cfg.blank_share)
+                if bool(blank.any()):
+                    w, p = w.clone(), p.clone()
+                    w[blank, :-1] = tk.PAD
+                    p[blank, :-1, :] = 0
             loss = model.nll(w, p).mean()
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            sched.step()
-            total += loss.item() * len(sl)
-            count += len(sl)
-        val_nll = predict_nll(model, *val) if len(val[0]) else np.zeros(0)
-        v = float(val_nll.mean()) if len(val_nll) else total / max(count, 1)
-        history.append({"epoch": epoch + 1, "train_nll": total / max(count, 1), "val_nll": v})
-        log.info("epoch %d: train NLL %.4f, validation NLL %.4f", epoch + 1, total / max(count, 1), v)
-        if v < best[0]:
-            best = (v, epoch + 1, {k: t.clone() for k, t in model.state_dict().items()})
-    if best[2] is not None:
-        model.load_state_dict(best[2])
+            total += float(loss.item())
+        v = _weighted_mean(model, *val_t)
+        history.append({"epoch": epoch, "train_nll": total / steps, "val_nll": v})
+        log.info("epoch %d: train NLL %.4f, validation NLL %.4f", epoch, total / steps, v)
+        if v < best[0] - 1e-3:
+            best = (v, epoch, {k: t.clone() for k, t in model.state_dict().items()})
+            bad = 0
+        else:
+            bad += 1
+            if bad == 2:
+                for g in opt.param_groups:
+                    g["lr"] *= 0.5
+            if bad >= cfg.patience:
+                stopped = True
+                break
+    model.load_state_dict(best[2])
     val_nll = predict_nll(model, *val) if len(val[0]) else np.zeros(0)
-    return TrainResult(model, history, best[1], val_nll, time.perf_counter() - t0, epochs)
+    return TrainResult(model, history, best[1], epoch, stopped, val_nll,
+                       time.perf_counter() - t0, len(tw), len(vw), steps)
 
 
 def export_step_graph(model: FlowLM, path: str) -> None:

@@ -83,9 +83,16 @@ class ConversationWindows:
             idle_timeout=idle_timeout,
         )
 
-    def push(self, flows: pd.DataFrame, codes: np.ndarray) -> ConversationWindow:
-        """Append a canonical batch (rows in stream order) with its per-flow token keys."""
-        keys = conversation_keys(flows)
+    def push(
+        self, flows: pd.DataFrame, codes: np.ndarray, keys: np.ndarray | None = None
+    ) -> ConversationWindow:
+        """Append a canonical batch (rows in stream order) with its per-flow token keys.
+
+        ``keys`` overrides the host-pair key of each row (evaluation of random samples
+        gives every sampled row a key of its own, so it is scored without history).
+        """
+        if keys is None:
+            keys = conversation_keys(flows)
         ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         uids = flows["uid"].fillna("").astype(str).str.encode("utf-8", errors="replace")
         uid_arr = np.asarray(uids.to_numpy(dtype=object), dtype=f"S{UID_BYTES}")
