@@ -22,10 +22,10 @@ EVALUATORS = {"amf_lstm": "zeekml.eval.amf_eval", "flow_lm": "zeekml.eval.lm_eva
 def run(args: argparse.Namespace) -> int:
     from zeekml.sources.options import read_options_from
 
-    read_options_from(args)  # a bad --tz is a usage error before the model loads
+    read = read_options_from(args)  # a bad --tz is a usage error before the model loads
     card = load_card(resolve_model(args.model))
     module = importlib.import_module(EVALUATORS.get(card.kind, "zeekml.eval.amf_eval"))
-    result = module.evaluate(card, args.data, args)
+    result = module.evaluate(card, args.data, threads=args.threads, read=read)
     if args.json:
         json.dump(result, sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")

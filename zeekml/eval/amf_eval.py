@@ -13,7 +13,6 @@ are excluded and counted. Metrics are :mod:`zeekml.eval.metrics` (numpy only).
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -21,9 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zeekml import defaults
 from zeekml.eval.metrics import binary_report, classification_report
 from zeekml.models.card import ModelCard
+from zeekml.policy.notice import crosses
 from zeekml.records.labels import targets
+from zeekml.sources.options import ReadOptions
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def decide(
     cls = nn.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     default = thresholds.get("default", 0.5)
     thr = np.array([thresholds.get(c, default) for c in classes], dtype=np.float64)
-    flagged = score > thr[cls]
+    flagged = crosses(score, thr[cls])  # the runtime's rule
     return score, flagged, np.where(flagged, cls, normal)
 
 
@@ -109,16 +111,18 @@ def _score_file(scorer: Any, path: str, options: Any = None
     return probs, frames
 
 
-def evaluate(card: ModelCard, paths: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
-    """Score every labeled input with the card's model; return the metrics dict."""
+def evaluate(card: ModelCard, paths: Sequence[str], *, threads: int = defaults.THREADS,
+             read: ReadOptions | None = None) -> dict[str, Any]:
+    """Score every labeled input with the card's model; return the metrics dict.
+
+    ``read``: how inputs are read (``--tz``, NetFlow pairing); the defaults otherwise.
+    """
     from zeekml.models.amf_scorer import AmfScorer
     from zeekml.models.registry import ScorerOptions
     from zeekml.sources.open import expand_inputs
-    from zeekml.sources.options import read_options_from
 
-    read = read_options_from(args)  # --tz
-
-    scorer = AmfScorer(card, ScorerOptions(threads=int(getattr(args, "threads", 2) or 2)))
+    read = read or ReadOptions()
+    scorer = AmfScorer(card, ScorerOptions(threads=threads))
     classes = scorer.classes
     all_p, all_y, all_b = [], [], []
     files: dict[str, Any] = {}

@@ -27,20 +27,22 @@ runs through its files in order, as ``zeekml score`` would.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from zeekml import defaults
 from zeekml.eval.metrics import binary_report, recall_at_fpr, roc_auc
 from zeekml.models.card import ModelCard
 from zeekml.models.lm_score import Unigram
 from zeekml.models.lm_scorer import LmScorer
 from zeekml.models.registry import ScorerOptions
+from zeekml.policy.notice import crosses
 from zeekml.records.labels import binary_target
 from zeekml.sources.open import expand_inputs, pair_batches, read_flows
+from zeekml.sources.options import ReadOptions
 from zeekml.windows.conversation import conversation_keys
 
 
@@ -65,7 +67,7 @@ def _conversation_auc(conv: np.ndarray, y: np.ndarray, score: np.ndarray) -> dic
 
 
 def _summary(y: np.ndarray, score: np.ndarray, thr: float, conv: np.ndarray) -> dict[str, Any]:
-    rep = binary_report(y, score >= thr, score)
+    rep = binary_report(y, crosses(score, thr), score)
     rep["threshold"] = thr
     rep["mean_score_benign"] = float(score[y == 0].mean()) if (y == 0).any() else None
     rep["mean_score_malicious"] = float(score[y == 1].mean()) if (y == 1).any() else None
@@ -82,12 +84,13 @@ def _better(a: float | None, b: float | None, higher: bool = True) -> bool | Non
     return bool(a > b) if higher else bool(a < b)
 
 
-def evaluate(card: ModelCard, paths: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """Score every input with the LM and the unigram baseline; return the metrics dict."""
-    from zeekml.sources.options import read_options_from
+def evaluate(card: ModelCard, paths: list[str], *, threads: int = defaults.THREADS,
+             read: ReadOptions | None = None) -> dict[str, Any]:
+    """Score every input with the LM and the unigram baseline; return the metrics dict.
 
-    threads = int(getattr(args, "threads", 2) or 2)
-    read = read_options_from(args)  # --tz
+    ``read``: how inputs are read (``--tz``, NetFlow pairing); the defaults otherwise.
+    """
+    read = read or ReadOptions()
     ys, lms, unis, convs, per_input = [], [], [], [], []
     n_rows = 0
     files_seen: list[str] = []

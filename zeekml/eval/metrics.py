@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from zeekml.policy.notice import crosses
+
 
 def _ratio(num: float, den: float) -> float | None:
     return float(num) / float(den) if den > 0 else None
@@ -171,4 +173,4 @@ def recall_at_fpr(y: np.ndarray, score: np.ndarray, fpr: float) -> float | None:
         return None
     k = int(np.floor(fpr * len(neg)))
     thr = np.nextafter(neg[k], np.inf) if k < len(neg) else -np.inf
-    return float((s[y == 1] >= thr).mean())
+    return float(crosses(s[y == 1], thr).mean())

@@ -43,7 +43,7 @@ import pandas as pd
 
 from zeekml.errors import ConfigError
 from zeekml.policy.incidents import INPUT_COLUMNS, IncidentConfig, IncidentTracker
-from zeekml.policy.notice import Decision, NoticePolicy, PolicyConfig
+from zeekml.policy.notice import Decision, NoticePolicy, PolicyConfig, crosses
 from zeekml.records.verdicts import NORMAL, empty_verdicts
 
 DAY = 86400.0
@@ -356,7 +356,7 @@ def _counter(rows: pd.DataFrame, key: str, unit: str, base: PolicyConfig,
     score = rows["score"].to_numpy(dtype=np.float64)
 
     def count(threshold: float) -> int:
-        chosen = rows[score >= threshold]
+        chosen = rows[crosses(score, threshold)]
         if unit == "notice":
             return _most_per_day(notice_times(chosen, {key: threshold}, base))
         return _most_per_day(incident_times(chosen, icfg, end))

@@ -19,4 +19,5 @@ PRIVATE_PREFIXES: tuple[str, ...] = (
 def is_private(addr: pd.Series) -> np.ndarray:
     """Vectorized RFC 1918 / ULA / link-local / loopback test on address strings."""
     s = addr.fillna("").astype(str).str.lower()
-    return s.str.startswith(PRIVATE_PREFIXES).to_numpy(dtype=bool)
+    out: np.ndarray = s.str.startswith(PRIVATE_PREFIXES).to_numpy(dtype=bool)
+    return out

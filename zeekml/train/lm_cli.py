@@ -324,7 +324,7 @@ def record_eval(out: Path, eval_paths: list[str], threads: int,
     from zeekml.eval import lm_eval
 
     c = load_card(out)
-    result = lm_eval.evaluate(c, eval_paths, argparse.Namespace(threads=threads, tz=tz))
+    result = lm_eval.evaluate(c, eval_paths, threads=threads, read=ReadOptions(tz=tz))
     data = dict(c.data)
     data.pop("format", None)
     data.pop("onnx_sha256", None)

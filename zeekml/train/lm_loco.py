@@ -45,6 +45,7 @@ from zeekml.models.card import load_card
 from zeekml.models.lm_score import ScoreRule
 from zeekml.models.lm_scorer import CLS, LmScorer
 from zeekml.models.registry import ScorerOptions
+from zeekml.policy.notice import crosses
 from zeekml.train import flow_lm as F
 from zeekml.train.lm_data import LmStream, stream_keys
 from zeekml.train.lm_train import export_lm, fit_lm, support_threshold
@@ -252,7 +253,7 @@ def capture_metrics(scored: pd.DataFrame) -> list[dict[str, Any]]:
         for who, s, t in (("lm", "score", "threshold"), ("unigram", "baseline_score", "baseline_threshold")):
             sc = d[s].to_numpy()
             thr = float(d[t].iloc[0])
-            flagged = sc >= thr
+            flagged = crosses(sc, thr)
             labeled = yy >= 0
             r[f"{who}_threshold"] = thr
             r[f"{who}_auc"] = roc_auc(yy[labeled], sc[labeled]) if labeled.any() else None

@@ -28,6 +28,7 @@ from zeekml.errors import UsageError
 from zeekml.features import tokens as tk
 from zeekml.models.card import write_card
 from zeekml.models.lm_score import ScoreRule
+from zeekml.policy.notice import crosses
 from zeekml.train import flow_lm as F
 from zeekml.train.export import check_parity, export_onnx
 from zeekml.train.lm_data import LmStream, encode, fit_tokenizer, training_rows
@@ -118,7 +119,7 @@ def support_threshold(negatives: np.ndarray, fpr: float, min_above: int) -> tupl
         thr = u + beta * math.log(k / max(want, 1e-12))
         info.update({"method": "exponential tail fitted to the highest benign scores",
                      "tail_flows": k, "tail_start": u, "tail_mean_excess": beta})
-    above = int((v >= thr).sum())
+    above = int(crosses(v, thr).sum())
     info.update({"flows_at_or_above": above, "fpr_on_calibration": above / n})
     return float(thr), info
 

@@ -230,10 +230,10 @@ class KeyedHistory:
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, np.ndarray]:
         """Plain arrays describing every live key (for ``np.savez``; no pickle)."""
-        live: np.ndarray | slice = np.nonzero(self._keys != None)[0]  # noqa: E711
-        m = len(live)
-        if m and live[-1] == m - 1:  # slots 0..m-1 in use (no eviction yet): views, no copy
-            live = slice(0, m)
+        used = np.nonzero(self._keys != None)[0]  # noqa: E711
+        m = len(used)
+        # slots 0..m-1 in use (no eviction yet): views, no copy
+        live: np.ndarray | slice = slice(0, m) if m and used[-1] == m - 1 else used
         out = {
             "version": np.array(STATE_VERSION),
             "depth": np.array(self.depth),
