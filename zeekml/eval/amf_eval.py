@@ -39,7 +39,7 @@ def decide(
     cls = nn.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     default = thresholds.get("default", 0.5)
     thr = np.array([thresholds.get(c, default) for c in classes], dtype=np.float64)
-    flagged = score > thr[cls]
+    flagged = score >= thr[cls]  # the runtime's rule (zeekml/policy/notice.py)
     return score, flagged, np.where(flagged, cls, normal)
 
 
@@ -87,7 +87,7 @@ def _score_file(scorer: Any, path: str) -> tuple[list[np.ndarray], list[pd.DataF
     """Class probabilities and label columns of one file, scored from a fresh window store."""
     from zeekml.features.flow_stats import flow_features
     from zeekml.sources.open import read_flows, sniff_path
-    from zeekml.windows.host_window import HostWindows
+    from zeekml.windows.host_window import HostWindows, standalone
 
     sampled = sniff_path(path) == "cicflowmeter_csv"
     w0 = scorer.windows
@@ -96,12 +96,9 @@ def _score_file(scorer: Any, path: str) -> tuple[list[np.ndarray], list[pd.DataF
     probs, frames = [], []
     for batch in read_flows(path):
         w = scorer.windows.push(batch, flow_features(batch))
-        x, mask = w.x, w.mask
         if sampled:  # random samples: each row is scored as a host's first flow
-            x, mask = x.copy(), mask.copy()
-            x[:, :-1] = 0.0
-            mask[:, :-1] = False
-        p, _ = scorer.infer(x, mask)
+            w = standalone(w)
+        p, _ = scorer.infer(w.x, w.mask)
         probs.append(p)
         frames.append(batch[[c for c in ("label", "detailed_label") if c in batch.columns]])
     return probs, frames

@@ -37,7 +37,9 @@ from zeekml.features.flow_stats import FEATURES, N_FEATURES
 from zeekml.windows.history import FieldSpec, KeyedHistory
 
 WINDOW_KEYS = ("orig", "resp", "local")
-RELATIONAL_FEATURES: tuple[str, ...] = ("log_dt", "same_peer", "same_peer_port")
+RELATIONAL_FEATURES: tuple[str, ...] = (
+    "log_dt", "same_peer", "same_peer_port", "same_service_port", "host_is_orig", "peer_repeat",
+)
 WINDOW_FEATURES: tuple[str, ...] = FEATURES + RELATIONAL_FEATURES
 UID_BYTES = 20
 
@@ -65,10 +67,17 @@ def is_private(addr: pd.Series) -> np.ndarray:
 
 def key_sides(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, pd.Series]:
     """Return (host, peer, peer_port) columns for a window key."""
+    host, peer, port, _ = key_sides_dir(flows, key)
+    return host, peer, port
+
+
+def key_sides_dir(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, pd.Series, np.ndarray]:
+    """(host, peer, peer_port, host_is_orig) for a window key."""
+    n = len(flows)
     if key == "orig":
-        return flows["orig_h"], flows["resp_h"], flows["resp_p"]
+        return flows["orig_h"], flows["resp_h"], flows["resp_p"], np.ones(n, dtype=bool)
     if key == "resp":
-        return flows["resp_h"], flows["orig_h"], flows["orig_p"]
+        return flows["resp_h"], flows["orig_h"], flows["orig_p"], np.zeros(n, dtype=bool)
     if key == "local":
         lo = flows["local_orig"].fillna(False).to_numpy(dtype=bool)
         lr = flows["local_resp"].fillna(False).to_numpy(dtype=bool)
@@ -79,8 +88,23 @@ def key_sides(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, pd.S
         host = flows["orig_h"].where(~use_resp, flows["resp_h"])
         peer = flows["resp_h"].where(~use_resp, flows["orig_h"])
         port = flows["resp_p"].where(~use_resp, flows["orig_p"])
-        return host, peer, port
+        return host, peer, port, ~use_resp
     raise ValueError(f"window key must be one of {', '.join(WINDOW_KEYS)}, got {key!r}")
+
+
+def standalone(w: Windows) -> Windows:
+    """The windows as if every flow were its host's first: only the flow itself.
+
+    For rows that are random samples (CICIDS2017, iot23-subsample): consecutive rows are
+    not a host's consecutive flows, so their history would be fiction. The flow's
+    relations to itself hold as they are; "peer seen earlier" looks at nothing.
+    """
+    x, mask, uids = w.x.copy(), w.mask.copy(), w.uids.copy()
+    x[:, :-1, :] = 0.0
+    mask[:, :-1] = False
+    uids[:, :-1] = b""
+    x[:, -1, WINDOW_FEATURES.index("peer_repeat")] = 0.0
+    return Windows(x=x, mask=mask, uids=uids)
 
 
 def _hash32(s: pd.Series) -> np.ndarray:
@@ -111,6 +135,8 @@ class HostWindows:
                 "feat": FieldSpec(np.dtype(np.float16), (N_FEATURES,)),
                 "peer": FieldSpec(np.dtype(np.uint32)),
                 "port": FieldSpec(np.dtype(np.int32)),
+                "svc": FieldSpec(np.dtype(np.int32)),
+                "orig": FieldSpec(np.dtype(np.bool_)),
                 "uid": FieldSpec(np.dtype(f"S{UID_BYTES}")),
             },
             max_keys=max_hosts,
@@ -119,7 +145,7 @@ class HostWindows:
 
     def push(self, flows: pd.DataFrame, feats: np.ndarray) -> Windows:
         """Append a canonical flow batch (with its :func:`flow_features`) in row order."""
-        host, peer, port = key_sides(flows, self.key)
+        host, peer, port, is_orig = key_sides_dir(flows, self.key)
         ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         ts = np.where(np.isfinite(ts), ts, 0.0)
         uids = flows["uid"].fillna("").astype(str).str.encode("utf-8", errors="replace")
@@ -128,6 +154,8 @@ class HostWindows:
             "feat": feats.astype(np.float16),
             "peer": _hash32(peer),
             "port": port.fillna(-1).to_numpy(dtype=np.int32),
+            "svc": flows["resp_p"].fillna(-1).to_numpy(dtype=np.int32),
+            "orig": is_orig,
             "uid": np.asarray(uids.to_numpy(dtype=object), dtype=f"S{UID_BYTES}"),
         }
         keys = host.fillna("").astype(str).to_numpy(dtype=object)
@@ -139,6 +167,12 @@ class HostWindows:
         x[:, :, N_FEATURES] = np.log1p(dt)
         x[:, :, N_FEATURES + 1] = w["peer"] == w["peer"][:, -1:]
         x[:, :, N_FEATURES + 2] = w["port"] == w["port"][:, -1:]
+        x[:, :, N_FEATURES + 3] = w["svc"] == w["svc"][:, -1:]
+        x[:, :, N_FEATURES + 4] = w["orig"]
+        pr = w["peer"]
+        earlier = np.tril(np.ones((n, n), dtype=bool), -1)
+        seen = (pr[:, :, None] == pr[:, None, :]) & valid[:, None, :] & earlier[None]
+        x[:, :, N_FEATURES + 5] = seen.any(axis=2)
         x *= valid[:, :, None]
         return Windows(x=x, mask=valid, uids=w["uid"])
 
