@@ -173,3 +173,29 @@ def test_corpus_card_reports_loco_side_by_side(corpus_run) -> None:
     assert card.data["metrics"]["presumed_benign_unlabeled"]["sample"]["rows"] == 360
     md = out.with_name("c.md").read_text()
     assert "single_flow_tree" in md and "NOT met" in md and "c.loco.parquet" in md
+
+
+def test_corpus_partial_loco_folds(corpus_run, tmp_path) -> None:
+    """``--folds``: only the named captures are held out; the tables, thresholds and the
+    results file come from their out-of-fold rows alone, the card says so, and the shipped
+    model still trains on every labeled capture."""
+    import pandas as pd
+
+    _, corpus = corpus_run
+    out = tmp_path / "p.onnx"
+    rc = main(["train", "amf", "--corpus", str(corpus), "--out", str(out), "--epochs", "1", "--hidden", "8",
+               "--samples-per-epoch", "1000", "--seed", "2", "--threads", "1", "--folds", "sme", "ftp"])
+    assert rc == 0
+    card = json.loads(out.with_name("p.card.json").read_text())
+    lo = card["metrics"]["leave_one_capture_out"]
+    assert lo["folds"] == ["sme", "ftp"]
+    assert set(lo["amf_lstm"]["per_capture"]) == {"sme", "ftp"}
+    assert set(lo["single_flow_tree"]["per_capture"]) == {"sme", "ftp"}
+    assert set(card["training"]["captures"]) >= {"ftp", "ssh", "honeypot", "sme"}
+    assert card["training"]["class_rows"]["bruteforce"] > lo["amf_lstm"]["classes"]["bruteforce"]["support"]
+    oof = pd.read_parquet(out.with_name("p.loco.parquet"))
+    assert set(oof["capture"]) == {"sme", "ftp", "sample"}
+    assert "Partial run: 2 folds only" in out.with_name("p.md").read_text()
+    # a capture the corpus does not have is a usage error (exit code 2), not an empty run
+    assert main(["train", "amf", "--corpus", str(corpus), "--out", str(tmp_path / "q.onnx"), "--epochs", "1",
+                 "--folds", "no-such-capture"]) == 2

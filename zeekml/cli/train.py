@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "(default 0: every window once per epoch, loss weighted)")
     amf.add_argument("--batch-size", type=int, default=256, help="training batch size (default 256)")
     amf.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    amf.add_argument("--key", choices=("orig", "resp", "local"), default=None,
+    amf.add_argument("--key", choices=("orig", "resp", "local", "local_dir"), default=None,
                      help="window key (default: the one chosen by evaluation)")
     amf.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     amf.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -78,6 +78,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     amf.add_argument("--alpha", type=float, default=None, metavar="RATE",
                      help="false-alarm budget of the calibrated thresholds: share of benign "
                           "out-of-fold flows allowed to raise any attack class (default 0.0025)")
+    amf.add_argument("--folds", nargs="+", metavar="CAPTURE",
+                     help="leave-one-capture-out holds out only these captures (each still scored "
+                          "by a model trained on every other capture; thresholds and tables from "
+                          "these folds only); default: every labeled capture")
     amf.add_argument("--loco-out", metavar="FILE.parquet",
                      help="out-of-fold results file, one row per flow (default NAME.loco.parquet "
                           "beside the model)")

@@ -129,9 +129,18 @@ def run(args: argparse.Namespace) -> int:
 
     baseline = bool(getattr(args, "baselines", True))
     kinds = fitters(cfg, baseline)
+    folds = _folds(getattr(args, "folds", None), ws)
     t_loco = time.perf_counter()
-    oof = amf_loco.out_of_fold(ws, kinds)
+    oof = amf_loco.out_of_fold(ws, kinds, folds)
     loco_seconds = time.perf_counter() - t_loco
+    full = ws
+    if folds is not None:
+        # only the held-out captures have out-of-fold scores: every table, threshold and
+        # results-file row below comes from them alone
+        held = np.isin(ws.group, folds)
+        ws = ws.take(held)
+        oof = {k: p[held] for k, p in oof.items()}
+        flows_of = {g: f for g, f in flows_of.items() if g in set(folds)}
     lo: dict[str, Any] = {}
     decisions: dict[str, dict[str, np.ndarray]] = {}
     per_fold: dict[str, Any] = {}
@@ -146,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     if "hgb" in oof:
         lo["amf_lstm_beats_single_flow_tree"] = amf_loco.beats(lo["amf_lstm"], lo["single_flow_tree"])
     lo["thresholds_per_fold"] = per_fold
+    lo["folds"] = folds if folds is not None else "all"
+    lo["captures_held_out"] = amf_loco.captures_of(ws)
     lo["seconds"] = round(loco_seconds, 1)
 
     # the shipped thresholds: every benign out-of-fold flow
@@ -154,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     thresholds = shipped.thresholds
 
     t_fit = time.perf_counter()
-    final, _, final_losses = _fit(ws.take(trainable), cfg)
+    final, _, final_losses = _fit(full.take(trainable), cfg)
     train_seconds = load_seconds + time.perf_counter() - t_fit
 
     sample = np.random.default_rng(args.seed).choice(len(ws), size=min(4096, len(ws)), replace=False)
@@ -177,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         u_flows = {c.name: c.flows for c in unlabeled}
         u_base = _empty_decisions(len(uw))
         if "hgb" in oof:
-            tree = kinds["hgb"](ws.take(trainable))
+            tree = kinds["hgb"](full.take(trainable))
             u_base = amf_loco.decide(uw, tree(uw.x, uw.mask), {c.name: base_thr for c in unlabeled})
         frames.append(amf_loco.oof_frame(uw, u_flows, "amf_lstm", u_dec, base_name, u_base))
         for name, dec in (("amf_lstm", u_dec), ("single_flow_tree", u_base if "hgb" in oof else None)):
@@ -240,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
                                   "notes": c.notes} for c in caps},
             "validation": "leave-one-capture-out over the labeled captures",
             "labeled_windows": int(trainable.sum()),
-            "class_rows": {c: int((ws.y == i).sum()) for i, c in enumerate(CLASSES)},
+            "class_rows": {c: int((full.y == i).sum()) for i, c in enumerate(CLASSES)},
             "command": command,
             "seconds": round(train_seconds, 1),
             "seconds_total_with_evaluation": round(seconds, 1),
@@ -267,6 +278,20 @@ def run(args: argparse.Namespace) -> int:
     md.write_text(markdown(card), encoding="utf-8")
     log.info("wrote %s, its card, %s and %s (%.0f s)", out, md.name, loco_out, seconds)
     return 0
+
+
+def _folds(names: list[str] | None, ws: WindowSet) -> list[str] | None:
+    """The captures to hold out (``--folds``), checked against the labeled captures."""
+    if not names:
+        return None
+    from zeekml.errors import UsageError
+
+    labeled = set(ws.group[ws.y >= 0].tolist())
+    unknown = [n for n in names if n not in labeled]
+    if unknown:
+        raise UsageError(f"--folds: no labeled capture named {', '.join(map(repr, unknown))} "
+                         f"(captures: {', '.join(sorted(labeled))})")
+    return list(dict.fromkeys(names))
 
 
 def _empty_decisions(n: int) -> dict[str, np.ndarray]:
@@ -379,9 +404,14 @@ def _loco_md(lo: dict[str, Any]) -> list[str]:
     a = lo["amf_lstm"]
     lines = ["## Leave-one-capture-out (each capture scored by a model that never saw it)", "",
              "Each held-out capture is decided with thresholds calibrated on the other captures' "
-             f"out-of-fold benign flows. Classes judged (in >= {amf_loco.MIN_CAPTURES} captures): "
-             f"{', '.join(a['judged_classes'])}.", "",
-             "| | " + " | ".join(names) + " | target |", "|---|" + "---|" * len(names) + "---|"]
+             f"out-of-fold benign flows. Classes judged (in >= {amf_loco.MIN_CAPTURES} held-out captures): "
+             f"{', '.join(a['judged_classes'])}.", ""]
+    if lo.get("folds", "all") != "all":
+        lines += [f"**Partial run: {len(lo['folds'])} folds only** (held out: {', '.join(lo['folds'])}). "
+                  "Every figure below, and the shipped thresholds, come from these folds' out-of-fold "
+                  "flows alone; the other labeled captures were only ever training data. The full "
+                  "leave-one-capture-out run is the training command without `--folds`.", ""]
+    lines += ["| | " + " | ".join(names) + " | target |", "|---|" + "---|" * len(names) + "---|"]
 
     def row(label: str, get, target: str = "") -> None:
         lines.append(f"| {label} | " + " | ".join(get(lo[n]) for n in names) + f" | {target} |")
