@@ -45,7 +45,7 @@ from zeekml.windows.host_window import WINDOW_FEATURES
 log = logging.getLogger(__name__)
 
 #: Window key chosen by leave-one-capture-out results (see onnx_models/amf_lstm.md).
-DEFAULT_KEY = "local"
+DEFAULT_KEY = "local_dir"
 
 
 def _config(args: argparse.Namespace) -> amf_lstm.TrainConfig:
