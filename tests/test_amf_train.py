@@ -87,3 +87,115 @@ def test_eval_text_table(trained: Path, capsys):
     assert main(["eval", "--model", str(trained), "--data", str(UNSEEN), "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "precision" in text and "portscan" in text and "binary malicious vs benign" in text
+
+
+# --------------------------------------------------------------------------- --corpus
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A small corpus: four labeled captures (two NetFlow brute-force traces, benign
+    honeypot traffic, CTU-SME-11) and the unlabeled bundled sample."""
+    need_module("torch")
+    need_module("onnx")
+    from tests.conftest import need_binary
+
+    need_binary("nfdump")
+    need(DATA.is_dir(), "the shared captures")
+    tmp = tmp_path_factory.mktemp("amfc")
+    corpus = tmp / "corpus.json"
+    corpus.write_text(json.dumps({"format": "zeekml-corpus/1", "root": str(DATA), "captures": [
+        {"name": "ftp", "labels": {"class": "bruteforce"}, "paths": ["nfdump/pcap-zeek-ftp-bruteforce/nfcapd"]},
+        {"name": "ssh", "labels": {"class": "bruteforce"}, "paths": ["nfdump/pcap-zeek-ssh-guess/nfcapd"]},
+        {"name": "honeypot", "paths": ["iot23-csv/CTU-Honeypot-Capture-7-1-labeled.csv"]},
+        {"name": "sme", "paths": ["zeek/slips-test18-ctu-sme-11/conn.log.labeled"]},
+        {"name": "sample", "labels": "none", "paths": ["zeek/zat-sample/conn.log"]},
+    ]}))
+    out = tmp / "c.onnx"
+    rc = main(["train", "amf", "--corpus", str(corpus), "--out", str(out), "--epochs", "2", "--hidden", "8",
+               "--samples-per-epoch", "2000", "--seed", "2", "--threads", "1"])
+    assert rc == 0
+    return out, corpus
+
+
+def test_corpus_results_file_one_row_per_flow(corpus_run) -> None:
+    import pandas as pd
+
+    from zeekml.eval.corpus import load_corpus
+    from zeekml.models.card import load_card
+
+    out, corpus = corpus_run
+    card = load_card(out)
+    res = pd.read_parquet(out.with_name("c.loco.parquet"))
+    assert list(res.columns) == ["capture", "row", "uid", "ts", "orig_h", "orig_p", "resp_h", "resp_p", "proto",
+                                 "binary", "y", "model", "score", "cls", "threshold", "baseline",
+                                 "baseline_score", "baseline_cls", "baseline_threshold"]
+    assert str(res["row"].dtype) == "int64" and str(res["binary"].dtype) == "int8"
+    assert str(res["y"].dtype) == "int64" and str(res["score"].dtype) == "float64"
+    caps = {c.name: c for c in load_corpus(corpus)}
+    assert set(res["capture"]) == set(caps)
+    for name, cap in caps.items():
+        part = res[res["capture"] == name]
+        assert part["row"].tolist() == list(range(cap.rows))  # every flow, in stream order
+        assert part["uid"].tolist() == cap.flows["uid"].astype(str).tolist()
+    assert (res["model"] == "amf_lstm").all() and (res["baseline"] == "single_flow_tree").all()
+    sample = res[res["capture"] == "sample"]
+    assert (sample["binary"] == -1).all() and (sample["y"] == -1).all()
+    # the unlabeled capture is decided by the shipped thresholds; labeled ones by their fold's
+    shipped = card.data["thresholds"]
+    assert (sample["threshold"] == sample["cls"].map(shipped)).all()
+    per_fold = card.data["metrics"]["leave_one_capture_out"]["thresholds_per_fold"]["amf_lstm"]
+    for name in ("ftp", "ssh", "honeypot", "sme"):
+        part = res[res["capture"] == name]
+        assert (part["threshold"] == part["cls"].map(per_fold[name])).all()
+        # the card's per-capture counts are the file's rows under the rule score >= threshold
+        row = card.data["metrics"]["leave_one_capture_out"]["amf_lstm"]["per_capture"][name]
+        lab = part[part["binary"] >= 0]
+        flagged = lab["score"] >= lab["threshold"]
+        assert row["tp"] == int((flagged & (lab["binary"] == 1)).sum())
+        assert row["fp"] == int((flagged & (lab["binary"] == 0)).sum())
+
+
+def test_corpus_card_reports_loco_side_by_side(corpus_run) -> None:
+    from zeekml.models.card import load_card
+
+    out, _ = corpus_run
+    card = load_card(out)
+    lo = card.data["metrics"]["leave_one_capture_out"]
+    assert {"amf_lstm", "single_flow_tree", "amf_lstm_beats_single_flow_tree"} <= set(lo)
+    for name in ("amf_lstm", "single_flow_tree"):
+        assert set(lo[name]["per_capture"]) == {"ftp", "ssh", "honeypot", "sme"}
+        assert all(isinstance(v, bool) for v in lo[name]["targets"].values())
+    sup = card.data["threshold_support"]
+    assert sup["benign_flows"] == 130 + 44  # honeypot + CTU-SME-11 benign rows
+    assert sup["supported"] is False  # far too few benign flows for the budget: said so
+    assert "presumed_benign_unlabeled" in card.data["metrics"]
+    assert card.data["metrics"]["presumed_benign_unlabeled"]["sample"]["rows"] == 360
+    md = out.with_name("c.md").read_text()
+    assert "single_flow_tree" in md and "NOT met" in md and "c.loco.parquet" in md
+
+
+def test_corpus_partial_loco_folds(corpus_run, tmp_path) -> None:
+    """``--folds``: only the named captures are held out; the tables, thresholds and the
+    results file come from their out-of-fold rows alone, the card says so, and the shipped
+    model still trains on every labeled capture."""
+    import pandas as pd
+
+    _, corpus = corpus_run
+    out = tmp_path / "p.onnx"
+    rc = main(["train", "amf", "--corpus", str(corpus), "--out", str(out), "--epochs", "1", "--hidden", "8",
+               "--samples-per-epoch", "1000", "--seed", "2", "--threads", "1", "--folds", "sme", "ftp"])
+    assert rc == 0
+    card = json.loads(out.with_name("p.card.json").read_text())
+    lo = card["metrics"]["leave_one_capture_out"]
+    assert lo["folds"] == ["sme", "ftp"]
+    assert set(lo["amf_lstm"]["per_capture"]) == {"sme", "ftp"}
+    assert set(lo["single_flow_tree"]["per_capture"]) == {"sme", "ftp"}
+    assert set(card["training"]["captures"]) >= {"ftp", "ssh", "honeypot", "sme"}
+    assert card["training"]["class_rows"]["bruteforce"] > lo["amf_lstm"]["classes"]["bruteforce"]["support"]
+    oof = pd.read_parquet(out.with_name("p.loco.parquet"))
+    assert set(oof["capture"]) == {"sme", "ftp", "sample"}
+    assert "Partial run: 2 folds only" in out.with_name("p.md").read_text()
+    # a capture the corpus does not have is a usage error (exit code 2), not an empty run
+    assert main(["train", "amf", "--corpus", str(corpus), "--out", str(tmp_path / "q.onnx"), "--epochs", "1",
+                 "--folds", "no-such-capture"]) == 2

@@ -30,6 +30,12 @@ def _write(tmp_path: Path, doc: object) -> Path:
                                                 {"name": "a", "paths": ["y"]}]}, "unique"),
     ({"format": "zeekml-corpus/1", "captures": [{"name": "a", "paths": ["x"], "labels": "maybe"}]}, "labels"),
     ({"format": "zeekml-corpus/1", "captures": [{"name": "a", "paths": ["x"], "group_by": "host"}]}, "group_by"),
+    ({"format": "zeekml-corpus/1", "captures": [{"name": "a", "paths": ["x"], "exclude": [{"proto": "tcp"}]}]},
+     "exclude rule"),  # a rule must say why
+    ({"format": "zeekml-corpus/1", "captures": [{"name": "a", "paths": ["x"],
+                                                 "exclude": [{"why": "x", "resp_p": ["23"]}]}]}, "exclude rule"),
+    ({"format": "zeekml-corpus/1", "captures": [{"name": "a", "paths": ["x"],
+                                                 "exclude": [{"why": "x", "eval": "1"}]}]}, "exclude rule"),
 ])
 def test_hostile_corpus_files_are_refused(tmp_path: Path, doc: object, msg: str) -> None:
     with pytest.raises(ConfigError, match=msg):
@@ -79,3 +85,34 @@ def test_shared_corpus_has_three_captures_per_main_class() -> None:
     # the CSV conversion of IoT-23 34-1 is the same flows as the Zeek log: read once
     uids = np.concatenate([c.flows["uid"].astype(str).to_numpy() for c in caps])
     assert len(uids) == len(set(uids))
+
+
+def test_exclude_rules_take_rows_out_of_the_labels(tmp_path: Path) -> None:
+    """Rows matching an exclude rule are neither benign nor malicious; others keep their label."""
+    log = DATA / "zeek" / "stratosphere-010-mixed" / "conn.log.labeled"
+    need(log.is_file(), "the shared captures")
+    rule = {"label": "malicious", "proto": "tcp", "conn_state": ["S0"], "why": "test"}
+    doc = {"format": "zeekml-corpus/1", "root": str(log.parent), "captures": [
+        {"name": "plain", "paths": ["conn.log.labeled"]}]}
+    (plain,) = load_corpus(_write(tmp_path, doc))
+    doc["captures"][0]["exclude"] = [rule]
+    (cut,) = load_corpus(_write(tmp_path, doc))
+    b0, _ = targets(plain.flows)
+    b1, _ = targets(cut.flows)
+    hit = (b0 == 1) & (plain.flows["proto"] == "tcp").to_numpy() & (plain.flows["conn_state"] == "S0").to_numpy()
+    assert hit.sum() > 1000
+    assert (b1[hit] == -1).all()
+    assert (b1[~hit] == b0[~hit]).all()
+
+
+def test_shared_corpus_excludes_scanning_labeled_benign() -> None:
+    need(DATA.is_dir(), "the shared captures")
+    caps = load_corpus(SHARED_CORPUS, names=["iot23-subsample"])
+    flows = [c.flows for c in caps]
+    excluded = sum(int((f["detailed_label"] == "(excluded by a corpus rule)").sum()) for f in flows)
+    assert excluded == 29317  # the count the corpus file's rule states
+    for f in flows:
+        b, _ = targets(f)
+        scan = (f["proto"] == "tcp").to_numpy() & f["resp_p"].isin([23, 2323]).to_numpy() & (
+            f["conn_state"] == "S0").to_numpy()
+        assert not ((b == 0) & scan).any()

@@ -163,3 +163,32 @@ def test_batch_boundaries_do_not_change_windows_on_real_unsorted_log() -> None:
                  for a, b in zip([0, *cuts], [*cuts, len(df)], strict=True)]
         assert np.array_equal(np.concatenate([p.mask for p in parts]), whole.mask)
         assert np.array_equal(np.concatenate([p.x for p in parts]), whole.x)
+
+
+def test_relational_features_hand_case() -> None:
+    """A host fanning out on one port, then a flow back to an earlier peer."""
+    from zeekml.windows.host_window import standalone
+
+    df = conform(pd.DataFrame({
+        "ts": [0.0, 1.0, 2.0, 3.0, 4.0],
+        "uid": list("ABCDE"),
+        "orig_h": ["10.0.0.1", "10.0.0.1", "10.0.0.1", "8.8.8.8", "10.0.0.1"],
+        "resp_h": ["1.1.1.1", "2.2.2.2", "3.3.3.3", "10.0.0.1", "2.2.2.2"],
+        "orig_p": [5000, 5001, 5002, 53, 5003],
+        "resp_p": [16464, 16464, 16464, 7000, 80],
+        "proto": ["udp"] * 5,
+    }))
+    w = HostWindows(n=5, key="local").push(df, flow_features(df))
+    col = {f: WINDOW_FEATURES.index(f) for f in ("same_peer", "same_service_port", "host_is_orig", "peer_repeat")}
+    last = w.x[4]  # window of E: A B C D E, all of host 10.0.0.1
+    assert w.mask[4].all()
+    assert last[:, col["host_is_orig"]].tolist() == [1, 1, 1, 0, 1]  # D was inbound
+    assert last[:, col["same_peer"]].tolist() == [0, 1, 0, 0, 1]  # B and E share peer 2.2.2.2
+    assert last[:, col["peer_repeat"]].tolist() == [0, 0, 0, 0, 1]  # E's peer was seen (B)
+    fan = w.x[2]  # window of C: the fan-out A B C, same service port, new peers
+    assert fan[-3:, col["same_service_port"]].tolist() == [1, 1, 1]
+    assert fan[-3:, col["peer_repeat"]].tolist() == [0, 0, 0]
+    alone = standalone(w)
+    assert alone.mask[:, :-1].sum() == 0 and alone.mask[:, -1].all()
+    assert alone.x[4, -1, col["peer_repeat"]] == 0 and alone.x[4, -1, col["same_peer"]] == 1
+    assert (alone.x[:, :-1] == 0).all() and (alone.uids[:, :-1] == b"").all()

@@ -1,21 +1,18 @@
 """Leave-one-capture-out (LOCO) experiments for the AMF-LSTM and its baselines.
 
-Answers the questions issue 3 asks to settle by measurement, on the labeled
-captures of ``../shared/data``:
+Settles by measurement what the card's findings say, on the captures of a corpus file
+(``tools/shared-corpus.json``): which window key (orig / resp / local), which window
+features (``--drop`` leaves features out, for ablations), which hidden size, and the
+AMF-LSTM against a plain LSTM without attention and the single-flow tree. Every figure
+is on a capture the scoring model never saw, decided with thresholds calibrated on
+the *other* captures' out-of-fold benign flows (exactly what ``zeekml train amf``
+reports; :mod:`zeekml.train.amf_loco`). Usage::
 
-* which window key (orig / resp / local) generalizes best to unseen captures;
-* which hidden size (quality, and onnxruntime windows/s with 2 threads);
-* AMF-LSTM vs a plain LSTM without attention vs a single-flow gradient-boosted tree.
+    python tools/amf_experiments.py --corpus tools/shared-corpus.json --keys local resp orig \\
+        --models amf hgb --hidden 32 --epochs 6 --samples-per-epoch 30000 --json out.json
 
-Every figure is on a capture the model did not train on: for each capture (group),
-a model is trained on all the others and scores it; predictions of all folds are
-pooled. With ``--calibrate``, each held-out capture is decided with thresholds
-calibrated on the *other* captures' out-of-fold scores (as ``zeekml train amf``
-does); without it every fold uses the argmax-equivalent 0.5. Usage::
-
-    python tools/amf_experiments.py --data ../shared/data/zeek ../shared/data/iot23-csv \\
-        ../shared/data/cicids2017-improved-sample --models amf lstm hgb --keys orig \\
-        --hidden 64 --epochs 8 --json out.json
+    python tools/amf_experiments.py --bench-model onnx_models/amf_lstm.onnx   # windows/s
+    python tools/amf_experiments.py --bench --hidden 32 64                     # per hidden size
 """
 
 from __future__ import annotations
@@ -32,9 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zeekml.records.labels import CLASSES
-from zeekml.train import amf_lstm
-from zeekml.train.amf_cli import fold_thresholds, loco, split_metrics
-from zeekml.train.datasets import build_windows, load_captures
+from zeekml.train import amf_loco, amf_lstm, baselines
+from zeekml.train.amf_thresholds import DEFAULT_ALPHA
+from zeekml.train.datasets import WindowSet
+from zeekml.windows.host_window import WINDOW_FEATURES
 
 log = logging.getLogger("amf_experiments")
 
@@ -50,36 +48,38 @@ def windows_per_second(sess, x: np.ndarray, m: np.ndarray, seconds: float) -> fl
     return k * len(x) / (time.perf_counter() - t0)
 
 
-def bench_model(path: str, threads: int, batches: tuple[int, ...] = (1024, 4096), seconds: float = 3.0) -> dict:
-    """onnxruntime windows/s of an exported model file (e.g. the shipped ensemble) per batch size."""
+def bench_model(paths: list[str], threads: int, batches: tuple[int, ...] = (1024, 4096),
+                seconds: float = 3.0) -> dict:
+    """onnxruntime windows/s of exported model files per batch size; the first file is the
+    in-run baseline the others are compared with."""
     from zeekml.models.card import load_card
     from zeekml.train.export import session
 
-    card = load_card(path)
-    n, nf = int(card.data["window"]), len(card.data["features"])
-    sess = session(path, threads)
     rng = np.random.default_rng(0)
-    out = {}
-    for batch in batches:
-        x = rng.normal(size=(batch, n, nf)).astype(np.float32)
-        m = np.ones((batch, n), dtype=np.float32)
-        out[batch] = windows_per_second(sess, x, m, seconds)
-        print(f"{path}: batch {batch:5d}: {out[batch]:10.0f} windows/s  (onnxruntime, {threads} threads)",
-              flush=True)
-    return {str(b): round(v) for b, v in out.items()}
+    out: dict[str, dict[int, float]] = {}
+    for path in paths:
+        card = load_card(path)
+        n, nf = int(card.data["window"]), len(card.data["features"])
+        sess = session(path, threads)
+        out[path] = {}
+        for batch in batches:
+            x = rng.normal(size=(batch, n, nf)).astype(np.float32)
+            m = np.ones((batch, n), dtype=np.float32)
+            out[path][batch] = windows_per_second(sess, x, m, seconds)
+    base = out[paths[0]]
+    for path in paths:
+        for batch in batches:
+            print(f"{path}: batch {batch:5d}: {out[path][batch]:10.0f} windows/s, ratio vs {paths[0]}: "
+                  f"{out[path][batch] / base[batch]:.2f}  (onnxruntime, {threads} threads)", flush=True)
+    return {p: {str(b): round(v) for b, v in r.items()} for p, r in out.items()}
 
 
 def bench(hiddens: list[int], window: int, threads: int, batch: int = 1024, seconds: float = 3.0) -> dict:
-    """onnxruntime windows/s of the exported graph per hidden size, and the ratio to the first.
-
-    Speed does not depend on the weights, so untrained models of each size are
-    exported; inputs are real-shaped windows (all positions valid). The first hidden
-    size listed is the in-run baseline the others are compared with.
-    """
+    """onnxruntime windows/s of the exported graph per hidden size (untrained weights: speed
+    does not depend on them); the first size is the in-run baseline."""
     import tempfile
 
     from zeekml.train.export import export_onnx, session
-    from zeekml.windows.host_window import WINDOW_FEATURES
 
     nf = len(WINDOW_FEATURES)
     rng = np.random.default_rng(0)
@@ -98,64 +98,70 @@ def bench(hiddens: list[int], window: int, threads: int, batch: int = 1024, seco
     return {str(h): {"windows_per_s": round(v), "ratio": round(v / base, 3)} for h, v in out.items()}
 
 
-def recalibrate(npz: str, costs: list[float], kind: str = "amf") -> dict:
-    """Per-fold calibration at each false-positive cost, on saved out-of-fold probabilities.
+def without(ws: WindowSet, drop: list[str]) -> WindowSet:
+    """The window set with the named features left out (an ablation)."""
+    unknown = set(drop) - set(WINDOW_FEATURES)
+    if unknown:
+        raise SystemExit(f"unknown features: {sorted(unknown)}")
+    keep = [i for i, f in enumerate(WINDOW_FEATURES) if f not in drop]
+    return WindowSet(ws.x[:, :, keep], ws.mask, ws.y, ws.binary, ws.group, ws.uids, ws.row)
 
-    ``npz`` is a ``--save-probs`` file; each capture is decided with thresholds calibrated on
-    the *other* captures' out-of-fold scores, exactly as ``zeekml train amf --fp-cost C``
-    evaluates, without training again."""
-    from zeekml.train.datasets import WindowSet
 
-    d = np.load(npz, allow_pickle=False)
-    n = len(d["y"])
-    ws = WindowSet(np.zeros((n, 1, 1), np.float32), np.zeros((n, 1), bool), d["y"], d["binary"],
-                   d["group"].astype(object))
-    probs = d[f"probs_{kind}"]
+def fitters(models: list[str], cfg: amf_lstm.TrainConfig, flow_cols: list[int]) -> dict:
+    """Model kinds by name: amf (attention), lstm (no attention), hgb (single-flow tree on
+    the current flow's per-flow features)."""
     out = {}
-    for cost in costs:
-        r = split_metrics(ws, probs, fold_thresholds(ws, probs, cost))
-        b = r["binary"]
-        print(f"fp_cost {cost:g}: macroF1(multi)={r['macro_f1_multi_capture']:.3f} binF1={b['f1']:.3f} "
-              f"FPR={b['fpr']:.4f}", flush=True)
-        for g, v in r["per_capture"].items():
-            f1 = "n/a" if v["f1"] is None else f"{v['f1']:.3f}"
-            fpr = "n/a" if v["fpr"] is None else f"{v['fpr']:.4f}"
-            print(f"    {g}: F1 {f1} FPR {fpr}", flush=True)
-        out[str(cost)] = r
+    for kind in models:
+        if kind == "hgb":
+            def tree(train: WindowSet):
+                w = amf_lstm.sample_weights(train.y, train.group, len(CLASSES), cfg.normal_share)
+                xs = train.x[:, :, flow_cols]
+                clf = baselines.fit_single_flow(xs, train.y, w, len(CLASSES), cfg.seed, threads=1,
+                                                n_flow_features=len(flow_cols))
+                return lambda x, mask: clf.predict_proba(x[:, :, flow_cols])
+            out[kind] = tree
+        else:
+            c = amf_lstm.TrainConfig(**{**cfg.__dict__, "attention": kind == "amf"})
+
+            def nn(train: WindowSet, c: amf_lstm.TrainConfig = c):
+                model = amf_lstm.train_ensemble(train.x, train.mask, train.y, train.group, len(CLASSES), c)[0]
+                return lambda x, mask: amf_lstm.predict(model, x, mask)[0]
+            out[kind] = nn
     return out
+
+
+def summary_line(name: str, r: dict) -> str:
+    b = r["binary"]
+    per = " ".join(f"{c}:{'-' if v['f1'] is None else round(v['f1'], 2)}" for c, v in r["classes"].items())
+    return (f"{name}: macroF1(judged)={r['macro_f1_judged']:.3f} minprec={r['min_precision_of_emitted_classes']} "
+            f"recall={b['recall']:.3f} fpr={b['fpr']:.4f} auc={b['auc']:.3f} "
+            f"recall@pooledFPR0.5%={r['recall_at_pooled_fpr_0.5pct']:.3f} | {per}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", nargs="+")
+    ap.add_argument("--corpus", help="corpus file (e.g. tools/shared-corpus.json)")
     ap.add_argument("--bench", action="store_true", help="only measure onnxruntime speed per --hidden")
-    ap.add_argument("--bench-model", metavar="ONNX", help="only measure onnxruntime speed of this model file")
-    ap.add_argument("--models", nargs="+", default=["amf", "lstm", "hgb"], choices=["amf", "lstm", "hgb"])
-    ap.add_argument("--keys", nargs="+", default=["orig"], choices=["orig", "resp", "local"])
-    ap.add_argument("--hidden", nargs="+", type=int, default=[64])
+    ap.add_argument("--bench-model", nargs="+", metavar="ONNX",
+                    help="only measure onnxruntime speed of these model files (first = baseline)")
+    ap.add_argument("--models", nargs="+", default=["amf", "hgb"], choices=["amf", "lstm", "hgb"])
+    ap.add_argument("--keys", nargs="+", default=["local"], choices=["orig", "resp", "local"])
+    ap.add_argument("--drop", nargs="*", default=[], metavar="FEATURE", help="leave these window features out")
+    ap.add_argument("--hidden", nargs="+", type=int, default=[32])
     ap.add_argument("--window", type=int, default=10)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--samples-per-epoch", type=int, default=30000)
+    ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--normal-share", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ensemble", type=int, default=1, help="members per model (seeds SEED..)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--calibrate", action="store_true",
-                    help="decide each held-out capture with thresholds calibrated on the other "
-                         "captures' out-of-fold scores (as the trainer does); default 0.5")
-    ap.add_argument("--fp-cost", type=float, default=10.0, help="with --calibrate: cost of a false positive")
-    ap.add_argument("--recalibrate", metavar="NPZ", help="only re-decide saved --save-probs "
-                    "out-of-fold probabilities at each --fp-costs value")
-    ap.add_argument("--fp-costs", nargs="+", type=float, default=[10, 30, 100, 300])
+    ap.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="false-alarm budget of the calibrated thresholds")
     ap.add_argument("--json", help="write all results here")
-    ap.add_argument("--save-probs", metavar="PREFIX", help="save pooled LOCO probabilities as PREFIX.KEY.HIDDEN.npz")
+    ap.add_argument("--save-probs", metavar="PREFIX", help="save out-of-fold probabilities as PREFIX.KEY.HIDDEN.npz")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.recalibrate:
-        res = recalibrate(args.recalibrate, args.fp_costs)
-        if args.json:
-            Path(args.json).write_text(json.dumps(res, indent=1))
-        return 0
     if args.bench_model:
         res = {"bench_model": bench_model(args.bench_model, args.threads)}
         if args.json:
@@ -166,37 +172,40 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps({"bench": res}, indent=1))
         return 0
-    if not args.data:
-        ap.error("--data is required (except with --bench)")
-    caps = load_captures(args.data)
-    log.info("captures: %s", [(c.path, c.group, c.rows) for c in caps])
-    results = {}
+    if not args.corpus:
+        ap.error("--corpus is required (except with --bench/--bench-model)")
+    from zeekml.eval.corpus import load_corpus
+    from zeekml.features.flow_stats import FEATURES
+    from zeekml.train.datasets import corpus_windows
+
+    caps = load_corpus(args.corpus, labeled_only=True)
+    flows_of = {c.name: c.flows for c in caps}
+    kept = [f for f in WINDOW_FEATURES if f not in args.drop]
+    flow_cols = [i for i, f in enumerate(kept) if f in FEATURES]
+    results: dict = {"args": vars(args)}
     for key in args.keys:
-        ws = build_windows(caps, args.window, key)
+        ws = without(corpus_windows(caps, args.window, key), args.drop)
         for hidden in args.hidden:
             cfg = amf_lstm.TrainConfig(hidden=hidden, epochs=args.epochs, lr=args.lr, seed=args.seed,
                                        threads=args.threads, normal_share=args.normal_share,
-                                       ensemble=args.ensemble)
+                                       ensemble=args.ensemble, samples_per_epoch=args.samples_per_epoch,
+                                       batch_size=args.batch_size)
             t0 = time.perf_counter()
-            probs = loco(ws, cfg, args.seed, tuple(args.models))
+            probs = amf_loco.out_of_fold(ws, fitters(args.models, cfg, flow_cols))
             for kind in args.models:
-                thr = fold_thresholds(ws, probs[kind], args.fp_cost) if args.calibrate else None
-                summ = split_metrics(ws, probs[kind], thr)
-                summ["thresholds_per_fold"] = thr
+                ft = amf_loco.fold_thresholds(ws, probs[kind], args.alpha)
+                dec = amf_loco.decide(ws, probs[kind], {g: r.thresholds for g, r in ft.items()})
                 name = f"{kind}/key={key}/hidden={hidden if kind != 'hgb' else 0}"
-                results[name] = summ
-                f1m = summ["macro_f1_multi_capture"] or float("nan")
-                f1b = summ["binary"]["f1"] or float("nan")
-                print(f"{name} macroF1(multi)={f1m:.4f} acc={summ['accuracy']:.4f} "
-                      f"binF1={f1b:.4f}", flush=True)
+                notices = amf_loco.notices_per_capture(flows_of, ws, dec, kind)
+                results[name] = amf_loco.report(ws, dec, notices)
+                print(summary_line(name, results[name]), flush=True)
             log.info("key=%s hidden=%d: %.0f s", key, hidden, time.perf_counter() - t0)
             if args.save_probs:
                 np.savez_compressed(
-                    f"{args.save_probs}.{key}.{hidden}.npz", y=ws.y, binary=ws.binary,
-                    group=ws.group.astype(str), **{f"probs_{k}": v for k, v in probs.items()},
-                )
+                    f"{args.save_probs}.{key}.{hidden}.npz", y=ws.y, binary=ws.binary, row=ws.row,
+                    group=ws.group.astype(str), **{f"probs_{k}": v for k, v in probs.items()})
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     return 0
 
 

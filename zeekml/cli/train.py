@@ -53,25 +53,42 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(split by whole capture), export ONNX + model card."
         ),
     )
-    amf.add_argument("--data", nargs="+", required=True, metavar="PATH", help="labeled captures")
+    src = amf.add_mutually_exclusive_group(required=True)
+    src.add_argument("--corpus", metavar="CORPUS.json",
+                     help="a corpus file: input files grouped into captures with their label "
+                          "rules (e.g. tools/shared-corpus.json); leave-one-capture-out runs over "
+                          "its captures, unlabeled captures are scored for false-alarm counts")
+    src.add_argument("--data", nargs="+", metavar="PATH",
+                     help="labeled captures (each file one capture; CICFlowMeter samples by day)")
     amf.add_argument("--out", required=True, metavar="NAME.onnx", help="output model path")
     amf.add_argument("--window", type=int, default=10, help="flows per window n (default 10)")
-    amf.add_argument("--hidden", type=int, default=64, help="LSTM hidden units (default 64)")
+    amf.add_argument("--hidden", type=int, default=32, help="LSTM hidden units (default 32)")
     amf.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    amf.add_argument("--samples-per-epoch", type=int, default=0, metavar="N",
+                     help="windows drawn per epoch in proportion to their weights "
+                          "(default 0: every window once per epoch, loss weighted)")
+    amf.add_argument("--batch-size", type=int, default=256, help="training batch size (default 256)")
     amf.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    amf.add_argument("--key", choices=("orig", "resp", "local"), default=None,
+    amf.add_argument("--key", choices=("orig", "resp", "local", "local_dir"), default=None,
                      help="window key (default: the one chosen by evaluation)")
     amf.add_argument("--threads", type=int, default=defaults.THREADS,
                      help="torch threads (default %(default)s)")
     amf.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     amf.add_argument("--ensemble", type=int, default=1,
                      help="members averaged in the exported graph, seeds SEED.. (default 1)")
-    amf.add_argument("--baselines", action="store_true",
-                     help="also run the single-flow tree baseline through the same "
-                          "leave-one-capture-out evaluation and record it in the card")
-    amf.add_argument("--fp-cost", type=float, default=None, metavar="C",
-                     help="threshold calibration: one false positive costs C missed attack "
-                          "flows (default 10)")
+    amf.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                     help="also run the single-flow tree through the same leave-one-capture-out "
+                          "evaluation, recorded beside the AMF-LSTM (default on)")
+    amf.add_argument("--alpha", type=float, default=None, metavar="RATE",
+                     help="false-alarm budget of the calibrated thresholds: share of benign "
+                          "out-of-fold flows allowed to raise any attack class (default 0.0025)")
+    amf.add_argument("--folds", nargs="+", metavar="CAPTURE",
+                     help="leave-one-capture-out holds out only these captures (each still scored "
+                          "by a model trained on every other capture; thresholds and tables from "
+                          "these folds only); default: every labeled capture")
+    amf.add_argument("--loco-out", metavar="FILE.parquet",
+                     help="out-of-fold results file, one row per flow (default NAME.loco.parquet "
+                          "beside the model)")
     amf.add_argument("--metrics-json", metavar="FILE",
                      help="attach a tools/amf_experiments.py result file to the card")
     add_read_arguments(amf)

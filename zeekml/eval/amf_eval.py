@@ -91,7 +91,7 @@ def _score_file(scorer: Any, path: str, options: Any = None
     (NetFlow records paired within the file unless ``options.pair`` is False)."""
     from zeekml.features.flow_stats import flow_features
     from zeekml.sources.open import pair_batches, read_flows, sniff_path
-    from zeekml.windows.host_window import HostWindows
+    from zeekml.windows.host_window import HostWindows, standalone
 
     sampled = sniff_path(path) == "cicflowmeter_csv"
     w0 = scorer.windows
@@ -100,12 +100,9 @@ def _score_file(scorer: Any, path: str, options: Any = None
     probs, frames = [], []
     for batch in pair_batches(read_flows(path, options=options), options):
         w = scorer.windows.push(batch, flow_features(batch))
-        x, mask = w.x, w.mask
         if sampled:  # random samples: each row is scored as a host's first flow
-            x, mask = x.copy(), mask.copy()
-            x[:, :-1] = 0.0
-            mask[:, :-1] = False
-        p, _ = scorer.infer(x, mask)
+            w = standalone(w)
+        p, _ = scorer.infer(w.x, w.mask)
         probs.append(p)
         frames.append(batch[[c for c in ("label", "detailed_label") if c in batch.columns]])
     return probs, frames

@@ -28,6 +28,14 @@ other) says which files form which capture and where their labels come from::
 ``"none"``     unlabeled: only for false-alarm counts of traffic presumed benign, never
                for training a supervised model or for recall.
 
+``exclude`` (optional) lists row rules whose matching rows are excluded from the labels
+(never benign, never malicious; they still belong to the hosts' history). A rule
+matches a row when every field it names matches: ``label`` (``"benign"`` or
+``"malicious"``: the row's own label), ``proto`` (a string), ``resp_p`` and
+``conn_state`` (lists of values). ``why`` (required) says why, for the card. Used
+where a file's labels are demonstrably wrong, e.g. IoT-23 rows labeled benign that are
+one host's unanswered SYNs to thousands of distinct addresses on telnet ports.
+
 ``group_by`` says how an entry becomes captures:
 
 ``"entry"``          the whole entry is one capture (default; an nfcapd directory, two
@@ -88,6 +96,7 @@ class CaptureSpec:
     sampled: bool = False
     family: str = ""
     note: str = ""
+    exclude: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -134,7 +143,7 @@ def parse_corpus(path: str | Path) -> tuple[Path, list[CaptureSpec]]:
         where = f"captures[{i}]"
         if not isinstance(c, dict):
             raise _fail(p, f"{where} is not an object")
-        unknown = set(c) - {"name", "paths", "labels", "group_by", "sampled", "family", "note"}
+        unknown = set(c) - {"name", "paths", "labels", "group_by", "sampled", "family", "note", "exclude"}
         if unknown:
             raise _fail(p, f"{where} has unknown keys {sorted(unknown)}")
         name, paths = c.get("name"), c.get("paths")
@@ -162,8 +171,51 @@ def parse_corpus(path: str | Path) -> tuple[Path, list[CaptureSpec]]:
         if not isinstance(family, str) or not family:
             raise _fail(p, f"{where} ({name}): 'family' must be a non-empty string")
         note = c.get("note", "")
-        specs.append(CaptureSpec(name, tuple(paths), labels, group_by, sampled, family, str(note)))
+        exclude = _parse_exclude(p, f"{where} ({name})", c.get("exclude", []))
+        specs.append(CaptureSpec(name, tuple(paths), labels, group_by, sampled, family, str(note), exclude))
     return (p.parent / root).resolve(), specs
+
+
+def _parse_exclude(p: Path, where: str, rules: object) -> tuple[dict[str, Any], ...]:
+    if not isinstance(rules, list):
+        raise _fail(p, f"{where}: 'exclude' must be a list of rules")
+    out = []
+    for r in rules:
+        ok = isinstance(r, dict) and not set(r) - {"label", "proto", "resp_p", "conn_state", "why"}
+        ok = ok and isinstance(r.get("why"), str) and bool(r["why"]) and len(r) >= 2
+        ok = ok and r.get("label", "benign") in ("benign", "malicious")
+        ok = ok and isinstance(r.get("proto", ""), str)
+        ok = ok and isinstance(r.get("resp_p", []), list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in r.get("resp_p", []))
+        ok = ok and isinstance(r.get("conn_state", []), list) and all(
+            isinstance(v, str) for v in r.get("conn_state", []))
+        if not ok:
+            raise _fail(p, f"{where}: an exclude rule is {{'why': text, and any of 'label' "
+                           "(benign|malicious), 'proto', 'resp_p' [ints], 'conn_state' [strings]}")
+        out.append(dict(r))
+    return tuple(out)
+
+
+def _excluded(flows: pd.DataFrame, rules: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Rows matching any exclude rule (see the module docstring)."""
+    from zeekml.records.labels import binary_target
+
+    hit = np.zeros(len(flows), dtype=bool)
+    if not rules or not len(flows):
+        return hit
+    binary = binary_target(flows)
+    for r in rules:
+        m = np.ones(len(flows), dtype=bool)
+        if "label" in r:
+            m &= binary == (0 if r["label"] == "benign" else 1)
+        if "proto" in r:
+            m &= (flows["proto"] == r["proto"]).fillna(False).to_numpy(dtype=bool)
+        if "resp_p" in r:
+            m &= flows["resp_p"].isin(r["resp_p"]).fillna(False).to_numpy(dtype=bool)
+        if "conn_state" in r:
+            m &= flows["conn_state"].isin(r["conn_state"]).fillna(False).to_numpy(dtype=bool)
+        hit |= m
+    return hit
 
 
 # --------------------------------------------------------------------------- grouping
@@ -343,6 +395,13 @@ def _load_spec(spec: CaptureSpec, root: Path, seen: list[tuple[str, set[str]]]
             continue
         seen.append((f, uids))
         df = _apply_labels(df, spec.labels).reset_index(drop=True)
+        out_rows = _excluded(df, spec.exclude)
+        if out_rows.any():
+            log.info("%s: %d rows excluded by the corpus's exclude rules", f, int(out_rows.sum()))
+            detail = df["detailed_label"] if "detailed_label" in df.columns else pd.Series(
+                pd.NA, index=df.index, dtype="str")
+            df["label"] = df["label"].where(~out_rows, "Background")
+            df["detailed_label"] = detail.where(~out_rows, "(excluded by a corpus rule)")
         if spec.group_by == "network-month":
             keys = network_month_keys(df, whole_capture=not spec.sampled)
         elif spec.group_by == "day":

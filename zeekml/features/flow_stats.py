@@ -48,6 +48,7 @@ FEATURES: tuple[str, ...] = (
     "hist_reset",
     "hist_fin",
     "hist_resp_synack",
+    "no_reply",
 )
 
 N_FEATURES = len(FEATURES)
@@ -138,5 +139,6 @@ def flow_features(flows: pd.DataFrame) -> np.ndarray:
     put(_has(hist, "Rr"))
     put(_has(hist, "Ff"))
     put(_has(hist, "h"))
+    put(~(np.isfinite(rp) & (rp > 0)))
     assert col == N_FEATURES
     return out

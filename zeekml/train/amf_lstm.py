@@ -170,6 +170,10 @@ class TrainConfig:
     attention: bool = True
     normal_share: float = 0.5
     ensemble: int = 1
+    #: windows drawn per epoch, in proportion to their weights (0 = every window once,
+    #: loss weighted). Drawing by weight shows the rare classes and captures as often
+    #: as the weights say at a fraction of the cost of a full pass over large captures.
+    samples_per_epoch: int = 0
 
 
 @dataclass
@@ -211,7 +215,8 @@ def train(
     with torch.no_grad():
         model.head[-1].bias.copy_(torch.tensor(np.log(np.maximum(prior, 1e-4)), dtype=torch.float32))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * math.ceil(len(y) / cfg.batch_size)
+    per_epoch = cfg.samples_per_epoch or len(y)
+    steps = cfg.epochs * math.ceil(per_epoch / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1))
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     mt = torch.from_numpy(mask.astype(np.float32))
@@ -221,13 +226,18 @@ def train(
     lossf = nn.CrossEntropyLoss(reduction="none")
     losses: list[float] = []
     model.train()
+    drawn = cfg.samples_per_epoch > 0
+    ones = torch.ones(len(yt))
     for epoch in range(cfg.epochs):
-        perm = torch.randperm(len(yt), generator=gen)
+        if drawn:
+            perm = torch.multinomial(wt.double(), cfg.samples_per_epoch, replacement=True, generator=gen)
+        else:
+            perm = torch.randperm(len(yt), generator=gen)
         total, weight = 0.0, 0.0
         for s in range(0, len(perm), cfg.batch_size):
             idx = perm[s : s + cfg.batch_size]
             lg, _ = model.logits(xt[idx], mt[idx])
-            bw = wt[idx]
+            bw = ones[idx] if drawn else wt[idx]
             loss = (lossf(lg, yt[idx]) * bw).sum() / bw.sum().clamp_min(1e-9)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -18,39 +18,56 @@ import numpy as np
 from zeekml.features.flow_stats import N_FEATURES
 
 
-def current_flow(x: np.ndarray) -> np.ndarray:
+def current_flow(x: np.ndarray, n_flow_features: int = N_FEATURES) -> np.ndarray:
     """``[N, F_flow]``: the per-flow features of each window's current (last) flow."""
-    return np.ascontiguousarray(x[:, -1, :N_FEATURES])
+    return np.ascontiguousarray(x[:, -1, :n_flow_features])
 
 
 def fit_single_flow(
     x: np.ndarray, y: np.ndarray, weights: np.ndarray, n_classes: int, seed: int = 0,
-    threads: int = 1,
+    threads: int = 1, n_flow_features: int = N_FEATURES,
 ):
     """Fit the single-flow tree; returns an object with ``predict_proba -> [N, n_classes]``."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
     keep = y >= 0
+    present = np.unique(y[keep])
+    if len(present) < 2:  # one class to learn (a fold of benign-only captures): constant
+        return _Constant(int(present[0]) if len(present) else 0, n_classes)
     clf = HistGradientBoostingClassifier(
         max_iter=100, learning_rate=0.1, max_leaf_nodes=31, random_state=seed, early_stopping=False
     )
     # one OpenMP thread: on a shared, oversubscribed 2-core machine OpenMP's spinning
     # threads made a 2-thread fit 5x slower than a 1-thread one (measured: 82 s vs 14 s)
     with threadpool_limits(limits=threads):
-        clf.fit(current_flow(x[keep]), y[keep], sample_weight=weights[keep])
-    return _FullProba(clf, n_classes)
+        clf.fit(current_flow(x[keep], n_flow_features), y[keep], sample_weight=weights[keep])
+    return _FullProba(clf, n_classes, n_flow_features)
 
 
 class _FullProba:
     """Pads predict_proba to every class (a class absent from training gets 0)."""
 
-    def __init__(self, clf, n_classes: int) -> None:
+    def __init__(self, clf, n_classes: int, n_flow_features: int = N_FEATURES) -> None:
         self.clf = clf
+        self.n_classes = n_classes
+        self.n_flow_features = n_flow_features
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = self.clf.predict_proba(current_flow(x, self.n_flow_features))
+        out = np.zeros((len(x), self.n_classes), dtype=np.float64)
+        out[:, self.clf.classes_.astype(int)] = p
+        return out
+
+
+class _Constant:
+    """The model of a training set with one class: that class, always."""
+
+    def __init__(self, cls: int, n_classes: int) -> None:
+        self.cls = cls
         self.n_classes = n_classes
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        p = self.clf.predict_proba(current_flow(x))
         out = np.zeros((len(x), self.n_classes), dtype=np.float64)
-        out[:, self.clf.classes_.astype(int)] = p
+        out[:, self.cls] = 1.0
         return out

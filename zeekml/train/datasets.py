@@ -34,7 +34,7 @@ import pandas as pd
 from zeekml.errors import FormatError
 from zeekml.features.flow_stats import flow_features
 from zeekml.records.labels import CLASSES, targets
-from zeekml.windows.host_window import HostWindows
+from zeekml.windows.host_window import HostWindows, standalone
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,15 @@ class WindowSet:
     binary: np.ndarray  # [N] 1 malicious / 0 benign
     group: np.ndarray  # [N] capture (group) name, object
     uids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype="S20"))
+    row: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.y)
 
     def take(self, sel: np.ndarray) -> WindowSet:
         return WindowSet(self.x[sel], self.mask[sel], self.y[sel], self.binary[sel], self.group[sel],
-                         self.uids[sel] if len(self.uids) else self.uids)
+                         self.uids[sel] if len(self.uids) else self.uids,
+                         self.row[sel] if len(self.row) else self.row)
 
 
 def is_cicflowmeter(path: str | Path) -> bool:
@@ -192,3 +194,82 @@ def build_windows(caps: Sequence[Capture], n: int, key: str) -> WindowSet:
         group=np.concatenate([p.group for p in parts]),
         uids=np.concatenate([p.uids for p in parts]),
     )
+
+
+def stream_of(flows: pd.DataFrame) -> np.ndarray:
+    """Per row, the input stream it was read from: an nfcapd file's directory (``zeekml
+    score DIR`` reads a directory of nfcapd files as one stream), else the file."""
+    if "source_file" not in flows.columns:
+        return np.zeros(len(flows), dtype=np.int64)
+    src = flows["source_file"].fillna("").astype(str)
+    codes, uniques = pd.factorize(src)
+    names = [str(Path(u).parent) if Path(u).name.startswith("nfcapd.") else str(u) for u in uniques]
+    return pd.factorize(np.asarray(names, dtype=object)[codes])[0]
+
+
+def corpus_capture_windows(cap, n: int, key: str) -> WindowSet:
+    """Windows of *every* row of a corpus capture (:class:`zeekml.eval.corpus.Capture`),
+    in the capture's row order, as ``zeekml score`` would build them.
+
+    Each input stream gets a fresh window store, fed in file order. Rows from random
+    samples (``cap.sampled``) have no real history: they are never pushed into a
+    store and are windowed alone (the window a host's first flow has). Rows the labels
+    exclude keep ``binary == -1`` and ``y == -1``: they are part of the hosts' real
+    history and are scored for the out-of-fold file, never trained on.
+    """
+    df = cap.flows
+    feats = flow_features(df)
+    n_rows = len(df)
+    x = mask = uids = None
+    streams = stream_of(df)
+    sampled = np.asarray(cap.sampled, dtype=bool)
+    parts = [(np.nonzero((streams == s) & ~sampled)[0], False) for s in np.unique(streams)]
+    parts.append((np.nonzero(sampled)[0], True))
+    for idx, alone in parts:
+        if not len(idx):
+            continue
+        hw = HostWindows(n, key, max_hosts=1_000_000, idle_timeout=3600.0)
+        sub = df.iloc[idx].reset_index(drop=True)
+        w = standalone(hw.push(sub, feats[idx])) if alone else hw.push(sub, feats[idx])
+        if x is None:
+            x = np.zeros((n_rows, n, w.x.shape[2]), dtype=np.float32)
+            mask = np.zeros((n_rows, n), dtype=bool)
+            uids = np.zeros((n_rows, n), dtype=w.uids.dtype)
+        x[idx], mask[idx], uids[idx] = w.x, w.mask, w.uids
+    binary, y = targets(df, CLASSES)
+    return WindowSet(x=x, mask=mask, y=y, binary=binary.astype(np.int8),
+                     group=np.full(n_rows, cap.name, dtype=object), uids=uids,
+                     row=np.arange(n_rows, dtype=np.int64))
+
+
+def corpus_windows(caps, n: int, key: str) -> WindowSet:
+    """:func:`corpus_capture_windows` of every capture, concatenated (captures contiguous)."""
+    parts = [corpus_capture_windows(c, n, key) for c in caps]
+    return WindowSet(
+        x=np.concatenate([p.x for p in parts]),
+        mask=np.concatenate([p.mask for p in parts]),
+        y=np.concatenate([p.y for p in parts]),
+        binary=np.concatenate([p.binary for p in parts]),
+        group=np.concatenate([p.group for p in parts]),
+        uids=np.concatenate([p.uids for p in parts]),
+        row=np.concatenate([p.row for p in parts]),
+    )
+
+
+def captures_from_files(paths: Sequence[str | Path], reader: Callable[[str], pd.DataFrame] | None = None):
+    """Labeled files as corpus captures (:class:`zeekml.eval.corpus.Capture`), for
+    ``zeekml train amf --data``: each file is its own capture, except CICFlowMeter
+    samples, grouped by day (see :func:`load_captures`)."""
+    from zeekml.eval.corpus import Capture as CorpusCapture
+    from zeekml.records import schema
+
+    by_group: dict[str, list[Capture]] = {}
+    for c in load_captures(paths, reader):
+        by_group.setdefault(c.group, []).append(c)
+    out = []
+    for name, items in by_group.items():
+        flows = (schema.concat([c.flows for c in items]) if len(items) > 1 else items[0].flows)
+        sampled = np.concatenate([np.full(c.rows, c.sampled) for c in items])
+        out.append(CorpusCapture(name, flows.reset_index(drop=True), sampled,
+                                 files=[c.path for c in items], labeled=True))
+    return out

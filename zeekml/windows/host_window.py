@@ -37,8 +37,10 @@ from zeekml.features.flow_stats import FEATURES, N_FEATURES
 from zeekml.records.addresses import is_private
 from zeekml.windows.history import FieldSpec, KeyedHistory
 
-WINDOW_KEYS = ("orig", "resp", "local")
-RELATIONAL_FEATURES: tuple[str, ...] = ("log_dt", "same_peer", "same_peer_port")
+WINDOW_KEYS = ("orig", "resp", "local", "local_dir")
+RELATIONAL_FEATURES: tuple[str, ...] = (
+    "log_dt", "same_peer", "same_peer_port", "same_service_port", "host_is_orig", "peer_repeat",
+)
 WINDOW_FEATURES: tuple[str, ...] = FEATURES + RELATIONAL_FEATURES
 UID_BYTES = 20
 
@@ -54,11 +56,18 @@ class Windows:
 
 def key_sides(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, pd.Series]:
     """Return (host, peer, peer_port) columns for a window key."""
+    host, peer, port, _ = key_sides_dir(flows, key)
+    return host, peer, port
+
+
+def key_sides_dir(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, pd.Series, np.ndarray]:
+    """(host, peer, peer_port, host_is_orig) for a window key."""
+    n = len(flows)
     if key == "orig":
-        return flows["orig_h"], flows["resp_h"], flows["resp_p"]
+        return flows["orig_h"], flows["resp_h"], flows["resp_p"], np.ones(n, dtype=bool)
     if key == "resp":
-        return flows["resp_h"], flows["orig_h"], flows["orig_p"]
-    if key == "local":
+        return flows["resp_h"], flows["orig_h"], flows["orig_p"], np.zeros(n, dtype=bool)
+    if key in ("local", "local_dir"):
         lo = flows["local_orig"].fillna(False).to_numpy(dtype=bool)
         lr = flows["local_resp"].fillna(False).to_numpy(dtype=bool)
         known = flows["local_orig"].notna().to_numpy() | flows["local_resp"].notna().to_numpy()
@@ -68,8 +77,37 @@ def key_sides(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, pd.S
         host = flows["orig_h"].where(~use_resp, flows["resp_h"])
         peer = flows["resp_h"].where(~use_resp, flows["orig_h"])
         port = flows["resp_p"].where(~use_resp, flows["orig_p"])
-        return host, peer, port
+        if key == "local_dir":
+            # one window for what the local host starts, another for what reaches it
+            host = host.fillna("").astype(str) + np.where(use_resp, "<", ">")
+        return host, peer, port, ~use_resp
     raise ValueError(f"window key must be one of {', '.join(WINDOW_KEYS)}, got {key!r}")
+
+
+def standalone(w: Windows) -> Windows:
+    """The windows as if every flow were its host's first: only the flow itself.
+
+    For rows that are random samples (CICIDS2017, iot23-subsample): consecutive rows are
+    not a host's consecutive flows, so their history would be fiction. The flow's
+    relations to itself hold as they are; "peer seen earlier" looks at nothing.
+    """
+    x, mask, uids = w.x.copy(), w.mask.copy(), w.uids.copy()
+    x[:, :-1, :] = 0.0
+    mask[:, :-1] = False
+    uids[:, :-1] = b""
+    x[:, -1, WINDOW_FEATURES.index("peer_repeat")] = 0.0
+    return Windows(x=x, mask=mask, uids=uids)
+
+
+def uid_bytes(uids: pd.Series) -> np.ndarray:
+    """uids as fixed-width bytes (``S20``); non-ASCII text (hostile input) via UTF-8 with
+    replacement, longer uids cut (they only name context flows)."""
+    vals = uids.fillna("").astype(str).to_numpy(dtype=object)
+    try:
+        return np.asarray(vals, dtype=f"U{UID_BYTES}").astype(f"S{UID_BYTES}")
+    except UnicodeEncodeError:
+        enc = [v.encode("utf-8", errors="replace")[:UID_BYTES] for v in vals]
+        return np.asarray(enc, dtype=f"S{UID_BYTES}")
 
 
 def _hash32(s: pd.Series) -> np.ndarray:
@@ -98,8 +136,9 @@ class HostWindows:
             n - 1,
             {
                 "feat": FieldSpec(np.dtype(np.float16), (N_FEATURES,)),
-                "peer": FieldSpec(np.dtype(np.uint32)),
-                "port": FieldSpec(np.dtype(np.int32)),
+                # peer hash, peer port, service (responder) port, host is originator:
+                # one int32 block, gathered in one operation
+                "meta": FieldSpec(np.dtype(np.int32), (4,)),
                 "uid": FieldSpec(np.dtype(f"S{UID_BYTES}")),
             },
             max_keys=max_hosts,
@@ -108,27 +147,33 @@ class HostWindows:
 
     def push(self, flows: pd.DataFrame, feats: np.ndarray) -> Windows:
         """Append a canonical flow batch (with its :func:`flow_features`) in row order."""
-        host, peer, port = key_sides(flows, self.key)
+        host, peer, port, is_orig = key_sides_dir(flows, self.key)
         ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         ts = np.where(np.isfinite(ts), ts, 0.0)
-        uids = flows["uid"].fillna("").astype(str).str.encode("utf-8", errors="replace")
-        values = {
-            "ts": ts,
-            "feat": feats.astype(np.float16),
-            "peer": _hash32(peer),
-            "port": port.fillna(-1).to_numpy(dtype=np.int32),
-            "uid": np.asarray(uids.to_numpy(dtype=object), dtype=f"S{UID_BYTES}"),
-        }
+        meta = np.empty((len(flows), 4), dtype=np.int32)
+        meta[:, 0] = _hash32(peer).view(np.int32)
+        meta[:, 1] = port.fillna(-1).to_numpy(dtype=np.int32)
+        meta[:, 2] = flows["resp_p"].fillna(-1).to_numpy(dtype=np.int32)
+        meta[:, 3] = is_orig
+        values = {"ts": ts, "feat": feats.astype(np.float16), "meta": meta, "uid": uid_bytes(flows["uid"])}
         keys = host.fillna("").astype(str).to_numpy(dtype=object)
         w, valid = self.history.extend(keys, values)
         b, n = valid.shape
-        x = np.zeros((b, n, len(WINDOW_FEATURES)), dtype=np.float32)
-        x[:, :, :N_FEATURES] = w["feat"].astype(np.float32)
-        dt = np.maximum(w["ts"][:, -1:] - w["ts"], 0.0)
-        x[:, :, N_FEATURES] = np.log1p(dt)
-        x[:, :, N_FEATURES + 1] = w["peer"] == w["peer"][:, -1:]
-        x[:, :, N_FEATURES + 2] = w["port"] == w["port"][:, -1:]
-        x *= valid[:, :, None]
+        x = np.empty((b, n, len(WINDOW_FEATURES)), dtype=np.float32)
+        x[:, :, :N_FEATURES] = w["feat"]  # invalid positions are zero already
+        m = w["meta"]
+        rel = np.empty((len(RELATIONAL_FEATURES), b, n), dtype=np.float32)
+        rel[0] = np.log1p(np.maximum(w["ts"][:, -1:] - w["ts"], 0.0))
+        np.equal(m[:, :, 0], m[:, -1:, 0], out=rel[1], casting="unsafe")
+        np.equal(m[:, :, 1], m[:, -1:, 1], out=rel[2], casting="unsafe")
+        np.equal(m[:, :, 2], m[:, -1:, 2], out=rel[3], casting="unsafe")
+        rel[4] = m[:, :, 3]
+        pr = m[:, :, 0]
+        earlier = np.tril(np.ones((n, n), dtype=bool), -1)
+        seen = (pr[:, :, None] == pr[:, None, :]) & (valid[:, None, :] & earlier[None])
+        rel[5] = seen.any(axis=2)
+        rel *= valid[None]
+        x[:, :, N_FEATURES:] = rel.transpose(1, 2, 0)
         return Windows(x=x, mask=valid, uids=w["uid"])
 
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -1,0 +1,120 @@
+"""AMF thresholds calibrated to a false-alarm budget, and the LOCO machinery around them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from zeekml.records.labels import CLASSES
+from zeekml.train.amf_thresholds import attack_view, calibrate, upper_bound
+from zeekml.train.datasets import WindowSet
+
+
+def _probs(rng: np.random.Generator, n: int, attack: int, level: np.ndarray) -> np.ndarray:
+    """Rows whose P(normal) is 1 - level and whose top attack class is ``attack``."""
+    p = np.zeros((n, len(CLASSES)))
+    p[:, 0] = 1 - level
+    p[:, attack] = level * 0.8
+    p[:, (attack % (len(CLASSES) - 1)) + 1] += level * 0.2
+    return p
+
+
+def test_budget_holds_on_the_calibration_flows() -> None:
+    rng = np.random.default_rng(0)
+    n = 40_000
+    cls = rng.integers(1, len(CLASSES), n)
+    score = rng.beta(0.5, 4, n)
+    benign = np.ones(n, dtype=bool)
+    rep = calibrate(score, cls, benign, CLASSES, alpha=0.0035)
+    allowed = math.floor(0.0035 / (len(CLASSES) - 1) * n + 1e-9)
+    assert rep.benign_flows == n and allowed == 20
+    total = 0
+    for i, c in enumerate(CLASSES[1:], start=1):
+        k = int(((cls == i) & (score >= rep.thresholds[c])).sum())
+        assert k <= allowed, c
+        # the threshold is tight: one notch lower would exceed the budget
+        lower = np.sort(score[cls == i])[::-1][allowed]
+        assert lower < rep.thresholds[c]
+        assert rep.per_class[c]["benign_alarms"] == k
+        total += k
+    assert total <= 0.0035 * n
+    assert rep.supported
+
+
+def test_floor_small_sets_and_saturated_scores() -> None:
+    score = np.array([0.1, 0.2, 0.3, 1.0, 1.0, 1.0])
+    cls = np.array([1, 1, 1, 3, 3, 3])
+    rep = calibrate(score, cls, np.ones(6, dtype=bool), CLASSES, alpha=0.01)
+    assert rep.thresholds["ddos"] == 0.5  # nothing above the floor
+    assert rep.thresholds["portscan"] > 1.0  # saturated benign scores: cannot be emitted
+    assert not rep.supported  # 6 benign flows cannot support a 0.14% per-class rate
+    assert rep.thresholds["default"] == max(v for k, v in rep.thresholds.items() if k != "default")
+    # malicious rows never move a threshold
+    mixed = calibrate(np.r_[score, [0.99] * 50], np.r_[cls, [1] * 50],
+                      np.r_[np.ones(6, dtype=bool), np.zeros(50, dtype=bool)], CLASSES, alpha=0.01)
+    assert mixed.thresholds == rep.thresholds
+
+
+def test_upper_bound_matches_known_values() -> None:
+    assert upper_bound(0, 1000) == pytest.approx(1 - 0.05 ** (1 / 1000), rel=1e-6)  # ~ 3/n
+    assert upper_bound(10, 10_000) == pytest.approx(0.001696, rel=2e-3)
+    assert upper_bound(5, 5) == 1.0
+    assert upper_bound(0, 0) is None
+
+
+def test_attack_view_skips_normal() -> None:
+    p = np.array([[0.7, 0.1, 0.05, 0.15, 0, 0, 0, 0], [0.01, 0, 0, 0, 0.99, 0, 0, 0]])
+    score, cls = attack_view(p, CLASSES)
+    np.testing.assert_allclose(score, [0.3, 0.99])
+    assert [CLASSES[i] for i in cls] == ["portscan", "c2"]
+
+
+def _windowset(groups: list[str], rows: int) -> WindowSet:
+    g = np.repeat(np.array(groups, dtype=object), rows)
+    n = len(g)
+    x = np.zeros((n, 2, 3), dtype=np.float32)
+    x[:, -1, 0] = np.repeat(np.arange(len(groups)), rows)  # which capture, visible to the fitter
+    y = np.tile(np.r_[np.zeros(rows // 2, dtype=np.int64), np.full(rows - rows // 2, 3)], len(groups))
+    return WindowSet(x=x, mask=np.ones((n, 2), dtype=bool), y=y, binary=(y > 0).astype(np.int8), group=g,
+                     row=np.tile(np.arange(rows), len(groups)))
+
+
+def test_out_of_fold_never_scores_a_capture_with_a_model_that_saw_it() -> None:
+    from zeekml.train import amf_loco
+
+    ws = _windowset(["a", "b", "c", "d"], 10)
+    seen_by: list[set[float]] = []
+
+    def fitter(train: WindowSet):
+        trained_on = set(train.x[:, -1, 0].tolist())
+        seen_by.append(trained_on)
+
+        def predict(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            p = np.zeros((len(x), len(CLASSES)))
+            # probability of normal 1 when the row's capture was in training, else 0
+            p[:, 0] = [1.0 if v in trained_on else 0.0 for v in x[:, -1, 0]]
+            p[:, 3] = 1 - p[:, 0]
+            return p
+        return predict
+
+    oof = amf_loco.out_of_fold(ws, {"amf": fitter})["amf"]
+    assert len(seen_by) == 4 and all(len(s) == 3 for s in seen_by)
+    assert np.all(oof[:, 0] == 0.0)  # every row was scored by a model that never saw it
+
+
+def test_fold_thresholds_ignore_the_held_out_capture() -> None:
+    from zeekml.train import amf_loco
+
+    ws = _windowset(["a", "b", "c"], 4000)
+    rng = np.random.default_rng(1)
+    probs = _probs(rng, len(ws), 3, rng.uniform(0, 0.6, len(ws)))
+    # capture "c"'s benign flows score very high: they must not raise "c"'s own threshold
+    hot = (ws.group == "c") & (ws.binary == 0)
+    probs[hot] = _probs(rng, int(hot.sum()), 3, np.full(int(hot.sum()), 0.999))
+    ft = amf_loco.fold_thresholds(ws, probs, alpha=0.007)
+    assert ft["c"].thresholds["portscan"] < 0.7
+    assert ft["a"].thresholds["portscan"] > 0.999
+    dec = amf_loco.decide(ws, probs, {g: r.thresholds for g, r in ft.items()})
+    np.testing.assert_array_equal(dec["flagged"], dec["score"] >= dec["threshold"])
