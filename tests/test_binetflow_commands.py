@@ -167,11 +167,12 @@ def test_training_loaders_read_binetflow_with_tz() -> None:
     need_module("torch")
     from zeekml.sources.open import read_table
     from zeekml.train.datasets import load_captures
-    from zeekml.train.lm_cli import load_streams
+    from zeekml.train.lm_training import load_streams
 
     opts = ReadOptions(tz=PRAGUE)
-    tables, files = load_streams([str(TEST5)], drop_malicious=True, options=opts)
-    assert files[0]["rows"] == 296 and files[0]["malicious_dropped"] == 277
-    assert len(tables[0]) == 19 and float(tables[0]["ts"].min()) == pytest.approx(8.140073, abs=1e-6)
+    (stream,) = load_streams([str(TEST5)], drop_malicious=True, options=opts)
+    assert stream.files[0]["rows"] == 296 and stream.files[0]["malicious_dropped"] == 277
+    kept = stream.flows[stream.trainable]
+    assert len(kept) == 19 and float(kept["ts"].min()) == pytest.approx(8.140073, abs=1e-6)
     caps = load_captures([str(TEST5), str(TEST2)], reader=lambda p: read_table([p], options=opts))
     assert len(caps) == 1  # test2's Label column is empty: not a training capture

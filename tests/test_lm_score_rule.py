@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zeekml.errors import ModelError, UsageError
+from zeekml.errors import ConfigError, ModelError
 from zeekml.models.card import ModelCard
 from zeekml.models.lm_score import ScoreRule
-from zeekml.train.lm_cli import parse_weights
 from zeekml.train.lm_data import make_stream
 from zeekml.train.lm_loco import ALL_MODEL, LocoOptions, fold_plan, folds_to_run
+from zeekml.train.lm_training import parse_weights
 
 
 def _card(score: dict) -> ModelCard:
@@ -43,7 +43,7 @@ def test_card_rule_round_trip_and_validation() -> None:
     assert ScoreRule.from_card(_card({"weights": {"nll": 1}})).how == "sum"
     with pytest.raises(ModelError, match="combine"):
         ScoreRule.from_card(_card({"weights": {"nll": 1}, "combine": "min"}))
-    with pytest.raises(UsageError):
+    with pytest.raises(ConfigError):
         parse_weights("max:")
 
 
@@ -63,12 +63,12 @@ def test_loco_folds_selects_folds_and_keeps_the_all_model_fold() -> None:
     assert folds_to_run(streams, opts) == list(plan)  # type: ignore[arg-type]
     some = LocoOptions(own_fold_rows=20, small_groups=2, only=("small-1",))
     assert folds_to_run(streams, some) == ["small-1", ALL_MODEL]  # type: ignore[arg-type]
-    with pytest.raises(UsageError, match="no fold named nope"):
+    with pytest.raises(ConfigError, match="no fold named nope"):
         folds_to_run(streams, LocoOptions(only=("nope",)))  # type: ignore[arg-type]
 
 
 def test_card_statements_say_plainly_where_the_model_loses() -> None:
-    from zeekml.train.lm_cli import loco_statements
+    from zeekml.train.lm_training import loco_statements
 
     pooled = {"lm_auc": 0.90, "unigram_auc": 0.95, "lm_recall": 0.3, "unigram_recall": 0.1}
     caps = [

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zeekml.models.card import card_path, write_card
-from zeekml.train.amf_cli import markdown
+from zeekml.train.amf_training import markdown
 
 
 def main() -> int:

@@ -33,3 +33,5 @@ MAX_CURSORS = 100_000
 INCIDENT_GAP = 1800.0
 #: seconds of log time between the updates of an incident still going on
 INCIDENT_UPDATE = 3600.0
+#: bytes read from the head of a file to recognise its format
+SNIFF_BYTES = 65536

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
 
 from zeekml import defaults
 from zeekml.errors import ZeekmlError
@@ -22,17 +26,68 @@ class TrainExtraMissing(ZeekmlError):
     """torch/onnx are not installed."""
 
 
-def _runner(module: str):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as exc:
-            if exc.name and exc.name.split(".")[0] in ("torch", "onnx"):
-                raise TrainExtraMissing(INSTALL_HINT) from exc
-            raise
-        return int(mod.run(args) or 0)
+def _training(module: str) -> Any:
+    """The training library ``module`` (torch is imported only now, with a clear hint)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] in ("torch", "onnx"):
+            raise TrainExtraMissing(INSTALL_HINT) from exc
+        raise
 
-    return run
+
+def _command() -> str:
+    """The command line as typed, recorded in the card."""
+    return "zeekml " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def run_amf(args: argparse.Namespace) -> int:
+    from zeekml.sources.options import read_options_from
+
+    t = _training("zeekml.train.amf_training")
+    req = t.AmfTrainRequest(
+        out=Path(args.out), corpus=args.corpus, data=tuple(args.data or ()),
+        window=args.window, hidden=args.hidden, epochs=args.epochs,
+        samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, seed=args.seed,
+        key=args.key or t.DEFAULT_KEY, threads=args.threads, lr=args.lr,
+        ensemble=args.ensemble, baselines=args.baselines,
+        alpha=t.DEFAULT_ALPHA if args.alpha is None else args.alpha,
+        folds=tuple(args.folds) if args.folds else None,
+        loco_out=Path(args.loco_out) if args.loco_out else None,
+        metrics_json=Path(args.metrics_json) if args.metrics_json else None,
+        read=read_options_from(args), command=_command())
+    return int(t.train(req) or 0)
+
+
+def run_lm(args: argparse.Namespace) -> int:
+    from zeekml.sources.options import read_options_from
+
+    t = _training("zeekml.train.lm_training")
+    req = t.LmTrainRequest(
+        out=Path(args.out), data=tuple(args.data or ()), corpus=args.corpus,
+        train_exclude=tuple(args.train_exclude or ()),
+        loco=Path(args.loco) if args.loco else None,
+        loco_folds=tuple(args.loco_folds) if args.loco_folds else None,
+        context=args.context, epochs=args.epochs, patience=args.patience, seed=args.seed,
+        hidden=args.hidden, fpr=args.fpr if args.fpr is not None else t.F.LmConfig.fpr,
+        min_above=args.min_above, score_weights=args.score_weights, threads=args.threads,
+        drop_malicious=args.drop_malicious, eval=tuple(args.eval or ()),
+        read=read_options_from(args), command=_command())
+    result = t.train(req)
+    card = result.card
+    v = card["metrics"]["validation"]
+    sys.stdout.write(
+        f"wrote {req.out} and its card: {card['training']['train_windows']} training flows, "
+        f"vocabulary {card['model']['vocab_size']}, threshold {card['thresholds']['anomaly']:.3f}, "
+        f"validation NLL {v['lm_mean_nll']:.3f} (unigram {v['unigram_mean_nll']:.3f}), "
+        f"best epoch {card['training']['best_epoch']} of {card['training']['epochs_run']}, "
+        f"{card['training']['seconds']:.0f} s\n"
+    )
+    if result.evaluation is not None:
+        from zeekml.eval.lm_eval import format_text
+
+        sys.stdout.write(format_text(result.evaluation))
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,7 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     amf.add_argument("--metrics-json", metavar="FILE",
                      help="attach a tools/amf_experiments.py result file to the card")
     add_read_arguments(amf)
-    amf.set_defaults(func=_runner("zeekml.train.amf_cli"))
+    amf.set_defaults(func=run_amf)
 
     lm = tsub.add_parser(
         "lm",
@@ -145,4 +200,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--eval", nargs="+", default=None, metavar="PATH",
                     help="held-out labeled captures to evaluate and record in the card")
     add_read_arguments(lm)
-    lm.set_defaults(func=_runner("zeekml.train.lm_cli"))
+    lm.set_defaults(func=run_lm)

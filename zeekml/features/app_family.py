@@ -75,15 +75,18 @@ SERVICE_FAMILIES: dict[str, str] = {
     "ayiya": "vpn", "teredo": "vpn",
 }
 
+#: TCP/UDP port numbers: 0..65535
+PORTS = 1 << 16
+
 _ICMP_ECHO = (0, 8, 128, 129)
 _ICMP_ERROR = (1, 2, 3, 4, 5, 11, 12)
 _ICMP_INFRA = (130, 131, 132, 133, 134, 135, 136, 137, 143)
 
 
 def _port_table() -> np.ndarray:
-    table = np.where(np.arange(65536) < 1024, _CODE["wk"],
-                     np.where(np.arange(65536) < 49152, _CODE["reg"], _CODE["dyn"]))
-    known = np.zeros(65536, dtype=bool)
+    table = np.where(np.arange(PORTS) < 1024, _CODE["wk"],
+                     np.where(np.arange(PORTS) < 49152, _CODE["reg"], _CODE["dyn"]))
+    known = np.zeros(PORTS, dtype=bool)
     for fam, ports in PORT_FAMILIES.items():
         table[list(ports)] = _CODE[fam]
         known[list(ports)] = True

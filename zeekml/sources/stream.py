@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
+from zeekml import defaults
 from zeekml.errors import FormatError, StateError
 from zeekml.sources.detect import open_parser, sniff_format
 from zeekml.sources.generation import Generation, identify
@@ -45,7 +46,7 @@ from zeekml.sources.skips import SkipLog
 log = logging.getLogger(__name__)
 
 #: bytes of a generation's start the format is sniffed from (at most)
-SNIFF_BYTES = 64 * 1024
+SNIFF_BYTES = defaults.SNIFF_BYTES
 #: a first line longer than this is sniffed as it is (a Zeek header line or one JSON
 #: record is far shorter)
 MAX_SNIFF_BYTES = 1 << 20

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from zeekml import defaults
+
 log = logging.getLogger(__name__)
 
 NEG_INF = -1e9
@@ -166,7 +168,7 @@ class TrainConfig:
     batch_size: int = 256
     weight_decay: float = 1e-5
     seed: int = 0
-    threads: int = 2
+    threads: int = defaults.THREADS
     attention: bool = True
     normal_share: float = 0.5
     ensemble: int = 1

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from zeekml import defaults
 from zeekml.errors import FormatError
 from zeekml.features.flow_stats import flow_features
 from zeekml.records.labels import CLASSES, targets
@@ -81,7 +82,7 @@ def is_cicflowmeter(path: str | Path) -> bool:
     """True when the file's first line is a CICFlowMeter CSV header (content, not name)."""
     try:
         with open(path, "rb") as fh:
-            head = fh.readline(65536).decode("utf-8", errors="replace")
+            head = fh.readline(defaults.SNIFF_BYTES).decode("utf-8", errors="replace")
     except OSError:
         return False
     return sum(m in head for m in _CICFLOW_MARKERS) >= 2

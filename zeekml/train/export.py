@@ -22,6 +22,7 @@ import onnxruntime as ort
 import torch
 from onnx import external_data_helper
 
+from zeekml import defaults
 from zeekml.errors import ModelError
 from zeekml.models.card import sha256_file
 
@@ -78,7 +79,7 @@ def check_single_file(path: str | Path) -> None:
     onnx.checker.check_model(model)
 
 
-def session(path: str | Path, threads: int = 2) -> ort.InferenceSession:
+def session(path: str | Path, threads: int = defaults.THREADS) -> ort.InferenceSession:
     """A CPU onnxruntime session with ``threads`` intra-op threads and one inter-op thread."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -93,7 +94,7 @@ def check_parity(
     inputs: dict[str, np.ndarray],
     *,
     atol: float = PARITY_ATOL,
-    threads: int = 2,
+    threads: int = defaults.THREADS,
 ) -> float:
     """Run torch and onnxruntime on the same real inputs; return the max abs difference.
 

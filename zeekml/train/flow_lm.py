@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zeekml import defaults
 from zeekml.features import tokens as tk
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class LmConfig:
     fpr: float = 0.001
     min_flows_above: int = 50
     idle_timeout: float = 3600.0
-    threads: int = 2
+    threads: int = defaults.THREADS
     max_rows_per_stream: int | None = 30000
     fit: tk.FitOptions = field(default_factory=tk.FitOptions)
 

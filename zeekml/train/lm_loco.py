@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zeekml import defaults
 from zeekml.errors import UsageError
 from zeekml.eval.metrics import recall_at_fpr, roc_auc
 from zeekml.models.card import load_card
@@ -65,7 +66,7 @@ ALL_MODEL = "(all)"
 class LocoOptions:
     own_fold_rows: int = 2000
     small_groups: int = 3
-    batch_rows: int = 65536
+    batch_rows: int = defaults.BATCH_ROWS
     #: run only these folds (plus the cheap "(all)" fold); empty: every fold
     only: tuple[str, ...] = ()
 

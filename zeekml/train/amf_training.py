@@ -1,4 +1,7 @@
-"""``zeekml train amf``: train, evaluate, calibrate, export and document an AMF-LSTM.
+"""The AMF-LSTM training run behind ``zeekml train amf``: train, evaluate, calibrate, export.
+
+A library (tools and notebooks call it): :class:`AmfTrainRequest` says what to do and
+:func:`train` does it; only ``zeekml/cli/train.py`` knows the command line.
 
 Steps (all seeded, every split by whole capture):
 
@@ -22,20 +25,22 @@ Steps (all seeded, every split by whole capture):
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import shlex
-import sys
+import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from zeekml import defaults
+from zeekml.errors import ConfigError
 from zeekml.models.card import sha256_file, write_card
 from zeekml.records.labels import CLASSES, label_mapping
+from zeekml.sources.options import ReadOptions
 from zeekml.train import amf_loco, amf_lstm, baselines
 from zeekml.train.amf_thresholds import DEFAULT_ALPHA, attack_view, calibrate
 from zeekml.train.datasets import WindowSet, captures_from_files, corpus_windows
@@ -48,14 +53,53 @@ log = logging.getLogger(__name__)
 DEFAULT_KEY = "local_dir"
 
 
-def _config(args: argparse.Namespace) -> amf_lstm.TrainConfig:
+@dataclass(frozen=True)
+class AmfTrainRequest:
+    """What one training run does (``zeekml train amf`` builds it from its options; tools
+    and notebooks build it directly). Defaults are the documented ones."""
+
+    out: Path
+    corpus: str | None = None
+    data: tuple[str, ...] = ()
+    window: int = 10
+    hidden: int = 32
+    epochs: int = 8
+    samples_per_epoch: int = 0
+    batch_size: int = 256
+    seed: int = 0
+    key: str = DEFAULT_KEY
+    threads: int = defaults.THREADS
+    lr: float = 1e-3
+    ensemble: int = 1
+    baselines: bool = True
+    alpha: float = DEFAULT_ALPHA
+    #: leave-one-capture-out on these captures only (None: every capture)
+    folds: tuple[str, ...] | None = None
+    loco_out: Path | None = None
+    metrics_json: Path | None = None
+    read: ReadOptions = field(default_factory=ReadOptions)
+    #: the command line recorded in the card
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.corpus) == bool(self.data):
+            raise ConfigError("train amf needs either a corpus or data files, not both")
+        for name in ("window", "hidden", "epochs", "batch_size", "threads", "ensemble"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.samples_per_epoch < 0:
+            raise ConfigError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
+        if not (0.0 < self.alpha < 1.0):
+            raise ConfigError(f"alpha must be a rate in (0, 1), got {self.alpha}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+
+
+def _config(req: AmfTrainRequest) -> amf_lstm.TrainConfig:
     return amf_lstm.TrainConfig(
-        hidden=args.hidden, epochs=args.epochs, seed=args.seed,
-        lr=float(getattr(args, "lr", None) or 1e-3),
-        threads=int(getattr(args, "threads", None) or 2),
-        ensemble=int(getattr(args, "ensemble", None) or 1),
-        samples_per_epoch=int(getattr(args, "samples_per_epoch", 0) or 0),
-        batch_size=int(getattr(args, "batch_size", None) or 256),
+        hidden=req.hidden, epochs=req.epochs, seed=req.seed, lr=req.lr, threads=req.threads,
+        ensemble=req.ensemble, samples_per_epoch=req.samples_per_epoch,
+        batch_size=req.batch_size,
     )
 
 
@@ -104,26 +148,27 @@ def _shown(path: str) -> str:
     return str(p)
 
 
-def run(args: argparse.Namespace) -> int:
+def train(req: AmfTrainRequest) -> int:
+    """Train, evaluate leave-one-capture-out beside the single-flow tree, calibrate, export
+    the model with its card and ``.md``; returns 0 (errors raise)."""
     t0 = time.perf_counter()
-    key = args.key or DEFAULT_KEY
-    cfg = _config(args)
-    out = Path(args.out)
-    alpha = float(getattr(args, "alpha", None) or DEFAULT_ALPHA)
-    corpus = getattr(args, "corpus", None)
+    key = req.key
+    cfg = _config(req)
+    out = Path(req.out)
+    alpha = req.alpha
+    corpus = req.corpus
     if corpus:
         from zeekml.eval.corpus import load_corpus
 
         caps = load_corpus(corpus)
     else:
         from zeekml.sources.open import read_table
-        from zeekml.sources.options import read_options_from
 
-        read = read_options_from(args)  # --tz, NetFlow pairing
-        caps = captures_from_files(args.data, reader=lambda path: read_table([path], options=read))
+        caps = captures_from_files(list(req.data),
+                                   reader=lambda path: read_table([path], options=req.read))
     labeled = [c for c in caps if c.labeled]
     unlabeled = [c for c in caps if not c.labeled]
-    ws = corpus_windows(labeled, args.window, key)
+    ws = corpus_windows(labeled, req.window, key)
     flows_of = {c.name: c.flows for c in labeled}
     trainable = ws.y >= 0
     log.info("%d windows (%d labeled) in %d labeled captures, %d unlabeled captures",
@@ -131,9 +176,9 @@ def run(args: argparse.Namespace) -> int:
     trained_classes = sorted(set(ws.y[trainable].tolist()))
     load_seconds = time.perf_counter() - t0
 
-    baseline = bool(getattr(args, "baselines", True))
+    baseline = req.baselines
     kinds = fitters(cfg, baseline)
-    folds = _folds(getattr(args, "folds", None), ws)
+    folds = _folds(list(req.folds) if req.folds else None, ws)
     t_loco = time.perf_counter()
     oof = amf_loco.out_of_fold(ws, kinds, folds)
     loco_seconds = time.perf_counter() - t_loco
@@ -172,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     final, _, final_losses = _fit(full.take(trainable), cfg)
     train_seconds = load_seconds + time.perf_counter() - t_fit
 
-    sample = np.random.default_rng(args.seed).choice(len(ws), size=min(4096, len(ws)), replace=False)
+    sample = np.random.default_rng(req.seed).choice(len(ws), size=min(4096, len(ws)), replace=False)
     sample.sort()
     inputs = {"x": ws.x[sample], "mask": ws.mask[sample].astype(np.float32)}
     export_onnx(final, inputs, ["probs", "attention"], out)
@@ -186,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     frames.append(amf_loco.oof_frame(ws, flows_of, "amf_lstm", decisions["amf"], base_name,
                                      decisions.get("hgb", _empty_decisions(len(ws)))))
     if unlabeled:
-        uw = corpus_windows(unlabeled, args.window, key)
+        uw = corpus_windows(unlabeled, req.window, key)
         u_probs = amf_lstm.predict(final, uw.x, uw.mask)[0]
         u_dec = amf_loco.decide(uw, u_probs, {c.name: thresholds for c in unlabeled})
         u_flows = {c.name: c.flows for c in unlabeled}
@@ -210,13 +255,13 @@ def run(args: argparse.Namespace) -> int:
                                 for i in range(1, len(CLASSES)) if ((dec["pred"][s]) == i).any()},
                 }
     results = pd.concat(frames, ignore_index=True)
-    loco_out = Path(getattr(args, "loco_out", None) or out.with_name(out.name.removesuffix(".onnx") + ".loco.parquet"))
+    loco_out = Path(req.loco_out or out.with_name(out.name.removesuffix(".onnx") + ".loco.parquet"))
     loco_out.parent.mkdir(parents=True, exist_ok=True)
     results.to_parquet(loco_out, index=False)
 
     metrics: dict[str, Any] = {"leave_one_capture_out": lo, "presumed_benign_unlabeled": presumed}
     findings: list[str] = []
-    extra_path = getattr(args, "metrics_json", None)
+    extra_path = req.metrics_json
     if extra_path:
         # measured elsewhere (tools/amf_experiments.py): comparisons and what they showed
         extra = json.loads(Path(extra_path).read_text(encoding="utf-8"))
@@ -224,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         metrics["experiments"] = extra
 
     seconds = time.perf_counter() - t0
-    command = "zeekml " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = req.command
     card = {
         "name": out.name.removesuffix(".onnx"),
         "kind": "amf_lstm",
@@ -232,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
                    "mask": "[batch, window] float32 (1 = valid position)"},
         "outputs": {"probs": "[batch, classes]", "attention": "[batch, window]"},
         "features": list(WINDOW_FEATURES),
-        "window": int(args.window),
+        "window": int(req.window),
         "window_key": key,
         "classes": list(CLASSES),
         "untrained_classes": [c for i, c in enumerate(CLASSES) if i not in trained_classes],
@@ -259,9 +304,9 @@ def run(args: argparse.Namespace) -> int:
             "command": command,
             "seconds": round(train_seconds, 1),
             "seconds_total_with_evaluation": round(seconds, 1),
-            "seed": args.seed,
-            "hidden": args.hidden,
-            "epochs": args.epochs,
+            "seed": req.seed,
+            "hidden": req.hidden,
+            "epochs": req.epochs,
             "samples_per_epoch": cfg.samples_per_epoch,
             "lr": cfg.lr,
             "batch_size": cfg.batch_size,

@@ -1,4 +1,7 @@
-"""``zeekml train lm``: read captures, train the flow LM, calibrate, export ONNX, write its card.
+"""The flow-LM training run behind ``zeekml train lm``: read, train, calibrate, export, card.
+
+A library (tools and notebooks call it): :class:`LmTrainRequest` says what to do and
+:func:`train` does it; only ``zeekml/cli/train.py`` knows the command line.
 
 Two ways in:
 
@@ -26,11 +29,9 @@ after export with :mod:`zeekml.eval.lm_eval` and recorded in the card.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import shlex
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from zeekml.errors import UsageError
+from zeekml import defaults
+from zeekml.errors import ConfigError
 from zeekml.models.card import load_card, write_card
 from zeekml.models.lm_score import TERMS, ScoreRule
 from zeekml.records import schema
@@ -108,43 +110,74 @@ def parse_weights(spec: str | None) -> ScoreRule:
         k, sep, v = item.partition("=")
         k = k.strip()
         if not sep or k not in TERMS:
-            raise UsageError(f"--score-weights: expected TERM=WEIGHT with TERM in {', '.join(TERMS)}, got {item!r}")
+            raise ConfigError(f"--score-weights: expected TERM=WEIGHT with TERM in {', '.join(TERMS)}, got {item!r}")
         try:
             w = float(v)
         except ValueError as exc:
-            raise UsageError(f"--score-weights: {v!r} is not a number") from exc
+            raise ConfigError(f"--score-weights: {v!r} is not a number") from exc
         if not 0 <= w < 1e6:
-            raise UsageError(f"--score-weights: weight of {k} must be >= 0")
+            raise ConfigError(f"--score-weights: weight of {k} must be >= 0")
         vals[k] = w
     if sum(vals.values()) <= 0:
-        raise UsageError("--score-weights: at least one weight must be > 0")
+        raise ConfigError("--score-weights: at least one weight must be > 0")
     return ScoreRule(**{t: vals.get(t, 0.0) for t in TERMS}, how=how)
 
 
-def config_from_args(args: argparse.Namespace) -> F.LmConfig:
-    cfg = F.LmConfig(
-        context=args.context,
-        seed=args.seed,
-        hidden=getattr(args, "hidden", None) or F.LmConfig.hidden,
-        threads=getattr(args, "threads", None) or F.LmConfig.threads,
-        fpr=getattr(args, "fpr", None) or F.LmConfig.fpr,
-    )
-    if getattr(args, "epochs", None) is not None:
-        cfg.max_epochs = args.epochs
-    if getattr(args, "patience", None) is not None:
-        cfg.patience = args.patience
-    if getattr(args, "min_above", None) is not None:
-        cfg.min_flows_above = args.min_above
+@dataclass(frozen=True)
+class LmTrainRequest:
+    """What one training run does (``zeekml train lm`` builds it from its options; tools
+    and notebooks build it directly). ``None`` keeps the trainer's default."""
+
+    out: Path
+    data: tuple[str, ...] = ()
+    corpus: str | None = None
+    train_exclude: tuple[str, ...] = ()
+    #: with a corpus: the out-of-fold file of the leave-one-capture-out run (None: no LOCO)
+    loco: Path | None = None
+    loco_folds: tuple[str, ...] | None = None
+    context: int = 4
+    epochs: int | None = None
+    patience: int | None = None
+    seed: int = 0
+    hidden: int = F.LmConfig.hidden
+    fpr: float = F.LmConfig.fpr
+    min_above: int | None = None
+    score_weights: str | None = None
+    threads: int = defaults.THREADS
+    drop_malicious: bool = False
+    eval: tuple[str, ...] = ()
+    read: ReadOptions = field(default_factory=ReadOptions)
+    #: the command line recorded in the card
+    command: str = ""
+
+
+@dataclass
+class LmTrainResult:
+    """The written card, and the held-out evaluation when one was asked for."""
+
+    card: dict[str, Any]
+    evaluation: dict[str, Any] | None = None
+
+
+def config_from(req: LmTrainRequest) -> F.LmConfig:
+    cfg = F.LmConfig(context=req.context, seed=req.seed, hidden=req.hidden,
+                     threads=req.threads, fpr=req.fpr)
+    if req.epochs is not None:
+        cfg.max_epochs = req.epochs
+    if req.patience is not None:
+        cfg.patience = req.patience
+    if req.min_above is not None:
+        cfg.min_flows_above = req.min_above
     if not 1 <= cfg.context <= 512:
-        raise UsageError(f"--context must be 1..512 words, got {cfg.context}")
+        raise ConfigError(f"--context must be 1..512 words, got {cfg.context}")
     if cfg.max_epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {cfg.max_epochs}")
+        raise ConfigError(f"--epochs must be >= 1, got {cfg.max_epochs}")
     if cfg.patience < 1:
-        raise UsageError(f"--patience must be >= 1, got {cfg.patience}")
+        raise ConfigError(f"--patience must be >= 1, got {cfg.patience}")
     if not 0 < cfg.fpr < 0.5:
-        raise UsageError(f"--fpr must be in (0, 0.5), got {cfg.fpr}")
+        raise ConfigError(f"--fpr must be in (0, 0.5), got {cfg.fpr}")
     if cfg.min_flows_above < 1:
-        raise UsageError(f"--min-above must be >= 1, got {cfg.min_flows_above}")
+        raise ConfigError(f"--min-above must be >= 1, got {cfg.min_flows_above}")
     return cfg
 
 
@@ -160,65 +193,55 @@ def validation_thresholds(fitted: FittedLm, rule: ScoreRule, cfg: F.LmConfig
     return thr, info, uthr
 
 
-def train_data(args: argparse.Namespace) -> tuple[list[LmStream], dict[str, Any]]:
+def train_data(req: LmTrainRequest) -> tuple[list[LmStream], dict[str, Any]]:
     """Streams and the card's description of them."""
-    if bool(args.data) == bool(getattr(args, "corpus", None)):
-        raise UsageError("give either --data PATH... or --corpus FILE")
-    exclude = list(getattr(args, "train_exclude", None) or [])
-    if args.data:
-        if exclude or getattr(args, "loco", None) or getattr(args, "loco_folds", None):
-            raise UsageError("--train-exclude and --loco need --corpus")
-        drop = bool(getattr(args, "drop_malicious", False))
-        from zeekml.sources.options import read_options_from
-
-        streams = load_streams(list(args.data), drop_malicious=drop,
-                               options=read_options_from(args))  # --tz
+    if bool(req.data) == bool(req.corpus):
+        raise ConfigError("give either --data PATH... or --corpus FILE")
+    exclude = list(req.train_exclude)
+    if req.data:
+        if exclude or req.loco or req.loco_folds:
+            raise ConfigError("--train-exclude and --loco need --corpus")
+        streams = load_streams(list(req.data), drop_malicious=req.drop_malicious,
+                               options=req.read)
         files = [e for s in streams for e in s.files]
-        return streams, {"files": files, "inputs": len(streams), "drop_malicious": drop}
-    streams = corpus_streams(args.corpus, exclude_training=exclude)
+        return streams, {"files": files, "inputs": len(streams),
+                         "drop_malicious": req.drop_malicious}
+    assert req.corpus is not None
+    streams = corpus_streams(req.corpus, exclude_training=exclude)
     caps = [{"capture": s.name, "flows": s.rows, "trainable_flows": s.n_trainable(),
              "labeled": s.labeled, "files": [Path(f["path"]).name for f in s.files][:20]}
             for s in streams]
-    return streams, {"corpus": str(args.corpus), "excluded_from_training": exclude,
+    return streams, {"corpus": str(req.corpus), "excluded_from_training": exclude,
                      "captures": caps, "drop_malicious": True,
                      "trainable_rule": "flows labeled benign, and every flow of the unlabeled "
                      "captures not excluded from training (presumed benign)"}
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    out = Path(args.out)
+def train(req: LmTrainRequest) -> LmTrainResult:
+    """Train the flow LM, calibrate its threshold, export ONNX + card (and the LOCO run and
+    a held-out evaluation when asked); errors raise (ConfigError for a bad request)."""
+    cfg = config_from(req)
+    out = Path(req.out)
     if out.suffix != ".onnx":
-        raise UsageError(f"--out must name a .onnx file, got {args.out}")
-    rule = parse_weights(getattr(args, "score_weights", None))
+        raise ConfigError(f"--out must name a .onnx file, got {req.out}")
+    rule = parse_weights(req.score_weights)
     torch.set_num_threads(cfg.threads)
-    streams, described = train_data(args)
+    streams, described = train_data(req)
     if not any(s.n_trainable() for s in streams):
-        raise UsageError("no flows to train on in the inputs")
-    command = "zeekml " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        raise ConfigError("no flows to train on in the inputs")
+    command = req.command
     fitted = fit_lm(streams, cfg)
     thr, info, uthr = validation_thresholds(fitted, rule, cfg)
     extra: dict[str, Any] = {"training": {**described, "command": command}}
     card = export_lm(fitted, cfg, out, rule=rule, threshold=thr, threshold_rule=info,
                      unigram_threshold=uthr, extra=extra)
-    loco_path = getattr(args, "loco", None)
-    if loco_path:
-        card = record_loco(out, streams, cfg, rule, Path(loco_path), command,
-                           only=getattr(args, "loco_folds", None))
-    v = card["metrics"]["validation"]
-    sys.stdout.write(
-        f"wrote {out} and its card: {card['training']['train_windows']} training flows, "
-        f"vocabulary {card['model']['vocab_size']}, threshold {card['thresholds']['anomaly']:.3f}, "
-        f"validation NLL {v['lm_mean_nll']:.3f} (unigram {v['unigram_mean_nll']:.3f}), "
-        f"best epoch {card['training']['best_epoch']} of {card['training']['epochs_run']}, "
-        f"{card['training']['seconds']:.0f} s\n"
-    )
-    eval_paths = list(getattr(args, "eval", None) or [])
-    if eval_paths:
-        from zeekml.eval.lm_eval import format_text
-
-        sys.stdout.write(format_text(record_eval(out, eval_paths, cfg.threads)))
-    return 0
+    if req.loco:
+        card = record_loco(out, streams, cfg, rule, Path(req.loco), command,
+                           only=list(req.loco_folds) if req.loco_folds else None)
+    evaluation = None
+    if req.eval:
+        evaluation = record_eval(out, list(req.eval), cfg.threads, req.read.tz)
+    return LmTrainResult(card=card, evaluation=evaluation)
 
 
 def record_loco(out: Path, streams: list[LmStream], cfg: F.LmConfig, rule: ScoreRule,
