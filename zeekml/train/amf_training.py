@@ -240,9 +240,10 @@ def train(req: AmfTrainRequest) -> int:
             tree = kinds["hgb"](full.take(trainable))
             u_base = amf_loco.decide(uw, tree(uw.x, uw.mask), {c.name: base_thr for c in unlabeled})
         frames.append(amf_loco.oof_frame(uw, u_flows, "amf_lstm", u_dec, base_name, u_base))
-        for name, dec in (("amf_lstm", u_dec), ("single_flow_tree", u_base if "hgb" in oof else None)):
-            if dec is None:
-                continue
+        pairs: list[tuple[str, dict[str, np.ndarray]]] = [("amf_lstm", u_dec)]
+        if "hgb" in oof:
+            pairs.append(("single_flow_tree", u_base))
+        for name, dec in pairs:
             notices = amf_loco.notices_per_capture(u_flows, uw, _as_benign(uw, dec), name)
             for g in u_flows:
                 s = uw.group == g
