@@ -391,7 +391,9 @@ def test_incidents_equal_local_engine(spark, models, tmp_path) -> None:
     scorers = [registry.load_scorer(m, registry.ScorerOptions(threads=1)) for m in models]
     sink = _Collect()
     sink.unit = "incident"
+    # NetFlow records paired, as zeekml score (and the Spark engine) does by default
     score_inputs(expand_inputs(paths), Pipeline(scorers, NoticePolicy(config), [sink],
+                                                pairer=Pairer(),
                                                 incidents=IncidentTracker(icfg)),
                  skips=SkipLog())
     exp = pd.concat(sink.frames, ignore_index=True)
