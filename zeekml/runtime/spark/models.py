@@ -1,10 +1,29 @@
-"""Models on the driver (resolved, validated) and in the workers (built once per process)."""
+"""Models on the driver (resolved, validated) and in the workers (built once per process).
+
+This module holds everything the Spark engine assumes about scorers, in one place:
+
+* a scorer's state is one :class:`~zeekml.windows.host_window.HostWindows` (keyed by a
+  host: ``orig``, ``resp`` or ``local``) or one
+  :class:`~zeekml.windows.conversation.ConversationWindows` (keyed by the host pair),
+  held as an attribute, or no state at all (:func:`state_layout`); a window holds the
+  key's previous ``history.depth`` flows;
+* a flow's key is what :func:`state_keys` computes, with the functions those window
+  stores use themselves;
+* ``scorer.state_dict()`` of a fresh scorer is its empty state, and
+  ``load_state_dict`` of it starts the scorer afresh;
+* the scorer class is found as ``zeekml.models.registry`` finds it (built-in kinds,
+  then the ``zeekml.scorers`` entry points) and built as ``cls(card, options)``.
+
+So the engine can cut the stream by key: every flow of a key meets in one scoring
+group, in stream order, and the windows are the local engine's.
+"""
 
 from __future__ import annotations
 
 import atexit
+import hashlib
+import importlib
 import json
-import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -13,20 +32,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from zeekml.errors import ModelError, UsageError
-from zeekml.runtime.spark.options import SparkOptions
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from zeekml.models.base import Scorer
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
-class _Model:
+class ModelSpec:
     """What an executor needs to rebuild one scorer, as plain data."""
 
     name: str
@@ -37,7 +54,8 @@ class _Model:
     onnx: bytes
 
 
-def _target_of(kind: str) -> str:
+def target_of(kind: str) -> str:
+    """``module:attr`` of the scorer class of a card kind (built-in, then plugins)."""
     from importlib import metadata
 
     from zeekml.models.registry import BUILTIN_KINDS
@@ -50,14 +68,11 @@ def _target_of(kind: str) -> str:
     raise ModelError(f"no scorer for model kind {kind!r}")
 
 
-def _state_layout(scorer: Scorer) -> tuple[str, int]:
+def state_layout(scorer: Scorer) -> tuple[str, int]:
     """(state key, window depth) of a scorer, read from the window store it holds.
 
-    The built-in scorers (and plugins built the same way) keep their state in one
-    :class:`~zeekml.windows.host_window.HostWindows` (keyed by host) or
-    :class:`~zeekml.windows.conversation.ConversationWindows` (keyed by host pair);
-    a window holds the key's previous ``depth`` flows. A scorer with other state
-    cannot be partitioned safely and is refused.
+    A scorer with state other than exactly one window store cannot be partitioned
+    safely and is refused; a stateless one is keyed by originator (any cut is exact).
     """
     from zeekml.windows.conversation import ConversationWindows
     from zeekml.windows.host_window import HostWindows
@@ -71,12 +86,24 @@ def _state_layout(scorer: Scorer) -> tuple[str, int]:
     if len(found) == 1:
         return found.pop()
     if not found and not scorer.state_dict():
-        return "orig", 0  # stateless: any partitioning is exact
+        return "orig", 0
     raise ModelError(f"model {scorer.name!r} keeps state the Spark engine cannot partition "
                      "(it needs exactly one HostWindows or ConversationWindows)")
 
 
-def prepare_models(specs: Sequence[str] | None) -> list[_Model]:
+def state_keys(flows: pd.DataFrame, kind: str) -> pd.Series:
+    """The state key of each flow (``str``; missing hosts are ``""``), computed by the
+    functions the window stores use."""
+    if kind == "pair":
+        from zeekml.windows.conversation import conversation_keys
+
+        return pd.Series(conversation_keys(flows), dtype="str")
+    from zeekml.windows.host_window import key_sides
+
+    return key_sides(flows, kind)[0].astype("str").fillna("").reset_index(drop=True)
+
+
+def prepare_models(specs: Sequence[str] | None) -> list[ModelSpec]:
     """Resolve and validate models on the driver (a bad card fails here, not in a task)."""
     from zeekml.models.card import load_card
     from zeekml.models.registry import ScorerOptions, bundled_models, load_scorer, resolve_model
@@ -84,13 +111,13 @@ def prepare_models(specs: Sequence[str] | None) -> list[_Model]:
     paths = [resolve_model(s) for s in specs] if specs else bundled_models()
     if not paths:
         raise ModelError("no models given and none bundled")
-    out: list[_Model] = []
+    out: list[ModelSpec] = []
     for p in paths:
         card = load_card(p)
         scorer = load_scorer(str(p), ScorerOptions(threads=1))
-        key, depth = _state_layout(scorer)
-        out.append(_Model(scorer.name, _target_of(card.kind), key, depth,
-                          card.path.read_text(encoding="utf-8"), Path(p).read_bytes()))
+        key, depth = state_layout(scorer)
+        out.append(ModelSpec(scorer.name, target_of(card.kind), key, depth,
+                             card.path.read_text(encoding="utf-8"), Path(p).read_bytes()))
     names = [m.name for m in out]
     if len(set(names)) != len(names):
         raise UsageError(f"two models share a name: {names}")
@@ -101,18 +128,16 @@ def prepare_models(specs: Sequence[str] | None) -> list[_Model]:
 _WORKER_SCORERS: dict[str, list[tuple[Any, dict[str, np.ndarray]]]] = {}
 
 
-def _worker_scorers(payload: Any, digest: str) -> list[tuple[Any, dict[str, np.ndarray]]]:
+def worker_scorers(payload: Any, digest: str) -> list[tuple[Any, dict[str, np.ndarray]]]:
     """The scorers of this run in this Python worker: built once, then reused.
 
-    Model bytes arrive once per executor through a broadcast; the card is checked
-    again here (its SHA-256 must match the ONNX bytes), then the onnxruntime session
-    is created once per worker process, never per group or row.
+    Model bytes arrive once per executor through a broadcast; the card is checked again
+    here (its SHA-256 must match the ONNX bytes), then the onnxruntime session is
+    created once per worker process (Spark reuses its Python workers), never per task.
     """
     cached = _WORKER_SCORERS.get(digest)
     if cached is not None:
         return cached
-    import importlib
-
     from zeekml.models.card import card_path, load_card
     from zeekml.models.registry import ScorerOptions
 
@@ -133,15 +158,12 @@ def _worker_scorers(payload: Any, digest: str) -> list[tuple[Any, dict[str, np.n
     return built
 
 
-def _broadcast_models(spark: SparkSession, models: list[_Model], opts: SparkOptions
-                      ) -> tuple[Any, str]:
-    import hashlib
-
+def broadcast_models(spark: SparkSession, models: list[ModelSpec], scorer_options: dict
+                     ) -> tuple[Any, str]:
+    """The models and scorer options as one broadcast, and a digest naming them."""
     h = hashlib.sha256()
     for m in models:
         h.update(m.name.encode() + m.target.encode() + m.onnx + m.card.encode())
-    so = {"threads": opts.threads, "max_hosts": opts.max_hosts,
-          "idle_timeout": opts.idle_timeout, "batch_size": opts.batch_size}
-    h.update(json.dumps(so, sort_keys=True).encode())
-    digest = h.hexdigest()
-    return spark.sparkContext.broadcast({"models": models, "scorer_options": so}), digest
+    h.update(json.dumps(scorer_options, sort_keys=True).encode())
+    payload = {"models": models, "scorer_options": scorer_options}
+    return spark.sparkContext.broadcast(payload), h.hexdigest()

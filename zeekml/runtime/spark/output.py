@@ -1,36 +1,72 @@
-"""Verdict and incident files, per partition, in stream order."""
+"""Output: verdict files per partition in stream order, incident files, verdict rows.
+
+Output packs are keyed by their segment. :func:`write_verdicts` range-partitions them
+by segment, so each partition is a run of consecutive segments and the part files,
+taken in name order, hold the verdicts in the local engine's order; inside a partition
+each segment's packs (one from every scoring or suppression group that had its rows)
+are merged and sorted by (stream order, model) before they are formatted: a Zeek log
+(header, rows, ``#close``) or Zeek JSON per partition, written by Spark's text writer
+(any Hadoop file system), or Parquet rows.
+"""
 
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from zeekml.errors import UsageError
-from zeekml.records.incidents import (
-    INCIDENT_LOG_PATH,
-    incident_fields,
-    incident_types,
-)
+from zeekml.records.incidents import INCIDENT_LOG_PATH, incident_fields, incident_types
 from zeekml.records.verdicts import VERDICT_DTYPES, zeek_fields, zeek_types
-from zeekml.runtime.spark.errors import _action, _guard
-from zeekml.runtime.spark.inputs import _hadoop_fs
+from zeekml.runtime.spark.errors import action, guard
+from zeekml.runtime.spark.inputs import hadoop_fs
 from zeekml.runtime.spark.options import SparkOptions
+from zeekml.runtime.spark.packs import sendable, unpack_all
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-log = logging.getLogger(__name__)
+FORMATS = ("zeek", "json", "parquet")
+#: verdict rows as :func:`~zeekml.runtime.spark.engine.score_dataframe` returns them
+ROW_DTYPES = {**VERDICT_DTYPES, "file_idx": "int32", "source_line": "int64", "m": "int32",
+              "source_file": "str"}
 
 
-def _format_part(batches: Iterator[pd.DataFrame], fmt: str, kind: str = "verdicts"
-                 ) -> Iterator[pd.DataFrame]:
-    """A partition's verdict (or incident) rows as one Zeek (or Zeek JSON) log: text rows
-    for Spark."""
+def _segments(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Output records sorted by segment -> each segment's rows in stream order."""
+    held: list[Any] = []
+    current = None
+    for b in batches:
+        parts = b["part"].to_numpy(dtype=np.int64)
+        for part, data in zip(parts, b["data"], strict=True):
+            if current is not None and part != current:
+                yield _merged(held)
+                held = []
+            current = part
+            held.append(data)
+    if held:
+        yield _merged(held)
+
+
+def _merged(packs: list[Any]) -> pd.DataFrame:
+    rows = unpack_all(packs, arrow_lists=True)
+    assert rows is not None
+    return rows.sort_values(["ord", "m"], kind="stable").reset_index(drop=True)
+
+
+def _lists(b: pd.DataFrame, cols: tuple[str, ...]) -> pd.DataFrame:
+    """List cells (numpy arrays from Spark rows) as lists, missing as None; list
+    columns still in Arrow (from packs) stay as they are."""
+    return b.assign(**{c: [None if v is None else list(v) for v in b[c]] for c in cols
+                       if not isinstance(b[c].dtype, pd.ArrowDtype)})
+
+
+def _format(frames: Iterator[pd.DataFrame], fmt: str, kind: str) -> Iterator[pd.DataFrame]:
+    """Frames of one partition as one Zeek (or Zeek JSON) log: text values for Spark."""
     from zeekml.sinks import zeek_ascii
     from zeekml.sinks.json_log import format_json_rows
 
@@ -42,10 +78,10 @@ def _format_part(batches: Iterator[pd.DataFrame], fmt: str, kind: str = "verdict
         fields, types, path = zeek_fields(), zeek_types(), "zeekml"
         lists = ("context",)
     started = False
-    for b in batches:
+    for b in frames:
         if not len(b):
             continue
-        b = b.assign(**{c: [None if v is None else list(v) for v in b[c]] for c in lists})
+        b = _lists(b, lists)
         if fmt == "json":
             text = format_json_rows(b, fields, types)
         else:
@@ -59,38 +95,66 @@ def _format_part(batches: Iterator[pd.DataFrame], fmt: str, kind: str = "verdict
         yield pd.DataFrame({"value": [zeek_ascii.format_close().decode().rstrip("\n")]})
 
 
-def write_verdicts(verdicts: DataFrame, out_dir: str, out_format: str, rows: int,
-                   opts: SparkOptions) -> list[str]:
-    """Write verdict files per partition, each in stream order; return their paths.
+def format_verdicts(batches: Iterator[pd.DataFrame], fmt: str) -> Iterator[pd.DataFrame]:
+    """Executor side of writing: a partition's output records -> its log text."""
+    return _format(_segments(batches), fmt, "verdicts")
 
-    Partitions are ranges of the stream (by ``file_idx``, ``source_line``), so the
-    files, taken in name order, hold the verdicts in the local engine's order.
-    """
 
-    if out_format not in ("zeek", "json", "parquet"):
+def format_incidents(batches: Iterator[pd.DataFrame], fmt: str) -> Iterator[pd.DataFrame]:
+    """Executor side of writing incidents: rows in time order -> log text."""
+    return _format(batches, fmt, "incidents")
+
+
+def verdict_rows(batches: Iterator[pd.DataFrame], names: Any) -> Iterator[pd.DataFrame]:
+    """Output records -> verdict rows (:data:`ROW_DTYPES`, ``names``: a broadcast of
+    {file_idx: input name})."""
+    files = names.value
+    for rows in _segments(batches):
+        rows = rows.drop(columns=["ord"])
+        rows["source_file"] = pd.Series(
+            [files.get(int(i), "") for i in rows["file_idx"].to_numpy()], dtype="str")
+        yield sendable(rows[list(ROW_DTYPES)])
+
+
+def _partitions(records: DataFrame, rows: int, opts: SparkOptions) -> DataFrame:
+    """Output records range-partitioned by segment (at least one file per core once the
+    output has 10,000 rows per core), sorted by segment inside each partition."""
+    cores = records.sparkSession.sparkContext.defaultParallelism
+    if opts.rows_per_file:
+        parts = max(math.ceil(rows / opts.rows_per_file), min(cores, math.ceil(rows / 10_000)), 1)
+    else:
+        parts = max(cores, 1)
+    return records.repartitionByRange(parts, "part").sortWithinPartitions("part")
+
+
+def write_verdicts(records: DataFrame, out_dir: str, out_format: str, rows: int,
+                   opts: SparkOptions, names: dict[int, str]) -> list[str]:
+    """Write the output records as verdict files per partition, each in stream order;
+    return their paths. ``names``: each input's name by ``file_idx`` (Parquet's
+    ``source_file``)."""
+    if out_format not in FORMATS:
         raise UsageError(f"output format must be zeek, json or parquet, got {out_format!r}")
-    cores = verdicts.sparkSession.sparkContext.defaultParallelism
-    parts = (max(math.ceil(rows / opts.rows_per_file), min(cores, math.ceil(rows / 10_000)), 1)
-             if opts.rows_per_file else None)  # at least one file per core for big outputs
-    df = verdicts
-    if parts is not None:
-        df = df.repartitionByRange(parts, "file_idx", "source_line")
-    df = df.sortWithinPartitions("file_idx", "source_line", "m")
+    spark = records.sparkSession
+    df = _partitions(records.select("part", "data"), rows, opts)
     if out_format == "parquet":
-        _action(lambda: df.select(*VERDICT_DTYPES, "source_file", "source_line")
-                .write.mode("overwrite").parquet(out_dir), "write parquet")
-        return _list_outputs(verdicts.sparkSession, out_dir, ".parquet", None)
-    text = df.select(*VERDICT_DTYPES).mapInPandas(
-        _guard(functools.partial(_format_part, fmt=out_format)), "value string")
-    _action(lambda: text.write.mode("overwrite").text(out_dir), "write " + out_format)
-    return _list_outputs(verdicts.sparkSession, out_dir, ".txt",
-                         ".log" if out_format == "zeek" else ".json")
+        from zeekml.runtime.spark.schemas import ddl
+
+        bc = spark.sparkContext.broadcast(names)
+        table = df.mapInPandas(guard(functools.partial(verdict_rows, names=bc)),
+                               ddl(ROW_DTYPES))
+        action(lambda: table.select(*VERDICT_DTYPES, "source_file", "source_line")
+               .write.mode("overwrite").parquet(out_dir), "write parquet")
+        return list_outputs(spark, out_dir, ".parquet", None)
+    text = df.mapInPandas(guard(functools.partial(format_verdicts, fmt=out_format)),
+                          "value string")
+    action(lambda: text.write.mode("overwrite").text(out_dir), "write " + out_format)
+    return list_outputs(spark, out_dir, ".txt", ".log" if out_format == "zeek" else ".json")
 
 
-def _list_outputs(spark: SparkSession, out_dir: str, suffix: str, rename: str | None
-                  ) -> list[str]:
+def list_outputs(spark: SparkSession, out_dir: str, suffix: str, rename: str | None
+                 ) -> list[str]:
     """Part files Spark wrote (renamed to ``.log``/``.json``), through Hadoop's FileSystem."""
-    jvm, path, fs = _hadoop_fs(spark, out_dir)
+    jvm, path, fs = hadoop_fs(spark, out_dir)
     out = []
     for st in fs.listStatus(path):
         p = st.getPath()
@@ -109,15 +173,15 @@ def write_incidents(incidents: DataFrame, out_dir: str, out_format: str) -> list
     """Incident records as one file in time order (they are few: one per episode)."""
     from pyspark.sql import functions as F
 
-    if out_format not in ("zeek", "json", "parquet"):
+    if out_format not in FORMATS:
         raise UsageError(f"output format must be zeek, json or parquet, got {out_format!r}")
     df = (incidents.withColumn("_closed", (F.col("state") == "closed").cast("int"))
           .coalesce(1).sortWithinPartitions("ts", "_closed", "incident").drop("_closed"))
     if out_format == "parquet":
-        _action(lambda: df.write.mode("overwrite").parquet(out_dir), "write incidents")
-        return _list_outputs(incidents.sparkSession, out_dir, ".parquet", None)
-    text = df.mapInPandas(_guard(functools.partial(_format_part, fmt=out_format,
-                                                   kind="incidents")), "value string")
-    _action(lambda: text.write.mode("overwrite").text(out_dir), "write incidents")
-    return _list_outputs(incidents.sparkSession, out_dir, ".txt",
-                         ".log" if out_format == "zeek" else ".json")
+        action(lambda: df.write.mode("overwrite").parquet(out_dir), "write incidents")
+        return list_outputs(incidents.sparkSession, out_dir, ".parquet", None)
+    text = df.mapInPandas(guard(functools.partial(format_incidents, fmt=out_format)),
+                          "value string")
+    action(lambda: text.write.mode("overwrite").text(out_dir), "write incidents")
+    return list_outputs(incidents.sparkSession, out_dir, ".txt",
+                        ".log" if out_format == "zeek" else ".json")
