@@ -92,6 +92,18 @@ def local_path(p: str) -> str | None:
     return None
 
 
+def executor_path(path: str) -> str:
+    """``path`` as the executors must open it: absolute, resolved against the driver's
+    working directory now.
+
+    A relative path means the driver's working directory, but the executors' Python
+    workers run in the directory the session was started from (or, on a cluster,
+    somewhere else entirely), which is not the driver's once it has changed directory.
+    The name the user gave stays what the verdicts and messages show.
+    """
+    return os.path.abspath(os.fspath(path))
+
+
 def hadoop_fs(spark: SparkSession, uri: str) -> tuple[Any, Any, Any]:
     """(jvm, Hadoop Path, its FileSystem) for a URI: Spark's own file-system access."""
     jvm = spark.sparkContext._jvm  # the Hadoop FileSystem API lives there
@@ -206,9 +218,17 @@ def read_files(batches: Iterator[pd.DataFrame], kinds: list[str], strict: bool,
                     for frame in read_flows(copy, skips=view, batch_rows=batch_rows,
                                             options=read):
                         yield records_frame([cut.segment(frame, skips.total)])
-            else:
-                for frame in read_flows(path, skips=skips, batch_rows=batch_rows, options=read):
-                    yield records_frame([cut.segment(frame, skips.total)])
+            else:  # an absolute path; skips and errors name the input as it was given
+                name = str(batch["name"].iat[i]) if "name" in batch.columns else path
+                view = _RenamedSkips(skips, path, name) if name != path else skips
+                try:
+                    for frame in read_flows(path, skips=view, batch_rows=batch_rows,
+                                            options=read):
+                        yield records_frame([cut.segment(frame, skips.total)])
+                except OSError as exc:
+                    if exc.filename == path:
+                        exc.filename = name
+                    raise
             last = cut.tail(skips.total)
             if last is not None:
                 yield records_frame([last])
@@ -221,12 +241,13 @@ def read_segments(spark: SparkSession, paths: Sequence[str], kinds: Sequence[str
     sc = spark.sparkContext
     fn = guard(functools.partial(read_files, kinds=list(kinds), strict=opts.strict,
                                  batch_rows=opts.batch_rows, tz=opts.tz, marks=opts.pair))
-    local = [(i, local_path(p)) for i, p in enumerate(paths) if local_path(p)]
-    remote = [(i, p) for i, p in enumerate(paths) if not local_path(p)]
+    local = [(i, executor_path(lp), lp) for i, p in enumerate(paths)
+             if (lp := local_path(p)) is not None]
+    remote = [(i, p) for i, p in enumerate(paths) if local_path(p) is None]
     frames = []
     if local:
         rdd = sc.parallelize(local, numSlices=len(local))
-        files = spark.createDataFrame(rdd, "file_idx int, path string")
+        files = spark.createDataFrame(rdd, "file_idx int, path string, name string")
         frames.append(files.mapInPandas(fn, SEG_DDL))
     if remote:
         idx = spark.createDataFrame(remote, "file_idx int, path string")

@@ -23,7 +23,7 @@ from zeekml.errors import UsageError
 from zeekml.records.incidents import INCIDENT_LOG_PATH, incident_fields, incident_types
 from zeekml.records.verdicts import VERDICT_DTYPES, zeek_fields, zeek_types
 from zeekml.runtime.spark.errors import action, guard
-from zeekml.runtime.spark.inputs import hadoop_fs
+from zeekml.runtime.spark.inputs import executor_path, hadoop_fs, local_path
 from zeekml.runtime.spark.options import SparkOptions
 from zeekml.runtime.spark.packs import sendable, unpack_all
 
@@ -127,6 +127,12 @@ def _partitions(records: DataFrame, rows: int, opts: SparkOptions) -> DataFrame:
     return records.repartitionByRange(parts, "part").sortWithinPartitions("part")
 
 
+def _out_path(out_dir: str) -> str:
+    """A local output directory made absolute against the driver's working directory:
+    Hadoop would resolve a relative one against the JVM's (where the session started)."""
+    return executor_path(out_dir) if local_path(str(out_dir)) == str(out_dir) else str(out_dir)
+
+
 def write_verdicts(records: DataFrame, out_dir: str, out_format: str, rows: int,
                    opts: SparkOptions, names: dict[int, str]) -> list[str]:
     """Write the output records as verdict files per partition, each in stream order;
@@ -134,6 +140,7 @@ def write_verdicts(records: DataFrame, out_dir: str, out_format: str, rows: int,
     ``source_file``)."""
     if out_format not in FORMATS:
         raise UsageError(f"output format must be zeek, json or parquet, got {out_format!r}")
+    out_dir = _out_path(out_dir)
     spark = records.sparkSession
     df = _partitions(records.select("part", "data"), rows, opts)
     if out_format == "parquet":
@@ -175,6 +182,7 @@ def write_incidents(incidents: DataFrame, out_dir: str, out_format: str) -> list
 
     if out_format not in FORMATS:
         raise UsageError(f"output format must be zeek, json or parquet, got {out_format!r}")
+    out_dir = _out_path(out_dir)
     df = (incidents.withColumn("_closed", (F.col("state") == "closed").cast("int"))
           .coalesce(1).sortWithinPartitions("ts", "_closed", "incident").drop("_closed"))
     if out_format == "parquet":
