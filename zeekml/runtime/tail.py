@@ -133,8 +133,8 @@ class Tail:
     ) -> None:
         self.source_factory = source_factory
         self.metrics = metrics or NullMetrics()  # --metrics hooks (zeekml.runtime.metrics)
-        self.pipeline.on_incidents = self.metrics.incidents_written
         self.pipeline = pipeline
+        self.pipeline.on_incidents = self.metrics.incidents_written
         self.input_key = input_key
         self.store = store
         self.opts = options or TailOptions()
