@@ -364,6 +364,31 @@ def test_netflow_pairing_equals_local_engine(spark, models, tmp_path) -> None:
     assert counts.flows_read == records and counts.records == 0
 
 
+def test_relative_paths_after_chdir_equal_local(spark, models, tmp_path, monkeypatch) -> None:
+    """Relative input and output paths mean the driver's working directory, even when the
+    session's Python workers (and its JVM) run in another one (CI failure of the
+    ``docs/api.md`` doctest: FileNotFoundError for 'zeekml/data/sample_conn.log')."""
+    import shutil
+
+    from zeekml.runtime.spark import SparkOptions, score_files
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(REPO / "zeekml" / "data" / "sample_conn.log", tmp_path / "in" / "conn.log")
+    monkeypatch.chdir(tmp_path)  # the session started elsewhere: "in/conn.log" is not there
+    assert not (Path(spark.sparkContext._jvm.java.lang.System.getProperty("user.dir"))
+                / "in" / "conn.log").exists()
+    config = PolicyConfig(all_flows=True)
+    counts = score_files(spark, ["in/conn.log"], "out", models=models, config=config,
+                         options=SparkOptions(), out_format="parquet")
+    exp, _ = local_engine(["in/conn.log"], models, config)
+    got = pd.read_parquet(tmp_path / "out")
+    assert counts.flows_read == len(read_table("in/conn.log")) == 360
+    assert counts.outputs and all(str(tmp_path / "out") in o for o in counts.outputs)
+    assert_same(got, exp)
+    # the verdicts name the input as the user (and the local engine) named it
+    assert set(got["source_file"]) == {"in/conn.log"}
+
+
 def test_strict_bad_line_is_a_parse_error(spark, models, tmp_path) -> None:
     from zeekml.runtime.spark import SparkOptions, score_files
 

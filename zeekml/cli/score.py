@@ -199,10 +199,10 @@ def run(args: argparse.Namespace) -> int:
     run_opts = run_options(args)  # validates --tz and --archive for both engines
     config = build_policy(args)
     if getattr(args, "engine", "local") == "spark":  # Spark engine: zeekml.runtime.spark
-        from zeekml.runtime.spark import run_cli
+        from zeekml.cli import spark
 
         config = check_policy(args, config, build_scorers(args))
-        return run_cli(args, config)
+        return spark.run(args, config)
     paths = expand_inputs(args.inputs)
     if args.state and "-" in paths:
         raise UsageError("--state cannot resume stdin ('-'); name files instead")
