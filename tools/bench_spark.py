@@ -199,7 +199,7 @@ def run_spark(inputs: list[str], out: Path, cores: int, models: list[str],
     return res
 
 
-def read_verdicts(path: Path):  # noqa: ANN201 - a pandas DataFrame
+def read_verdicts(path: Path):
     """(uid, model, verdict, notice, n, score) of every row of Zeek log(s), sorted."""
     import pandas as pd
 

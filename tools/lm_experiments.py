@@ -30,9 +30,9 @@ from zeekml.models.registry import ScorerOptions
 from zeekml.records import schema
 from zeekml.records.labels import binary_target
 from zeekml.train import flow_lm as F
-from zeekml.train.lm_training import load_streams, parse_weights, validation_thresholds
 from zeekml.train.lm_data import make_stream
 from zeekml.train.lm_train import export_lm, fit_lm
+from zeekml.train.lm_training import load_streams, parse_weights, validation_thresholds
 
 
 def split_experiment(path: str, frac: float, cfg: F.LmConfig, weights: str | None) -> dict[str, object]:

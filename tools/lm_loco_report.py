@@ -30,8 +30,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from zeekml.train import flow_lm as F  # noqa: E402
-from zeekml.train.lm_training import parse_weights  # noqa: E402
 from zeekml.train.lm_loco import apply_rule, capture_metrics, pooled_metrics  # noqa: E402
+from zeekml.train.lm_training import parse_weights  # noqa: E402
 
 
 def _f(v: Any, fmt: str = ".3f") -> str:

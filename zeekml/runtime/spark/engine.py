@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.policy.incidents import IncidentConfig
 from zeekml.policy.notice import PolicyConfig
 from zeekml.runtime.spark.errors import action, guard, guard_group
@@ -54,7 +54,7 @@ def _meta(segs: DataFrame, what: str) -> pd.DataFrame:
 def _check(models: list[ModelSpec], opts: SparkOptions) -> None:
     deepest = max(m.depth for m in models)
     if opts.chunk_rows <= deepest:
-        raise UsageError(f"chunk_rows ({opts.chunk_rows}) must exceed the deepest window "
+        raise ConfigError(f"chunk_rows ({opts.chunk_rows}) must exceed the deepest window "
                          f"({deepest} flows)")
 
 
@@ -121,7 +121,7 @@ def read_flows_df(spark: SparkSession, inputs: Sequence[str],
     opts = options or SparkOptions()
     paths = list_inputs(spark, inputs)
     if not paths:
-        raise UsageError("no inputs to read")
+        raise ConfigError("no inputs to read")
     segs = read_segments(spark, paths, [], opts).persist()
     if opts.pair:
         meta = _meta(segs, "read inputs")
@@ -160,7 +160,7 @@ def score_dataframe(df: DataFrame, models: Sequence[str] | None = None,
     spark = df.sparkSession
     have = set(df.columns)
     if "source_line" not in have:
-        raise UsageError("the flow DataFrame needs a source_line column (arrival order)")
+        raise ConfigError("the flow DataFrame needs a source_line column (arrival order)")
     fcol = (F.coalesce(F.col("source_file").cast("string"), F.lit(""))
             if "source_file" in have else F.lit(""))
     if "file_idx" not in have:
@@ -208,7 +208,7 @@ def score_files(spark: SparkSession, inputs: Sequence[str], out_dir: str, *,
     paths = list_inputs(spark, inputs)
     counts = SparkCounts(files=len(paths), models=[m.name for m in mods])
     if not paths:
-        raise UsageError("no inputs to score")
+        raise ConfigError("no inputs to score")
     kinds = sorted({m.key for m in mods})
     segs = read_segments(spark, paths, kinds, opts).persist()
     cached = [segs]
@@ -239,6 +239,7 @@ def score_files(spark: SparkSession, inputs: Sequence[str], out_dir: str, *,
             cached.append(inc)
             for r in action(lambda: inc.groupBy("state").count().collect(), "incidents"):
                 counts.incidents[str(r[0])] += int(r[1])
+            assert incidents_dir is not None  # incidents are computed only when asked for
             counts.incident_outputs = write_incidents(inc, incidents_dir, out_format)
     finally:
         for df in cached:

@@ -54,7 +54,7 @@ def guard_iter(it: Iterator[Any]) -> Iterator[Any]:
 
 
 def mark(exc: ZeekmlError) -> str:
-    doc = {"cls": type(exc).__name__, "msg": str(exc)}
+    doc: dict[str, Any] = {"cls": type(exc).__name__, "msg": str(exc)}
     if isinstance(exc, ParseError):
         doc.update(path=exc.path, line=exc.line, reason=exc.reason)
     return f"{ERROR_MARK}{json.dumps(doc)}{ERROR_MARK}"

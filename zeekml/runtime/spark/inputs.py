@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.runtime.spark.errors import guard
 from zeekml.runtime.spark.options import SparkOptions
 from zeekml.runtime.spark.segments import (
@@ -60,7 +60,7 @@ def list_inputs(spark: SparkSession, specs: Sequence[str]) -> list[str]:
     for spec in specs:
         spec = str(spec)
         if spec == "-":
-            raise UsageError("the Spark engine cannot read stdin ('-'); name files or URIs")
+            raise ConfigError("the Spark engine cannot read stdin ('-'); name files or URIs")
         if not URI.match(spec):
             found = expand_inputs([spec])
         elif spec.startswith("file:") and ":" in unquote(spec.rstrip("/").rsplit("/", 1)[-1]):
@@ -69,7 +69,7 @@ def list_inputs(spark: SparkSession, specs: Sequence[str]) -> list[str]:
             found = list_uri(spark, spec, _DIR_FILE)
             bad = [p for p in found if local_path(p) is None and ":" in p.rsplit("/", 1)[-1]]
             if bad:
-                raise UsageError(f"{bad[0]}: Hadoop cannot read a file whose name has ':' "
+                raise ConfigError(f"{bad[0]}: Hadoop cannot read a file whose name has ':' "
                                  "(zeekctl archive names); copy it under another name")
         for p in found:
             key = os.path.realpath(p) if not URI.match(p) else p
@@ -106,7 +106,7 @@ def executor_path(path: str) -> str:
 
 def hadoop_fs(spark: SparkSession, uri: str) -> tuple[Any, Any, Any]:
     """(jvm, Hadoop Path, its FileSystem) for a URI: Spark's own file-system access."""
-    jvm = spark.sparkContext._jvm  # the Hadoop FileSystem API lives there
+    jvm: Any = spark.sparkContext._jvm  # the Hadoop FileSystem API lives there
     conf = spark.sparkContext._jsc.hadoopConfiguration()
     path = jvm.org.apache.hadoop.fs.Path(uri)
     return jvm, path, path.getFileSystem(conf)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import ModelError, UsageError
+from zeekml.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -120,7 +120,7 @@ def prepare_models(specs: Sequence[str] | None) -> list[ModelSpec]:
                              card.path.read_text(encoding="utf-8"), Path(p).read_bytes()))
     names = [m.name for m in out]
     if len(set(names)) != len(names):
-        raise UsageError(f"two models share a name: {names}")
+        raise ConfigError(f"two models share a name: {names}")
     return out
 
 

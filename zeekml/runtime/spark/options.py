@@ -8,12 +8,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from zeekml.errors import UsageError
+from zeekml import defaults
+from zeekml.errors import ConfigError
 from zeekml.sources.options import DEFAULT_PAIR_HOLD
 
 log = logging.getLogger(__name__)
-
-
 
 
 @dataclass(frozen=True)
@@ -21,17 +20,17 @@ class SparkOptions:
     """Knobs of the Spark engine (validated here)."""
 
     #: most flows of one key scored in one call; heavier keys are cut into chunks
-    chunk_rows: int = 65536
+    chunk_rows: int = defaults.BATCH_ROWS
     #: target flows per applyInPandas group (bounds an executor's memory per task)
-    group_rows: int = 65536
+    group_rows: int = defaults.BATCH_ROWS
     #: groups per model (default: from the row count and the cluster's parallelism)
     buckets: int | None = None
     #: onnxruntime threads per Python worker (a task is one core)
     threads: int = 1
-    batch_size: int = 4096
-    batch_rows: int = 65536
-    max_hosts: int = 1_000_000
-    idle_timeout: float = 3600.0
+    batch_size: int = defaults.MODEL_BATCH
+    batch_rows: int = defaults.BATCH_ROWS
+    max_hosts: int = defaults.MAX_HOSTS
+    idle_timeout: float = defaults.IDLE_TIMEOUT
     #: most verdict rows per output file (there is at least one file per core once the
     #: output has 10,000 rows per core; ``None``: the final stage's partitions as they are)
     rows_per_file: int | None = 1_000_000
@@ -46,16 +45,16 @@ class SparkOptions:
         for name in ("chunk_rows", "group_rows", "threads", "batch_size", "batch_rows",
                      "max_hosts"):
             if getattr(self, name) < 1:
-                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.buckets is not None and self.buckets < 1:
-            raise UsageError(f"buckets must be >= 1, got {self.buckets}")
+            raise ConfigError(f"buckets must be >= 1, got {self.buckets}")
         if self.rows_per_file is not None and self.rows_per_file < 1:
-            raise UsageError(f"rows_per_file must be >= 1, got {self.rows_per_file}")
+            raise ConfigError(f"rows_per_file must be >= 1, got {self.rows_per_file}")
         if not self.idle_timeout > 0:
-            raise UsageError(f"idle_timeout must be > 0 s, got {self.idle_timeout}")
+            raise ConfigError(f"idle_timeout must be > 0 s, got {self.idle_timeout}")
         from zeekml.sources.options import ReadOptions
 
-        ReadOptions(tz=self.tz)  # validates the zone (UsageError)
+        ReadOptions(tz=self.tz)  # validates the zone (ConfigError)
         if self.pair:
             self.pair_options()  # validates pair_hold
 

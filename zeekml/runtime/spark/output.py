@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 from zeekml.records.incidents import INCIDENT_LOG_PATH, incident_fields, incident_types
 from zeekml.records.verdicts import VERDICT_DTYPES, zeek_fields, zeek_types
 from zeekml.runtime.spark.errors import action, guard
@@ -139,7 +139,7 @@ def write_verdicts(records: DataFrame, out_dir: str, out_format: str, rows: int,
     return their paths. ``names``: each input's name by ``file_idx`` (Parquet's
     ``source_file``)."""
     if out_format not in FORMATS:
-        raise UsageError(f"output format must be zeek, json or parquet, got {out_format!r}")
+        raise ConfigError(f"output format must be zeek, json or parquet, got {out_format!r}")
     out_dir = _out_path(out_dir)
     spark = records.sparkSession
     df = _partitions(records.select("part", "data"), rows, opts)
@@ -181,7 +181,7 @@ def write_incidents(incidents: DataFrame, out_dir: str, out_format: str) -> list
     from pyspark.sql import functions as F
 
     if out_format not in FORMATS:
-        raise UsageError(f"output format must be zeek, json or parquet, got {out_format!r}")
+        raise ConfigError(f"output format must be zeek, json or parquet, got {out_format!r}")
     out_dir = _out_path(out_dir)
     df = (incidents.withColumn("_closed", (F.col("state") == "closed").cast("int"))
           .coalesce(1).sortWithinPartitions("ts", "_closed", "incident").drop("_closed"))

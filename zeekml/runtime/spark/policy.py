@@ -32,10 +32,11 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from zeekml import defaults
 from zeekml.policy.incidents import IncidentConfig
 from zeekml.policy.notice import NoticePolicy, PolicyConfig
 from zeekml.records.incidents import INCIDENT_DTYPES
-from zeekml.records.verdicts import VERDICT_COLUMNS
+from zeekml.records.verdicts import NOTICE, SUPPRESSED, VERDICT_COLUMNS
 from zeekml.runtime.spark.packs import hash_parts, pack_parts, sendable, unpack_all
 
 ROUTE_DDL = "`kind` int, `part` bigint, `rows` bigint, `notes` string, `data` binary"
@@ -46,7 +47,7 @@ OUT_COLUMNS = (*VERDICT_COLUMNS, "file_idx", "source_line", "ord", "m")
 FLAGGED_COLUMNS = (*VERDICT_COLUMNS, "cls", "file_idx", "source_line", "ord", "seg", "clock",
                    "m", "inbound")
 #: rows the policy and the tracker take per call (bounds a worker's memory)
-STEP_ROWS = 65536
+STEP_ROWS = defaults.BATCH_ROWS
 
 
 def _records(kind: int, items: list[tuple[int, bytes]], rows: dict[int, int],
@@ -157,6 +158,8 @@ def suppress_group(pdf: pd.DataFrame, config: PolicyConfig, parts: int, incident
         decided = policy.decide(both.reset_index(drop=True)).iloc[1::2]
         notice[lo:lo + n] = decided["notice"].astype("boolean").fillna(False).to_numpy(bool)
     rows["notice"] = pd.array(notice, dtype="boolean")
+    # every row here crossed its threshold and no endpoint is allow-listed
+    rows["decision"] = pd.Series(np.where(notice, NOTICE, SUPPRESSED), dtype="str")
     out = []
     if config.all_flows:
         out.append(_outs(rows))

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from zeekml.errors import UsageError
+from zeekml.errors import ConfigError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -50,7 +50,7 @@ def get_session(master: str | None = None, app_name: str = "zeekml",
         from pyspark import SparkContext
         from pyspark.sql import SparkSession
     except ImportError as exc:
-        raise UsageError("the Spark engine needs pyspark: pip install 'zeekml[spark]'") from exc
+        raise ConfigError("the Spark engine needs pyspark: pip install 'zeekml[spark]'") from exc
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
