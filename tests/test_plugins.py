@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from _verdicts import real_verdicts
-from conftest import DATA, need
+from conftest import DATA, REPO, need
 
 from zeekml import plugins
 from zeekml.errors import ConfigError
@@ -195,18 +195,32 @@ def installed_plugin(tmp_path_factory: pytest.TempPathFactory):
         [tool.setuptools]
         py-modules = ["{MODULE}"]
         """))
-    res = _pip("install", "--no-deps", "--no-build-isolation", str(src))
+    # installed into a directory of its own, seen only by this module's subprocesses (through
+    # PYTHONPATH): other tests, and other test runs on the machine, never see the plugin
+    target = tmp_path_factory.mktemp("site")
+    res = _pip("install", "--no-deps", "--no-build-isolation", "--target", str(target), str(src))
     need(res.returncode == 0, f"pip install of a local plugin package ({res.stderr[-500:]})")
+    PLUGIN_PATH[:] = [str(target)]
     try:
         yield src
     finally:
-        _pip("uninstall", "-y", DIST)
+        PLUGIN_PATH.clear()
+
+
+#: where the plugin package is installed while the module's tests run
+PLUGIN_PATH: list[str] = []
+
+
+def _env() -> dict[str, str]:
+    """The environment of a subprocess that sees the plugin package (and this checkout)."""
+    parts = [*PLUGIN_PATH, str(REPO), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in parts if p)}
 
 
 def _zeekml(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The installed console command, in a fresh process (fresh entry point metadata)."""
     return subprocess.run([sys.executable, "-m", "zeekml.cli.main", *args], capture_output=True,
-                          text=True, timeout=600, cwd=cwd)
+                          text=True, timeout=600, cwd=cwd, env=_env())
 
 
 def test_plugins_command_lists_builtins_and_the_plugin(installed_plugin: Path) -> None:
@@ -240,7 +254,8 @@ def test_plugin_sink_is_built_from_a_spec(installed_plugin: Path, tmp_path: Path
         # a plugin cannot take over a built-in's name
         assert isinstance(make_sink("syslog:udp://127.0.0.1:9"), SyslogSink)
         """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=_env())
     assert res.returncode == 0, res.stderr
     n = len(real_verdicts())
     assert res.stdout.split() == [str(n)]
@@ -260,7 +275,7 @@ def test_broken_plugins_fail_with_one_line(installed_plugin: Path, tmp_path: Pat
                f"try:\n    make_sink({spec!r})\nexcept ZeekmlError as e:\n"
                "    print(e); sys.exit(e.exit_code)\n")
     res = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, env=_env())
     assert res.returncode == code, res.stderr
     assert message in res.stdout and len(res.stdout.strip().splitlines()) == 1
 
