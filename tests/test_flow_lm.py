@@ -135,9 +135,16 @@ def test_batches_and_state_give_the_same_scores(model: Path, tmp_path: Path) -> 
     from zeekml.sources.open import read_table
 
     flows = read_table(HELD_OUT)
+    def context(b):  # a Deferred column, taken before the scorer's next batch
+        return b.extra["context"].take(np.arange(len(b)))
+
     whole = load_scorer(str(model)).score(flows)
+    whole_ctx = context(whole)
     s1 = load_scorer(str(model), ScorerOptions(batch_size=100))
-    parts = [s1.score(flows.iloc[i : i + 700].reset_index(drop=True)) for i in range(0, 2800, 700)]
+    parts, ctxs = [], []
+    for i in range(0, 2800, 700):
+        parts.append(s1.score(flows.iloc[i : i + 700].reset_index(drop=True)))
+        ctxs.append(context(parts[-1]))
     # restart from saved state half way, as zeekml score --state does
     path = tmp_path / "state.npz"
     np.savez(path, **s1.state_dict())
@@ -145,10 +152,11 @@ def test_batches_and_state_give_the_same_scores(model: Path, tmp_path: Path) -> 
     with np.load(path, allow_pickle=False) as st:
         s2.load_state_dict({k: st[k] for k in st.files})
     parts.append(s2.score(flows.iloc[2800:].reset_index(drop=True)))
+    ctxs.append(context(parts[-1]))
     got = np.concatenate([p.score for p in parts])
     np.testing.assert_allclose(got, whole.score, rtol=0, atol=1e-4)
-    ctx = np.concatenate([p.extra["context"] for p in parts])
-    assert [list(c) for c in ctx] == [list(c) for c in whole.extra["context"]]
+    ctx = np.concatenate(ctxs)
+    assert [list(c) for c in ctx] == [list(c) for c in whole_ctx]
 
 
 def test_score_batch_contract(model: Path) -> None:
@@ -170,10 +178,12 @@ def test_score_batch_contract(model: Path) -> None:
     # context: previous flows of the same host pair, newest first, at most 5
     uids = flows["uid"].tolist()
     pair = [frozenset((o, r)) for o, r in zip(flows["orig_h"], flows["resp_h"], strict=True)]
+    ctx = b.extra["context"].take(np.arange(len(b)))  # deferred: built for the rows asked
     for i in (50, 200, 399):
         prev = [uids[j] for j in range(i - 1, -1, -1) if pair[j] == pair[i]][:5]
-        assert list(b.extra["context"][i])[: len(prev)] == prev[: len(b.extra["context"][i])]
-    assert b.extra["context"][0] == []
+        assert list(ctx[i])[: len(prev)] == prev[: len(ctx[i])]
+    assert ctx[0] == []
+    assert b.extra["context"].take(np.array([399, 50])).tolist() == [ctx[399], ctx[50]]
 
 
 def test_small_network_training_ends_on_validation_not_worse_than_the_unigram(tmp_path: Path) -> None:

@@ -75,10 +75,16 @@ def incidents_of(path: Path) -> pd.DataFrame:
     return df
 
 
+#: lowered thresholds: at the shipped ones some of these captures give no notice at all, and
+#: incidents need notices to group (what is tested is the grouping, not the models)
+LOWER = ("--threshold", "amf_lstm:portscan=0.8", "--threshold", "amf_lstm:c2=0.8",
+         "--threshold", "flow_lm:anomaly=25")
+
+
 def score(tmp: Path, inputs: list[Path], *extra: str, name: str = "run") -> tuple[Path, Path]:
     out, inc = tmp / f"{name}.log", tmp / f"{name}-incident.log"
     assert main(["-q", "score", "--threads", "1", "--out", str(out), "--incidents", str(inc),
-                 *extra, *map(str, inputs)]) == 0
+                 *LOWER, *extra, *map(str, inputs)]) == 0
     return out, inc
 
 
@@ -181,7 +187,7 @@ def test_same_incidents_whatever_the_batching_all_and_cron_runs(tmp_path: Path) 
     state, out, inc = tmp_path / "cron.npz", tmp_path / "cron.log", tmp_path / "cron-inc.log"
     for upto in (2, 3, 6):
         assert main(["-q", "score", "--threads", "1", "--state", str(state), "--out", str(out),
-                     "--incidents", str(inc), *map(str, files[:upto])]) == 0
+                     "--incidents", str(inc), *LOWER, *map(str, files[:upto])]) == 0
     _, one = score(tmp_path, files, "--state", str(tmp_path / "one.npz"), name="one")
     cron_rows, one_rows = zeek_rows(inc), zeek_rows(one)
     assert len(one_rows) > 0

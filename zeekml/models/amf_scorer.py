@@ -35,6 +35,7 @@ from zeekml.errors import ModelError, StateError
 from zeekml.features.flow_stats import flow_features
 from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
+from zeekml.models.context import uid_lists
 from zeekml.models.registry import ScorerOptions
 from zeekml.models.session import open_session
 from zeekml.windows.host_window import WINDOW_FEATURES, WINDOW_KEYS, HostWindows
@@ -103,15 +104,7 @@ def context_uids(att: np.ndarray, mask: np.ndarray, uids: np.ndarray, k: int = C
     top = np.argsort(-prev, axis=1, kind="stable")[:, :k]
     rows = np.arange(b)[:, None]
     have = np.minimum(mask[:, :-1].sum(axis=1), k)
-    names = np.char.decode(uids[:, :-1][rows, top], "utf-8", errors="replace")
-    order = np.argsort(have, kind="stable")
-    pieces: list[list[str]] = []
-    for j in range(k + 1):
-        sel = order[have[order] == j]
-        pieces.extend(names[sel, :j].tolist() if j else [[] for _ in range(len(sel))])
-    out = np.empty(b, dtype=object)
-    out[order] = _fill_object(pieces)
-    return out
+    return uid_lists(uids[:, :-1][rows, top], have)
 
 
 def _context_rows(att: np.ndarray, mask: np.ndarray, uids: np.ndarray,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 
 import numpy as np
 import onnxruntime as ort
@@ -44,8 +45,9 @@ import pandas as pd
 
 from zeekml.errors import ModelError
 from zeekml.features.tokens import Tokenizer, TokenizerSpec
-from zeekml.models.base import ScoreBatch
+from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
+from zeekml.models.context import uid_lists
 from zeekml.models.lm_score import ScoreRule, Unigram
 from zeekml.models.registry import ScorerOptions
 from zeekml.models.session import open_session
@@ -109,25 +111,17 @@ def unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def previous_uids(uids: np.ndarray, valid: np.ndarray, k: int = CONTEXT_FLOWS) -> np.ndarray:
     """Object array ``[B]`` of lists: uids of up to ``k`` previous flows, newest first."""
-    b = len(uids)
-    out = np.empty(b, dtype=object)
-    if b == 0:
-        return out
+    if len(uids) == 0:
+        return np.empty(0, dtype=object)
     prev = uids[:, :-1][:, ::-1][:, :k]
     ok = valid[:, :-1][:, ::-1][:, :k]
     # valid positions are contiguous from the newest end, so a count says which are real
     have = np.cumprod(ok, axis=1).sum(axis=1)
-    try:  # uids are ASCII in practice: a C-speed cast; anything else decodes slowly
-        names = prev.astype(f"U{prev.dtype.itemsize}")
-    except UnicodeDecodeError:
-        names = np.char.decode(prev, "utf-8", errors="replace")
-    order = np.argsort(have, kind="stable")
-    pieces: list[list[str]] = []
-    for j in range(prev.shape[1] + 1):
-        sel = order[have[order] == j]
-        pieces.extend(names[sel, :j].tolist() if j else [[] for _ in range(len(sel))])
-    out[order] = np.fromiter(pieces, dtype=object, count=b) if b else out
-    return out
+    return uid_lists(prev, have)
+
+
+def _previous_rows(uids: np.ndarray, valid: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return previous_uids(uids[rows], valid[rows])
 
 
 class LmScorer:
@@ -217,7 +211,7 @@ class LmScorer:
             extra={
                 "alt": self.tokenizer.codes_text(alt),
                 "alt_score": alt_p,
-                "context": previous_uids(uids, valid),
+                "context": Deferred(len(uids), partial(_previous_rows, uids, valid)),
             },
         )
 
