@@ -22,11 +22,14 @@ from zeekml.runtime.pipeline import Counters
 from zeekml.sinks.base import Delivery, sink_delivery
 
 SAMPLE = REPO / "zeekml" / "data" / "sample_conn.log"
+#: lowered thresholds: the shipped models raise no notice on the sample, and these tests
+#: need notices to deliver (18 of them, see docs/models.md)
+LOWER = ("--threshold", "amf_lstm:portscan=0.8", "--suppress", "0")
 
 
 def _score(tmp: Path, *args: str, quiet: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "zeekml.cli.main", *(["-q"] if quiet else []),
-                           "score", "--threads", "1", "--out", str(tmp / "z.log"), *args,
+                           "score", "--threads", "1", "--out", str(tmp / "z.log"), *LOWER, *args,
                            str(SAMPLE)],
                           cwd=str(REPO), capture_output=True, text=True, timeout=300)
 
