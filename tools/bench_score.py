@@ -13,9 +13,10 @@ per-host state of each model (bytes per tracked key, from the state file's array
 The input is generated with ``tools/gen_conn_log.py`` (real rows of the shared
 captures, varied) unless ``--file`` names an existing conn.log.
 
-``--hosts`` makes the input a scan instead: one originator sending a SYN to ``--rows``
-distinct addresses, so every flow opens a new key in each model's per-host and
-per-conversation state (the memory worst case; target < 1.5 GB at 1M hosts).
+``--hosts`` makes the input ``--rows`` distinct local hosts (10.0.0.0/8) each sending one
+SYN to a distinct outside address (100.64.0.0/10), so every flow opens a new key in each
+model's per-host (local side) and per-conversation state: the memory worst case (target
+< 1.5 GB at 1M hosts).
 
 Usage: ``python tools/bench_score.py [--rows 1000000] [--file F] [--hosts] [--model M ...] [--all]``
 """
@@ -56,17 +57,22 @@ SCAN_HEADER = (
 )
 
 
+def _dotted(addr: np.ndarray) -> list[str]:
+    return [f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}" for a in addr.tolist()]
+
+
 def write_scan(path: Path, rows: int, start: float = 1_700_000_000.0) -> None:
-    """A SYN scan of ``rows`` distinct addresses (10.0.0.0/8 upward), 1 ms apart."""
+    """``rows`` distinct local hosts (10.0.0.0/8 upward), each sending one SYN to a distinct
+    outside address (100.64.0.0/10 upward), 1 ms apart."""
     i = np.arange(rows, dtype=np.int64)
-    addr = 0x0A000000 + 1 + i
-    dotted = [f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}" for a in addr.tolist()]
+    src = _dotted(0x0A000000 + 1 + i)
+    dotted = _dotted(0x64400000 + 1 + i)
     ts = start + i * 0.001
     with path.open("w") as fh:
         fh.write(SCAN_HEADER)
         for k in range(0, rows, 100_000):
             fh.write("".join(
-                f"{ts[j]:.6f}\tCscan{j:013d}\t192.168.1.66\t{40000 + j % 20000}\t{dotted[j]}"
+                f"{ts[j]:.6f}\tCscan{j:013d}\t{src[j]}\t{40000 + j % 20000}\t{dotted[j]}"
                 "\t23\ttcp\t-\t-\t-\t-\tS0\t-\t0\tS\t1\t44\t0\t0\t(empty)\n"
                 for j in range(k, min(rows, k + 100_000))))
         fh.write("#close\t2024-01-01-00-00-00\n")

@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="stop at the first bad input line (exit 1 naming file:line)")  # fmt: skip
     p.add_argument("--batch-rows", type=_positive, default=defaults.BATCH_ROWS, metavar="N",
                    help="rows per batch (memory bound; default %(default)s)")  # fmt: skip
-    from zeekml.sources.options import add_read_arguments
+    from zeekml.cli.read_args import add_read_arguments
 
     add_read_arguments(p)
     p.set_defaults(func=run)
@@ -270,8 +270,8 @@ def convert(inputs: list[str], to: str, out: BinaryIO, *, strict: bool = False,
 
 def run(args: argparse.Namespace) -> int:
     from zeekml.cli.guards import refuse_output_on_input
+    from zeekml.cli.read_args import read_options_from
     from zeekml.sources import expand_inputs
-    from zeekml.sources.options import read_options_from
 
     read = read_options_from(args, args.batch_rows)  # a bad --tz fails before any output
     inputs = expand_inputs(list(args.inputs))

@@ -20,7 +20,7 @@ EVALUATORS = {"amf_lstm": "zeekml.eval.amf_eval", "flow_lm": "zeekml.eval.lm_eva
 
 
 def run(args: argparse.Namespace) -> int:
-    from zeekml.sources.options import read_options_from
+    from zeekml.cli.read_args import read_options_from
 
     read = read_options_from(args)  # a bad --tz is a usage error before the model loads
     card = load_card(resolve_model(args.model))
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--threads", type=int, default=defaults.THREADS,
                    help="onnxruntime threads (default %(default)s)")
-    from zeekml.sources.options import add_read_arguments
+    from zeekml.cli.read_args import add_read_arguments
 
     add_read_arguments(p)
     p.set_defaults(func=run)

@@ -135,8 +135,8 @@ def build_scorers(args: argparse.Namespace) -> list:
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     """Reading, checkpoint and catch-up options of a batch run."""
+    from zeekml.cli.read_args import read_options_from
     from zeekml.runtime.pipeline import RunOptions
-    from zeekml.sources.options import read_options_from
 
     if args.archive is not None and not Path(args.archive).is_dir():
         raise UsageError(f"--archive {args.archive}: not a directory")
@@ -161,7 +161,7 @@ def add_catch_up_options(p: argparse.ArgumentParser) -> None:
 
 def build_pairer(args: argparse.Namespace) -> Pairer | None:
     """The NetFlow pairing stage from --no-pair/--pair-hold (shared with tail)."""
-    from zeekml.sources.options import read_options_from
+    from zeekml.cli.read_args import read_options_from
 
     opts = read_options_from(args).pair_options()
     if opts is None:
@@ -249,7 +249,7 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
     One definition, so the two commands never drift apart; each adds its own input,
     ``--state`` and ``--batch-size`` (their meaning and defaults differ).
     """
-    from zeekml.sources.options import add_read_arguments
+    from zeekml.cli.read_args import add_read_arguments
 
     p.add_argument("--out", default="zeekml.log", metavar="PATH",
                    help="output file (default ./zeekml.log; - for stdout)")

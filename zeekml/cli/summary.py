@@ -171,7 +171,7 @@ def summarize(inputs: list[str], *, strict: bool = False, fmt: str | None = None
 
 
 def run(args: argparse.Namespace) -> int:
-    from zeekml.sources.options import read_options_from
+    from zeekml.cli.read_args import read_options_from
 
     result, _ = summarize(args.inputs, strict=args.strict, fmt=args.format, top=args.top,
                           options=read_options_from(args))
@@ -200,8 +200,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="file, directory, glob or -")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first malformed line (exit 1 naming path:line)")  # fmt: skip
+    from zeekml.cli.read_args import add_read_arguments
     from zeekml.sources.detect import FORMATS
-    from zeekml.sources.options import add_read_arguments
 
     p.add_argument("--format", choices=list(FORMATS),
                    help="force the input format instead of detecting it")  # fmt: skip

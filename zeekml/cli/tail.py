@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    from zeekml.sources.options import read_options_from
+    from zeekml.cli.read_args import read_options_from
 
     read = read_options_from(args, options.batch_rows)  # --tz, validated before any I/O
     config = score.build_policy(args)

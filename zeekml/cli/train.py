@@ -42,7 +42,7 @@ def _command() -> str:
 
 
 def run_amf(args: argparse.Namespace) -> int:
-    from zeekml.sources.options import read_options_from
+    from zeekml.cli.read_args import read_options_from
 
     t = _training("zeekml.train.amf_training")
     req = t.AmfTrainRequest(
@@ -60,7 +60,7 @@ def run_amf(args: argparse.Namespace) -> int:
 
 
 def run_lm(args: argparse.Namespace) -> int:
-    from zeekml.sources.options import read_options_from
+    from zeekml.cli.read_args import read_options_from
 
     t = _training("zeekml.train.lm_training")
     req = t.LmTrainRequest(
@@ -91,7 +91,7 @@ def run_lm(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from zeekml.sources.options import add_read_arguments
+    from zeekml.cli.read_args import add_read_arguments
 
     p = sub.add_parser(
         "train",

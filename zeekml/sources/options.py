@@ -9,10 +9,9 @@ the same thing everywhere. Parsers that need an option take ``options=`` (see
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from zeekml import defaults
@@ -79,23 +78,3 @@ TZ_HELP = (
     "name such as Europe/Prague or America/New_York; default UTC. Epoch times and times "
     "with an offset are never shifted"
 )
-
-
-def add_read_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the reading options every command that reads flows has: ``--tz``, and NetFlow
-    pairing's ``--no-pair`` / ``--pair-hold`` (on the shared nfcapd captures a reply
-    waited 33 s at the 99th percentile, 62 s in the SSH trace: the default is 120 s)."""
-    p.add_argument("--tz", metavar="ZONE", default=None, help=TZ_HELP)
-    p.add_argument("--no-pair", dest="pair", action="store_false",
-                   help="do not join unidirectional NetFlow records (nfdump input) with "
-                        "their reverse records into bidirectional flows")
-    p.add_argument("--pair-hold", type=float, default=DEFAULT_PAIR_HOLD, metavar="SECONDS",
-                   help="NetFlow pairing: seconds of log time a record waits for its reverse "
-                        f"before it stays one-way (default {DEFAULT_PAIR_HOLD:.0f})")
-
-
-def read_options_from(args: Any, batch_rows: int | None = None) -> ReadOptions:
-    """The validated :class:`ReadOptions` of a parsed command line (ConfigError if bad)."""
-    return ReadOptions(batch_rows=batch_rows or DEFAULT_BATCH_ROWS, tz=getattr(args, "tz", None),
-                       pair=getattr(args, "pair", True),
-                       pair_hold=getattr(args, "pair_hold", DEFAULT_PAIR_HOLD))
