@@ -85,7 +85,7 @@ def to_notice(verdicts: pd.DataFrame, suppress_for: float) -> pd.DataFrame:
     msg = (v["model"].astype("str") + ": " + verdict + " score " + _fmt(v["score"])
            + " >= threshold " + _fmt(v["threshold"]))
     if "alt" in v.columns:
-        alt = " (next: " + v["alt"].astype("str") + " " + _fmt(v["alt_score"]) + ")"
+        alt = " (alt: " + v["alt"].astype("str") + " " + _fmt(v["alt_score"]) + ")"
         msg = msg + alt.where(v["alt"].notna(), "")
     ctx = v["context"] if "context" in v.columns else pd.Series([None] * n, dtype=object)
     sub = pd.Series(
