@@ -193,19 +193,19 @@ class KeyedHistory:
         valid = ~from_store | (v >= depth - counts[codes][:, None])
         wins: dict[str, np.ndarray] = {}
         for name, spec in self.fields.items():
-            cur = vals[name]
-            batch_part = cur[batch_idx]
+            # the batch's rows gathered (a fresh array), then the stored items copied over
+            # them in place where the window reaches into the store: no third array
+            win = vals[name][batch_idx]
             if depth:
-                store_part = self._buf[name][row_slot, store_idx]
                 sel = from_store.reshape(from_store.shape + (1,) * len(spec.shape))
-                wins[name] = np.where(sel, store_part, batch_part)
-            else:
-                wins[name] = batch_part
+                np.copyto(win, self._buf[name][row_slot, store_idx], where=sel)
+            wins[name] = win
         ts_w = wins["ts"]
         valid &= np.abs(ts_w[:, -1:] - ts_w) <= self.idle_timeout
-        for name in wins:
-            inv = ~valid.reshape(valid.shape + (1,) * (wins[name].ndim - 2))
-            wins[name] = np.where(inv, np.zeros((), dtype=wins[name].dtype), wins[name])
+        invalid = ~valid
+        for win in wins.values():
+            np.copyto(win, np.zeros((), dtype=win.dtype),
+                      where=invalid.reshape(invalid.shape + (1,) * (win.ndim - 2)))
 
         # store update: each key keeps virtual positions K .. K + depth - 1
         if depth:
@@ -215,8 +215,9 @@ class KeyedHistory:
             u_batch_idx = order[np.clip(gstart[:, None] + uv - depth, 0, b - 1)]
             for name, spec in self.fields.items():
                 sel = u_from_store.reshape(u_from_store.shape + (1,) * len(spec.shape))
-                old = self._buf[name][slots[:, None], u_store_idx]
-                self._buf[name][slots] = np.where(sel, old, vals[name][u_batch_idx])
+                new = vals[name][u_batch_idx]
+                np.copyto(new, self._buf[name][slots[:, None], u_store_idx], where=sel)
+                self._buf[name][slots] = new
         self._count[slots] = np.minimum(depth, counts + sizes).astype(np.int16)
         last_row = order[gstart + sizes - 1]
         self._last_ts[slots] = vals["ts"][last_row]
