@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import DATA, REPO, need
+from test_incidents import zeek_rows
 
 from zeekml.cli.main import main
 from zeekml.records.verdicts import DECISIONS, NORMAL
@@ -29,10 +30,7 @@ HELD_OUT = DATA / "zeek" / "slips-test18-ctu-sme-11" / "conn.log.labeled"
 
 def read_zeek_ascii(path: Path) -> pd.DataFrame:
     """A zeekml.log as text columns by its ``#fields`` header (``-`` unset -> NaN)."""
-    lines = path.read_text().splitlines()
-    fields = next(ln for ln in lines if ln.startswith("#fields")).split("\t")[1:]
-    rows = [ln.split("\t") for ln in lines if ln and not ln.startswith("#")]
-    df = pd.DataFrame(rows, columns=fields).replace("-", np.nan)
+    df = zeek_rows(path).replace("-", np.nan)
     df["notice"] = df["notice"] == "T"
     return df
 

@@ -25,6 +25,10 @@ SUPPRESS_SECONDS = 600.0
 CHECKPOINT_SECONDS = 60.0
 #: seconds between state checkpoints of ``tail``
 TAIL_CHECKPOINT_SECONDS = 5.0
+#: seconds ``tail`` lets a flow wait for its batch before scoring it
+TAIL_MAX_LATENCY = 0.1
+#: seconds between ``tail``'s looks for new data (file-system events wake it sooner)
+TAIL_POLL_INTERVAL = 0.25
 #: how far back ``score --state`` and ``tail`` look for rotated generations (7 days)
 LOOKBACK_SECONDS = 7 * 86400.0
 #: input cursors a state file keeps

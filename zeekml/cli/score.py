@@ -279,7 +279,8 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
                    help="never raise notices for flows with this host/subnet (repeatable)")
     p.add_argument("--suppress", type=float, default=None, metavar="SECONDS",
                    help="one notice per (host, verdict, model) per interval of log time "
-                        "(default 600; 0 = a notice per flow, written at once)")
+                        f"(default {defaults.SUPPRESS_SECONDS:g}; 0 = a notice per flow, "
+                        "written at once)")
     p.add_argument("--threads", type=int, default=defaults.THREADS,
                    help="onnxruntime threads (default %(default)s)")
     add_catch_up_options(p)

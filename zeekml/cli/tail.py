@@ -193,17 +193,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rotate", type=float, default=None, metavar="SECONDS",
                    help="rotate the output like Zeek: close it with #close and rename it "
                         "NAME.YYYY-MM-DD-HH-MM-SS.log at every multiple of SECONDS")
-    p.add_argument("--poll-interval", type=float, default=0.25, metavar="SECONDS",
-                   help="look for new data at least this often (filesystem events wake "
-                        "it sooner; default 0.25)")
-    p.add_argument("--max-latency", type=float, default=0.1, metavar="SECONDS",
-                   help="score a pending batch once its oldest flow waited this long "
-                        "(default 0.1)")
+    p.add_argument("--poll-interval", type=float, default=defaults.TAIL_POLL_INTERVAL,
+                   metavar="SECONDS", help="look for new data at least this often (filesystem "
+                   "events wake it sooner; default %(default)g)")
+    p.add_argument("--max-latency", type=float, default=defaults.TAIL_MAX_LATENCY,
+                   metavar="SECONDS", help="score a pending batch once its oldest flow waited "
+                   "this long (default %(default)g)")
     p.add_argument("--batch-size", type=int, default=defaults.TAIL_BATCH_ROWS, metavar="ROWS",
                    help="score a pending batch once it holds this many flows "
                    "(default %(default)s)")
-    p.add_argument("--checkpoint-interval", type=float, default=5.0, metavar="SECONDS",
-                   help="with --state, save a checkpoint at least this often (default 5)")
+    p.add_argument("--checkpoint-interval", type=float, default=defaults.TAIL_CHECKPOINT_SECONDS,
+                   metavar="SECONDS",
+                   help="with --state, save a checkpoint at least this often (default %(default)g)")
     p.add_argument("--metrics", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (flows, skips, "
                         "notices, input lag, batch latency, checkpoint age, sink queues and "

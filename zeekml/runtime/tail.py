@@ -66,8 +66,8 @@ class TailOptions:
     """Knobs of the loop (validated: the CLI passes user values straight in)."""
 
     batch_rows: int = defaults.TAIL_BATCH_ROWS
-    max_latency: float = 0.1
-    poll_interval: float = 0.25
+    max_latency: float = defaults.TAIL_MAX_LATENCY
+    poll_interval: float = defaults.TAIL_POLL_INTERVAL
     checkpoint_seconds: float = defaults.TAIL_CHECKPOINT_SECONDS
     rotate: float | None = None
     read_bytes: int = 4 << 20

@@ -32,13 +32,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from zeekml import defaults
 from zeekml.errors import ConfigError
 from zeekml.sources.generation import Generation, identify, match_cursor
 
 log = logging.getLogger(__name__)
 
 #: default of ``--lookback``: how far back rotated generations are looked for
-DEFAULT_LOOKBACK = 7 * 86400.0
+DEFAULT_LOOKBACK = defaults.LOOKBACK_SECONDS
 #: most files examined per look (beside the log and in the archive together)
 MAX_CANDIDATES = 5000
 

@@ -91,13 +91,9 @@ class KeyedHistory:
         self._count = np.concatenate([self._count, np.zeros(new_cap - old, dtype=np.int16)])
         self._last_ts = np.concatenate([self._last_ts, np.zeros(new_cap - old)])
         self._last_use = np.concatenate([self._last_use, np.zeros(new_cap - old, np.int64)])
-        for name, spec in self.fields.items():
-            cur = self._buf.get(name)
-            if cur is None:  # once, for every slot there can be: pages mapped on first write
-                cur = np.zeros((self.max_keys, self.depth, *spec.shape), dtype=spec.dtype)
-                self._buf[name] = cur
-            if len(cur) < new_cap:  # pragma: no cover - the buffers hold max_keys slots
-                raise AssertionError("item buffers smaller than the slot arrays")
+        if not self._buf:  # once, for every slot there can be: pages mapped on first write
+            self._buf = {name: np.zeros((self.max_keys, self.depth, *spec.shape), dtype=spec.dtype)
+                         for name, spec in self.fields.items()}
         self._free.extend(range(new_cap - 1, old - 1, -1))
         self._cap = new_cap
 
