@@ -324,11 +324,14 @@ def _proto_kinds(text: pa.Array) -> dict[str, np.ndarray]:
         kind[i] = {"tcp": TCP, "udp": UDP, "icmp": ICMP}.get(canon[i] or "", OTHER)
     names = sorted({c for c in canon if c is not None})
     name_idx = np.array([names.index(c) if c is not None else -1 for c in canon], dtype=np.int64)
+    reasons = list(dict.fromkeys(reason))  # distinct texts; a row holds the index of its own
+    reason_idx = [reasons.index(r) for r in reason]
     return {
         "kind": gather(list(kind), idx, np.int64), "number": gather(list(number), idx, np.int64),
         "name_idx": gather(list(name_idx), idx, np.int64), "names": np.array(names, dtype=object),
         "status": gather(list(status), idx, np.int64) if n else np.full(len(idx), 4),
-        "reason": gather(reason, idx) if n else np.full(len(idx), "", dtype=object),
+        "reason": gather(reason_idx, idx, np.int64) if n else np.zeros(len(idx), np.int64),
+        "reasons": np.array(reasons or [""], dtype=object),
     }  # fmt: skip
 
 
@@ -421,10 +424,9 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
     rej.add(ip & ~src_p_na & ~tot_p_na & (src_p > tot_p), "SrcPkts > TotPkts")
     keep = rej.report(skips, path, lines) & ip
     if nonip.any():
-        reasons = proto["reason"]
-        found = reasons[nonip].tolist()
-        for why in sorted(set(found), key=found.index):  # in order of first appearance
-            skips.add_many(path, lines[nonip & (reasons == why)], why, malformed=False)
+        codes, skipped = proto["reason"][nonip], lines[nonip]
+        for code in pd.unique(codes):  # in order of first appearance
+            skips.add_many(path, skipped[codes == code], proto["reasons"][code], malformed=False)
     if not keep.any():
         return None
     return _canonical(t, lines, path, keep, proto, ts, rev, (sport, sport_ok, shex4),
@@ -493,13 +495,14 @@ def _canonical(t: dict[str, pa.Array], lines: np.ndarray, path: str, keep: np.nd
     conn_state, history = _states(t.get("state"), k, every, kind, rev, (o_b, o_b_na, o_p, o_p_na),
                                   (r_b, r_b_na, r_p, r_p_na), tot_p, tot_p_na)
 
-    def ints(v: np.ndarray, missing: np.ndarray) -> pa.Array:
-        return pa.array(np.where(missing, 0, v).astype(np.int64), mask=missing)
+    def ints(v: np.ndarray, missing: np.ndarray, dtype: type = np.int64) -> Any:
+        """A nullable integer column straight from numpy (no round trip through Arrow)."""
+        return pd.arrays.IntegerArray(np.where(missing, 0, v).astype(dtype), missing.copy())
 
     cols: dict[str, Any] = {
-        "ts": pa.array(ts), "orig_h": orig_h, "orig_p": ints(o_port, ~o_port_ok),
-        "resp_h": resp_h, "resp_p": ints(r_port, ~r_port_ok), "proto": proto_name,
-        "duration": pa.array(dur, mask=np.isnan(dur)),
+        "ts": ts, "orig_h": orig_h, "orig_p": ints(o_port, ~o_port_ok, np.int32),
+        "resp_h": resp_h, "resp_p": ints(r_port, ~r_port_ok, np.int32), "proto": proto_name,
+        "duration": dur,
         "conn_state": conn_state, "history": history,
         "orig_pkts": ints(o_p, o_p_na), "orig_ip_bytes": ints(o_b, o_b_na),
         "resp_pkts": ints(r_p, r_p_na), "resp_ip_bytes": ints(r_b, r_b_na),
@@ -516,17 +519,10 @@ def _canonical(t: dict[str, pa.Array], lines: np.ndarray, path: str, keep: np.nd
         {"line": lines, "ts": ts, "orig_p": np.where(o_port_ok, o_port, -1),
          "resp_p": np.where(r_port_ok, r_port, -1), "proto": number},
     )  # fmt: skip
-    cols["uid"] = pa.array(uid)
-    for col, typ in _ABSENT.items():  # what Argus does not record: missing, built in Arrow
-        cols[col] = pa.nulls(m, typ)
+    cols["uid"] = uid.array
+    # what Argus does not record (service, payload bytes, local_*, missed_bytes) is left
+    # out: arrow_to_canonical makes those columns all-missing
     return arrow_to_canonical(cols, lines, path)
-
-
-#: canonical columns binetflow has no source for, with their Arrow types
-_ABSENT: dict[str, pa.DataType] = {
-    "service": pa.string(), "orig_bytes": pa.int64(), "resp_bytes": pa.int64(),
-    "local_orig": pa.bool_(), "local_resp": pa.bool_(), "missed_bytes": pa.int64(),
-}  # fmt: skip
 
 
 def _states(state: pa.Array | None, k: pa.Array, every: bool, kind: np.ndarray,

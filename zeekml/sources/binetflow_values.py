@@ -76,7 +76,7 @@ def bytes_ok(text: pa.Array, allowed: np.ndarray) -> bool:
     if not len(text):
         return True
     data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[off[0] : off[-1]]
-    return bool(allowed[data].all())
+    return bool(allowed.take(data).all())  # take: twice as fast as allowed[data]
 
 
 def _charset(chars: str) -> np.ndarray:
@@ -148,35 +148,57 @@ _SEP_COLS = np.array([4, 7, 10, 13, 16])
 _SEP_VALUES = np.array([ord("/"), ord("/"), ord(" "), ord(":"), ord(":")], dtype=np.uint8)
 
 
+_DIGIT_COLS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+
+
 def _argus_block(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(epoch ns as if UTC, ok) of ``YYYY/MM/DD hh:mm:ss[.f...]`` rows of one width
-    (``raw`` is their bytes, one row each)."""
+    (``raw`` is their bytes, one row each).
+
+    Two digits at a time in uint8 (a valid pair is at most 99), and the calendar
+    (leap years, month lengths, days since the epoch) once per run of rows with the
+    same date: Argus writes rows in time order, so a block holds a few dates.
+    """
     n, width = raw.shape
     d = raw - np.uint8(48)  # digit values; any other byte wraps to > 9
-    cols = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, *range(20, width)]
-    ok = (d[:, cols] <= 9).all(axis=1) & (raw[:, _SEP_COLS] == _SEP_VALUES).all(axis=1)
+    ok = (d[:, _DIGIT_COLS + list(range(20, width))] <= 9).all(axis=1)
+    ok &= (raw[:, _SEP_COLS] == _SEP_VALUES).all(axis=1)
     if width > 19:
         ok &= raw[:, 19] == ord(".")
 
-    def number(*at: int) -> np.ndarray:
-        out = d[:, at[0]].astype(np.int64)
-        for k in at[1:]:
-            out = out * 10 + d[:, k]
-        return out
+    def pair(i: int) -> np.ndarray:  # garbage (not wrong) where a byte is no digit: not ok
+        return np.asarray(d[:, i] * np.uint8(10) + d[:, i + 1])
 
-    year, month, day = number(0, 1, 2, 3), number(5, 6), number(8, 9)
-    hour, minute, sec = number(11, 12), number(14, 15), number(17, 18)
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    mdays = _MONTH_DAYS[np.clip(month, 0, 12)] - ((month == 2) & ~leap)
-    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= mdays)
+    hour, minute, sec = pair(11), pair(14), pair(17)
     ok &= (hour < 24) & (minute < 60) & (sec < 60)
-    ok &= (year >= _FIRST_YEAR) & (year <= _LAST_YEAR)
-    frac = np.zeros(n, dtype=np.int64)
+    seconds = hour.astype(np.int64) * 3600 + minute.astype(np.int64) * 60 + sec
+    year = pair(0).astype(np.int64) * 100 + pair(2)
+    month, day = pair(5), pair(8)
+    key = (year << 16) | (month.astype(np.int64) << 8) | day  # injective: month, day < 256
+    change = np.empty(n, dtype=bool)
+    change[:1] = True
+    np.not_equal(key[1:], key[:-1], out=change[1:])
+    first = np.flatnonzero(change)
+    run = np.cumsum(change) - 1  # each row's run of equal dates
+    y, m, dd = year[first], month[first].astype(np.int64), day[first].astype(np.int64)
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    mdays = _MONTH_DAYS[np.clip(m, 0, 12)] - ((m == 2) & ~leap)
+    date_ok = (m >= 1) & (m <= 12) & (dd >= 1) & (dd <= mdays)
+    date_ok &= (y >= _FIRST_YEAR) & (y <= _LAST_YEAR)
+    ok &= date_ok[run]
+    ns = (_civil_days(y, np.clip(m, 1, 12), dd)[run] * 86400 + seconds) * _NS
     if width > 20:  # nanosecond digits (more are truncated)
         last = min(width, 29)
-        frac = d[:, 20:last].astype(np.int64) @ (10 ** (28 - np.arange(20, last)))
-    days = _civil_days(year, np.clip(month, 1, 12), day)
-    ns = (days * 86400 + hour * 3600 + minute * 60 + sec) * _NS + frac
+        frac = np.zeros(n, dtype=np.int64)
+        c = 20
+        while c < last:
+            if c + 1 < last:
+                frac = frac * 100 + pair(c)
+                c += 2
+            else:
+                frac = frac * 10 + d[:, c]
+                c += 1
+        ns += frac * 10 ** (29 - last)
     return np.where(ok, ns, 0), ok
 
 

@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 
 from zeekml import defaults
 from zeekml.errors import FormatError, StateError
-from zeekml.sources.lines import LineParser, line_spans
+from zeekml.sources.lines import LineParser
 from zeekml.sources.sift import read_fast, sift
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class CsvParser(LineParser):
     # -- parsing -------------------------------------------------------------------------
     def _process(self, block: bytes, first_line: int) -> list[pd.DataFrame]:
         out: list[pd.DataFrame] = []
-        starts, ends = line_spans(block)
+        starts, ends = self._line_spans(block)
         if not len(starts):
             return out
         arr = np.frombuffer(block, dtype=np.uint8)

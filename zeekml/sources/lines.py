@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zeekml import defaults
-from zeekml.errors import StateError
+from zeekml.errors import SchemaError, StateError
 from zeekml.records import schema
 from zeekml.sources.skips import SkipLog
 
@@ -72,6 +72,7 @@ class LineParser:
         self.line_no = 0
         self._tail = b""
         self._dropping = False  # inside an overlong line, discarding until its newline
+        self._spans: tuple[bytes, tuple[np.ndarray, np.ndarray]] | None = None
 
     # -- the FlowParser interface ------------------------------------------------------
     def feed(self, data: bytes) -> list[pd.DataFrame]:
@@ -149,10 +150,20 @@ class LineParser:
 
     def _run(self, block: bytes, extra: int = 0) -> list[pd.DataFrame]:
         first = self.line_no + 1
-        n = block.count(b"\n")
-        self.line_no += n
+        spans = line_spans(block)  # counted once; _process gets them through _line_spans
+        self._spans = (block, spans)
+        self.line_no += len(spans[0])
         self.consumed += len(block) + extra
-        return self._process(block, first)
+        try:
+            return self._process(block, first)
+        finally:
+            self._spans = None
+
+    def _line_spans(self, block: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`line_spans` of the block being processed (computed once per block)."""
+        if self._spans is not None and self._spans[0] is block:
+            return self._spans[1]
+        return line_spans(block)
 
 
 _STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
@@ -163,31 +174,72 @@ _PANDAS_TYPES = {
     pa.string(): _STR_DTYPE,
     pa.large_string(): _STR_DTYPE,
 }
+_NUMPY_INTS = {"Int64": np.int64, "Int32": np.int32}
+
+
+def _narrow_int32(arr: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """An Arrow integer column as int32 (a value outside int32 becomes missing)."""
+    try:
+        return pc.cast(arr, pa.int32())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        ok = pc.and_(pc.greater_equal(arr, -(2**31)), pc.less(arr, 2**31))
+        return pc.cast(pc.if_else(ok, arr, None), pa.int32())
+
+
+def missing_column(dtype: str, n: int) -> Any:
+    """An all-missing column of a canonical dtype (what a format does not record)."""
+    if dtype in _NUMPY_INTS:
+        return pd.arrays.IntegerArray(np.zeros(n, _NUMPY_INTS[dtype]), np.ones(n, dtype=bool))
+    if dtype == "boolean":
+        return pd.arrays.BooleanArray(np.zeros(n, dtype=bool), np.ones(n, dtype=bool))
+    if dtype == "float64":
+        return np.full(n, np.nan)
+    return pd.array(pa.nulls(n, pa.string()), dtype=dtype)
 
 
 def arrow_to_canonical(
-    cols: dict[str, pa.Array | pa.ChunkedArray], lines: np.ndarray, path: str
+    cols: dict[str, Any], lines: np.ndarray, path: str
 ) -> pd.DataFrame:
-    """Arrow columns named by canonical column -> a canonical DataFrame, in C++.
+    """Columns named by canonical column -> a canonical DataFrame, in C++.
 
-    Integer columns must be int64, floats float64, bools bool, strings string; Int32
-    columns (ports) are narrowed here (a value outside int32 becomes missing).
-    ``lines`` are the 1-based source line numbers. Other readers may use this too.
+    A column is a pyarrow array (integer columns int64, floats float64, bools bool,
+    strings string; Int32 columns, the ports, are narrowed here, a value outside int32
+    becoming missing) or already a pandas/numpy array of the canonical dtype (a reader
+    that computed it with numpy hands it over without a round trip through Arrow).
+    Absent columns are all-missing; label columns are there when either is given.
+    The frame is built in canonical order, so :func:`schema.conform` has nothing left
+    to do. ``lines`` are the 1-based source line numbers. Other readers may use this too.
     """
-    names, arrays = [], []
     n = len(lines)
+    labels = "label" in cols or "detailed_label" in cols
+    expected = schema.all_dtypes(labels)
+    arrow: dict[str, pa.Array | pa.ChunkedArray] = {}
     for canon, arr in cols.items():
-        dtype = schema.COLUMNS.get(canon) or schema.LABEL_COLUMNS.get(canon)
-        if dtype == "Int32" and arr.type != pa.int32():
+        if canon not in expected or not isinstance(arr, (pa.Array, pa.ChunkedArray)):
+            continue
+        if expected[canon] == "Int32" and arr.type != pa.int32():
+            arr = _narrow_int32(arr)
+        arrow[canon] = arr
+    converted = (pa.table(list(arrow.values()), names=list(arrow)).to_pandas(
+        types_mapper=_PANDAS_TYPES.get) if arrow else None)
+    out: dict[str, Any] = {}
+    for col, dtype in expected.items():
+        if col == "source_file":
+            value: Any = pd.array(pa.nulls(n, pa.string()).fill_null(path), dtype=_STR_DTYPE)
+        elif col == "source_line":
+            value = np.asarray(lines, dtype=np.int64)
+        elif col in arrow:
+            assert converted is not None
+            value = converted[col].array
+        elif col in cols:
+            value = cols[col]
+        else:
+            value = missing_column(dtype, n)
+        if str(value.dtype) != dtype:
             try:
-                arr = pc.cast(arr, pa.int32())
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                ok = pc.and_(pc.greater_equal(arr, -(2**31)), pc.less(arr, 2**31))
-                arr = pc.cast(pc.if_else(ok, arr, None), pa.int32())
-        names.append(canon)
-        arrays.append(arr)
-    names.append("source_file")
-    arrays.append(pa.nulls(n, pa.string()).fill_null(path))
-    df = pa.table(arrays, names=names).to_pandas(types_mapper=_PANDAS_TYPES.get)
-    df["source_line"] = np.asarray(lines, dtype=np.int64)
-    return schema.conform(df, source_file=path)
+                value = pd.array(value).astype(dtype)
+            except (TypeError, ValueError) as exc:
+                raise SchemaError(
+                    f"column {col!r} cannot be cast to {dtype}: {exc}") from exc
+        out[col] = value
+    return pd.DataFrame(out, copy=False)

@@ -24,7 +24,7 @@ import pyarrow.json as pajson
 
 from zeekml import defaults
 from zeekml.errors import StateError
-from zeekml.sources.lines import LineParser, line_spans
+from zeekml.sources.lines import LineParser
 from zeekml.sources.nfdump_map import BIG, canonical_frame
 from zeekml.sources.sift import read_fast, sift
 from zeekml.sources.skips import SkipLog
@@ -113,7 +113,7 @@ class NfdumpJsonParser(LineParser):
         return self._array(block, first_line)
 
     def _lines(self, block: bytes, first_line: int) -> list[pd.DataFrame]:
-        starts, ends = line_spans(block)
+        starts, ends = self._line_spans(block)
         arr = np.frombuffer(block, dtype=np.uint8)
         firsts = arr[np.minimum(starts, len(arr) - 1)]
         lengths = ends - starts
@@ -135,7 +135,7 @@ class NfdumpJsonParser(LineParser):
         old = len(self._pending)
         if self._pending:  # line_no excludes pending lines, so first_line is the first of them
             block = self._pending + block
-        starts, ends = line_spans(block)
+        starts, ends = self._line_spans(block)
         arr = np.frombuffer(block, dtype=np.uint8)
         firsts = np.where(ends > starts, arr[np.minimum(starts, len(arr) - 1)], 10)
         closers = np.flatnonzero(firsts == ord("}"))

@@ -57,12 +57,15 @@ def _fold_numeric(cols: list[np.ndarray], s1: np.uint64, s2: np.uint64) -> tuple
 
 
 def _base62(values: np.ndarray, width: int) -> np.ndarray:
-    out = np.empty((len(values), width), dtype=np.uint8)
-    v = values.copy()
+    """The last ``width`` base-62 digits of each value, most significant first, as an
+    (n, width) matrix of ASCII bytes (filled column by column in a (width, n) buffer:
+    contiguous writes, one divmod per digit)."""
+    out = np.empty((width, len(values)), dtype=np.uint8)
+    v = values
     for k in range(width - 1, -1, -1):
-        out[:, k] = _ALPHABET[(v % np.uint64(62)).astype(np.intp)]
-        v //= np.uint64(62)
-    return out
+        v, digit = np.divmod(v, np.uint64(62))
+        out[k] = _ALPHABET.take(digit.astype(np.intp))
+    return out.T
 
 
 def synth_uids(prefix: str, source: str, keys: dict[str, Any]) -> pd.Series:
@@ -89,14 +92,10 @@ def synth_uids(prefix: str, source: str, keys: dict[str, Any]) -> pd.Series:
         n = len(frame)
         h1 = _mix(pd.util.hash_pandas_object(frame, index=False, hash_key=_K1).to_numpy(np.uint64) ^ s1)
         h2 = _mix(pd.util.hash_pandas_object(frame, index=False, hash_key=_K2).to_numpy(np.uint64) ^ s2)
-    digits = np.concatenate(
-        [
-            np.full((n, 1), ord(prefix[0]), dtype=np.uint8),
-            _base62(h1, 11),
-            _base62(h2 & np.uint64(0xFFFFFFFF), 6),
-        ],
-        axis=1,
-    )
+    digits = np.empty((n, 18), dtype=np.uint8)
+    digits[:, 0] = ord(prefix[0])
+    digits[:, 1:12] = _base62(h1, 11)
+    digits[:, 12:] = _base62(h2 & np.uint64(0xFFFFFFFF), 6)
     # 18 ASCII bytes per uid: one Arrow string array over the matrix, no per-row objects
     offsets = pa.py_buffer(np.arange(0, 18 * (n + 1), 18, dtype=np.int32))
     text = pa.Array.from_buffers(pa.string(), n, [None, offsets, pa.py_buffer(np.ascontiguousarray(digits))])

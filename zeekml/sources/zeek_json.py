@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from zeekml.records import schema
-from zeekml.sources.lines import LineParser, arrow_to_canonical, line_spans
+from zeekml.sources.lines import LineParser, arrow_to_canonical
 from zeekml.sources.logkind import check_json_block
 from zeekml.sources.sift import read_fast, sift
 
@@ -70,7 +70,7 @@ class ZeekJsonParser(LineParser):
 
     def _process(self, block: bytes, first_line: int) -> list[pd.DataFrame]:
         check_json_block(block, self.path)  # a dns.log, zeekml's JSON ... is no conn log
-        starts, ends = line_spans(block)
+        starts, ends = self._line_spans(block)
         arr = np.frombuffer(block, dtype=np.uint8)
         nonblank = np.ones(len(starts), dtype=bool)
         short = np.flatnonzero(ends - starts <= 2)

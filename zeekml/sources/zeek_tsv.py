@@ -284,7 +284,7 @@ class ZeekTsvParser(LineParser):
         if b"#" not in block:  # no meta line possible: data only (memchr-fast check)
             self._parse_data(block, first_line, out)
             return out
-        starts, ends = line_spans(block)
+        starts, ends = self._line_spans(block)
         arr = np.frombuffer(block, dtype=np.uint8)
         firsts = arr[np.minimum(starts, len(block) - 1)]
         maybe_meta = np.flatnonzero((firsts == 35) | (firsts == 9) | (firsts == 32))
