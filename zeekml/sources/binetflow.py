@@ -141,6 +141,7 @@ import pyarrow.compute as pc
 
 from zeekml import defaults
 from zeekml.errors import FormatError, StateError
+from zeekml.sources.background import Background
 from zeekml.sources.binetflow_state import (
     ICMP,
     OTHER,
@@ -335,10 +336,13 @@ def _proto_kinds(text: pa.Array) -> dict[str, np.ndarray]:
     }  # fmt: skip
 
 
-#: roles pyarrow parses as numbers (the others are read as text and validated here)
+_WORDS = pa.dictionary(pa.int32(), pa.string())
+#: roles pyarrow parses as numbers, and the few-valued text roles it dictionary-encodes
+#: while parsing (the others are read as text and validated here)
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "dur": pa.float64(), "tot_pkts": pa.int64(), "tot_bytes": pa.int64(),
     "src_bytes": pa.int64(), "src_pkts": pa.int64(),
+    "proto": _WORDS, "dir": _WORDS, "state": _WORDS, "label": _WORDS,
 }  # fmt: skip
 _HEADER_NAMES = {"dur": "Dur", "tot_pkts": "TotPkts", "tot_bytes": "TotBytes",
                  "src_bytes": "SrcBytes", "src_pkts": "SrcPkts"}  # fmt: skip
@@ -370,6 +374,7 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
     """Text columns by role of one block of binetflow rows -> a canonical batch."""
     n = len(lines)
     rej = Rejects(n)
+    times = Background(parse_start_times, t["start"], zone)  # meanwhile: the other columns
     proto = _proto_kinds(t["proto"])
     status = proto["status"]
     guess = status == 3
@@ -385,24 +390,21 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
     nonip = (status == 1) | (status == 2)
     ip = ~nonip
     rej.add(status == 4, "missing protocol")
-    ts, bad_ts = parse_start_times(t["start"], zone)
-    rej.add(bad_ts & ip, lambda i: f"bad StartTime {value_at(t['start'])(i)}")
+    addr_ok: dict[str, np.ndarray] = {}
     for role in ("src", "dst"):
         lengths = value_lengths(t[role])
         if bytes_ok(t[role], ADDR_CHARS):  # the usual case: one pass over the bytes
-            ok = (lengths >= 2) & (lengths <= 45)
+            addr_ok[role] = (lengths >= 2) & (lengths <= 45)
         else:
-            ok = bool_mask(pc.match_substring_regex(t[role], ADDR_RE))
-        rej.add(~ok & ip, bad_value("SrcAddr" if role == "src" else "DstAddr", t[role]))
+            addr_ok[role] = bool_mask(pc.match_substring_regex(t[role], ADDR_RE))
     if "dir" in t:
         dirs, didx = dictionary(t["dir"])
         dir_ok = [bool(_DIR_RE.match((d or "").strip())) for d in dirs]
         rev_u = [(d or "").strip() in ("<-", "<?", "<|") for d in dirs]
         dir_bad = ~gather(dir_ok, didx, bool) if dirs else np.zeros(n, bool)
         rev = gather(rev_u, didx, bool) if dirs else np.zeros(n, bool)
-        rej.add(dir_bad & ip, lambda i: f"bad Dir {value_at(t['dir'])(i)}")
     else:
-        rev = np.zeros(n, bool)
+        dir_bad, rev = np.zeros(n, bool), np.zeros(n, bool)
     zeros = np.zeros(n, np.int64)
     no_ports = (zeros, np.zeros(n, bool), np.zeros(n, bool))
     sport, sport_ok, sbad = parse_ports(t["sport"]) if "sport" in t else no_ports
@@ -411,6 +413,12 @@ def binetflow_frame(t: dict[str, pa.Array], lines: np.ndarray, path: str, skips:
     icmp_rows = np.flatnonzero(proto["kind"] == ICMP)
     if len(icmp_rows) and "sport" in t:
         shex4[icmp_rows] = packed_icmp(t["sport"], icmp_rows)
+    ts, bad_ts = times.result()
+    # reasons in a fixed order (a row bad in several ways is reported with the first)
+    rej.add(bad_ts & ip, lambda i: f"bad StartTime {value_at(t['start'])(i)}")
+    for role in ("src", "dst"):
+        rej.add(~addr_ok[role] & ip, bad_value("SrcAddr" if role == "src" else "DstAddr", t[role]))
+    rej.add(dir_bad & ip, lambda i: f"bad Dir {value_at(t['dir'])(i)}")
     rej.add(sbad & ip, lambda i: f"bad Sport {value_at(t['sport'])(i)}")
     rej.add(dbad & ip, lambda i: f"bad Dport {value_at(t['dport'])(i)}")
     dur, dur_na = _numbers(t, "dur", n)
@@ -470,6 +478,11 @@ def _canonical(t: dict[str, pa.Array], lines: np.ndarray, path: str, keep: np.nd
         o_port, r_port = np.where(icmp, itype, o_port), np.where(icmp, icode, r_port)
         o_port_ok = np.where(icmp, packed | (sport_ok & (sport <= 255)), o_port_ok)
         r_port_ok = np.where(icmp, packed | (dport_ok & (dport <= 255)), r_port_ok)
+    uid = Background(  # meanwhile: counters, states, labels; the line makes it unique in its file, the rest content-dependent
+        synth_uids, "A", path,
+        {"line": lines, "ts": ts, "orig_p": np.where(o_port_ok, o_port, -1),
+         "resp_p": np.where(r_port_ok, r_port, -1), "proto": number},
+    )  # fmt: skip
     dst_b, dst_b_na = tot_b - src_b, tot_b_na | src_b_na
     if src_p_na.any():  # without SrcPkts the split is known only when one side sent nothing
         exact = src_p_na & ~src_b_na & ~tot_b_na & ~tot_p_na
@@ -514,12 +527,7 @@ def _canonical(t: dict[str, pa.Array], lines: np.ndarray, path: str, keep: np.nd
         li = pa.array(np.where(lidx < 0, 0, lidx)) if len(labels) else pa.nulls(m, pa.int32())
         cols["label"] = pc.take(pa.array(norm, pa.string()), li)
         cols["detailed_label"] = pc.take(pa.array(detail, pa.string()), li)
-    uid = synth_uids(  # the line makes it unique in its file, the rest content-dependent
-        "A", path,
-        {"line": lines, "ts": ts, "orig_p": np.where(o_port_ok, o_port, -1),
-         "resp_p": np.where(r_port_ok, r_port, -1), "proto": number},
-    )  # fmt: skip
-    cols["uid"] = uid.array
+    cols["uid"] = uid.result().array
     # what Argus does not record (service, payload bytes, local_*, missed_bytes) is left
     # out: arrow_to_canonical makes those columns all-missing
     return arrow_to_canonical(cols, lines, path)

@@ -143,7 +143,7 @@ class CsvParser(LineParser):
             if not read:
                 read = {names[0]: ""}
             self._plan = (
-                pacsv.ReadOptions(column_names=names, use_threads=True, block_size=1 << 22),
+                pacsv.ReadOptions(column_names=names, use_threads=True, block_size=1 << 20),
                 pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=False,
                                    ignore_empty_lines=True),
                 pacsv.ConvertOptions(

@@ -197,6 +197,19 @@ def missing_column(dtype: str, n: int) -> Any:
     return pd.array(pa.nulls(n, pa.string()), dtype=dtype)
 
 
+def _from_arrow(arr: pa.Array | pa.ChunkedArray, dtype: str) -> Any:
+    """One Arrow column -> a pandas array of the canonical ``dtype`` (one C++ conversion
+    per column, no DataFrame in between)."""
+    if dtype == "Int32" and arr.type != pa.int32() and pa.types.is_integer(arr.type):
+        arr = _narrow_int32(arr)
+    mapped = _PANDAS_TYPES.get(arr.type)
+    if mapped is not None:
+        return mapped.__from_arrow__(arr)
+    if pa.types.is_floating(arr.type):
+        return arr.to_numpy(zero_copy_only=False)
+    return arr.to_pandas().array
+
+
 def arrow_to_canonical(
     cols: dict[str, Any], lines: np.ndarray, path: str
 ) -> pd.DataFrame:
@@ -213,26 +226,16 @@ def arrow_to_canonical(
     n = len(lines)
     labels = "label" in cols or "detailed_label" in cols
     expected = schema.all_dtypes(labels)
-    arrow: dict[str, pa.Array | pa.ChunkedArray] = {}
-    for canon, arr in cols.items():
-        if canon not in expected or not isinstance(arr, (pa.Array, pa.ChunkedArray)):
-            continue
-        if expected[canon] == "Int32" and arr.type != pa.int32():
-            arr = _narrow_int32(arr)
-        arrow[canon] = arr
-    converted = (pa.table(list(arrow.values()), names=list(arrow)).to_pandas(
-        types_mapper=_PANDAS_TYPES.get) if arrow else None)
     out: dict[str, Any] = {}
     for col, dtype in expected.items():
         if col == "source_file":
             value: Any = pd.array(pa.nulls(n, pa.string()).fill_null(path), dtype=_STR_DTYPE)
         elif col == "source_line":
             value = np.asarray(lines, dtype=np.int64)
-        elif col in arrow:
-            assert converted is not None
-            value = converted[col].array
         elif col in cols:
             value = cols[col]
+            if isinstance(value, (pa.Array, pa.ChunkedArray)):
+                value = _from_arrow(value, dtype)
         else:
             value = missing_column(dtype, n)
         if str(value.dtype) != dtype:
