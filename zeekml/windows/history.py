@@ -16,7 +16,10 @@ Bounded memory: at most ``max_keys`` slots; when full, the least recently used s
 are evicted (10% at once, so eviction cost is amortized). The item buffers are allocated
 once for ``max_keys`` slots with ``np.zeros`` (calloc: the kernel maps pages only when a
 slot is first written, so resident memory follows the keys in use) instead of growing by
-doubling, whose copy briefly held the old and the new buffers (a 1.5x peak). Idle expiry is by *log* time
+doubling, whose copy briefly held the old and the new buffers (a 1.5x peak). They are
+laid out position-major, ``[depth, max_keys, ...]``, and only positions that hold an item
+are written: a key seen once (most keys of a scan or a sweep) makes one position's page
+resident, not ``depth`` of them (1M one-flow hosts: a tenth of the memory). Idle expiry is by *log* time
 (``ts``), never the wall clock, so replaying an archive equals running live: items
 older than ``idle_timeout`` before the current row are masked out of its window.
 Slots are not freed for being idle at a batch end: Zeek writes conn.log in connection
@@ -30,6 +33,7 @@ State round-trips through plain numpy arrays (:meth:`state_dict`), saved with
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +42,23 @@ import pandas as pd
 from zeekml.errors import StateError
 
 STATE_VERSION = 1
+
+
+def _lazy_zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A zero-filled array whose pages the kernel maps on first write, 4 KiB at a time.
+
+    An anonymous mmap, not ``np.zeros``: numpy asks the kernel for transparent huge pages
+    on large arrays, and one write into each of ``depth`` position planes would then make
+    ``depth`` x 2 MiB resident per field for even a handful of keys.
+    """
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes == 0 or not hasattr(mmap, "MAP_PRIVATE"):  # (not Unix: numpy's calloc)
+        return np.zeros(shape, dtype=dtype)
+    # private and anonymous: a read of a page never written maps the shared zero page
+    mem = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux
+        mem.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(mem, dtype=dtype).reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -92,7 +113,7 @@ class KeyedHistory:
         self._last_ts = np.concatenate([self._last_ts, np.zeros(new_cap - old)])
         self._last_use = np.concatenate([self._last_use, np.zeros(new_cap - old, np.int64)])
         if not self._buf:  # once, for every slot there can be: pages mapped on first write
-            self._buf = {name: np.zeros((self.max_keys, self.depth, *spec.shape), dtype=spec.dtype)
+            self._buf = {name: _lazy_zeros((self.depth, self.max_keys, *spec.shape), spec.dtype)
                          for name, spec in self.fields.items()}
         self._free.extend(range(new_cap - 1, old - 1, -1))
         self._cap = new_cap
@@ -104,7 +125,8 @@ class KeyedHistory:
         """Bytes of the slot arrays in use (not counting the key dict; the item buffers'
         pages beyond the slots in use are not resident)."""
         total = self._count.nbytes + self._last_ts.nbytes + self._last_use.nbytes
-        total += self._keys.nbytes + sum(b.strides[0] * self._cap for b in self._buf.values())
+        total += self._keys.nbytes + sum(b.strides[1] * self.depth * self._cap
+                                         for b in self._buf.values())
         return int(total)
 
     def _release(self, slots: np.ndarray) -> None:
@@ -194,7 +216,7 @@ class KeyedHistory:
             win = vals[name][batch_idx]
             if depth:
                 sel = from_store.reshape(from_store.shape + (1,) * len(spec.shape))
-                np.copyto(win, self._buf[name][row_slot, store_idx], where=sel)
+                np.copyto(win, self._buf[name][store_idx, row_slot], where=sel)
             wins[name] = win
         ts_w = wins["ts"]
         valid &= np.abs(ts_w[:, -1:] - ts_w) <= self.idle_timeout
@@ -204,17 +226,20 @@ class KeyedHistory:
                       where=invalid.reshape(invalid.shape + (1,) * (win.ndim - 2)))
 
         # store update: each key keeps virtual positions K .. K + depth - 1
+        new_count = np.minimum(depth, counts + sizes)
         if depth:
             uv = sizes[:, None] + np.arange(depth)[None, :]
             u_from_store = uv < depth
             u_store_idx = np.minimum(uv, depth - 1)
             u_batch_idx = order[np.clip(gstart[:, None] + uv - depth, 0, b - 1)]
+            # only the positions that hold an item are written (see the class docstring)
+            key_i, pos_i = np.nonzero(np.arange(depth)[None, :] >= depth - new_count[:, None])
             for name, spec in self.fields.items():
                 sel = u_from_store.reshape(u_from_store.shape + (1,) * len(spec.shape))
                 new = vals[name][u_batch_idx]
-                np.copyto(new, self._buf[name][slots[:, None], u_store_idx], where=sel)
-                self._buf[name][slots] = new
-        self._count[slots] = np.minimum(depth, counts + sizes).astype(np.int16)
+                np.copyto(new, self._buf[name][u_store_idx, slots[:, None]], where=sel)
+                self._buf[name][pos_i, slots[key_i]] = new[key_i, pos_i]
+        self._count[slots] = new_count.astype(np.int16)
         last_row = order[gstart + sizes - 1]
         self._last_ts[slots] = vals["ts"][last_row]
         self._seq += 1
@@ -241,8 +266,8 @@ class KeyedHistory:
             "seq": np.array(self._seq),
             "max_ts": np.array(self._max_ts),
         }
-        for name, buf in self._buf.items():
-            out["buf_" + name] = buf[live]
+        for name, buf in self._buf.items():  # (keys, depth, ...): a view, saved in chunks
+            out["buf_" + name] = buf[:, live].swapaxes(0, 1)
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -268,16 +293,19 @@ class KeyedHistory:
             self._last_use = np.zeros(0, dtype=np.int64)
             self._buf = {}
             self._free = []
+            count = np.asarray(state["count"])
+            if (count.shape != (m,) or count.dtype.kind not in "iu" or (count < 0).any()
+                    or (count > self.depth).any()):
+                raise StateError("window state counts are out of range")
             self._grow(max(min(1024, self.max_keys), m))
+            # the positions holding items only: a key with one item maps one row's page
+            key_i, pos_i = np.nonzero(np.arange(self.depth)[None, :] >= self.depth - count[:, None])
             for name, spec in self.fields.items():
                 arr = np.asarray(state["buf_" + name])
                 if arr.shape != (m, self.depth, *spec.shape) or arr.dtype != spec.dtype:
                     raise StateError(f"window state field {name!r} has wrong shape or dtype")
-                self._buf[name][:m] = arr
-            count = np.asarray(state["count"]).astype(np.int16)
-            if count.shape != (m,) or (count < 0).any() or (count > self.depth).any():
-                raise StateError("window state counts are out of range")
-            self._count[:m] = count
+                self._buf[name][pos_i, key_i] = arr[key_i, pos_i]
+            self._count[:m] = count.astype(np.int16)
             self._last_ts[:m] = np.asarray(state["last_ts"], dtype=np.float64)
             self._last_use[:m] = np.asarray(state["last_use"], dtype=np.int64)
             self._keys[:m] = keys.astype(object)
