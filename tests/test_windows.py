@@ -192,3 +192,29 @@ def test_relational_features_hand_case() -> None:
     assert alone.mask[:, :-1].sum() == 0 and alone.mask[:, -1].all()
     assert alone.x[4, -1, col["peer_repeat"]] == 0 and alone.x[4, -1, col["same_peer"]] == 1
     assert (alone.x[:, :-1] == 0).all() and (alone.uids[:, :-1] == b"").all()
+
+
+def test_only_positions_holding_items_are_written_and_state_keeps_them() -> None:
+    """The store is position-major and sparse: a key seen once writes its newest position
+    only (the other positions' pages stay unmapped), a key seen three times three; the
+    saved state restores the same windows for the next flows."""
+    def make() -> KeyedHistory:
+        return KeyedHistory(4, {"v": FieldSpec(np.dtype(np.int64))}, max_keys=64)
+
+    h = make()
+    keys = np.array(["once", "thrice", "thrice", "thrice"], dtype=object)
+    vals = {"ts": np.arange(4.0), "v": np.array([7, 1, 2, 3])}
+    h.extend(keys, vals)
+    buf = h._buf["v"]  # [depth, keys]
+    once, thrice = h._slot_of["once"], h._slot_of["thrice"]
+    assert buf[:, once].tolist() == [0, 0, 0, 7]
+    assert buf[:, thrice].tolist() == [0, 1, 2, 3]
+    assert not buf[:, 2:].any()  # no slot beyond the two in use was touched
+    restored = make()
+    restored.load_state_dict(h.state_dict())
+    nxt = np.array(["thrice", "once", "new"], dtype=object)
+    more = {"ts": np.array([4.0, 5.0, 6.0]), "v": np.array([4, 8, 9])}
+    (w1, v1), (w2, v2) = h.extend(nxt, more), restored.extend(nxt, more)
+    assert np.array_equal(w1["v"], w2["v"]) and np.array_equal(v1, v2)
+    assert w1["v"][0].tolist() == [0, 1, 2, 3, 4] and v1[0].tolist() == [False, True, True, True, True]
+    assert w1["v"][1].tolist() == [0, 0, 0, 7, 8]
