@@ -150,3 +150,27 @@ def test_identity_follows_content_through_growth_and_gzip(tmp_path) -> None:
     empty = tmp_path / "empty.log"
     empty.write_bytes(b"")
     assert find_cursor({full.key: {}, "0:" + "e3b0c442" * 8: {}}, identify(empty)) == (None, None)
+
+
+def test_a_run_commits_what_changed_and_never_the_same_state_twice(tmp_path, monkeypatch) -> None:
+    """One input: the write-ahead commit and the one at the input's end; the end of the
+    run has nothing new and saves nothing. A second run over the unchanged input commits
+    its write-ahead state and the unchanged cursor, once each."""
+    need(SMALL.is_file(), f"the capture {SMALL}")
+    from zeekml.cli.main import main
+
+    saves: list[int] = []
+    real_save = StateStore.save
+
+    def counting_save(self: StateStore, state: RunState) -> None:
+        saves.append(1)
+        real_save(self, state)
+
+    monkeypatch.setattr(StateStore, "save", counting_save)
+    args = ["-q", "score", "--model", "flow_lm", "--state", str(tmp_path / "st.npz"),
+            "--out", str(tmp_path / "out.log"), str(SMALL)]
+    assert main(args) == 0
+    assert len(saves) == 2
+    saves.clear()
+    assert main(args) == 0
+    assert len(saves) == 2

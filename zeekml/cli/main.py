@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from zeekml import __version__
 from zeekml.errors import ZeekmlError
+from zeekml.runtime.memory import tune_for_batches
 
 #: subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -120,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    tune_for_batches()
     try:
         return int(args.func(args) or 0)
     except ZeekmlError as exc:

@@ -22,6 +22,9 @@ def open_session(path: str | Path, threads: int) -> ort.InferenceSession:
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # no busy-waiting between runs: a spinning worker would take a core from the numpy
+    # work (windows, words) the pipeline does between two model calls
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), sess_options=so,
                                     providers=["CPUExecutionProvider"])

@@ -620,16 +620,18 @@ def score_inputs(
         pipeline.restore(state)
     meta["runs"] = int(meta.get("runs", 0)) + 1
     last = time.monotonic()
+    changed = True  # anything since the last commit (a commit of nothing is skipped)
 
     def checkpoint() -> None:
-        nonlocal last
-        if store is not None:
+        nonlocal last, changed
+        if store is not None and changed:
             try:
                 pipeline.commit(store, cursors.pruned(), meta)
             except SinkError as exc:
                 raise SinkError(f"{exc}; nothing was committed: the next run scores these "
                                 "flows again and sends their notices then") from exc
             last = time.monotonic()
+            changed = False
 
     try:
         checkpoint()  # write-ahead: outputs' starting positions are committed first
@@ -642,11 +644,13 @@ def score_inputs(
                 if cursor is not None and _nothing_new(gen, cursor):
                     counters.files_unchanged += 1
                     cursors.put(key, cursor)
+                    changed = True
                     continue
             pieces = read_pieces(path, cursor, skips, opts.read, final=final,
                                  hold_partial=store is not None, gen=gen)
             try:
                 for piece in pieces:
+                    changed = True
                     for frame in piece.frames:
                         pipeline.process(frame)
                     if progress is not None:
