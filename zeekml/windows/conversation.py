@@ -32,10 +32,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from zeekml.windows.history import FieldSpec, KeyedHistory
+from zeekml.windows.host_window import UID_BYTES, uid_bytes
 
-UID_BYTES = 20
 KEY_NAME = "pair"
 
 
@@ -52,12 +54,22 @@ class ConversationWindow:
 
 def conversation_keys(flows: pd.DataFrame) -> np.ndarray:
     """The unordered host pair of each flow as one string (``a|b`` with ``a <= b``)."""
-    a = flows["orig_h"].fillna("").astype(str).to_numpy(dtype=object)
-    b = flows["resp_h"].fillna("").astype(str).to_numpy(dtype=object)
-    swap = a > b
-    lo = np.where(swap, b, a)
-    hi = np.where(swap, a, b)
-    return (pd.Series(lo, dtype="str") + "|" + pd.Series(hi, dtype="str")).to_numpy(dtype=object)
+    a = _text(flows["orig_h"])
+    b = _text(flows["resp_h"])
+    swap = pc.greater(a, b)  # UTF-8 byte order = code point order: as Python compares
+    lo, hi = pc.if_else(swap, b, a), pc.if_else(swap, a, b)
+    return np.asarray(pc.binary_join_element_wise(lo, hi, pa.scalar("|", a.type))
+                      .to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _text(column: pd.Series) -> pa.Array:
+    """A text column as an Arrow string array, missing -> empty (computed in C++)."""
+    arr = pa.array(column, from_pandas=True)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pa.array(column.fillna("").astype(str).to_numpy(dtype=object), pa.large_string())
+    if arr.type != pa.large_string():
+        arr = arr.cast(pa.large_string())
+    return arr.fill_null("")
 
 
 class ConversationWindows:
@@ -94,8 +106,7 @@ class ConversationWindows:
         if keys is None:
             keys = conversation_keys(flows)
         ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
-        uids = flows["uid"].fillna("").astype(str).str.encode("utf-8", errors="replace")
-        uid_arr = np.asarray(uids.to_numpy(dtype=object), dtype=f"S{UID_BYTES}")
+        uid_arr = uid_bytes(flows["uid"])
         codes = np.asarray(codes, dtype=np.int64)
         w, valid = self.history.extend(keys, {"ts": ts, "code": codes, "uid": uid_arr})
         # the flow itself is always present, even when its own ts is missing

@@ -162,13 +162,14 @@ class KeyedHistory:
                 short = len(new) - len(self._free)
             if short > 0:
                 self._evict_lru(short, slots[slots >= 0])
-            for i in new.tolist():
-                s = self._free.pop()
-                key = uniques[i]
-                self._slot_of[key] = s
-                self._keys[s] = key
-                self._count[s] = 0
-                slots[i] = s
+            # the free list's last entries, in the order pop() would give them
+            fresh = np.array(self._free[-len(new):][::-1], dtype=np.int64)
+            del self._free[-len(new):]
+            new_keys = uniques[new]
+            self._slot_of.update(zip(new_keys.tolist(), fresh.tolist(), strict=True))
+            self._keys[fresh] = new_keys
+            self._count[fresh] = 0
+            slots[new] = fresh
         return slots
 
     # ----------------------------------------------------------------- extend

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from zeekml.features.flow_stats import FEATURES, N_FEATURES
 from zeekml.records.addresses import is_private
@@ -100,14 +101,26 @@ def standalone(w: Windows) -> Windows:
 
 
 def uid_bytes(uids: pd.Series) -> np.ndarray:
-    """uids as fixed-width bytes (``S20``); non-ASCII text (hostile input) via UTF-8 with
-    replacement, longer uids cut (they only name context flows)."""
-    vals = uids.fillna("").astype(str).to_numpy(dtype=object)
-    try:
-        return np.asarray(vals, dtype=f"U{UID_BYTES}").astype(f"S{UID_BYTES}")
-    except UnicodeEncodeError:
-        enc = [v.encode("utf-8", errors="replace")[:UID_BYTES] for v in vals]
-        return np.asarray(enc, dtype=f"S{UID_BYTES}")
+    """uids as fixed-width bytes (``S20``): their UTF-8 bytes, longer uids cut (they only
+    name context flows); missing -> empty. Copied from the Arrow buffers in one gather."""
+    arr = pa.array(uids, from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pa.array(uids.fillna("").astype(str).to_numpy(dtype=object), pa.string())
+    n = len(arr)
+    out = np.zeros((n, UID_BYTES), dtype=np.uint8)
+    if n and arr.buffers()[2] is not None:
+        width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+        offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset : arr.offset + n + 1]
+        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+        lengths = np.minimum(np.diff(offsets), UID_BYTES)
+        if arr.null_count:
+            lengths[np.asarray(arr.is_null().to_numpy(zero_copy_only=False), bool)] = 0
+        pos = np.arange(UID_BYTES)
+        take = pos[None, :] < lengths[:, None]
+        out[take] = data[(offsets[:-1, None].astype(np.int64) + pos[None, :])[take]]
+    return out.view(f"S{UID_BYTES}").ravel()
 
 
 def _hash32(s: pd.Series) -> np.ndarray:
