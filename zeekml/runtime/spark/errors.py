@@ -17,16 +17,28 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from zeekml.errors import ParseError, ZeekmlError
+from zeekml.runtime.memory import tune_for_batches
 
 log = logging.getLogger(__name__)
 
 ERROR_MARK = "ZEEKML-ERROR"
 
 
+_tuned = False
+
+
 def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run an executor function; a ZeekmlError travels to the driver as marked text."""
+    """Run an executor function; a ZeekmlError travels to the driver as marked text.
+
+    The first call in a Python worker also tunes its allocator for batch work, as the
+    CLI does for itself (:func:`zeekml.runtime.memory.tune_for_batches`).
+    """
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        global _tuned
+        if not _tuned:
+            _tuned = True
+            tune_for_batches()
         try:
             out = fn(*args, **kwargs)
         except ZeekmlError as exc:
