@@ -33,6 +33,11 @@ class Background(Generic[T]):
         self._thread = threading.Thread(target=run, name="zeekml-background", daemon=True)
         self._thread.start()
 
+    def wait(self) -> Background[T]:
+        """Wait for the function to end (without raising what it raised)."""
+        self._thread.join()
+        return self
+
     def result(self) -> T:
         self._thread.join()
         if self._error is not None:
