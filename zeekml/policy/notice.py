@@ -451,10 +451,7 @@ class NoticePolicy:
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, np.ndarray]:
-        recs = []
-        if not self.config.all_flows:
-            for rec in self._orows.astype(object).to_dict("records"):
-                recs.append({k: _plain(v) for k, v in rec.items()})
+        recs = [] if self.config.all_flows else _records(self._orows)
         return {
             "version": np.array(STATE_VERSION),
             "max_ts": np.array(self._max_ts, dtype=np.float64),
@@ -511,6 +508,33 @@ class NoticePolicy:
         self._on = arrays["count"].astype(np.int64)
         self._opos = arrays["opener"].astype(np.int64)
         self._orows = rows if not self.config.all_flows else empty_verdicts()[list(_RECORD_COLUMNS)]
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows as JSON-ready dicts (:func:`_plain` values), converted column by column:
+    numeric and text columns in one numpy/Arrow step each, only object columns per value."""
+    names = list(df.columns)
+    columns = [_plain_column(df[name]) for name in names]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _plain_column(s: pd.Series) -> list[Any]:
+    """One column as :func:`_plain` would give each of its cells."""
+    dtype = s.dtype
+    missing = s.isna().to_numpy(dtype=bool)
+    if pd.api.types.is_bool_dtype(dtype):
+        values: list[Any] = s.to_numpy(dtype=bool, na_value=False).tolist()
+    elif pd.api.types.is_integer_dtype(dtype):
+        values = s.to_numpy(dtype=np.int64, na_value=0).tolist()
+    elif pd.api.types.is_float_dtype(dtype):
+        values = s.to_numpy(dtype=np.float64, na_value=np.nan).tolist()
+    elif isinstance(dtype, pd.StringDtype):
+        values = s.to_numpy(dtype=object, na_value=None).tolist()
+    else:  # object columns (lists of uids ...): cell by cell
+        return [_plain(v) for v in s.astype(object).tolist()]
+    if missing.any():
+        values = [None if m else v for v, m in zip(values, missing.tolist(), strict=True)]
+    return values
 
 
 def _plain(v: Any) -> Any:
