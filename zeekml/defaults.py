@@ -7,7 +7,8 @@ imported from below (no zeekml imports): every layer may depend on it.
 
 from __future__ import annotations
 
-#: onnxruntime (and torch, when training) threads per process
+#: onnxruntime threads per model session (the models of a batch run side by side), and
+#: torch threads when training
 THREADS = 2
 #: flows per batch read from a file and scored together (memory bound of ``score``)
 BATCH_ROWS = 65536

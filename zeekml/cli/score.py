@@ -282,7 +282,8 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
                         f"(default {defaults.SUPPRESS_SECONDS:g}; 0 = a notice per flow, "
                         "written at once)")
     p.add_argument("--threads", type=int, default=defaults.THREADS,
-                   help="onnxruntime threads (default %(default)s)")
+                   help="onnxruntime threads per model; the models of a batch run side by "
+                        "side (default %(default)s)")
     add_catch_up_options(p)
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line instead of skipping it")
