@@ -106,18 +106,6 @@ def parse_ports(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         values = np.asarray(pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False), np.int64)
         bad = values > 65535
         return np.where(bad, 0, values), present, bad
-    if text.null_count == 0 and text.offset == 0:  # empty = null, in place: one cast
-        validity = pa.py_buffer(np.packbits(present, bitorder="little"))
-        masked = pa.Array.from_buffers(pa.string(), len(text),
-                                       [validity, text.buffers()[1], text.buffers()[2]])
-        try:  # decimal and 0x.. hex (pyarrow casts both); anything else fails the cast
-            cast = pc.cast(masked, pa.int64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            cast = None
-        if cast is not None:
-            values = np.asarray(cast.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
-            bad = present & ((values < 0) | (values > 65535))
-            return np.where(bad, 0, values), present, bad
     values, present, bad = parse_ints(text, 0, 65535)  # pyarrow >= 2x casts 0x.. itself
     if bad.any():
         idx = np.flatnonzero(bad)

@@ -47,10 +47,23 @@ def present_mask(text: pa.Array, unset: Sequence[str] = ("",)) -> np.ndarray:
 
 
 def _cast(text: pa.Array, present: np.ndarray, typ: pa.DataType, fill: str) -> pa.Array | None:
-    """Cast the set values of a text column in one C call; None if any does not parse."""
-    src = text if present.all() else pc.if_else(pa.array(present), text, fill)
+    """Cast the set values of a text column in one C call (unset ones become ``fill``);
+    None if any does not parse.
+
+    A contiguous column is cast with the unset values masked as null in place (a new
+    validity bitmap over the same buffers), not after a copy that writes ``fill`` into them.
+    """
+    if present.all():
+        src = text
+    elif (isinstance(text, pa.Array) and text.offset == 0
+          and (pa.types.is_string(text.type) or pa.types.is_large_string(text.type))):
+        validity = pa.py_buffer(np.packbits(present, bitorder="little"))
+        src = pa.Array.from_buffers(text.type, len(text), [validity, *text.buffers()[1:]])
+    else:
+        src = pc.if_else(pa.array(present), text, fill)
     try:
-        return pc.cast(src, typ)
+        out = pc.cast(src, typ)
+        return out if out.null_count == 0 else out.fill_null(pc.cast(pa.scalar(fill), typ))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
 
