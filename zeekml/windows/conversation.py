@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zeekml.windows.history import FieldSpec, KeyedHistory
-from zeekml.windows.host_window import UID_BYTES, uid_bytes
+from zeekml.windows.host_window import UID_BYTES, arrow_text, uid_bytes
 
 KEY_NAME = "pair"
 
@@ -63,10 +63,8 @@ def conversation_keys(flows: pd.DataFrame) -> np.ndarray:
 
 
 def _text(column: pd.Series) -> pa.Array:
-    """A text column as an Arrow string array, missing -> empty (computed in C++)."""
-    arr = pa.array(column, from_pandas=True)
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        arr = pa.array(column.fillna("").astype(str).to_numpy(dtype=object), pa.large_string())
+    """A text column as an Arrow large string array, missing -> empty (computed in C++)."""
+    arr = arrow_text(column)
     if arr.type != pa.large_string():
         arr = arr.cast(pa.large_string())
     return arr.fill_null("")

@@ -14,8 +14,8 @@ numpy gathers instead of a Python loop per flow:
 
 Bounded memory: at most ``max_keys`` slots; when full, the least recently used slots
 are evicted (10% at once, so eviction cost is amortized). The item buffers are allocated
-once for ``max_keys`` slots with ``np.zeros`` (calloc: the kernel maps pages only when a
-slot is first written, so resident memory follows the keys in use) instead of growing by
+once for ``max_keys`` slots in a private anonymous mapping (the kernel maps pages only
+when a slot is first written, so resident memory follows the keys in use) instead of growing by
 doubling, whose copy briefly held the old and the new buffers (a 1.5x peak). They are
 laid out position-major, ``[depth, max_keys, ...]``, and only positions that hold an item
 are written: a key seen once (most keys of a scan or a sweep) makes one position's page
@@ -59,6 +59,13 @@ def _lazy_zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux
         mem.madvise(mmap.MADV_NOHUGEPAGE)
     return np.frombuffer(mem, dtype=dtype).reshape(shape)
+
+
+def _held(count: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(key, position) of every stored position that holds an item: right-aligned, a key
+    with ``count`` items holds positions ``depth - count .. depth - 1``."""
+    key_i, pos_i = np.nonzero(np.arange(depth)[None, :] >= depth - count[:, None])
+    return key_i, pos_i
 
 
 @dataclass(frozen=True)
@@ -234,7 +241,7 @@ class KeyedHistory:
             u_store_idx = np.minimum(uv, depth - 1)
             u_batch_idx = order[np.clip(gstart[:, None] + uv - depth, 0, b - 1)]
             # only the positions that hold an item are written (see the class docstring)
-            key_i, pos_i = np.nonzero(np.arange(depth)[None, :] >= depth - new_count[:, None])
+            key_i, pos_i = _held(new_count, depth)
             for name, spec in self.fields.items():
                 sel = u_from_store.reshape(u_from_store.shape + (1,) * len(spec.shape))
                 new = vals[name][u_batch_idx]
@@ -300,7 +307,7 @@ class KeyedHistory:
                 raise StateError("window state counts are out of range")
             self._grow(max(min(1024, self.max_keys), m))
             # the positions holding items only: a key with one item maps one row's page
-            key_i, pos_i = np.nonzero(np.arange(self.depth)[None, :] >= self.depth - count[:, None])
+            key_i, pos_i = _held(count, self.depth)
             for name, spec in self.fields.items():
                 arr = np.asarray(state["buf_" + name])
                 if arr.shape != (m, self.depth, *spec.shape) or arr.dtype != spec.dtype:

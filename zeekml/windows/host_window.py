@@ -100,14 +100,22 @@ def standalone(w: Windows) -> Windows:
     return Windows(x=x, mask=mask, uids=uids)
 
 
-def uid_bytes(uids: pd.Series) -> np.ndarray:
-    """uids as fixed-width bytes (``S20``): their UTF-8 bytes, longer uids cut (they only
-    name context flows); missing -> empty. Copied from the Arrow buffers in one gather."""
-    arr = pa.array(uids, from_pandas=True)
+def arrow_text(column: pd.Series) -> pa.Array:
+    """A text column as one contiguous Arrow (large) string array, nulls kept; a column
+    that is not text is converted through ``str``."""
+    arr = pa.array(column, from_pandas=True)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        arr = pa.array(uids.fillna("").astype(str).to_numpy(dtype=object), pa.string())
+        arr = pa.array(column.astype(str).where(column.notna()).to_numpy(dtype=object),
+                       pa.large_string(), from_pandas=True)
+    return arr
+
+
+def uid_bytes(uids: pd.Series) -> np.ndarray:
+    """uids as fixed-width bytes (``S20``): their UTF-8 bytes, longer uids cut (they only
+    name context flows); missing -> empty. Copied from the Arrow buffers in one gather."""
+    arr = arrow_text(uids)
     n = len(arr)
     out = np.zeros((n, UID_BYTES), dtype=np.uint8)
     if n and arr.buffers()[2] is not None:
