@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 from zeekml import defaults
 from zeekml.errors import FormatError, StateError
 from zeekml.sources.lines import LineParser
-from zeekml.sources.sift import read_fast, sift
+from zeekml.sources.sift import line_text, read_fast, sift
 
 log = logging.getLogger(__name__)
 
@@ -274,13 +274,9 @@ class CsvParser(LineParser):
 
 
 def _check_line(raw: bytes, n_fields: int, delimiter: str = ",") -> str | None:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return "not UTF-8"
-    text = text.removesuffix("\r")
-    if "\r" in text:
-        return "stray carriage return in line"
+    text, why = line_text(raw)
+    if why is not None:
+        return why
     try:
         fields = next(csv.reader([text], delimiter=delimiter))
     except (csv.Error, StopIteration) as exc:

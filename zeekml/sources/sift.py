@@ -30,6 +30,17 @@ READ_ERRORS: tuple[type[BaseException], ...] = (pa.ArrowException, ValueError, T
 Read = Callable[[Sequence[bytes]], pa.Table]
 
 
+def line_text(raw: bytes) -> tuple[str, str | None]:
+    """A raw line as text without its final ``\r``, and why it is bad as a text line (not
+    UTF-8, a stray carriage return inside) or None: the careful paths' first check."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "", "not UTF-8"
+    text = text.removesuffix("\r")
+    return text, "stray carriage return in line" if "\r" in text else None
+
+
 def read_fast(read: Callable[[], pa.Table], rows: int) -> pa.Table | None:
     """The fast path: one parse, kept only if it yields exactly ``rows`` rows."""
     try:

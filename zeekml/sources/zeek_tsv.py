@@ -71,7 +71,7 @@ from zeekml.errors import StateError
 from zeekml.records import schema
 from zeekml.sources.lines import LineParser, arrow_to_canonical, line_spans
 from zeekml.sources.logkind import check_fields, check_path
-from zeekml.sources.sift import read_fast, sift
+from zeekml.sources.sift import line_text, read_fast, sift
 
 log = logging.getLogger(__name__)
 
@@ -425,13 +425,9 @@ class ZeekTsvParser(LineParser):
 
     def _check_line(self, raw: bytes, plan: _Plan) -> str | None:
         """Why a line is bad, or None. Lenient where pyarrow decides (numbers)."""
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "not UTF-8"
-        text = text.removesuffix("\r")
-        if "\r" in text:
-            return "stray carriage return in line"
+        text, why = line_text(raw)
+        if why is not None:
+            return why
         parts = text.split(self.header.separator)
         if len(parts) != plan.n_fields:
             return f"wrong field count ({len(parts)} of {plan.n_fields})"
