@@ -83,3 +83,67 @@ def test_card_statements_say_plainly_where_the_model_loses() -> None:
     assert "folds not run" in text and "small-2" in text
     quiet = " ".join(loco_statements(pooled, caps[1:], []))
     assert "goal met" in quiet and "not run" not in quiet
+
+
+def _terms(rng: np.random.Generator) -> pd.DataFrame:
+    """A small LOCO terms file: two labeled captures, malicious flows more surprising."""
+    parts = []
+    for cap, n in (("cap-a", 400), ("cap-b", 300)):
+        mal = rng.random(n) < 0.3
+        nll, nll0, uni = (rng.exponential(3.0, n) + np.where(mal, 6.0, 0.0) for _ in range(3))
+        parts.append(pd.DataFrame({
+            "capture": cap, "row": np.arange(n), "uid": [f"C{cap}{i}" for i in range(n)],
+            "ts": np.arange(n, dtype=float) * 7.0, "orig_h": "10.0.0.1", "orig_p": 1000 + np.arange(n) % 50,
+            "resp_h": [f"10.0.1.{i % 9}" for i in range(n)], "resp_p": 80, "proto": "tcp",
+            "binary": mal.astype(np.int8), "y": mal.astype(np.int64), "fold": cap,
+            "negative": ~mal, "labeled": True, "nll": nll, "nll0": nll0, "unigram": uni}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_rescore_applies_a_rule_to_an_existing_loco_run(tmp_path: Path) -> None:
+    """`train lm --rescore` rewrites the card's rule, threshold and LOCO figures from the
+    terms file alone (no training), and the runtime then applies that rule."""
+    pytest.importorskip("torch")
+    import shutil
+
+    from zeekml.cli.main import main
+    from zeekml.models.card import load_card
+    from zeekml.models.registry import resolve_model
+    from zeekml.train.lm_loco import apply_rule
+    from zeekml.train.lm_train import support_threshold
+
+    src = resolve_model("flow_lm")
+    model = tmp_path / "m.onnx"
+    shutil.copy(src, model)
+    shutil.copy(src.with_suffix(".card.json"), tmp_path / "m.card.json")
+    terms = tmp_path / "m.loco.terms.parquet"
+    frame = _terms(np.random.default_rng(1))
+    frame.to_parquet(terms, index=False)
+    oof = tmp_path / "m.loco.parquet"
+    before = load_card(model).data["metrics"]["loco"]["regenerate"]
+    args = ["train", "lm", "--rescore", str(terms), "--out", str(model), "--loco", str(oof)]
+    assert main([*args, "--score-weights", "nll=1,unigram=2"]) == 0
+    card = load_card(model)  # validated: the graph's digest still matches
+    assert card.data["score"]["weights"] == {"nll": 1.0, "nll0": 0.0, "unigram": 2.0}
+    from zeekml.train import flow_lm as F
+
+    cfg = F.LmConfig()
+    want = apply_rule(frame, parse_weights("nll=1,unigram=2"), cfg)
+    neg = want["negative"].to_numpy(dtype=bool)
+    thr, _ = support_threshold(want["score"].to_numpy()[neg], cfg.fpr, cfg.min_flows_above)
+    assert card.thresholds["anomaly"] == pytest.approx(thr)
+    loco = card.data["metrics"]["loco"]
+    assert {c["capture"] for c in loco["captures"]} == {"cap-a", "cap-b"}
+    assert loco["regenerate"].startswith(before.split(" && ")[0]) and "--rescore" in loco["regenerate"]
+    written = pd.read_parquet(oof)
+    assert np.allclose(written["score"], 1.0 * frame["nll"] + 2.0 * frame["unigram"])
+    # rescoring again with another rule: the regenerate line keeps one training command
+    assert main([*args, "--score-weights", "nll0=1"]) == 0
+    again = load_card(model).data
+    assert again["score"]["weights"]["nll0"] == 1.0 and again["thresholds"]["anomaly"] != card.thresholds["anomaly"]
+    assert again["metrics"]["loco"]["regenerate"].count("--rescore") == 1
+    # nothing to train and no LOCO file named: refused
+    assert main(["train", "lm", "--rescore", str(terms), "--out", str(model)]) != 0
+    bad = tmp_path / "bad.parquet"
+    frame.drop(columns=["nll0"]).to_parquet(bad, index=False)
+    assert main(["train", "lm", "--rescore", str(bad), "--out", str(model), "--loco", str(oof)]) != 0

@@ -117,6 +117,8 @@ def _reader_gone(exc: BaseException) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # the command line as given (recorded in model cards), also when called with argv
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose, args.quiet)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

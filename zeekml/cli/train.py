@@ -36,9 +36,9 @@ def _training(module: str) -> Any:
         raise
 
 
-def _command() -> str:
+def _command(args: argparse.Namespace) -> str:
     """The command line as typed, recorded in the card."""
-    return "zeekml " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return "zeekml " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:]))
 
 
 def run_amf(args: argparse.Namespace) -> int:
@@ -55,7 +55,7 @@ def run_amf(args: argparse.Namespace) -> int:
         folds=tuple(args.folds) if args.folds else None,
         loco_out=Path(args.loco_out) if args.loco_out else None,
         metrics_json=Path(args.metrics_json) if args.metrics_json else None,
-        read=read_options_from(args), command=_command())
+        read=read_options_from(args), command=_command(args))
     return int(t.train(req) or 0)
 
 
@@ -72,9 +72,18 @@ def run_lm(args: argparse.Namespace) -> int:
         hidden=args.hidden, fpr=args.fpr if args.fpr is not None else t.F.LmConfig.fpr,
         min_above=args.min_above, score_weights=args.score_weights, threads=args.threads,
         drop_malicious=args.drop_malicious, eval=tuple(args.eval or ()),
-        read=read_options_from(args), command=_command())
+        rescore=Path(args.rescore) if args.rescore else None,
+        read=read_options_from(args), command=_command(args))
     result = t.train(req)
     card = result.card
+    if req.rescore is not None:
+        p = card["metrics"]["loco"]["pooled"]
+        sys.stdout.write(
+            f"rescored {req.out}: score = {card['score']['combine']} of {card['score']['weights']}, threshold "
+            f"{card['thresholds']['anomaly']:.3f}; leave-one-capture-out pooled ROC AUC "
+            f"{p['lm_auc']:.4f} (unigram {p['unigram_auc']:.4f}), recall at the thresholds "
+            f"{p['lm_recall']:.3f} (unigram {p['unigram_recall']:.3f})\n")
+        return 0
     v = card["metrics"]["validation"]
     sys.stdout.write(
         f"wrote {req.out} and its card: {card['training']['train_windows']} training flows, "
@@ -165,6 +174,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--corpus", metavar="FILE",
                      help="a corpus file (e.g. tools/shared-corpus.json): train on its benign "
                           "flows and its unlabeled captures")
+    src.add_argument("--rescore", metavar="TERMS.parquet",
+                     help="train nothing: apply --score-weights to the leave-one-capture-out "
+                          "terms file an earlier --loco run of --out wrote (OUT.terms.parquet); "
+                          "rewrites the card's score rule, threshold and figures and the --loco "
+                          "file")
     lm.add_argument("--out", required=True, metavar="NAME.onnx", help="output model path")
     lm.add_argument("--train-exclude", nargs="+", metavar="CAPTURE",
                     help="corpus captures (or entries) never trained on, only scored")

@@ -140,19 +140,10 @@ def export_lm(fitted: FittedLm, cfg: F.LmConfig, out: Path, *, rule: ScoreRule, 
     card: dict[str, Any] = {
         "name": out.name.removesuffix(".onnx"),
         "kind": "flow_lm",
-        "description": (
-            "LSTM language model over conversations (flows between one pair of hosts); "
-            f"score = {_rule_text(rule)} (nats), see 'score'"
-        ),
+        "description": describe(rule),
         "thresholds": {"anomaly": threshold},
         "threshold_rule": threshold_rule,
-        "score": {
-            "weights": rule.to_json(),
-            "combine": rule.how,
-            "rule": f"score = {rule.how} of weight x term; nll = -log P(word | the previous "
-            f"{cfg.context} words of its conversation), nll0 = -log P(word | no context) "
-            "(both from the graph), unigram = the baseline below",
-        },
+        "score": score_entry(rule, cfg.context),
         "context": cfg.context,
         "conversation": {
             "key": KEY_NAME,
@@ -243,6 +234,23 @@ def export_lm(fitted: FittedLm, cfg: F.LmConfig, out: Path, *, rule: ScoreRule, 
                 card[k] = v
     write_card(out, card)
     return card
+
+
+def describe(rule: ScoreRule) -> str:
+    """The card's one-line description of the model under ``rule``."""
+    return ("LSTM language model over conversations (flows between one pair of hosts); "
+            f"score = {_rule_text(rule)} (nats), see 'score'")
+
+
+def score_entry(rule: ScoreRule, context: int) -> dict[str, Any]:
+    """The card's ``score`` object: the rule's weights and what each term is."""
+    return {
+        "weights": rule.to_json(),
+        "combine": rule.how,
+        "rule": f"score = {rule.how} of weight x term; nll = -log P(word | the previous "
+        f"{context} words of its conversation), nll0 = -log P(word | no context) "
+        "(both from the graph), unigram = the baseline below",
+    }
 
 
 def _rule_text(rule: ScoreRule) -> str:

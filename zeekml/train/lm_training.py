@@ -55,8 +55,9 @@ from zeekml.train.lm_train import FittedLm, export_lm, fit_lm, support_threshold
 log = logging.getLogger(__name__)
 
 #: Score of the shipped design (chosen by leave-one-capture-out, see onnx_models/flow_lm.md):
-#: the contextual NLL plus half the word's unigram rarity, both in nats.
-DEFAULT_RULE = ScoreRule(nll=1.0, nll0=0.0, unigram=0.5)
+#: the three surprisals in nats, equally weighted: the word given its conversation's
+#: context, given no context, and its unigram rarity.
+DEFAULT_RULE = ScoreRule(nll=1.0, nll0=1.0, unigram=1.0)
 
 
 def load_streams(specs: list[str], *, drop_malicious: bool,
@@ -143,6 +144,9 @@ class LmTrainRequest:
     fpr: float = F.LmConfig.fpr
     min_above: int | None = None
     score_weights: str | None = None
+    #: a terms file of an earlier ``--loco`` run of ``out``: apply ``score_weights`` to it
+    #: (no training; see :func:`rescore`)
+    rescore: Path | None = None
     threads: int = defaults.THREADS
     drop_malicious: bool = False
     eval: tuple[str, ...] = ()
@@ -225,6 +229,11 @@ def train(req: LmTrainRequest) -> LmTrainResult:
     if out.suffix != ".onnx":
         raise ConfigError(f"--out must name a .onnx file, got {req.out}")
     rule = parse_weights(req.score_weights)
+    if req.rescore is not None:
+        if req.loco is None or req.data or req.corpus:
+            raise ConfigError("--rescore TERMS needs --out MODEL.onnx and --loco OUT.parquet, "
+                              "and no --data or --corpus (nothing is trained)")
+        return LmTrainResult(card=rescore(out, req.rescore, rule, Path(req.loco), cfg, req.command))
     torch.set_num_threads(cfg.threads)
     streams, described = train_data(req)
     if not any(s.n_trainable() for s in streams):
@@ -252,9 +261,47 @@ def record_loco(out: Path, streams: list[LmStream], cfg: F.LmConfig, rule: Score
     opts = lm_loco.LocoOptions(only=tuple(only or ()))
     oof = lm_loco.run_loco(streams, cfg, opts, all_model=out)
     plan = lm_loco.fold_plan(streams, lm_loco.LocoOptions())
-    not_run = [f for f in plan if f not in lm_loco.folds_to_run(streams, opts)]
+    run = lm_loco.folds_to_run(streams, opts)
+    folds = {"folds": plan, "folds_run": run, "folds_not_run": [f for f in plan if f not in run]}
     terms = parquet.with_name(parquet.name.removesuffix(".parquet") + ".terms.parquet")
     oof.to_parquet(terms, index=False)
+    return record_rule(out, oof, cfg, rule, parquet, terms, command, folds)
+
+
+def rescore(out: Path, terms: Path, rule: ScoreRule, parquet: Path, cfg: F.LmConfig,
+            command: str) -> dict[str, Any]:
+    """Apply another score rule to a model's existing LOCO run without training: the
+    card's rule, threshold (from the same out-of-fold benign scores) and LOCO figures and
+    the out-of-fold file are rewritten from the terms file ``record_loco`` wrote. The
+    graph is unchanged: the score terms do not depend on the rule."""
+    from zeekml.train import lm_loco
+
+    card = load_card(out)
+    loco = card.data.get("metrics", {}).get("loco")
+    if not isinstance(loco, dict) or not {"folds", "folds_run", "folds_not_run"} <= set(loco):
+        raise ConfigError(f"{out}: the card records no leave-one-capture-out run to rescore "
+                          "(train with --corpus ... --loco first)")
+    try:
+        oof = pd.read_parquet(terms)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{terms}: cannot read the terms file: {exc}") from exc
+    missing = {"capture", "negative", "binary", "labeled", "fold", *lm_loco.TERM_COLUMNS} - set(oof.columns)
+    if missing:
+        raise ConfigError(f"{terms}: not a terms file of train lm --loco (missing "
+                          f"{', '.join(sorted(missing))})")
+    folds = {k: loco[k] for k in ("folds", "folds_run", "folds_not_run")}
+    trained = str(loco.get("regenerate", "")).split(" && ")[0]
+    return record_rule(out, oof, cfg, rule, parquet, terms,
+                       f"{trained} && {command}" if trained else command, folds)
+
+
+def record_rule(out: Path, oof: pd.DataFrame, cfg: F.LmConfig, rule: ScoreRule, parquet: Path,
+                terms: Path, command: str, folds: dict[str, Any]) -> dict[str, Any]:
+    """Score the LOCO terms by ``rule``: OOF file, threshold from the OOF benign scores,
+    the rule and the results in the card."""
+    from zeekml.train import lm_loco
+    from zeekml.train.lm_train import describe, score_entry
+
     scored = lm_loco.apply_rule(oof, rule, cfg)
     parquet.parent.mkdir(parents=True, exist_ok=True)
     lm_loco.oof_file_frame(scored).to_parquet(parquet, index=False)
@@ -271,14 +318,19 @@ def record_loco(out: Path, streams: list[LmStream], cfg: F.LmConfig, rule: Score
     data.pop("onnx_sha256", None)
     data["limitations"] = [x for x in data.get("limitations", [])
                            if not str(x).startswith("Leave-one-capture-out")]
-    data["limitations"] += loco_statements(pooled, per_capture, not_run)
+    data["limitations"] += loco_statements(pooled, per_capture, folds["folds_not_run"])
+    data["description"] = describe(rule)
+    data["score"] = score_entry(rule, int(data.get("context", cfg.context)))
     data["thresholds"] = {"anomaly": thr}
     data["threshold_rule"] = info
     data["unigram"] = {**data["unigram"], "threshold": uthr}
-    data["metrics"] = {**data["metrics"], "loco": {
-        "folds": plan,
-        "folds_run": lm_loco.folds_to_run(streams, opts),
-        "folds_not_run": not_run,
+    val = dict(data["metrics"].get("validation", {}))
+    means = [val.get(k) for k in ("lm_mean_nll", "lm_mean_nll0", "unigram_mean_nll")]
+    val.pop("mean_score", None)
+    if rule.how == "sum" and all(isinstance(m, (int, float)) for m in means):
+        val["mean_score"] = float(rule.combine(*(np.array([m]) for m in means))[0])
+    data["metrics"] = {**data["metrics"], "validation": val, "loco": {
+        **folds,
         "out_of_fold_file": str(parquet),
         "terms_file": str(terms),
         "regenerate": command,
