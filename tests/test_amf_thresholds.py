@@ -118,3 +118,68 @@ def test_fold_thresholds_ignore_the_held_out_capture() -> None:
     assert ft["a"].thresholds["portscan"] > 0.999
     dec = amf_loco.decide(ws, probs, {g: r.thresholds for g, r in ft.items()})
     np.testing.assert_array_equal(dec["flagged"], dec["score"] >= dec["threshold"])
+
+
+def test_a_class_held_by_too_few_captures_is_not_emitted() -> None:
+    """A class whose labeled flows come from fewer than ``min_captures`` training captures
+    gets a threshold above every score (so the runtime's ``score >= threshold`` never
+    fires for it); the others keep their calibrated thresholds, and the default is the
+    highest *emitted* one."""
+    from zeekml.train.amf_thresholds import NOT_EMITTED
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    cls = rng.integers(1, len(CLASSES), n)
+    score = rng.beta(0.5, 4, n)
+    benign = np.ones(n, dtype=bool)
+    support = {c: 5 for c in CLASSES} | {"webattack": 1, "dos": 2}
+    plain = calibrate(score, cls, benign, CLASSES, alpha=0.0035)
+    rep = calibrate(score, cls, benign, CLASSES, alpha=0.0035, support=support, min_captures=3)
+    for c in CLASSES[1:]:
+        if c in ("webattack", "dos"):
+            assert rep.thresholds[c] == NOT_EMITTED > 1.0
+            assert rep.per_class[c]["emitted"] is False and rep.per_class[c]["benign_alarms"] == 0
+        else:
+            assert rep.thresholds[c] == plain.thresholds[c] and rep.per_class[c]["emitted"]
+    assert rep.per_class["webattack"]["training_captures"] == 1
+    assert rep.thresholds["default"] == max(t for c, t in rep.thresholds.items()
+                                            if c not in ("webattack", "dos", "default"))
+    # a score of exactly 1 (P(normal) underflowed to 0) still does not reach it
+    assert not 1.0 >= NOT_EMITTED
+
+
+def test_class_support_counts_captures_and_leaves_the_held_out_one_out() -> None:
+    from zeekml.train import amf_loco
+
+    ws = _windowset(["a", "b", "c"], 10)  # every capture: normal and portscan
+    ws.y[(ws.group == "a") & (ws.y == 3)] = CLASSES.index("webattack")
+    # unlabeled rows (-1) do not count: b's and c's normal rows are unlabeled
+    ws.y[np.nonzero(ws.group == "b")[0][:5]] = -1
+    ws.y[np.nonzero(ws.group == "c")[0][:5]] = -1
+    sup = amf_loco.class_support(ws)
+    assert sup["normal"] == 1 and sup["portscan"] == 2 and sup["webattack"] == 1 and sup["ddos"] == 0
+    assert amf_loco.class_support(ws, without="a")["webattack"] == 0
+    assert amf_loco.class_support(ws, without="b")["portscan"] == 1
+    # in LOCO, each capture is judged with the classes its fold model saw in >= 2 captures
+    probs = np.zeros((len(ws), len(CLASSES)))
+    probs[:, 0] = 0.01
+    probs[:, 3] = 0.99
+    ft = amf_loco.fold_thresholds(ws, probs, alpha=0.007, min_captures=2)
+    assert ft["a"].per_class["portscan"]["emitted"] is True  # b and c hold it
+    assert ft["c"].per_class["portscan"]["emitted"] is False  # only b of a, b
+    assert ft["b"].per_class["webattack"]["emitted"] is False  # only a
+
+
+def test_thin_classes_rule_defaults_to_three_captures_for_a_corpus_only() -> None:
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    from zeekml.errors import ConfigError
+    from zeekml.train.amf_training import AmfTrainRequest
+
+    assert AmfTrainRequest(out=Path("m.onnx"), corpus="c.json").class_captures == 3
+    # a user's own labeled files: each file is one capture, every class they hold counts
+    assert AmfTrainRequest(out=Path("m.onnx"), data=("a.log",)).class_captures == 1
+    assert AmfTrainRequest(out=Path("m.onnx"), data=("a.log",), min_class_captures=2).class_captures == 2
+    with pytest.raises(ConfigError):
+        AmfTrainRequest(out=Path("m.onnx"), corpus="c.json", min_class_captures=0)

@@ -52,6 +52,7 @@ def run_amf(args: argparse.Namespace) -> int:
         key=args.key or t.DEFAULT_KEY, threads=args.threads, lr=args.lr,
         ensemble=args.ensemble, baselines=args.baselines,
         alpha=t.DEFAULT_ALPHA if args.alpha is None else args.alpha,
+        min_class_captures=args.min_class_captures,
         folds=tuple(args.folds) if args.folds else None,
         loco_out=Path(args.loco_out) if args.loco_out else None,
         metrics_json=Path(args.metrics_json) if args.metrics_json else None,
@@ -146,6 +147,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     amf.add_argument("--alpha", type=float, default=None, metavar="RATE",
                      help="false-alarm budget of the calibrated thresholds: share of benign "
                           "out-of-fold flows allowed to raise any attack class (default 0.0025)")
+    amf.add_argument("--min-class-captures", type=int, default=None, metavar="N",
+                     help="emit a class only when its labeled flows come from at least N "
+                          "training captures; thinner classes still count in the score but "
+                          "raise no notice (default 3 with --corpus, 1 with --data)")
     amf.add_argument("--folds", nargs="+", metavar="CAPTURE",
                      help="leave-one-capture-out holds out only these captures (each still scored "
                           "by a model trained on every other capture; thresholds and tables from "

@@ -78,15 +78,28 @@ def out_of_fold(ws: WindowSet, fitters: dict[str, Fitter],
     return probs
 
 
-def fold_thresholds(ws: WindowSet, probs: np.ndarray, alpha: float = DEFAULT_ALPHA
+def class_support(ws: WindowSet, without: str | None = None) -> dict[str, int]:
+    """Captures holding labeled flows of each class (leaving capture ``without`` out)."""
+    keep = (ws.y >= 0) if without is None else (ws.y >= 0) & (ws.group != without)
+    pairs = pd.DataFrame({"y": ws.y[keep], "g": ws.group[keep]}).drop_duplicates()
+    held = pairs["y"].value_counts()
+    return {c: int(held.get(i, 0)) for i, c in enumerate(CLASSES)}
+
+
+def fold_thresholds(ws: WindowSet, probs: np.ndarray, alpha: float = DEFAULT_ALPHA,
+                    min_captures: int = 1, full: WindowSet | None = None
                     ) -> dict[str, ThresholdReport]:
     """For every capture, thresholds calibrated on every *other* capture's out-of-fold
-    benign flows."""
+    benign flows; a class held by fewer than ``min_captures`` of the captures its fold
+    model trained on (those of ``full``, default ``ws``, other than the held-out one) is
+    not emitted."""
     score, cls = attack_view(probs, CLASSES)
+    whole = ws if full is None else full
     out = {}
     for g in captures_of(ws):
         other = ws.group != g
-        out[g] = calibrate(score[other], cls[other], ws.binary[other] == 0, CLASSES, alpha)
+        out[g] = calibrate(score[other], cls[other], ws.binary[other] == 0, CLASSES, alpha,
+                           support=class_support(whole, without=g), min_captures=min_captures)
     return out
 
 

@@ -42,7 +42,13 @@ from zeekml.models.card import sha256_file, write_card
 from zeekml.records.labels import CLASSES, label_mapping
 from zeekml.sources.options import ReadOptions
 from zeekml.train import amf_loco, amf_lstm, baselines
-from zeekml.train.amf_thresholds import DEFAULT_ALPHA, attack_view, calibrate
+from zeekml.train.amf_thresholds import (
+    DEFAULT_ALPHA,
+    MIN_CAPTURES,
+    NOT_EMITTED,
+    attack_view,
+    calibrate,
+)
 from zeekml.train.datasets import WindowSet, captures_from_files, corpus_windows
 from zeekml.train.export import check_parity, export_onnx
 from zeekml.windows.host_window import WINDOW_FEATURES
@@ -73,6 +79,9 @@ class AmfTrainRequest:
     ensemble: int = 1
     baselines: bool = True
     alpha: float = DEFAULT_ALPHA
+    #: a class is emitted only when this many training captures hold it (None: 3 with a
+    #: corpus, 1 with --data files; see zeekml.train.amf_thresholds)
+    min_class_captures: int | None = None
     #: leave-one-capture-out on these captures only (None: every capture)
     folds: tuple[str, ...] | None = None
     loco_out: Path | None = None
@@ -93,6 +102,15 @@ class AmfTrainRequest:
             raise ConfigError(f"alpha must be a rate in (0, 1), got {self.alpha}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.min_class_captures is not None and self.min_class_captures < 1:
+            raise ConfigError(f"min_class_captures must be >= 1, got {self.min_class_captures}")
+
+    @property
+    def class_captures(self) -> int:
+        """Training captures a class needs to be emitted (see ``min_class_captures``)."""
+        if self.min_class_captures is not None:
+            return self.min_class_captures
+        return MIN_CAPTURES if self.corpus else 1
 
 
 def _config(req: AmfTrainRequest) -> amf_lstm.TrainConfig:
@@ -195,7 +213,7 @@ def train(req: AmfTrainRequest) -> int:
     per_fold: dict[str, Any] = {}
     for kind, probs in oof.items():
         name = amf_loco.MODEL_NAMES[kind]
-        ft = amf_loco.fold_thresholds(ws, probs, alpha)
+        ft = amf_loco.fold_thresholds(ws, probs, alpha, req.class_captures, full)
         dec = amf_loco.decide(ws, probs, {g: r.thresholds for g, r in ft.items()})
         notices = amf_loco.notices_per_capture(flows_of, ws, dec, name)
         lo[name] = amf_loco.report(ws, dec, notices)
@@ -210,7 +228,9 @@ def train(req: AmfTrainRequest) -> int:
 
     # the shipped thresholds: every benign out-of-fold flow
     score, cls = attack_view(oof["amf"], CLASSES)
-    shipped = calibrate(score, cls, ws.binary == 0, CLASSES, alpha)
+    support = amf_loco.class_support(full)
+    shipped = calibrate(score, cls, ws.binary == 0, CLASSES, alpha, support=support,
+                        min_captures=req.class_captures)
     thresholds = shipped.thresholds
 
     t_fit = time.perf_counter()
@@ -227,7 +247,8 @@ def train(req: AmfTrainRequest) -> int:
     frames = []
     base_name = amf_loco.MODEL_NAMES["hgb"] if baseline else ""
     if "hgb" in oof:
-        base_thr = calibrate(*attack_view(oof["hgb"], CLASSES), ws.binary == 0, CLASSES, alpha).thresholds
+        base_thr = calibrate(*attack_view(oof["hgb"], CLASSES), ws.binary == 0, CLASSES, alpha,
+                             support=support, min_captures=req.class_captures).thresholds
     frames.append(amf_loco.oof_frame(ws, flows_of, "amf_lstm", decisions["amf"], base_name,
                                      decisions.get("hgb", _empty_decisions(len(ws)))))
     if unlabeled:
@@ -291,7 +312,8 @@ def train(req: AmfTrainRequest) -> int:
             f"per class: the lowest threshold (>= 0.5) at which at most alpha/{len(CLASSES) - 1} of the "
             f"benign out-of-fold flows raise that class (alpha = {alpha:g} over all attack classes); "
             f"calibrated on {shipped.benign_flows} benign flows, each scored by a model that never "
-            "trained on its capture"),
+            f"trained on its capture; a class held by fewer than {req.class_captures} training "
+            f"captures is not emitted (threshold {NOT_EMITTED:g}, above every score)"),
         "threshold_support": shipped.as_dict(),
         "training": {
             "corpus": ({"path": _shown(corpus), "sha256": sha256_file(Path(corpus))} if corpus else None),
@@ -417,11 +439,12 @@ def markdown(card: dict[str, Any]) -> str:
     lines += ["", "Rows per class: " + ", ".join(f"{c} {n}" for c, n in t["class_rows"].items()), ""]
     sup = card.get("threshold_support", {})
     lines += ["## Thresholds", "", f"{card['threshold_rule']}.", "",
-              "| class | threshold | benign flows allowed | benign alarms | rate | 95% upper bound |",
-              "|---|---|---|---|---|---|"]
+              "| class | training captures | threshold | benign flows allowed | benign alarms | rate | 95% upper bound |",
+              "|---|---|---|---|---|---|---|"]
     for c, v in sup.get("per_class", {}).items():
-        lines.append(f"| {c} | {v['threshold']:.6g} | {v['allowed']} | {v['benign_alarms']} | "
-                     f"{_pct(v['benign_rate'])} | {_pct(v['upper_95'])} |")
+        thr = f"{v['threshold']:.6g}" if v.get("emitted", True) else f"{v['threshold']:.6g} (not emitted)"
+        lines.append(f"| {c} | {v.get('training_captures', '-')} | {thr} | {v['allowed']} | "
+                     f"{v['benign_alarms']} | {_pct(v['benign_rate'])} | {_pct(v['upper_95'])} |")
     lines += ["", f"default (classes not listed): {card['thresholds'].get('default')}", ""]
     lo = m.get("leave_one_capture_out")
     if lo:
