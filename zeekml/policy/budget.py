@@ -278,9 +278,14 @@ class Calibration:
         return {c.key: c.threshold for c in self.classes}
 
     def policy_json(self, base: PolicyConfig) -> dict[str, Any]:
-        """The policy file ``--config`` reads (:meth:`PolicyConfig.from_json`'s format)."""
+        """The policy file ``--config`` reads (:meth:`PolicyConfig.from_json`'s format):
+        the base policy's thresholds and every class the calibration moved. A class left
+        at the card's own threshold is not repeated: the card still applies, and a card
+        may hold thresholds a policy file may not (a class the model does not emit has
+        one above its score range)."""
         th = {k: float(v) for k, v in base.thresholds.items()}
-        th.update(self.thresholds())
+        th.update({c.key: c.threshold for c in self.classes
+                   if c.threshold != c.floor or c.key in th})
         out: dict[str, Any] = {"thresholds": th, "suppress": base.suppress}
         if base.allow:
             out["allow"] = [str(n) for n in base.allow]

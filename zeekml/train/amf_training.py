@@ -313,7 +313,7 @@ def train(req: AmfTrainRequest) -> int:
             f"benign out-of-fold flows raise that class (alpha = {alpha:g} over all attack classes); "
             f"calibrated on {shipped.benign_flows} benign flows, each scored by a model that never "
             f"trained on its capture; a class held by fewer than {req.class_captures} training "
-            f"captures is not emitted (threshold {NOT_EMITTED:g}, above every score)"),
+            f"captures is not emitted (threshold {NOT_EMITTED:.6f}, above every score)"),
         "threshold_support": shipped.as_dict(),
         "training": {
             "corpus": ({"path": _shown(corpus), "sha256": sha256_file(Path(corpus))} if corpus else None),
@@ -442,7 +442,7 @@ def markdown(card: dict[str, Any]) -> str:
               "| class | training captures | threshold | benign flows allowed | benign alarms | rate | 95% upper bound |",
               "|---|---|---|---|---|---|---|"]
     for c, v in sup.get("per_class", {}).items():
-        thr = f"{v['threshold']:.6g}" if v.get("emitted", True) else f"{v['threshold']:.6g} (not emitted)"
+        thr = f"{v['threshold']:.6g}" if v.get("emitted", True) else f"{v['threshold']:.6f} (not emitted)"
         lines.append(f"| {c} | {v.get('training_captures', '-')} | {thr} | {v['allowed']} | "
                      f"{v['benign_alarms']} | {_pct(v['benign_rate'])} | {_pct(v['upper_95'])} |")
     lines += ["", f"default (classes not listed): {card['thresholds'].get('default')}", ""]
@@ -535,7 +535,9 @@ LIMITATIONS = [
     "CICIDS2017 and iot23-subsample rows are random samples: they are windowed alone (only the "
     "flow itself), so what the model learned from them rests on single-flow evidence.",
     "Classes held by fewer than three captures (dos, webattack, infiltration: one CICIDS2017 day "
-    "each) cannot be judged on an unseen capture; they are kept as classes and reported apart.",
+    "each) cannot be judged on an unseen capture: they are kept as classes (their probability "
+    "counts in the score) but raise no notice by default (threshold above every score; "
+    "--threshold MODEL:CLASS=T turns one on), and are reported apart.",
     "Every NetFlow (nfcapd) capture in the training corpus is malicious; no benign NetFlow was "
     "available, so false alarms on benign NetFlow are not measured by leave-one-capture-out.",
     "Features carry no IP address identity; a host's window is its last flows in log order, "
