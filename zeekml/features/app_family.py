@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from zeekml.records.distinct import per_distinct
+
 FAMILIES: tuple[str, ...] = (
     "-", "wk", "reg", "dyn",
     "dns", "web", "infra", "mail", "ssh", "telnet", "ftp", "remote-desktop", "file-share",
@@ -112,7 +114,6 @@ def _service_codes(service: pd.Series) -> np.ndarray:
 def family_codes(flows: pd.DataFrame) -> np.ndarray:
     """``[N]`` index into :data:`FAMILIES` of every flow (see the module docstring)."""
     n = len(flows)
-    proto = flows["proto"].astype("str").str.lower().to_numpy(dtype=object, na_value="")
     resp = flows["resp_p"].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
     orig = flows["orig_p"].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
     ok = np.isfinite(resp) & (resp >= 0) & (resp <= 65535)
@@ -121,7 +122,8 @@ def family_codes(flows: pd.DataFrame) -> np.ndarray:
     port_known = ok & _PORTS[1][port].astype(bool)
     svc = _service_codes(flows["service"]) if n else np.zeros(0, dtype=np.int64)
     out = np.where(port_known, by_port, np.where(svc >= 0, svc, by_port))
-    icmp = np.isin(proto, ("icmp", "icmp6", "ipv6-icmp"))
+    icmp = per_distinct(flows["proto"], lambda s: s.str.lower().isin(("icmp", "icmp6", "ipv6-icmp"))
+                        .to_numpy(dtype=bool), False).astype(bool)
     if icmp.any():
         t = np.where(np.isfinite(orig), orig, -1).astype(np.int64)
         ic = np.select(

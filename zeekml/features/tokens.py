@@ -57,6 +57,7 @@ import pandas as pd
 
 from zeekml.errors import ModelError
 from zeekml.features.app_family import FAMILIES, family_codes
+from zeekml.records.distinct import per_distinct
 
 SPEC_VERSION = 2
 PAD = 0
@@ -263,8 +264,8 @@ def direction_codes(flows: pd.DataFrame) -> np.ndarray:
     lo = flows["local_orig"].fillna(False).to_numpy(dtype=bool) | is_private(flows["orig_h"])
     lr = flows["local_resp"].fillna(False).to_numpy(dtype=bool) | is_private(flows["resp_h"])
     missing = (flows["orig_h"].isna() | flows["resp_h"].isna()).to_numpy(dtype=bool)
-    resp = flows["resp_h"].fillna("").astype(str).str.lower()
-    mcast = resp.str.startswith(_MCAST).to_numpy(dtype=bool)
+    mcast = per_distinct(flows["resp_h"], lambda s: s.str.lower().str.startswith(_MCAST)
+                         .to_numpy(dtype=bool), False).astype(bool)
     code = np.select(
         [missing, mcast, lo & lr, lo & ~lr, ~lo & lr],
         [0, 5, 3, 1, 2],
@@ -274,10 +275,14 @@ def direction_codes(flows: pd.DataFrame) -> np.ndarray:
 
 
 def _category_codes(col: pd.Series, values: tuple[Any, ...]) -> np.ndarray:
-    s = col.astype("str").str.lower()
-    idx = pd.Index(list(values), dtype="str").get_indexer(s)
-    code = np.where(idx >= 0, idx + 2, 1)
-    return np.where(s.isna().to_numpy(dtype=bool), 0, code).astype(np.int64)
+    """0 missing, 1 a value not in ``values``, else 2 + its index (case-insensitive)."""
+    known = pd.Index(list(values), dtype="str")
+
+    def codes(s: pd.Series) -> np.ndarray:
+        idx = known.get_indexer(s.str.lower())
+        return np.where(idx >= 0, idx + 2, 1).astype(np.int64)
+
+    return per_distinct(col, codes, 0).astype(np.int64)
 
 
 def _numeric(col: pd.Series) -> np.ndarray:
@@ -305,10 +310,11 @@ def payload_bytes(flows: pd.DataFrame, side: str) -> np.ndarray:
         return payload
     ip = _numeric(flows[f"{side}_ip_bytes"])
     pkts = _numeric(flows[f"{side}_pkts"])
-    proto = flows["proto"].astype("str").str.lower()
-    hdr = proto.map(HEADER_BYTES).astype("float64").fillna(OTHER_HEADER_BYTES).to_numpy()
-    v6 = flows["orig_h"].astype("str").str.contains(":", regex=False).fillna(False)
-    hdr = hdr + 20.0 * v6.to_numpy(dtype=bool)
+    hdr = per_distinct(flows["proto"], lambda s: s.str.lower().map(HEADER_BYTES).astype("float64")
+                       .fillna(OTHER_HEADER_BYTES).to_numpy(), float(OTHER_HEADER_BYTES))
+    v6 = per_distinct(flows["orig_h"], lambda s: s.str.contains(":", regex=False)
+                      .to_numpy(dtype=bool), False).astype(bool)
+    hdr = hdr.astype(np.float64) + 20.0 * v6
     est = np.maximum(ip - pkts * hdr, 0.0)
     return np.where(missing, est, payload)
 

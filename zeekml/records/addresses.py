@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from zeekml.records.distinct import per_distinct
+
 #: RFC 1918, loopback, link-local (v4 and v6), unique-local IPv6 (fc00::/7)
 PRIVATE_PREFIXES: tuple[str, ...] = (
     "10.", "192.168.", "127.", "169.254.", "fc", "fd", "fe80:", "::1",
@@ -17,7 +19,11 @@ PRIVATE_PREFIXES: tuple[str, ...] = (
 
 
 def is_private(addr: pd.Series) -> np.ndarray:
-    """Vectorized RFC 1918 / ULA / link-local / loopback test on address strings."""
-    s = addr.fillna("").astype(str).str.lower()
-    out: np.ndarray = s.str.startswith(PRIVATE_PREFIXES).to_numpy(dtype=bool)
+    """Vectorized RFC 1918 / ULA / link-local / loopback test on address strings (each
+    distinct address tested once); a missing address is not private."""
+    return per_distinct(addr, _private_values, False).astype(bool)
+
+
+def _private_values(s: pd.Series) -> np.ndarray:
+    out: np.ndarray = s.str.lower().str.startswith(PRIVATE_PREFIXES).to_numpy(dtype=bool)
     return out
