@@ -480,12 +480,22 @@ class Tokenizer:
         The components let the model read an ``<unk>`` word's parts, and score it as
         ``P(<unk>) x P(word | <unk>)``; invalid positions have all-zero components.
         """
+        return self.key_words(self.window_keys(codes, ts, valid))
+
+    def window_keys(self, codes: np.ndarray, ts: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Conversation windows ``[B, W]`` -> word keys ``[B, W - 1]``, -1 at invalid
+        positions: a window's words and components are a function of these keys alone,
+        so identical key rows can be found (and scored) once."""
         gap = ts[:, 1:] - ts[:, :-1]
         gcode = gap_codes(gap, valid[:, :-1], self.spec.components[-1].edges)
-        keys = self.keys(codes[:, 1:], gcode)
-        ok = valid[:, 1:]
+        return np.where(valid[:, 1:], self.keys(codes[:, 1:], gcode), -1)
+
+    def key_words(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Word keys ``[B, T]`` (-1 = no word) -> (ids, component codes ``[B, T, C]``)."""
+        ok = keys >= 0
         ids = np.where(ok, self.ids(keys), PAD)
-        parts = decode_keys(keys.ravel(), self.radices).reshape(*keys.shape, len(self.radices))
+        parts = decode_keys(np.where(ok, keys, 0).ravel(), self.radices).reshape(
+            *keys.shape, len(self.radices))
         parts *= ok[..., None]
         return ids, parts
 

@@ -172,18 +172,24 @@ class LmScorer:
         b = len(words)
         flat = np.concatenate([words, parts.reshape(b, -1)], axis=1)
         first, inv = unique_rows(flat)
-        uw, up = words[first], parts[first]
-        bs = self.options.batch_size
-        nll = np.empty(len(first), dtype=np.float32)
-        nll0 = np.empty(len(first), dtype=np.float32)
-        alt = np.empty((len(first), parts.shape[2]), dtype=np.int64)
-        alt_p = np.empty(len(first), dtype=np.float32)
-        for s in range(0, len(first), bs):
+        nll, nll0, alt, alt_p = self._run(words[first], parts[first])
+        return nll[inv], nll0[inv], alt[inv], alt_p[inv]
+
+    def _run(
+        self, uw: np.ndarray, up: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The graph over windows as given, in chunks of ``options.batch_size``."""
+        n, bs = len(uw), self.options.batch_size
+        nll = np.empty(n, dtype=np.float32)
+        nll0 = np.empty(n, dtype=np.float32)
+        alt = np.empty((n, up.shape[2]), dtype=np.int64)
+        alt_p = np.empty(n, dtype=np.float32)
+        for s in range(0, n, bs):
             n_, n0_, a_, p_ = self.session.run(
                 list(OUTPUTS), {"words": uw[s : s + bs], "parts": up[s : s + bs]}
             )
             nll[s : s + bs], nll0[s : s + bs], alt[s : s + bs], alt_p[s : s + bs] = n_, n0_, a_, p_
-        return nll[inv], nll0[inv], alt[inv], alt_p[inv]
+        return nll, nll0, alt, alt_p
 
     def terms(
         self, words: np.ndarray, parts: np.ndarray
@@ -200,17 +206,31 @@ class LmScorer:
         return out, alt, np.asarray(alt_p, dtype=np.float64)
 
     def score(self, flows: pd.DataFrame) -> ScoreBatch:
+        """Score a batch. Windows with the same word keys (most of a busy network's) are
+        turned into words, run through the graph and scored once, then spread back."""
         b = len(flows)
-        words, parts, uids, valid = self.words(flows)
-        t, alt, alt_p = self.terms(words, parts)
+        codes = self.tokenizer.flow_codes(flows)
+        w = self.conversations.push(flows, codes)
+        keys = self.tokenizer.window_keys(w.code, w.ts, w.valid)
+        first, inv = unique_rows(keys)
+        words, parts = self.tokenizer.key_words(keys[first])
+        if len(first):
+            nll, nll0, alt_u, alt_pu = self._run(words, parts)
+            uni = self.unigram.score(words, parts)
+        else:
+            nll = nll0 = alt_pu = uni = np.zeros(0, dtype=np.float32)
+            alt_u = np.zeros((0, parts.shape[2]), np.int64)
+        score = self.rule.combine(nll.astype(np.float64), nll0.astype(np.float64),
+                                  np.asarray(uni, dtype=np.float64))
+        uids, valid = w.uids[:, 1:], w.valid[:, 1:]
         return ScoreBatch(
             model=self.name,
-            score=self.rule.combine(t["nll"], t["nll0"], t["unigram"]),
+            score=score[inv],
             cls=np.full(b, CLS, dtype=object),
             threshold=np.full(b, self.threshold, dtype=np.float64),
             extra={
-                "alt": self.tokenizer.codes_text(alt),
-                "alt_score": alt_p,
+                "alt": self.tokenizer.codes_text(alt_u)[inv],
+                "alt_score": alt_pu.astype(np.float64)[inv],
                 "context": Deferred(len(uids), partial(_previous_rows, uids, valid)),
             },
         )
