@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from zeekml.features.flow_stats import FEATURES, N_FEATURES
 from zeekml.records.addresses import is_private
+from zeekml.records.distinct import per_distinct
 from zeekml.windows.history import FieldSpec, KeyedHistory
 
 WINDOW_KEYS = ("orig", "resp", "local", "local_dir")
@@ -132,8 +133,11 @@ def uid_bytes(uids: pd.Series) -> np.ndarray:
 
 
 def _hash32(s: pd.Series) -> np.ndarray:
-    vals = s.fillna("").astype(str).to_numpy(dtype=object)
-    return (pd.util.hash_array(vals) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    """32-bit hash of each value's text (missing hashes as ""), each distinct value once."""
+    def hashed(u: pd.Series) -> np.ndarray:
+        return (pd.util.hash_array(u.to_numpy(dtype=object)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+    return per_distinct(s, hashed, hashed(pd.Series([""], dtype="str"))[0]).astype(np.uint32)
 
 
 class HostWindows:
@@ -177,7 +181,7 @@ class HostWindows:
         meta[:, 2] = flows["resp_p"].fillna(-1).to_numpy(dtype=np.int32)
         meta[:, 3] = is_orig
         values = {"ts": ts, "feat": feats.astype(np.float16), "meta": meta, "uid": uid_bytes(flows["uid"])}
-        keys = host.fillna("").astype(str).to_numpy(dtype=object)
+        keys = per_distinct(host, lambda u: u.to_numpy(dtype=object), "")
         w, valid = self.history.extend(keys, values)
         b, n = valid.shape
         x = np.empty((b, n, len(WINDOW_FEATURES)), dtype=np.float32)
