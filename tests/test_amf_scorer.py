@@ -193,3 +193,31 @@ def test_one_feature_path_torch_equals_runtime(tmp_path, flows):
     keep = binary_target(flows) >= 0
     ref, _ = amf_lstm.predict(model, ws.x, ws.mask)
     np.testing.assert_allclose(got[keep], 1.0 - ref[:, 0], atol=1e-4)
+
+
+def test_a_class_the_card_does_not_emit_can_be_turned_back_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The shipped card silences classes held by too few training captures (threshold
+    above every score): no row of such a class is a notice, and `--threshold` brings the
+    class back with the given threshold."""
+    from zeekml.cli.main import main
+    from zeekml.models.card import load_card
+    from zeekml.models.registry import resolve_model
+
+    card = load_card(resolve_model("amf_lstm"))
+    silent = [c for c in card.data["classes"] if c != "normal" and card.threshold_for(c) > 1.0]
+    assert "dos" in silent
+    sample = Path(__file__).resolve().parents[1] / "zeekml" / "data" / "sample_conn.log"
+
+    def rows(*extra: str) -> list[dict[str, str]]:
+        out = tmp_path / "v.log"
+        assert main(["-q", "score", "--all", "--model", "amf_lstm", "--suppress", "0",
+                     "--out", str(out), *extra, str(sample)]) == 0
+        lines = out.read_text().splitlines()
+        fields = next(x for x in lines if x.startswith("#fields")).split("\t")[1:]
+        return [dict(zip(fields, x.split("\t"), strict=True)) for x in lines if not x.startswith("#")]
+
+    plain = [r for r in rows() if r["candidate"] == "dos"]
+    assert plain and all(r["decision"] == "below" and float(r["threshold"]) > 1.0 for r in plain)
+    on = [r for r in rows("--threshold", "amf_lstm:dos=0.5") if r["candidate"] == "dos"]
+    assert all(float(r["threshold"]) == 0.5 for r in on)
+    assert any(r["notice"] == "T" for r in on if float(r["score"]) >= 0.5)

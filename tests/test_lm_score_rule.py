@@ -147,3 +147,7 @@ def test_rescore_applies_a_rule_to_an_existing_loco_run(tmp_path: Path) -> None:
     bad = tmp_path / "bad.parquet"
     frame.drop(columns=["nll0"]).to_parquet(bad, index=False)
     assert main(["train", "lm", "--rescore", str(bad), "--out", str(model), "--loco", str(oof)]) != 0
+    frame.assign(nll=np.where(frame.index == 3, np.nan, frame["nll"])).to_parquet(bad, index=False)
+    before_bad = load_card(model).data
+    assert main(["train", "lm", "--rescore", str(bad), "--out", str(model), "--loco", str(oof)]) != 0
+    assert load_card(model).data == before_bad  # a refused terms file leaves the card alone

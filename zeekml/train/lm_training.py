@@ -289,6 +289,10 @@ def rescore(out: Path, terms: Path, rule: ScoreRule, parquet: Path, cfg: F.LmCon
     if missing:
         raise ConfigError(f"{terms}: not a terms file of train lm --loco (missing "
                           f"{', '.join(sorted(missing))})")
+    bad = [c for c in lm_loco.TERM_COLUMNS
+           if not np.isfinite(pd.to_numeric(oof[c], errors="coerce").to_numpy(dtype=np.float64)).all()]
+    if bad:
+        raise ConfigError(f"{terms}: the terms file has missing or non-finite {', '.join(bad)}")
     folds = {k: loco[k] for k in ("folds", "folds_run", "folds_not_run")}
     trained = str(loco.get("regenerate", "")).split(" && ")[0]
     return record_rule(out, oof, cfg, rule, parquet, terms,
