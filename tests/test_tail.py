@@ -127,7 +127,11 @@ def wait_rows(paths: list[Path] | Path | Callable[[], list[Path]], n: int,
     got = 0
     while time.monotonic() < deadline:
         got = 0
-        for p in listing():
+        try:
+            files = listing()
+        except FileNotFoundError:  # a file renamed while a callable listed (and stat'ed) it
+            files = []
+        for p in files:
             try:
                 got += len(data_lines(p))
             except FileNotFoundError:  # renamed between listing and reading

@@ -137,7 +137,9 @@ def test_kill9_at_random_points_exactly_once(tmp_path: Path, tiny_models, seed: 
         wait_committed(state, live, proc)
         total = sum(1 for g in (gen1, gen2) for ln in g.splitlines()
                     if ln and not ln.startswith(b"#"))
-        wait_rows(outputs(outdir), total * n_models(tiny_models), proc, timeout=120)
+        # listed anew at every look: with --rotate 1 the rows land in files rotated after
+        # this call (a list taken once missed them on a loaded machine)
+        wait_rows(lambda: outputs(outdir), total * n_models(tiny_models), proc, timeout=120)
     finally:
         rc = proc.stop() if proc is not None else 0
     assert rc == 0, proc.stderr() if proc else ""
