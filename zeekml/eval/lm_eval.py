@@ -102,8 +102,7 @@ def evaluate(card: ModelCard, paths: list[str], *, threads: int = defaults.THREA
         files_seen.extend(files)
         batches = (b for f in files for b in read_flows(f, options=read))
         for batch in pair_batches(batches, read):  # one stream per input spec
-            words, parts, _, _ = scorer.words(batch)
-            t, _, _ = scorer.terms(words, parts)
+            t, _, _, _ = scorer.flow_terms(batch)
             y_i.append(binary_target(batch))
             lm_i.append(scorer.rule.combine(t["nll"], t["nll0"], t["unigram"]))
             uni_i.append(t["unigram"])

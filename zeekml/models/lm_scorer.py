@@ -51,7 +51,7 @@ from zeekml.models.context import uid_lists
 from zeekml.models.lm_score import ScoreRule, Unigram
 from zeekml.models.registry import ScorerOptions
 from zeekml.models.session import open_session
-from zeekml.windows.conversation import KEY_NAME, ConversationWindows
+from zeekml.windows.conversation import KEY_NAME, ConversationWindow, ConversationWindows
 
 log = logging.getLogger(__name__)
 
@@ -205,32 +205,42 @@ class LmScorer:
                "unigram": np.asarray(uni, dtype=np.float64)}
         return out, alt, np.asarray(alt_p, dtype=np.float64)
 
-    def score(self, flows: pd.DataFrame) -> ScoreBatch:
-        """Score a batch. Windows with the same word keys (most of a busy network's) are
-        turned into words, run through the graph and scored once, then spread back."""
-        b = len(flows)
-        codes = self.tokenizer.flow_codes(flows)
-        w = self.conversations.push(flows, codes)
-        keys = self.tokenizer.window_keys(w.code, w.ts, w.valid)
-        first, inv = unique_rows(keys)
-        words, parts = self.tokenizer.key_words(keys[first])
+    def flow_terms(
+        self, flows: pd.DataFrame, keys: np.ndarray | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, ConversationWindow]:
+        """Push a batch and compute every row's score terms (float64), alt codes and alt
+        probability, plus the batch's conversation windows (uids, validity).
+
+        Windows with the same word keys (most of a busy network's) are turned into words,
+        run through the graph and scored once, then spread back: what :meth:`score`, the
+        leave-one-capture-out scorer and ``zeekml eval`` all use. ``keys`` as in
+        :meth:`words`."""
+        w = self.conversations.push(flows, self.tokenizer.flow_codes(flows), keys)
+        wkeys = self.tokenizer.window_keys(w.code, w.ts, w.valid)
+        first, inv = unique_rows(wkeys)
+        words, parts = self.tokenizer.key_words(wkeys[first])
         if len(first):
-            nll, nll0, alt_u, alt_pu = self._run(words, parts)
+            nll, nll0, alt, alt_p = self._run(words, parts)
             uni = self.unigram.score(words, parts)
         else:
-            nll = nll0 = alt_pu = uni = np.zeros(0, dtype=np.float32)
-            alt_u = np.zeros((0, parts.shape[2]), np.int64)
-        score = self.rule.combine(nll.astype(np.float64), nll0.astype(np.float64),
-                                  np.asarray(uni, dtype=np.float64))
+            nll = nll0 = alt_p = uni = np.zeros(0, dtype=np.float32)
+            alt = np.zeros((0, parts.shape[2]), np.int64)
+        terms = {"nll": nll.astype(np.float64)[inv], "nll0": nll0.astype(np.float64)[inv],
+                 "unigram": np.asarray(uni, dtype=np.float64)[inv]}
+        return terms, alt[inv], alt_p.astype(np.float64)[inv], w
+
+    def score(self, flows: pd.DataFrame) -> ScoreBatch:
+        b = len(flows)
+        t, alt, alt_p, w = self.flow_terms(flows)
         uids, valid = w.uids[:, 1:], w.valid[:, 1:]
         return ScoreBatch(
             model=self.name,
-            score=score[inv],
+            score=self.rule.combine(t["nll"], t["nll0"], t["unigram"]),
             cls=np.full(b, CLS, dtype=object),
             threshold=np.full(b, self.threshold, dtype=np.float64),
             extra={
-                "alt": self.tokenizer.codes_text(alt_u)[inv],
-                "alt_score": alt_pu.astype(np.float64)[inv],
+                "alt": self.tokenizer.codes_text(alt),
+                "alt_score": alt_p,
                 "context": Deferred(len(uids), partial(_previous_rows, uids, valid)),
             },
         )

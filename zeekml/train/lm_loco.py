@@ -104,8 +104,7 @@ def score_stream(scorer: LmScorer, stream: LmStream, batch_rows: int) -> dict[st
     out: dict[str, list[np.ndarray]] = {k: [] for k in TERM_COLUMNS}
     for i in range(0, stream.rows, batch_rows):
         sl = slice(i, i + batch_rows)
-        words, parts, _, _ = scorer.words(stream.flows.iloc[sl].reset_index(drop=True), keys[sl])
-        terms, _, _ = scorer.terms(words, parts)
+        terms, _, _, _ = scorer.flow_terms(stream.flows.iloc[sl].reset_index(drop=True), keys[sl])
         for k in TERM_COLUMNS:
             out[k].append(terms[k])
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
