@@ -38,7 +38,7 @@ from zeekml.models.card import ModelCard
 from zeekml.models.context import uid_lists
 from zeekml.models.registry import ScorerOptions
 from zeekml.models.session import open_session
-from zeekml.windows.host_window import WINDOW_FEATURES, WINDOW_KEYS, HostWindows
+from zeekml.windows.host_window import WINDOW_FEATURES, WINDOW_KEYS, HostWindows, Windows
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,8 @@ def context_uids(att: np.ndarray, mask: np.ndarray, uids: np.ndarray, k: int = C
     return uid_lists(uids[:, :-1][rows, top], have)
 
 
-def _context_rows(att: np.ndarray, mask: np.ndarray, uids: np.ndarray,
-                  rows: np.ndarray) -> np.ndarray:
-    return context_uids(att[rows], mask[rows], uids[rows])
+def _context_rows(att: np.ndarray, w: Windows, rows: np.ndarray) -> np.ndarray:
+    return context_uids(att[rows], w.mask[rows], w.uid_rows(rows))
 
 
 class AmfScorer:
@@ -171,7 +170,7 @@ class AmfScorer:
             extra={
                 "alt": alt,
                 "alt_score": np.where(has_alt, probs[np.arange(b), alt_i], np.nan),
-                "context": Deferred(b, partial(_context_rows, att, w.mask, w.uids)),
+                "context": Deferred(b, partial(_context_rows, att, w)),
             },
         )
 

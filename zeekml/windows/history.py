@@ -68,6 +68,34 @@ def _held(count: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     return key_i, pos_i
 
 
+@dataclass
+class KeySequences:
+    """A batch's windows before assembly (:meth:`KeyedHistory.extend_seq`).
+
+    ``items[name]``: the field's per-key segments, first axis = position; row ``i``'s
+    window is ``items[name][start[i] : start[i] + n]`` (oldest first, the row last),
+    ``valid [B, n]`` says which positions hold an item of the row's key within the idle
+    timeout; ``ts [B, n]`` is the gathered ``ts`` window (not zeroed where invalid).
+    Invalid positions of a gathered field hold either zeros or a real item that fell out of
+    the idle timeout: callers mask with ``valid``.
+    """
+
+    items: dict[str, np.ndarray]
+    start: np.ndarray
+    valid: np.ndarray
+    ts: np.ndarray
+
+    def index(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """``[B, n]`` positions in ``items`` of each (or the given) row's window."""
+        start = self.start if rows is None else self.start[rows]
+        return start[:, None] + np.arange(self.valid.shape[1])[None, :]
+
+    def gather(self, arr: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """``arr`` (an ``items`` field, or an array aligned with it) as windows
+        ``[B, n, ...]``, a fresh contiguous array."""
+        return np.take(arr, self.index(rows), axis=0)
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """dtype and per-item shape of one stored field."""
@@ -188,16 +216,37 @@ class KeyedHistory:
         ``keys``: 1-D array of str, one per row. ``values``: one array per field
         (including ``ts``), first axis = rows. Returns ``(windows, valid)`` where
         ``windows[name]`` has shape ``[B, depth + 1, *shape]`` (oldest first, the row
-        itself last) and ``valid`` is a ``[B, depth + 1]`` bool mask.
+        itself last), zero where not valid, and ``valid`` is a ``[B, depth + 1]`` bool mask.
+        """
+        seq = self.extend_seq(keys, values)
+        invalid = ~seq.valid
+        wins: dict[str, np.ndarray] = {}
+        for name, arr in seq.items.items():
+            win = seq.gather(arr) if name != "ts" else seq.ts
+            np.copyto(win, np.zeros((), dtype=win.dtype),
+                      where=invalid.reshape(invalid.shape + (1,) * (win.ndim - 2)))
+            wins[name] = win
+        return wins, seq.valid
+
+    def extend_seq(self, keys: np.ndarray, values: dict[str, np.ndarray]) -> KeySequences:
+        """Append a batch like :meth:`extend`, but return the windows unassembled.
+
+        Every field becomes one array of per-key segments, "the key's stored items (zero
+        where it holds none) followed by the batch's rows of that key"; row ``i``'s window
+        is the ``depth + 1`` consecutive items from ``start[i]``. One scatter of the batch
+        and one gather of the stored items per distinct key build it, instead of a gather
+        from the batch and another from the store per window position; the caller gathers
+        only the fields and the rows it needs (:meth:`KeySequences.gather`).
         """
         b = len(keys)
         n = self.depth + 1
-        if b == 0:
-            wins = {
-                k: np.zeros((0, n, *s.shape), dtype=s.dtype) for k, s in self.fields.items()
-            }
-            return wins, np.zeros((0, n), dtype=bool)
+        depth = self.depth
         vals = {k: np.asarray(values[k], dtype=s.dtype) for k, s in self.fields.items()}
+        if b == 0:
+            return KeySequences(
+                items={k: np.zeros((0, *s.shape), dtype=s.dtype) for k, s in self.fields.items()},
+                start=np.zeros(0, dtype=np.int64), valid=np.zeros((0, n), dtype=bool),
+                ts=np.zeros((0, n)))
         codes, uniques = pd.factorize(np.asarray(keys, dtype=object), use_na_sentinel=False)
         uniques = np.asarray(uniques, dtype=object)
         slots = self._slots_for(uniques)
@@ -207,46 +256,40 @@ class KeyedHistory:
         gstart = np.cumsum(sizes) - sizes
         rank = np.empty(b, dtype=np.int64)
         rank[order] = np.arange(b) - gstart[codes[order]]
-
-        depth = self.depth
         counts = self._count[slots].astype(np.int64)
-        # rows: virtual positions r .. r + depth of "stored items ++ batch items of key"
-        v = rank[:, None] + np.arange(n)[None, :]
-        from_store = v < depth
-        row_slot = slots[codes][:, None]
-        store_idx = np.minimum(v, depth - 1) if depth else np.zeros_like(v)
-        batch_idx = order[np.clip(gstart[codes][:, None] + v - depth, 0, b - 1)]
-        valid = ~from_store | (v >= depth - counts[codes][:, None])
-        wins: dict[str, np.ndarray] = {}
-        for name, spec in self.fields.items():
-            # the batch's rows gathered (a fresh array), then the stored items copied over
-            # them in place where the window reaches into the store: no third array
-            win = vals[name][batch_idx]
-            if depth:
-                sel = from_store.reshape(from_store.shape + (1,) * len(spec.shape))
-                np.copyto(win, self._buf[name][store_idx, row_slot], where=sel)
-            wins[name] = win
-        ts_w = wins["ts"]
-        valid &= np.abs(ts_w[:, -1:] - ts_w) <= self.idle_timeout
-        invalid = ~valid
-        for win in wins.values():
-            np.copyto(win, np.zeros((), dtype=win.dtype),
-                      where=invalid.reshape(invalid.shape + (1,) * (win.ndim - 2)))
 
-        # store update: each key keeps virtual positions K .. K + depth - 1
+        # key u's segment: its depth stored positions, then its sizes[u] batch rows
+        seg_start = np.cumsum(sizes + depth) - (sizes + depth)
+        pos = seg_start[codes] + depth + rank  # where each batch row sits
+        start = pos - depth
+        items: dict[str, np.ndarray] = {}
+        if depth:
+            store_pos = (seg_start[:, None] + np.arange(depth)[None, :]).ravel()
+            empty = (np.arange(depth)[None, :] < depth - counts[:, None]).ravel()
+            plane = np.tile(np.arange(depth), u)
+            slot_of_item = np.repeat(slots, depth)
+        for name, spec in self.fields.items():
+            arr = np.empty((b + u * depth, *spec.shape), dtype=spec.dtype)
+            arr[pos] = vals[name]
+            if depth:
+                stored = self._buf[name][plane, slot_of_item]
+                stored[empty] = 0  # a reused slot's positions past its count hold stale items
+                arr[store_pos] = stored
+            items[name] = arr
+
+        valid = rank[:, None] + np.arange(n)[None, :] >= depth - counts[codes][:, None]
+        idx = start[:, None] + np.arange(n)[None, :]
+        ts_w = items["ts"][idx]
+        valid &= np.abs(ts_w[:, -1:] - ts_w) <= self.idle_timeout
+
+        # store update: each key keeps the last depth positions of its segment
         new_count = np.minimum(depth, counts + sizes)
         if depth:
-            uv = sizes[:, None] + np.arange(depth)[None, :]
-            u_from_store = uv < depth
-            u_store_idx = np.minimum(uv, depth - 1)
-            u_batch_idx = order[np.clip(gstart[:, None] + uv - depth, 0, b - 1)]
             # only the positions that hold an item are written (see the class docstring)
             key_i, pos_i = _held(new_count, depth)
-            for name, spec in self.fields.items():
-                sel = u_from_store.reshape(u_from_store.shape + (1,) * len(spec.shape))
-                new = vals[name][u_batch_idx]
-                np.copyto(new, self._buf[name][u_store_idx, slots[:, None]], where=sel)
-                self._buf[name][pos_i, slots[key_i]] = new[key_i, pos_i]
+            src = seg_start[key_i] + sizes[key_i] + pos_i
+            for name in self.fields:
+                self._buf[name][pos_i, slots[key_i]] = items[name][src]
         self._count[slots] = new_count.astype(np.int16)
         last_row = order[gstart + sizes - 1]
         self._last_ts[slots] = vals["ts"][last_row]
@@ -255,7 +298,7 @@ class KeyedHistory:
         finite = vals["ts"][np.isfinite(vals["ts"])]
         if len(finite):
             self._max_ts = max(self._max_ts, float(finite.max()))
-        return wins, valid
+        return KeySequences(items=items, start=start, valid=valid, ts=ts_w)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, np.ndarray]:

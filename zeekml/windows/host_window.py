@@ -28,8 +28,6 @@ back from the store equals the value the flow had when it was current.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -37,7 +35,7 @@ import pyarrow as pa
 from zeekml.features.flow_stats import FEATURES, N_FEATURES
 from zeekml.records.addresses import is_private
 from zeekml.records.distinct import per_distinct
-from zeekml.windows.history import FieldSpec, KeyedHistory
+from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
 
 WINDOW_KEYS = ("orig", "resp", "local", "local_dir")
 RELATIONAL_FEATURES: tuple[str, ...] = (
@@ -47,13 +45,37 @@ WINDOW_FEATURES: tuple[str, ...] = FEATURES + RELATIONAL_FEATURES
 UID_BYTES = 20
 
 
-@dataclass
 class Windows:
-    """A batch of windows: ``x [B, n, F]`` float32, ``mask [B, n]`` bool, ``uids [B, n]``."""
+    """A batch of windows: ``x [B, n, F]`` float32, ``mask [B, n]`` bool, ``uids [B, n]``.
 
-    x: np.ndarray
-    mask: np.ndarray
-    uids: np.ndarray
+    The uids name context flows and are written only for the rows a run outputs: built
+    from ``uid_seq`` (the batch's :class:`~zeekml.windows.history.KeySequences`) on first
+    use, or for a few rows with :meth:`uid_rows`, unless given whole.
+    """
+
+    def __init__(self, x: np.ndarray, mask: np.ndarray, uids: np.ndarray | None = None, *,
+                 uid_seq: tuple[KeySequences, np.ndarray] | None = None) -> None:
+        if uids is None and uid_seq is None:
+            raise ValueError("Windows needs uids or the sequences to build them from")
+        self.x = x
+        self.mask = mask
+        self._uids = uids
+        self._uid_seq = uid_seq
+
+    @property
+    def uids(self) -> np.ndarray:
+        if self._uids is None:
+            self._uids = self.uid_rows(None)
+        return self._uids
+
+    def uid_rows(self, rows: np.ndarray | None) -> np.ndarray:
+        """``uids`` of the given rows (all with ``None``), empty where not valid."""
+        if self._uids is not None or self._uid_seq is None:
+            return self.uids if rows is None else self.uids[rows]
+        seq, items = self._uid_seq
+        out = seq.gather(items, rows)
+        out[~(self.mask if rows is None else self.mask[rows])] = b""
+        return out
 
 
 def key_sides(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -182,24 +204,33 @@ class HostWindows:
         meta[:, 3] = is_orig
         values = {"ts": ts, "feat": feats.astype(np.float16), "meta": meta, "uid": uid_bytes(flows["uid"])}
         keys = per_distinct(host, lambda u: u.to_numpy(dtype=object), "")
-        w, valid = self.history.extend(keys, values)
+        seq = self.history.extend_seq(keys, values)
+        valid = seq.valid
         b, n = valid.shape
-        x = np.empty((b, n, len(WINDOW_FEATURES)), dtype=np.float32)
-        x[:, :, :N_FEATURES] = w["feat"]  # invalid positions are zero already
-        m = w["meta"]
-        rel = np.empty((len(RELATIONAL_FEATURES), b, n), dtype=np.float32)
-        rel[0] = np.log1p(np.maximum(w["ts"][:, -1:] - w["ts"], 0.0))
-        np.equal(m[:, :, 0], m[:, -1:, 0], out=rel[1], casting="unsafe")
-        np.equal(m[:, :, 1], m[:, -1:, 1], out=rel[2], casting="unsafe")
-        np.equal(m[:, :, 2], m[:, -1:, 2], out=rel[3], casting="unsafe")
-        rel[4] = m[:, :, 3]
+        idx = seq.index()
+        # the features widened to float32 once per stored or batch item, not once per
+        # window position, with room for the relational columns; then one gather
+        wide = np.empty((len(seq.items["feat"]), len(WINDOW_FEATURES)), dtype=np.float32)
+        wide[:, :N_FEATURES] = seq.items["feat"]
+        x = np.take(wide, idx, axis=0)
+        m = np.take(seq.items["meta"], idx, axis=0)
+        rel = x[:, :, N_FEATURES:]  # a view: the relational features are written in place
+        ts_w = seq.ts
+        rel[:, :, 0] = np.log1p(np.maximum(ts_w[:, -1:] - ts_w, 0.0))
+        np.equal(m[:, :, 0], m[:, -1:, 0], out=rel[:, :, 1], casting="unsafe")
+        np.equal(m[:, :, 1], m[:, -1:, 1], out=rel[:, :, 2], casting="unsafe")
+        np.equal(m[:, :, 2], m[:, -1:, 2], out=rel[:, :, 3], casting="unsafe")
+        rel[:, :, 4] = m[:, :, 3]
+        # peer_repeat: the position's peer appears at an earlier valid position
         pr = m[:, :, 0]
-        earlier = np.tril(np.ones((n, n), dtype=bool), -1)
-        seen = (pr[:, :, None] == pr[:, None, :]) & (valid[:, None, :] & earlier[None])
-        rel[5] = seen.any(axis=2)
-        rel *= valid[None]
-        x[:, :, N_FEATURES:] = rel.transpose(1, 2, 0)
-        return Windows(x=x, mask=valid, uids=w["uid"])
+        seen = np.zeros((b, n), dtype=bool)
+        for d in range(1, n):
+            eq = pr[:, d:] == pr[:, :-d]
+            eq &= valid[:, :-d]
+            seen[:, d:] |= eq
+        rel[:, :, 5] = seen
+        x[~valid] = 0.0
+        return Windows(x=x, mask=valid, uid_seq=(seq, seq.items["uid"]))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.history.state_dict()
