@@ -218,3 +218,31 @@ def test_only_positions_holding_items_are_written_and_state_keeps_them() -> None
     assert np.array_equal(w1["v"], w2["v"]) and np.array_equal(v1, v2)
     assert w1["v"][0].tolist() == [0, 1, 2, 3, 4] and v1[0].tolist() == [False, True, True, True, True]
     assert w1["v"][1].tolist() == [0, 0, 0, 7, 8]
+
+
+@pytest.mark.parametrize("key", ["orig", "resp", "local", "local_dir"])
+def test_host_sides_per_distinct_equals_the_per_row_sides(key: str) -> None:
+    """The window's keys, peer hashes and ports computed per distinct address equal the
+    per-row :func:`key_sides_dir` path, missing addresses, ports and local flags included."""
+    from zeekml.records.distinct import per_distinct
+    from zeekml.windows.host_window import _hash32, host_sides, key_sides_dir
+
+    rng = np.random.default_rng(7)
+    n = 400
+    addrs = np.array(["10.0.0.1", "10.0.0.2", "192.0.2.9", "fe80::1", "2001:db8::5", "8.8.8.8",
+                      "172.16.3.4", None], dtype=object)
+    df = _flows(n)
+    df["orig_h"] = pd.Series(addrs[rng.integers(0, len(addrs), n)], dtype="str")
+    df["resp_h"] = pd.Series(addrs[rng.integers(0, len(addrs), n)], dtype="str")
+    df["resp_p"] = df["resp_p"].astype("Int64").mask(rng.random(n) < 0.1)
+    df["orig_p"] = df["orig_p"].astype("Int64").mask(rng.random(n) < 0.1)
+    flags = pd.array(rng.choice([True, False, None], n), dtype="boolean")
+    df["local_orig"] = flags
+    df["local_resp"] = pd.array(rng.choice([True, False, None], n), dtype="boolean")
+    host, peer, port, is_orig = key_sides_dir(df, key)
+    keys, peer_hash, peer_port, orig = host_sides(df, key)
+    assert (per_distinct(host, lambda u: u.to_numpy(dtype=object), "") == keys).all()
+    assert (_hash32(peer) == peer_hash).all()
+    assert (port.fillna(-1).to_numpy(dtype=np.int32) == peer_port).all()
+    assert (np.asarray(is_orig) == orig).all()
+    assert len(set(keys.tolist())) > 4  # the frame really mixes hosts and missing values

@@ -102,7 +102,7 @@ def _score_file(scorer: Any, path: str, options: Any = None
         w = scorer.windows.push(batch, flow_features(batch))
         if sampled:  # random samples: each row is scored as a host's first flow
             w = standalone(w)
-        p, _ = scorer.infer(w.x, w.mask)
+        p, _ = scorer.infer_windows(w)
         probs.append(p)
         frames.append(batch[[c for c in ("label", "detailed_label") if c in batch.columns]])
     return probs, frames

@@ -25,6 +25,7 @@ output shapes, before anything is scored.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -135,14 +136,25 @@ class AmfScorer:
 
     def infer(self, x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the graph on windows in chunks of ``options.batch_size``: (probs, attention)."""
+        return self._run(lambda s, e: x[s:e], mask)
+
+    def infer_windows(self, w: Windows) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`infer` on a batch of windows, each chunk assembled just before its graph
+        call (it is still in cache when the graph reads it)."""
+        return self._run(w.x_rows, w.mask)
+
+    def _run(self, rows_x: Callable[[int, int], np.ndarray],
+             mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bs = self.options.batch_size
-        probs = np.empty((len(x), len(self.classes)), dtype=np.float32)
+        b = len(mask)
+        probs = np.empty((b, len(self.classes)), dtype=np.float32)
         att = np.empty(mask.shape, dtype=np.float32)
         m = mask.astype(np.float32)
-        for s in range(0, len(x), bs):
+        for s in range(0, b, bs):
             p, a = self.session.run(
                 ["probs", "attention"],
-                {"x": np.ascontiguousarray(x[s : s + bs], dtype=np.float32), "mask": m[s : s + bs]},
+                {"x": np.ascontiguousarray(rows_x(s, s + bs), dtype=np.float32),
+                 "mask": m[s : s + bs]},
             )
             probs[s : s + bs] = p
             att[s : s + bs] = a
@@ -150,7 +162,7 @@ class AmfScorer:
 
     def score(self, flows: pd.DataFrame) -> ScoreBatch:
         w = self.windows.push(flows, flow_features(flows))
-        probs, att = self.infer(w.x, w.mask)
+        probs, att = self.infer_windows(w)
         b = len(probs)
         score = 1.0 - probs[:, self.normal].astype(np.float64)
         masked = probs.copy()

@@ -21,9 +21,10 @@ PRIVATE_PREFIXES: tuple[str, ...] = (
 def is_private(addr: pd.Series) -> np.ndarray:
     """Vectorized RFC 1918 / ULA / link-local / loopback test on address strings (each
     distinct address tested once); a missing address is not private."""
-    return per_distinct(addr, _private_values, False).astype(bool)
+    return per_distinct(addr, private_values, False).astype(bool)
 
 
-def _private_values(s: pd.Series) -> np.ndarray:
+def private_values(s: pd.Series) -> np.ndarray:
+    """The private-address test on each value of a text Series (no missing values)."""
     out: np.ndarray = s.str.lower().str.startswith(PRIVATE_PREFIXES).to_numpy(dtype=bool)
     return out

@@ -28,12 +28,14 @@ back from the store equals the value the flow had when it was current.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from zeekml.features.flow_stats import FEATURES, N_FEATURES
-from zeekml.records.addresses import is_private
+from zeekml.records.addresses import is_private, private_values
 from zeekml.records.distinct import per_distinct
 from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
 
@@ -48,19 +50,34 @@ UID_BYTES = 20
 class Windows:
     """A batch of windows: ``x [B, n, F]`` float32, ``mask [B, n]`` bool, ``uids [B, n]``.
 
-    The uids name context flows and are written only for the rows a run outputs: built
-    from ``uid_seq`` (the batch's :class:`~zeekml.windows.history.KeySequences`) on first
-    use, or for a few rows with :meth:`uid_rows`, unless given whole.
+    Built from the batch's :class:`~zeekml.windows.history.KeySequences`, the windows are
+    assembled on demand: :meth:`x_rows` for a run of rows (the scorer assembles one model
+    batch at a time, so the window tensor is written and read while it is in cache instead
+    of ``B x n x F`` floats going through memory twice), ``x`` for all of them, and the uids
+    (which name context flows) only for the rows a run writes (:meth:`uid_rows`).
     """
 
-    def __init__(self, x: np.ndarray, mask: np.ndarray, uids: np.ndarray | None = None, *,
-                 uid_seq: tuple[KeySequences, np.ndarray] | None = None) -> None:
-        if uids is None and uid_seq is None:
-            raise ValueError("Windows needs uids or the sequences to build them from")
-        self.x = x
+    def __init__(self, x: np.ndarray | None, mask: np.ndarray, uids: np.ndarray | None = None,
+                 *, assemble: _Assembly | None = None) -> None:
+        if assemble is None and (x is None or uids is None):
+            raise ValueError("Windows needs x and uids, or the sequences to build them from")
+        self._x = x
         self.mask = mask
         self._uids = uids
-        self._uid_seq = uid_seq
+        self._assemble = assemble
+
+    @property
+    def x(self) -> np.ndarray:
+        if self._x is None:
+            self._x = self.x_rows(0, len(self.mask))
+        return self._x
+
+    def x_rows(self, start: int, stop: int) -> np.ndarray:
+        """``x[start:stop]``, assembled for these rows only (a fresh array unless ``x`` is
+        already held)."""
+        if self._x is not None or self._assemble is None:
+            return self.x[start:stop]
+        return self._assemble.x(start, stop)
 
     @property
     def uids(self) -> np.ndarray:
@@ -70,12 +87,47 @@ class Windows:
 
     def uid_rows(self, rows: np.ndarray | None) -> np.ndarray:
         """``uids`` of the given rows (all with ``None``), empty where not valid."""
-        if self._uids is not None or self._uid_seq is None:
+        if self._uids is not None or self._assemble is None:
             return self.uids if rows is None else self.uids[rows]
-        seq, items = self._uid_seq
-        out = seq.gather(items, rows)
+        seq = self._assemble.seq
+        out = seq.gather(seq.items["uid"], rows)
         out[~(self.mask if rows is None else self.mask[rows])] = b""
         return out
+
+
+@dataclass
+class _Assembly:
+    """What :meth:`HostWindows.push` keeps to assemble windows: the key sequences and the
+    features of every sequence item widened to float32 with room for the relational
+    columns (once per item, not once per window position)."""
+
+    seq: KeySequences
+    wide: np.ndarray
+
+    def x(self, start: int, stop: int) -> np.ndarray:
+        seq = self.seq
+        rows = slice(start, stop)
+        idx = seq.start[rows, None] + np.arange(seq.valid.shape[1])[None, :]
+        valid = seq.valid[rows]
+        x = np.take(self.wide, idx, axis=0)
+        m = np.take(seq.items["meta"], idx, axis=0)
+        rel = x[:, :, N_FEATURES:]  # a view: the relational features are written in place
+        ts_w = seq.ts[rows]
+        rel[:, :, 0] = np.log1p(np.maximum(ts_w[:, -1:] - ts_w, 0.0))
+        np.equal(m[:, :, 0], m[:, -1:, 0], out=rel[:, :, 1], casting="unsafe")
+        np.equal(m[:, :, 1], m[:, -1:, 1], out=rel[:, :, 2], casting="unsafe")
+        np.equal(m[:, :, 2], m[:, -1:, 2], out=rel[:, :, 3], casting="unsafe")
+        rel[:, :, 4] = m[:, :, 3]
+        # peer_repeat: the position's peer appears at an earlier valid position
+        pr = m[:, :, 0]
+        seen = np.zeros(valid.shape, dtype=bool)
+        for d in range(1, valid.shape[1]):
+            eq = pr[:, d:] == pr[:, :-d]
+            eq &= valid[:, :-d]
+            seen[:, d:] |= eq
+        rel[:, :, 5] = seen
+        x[~valid] = 0.0
+        return x
 
 
 def key_sides(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -106,6 +158,50 @@ def key_sides_dir(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, 
             host = host.fillna("").astype(str) + np.where(use_resp, "<", ">")
         return host, peer, port, ~use_resp
     raise ValueError(f"window key must be one of {', '.join(WINDOW_KEYS)}, got {key!r}")
+
+
+def host_sides(flows: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What a window needs of :func:`key_sides_dir`, computed per distinct address.
+
+    Returns (host key ``str`` per row as an object array, missing -> ``""``; peer hash
+    ``uint32`` as :func:`_hash32`; peer port ``int32``, missing -> -1; host is originator).
+    Both address columns are factorized together once, and the private-address test, the
+    hash and the ``local_dir`` key text are computed per distinct address (or address and
+    direction), never per row.
+    """
+    n = len(flows)
+    if key not in WINDOW_KEYS:
+        raise ValueError(f"window key must be one of {', '.join(WINDOW_KEYS)}, got {key!r}")
+    codes, uniques = pd.factorize(pd.concat([flows["orig_h"], flows["resp_h"]], ignore_index=True),
+                                  use_na_sentinel=True)
+    text = pd.Series(np.asarray(uniques, dtype=object), dtype="str")
+    names = np.append(text.to_numpy(dtype=object), "")  # code -1 (missing) -> ""
+    co, cr = codes[:n], codes[n:]
+    op = flows["orig_p"].fillna(-1).to_numpy(dtype=np.int32)
+    rp = flows["resp_p"].fillna(-1).to_numpy(dtype=np.int32)
+    if key == "orig":
+        use_resp = np.zeros(n, dtype=bool)
+    elif key == "resp":
+        use_resp = np.ones(n, dtype=bool)
+    else:
+        lo = flows["local_orig"].fillna(False).to_numpy(dtype=bool)
+        lr = flows["local_resp"].fillna(False).to_numpy(dtype=bool)
+        known = flows["local_orig"].notna().to_numpy() | flows["local_resp"].notna().to_numpy()
+        private = np.append(private_values(text), False)
+        use_resp = np.where(known, lr & ~lo, private[cr] & ~private[co])
+    host = np.where(use_resp, cr, co)
+    peer = np.where(use_resp, co, cr)
+    hashes = _hash_values(pd.Series(names, dtype="str"))  # names[-1] = "" serves code -1
+    if key == "local_dir":
+        # one window for what the local host starts, another for what reaches it
+        pair, first = np.unique((host + 1) * 2 + use_resp, return_inverse=True)
+        suffixed = np.array([names[h] + (">", "<")[d] for h, d in
+                             zip((pair // 2 - 1).tolist(), (pair % 2).tolist(), strict=True)],
+                            dtype=object)
+        keys = suffixed[first]
+    else:
+        keys = names[host]
+    return keys, hashes[peer], np.where(use_resp, op, rp), ~use_resp
 
 
 def standalone(w: Windows) -> Windows:
@@ -154,12 +250,16 @@ def uid_bytes(uids: pd.Series) -> np.ndarray:
     return out.view(f"S{UID_BYTES}").ravel()
 
 
-def _hash32(s: pd.Series) -> np.ndarray:
-    """32-bit hash of each value's text (missing hashes as ""), each distinct value once."""
-    def hashed(u: pd.Series) -> np.ndarray:
-        return (pd.util.hash_array(u.to_numpy(dtype=object)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+def _hash_values(u: pd.Series) -> np.ndarray:
+    """32-bit hash of each value's text (the peer identity a window compares and a state
+    file keeps: changing it would need a new state version)."""
+    return (pd.util.hash_array(u.to_numpy(dtype=object)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
-    return per_distinct(s, hashed, hashed(pd.Series([""], dtype="str"))[0]).astype(np.uint32)
+
+def _hash32(s: pd.Series) -> np.ndarray:
+    """:func:`_hash_values` of each row (missing hashes as ""), each distinct value once."""
+    return per_distinct(s, _hash_values,
+                        _hash_values(pd.Series([""], dtype="str"))[0]).astype(np.uint32)
 
 
 class HostWindows:
@@ -194,43 +294,19 @@ class HostWindows:
 
     def push(self, flows: pd.DataFrame, feats: np.ndarray) -> Windows:
         """Append a canonical flow batch (with its :func:`flow_features`) in row order."""
-        host, peer, port, is_orig = key_sides_dir(flows, self.key)
+        keys, peer_hash, port, is_orig = host_sides(flows, self.key)
         ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         ts = np.where(np.isfinite(ts), ts, 0.0)
         meta = np.empty((len(flows), 4), dtype=np.int32)
-        meta[:, 0] = _hash32(peer).view(np.int32)
-        meta[:, 1] = port.fillna(-1).to_numpy(dtype=np.int32)
+        meta[:, 0] = peer_hash.view(np.int32)
+        meta[:, 1] = port
         meta[:, 2] = flows["resp_p"].fillna(-1).to_numpy(dtype=np.int32)
         meta[:, 3] = is_orig
         values = {"ts": ts, "feat": feats.astype(np.float16), "meta": meta, "uid": uid_bytes(flows["uid"])}
-        keys = per_distinct(host, lambda u: u.to_numpy(dtype=object), "")
         seq = self.history.extend_seq(keys, values)
-        valid = seq.valid
-        b, n = valid.shape
-        idx = seq.index()
-        # the features widened to float32 once per stored or batch item, not once per
-        # window position, with room for the relational columns; then one gather
         wide = np.empty((len(seq.items["feat"]), len(WINDOW_FEATURES)), dtype=np.float32)
         wide[:, :N_FEATURES] = seq.items["feat"]
-        x = np.take(wide, idx, axis=0)
-        m = np.take(seq.items["meta"], idx, axis=0)
-        rel = x[:, :, N_FEATURES:]  # a view: the relational features are written in place
-        ts_w = seq.ts
-        rel[:, :, 0] = np.log1p(np.maximum(ts_w[:, -1:] - ts_w, 0.0))
-        np.equal(m[:, :, 0], m[:, -1:, 0], out=rel[:, :, 1], casting="unsafe")
-        np.equal(m[:, :, 1], m[:, -1:, 1], out=rel[:, :, 2], casting="unsafe")
-        np.equal(m[:, :, 2], m[:, -1:, 2], out=rel[:, :, 3], casting="unsafe")
-        rel[:, :, 4] = m[:, :, 3]
-        # peer_repeat: the position's peer appears at an earlier valid position
-        pr = m[:, :, 0]
-        seen = np.zeros((b, n), dtype=bool)
-        for d in range(1, n):
-            eq = pr[:, d:] == pr[:, :-d]
-            eq &= valid[:, :-d]
-            seen[:, d:] |= eq
-        rel[:, :, 5] = seen
-        x[~valid] = 0.0
-        return Windows(x=x, mask=valid, uid_seq=(seq, seq.items["uid"]))
+        return Windows(None, seq.valid, assemble=_Assembly(seq, wide))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.history.state_dict()
