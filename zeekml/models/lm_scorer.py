@@ -120,8 +120,8 @@ def previous_uids(uids: np.ndarray, valid: np.ndarray, k: int = CONTEXT_FLOWS) -
     return uid_lists(prev, have)
 
 
-def _previous_rows(uids: np.ndarray, valid: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    return previous_uids(uids[rows], valid[rows])
+def _previous_rows(w: ConversationWindow, rows: np.ndarray) -> np.ndarray:
+    return previous_uids(w.uid_rows(rows)[:, 1:], w.valid[rows, 1:])
 
 
 class LmScorer:
@@ -232,7 +232,6 @@ class LmScorer:
     def score(self, flows: pd.DataFrame) -> ScoreBatch:
         b = len(flows)
         t, alt, alt_p, w = self.flow_terms(flows)
-        uids, valid = w.uids[:, 1:], w.valid[:, 1:]
         return ScoreBatch(
             model=self.name,
             score=self.rule.combine(t["nll"], t["nll0"], t["unigram"]),
@@ -241,7 +240,7 @@ class LmScorer:
             extra={
                 "alt": self.tokenizer.codes_text(alt),
                 "alt_score": alt_p,
-                "context": Deferred(len(uids), partial(_previous_rows, uids, valid)),
+                "context": Deferred(b, partial(_previous_rows, w)),
             },
         )
 

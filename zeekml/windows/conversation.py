@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zeekml.windows.history import FieldSpec, KeyedHistory
+from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
 from zeekml.windows.host_window import UID_BYTES, arrow_text, uid_bytes
 
 KEY_NAME = "pair"
@@ -43,13 +43,32 @@ KEY_NAME = "pair"
 
 @dataclass
 class ConversationWindow:
-    """``code``, ``ts``, ``uids`` and ``valid``, each ``[B, context + 2]``, oldest first."""
+    """``code``, ``ts``, ``uids`` and ``valid``, each ``[B, context + 2]``, oldest first.
+
+    The uids only name context flows: they are gathered from the batch's key sequences
+    when asked for, and :meth:`uid_rows` gathers them for the rows a run writes only.
+    """
 
     code: np.ndarray
     ts: np.ndarray
-    uids: np.ndarray
     valid: np.ndarray
     keys: np.ndarray
+    seq: KeySequences
+    _uids: np.ndarray | None = None
+
+    @property
+    def uids(self) -> np.ndarray:
+        if self._uids is None:
+            self._uids = self.uid_rows(None)
+        return self._uids
+
+    def uid_rows(self, rows: np.ndarray | None) -> np.ndarray:
+        """``uids`` of the given rows (all with ``None``), empty where not valid."""
+        if self._uids is not None:
+            return self._uids if rows is None else self._uids[rows]
+        out = self.seq.gather(self.seq.items["uid"], rows)
+        out[~(self.valid if rows is None else self.valid[rows])] = b""
+        return out
 
 
 def conversation_keys(flows: pd.DataFrame) -> np.ndarray:
@@ -106,13 +125,18 @@ class ConversationWindows:
         ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         uid_arr = uid_bytes(flows["uid"])
         codes = np.asarray(codes, dtype=np.int64)
-        w, valid = self.history.extend(keys, {"ts": ts, "code": codes, "uid": uid_arr})
-        # the flow itself is always present, even when its own ts is missing
+        seq = self.history.extend_seq(keys, {"ts": ts, "code": codes, "uid": uid_arr})
+        valid = seq.valid
+        code_w = seq.gather(seq.items["code"])
+        ts_w = seq.ts
+        code_w[~valid] = 0
+        ts_w[~valid] = 0.0
+        # the flow itself is always present, even when its own ts is missing (the last
+        # position of every window is the row's own item: its uid is there)
         valid[:, -1] = True
-        w["code"][:, -1] = codes
-        w["ts"][:, -1] = ts
-        w["uid"][:, -1] = uid_arr
-        return ConversationWindow(w["code"], w["ts"], w["uid"], valid, keys)
+        code_w[:, -1] = codes
+        ts_w[:, -1] = ts
+        return ConversationWindow(code_w, ts_w, valid, keys, seq)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.history.state_dict()

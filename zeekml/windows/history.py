@@ -34,6 +34,7 @@ State round-trips through plain numpy arrays (:meth:`state_dict`), saved with
 from __future__ import annotations
 
 import mmap
+from itertools import repeat
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,8 +186,9 @@ class KeyedHistory:
         self._release(victims)
 
     def _slots_for(self, uniques: np.ndarray) -> np.ndarray:
-        get = self._slot_of.get
-        slots = np.fromiter((get(k, -1) for k in uniques), dtype=np.int64, count=len(uniques))
+        # dict.get mapped in C over the distinct keys (no Python frame per key)
+        slots = np.fromiter(map(self._slot_of.get, uniques.tolist(), repeat(-1)),
+                            dtype=np.int64, count=len(uniques))
         new = np.nonzero(slots < 0)[0]
         if len(new):
             if len(new) > self.max_keys:
