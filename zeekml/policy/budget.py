@@ -70,7 +70,13 @@ class CandidatePolicy(NoticePolicy):
         self.first_ts = math.inf
         self.last_ts = -math.inf
 
-    def decide(self, scored: pd.DataFrame) -> pd.DataFrame:
+    #: every row's score is recorded, not only the rows at or above a threshold
+    sparse_ok = False
+
+    def decide(self, scored: pd.DataFrame, *, positions: np.ndarray | None = None,
+               size: int | None = None, ts: np.ndarray | None = None) -> pd.DataFrame:
+        if positions is not None:
+            raise ValueError("calibration records every row: it needs the whole batch")
         self.decision = None
         b = len(scored)
         if not b:

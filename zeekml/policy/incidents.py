@@ -157,8 +157,12 @@ def flagged_from_decision(decision: Any, flows: pd.DataFrame, models: int) -> pd
     if len(idx):
         uf, inv = np.unique(flow, return_inverse=True)
         inbound[idx] = inbound_flows(flows.iloc[uf])[inv]
-    return flagged_rows(decision.rows, flagged, decision.notice, decision.clock, inbound,
-                        np.arange(len(flagged)) // models)
+    # rows holds the batch, or only the positions the decision names (the flagged among them)
+    pos = getattr(decision, "positions", None)
+    on = slice(None) if pos is None else pos
+    return flagged_rows(decision.rows, flagged[on], np.asarray(decision.notice)[on],
+                        np.asarray(decision.clock)[on], inbound[on],
+                        (np.arange(len(flagged)) // models)[on])
 
 
 def _text(values: Any) -> np.ndarray:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,9 @@ class Decision:
     flagged: np.ndarray
     notice: np.ndarray
     clock: np.ndarray
+    #: the batch positions ``rows`` holds when it holds only some (every flagged row is
+    #: among them); ``None``: ``rows`` is the whole batch
+    positions: np.ndarray | None = None
 
 
 def _running_max(ts: np.ndarray, start: float) -> np.ndarray:
@@ -253,6 +256,9 @@ class NoticePolicy:
         self._opos = np.empty(0, dtype=np.int64)
         self._orows = empty_verdicts()[list(_RECORD_COLUMNS)]
 
+    #: :meth:`decide` may be given only the rows that cross their threshold
+    sparse_ok = True
+
     # ----------------------------------------------------------------- decisions
     def thresholds(self, scored: pd.DataFrame) -> np.ndarray:
         """Per-row threshold: ``model:class`` override, else ``class`` override, else card."""
@@ -271,24 +277,48 @@ class NoticePolicy:
                 th[((cls == c) & (model == m)).to_numpy(dtype=bool)] = value
         return th
 
-    def decide(self, scored: pd.DataFrame) -> pd.DataFrame:
-        """Scored rows (verdict columns plus ``cls``) -> the verdict rows to write now."""
-        b = len(scored)
+    def decide(self, scored: pd.DataFrame, *, positions: np.ndarray | None = None,
+               size: int | None = None, ts: np.ndarray | None = None) -> pd.DataFrame:
+        """Scored rows (verdict columns plus ``cls``) -> the verdict rows to write now.
+
+        A batch may be given sparse: ``scored`` holds only the rows at ``positions``
+        (increasing) of a batch of ``size`` rows whose log times are ``ts``, and every row
+        not given is below its threshold (the caller checked with :func:`crosses`). The
+        rows below their threshold are never written (unless every flow is, which needs
+        the whole batch) and only move the stream's clock, so a batch of a million rows
+        with a few thousand crossings is decided at the cost of those.
+        """
+        sparse = positions is not None
+        if sparse and (size is None or ts is None):
+            raise ValueError("a sparse batch needs its size and every row's ts")
+        if sparse and self.config.all_flows:
+            raise ValueError("writing every flow needs the whole batch, not a sparse one")
+        b = int(size) if sparse else len(scored)  # type: ignore[arg-type]
         self.decision = None
         if b == 0:
             return empty_verdicts()
         df = scored.reset_index(drop=True)
         th = self.thresholds(df)
         score = df["score"].to_numpy(dtype=np.float64, na_value=np.nan)
-        crossing = crosses(score, th)
+        crossing = crosses(score, th)  # of the given rows
         verdict = df["cls"].astype("str").where(crossing, NORMAL).fillna(NORMAL)
-        candidate = crossing.copy()
+        given = crossing.copy()
         if self.allow:
-            candidate &= ~(self.allow.contains(df["orig_h"]) | self.allow.contains(df["resp_h"]))
-        ts = df["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
+            given &= ~(self.allow.contains(df["orig_h"]) | self.allow.contains(df["resp_h"]))
+        if sparse:
+            pos = np.asarray(positions, dtype=np.int64)
+            candidate = np.zeros(b, dtype=bool)
+            candidate[pos] = given
+            loc = np.full(b, -1, dtype=np.int64)
+            loc[pos] = np.arange(len(pos))
+            ts = np.asarray(ts, dtype=np.float64)
+        else:
+            pos, loc = None, None
+            candidate = given
+            ts = df["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         cm = _running_max(ts, self._max_ts)
         eff_ts = np.where(np.isfinite(ts), ts, np.where(np.isfinite(cm), cm, 0.0))
-        decision = np.where(crossing, np.where(candidate, NOTICE, ALLOWED), BELOW).astype(object)
+        decision = np.where(crossing, np.where(given, NOTICE, ALLOWED), BELOW).astype(object)
         out = conform_verdicts(df.assign(threshold=th, verdict=verdict, candidate=df["cls"],
                                          decision=decision))
         base = self._seq
@@ -296,24 +326,27 @@ class NoticePolicy:
         if self.config.suppress <= 0:
             notice = candidate
         else:
-            notice, emitted = self._suppress(out, candidate, eff_ts, cm, base)
-            if (candidate & ~notice).any():
-                decision[candidate & ~notice] = SUPPRESSED
+            notice, emitted = self._suppress(out, loc, candidate, eff_ts, cm, base)
+            held = candidate & ~notice
+            if held.any():
+                decision[held if pos is None else held[pos]] = SUPPRESSED
                 out["decision"] = pd.Series(decision, dtype="str")
         self._seq += b
         self._max_ts = float(cm[-1])
-        self.decision = Decision(out, candidate, notice, cm)
+        self.decision = Decision(out, candidate, notice, cm, pos)
         if self.config.all_flows:
             out = out.assign(notice=pd.array(notice, dtype="boolean"),
                              n=pd.array(np.ones(b, dtype=np.int64), dtype="Int64"))
             return conform_verdicts(out)
         if emitted is None:
-            return conform_verdicts(out[notice].assign(notice=True, n=1))
+            return conform_verdicts(out[notice if pos is None else notice[pos]]
+                                    .assign(notice=True, n=1))
         return emitted
 
     def _suppress(
         self,
         df: pd.DataFrame,
+        loc: np.ndarray | None,
         candidate: np.ndarray,
         eff_ts: np.ndarray,
         cm: np.ndarray,
@@ -323,12 +356,17 @@ class NoticePolicy:
 
         Returns the mask of rows that open a window (the notices) and, unless every
         flow is written anyway, the notices of the windows that closed in this batch.
+        ``df`` holds the batch's rows, or with ``loc`` only some: batch row ``r`` is
+        ``df`` row ``loc[r]`` (every candidate is there).
         """
-        b = len(df)
+        b = len(candidate)
         interval = self.config.suppress
         notice = np.zeros(b, dtype=bool)
         cand = np.nonzero(candidate)[0]
-        codes, ukeys = _key_strings(df, cand)
+        def at(r: np.ndarray) -> np.ndarray:
+            return r if loc is None else loc[r]
+
+        codes, ukeys = _key_strings(df, at(cand))
         u = len(ukeys)
         n_open = len(self._okeys)
         # where each open window closes in this batch (b = not in it)
@@ -399,19 +437,21 @@ class NoticePolicy:
         new_rows = cur_open[from_batch]
         emitted = None
         if not self.config.all_flows:
-            emitted = self._emit_events(df, base, np.concatenate(ev_close), np.concatenate(ev_row),
-                                        np.concatenate(ev_src), np.concatenate(ev_n))
+            emitted = self._emit_events(df, at, base, np.concatenate(ev_close),
+                                        np.concatenate(ev_row), np.concatenate(ev_src),
+                                        np.concatenate(ev_n))
         self._okeys = np.concatenate([self._okeys[old_idx], ukeys[from_batch]])
         self._odeadline = np.concatenate([self._odeadline[old_idx], eff_ts[new_rows] + interval])
         self._on = np.concatenate([self._on[keep], cur_n[from_table], cur_n[from_batch]])
         self._opos = np.concatenate([self._opos[old_idx], base + new_rows])
         if not self.config.all_flows:
             self._orows = pd.concat(
-                [self._orows.iloc[old_idx], df.iloc[new_rows][list(_RECORD_COLUMNS)]],
+                [self._orows.iloc[old_idx], df.iloc[at(new_rows)][list(_RECORD_COLUMNS)]],
                 ignore_index=True)
         return notice, emitted
 
-    def _emit_events(self, df: pd.DataFrame, base: int, close_row: np.ndarray,
+    def _emit_events(self, df: pd.DataFrame, at: Callable[[np.ndarray], np.ndarray], base: int,
+                     close_row: np.ndarray,
                      row: np.ndarray, src: np.ndarray, n: np.ndarray) -> pd.DataFrame:
         """Notices of closed windows, ordered by closing position, then opening position."""
         if not len(close_row):
@@ -419,7 +459,7 @@ class NoticePolicy:
         in_batch = row >= 0
         opener = np.where(in_batch, base + row, self._opos[np.maximum(src, 0)]
                           if len(self._opos) else 0)
-        recs = pd.concat([df.iloc[row[in_batch]][list(_RECORD_COLUMNS)],
+        recs = pd.concat([df.iloc[at(row[in_batch])][list(_RECORD_COLUMNS)],
                           self._orows.iloc[src[~in_batch]]], ignore_index=True)
         counts = np.concatenate([n[in_batch], n[~in_batch]])
         keys = (np.concatenate([close_row[in_batch], close_row[~in_batch]]) + base,

@@ -123,13 +123,15 @@ def _missing_str(n: int) -> pd.Series:
 
 
 def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch],
-             context: bool = True) -> pd.DataFrame:
+             context: bool = True, rows: np.ndarray | None = None) -> pd.DataFrame:
     """Flows and each model's :class:`ScoreBatch` -> scored rows (flow-major), with ``cls``.
 
     The result has the verdict columns (``verdict``/``notice``/``n`` not yet decided)
     plus ``cls``, the class each model would report; :meth:`NoticePolicy.decide` turns
     it into verdict rows. With ``context=False`` the ``context`` column is left empty,
-    for :func:`fill_context` to fill where it is needed.
+    for :func:`fill_context` to fill where it is needed. ``rows`` (flow-major positions,
+    increasing) builds only those rows: row ``r`` is flow ``r // k`` scored by model
+    ``r % k`` for ``k`` models.
     """
     n, k = len(flows), len(batches)
     for b in batches:
@@ -139,12 +141,23 @@ def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch],
         out = empty_verdicts()
         out["cls"] = pd.Series([], dtype="str")
         return out
-    take = np.repeat(np.arange(n), k)
+    pos = np.arange(n * k) if rows is None else np.asarray(rows, dtype=np.int64)
+    m = len(pos)
+    flow_of, model_of = pos // k, pos % k
+    dense = rows is None
 
-    def stack(values: list[Any], dtype: Any = None) -> np.ndarray:
-        if k == 1:
-            return np.asarray(values[0], dtype=dtype)
-        return np.stack([np.asarray(v, dtype=dtype) for v in values], axis=1).reshape(-1)
+    def pick(values: list[Any], dtype: Any = None, fill: Any = None) -> np.ndarray:
+        """Each row's value from its model's per-flow array (``fill`` for a model without)."""
+        if k == 1 and dense:
+            return np.asarray(values[0] if values[0] is not None else np.full(n, fill), dtype=dtype)
+        if dense:
+            return np.stack([np.asarray(np.full(n, fill) if v is None else v, dtype=dtype)
+                             for v in values], axis=1).reshape(-1)
+        out = np.empty(m, dtype=dtype)
+        for j, v in enumerate(values):
+            sel = model_of == j
+            out[sel] = fill if v is None else np.asarray(v, dtype=dtype)[flow_of[sel]]
+        return out
 
     def extra(*names: str) -> list[Any] | None:
         got = [next((b.extra[a] for a in names if a in b.extra), None) for b in batches]
@@ -153,43 +166,52 @@ def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch],
     cols: dict[str, Any] = {}
     for c in FLOW_COLUMNS:
         arr = flows[c].array
-        cols[c] = pd.Series(arr if k == 1 else arr.take(take))
-    cols["model"] = _str_series(np.tile(np.array([b.model for b in batches], dtype=object), n))
-    cls = _str_series(stack([b.cls for b in batches], object))
+        cols[c] = pd.Series(arr if k == 1 and dense else arr.take(flow_of))
+    cols["model"] = _str_series(np.array([b.model for b in batches], dtype=object)[model_of])
+    cls = _str_series(pick([b.cls for b in batches], object))
     cols["candidate"] = cls
-    cols["verdict"] = _missing_str(n * k)
-    cols["score"] = stack([b.score for b in batches], np.float64)
-    cols["threshold"] = stack([b.threshold for b in batches], np.float64)
-    cols["notice"] = pd.array(np.zeros(n * k, dtype=bool), dtype="boolean")
-    cols["decision"] = _missing_str(n * k)
+    cols["verdict"] = _missing_str(m)
+    cols["score"] = pick([b.score for b in batches], np.float64)
+    cols["threshold"] = pick([b.threshold for b in batches], np.float64)
+    cols["notice"] = pd.array(np.zeros(m, dtype=bool), dtype="boolean")
+    cols["decision"] = _missing_str(m)
     alt = extra("alt")
-    cols["alt"] = (_missing_str(n * k) if alt is None else
-                   _str_series(stack([np.full(n, None, dtype=object) if v is None else v
-                                      for v in alt], object)))
+    cols["alt"] = _missing_str(m) if alt is None else _str_series(pick(alt, object))
     alt_score = extra("alt_score", "alt_p")
-    cols["alt_score"] = (np.full(n * k, np.nan) if alt_score is None else
-                         stack([np.full(n, np.nan) if v is None else v for v in alt_score],
-                               np.float64))
-    cols["n"] = pd.array(np.ones(n * k, dtype=np.int64), dtype="Int64")
+    cols["alt_score"] = (np.full(m, np.nan) if alt_score is None else
+                         pick(alt_score, np.float64, np.nan))
+    cols["n"] = pd.array(np.ones(m, dtype=np.int64), dtype="Int64")
     ctx = extra("context") if context else None
-    cols["context"] = pd.Series(np.empty(n * k, dtype=object) if ctx is None else
-                                stack([_context_cells(v, n) for v in ctx], object), dtype=object)
+    cols["context"] = pd.Series(np.empty(m, dtype=object) if ctx is None else
+                                _pick_context(ctx, n, flow_of, model_of), dtype=object)
     cols["cls"] = cls
     return pd.DataFrame(cols)
 
 
-def fill_context(scored: pd.DataFrame, batches: Sequence[ScoreBatch], need: np.ndarray) -> None:
-    """Fill ``scored``'s ``context`` (flow-major rows of :func:`assemble`) where ``need``."""
+def _pick_context(ctx: list[Any], n: int, flow_of: np.ndarray, model_of: np.ndarray
+                  ) -> np.ndarray:
+    """Context cells of the rows (flow ``flow_of``, model ``model_of``), each model's
+    cells built for its rows' flows only."""
+    cells = np.empty(len(flow_of), dtype=object)
+    for j, v in enumerate(ctx):
+        sel = np.flatnonzero(model_of == j)
+        if v is not None and len(sel):
+            cells[sel] = _context_cells(v, n, flow_of[sel])[flow_of[sel]]
+    return cells
+
+
+def fill_context(scored: pd.DataFrame, batches: Sequence[ScoreBatch], need: np.ndarray,
+                 rows: np.ndarray | None = None) -> None:
+    """Fill ``scored``'s ``context`` where ``need``: rows of :func:`assemble` (all
+    flow-major rows, or the positions ``rows`` it was built for)."""
     k = len(batches)
     if not k or not need.any():
         return
+    pos = np.arange(len(scored)) if rows is None else np.asarray(rows, dtype=np.int64)
+    want = np.flatnonzero(need)
     cells = np.empty(len(scored), dtype=object)
-    n = len(scored) // k
-    for m, b in enumerate(batches):
-        ctx = b.extra.get("context")
-        rows = np.flatnonzero(need[m::k])
-        if ctx is not None and len(rows):
-            cells[m::k] = _context_cells(ctx, n, rows)
+    cells[want] = _pick_context([b.extra.get("context") for b in batches],
+                                len(batches[0]), pos[want] // k, pos[want] % k)
     scored["context"] = pd.Series(cells, dtype=object)
 
 
@@ -218,14 +240,34 @@ def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePo
     the suppressed or allow-listed crossings the policy may keep).
     """
     batches = _score_all(flows, scorers)
-    scored = assemble(flows, batches, context=False)
-    if policy.config.all_flows:
-        need = np.ones(len(scored), dtype=bool)
-    else:
-        need = crosses(scored["score"].to_numpy(dtype=np.float64, na_value=np.nan),
-                       policy.thresholds(scored))
-    fill_context(scored, batches, need)
-    return policy.decide(scored)
+    if policy.config.all_flows or not policy.sparse_ok:
+        scored = assemble(flows, batches, context=False)
+        if policy.config.all_flows:
+            need = np.ones(len(scored), dtype=bool)
+        else:
+            need = crosses(scored["score"].to_numpy(dtype=np.float64, na_value=np.nan),
+                           policy.thresholds(scored))
+        fill_context(scored, batches, need)
+        return policy.decide(scored)
+    # only rows that cross their threshold can be written: those are assembled and decided,
+    # every other row is below its threshold and only moves the stream's clock
+    k = len(batches)
+    score = np.stack([np.asarray(b.score, dtype=np.float64) for b in batches], axis=1).reshape(-1)
+    card = np.stack([np.asarray(b.threshold, dtype=np.float64) for b in batches],
+                    axis=1).reshape(-1)
+    if policy.config.thresholds:
+        names = np.array([b.model for b in batches], dtype=object)
+        light = pd.DataFrame({
+            "threshold": card,
+            "cls": np.stack([np.asarray(b.cls, dtype=object) for b in batches],
+                            axis=1).reshape(-1),
+            "model": np.tile(names, len(flows))})
+        card = policy.thresholds(light)
+    rows = np.flatnonzero(crosses(score, card))
+    scored = assemble(flows, batches, context=False, rows=rows)
+    fill_context(scored, batches, np.ones(len(scored), dtype=bool), rows)
+    ts = np.repeat(flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan), k)
+    return policy.decide(scored, positions=rows, size=len(flows) * k, ts=ts)
 
 
 # --------------------------------------------------------------------------- counters

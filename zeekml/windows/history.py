@@ -34,8 +34,8 @@ State round-trips through plain numpy arrays (:meth:`state_dict`), saved with
 from __future__ import annotations
 
 import mmap
-from itertools import repeat
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
