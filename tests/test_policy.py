@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import DATA, need
 from zeekml.errors import ConfigError, StateError
 from zeekml.policy.notice import NoticePolicy, PolicyConfig, parse_network, parse_threshold
+from zeekml.records.text_arrays import decode_texts, encode_texts
 from zeekml.runtime.state import RunState, StateStore
 from zeekml.sources import read_table
 
@@ -168,16 +169,43 @@ def test_bad_state_is_refused() -> None:
     good = pol.state_dict()
     with pytest.raises(StateError):
         pol.load_state_dict({**good, "version": np.array(99)})
-    one = {**good, "keys": np.array(["k"]), "deadline": np.array([1.0]),
+    kb, ko = encode_texts(np.array(["k"], dtype=object))
+    one = {**good, "keys_utf8": kb, "keys_offsets": ko, "deadline": np.array([1.0]),
            "count": np.array([1]), "opener": np.array([0])}
     with pytest.raises(StateError, match="unknown fields"):
-        pol.load_state_dict({**one, "records_json": np.array(json.dumps([{"x": 1}]))})
+        pol.load_state_dict({**one, "records_utf8": np.frombuffer(
+            json.dumps([{"x": 1}]).encode(), dtype=np.uint8)})
     with pytest.raises(StateError, match="record count"):
         pol.load_state_dict(one)
     with pytest.raises(StateError, match="wrong shape"):
         pol.load_state_dict({**one, "deadline": np.array([1.0, 2.0])})
+    with pytest.raises(StateError, match="offsets"):
+        pol.load_state_dict({**one, "keys_offsets": np.array([0, 9])})
+    with pytest.raises(StateError, match="UTF-8"):
+        pol.load_state_dict({**one, "keys_utf8": np.array([0xFF], dtype=np.uint8)})
+    with pytest.raises(StateError, match="records"):
+        pol.load_state_dict({**one, "records_utf8": np.array(["[]"])})
     with pytest.raises(StateError):
         pol.load_state_dict({k: v for k, v in good.items() if k != "seq"})
+
+
+def test_a_version_1_state_still_loads(scored) -> None:
+    """State files written before keys and records became UTF-8 bytes (numpy str keys,
+    the records' JSON as a str scalar) are read, and continue the stream identically."""
+    cfg = PolicyConfig(suppress=3600)
+    pol = NoticePolicy(cfg)
+    pol.decide(scored.iloc[:4000])
+    assert pol.pending > 0
+    new = pol.state_dict()
+    keys = decode_texts(new["keys_utf8"], new["keys_offsets"], "keys")
+    old = {k: v for k, v in new.items() if k not in ("keys_utf8", "keys_offsets", "records_utf8")}
+    old.update(version=np.array(1), keys=np.array([str(k) for k in keys], dtype=str),
+               records_json=np.array(new["records_utf8"].tobytes().decode()))
+    again = NoticePolicy(cfg)
+    again.load_state_dict(old)
+    a = pd.concat([pol.decide(scored.iloc[4000:]), pol.finish()], ignore_index=True)
+    b = pd.concat([again.decide(scored.iloc[4000:]), again.finish()], ignore_index=True)
+    pd.testing.assert_frame_equal(a, b)
 
 
 def test_config_parsing(tmp_path) -> None:

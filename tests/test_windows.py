@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from zeekml.errors import StateError
 from zeekml.features.flow_stats import FEATURES, N_FEATURES, flow_features
 from zeekml.records.schema import conform
+from zeekml.records.text_arrays import decode_texts
 from zeekml.windows.history import FieldSpec, KeyedHistory
 from zeekml.windows.host_window import WINDOW_FEATURES, HostWindows, key_sides
 
@@ -127,6 +128,25 @@ def test_state_round_trip_continues_identically() -> None:
     assert np.array_equal(wa.x, wb.x) and np.array_equal(wa.uids, wb.uids)
 
 
+def test_a_version_1_window_state_still_loads() -> None:
+    """A state written with numpy str keys (version 1, before UTF-8 bytes and offsets)
+    continues the windows exactly as the state it was converted from."""
+    df = _flows(120, seed=3)
+    feats = flow_features(df)
+    a = HostWindows(n=4, key="local_dir")
+    a.push(df.iloc[:60].reset_index(drop=True), feats[:60])
+    new = a.state_dict()
+    keys = decode_texts(new["keys_utf8"], new["keys_offsets"], "keys")
+    old = {k: v for k, v in new.items() if k not in ("keys_utf8", "keys_offsets")}
+    old.update(version=np.array(1), keys=np.array([str(k) for k in keys], dtype=str))
+    b = HostWindows(n=4, key="local_dir")
+    b.load_state_dict(old)
+    wa = a.push(df.iloc[60:].reset_index(drop=True), feats[60:])
+    wb = b.push(df.iloc[60:].reset_index(drop=True), feats[60:])
+    assert np.array_equal(wa.x, wb.x) and np.array_equal(wa.uids, wb.uids)
+    assert wa.mask[:, :-1].any()  # the second half really reads the restored history
+
+
 def test_state_validation_rejects_wrong_depth_and_garbage() -> None:
     a = HostWindows(n=4)
     df = _flows(10)
@@ -140,6 +160,11 @@ def test_state_validation_rejects_wrong_depth_and_garbage() -> None:
         HostWindows(n=4).load_state_dict(bad)
     with pytest.raises(StateError):
         HostWindows(n=4).load_state_dict({"version": np.array(1)})
+    with pytest.raises(StateError, match="offsets"):
+        HostWindows(n=4).load_state_dict({**state, "keys_offsets": state["keys_offsets"] + 1})
+    with pytest.raises(StateError, match="UTF-8"):
+        HostWindows(n=4).load_state_dict(
+            {**state, "keys_utf8": np.full_like(state["keys_utf8"], 0xFF)})
 
 
 def test_batch_boundaries_do_not_change_windows_on_real_unsorted_log() -> None:

@@ -45,6 +45,7 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.errors import ConfigError, StateError
+from zeekml.records.text_arrays import decode_texts, encode_texts
 from zeekml.records.verdicts import (
     ALLOWED,
     BELOW,
@@ -56,7 +57,9 @@ from zeekml.records.verdicts import (
     empty_verdicts,
 )
 
-STATE_VERSION = 1
+#: 2: keys and the held records' JSON as UTF-8 bytes (:mod:`zeekml.records.text_arrays`),
+#: not numpy str (4 bytes per character); 1 is still read
+STATE_VERSION = 2
 MAX_CONFIG_BYTES = 1 << 20
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -492,27 +495,38 @@ class NoticePolicy:
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, np.ndarray]:
         recs = [] if self.config.all_flows else _records(self._orows)
+        key_bytes, key_offsets = encode_texts(self._okeys)
         return {
             "version": np.array(STATE_VERSION),
             "max_ts": np.array(self._max_ts, dtype=np.float64),
             "seq": np.array(self._seq, dtype=np.int64),
             "suppressed": np.array(self.suppressed, dtype=np.int64),
-            "keys": np.array([str(k) for k in self._okeys], dtype=str),
+            "keys_utf8": key_bytes,
+            "keys_offsets": key_offsets,
             "deadline": self._odeadline.astype(np.float64),
             "count": self._on.astype(np.int64),
             "opener": self._opos.astype(np.int64),
-            "records_json": np.array(json.dumps(recs)),
+            "records_utf8": np.frombuffer(json.dumps(recs).encode("utf-8"), dtype=np.uint8),
         }
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore :meth:`state_dict` output; validates everything first (StateError)."""
         try:
-            if int(state["version"]) != STATE_VERSION:
-                raise StateError(f"policy state version {int(state['version'])} is not supported")
-            keys = np.asarray(state["keys"])
+            version = int(state["version"])
+            if version not in (1, STATE_VERSION):
+                raise StateError(f"policy state version {version} is not supported")
+            if version == 1:
+                keys = np.asarray(state["keys"])
+                if keys.ndim != 1 or (len(keys) and keys.dtype.kind != "U"):
+                    raise StateError("policy state keys must be a 1-D string array")
+                text = str(state["records_json"])
+            else:
+                keys = decode_texts(state["keys_utf8"], state["keys_offsets"], "policy state keys")
+                raw = np.asarray(state["records_utf8"])
+                if raw.ndim != 1 or raw.dtype != np.uint8:
+                    raise StateError("policy state records are malformed")
+                text = raw.tobytes().decode("utf-8")
             m = len(keys)
-            if keys.ndim != 1 or (m and keys.dtype.kind != "U"):
-                raise StateError("policy state keys must be a 1-D string array")
             arrays = {}
             for name, kind in (("deadline", "f"), ("count", "i"), ("opener", "i")):
                 a = np.asarray(state[name])
@@ -521,7 +535,7 @@ class NoticePolicy:
                 arrays[name] = a
             if m and (arrays["count"] < 1).any():
                 raise StateError("policy state counts must be >= 1")
-            recs = json.loads(str(state["records_json"]))
+            recs = json.loads(text)
             if not isinstance(recs, list) or not all(isinstance(r, dict) for r in recs):
                 raise StateError("policy state records are malformed")
             if not self.config.all_flows and len(recs) != m:

@@ -41,8 +41,11 @@ import numpy as np
 import pandas as pd
 
 from zeekml.errors import StateError
+from zeekml.records.text_arrays import decode_texts, encode_texts
 
-STATE_VERSION = 1
+#: 2: keys as UTF-8 bytes and offsets (:mod:`zeekml.records.text_arrays`); 1 (numpy
+#: str keys) is still read
+STATE_VERSION = 2
 
 
 def _lazy_zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -309,10 +312,12 @@ class KeyedHistory:
         m = len(used)
         # slots 0..m-1 in use (no eviction yet): views, no copy
         live: np.ndarray | slice = slice(0, m) if m and used[-1] == m - 1 else used
+        key_bytes, key_offsets = encode_texts(self._keys[live])
         out = {
             "version": np.array(STATE_VERSION),
             "depth": np.array(self.depth),
-            "keys": np.array([str(k) for k in self._keys[live]], dtype=str),
+            "keys_utf8": key_bytes,
+            "keys_offsets": key_offsets,
             "count": self._count[live],
             "last_ts": self._last_ts[live],
             "last_use": self._last_use[live],
@@ -326,15 +331,20 @@ class KeyedHistory:
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore from :meth:`state_dict`; validates version, depth, shapes and dtypes."""
         try:
-            if int(state["version"]) != STATE_VERSION:
-                raise StateError(f"window state version {int(state['version'])} is not supported")
+            version = int(state["version"])
+            if version not in (1, STATE_VERSION):
+                raise StateError(f"window state version {version} is not supported")
             if int(state["depth"]) != self.depth:
                 raise StateError(
                     f"window state depth {int(state['depth'])} != model depth {self.depth}"
                 )
-            keys = np.asarray(state["keys"])
-            if keys.dtype.kind != "U" or keys.ndim != 1:
-                raise StateError("window state keys must be a 1-D string array")
+            if version == 1:
+                keys = np.asarray(state["keys"])
+                if keys.dtype.kind != "U" or keys.ndim != 1:
+                    raise StateError("window state keys must be a 1-D string array")
+                keys = keys.astype(object)
+            else:
+                keys = decode_texts(state["keys_utf8"], state["keys_offsets"], "window state keys")
             m = len(keys)
             if m > self.max_keys:
                 raise StateError(f"window state holds {m} keys, more than max_keys")
@@ -361,7 +371,7 @@ class KeyedHistory:
             self._count[:m] = count.astype(np.int16)
             self._last_ts[:m] = np.asarray(state["last_ts"], dtype=np.float64)
             self._last_use[:m] = np.asarray(state["last_use"], dtype=np.int64)
-            self._keys[:m] = keys.astype(object)
+            self._keys[:m] = keys
             self._slot_of = {str(k): i for i, k in enumerate(keys.tolist())}
             if len(self._slot_of) != m:
                 raise StateError("window state has duplicate keys")
