@@ -68,9 +68,17 @@ def _num(s: pd.Series) -> np.ndarray:
     return s.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _has(hist: pd.Series, chars: str) -> np.ndarray:
-    pattern = "[" + chars + "]"
-    return hist.str.contains(pattern, regex=True).fillna(False).to_numpy(dtype=bool)
+def _has_each(hist: pd.Series, char_sets: tuple[str, ...]) -> list[np.ndarray]:
+    """For each set of characters, whether a row's history holds any of them (missing:
+    no); the history is factorized once and each distinct history tested once."""
+    codes, uniques = pd.factorize(hist, use_na_sentinel=True)
+    text = pd.Series(np.asarray(uniques, dtype=object), dtype="str")
+    out = []
+    for chars in char_sets:
+        table = np.append(text.str.contains("[" + chars + "]", regex=True)
+                          .to_numpy(dtype=bool, na_value=False), False)
+        out.append(table[codes])  # code -1 (missing) reads the appended False
+    return out
 
 
 def flow_features(flows: pd.DataFrame) -> np.ndarray:
@@ -113,10 +121,11 @@ def flow_features(flows: pd.DataFrame) -> np.ndarray:
     put(np.log1p(np.where(np.isfinite(opp) & (opp > 0), opp, 0.0)))
     put(np.log1p(np.where(np.isfinite(rpp) & (rpp > 0), rpp, 0.0)))
 
-    proto = flows["proto"].str.lower()
-    put((proto == "tcp").fillna(False).to_numpy(dtype=bool))
-    put((proto == "udp").fillna(False).to_numpy(dtype=bool))
-    put(proto.str.startswith("icmp").fillna(False).to_numpy(dtype=bool))
+    # a handful of protocols per batch: each test once per distinct value
+    codes, uniques = pd.factorize(flows["proto"], use_na_sentinel=True)
+    low = pd.Series(np.asarray(uniques, dtype=object), dtype="str").str.lower()
+    for test in (low == "tcp", low == "udp", low.str.startswith("icmp")):
+        put(np.append(test.to_numpy(dtype=bool, na_value=False), False)[codes])
 
     rport = _num(flows["resp_p"])
     oport = _num(flows["orig_p"])
@@ -133,12 +142,8 @@ def flow_features(flows: pd.DataFrame) -> np.ndarray:
     put(rej)
     put(~(est | att | rej))
 
-    hist = flows["history"]
-    put(_has(hist, "D"))
-    put(_has(hist, "d"))
-    put(_has(hist, "Rr"))
-    put(_has(hist, "Ff"))
-    put(_has(hist, "h"))
+    for has in _has_each(flows["history"], ("D", "d", "Rr", "Ff", "h")):
+        put(has)
     put(~(np.isfinite(rp) & (rp > 0)))
     assert col == N_FEATURES
     return out
