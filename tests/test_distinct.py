@@ -33,3 +33,27 @@ def test_empty_and_all_missing_columns() -> None:
 def test_a_function_that_drops_values_is_refused() -> None:
     with pytest.raises(ValueError, match="one value per distinct value"):
         per_distinct(pd.Series(["a", "b"]), lambda s: np.zeros(1), 0)
+
+
+def test_factorization_is_shared_per_column_and_never_stale() -> None:
+    """A column's factorization is reused while its data lives (the scorers' threads test
+    the same columns), and a value written into the column is seen at once."""
+    from zeekml.records.distinct import _factorized, factorized
+
+    col = pd.Series(["10.0.0.1", "8.8.8.8", None, "10.0.0.1"], dtype="str")
+    a_codes, a_values = factorized(col)
+    b_codes, b_values = factorized(col)
+    assert b_codes is a_codes and b_values is a_values  # one computation
+    assert a_codes.tolist() == [0, 1, -1, 0] and a_values.tolist() == ["10.0.0.1", "8.8.8.8"]
+    changed = col.copy()
+    changed.iloc[1] = "192.168.0.1"
+    assert is_private(changed).tolist() == [True, True, False, True]
+    assert is_private(col).tolist() == [True, False, False, True]
+    size = len(_factorized)
+    del col, changed, a_codes, a_values, b_codes, b_values
+    import gc
+
+    gc.collect()
+    assert len(_factorized) < size  # freed columns leave the cache
+    obj = pd.Series(["a", None, "a"], dtype=object)  # not Arrow-backed: not cached
+    assert per_distinct(obj, lambda s: s.str.len().to_numpy(), -1).tolist() == [1, -1, 1]

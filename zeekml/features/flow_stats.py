@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from zeekml.records.distinct import factorized
+
 #: Feature names, in the order of the columns of :func:`flow_features`.
 FEATURES: tuple[str, ...] = (
     "log_duration",
@@ -71,8 +73,7 @@ def _num(s: pd.Series) -> np.ndarray:
 def _has_each(hist: pd.Series, char_sets: tuple[str, ...]) -> list[np.ndarray]:
     """For each set of characters, whether a row's history holds any of them (missing:
     no); the history is factorized once and each distinct history tested once."""
-    codes, uniques = pd.factorize(hist, use_na_sentinel=True)
-    text = pd.Series(np.asarray(uniques, dtype=object), dtype="str")
+    codes, text = factorized(hist)
     out = []
     for chars in char_sets:
         table = np.append(text.str.contains("[" + chars + "]", regex=True)
@@ -122,8 +123,8 @@ def flow_features(flows: pd.DataFrame) -> np.ndarray:
     put(np.log1p(np.where(np.isfinite(rpp) & (rpp > 0), rpp, 0.0)))
 
     # a handful of protocols per batch: each test once per distinct value
-    codes, uniques = pd.factorize(flows["proto"], use_na_sentinel=True)
-    low = pd.Series(np.asarray(uniques, dtype=object), dtype="str").str.lower()
+    codes, uniques = factorized(flows["proto"])
+    low = uniques.str.lower()
     for test in (low == "tcp", low == "udp", low.str.startswith("icmp")):
         put(np.append(test.to_numpy(dtype=bool, na_value=False), False)[codes])
 

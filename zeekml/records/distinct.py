@@ -9,19 +9,65 @@ answer per row at a fraction of the cost on the scorers' hot path.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+_lock = threading.Lock()
+#: id of a column's array -> (weak reference to it, codes, distinct values)
+_factorized: dict[int, tuple[weakref.ref[Any], np.ndarray, pd.Series]] = {}
+
+
+def factorized(col: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """``(codes, values)`` of a column: ``codes`` per row (-1 missing, read-only), the
+    distinct values as a ``str`` Series (not to be modified).
+
+    Computed once per Arrow-backed column while its data lives: the tokenizer, the flow
+    features and the window keys of one batch, in the scorers' threads, all test the same
+    address and protocol columns. Keyed by the identity of the column's immutable pyarrow
+    array (a value written into the column replaces it: never a stale hit), checked
+    through a weak reference (an id reused by a new array is a miss) and dropped when
+    the array is freed. Other columns are factorized every time.
+    """
+    arr = getattr(col.array, "_pa_array", None)
+    if arr is None:
+        codes, uniques = pd.factorize(col, use_na_sentinel=True)
+        return codes, pd.Series(np.asarray(uniques, dtype=object), dtype="str")
+    key = id(arr)
+    with _lock:
+        hit = _factorized.get(key)
+    if hit is not None and hit[0]() is arr:
+        return hit[1], hit[2]
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    values = pd.Series(np.asarray(uniques, dtype=object), dtype="str")
+    codes.setflags(write=False)
+    try:
+        ref = weakref.ref(arr, partial(_forget, key))
+    except TypeError:  # an array type without weak references: not cached
+        return codes, values
+    with _lock:
+        _factorized[key] = (ref, codes, values)
+    return codes, values
+
+
+def _forget(key: int, ref: weakref.ref[Any]) -> None:
+    with _lock:
+        hit = _factorized.get(key)
+        if hit is not None and hit[0] is ref:
+            del _factorized[key]
+
 
 def per_distinct(col: pd.Series, fn: Callable[[pd.Series], Any], missing: Any) -> np.ndarray:
     """``fn`` applied to each distinct value of ``col`` (as a ``str`` Series), spread back
     over the rows; rows whose value is missing get ``missing``. ``fn`` must map a Series
-    to an array-like of the same length, one result per value."""
-    codes, uniques = pd.factorize(col, use_na_sentinel=True)
-    values = np.asarray(fn(pd.Series(np.asarray(uniques, dtype=object), dtype="str")))
+    to an array-like of the same length, one result per value, and not modify it."""
+    codes, uniques = factorized(col)
+    values = np.asarray(fn(uniques))
     if len(values) != len(uniques):
         raise ValueError("per_distinct: fn returned one value per distinct value, not "
                          f"{len(values)} for {len(uniques)}")

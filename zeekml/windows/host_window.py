@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from zeekml.features.flow_stats import FEATURES, N_FEATURES
 from zeekml.records.addresses import is_private, private_values
-from zeekml.records.distinct import per_distinct
+from zeekml.records.distinct import factorized, per_distinct
 from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
 
 WINDOW_KEYS = ("orig", "resp", "local", "local_dir")
@@ -172,11 +172,15 @@ def host_sides(flows: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray, n
     n = len(flows)
     if key not in WINDOW_KEYS:
         raise ValueError(f"window key must be one of {', '.join(WINDOW_KEYS)}, got {key!r}")
-    codes, uniques = pd.factorize(pd.concat([flows["orig_h"], flows["resp_h"]], ignore_index=True),
-                                  use_na_sentinel=True)
+    # each column's factorization is shared with the other scorer's tests of it; their
+    # distinct values are merged into one table (a few thousand values, not rows)
+    co_own, uo = factorized(flows["orig_h"])
+    cr_own, ur = factorized(flows["resp_h"])
+    merged, uniques = pd.factorize(pd.concat([uo, ur], ignore_index=True))
     text = pd.Series(np.asarray(uniques, dtype=object), dtype="str")
     names = np.append(text.to_numpy(dtype=object), "")  # code -1 (missing) -> ""
-    co, cr = codes[:n], codes[n:]
+    co = np.append(merged[: len(uo)], -1)[co_own]
+    cr = np.append(merged[len(uo):], -1)[cr_own]
     op = flows["orig_p"].fillna(-1).to_numpy(dtype=np.int32)
     rp = flows["resp_p"].fillna(-1).to_numpy(dtype=np.int32)
     if key == "orig":
