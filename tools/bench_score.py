@@ -116,8 +116,10 @@ def _state_bytes_per_key(state_path: Path) -> dict[str, tuple[int, int]]:
     st = StateStore(state_path).load()
     out = {}
     for name, arrays in (st.scorers if st else {}).items():
-        keys = max((len(a) for k, a in arrays.items() if k == "keys" or k.endswith("keys")),
-                   default=0)
+        # keys as UTF-8 bytes with n + 1 offsets (state version 2), or a str array (1)
+        keys = max([len(a) - 1 for k, a in arrays.items() if k.endswith("keys_offsets")]
+                   + [len(a) for k, a in arrays.items() if k == "keys" or k.endswith("_keys")]
+                   + [0])
         out[name] = (keys, sum(int(np.asarray(a).nbytes) for a in arrays.values()))
     return out
 
