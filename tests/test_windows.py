@@ -137,8 +137,17 @@ def test_a_version_1_window_state_still_loads() -> None:
     a.push(df.iloc[:60].reset_index(drop=True), feats[:60])
     new = a.state_dict()
     keys = decode_texts(new["keys_utf8"], new["keys_offsets"], "keys")
-    old = {k: v for k, v in new.items() if k not in ("keys_utf8", "keys_offsets")}
+    old = {k: v for k, v in new.items() if k not in ("keys_utf8", "keys_offsets")
+           and not k.startswith("held_")}
     old.update(version=np.array(1), keys=np.array([str(k) for k in keys], dtype=str))
+    # version 1 kept every position of every key, (keys, depth, ...), zeros where none
+    depth, count = 3, new["count"].astype(int)
+    key_i, pos_i = np.nonzero(np.arange(depth)[None, :] >= depth - count[:, None])
+    for name in ("ts", "feat", "meta", "uid"):
+        held = new["held_" + name]
+        full = np.zeros((len(count), depth, *held.shape[1:]), dtype=held.dtype)
+        full[key_i, pos_i] = held
+        old["buf_" + name] = full
     b = HostWindows(n=4, key="local_dir")
     b.load_state_dict(old)
     wa = a.push(df.iloc[60:].reset_index(drop=True), feats[60:])
@@ -162,6 +171,8 @@ def test_state_validation_rejects_wrong_depth_and_garbage() -> None:
         HostWindows(n=4).load_state_dict({"version": np.array(1)})
     with pytest.raises(StateError, match="offsets"):
         HostWindows(n=4).load_state_dict({**state, "keys_offsets": state["keys_offsets"] + 1})
+    with pytest.raises(StateError, match="wrong shape"):
+        HostWindows(n=4).load_state_dict({**state, "held_feat": state["held_feat"][1:]})
     with pytest.raises(StateError, match="UTF-8"):
         HostWindows(n=4).load_state_dict(
             {**state, "keys_utf8": np.full_like(state["keys_utf8"], 0xFF)})
