@@ -29,8 +29,12 @@ ENGINE_CONF = {
     "spark.sql.shuffle.partitions": "16",
 }
 #: A local JVM started here compiles with C1 only: C2 spent 10 s of CPU optimizing code
-#: that runs for seconds (the JVM's work per flow is a few copies of pack bytes).
-LOCAL_JVM_CONF = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+#: that runs for seconds (the JVM's work per flow is a few copies of pack bytes). Its heap
+#: may grow to 4 GiB (a maximum, not a reservation): with Spark's default of 1 GiB the read
+#: stage of 1M flows in 8 files on local[2] died of java.lang.OutOfMemoryError (twice in
+#: the benchmark's runs), the driver being the executor in local mode.
+LOCAL_JVM_CONF = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+                  "spark.driver.memory": "4g"}
 
 
 def get_session(master: str | None = None, app_name: str = "zeekml",
