@@ -250,6 +250,7 @@ class NoticePolicy:
         self._seq = 0  # global row position of the next scored row
         self.suppressed = 0
         self.decision: Decision | None = None
+        self._context: Callable[[np.ndarray], np.ndarray] | None = None
         self._clear_open()
 
     def _clear_open(self) -> None:
@@ -281,7 +282,8 @@ class NoticePolicy:
         return th
 
     def decide(self, scored: pd.DataFrame, *, positions: np.ndarray | None = None,
-               size: int | None = None, ts: np.ndarray | None = None) -> pd.DataFrame:
+               size: int | None = None, ts: np.ndarray | None = None,
+               context: Callable[[np.ndarray], np.ndarray] | None = None) -> pd.DataFrame:
         """Scored rows (verdict columns plus ``cls``) -> the verdict rows to write now.
 
         A batch may be given sparse: ``scored`` holds only the rows at ``positions``
@@ -290,6 +292,10 @@ class NoticePolicy:
         rows below their threshold are never written (unless every flow is, which needs
         the whole batch) and only move the stream's clock, so a batch of a million rows
         with a few thousand crossings is decided at the cost of those.
+
+        ``context`` (rows of ``scored`` -> their ``context`` cells) fills the context only
+        for the rows that become notices, once they are known: of the rows that cross a
+        threshold, most are suppressed or allow-listed and never written.
         """
         sparse = positions is not None
         if sparse and (size is None or ts is None):
@@ -326,14 +332,19 @@ class NoticePolicy:
                                          decision=decision))
         base = self._seq
         emitted = None
-        if self.config.suppress <= 0:
-            notice = candidate
-        else:
-            notice, emitted = self._suppress(out, loc, candidate, eff_ts, cm, base)
-            held = candidate & ~notice
-            if held.any():
-                decision[held if pos is None else held[pos]] = SUPPRESSED
-                out["decision"] = pd.Series(decision, dtype="str")
+        self._context = context
+        try:
+            if self.config.suppress <= 0:
+                notice = candidate
+                self._fill_context(out, np.flatnonzero(notice if pos is None else notice[pos]))
+            else:
+                notice, emitted = self._suppress(out, loc, candidate, eff_ts, cm, base)
+                held = candidate & ~notice
+                if held.any():
+                    decision[held if pos is None else held[pos]] = SUPPRESSED
+                    out["decision"] = pd.Series(decision, dtype="str")
+        finally:
+            self._context = None
         self._seq += b
         self._max_ts = float(cm[-1])
         self.decision = Decision(out, candidate, notice, cm, pos)
@@ -345,6 +356,15 @@ class NoticePolicy:
             return conform_verdicts(out[notice if pos is None else notice[pos]]
                                     .assign(notice=True, n=1))
         return emitted
+
+    def _fill_context(self, df: pd.DataFrame, rows: np.ndarray) -> None:
+        """Context cells of the given rows of ``df`` from the ``context`` given to
+        :meth:`decide` (nothing without one)."""
+        if self._context is None or not len(rows):
+            return
+        cells = df["context"].to_numpy(dtype=object, copy=True)
+        cells[rows] = self._context(rows)
+        df["context"] = pd.Series(cells, dtype=object)
 
     def _suppress(
         self,
@@ -419,6 +439,7 @@ class NoticePolicy:
                 p[ks] += 1
             active = ks
         self.suppressed += int(candidate.sum() - notice.sum())
+        self._fill_context(df, at(np.flatnonzero(notice)))  # before any record is taken
 
         touched = np.nonzero(cur_close >= 0)[0]
         done = touched[cur_close[touched] < b]

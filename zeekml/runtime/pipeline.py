@@ -229,15 +229,16 @@ def _score_all(flows: pd.DataFrame, scorers: Sequence[Scorer]) -> list[ScoreBatc
     return [first, *(job.result() for job in rest)]
 
 
-def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePolicy
-                ) -> pd.DataFrame:
+def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePolicy,
+                flagged_context: bool = False) -> pd.DataFrame:
     """Score a canonical flow batch with every scorer and decide: the rows to write now.
 
     Pure apart from the scorers' and the policy's own state (per-host windows,
     suppression windows), which is what makes consecutive batches one stream. The
-    context uids (costly lists) are built only for the rows that can be written: every
-    row with ``--all``, else the rows whose score crosses its threshold (notices, and
-    the suppressed or allow-listed crossings the policy may keep).
+    context uids (costly lists) are built only for the rows that are written: every row
+    with ``--all``, else the notices once the policy knows them, or with
+    ``flagged_context`` (incidents on: an incident shows the context of its strongest
+    flagged flow) every row whose score crosses its threshold.
     """
     batches = _score_all(flows, scorers)
     if policy.config.all_flows or not policy.sparse_ok:
@@ -265,9 +266,16 @@ def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePo
         card = policy.thresholds(light)
     rows = np.flatnonzero(crosses(score, card))
     scored = assemble(flows, batches, context=False, rows=rows)
-    fill_context(scored, batches, np.ones(len(scored), dtype=bool), rows)
     ts = np.repeat(flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan), k)
-    return policy.decide(scored, positions=rows, size=len(flows) * k, ts=ts)
+    if flagged_context:  # the incident tracker shows the context of any flagged flow
+        fill_context(scored, batches, np.ones(len(scored), dtype=bool), rows)
+        return policy.decide(scored, positions=rows, size=len(flows) * k, ts=ts)
+    ctxs = [b.extra.get("context") for b in batches]
+
+    def context(at: np.ndarray) -> np.ndarray:  # only the rows that become notices
+        return _pick_context(ctxs, len(flows), rows[at] // k, rows[at] % k)
+
+    return policy.decide(scored, positions=rows, size=len(flows) * k, ts=ts, context=context)
 
 
 # --------------------------------------------------------------------------- counters
@@ -411,7 +419,8 @@ class Pipeline:
     def _score(self, flows: pd.DataFrame) -> pd.DataFrame:
         if len(flows) == 0:
             return empty_verdicts()
-        verdicts = score_frame(flows, self.scorers, self.policy)
+        verdicts = score_frame(flows, self.scorers, self.policy,
+                               flagged_context=self.incidents is not None)
         self.counters.flows_scored += len(flows)
         self._write(verdicts)
         if self.incidents is not None and self.policy.decision is not None:
