@@ -282,3 +282,23 @@ def test_host_sides_per_distinct_equals_the_per_row_sides(key: str) -> None:
     assert (port.fillna(-1).to_numpy(dtype=np.int32) == peer_port).all()
     assert (np.asarray(is_orig) == orig).all()
     assert len(set(keys.tolist())) > 4  # the frame really mixes hosts and missing values
+
+
+@pytest.mark.parametrize("uids", [
+    ["C" + "a" * 17] * 5,  # Zeek's: all the same length (the block-copy path)
+    ["C" + "a" * 17] * 5 + ["Cxyz" * 4 + "ab"],
+    ["x" * 25] * 3,  # longer than 20 bytes: cut
+    ["abc", None, "abc"],  # missing -> empty
+    ["é" * 9] * 4,  # multi-byte UTF-8: 18 bytes each
+    ["é" * 11] * 2,  # 22 bytes each: cut at 20
+    ["", ""],
+    [],
+])
+def test_uid_bytes_are_the_first_20_utf8_bytes(uids: list[str | None]) -> None:
+    from zeekml.windows.host_window import uid_bytes
+
+    got = uid_bytes(pd.Series(uids, dtype="str"))
+    want = [(u or "").encode()[:20] for u in uids]
+    assert got.dtype == np.dtype("S20") and got.tolist() == want
+    sliced = pd.Series(["pad"] + uids, dtype="str").iloc[1:]  # an offset into the buffers
+    assert uid_bytes(sliced).tolist() == want

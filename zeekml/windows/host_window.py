@@ -245,6 +245,14 @@ def uid_bytes(uids: pd.Series) -> np.ndarray:
         width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
         offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset : arr.offset + n + 1]
         data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+        width_all = int(offsets[1] - offsets[0]) if n else 0
+        if (not arr.null_count and 0 < width_all <= UID_BYTES
+                and int(offsets[-1] - offsets[0]) == n * width_all
+                and bool((np.diff(offsets) == width_all).all())):
+            # every uid the same length (Zeek's are 18 characters): one block copy
+            start = int(offsets[0])
+            out[:, :width_all] = data[start : start + n * width_all].reshape(n, width_all)
+            return out.view(f"S{UID_BYTES}").ravel()
         lengths = np.minimum(np.diff(offsets), UID_BYTES)
         if arr.null_count:
             lengths[np.asarray(arr.is_null().to_numpy(zero_copy_only=False), bool)] = 0
