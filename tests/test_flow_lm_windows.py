@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from hypothesis import given, settings
@@ -88,3 +90,17 @@ def test_memory_is_bounded_by_max_keys() -> None:
     for i in range(0, 2000, 40):
         cw.push(df.iloc[i : i + 40].reset_index(drop=True), np.zeros(40, dtype=np.int64))
     assert len(cw.history) <= 100 and cw.history.evicted > 0
+
+
+def test_key_codes_factorize_like_pandas_in_first_appearance_order() -> None:
+    """The Arrow-side factorization of conversation keys gives pandas' codes and distinct
+    keys in the same order (the order new keys get their slots in the store)."""
+    from zeekml.sources.open import read_flows
+    from zeekml.windows.conversation import conversation_key_codes
+
+    df = next(iter(read_flows(str(Path(__file__).parents[1] / "zeekml/data/sample_conn.log"))))
+    keys = conversation_keys(df)
+    want_codes, want_uniques = pd.factorize(keys, use_na_sentinel=False)
+    codes, uniques = conversation_key_codes(df)
+    assert codes.tolist() == want_codes.tolist() and uniques.tolist() == list(want_uniques)
+    assert len(uniques) > 10

@@ -73,12 +73,24 @@ class ConversationWindow:
 
 def conversation_keys(flows: pd.DataFrame) -> np.ndarray:
     """The unordered host pair of each flow as one string (``a|b`` with ``a <= b``)."""
+    return np.asarray(_key_array(flows).to_numpy(zero_copy_only=False), dtype=object)
+
+
+def conversation_key_codes(flows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`conversation_keys` factorized: (code per row, the distinct keys in order of
+    first appearance, as ``pd.factorize`` gives them), hashed in Arrow: Python strings
+    are made for the distinct keys only."""
+    enc = _key_array(flows).dictionary_encode()
+    codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return codes, np.asarray(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _key_array(flows: pd.DataFrame) -> pa.Array:
     a = _text(flows["orig_h"])
     b = _text(flows["resp_h"])
     swap = pc.greater(a, b)  # UTF-8 byte order = code point order: as Python compares
     lo, hi = pc.if_else(swap, b, a), pc.if_else(swap, a, b)
-    return np.asarray(pc.binary_join_element_wise(lo, hi, pa.scalar("|", a.type))
-                      .to_numpy(zero_copy_only=False), dtype=object)
+    return pc.binary_join_element_wise(lo, hi, pa.scalar("|", a.type))
 
 
 def _text(column: pd.Series) -> pa.Array:
@@ -120,12 +132,15 @@ class ConversationWindows:
         ``keys`` overrides the host-pair key of each row (evaluation of random samples
         gives every sampled row a key of its own, so it is scored without history).
         """
+        factorized = None
         if keys is None:
-            keys = conversation_keys(flows)
+            factorized = conversation_key_codes(flows)
+            keys = factorized[1][factorized[0]]
         ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         uid_arr = uid_bytes(flows["uid"])
         codes = np.asarray(codes, dtype=np.int64)
-        seq = self.history.extend_seq(keys, {"ts": ts, "code": codes, "uid": uid_arr})
+        seq = self.history.extend_seq(keys, {"ts": ts, "code": codes, "uid": uid_arr},
+                                      factorized=factorized)
         valid = seq.valid
         code_w = seq.gather(seq.items["code"])
         ts_w = seq.ts

@@ -233,7 +233,8 @@ class KeyedHistory:
             wins[name] = win
         return wins, seq.valid
 
-    def extend_seq(self, keys: np.ndarray, values: dict[str, np.ndarray]) -> KeySequences:
+    def extend_seq(self, keys: np.ndarray, values: dict[str, np.ndarray], *,
+                   factorized: tuple[np.ndarray, np.ndarray] | None = None) -> KeySequences:
         """Append a batch like :meth:`extend`, but return the windows unassembled.
 
         Every field becomes one array of per-key segments, "the key's stored items (zero
@@ -242,6 +243,9 @@ class KeyedHistory:
         and one gather of the stored items per distinct key build it, instead of a gather
         from the batch and another from the store per window position; the caller gathers
         only the fields and the rows it needs (:meth:`KeySequences.gather`).
+
+        ``factorized``: the keys' ``(codes, distinct keys)`` in first-appearance order,
+        when the caller has them (saves hashing every row's key again).
         """
         b = len(keys)
         n = self.depth + 1
@@ -252,7 +256,10 @@ class KeyedHistory:
                 items={k: np.zeros((0, *s.shape), dtype=s.dtype) for k, s in self.fields.items()},
                 start=np.zeros(0, dtype=np.int64), valid=np.zeros((0, n), dtype=bool),
                 ts=np.zeros((0, n)))
-        codes, uniques = pd.factorize(np.asarray(keys, dtype=object), use_na_sentinel=False)
+        if factorized is None:
+            codes, uniques = pd.factorize(np.asarray(keys, dtype=object), use_na_sentinel=False)
+        else:
+            codes, uniques = factorized
         uniques = np.asarray(uniques, dtype=object)
         slots = self._slots_for(uniques)
         u = len(uniques)
