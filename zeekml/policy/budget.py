@@ -74,7 +74,8 @@ class CandidatePolicy(NoticePolicy):
     sparse_ok = False
 
     def decide(self, scored: pd.DataFrame, *, positions: np.ndarray | None = None,
-               size: int | None = None, ts: np.ndarray | None = None) -> pd.DataFrame:
+               size: int | None = None, ts: np.ndarray | None = None,
+               context: Callable[[np.ndarray], np.ndarray] | None = None) -> pd.DataFrame:
         if positions is not None:
             raise ValueError("calibration records every row: it needs the whole batch")
         self.decision = None
