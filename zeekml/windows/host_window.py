@@ -165,9 +165,10 @@ def host_sides(flows: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray, n
 
     Returns (host key ``str`` per row as an object array, missing -> ``""``; peer hash
     ``uint32`` as :func:`_hash32`; peer port ``int32``, missing -> -1; host is originator).
-    Both address columns are factorized together once, and the private-address test, the
-    hash and the ``local_dir`` key text are computed per distinct address (or address and
-    direction), never per row.
+    Each address column's factorization (shared with the other scorer, see
+    :func:`~zeekml.records.distinct.factorized`) is merged into one table of distinct
+    addresses, and the private-address test, the hash and the ``local_dir`` key text are
+    computed per distinct address (or address and direction), never per row.
     """
     n = len(flows)
     if key not in WINDOW_KEYS:
