@@ -148,11 +148,8 @@ def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch],
 
     def pick(values: list[Any], dtype: Any = None, fill: Any = None) -> np.ndarray:
         """Each row's value from its model's per-flow array (``fill`` for a model without)."""
-        if k == 1 and dense:
-            return np.asarray(values[0] if values[0] is not None else np.full(n, fill), dtype=dtype)
         if dense:
-            return np.stack([np.asarray(np.full(n, fill) if v is None else v, dtype=dtype)
-                             for v in values], axis=1).reshape(-1)
+            return _flow_major(values, n, dtype, fill)
         out = np.empty(m, dtype=dtype)
         for j, v in enumerate(values):
             sel = model_of == j
@@ -186,6 +183,14 @@ def assemble(flows: pd.DataFrame, batches: Sequence[ScoreBatch],
                                 _pick_context(ctx, n, flow_of, model_of), dtype=object)
     cols["cls"] = cls
     return pd.DataFrame(cols)
+
+
+def _flow_major(values: Sequence[Any], n: int, dtype: Any = None, fill: Any = None
+                ) -> np.ndarray:
+    """Per-model arrays of ``n`` flows as one flow-major array (flow 0's models, flow 1's
+    ...), ``fill`` for a model without values."""
+    arrays = [np.asarray(np.full(n, fill) if v is None else v, dtype=dtype) for v in values]
+    return arrays[0] if len(arrays) == 1 else np.stack(arrays, axis=1).reshape(-1)
 
 
 def _pick_context(ctx: list[Any], n: int, flow_of: np.ndarray, model_of: np.ndarray
@@ -252,30 +257,26 @@ def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePo
         return policy.decide(scored)
     # only rows that cross their threshold can be written: those are assembled and decided,
     # every other row is below its threshold and only moves the stream's clock
-    k = len(batches)
-    score = np.stack([np.asarray(b.score, dtype=np.float64) for b in batches], axis=1).reshape(-1)
-    card = np.stack([np.asarray(b.threshold, dtype=np.float64) for b in batches],
-                    axis=1).reshape(-1)
+    k, n = len(batches), len(flows)
+    score = _flow_major([b.score for b in batches], n, np.float64)
+    card = _flow_major([b.threshold for b in batches], n, np.float64)
     if policy.config.thresholds:
-        names = np.array([b.model for b in batches], dtype=object)
         light = pd.DataFrame({
-            "threshold": card,
-            "cls": np.stack([np.asarray(b.cls, dtype=object) for b in batches],
-                            axis=1).reshape(-1),
-            "model": np.tile(names, len(flows))})
+            "threshold": card, "cls": _flow_major([b.cls for b in batches], n, object),
+            "model": np.tile(np.array([b.model for b in batches], dtype=object), n)})
         card = policy.thresholds(light)
     rows = np.flatnonzero(crosses(score, card))
     scored = assemble(flows, batches, context=False, rows=rows)
     ts = np.repeat(flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan), k)
     if flagged_context:  # the incident tracker shows the context of any flagged flow
         fill_context(scored, batches, np.ones(len(scored), dtype=bool), rows)
-        return policy.decide(scored, positions=rows, size=len(flows) * k, ts=ts)
+        return policy.decide(scored, positions=rows, size=n * k, ts=ts)
     ctxs = [b.extra.get("context") for b in batches]
 
     def context(at: np.ndarray) -> np.ndarray:  # only the rows that become notices
-        return _pick_context(ctxs, len(flows), rows[at] // k, rows[at] % k)
+        return _pick_context(ctxs, n, rows[at] // k, rows[at] % k)
 
-    return policy.decide(scored, positions=rows, size=len(flows) * k, ts=ts, context=context)
+    return policy.decide(scored, positions=rows, size=n * k, ts=ts, context=context)
 
 
 # --------------------------------------------------------------------------- counters

@@ -66,9 +66,7 @@ class ConversationWindow:
         """``uids`` of the given rows (all with ``None``), empty where not valid."""
         if self._uids is not None:
             return self._uids if rows is None else self._uids[rows]
-        out = self.seq.gather(self.seq.items["uid"], rows)
-        out[~(self.valid if rows is None else self.valid[rows])] = b""
-        return out
+        return self.seq.gather_valid("uid", rows)  # valid is the sequences' valid
 
 
 def conversation_keys(flows: pd.DataFrame) -> np.ndarray:
@@ -142,9 +140,8 @@ class ConversationWindows:
         seq = self.history.extend_seq(keys, {"ts": ts, "code": codes, "uid": uid_arr},
                                       factorized=factorized)
         valid = seq.valid
-        code_w = seq.gather(seq.items["code"])
-        ts_w = seq.ts
-        code_w[~valid] = 0
+        code_w = seq.gather_valid("code")
+        ts_w = seq.ts  # gathered already
         ts_w[~valid] = 0.0
         # the flow itself is always present, even when its own ts is missing (the last
         # position of every window is the row's own item: its uid is there)

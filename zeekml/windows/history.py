@@ -99,6 +99,15 @@ class KeySequences:
         ``[B, n, ...]``, a fresh contiguous array."""
         return np.take(arr, self.index(rows), axis=0)
 
+    def gather_valid(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """The ``items`` field ``name`` as windows of the given (or all) rows, zero where
+        ``valid`` says the position holds none of the row's key's items."""
+        out = self.gather(self.items[name], rows)
+        invalid = ~(self.valid if rows is None else self.valid[rows])
+        np.copyto(out, np.zeros((), dtype=out.dtype),
+                  where=invalid.reshape(invalid.shape + (1,) * (out.ndim - 2)))
+        return out
+
 
 @dataclass(frozen=True)
 class FieldSpec:
@@ -224,13 +233,8 @@ class KeyedHistory:
         itself last), zero where not valid, and ``valid`` is a ``[B, depth + 1]`` bool mask.
         """
         seq = self.extend_seq(keys, values)
-        invalid = ~seq.valid
-        wins: dict[str, np.ndarray] = {}
-        for name, arr in seq.items.items():
-            win = seq.gather(arr) if name != "ts" else seq.ts
-            np.copyto(win, np.zeros((), dtype=win.dtype),
-                      where=invalid.reshape(invalid.shape + (1,) * (win.ndim - 2)))
-            wins[name] = win
+        wins = {name: seq.gather_valid(name) for name in seq.items if name != "ts"}
+        wins["ts"] = np.where(seq.valid, seq.ts, 0.0)  # gathered already
         return wins, seq.valid
 
     def extend_seq(self, keys: np.ndarray, values: dict[str, np.ndarray], *,

@@ -89,10 +89,7 @@ class Windows:
         """``uids`` of the given rows (all with ``None``), empty where not valid."""
         if self._uids is not None or self._assemble is None:
             return self.uids if rows is None else self.uids[rows]
-        seq = self._assemble.seq
-        out = seq.gather(seq.items["uid"], rows)
-        out[~(self.mask if rows is None else self.mask[rows])] = b""
-        return out
+        return self._assemble.seq.gather_valid("uid", rows)  # mask is the sequences' valid
 
 
 @dataclass
