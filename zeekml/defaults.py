@@ -17,6 +17,8 @@ TAIL_BATCH_ROWS = 16384
 #: windows per onnxruntime call: with both models side by side on 2 cores, 2,048 gave
 #: 100-105k flows/s on the 1M-flow benchmark file, 4,096 95-97k (alternating runs)
 MODEL_BATCH = 2048
+#: input pieces (about one batch each) ``score`` reads ahead while it scores (0: none)
+READ_AHEAD = 1
 #: hosts whose windows are kept (the least recently seen are evicted beyond it)
 MAX_HOSTS = 1_000_000
 #: seconds of silence after which a host's window is dropped

@@ -56,6 +56,7 @@ from zeekml.sinks.base import Delivery, RunContext, Sink, call_optional, sink_de
 from zeekml.sources.background import Background
 from zeekml.sources.generation import Generation, identify, match_cursor
 from zeekml.sources.options import ReadOptions
+from zeekml.sources.prefetch import prefetched
 from zeekml.sources.rotation import earlier_generations, is_live_name
 from zeekml.sources.skips import SkipLog
 from zeekml.sources.stream import read_pieces
@@ -601,6 +602,8 @@ class RunOptions:
     archive: str | None = None
     #: with --state: rotated generations modified longer ago than this are not looked at
     lookback: float = defaults.LOOKBACK_SECONDS
+    #: input pieces read ahead in a helper thread while the current one is scored
+    read_ahead: int = defaults.READ_AHEAD
 
     def __post_init__(self) -> None:
         if not isinstance(self.read, ReadOptions):
@@ -612,6 +615,8 @@ class RunOptions:
             raise ConfigError(f"max_cursors must be >= 1, got {self.max_cursors}")
         if not (self.lookback > 0 and not math.isnan(self.lookback)):
             raise ConfigError(f"lookback must be > 0 seconds, got {self.lookback}")
+        if not 0 <= self.read_ahead <= 8:
+            raise ConfigError(f"read_ahead must be 0..8 pieces, got {self.read_ahead}")
         if self.archive is not None and not str(self.archive):
             raise ConfigError("archive must name a directory")
 
@@ -713,8 +718,11 @@ def score_inputs(
                     cursors.put(key, cursor)
                     changed = True
                     continue
-            pieces = read_pieces(path, cursor, skips, opts.read, final=final,
-                                 hold_partial=store is not None, gen=gen)
+            # the next piece is parsed while this one is scored; each piece's cursor is
+            # committed only after that piece is processed (zeekml.sources.prefetch)
+            pieces = prefetched(read_pieces(path, cursor, skips, opts.read, final=final,
+                                            hold_partial=store is not None, gen=gen),
+                                opts.read_ahead)
             try:
                 for piece in pieces:
                     changed = True
@@ -732,6 +740,8 @@ def score_inputs(
                 if skips.strict:
                     raise
                 counters.unreadable.append(str(exc))
+            finally:
+                pieces.close()  # stops the read-ahead and closes the input
         unreadable = counters.unreadable_error(others_scored=False)
         if unreadable is not None and len(counters.unreadable) == len(plan):
             raise unreadable  # no input was readable: the outputs stay as they were
