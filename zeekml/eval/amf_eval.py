@@ -96,7 +96,8 @@ def _score_file(scorer: Any, path: str, options: Any = None
     sampled = sniff_path(path) == "cicflowmeter_csv"
     w0 = scorer.windows
     scorer.windows = HostWindows(w0.n, w0.key, max_hosts=scorer.options.max_hosts,
-                                 idle_timeout=scorer.options.idle_timeout)
+                                 idle_timeout=scorer.options.idle_timeout,
+                                 fanout=w0.fanout is not None)
     probs, frames = [], []
     for batch in pair_batches(read_flows(path, options=options), options):
         w = scorer.windows.push(batch, flow_features(batch))

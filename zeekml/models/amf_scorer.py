@@ -39,7 +39,13 @@ from zeekml.models.card import ModelCard
 from zeekml.models.context import uid_lists
 from zeekml.models.registry import ScorerOptions
 from zeekml.models.session import open_session
-from zeekml.windows.host_window import WINDOW_FEATURES, WINDOW_KEYS, HostWindows, Windows
+from zeekml.windows.host_window import (
+    FANOUT_WINDOW_FEATURES,
+    WINDOW_FEATURES,
+    WINDOW_KEYS,
+    HostWindows,
+    Windows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +59,11 @@ def validate_card(card: ModelCard) -> tuple[list[str], int, str]:
     if card.kind != KIND:
         raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
     feats = card.require("features", list)
-    if feats != list(WINDOW_FEATURES):
+    if feats not in (list(WINDOW_FEATURES), list(FANOUT_WINDOW_FEATURES)):
         raise ModelError(
             f"{card.path}: the model was trained on a different feature list "
-            f"({len(feats)} features) than this zeekml computes ({len(WINDOW_FEATURES)}); "
-            "retrain it with this version"
+            f"({len(feats)} features) than this zeekml computes ({len(WINDOW_FEATURES)}, or "
+            f"{len(FANOUT_WINDOW_FEATURES)} with fan-out); retrain it with this version"
         )
     window = card.require("window", int)
     if not 1 <= window <= MAX_WINDOW:
@@ -76,10 +82,15 @@ def validate_card(card: ModelCard) -> tuple[list[str], int, str]:
     return classes, window, key
 
 
+def uses_fanout(card: ModelCard) -> bool:
+    """Whether a (validated) card's features include the fan-out ones."""
+    return card.require("features", list) == list(FANOUT_WINDOW_FEATURES)
+
+
 def _check_graph(sess: ort.InferenceSession, card: ModelCard, window: int, n_classes: int) -> None:
     ins = {i.name: i.shape for i in sess.get_inputs()}
     outs = {o.name: o.shape for o in sess.get_outputs()}
-    nf = len(WINDOW_FEATURES)
+    nf = len(card.require("features", list))
     if set(ins) != {"x", "mask"} or not {"probs", "attention"} <= set(outs):
         raise ModelError(
             f"{card.onnx_path}: graph inputs {sorted(ins)} / outputs {sorted(outs)}, expected "
@@ -129,7 +140,8 @@ class AmfScorer:
         self.session = open_session(card.onnx_path, options.threads)
         _check_graph(self.session, card, window, len(classes))
         self.windows = HostWindows(
-            window, key, max_hosts=options.max_hosts, idle_timeout=options.idle_timeout
+            window, key, max_hosts=options.max_hosts, idle_timeout=options.idle_timeout,
+            fanout=uses_fanout(card),
         )
         self._thr = np.array([card.threshold_for(c) for c in classes], dtype=np.float64)
         self._names = np.array(classes, dtype=object)

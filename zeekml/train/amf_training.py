@@ -51,7 +51,7 @@ from zeekml.train.amf_thresholds import (
 )
 from zeekml.train.datasets import WindowSet, captures_from_files, corpus_windows
 from zeekml.train.export import check_parity, export_onnx
-from zeekml.windows.host_window import WINDOW_FEATURES
+from zeekml.windows.host_window import window_features
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class AmfTrainRequest:
     threads: int = defaults.THREADS
     lr: float = 1e-3
     ensemble: int = 1
+    #: windows also carry each flow's fan-out (zeekml.windows.fanout)
+    fanout: bool = False
     baselines: bool = True
     alpha: float = DEFAULT_ALPHA
     #: a class is emitted only when this many training captures hold it (None: 3 with a
@@ -186,7 +188,7 @@ def train(req: AmfTrainRequest) -> int:
                                    reader=lambda path: read_table([path], options=req.read))
     labeled = [c for c in caps if c.labeled]
     unlabeled = [c for c in caps if not c.labeled]
-    ws = corpus_windows(labeled, req.window, key)
+    ws = corpus_windows(labeled, req.window, key, req.fanout)
     flows_of = {c.name: c.flows for c in labeled}
     trainable = ws.y >= 0
     log.info("%d windows (%d labeled) in %d labeled captures, %d unlabeled captures",
@@ -252,7 +254,7 @@ def train(req: AmfTrainRequest) -> int:
     frames.append(amf_loco.oof_frame(ws, flows_of, "amf_lstm", decisions["amf"], base_name,
                                      decisions.get("hgb", _empty_decisions(len(ws)))))
     if unlabeled:
-        uw = corpus_windows(unlabeled, req.window, key)
+        uw = corpus_windows(unlabeled, req.window, key, req.fanout)
         u_probs = amf_lstm.predict(final, uw.x, uw.mask)[0]
         u_dec = amf_loco.decide(uw, u_probs, {c.name: thresholds for c in unlabeled})
         u_flows = {c.name: c.flows for c in unlabeled}
@@ -298,7 +300,7 @@ def train(req: AmfTrainRequest) -> int:
         "inputs": {"x": "[batch, window, features] float32, raw (normalized inside the graph)",
                    "mask": "[batch, window] float32 (1 = valid position)"},
         "outputs": {"probs": "[batch, classes]", "attention": "[batch, window]"},
-        "features": list(WINDOW_FEATURES),
+        "features": list(window_features(req.fanout)),
         "window": int(req.window),
         "window_key": key,
         "classes": list(CLASSES),

@@ -162,20 +162,17 @@ def _expand(paths: Sequence[str | Path]) -> list[str]:
         return out
 
 
-def capture_windows(cap: Capture, n: int, key: str) -> WindowSet:
+def capture_windows(cap: Capture, n: int, key: str, fanout: bool = False) -> WindowSet:
     """Windows of one capture's labeled flows (fresh HostWindows, file order)."""
     df = cap.flows
     feats = flow_features(df)
-    hw = HostWindows(n, key, max_hosts=1_000_000, idle_timeout=3600.0)
+    hw = HostWindows(n, key, max_hosts=1_000_000, idle_timeout=3600.0, fanout=fanout)
     w = hw.push(df, feats)
-    x, mask = w.x, w.mask
     if cap.sampled:
         # random samples: no real history. Keep only the flow itself, which is the
-        # window a host's first flow has (the last position is the same either way).
-        x = x.copy()
-        mask = mask.copy()
-        x[:, :-1, :] = 0.0
-        mask[:, :-1] = False
+        # window a host's first flow has.
+        w = standalone(w)
+    x, mask = w.x, w.mask
     binary, y = targets(df, CLASSES)
     keep = binary >= 0
     return WindowSet(
@@ -184,9 +181,9 @@ def capture_windows(cap: Capture, n: int, key: str) -> WindowSet:
     )
 
 
-def build_windows(caps: Sequence[Capture], n: int, key: str) -> WindowSet:
+def build_windows(caps: Sequence[Capture], n: int, key: str, fanout: bool = False) -> WindowSet:
     """Windows of every capture, concatenated (captures stay contiguous)."""
-    parts = [capture_windows(c, n, key) for c in caps]
+    parts = [capture_windows(c, n, key, fanout) for c in caps]
     return WindowSet(
         x=np.concatenate([p.x for p in parts]),
         mask=np.concatenate([p.mask for p in parts]),
@@ -208,7 +205,7 @@ def stream_of(flows: pd.DataFrame) -> np.ndarray:
     return pd.factorize(np.asarray(names, dtype=object)[codes])[0]
 
 
-def corpus_capture_windows(cap, n: int, key: str) -> WindowSet:
+def corpus_capture_windows(cap, n: int, key: str, fanout: bool = False) -> WindowSet:
     """Windows of *every* row of a corpus capture (:class:`zeekml.eval.corpus.Capture`),
     in the capture's row order, as ``zeekml score`` would build them.
 
@@ -229,7 +226,7 @@ def corpus_capture_windows(cap, n: int, key: str) -> WindowSet:
     for idx, alone in parts:
         if not len(idx):
             continue
-        hw = HostWindows(n, key, max_hosts=1_000_000, idle_timeout=3600.0)
+        hw = HostWindows(n, key, max_hosts=1_000_000, idle_timeout=3600.0, fanout=fanout)
         sub = df.iloc[idx].reset_index(drop=True)
         w = standalone(hw.push(sub, feats[idx])) if alone else hw.push(sub, feats[idx])
         if x is None:
@@ -243,9 +240,9 @@ def corpus_capture_windows(cap, n: int, key: str) -> WindowSet:
                      row=np.arange(n_rows, dtype=np.int64))
 
 
-def corpus_windows(caps, n: int, key: str) -> WindowSet:
+def corpus_windows(caps, n: int, key: str, fanout: bool = False) -> WindowSet:
     """:func:`corpus_capture_windows` of every capture, concatenated (captures contiguous)."""
-    parts = [corpus_capture_windows(c, n, key) for c in caps]
+    parts = [corpus_capture_windows(c, n, key, fanout) for c in caps]
     return WindowSet(
         x=np.concatenate([p.x for p in parts]),
         mask=np.concatenate([p.mask for p in parts]),

@@ -34,9 +34,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from zeekml.features.flow_stats import FEATURES, N_FEATURES
+from zeekml.errors import StateError
+from zeekml.features.flow_stats import FEATURES
 from zeekml.records.addresses import is_private, private_values
 from zeekml.records.distinct import factorized, per_distinct
+from zeekml.windows.fanout import FANOUT_FEATURES, FanoutHistory, alone
 from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
 
 WINDOW_KEYS = ("orig", "resp", "local", "local_dir")
@@ -44,7 +46,15 @@ RELATIONAL_FEATURES: tuple[str, ...] = (
     "log_dt", "same_peer", "same_peer_port", "same_service_port", "host_is_orig", "peer_repeat",
 )
 WINDOW_FEATURES: tuple[str, ...] = FEATURES + RELATIONAL_FEATURES
+#: the window features of a model that also sees each flow's fan-out
+#: (:mod:`zeekml.windows.fanout`): the flow's own features, its fan-out, the relations
+FANOUT_WINDOW_FEATURES: tuple[str, ...] = FEATURES + FANOUT_FEATURES + RELATIONAL_FEATURES
 UID_BYTES = 20
+
+
+def window_features(fanout: bool) -> tuple[str, ...]:
+    """The per-position feature names of a window, in order."""
+    return FANOUT_WINDOW_FEATURES if fanout else WINDOW_FEATURES
 
 
 class Windows:
@@ -100,6 +110,7 @@ class _Assembly:
 
     seq: KeySequences
     wide: np.ndarray
+    n_flow: int  # columns of a flow's own features (the relational ones follow)
 
     def x(self, start: int, stop: int) -> np.ndarray:
         seq = self.seq
@@ -108,7 +119,7 @@ class _Assembly:
         valid = seq.valid[rows]
         x = np.take(self.wide, idx, axis=0)
         m = np.take(seq.items["meta"], idx, axis=0)
-        rel = x[:, :, N_FEATURES:]  # a view: the relational features are written in place
+        rel = x[:, :, self.n_flow:]  # a view: the relational features are written in place
         ts_w = seq.ts[rows]
         rel[:, :, 0] = np.log1p(np.maximum(ts_w[:, -1:] - ts_w, 0.0))
         np.equal(m[:, :, 0], m[:, -1:, 0], out=rel[:, :, 1], casting="unsafe")
@@ -214,10 +225,14 @@ def standalone(w: Windows) -> Windows:
     relations to itself hold as they are; "peer seen earlier" looks at nothing.
     """
     x, mask, uids = w.x.copy(), w.mask.copy(), w.uids.copy()
+    names = window_features(x.shape[2] == len(FANOUT_WINDOW_FEATURES))
     x[:, :-1, :] = 0.0
     mask[:, :-1] = False
     uids[:, :-1] = b""
-    x[:, -1, WINDOW_FEATURES.index("peer_repeat")] = 0.0
+    x[:, -1, names.index("peer_repeat")] = 0.0
+    if names is FANOUT_WINDOW_FEATURES:  # its fan-out: that of a flow seen alone
+        fan = names.index(FANOUT_FEATURES[0])
+        x[:, -1, fan : fan + len(FANOUT_FEATURES)] = alone(x[:, -1, names.index("no_reply")] > 0)
     return Windows(x=x, mask=mask, uids=uids)
 
 
@@ -285,6 +300,7 @@ class HostWindows:
         *,
         max_hosts: int = 1_000_000,
         idle_timeout: float = 3600.0,
+        fanout: bool = False,
     ) -> None:
         if n < 1:
             raise ValueError(f"window length n must be >= 1, got {n}")
@@ -292,10 +308,14 @@ class HostWindows:
             raise ValueError(f"window key must be one of {', '.join(WINDOW_KEYS)}, got {key!r}")
         self.n = n
         self.key = key
+        #: per-position feature names of the windows :meth:`push` returns
+        self.features = window_features(fanout)
+        self.fanout = FanoutHistory(max_keys=max_hosts) if fanout else None
+        self._n_flow = len(self.features) - len(RELATIONAL_FEATURES)
         self.history = KeyedHistory(
             n - 1,
             {
-                "feat": FieldSpec(np.dtype(np.float16), (N_FEATURES,)),
+                "feat": FieldSpec(np.dtype(np.float16), (self._n_flow,)),
                 # peer hash, peer port, service (responder) port, host is originator:
                 # one int32 block, gathered in one operation
                 "meta": FieldSpec(np.dtype(np.int32), (4,)),
@@ -304,6 +324,13 @@ class HostWindows:
             max_keys=max_hosts,
             idle_timeout=idle_timeout,
         )
+
+    @property
+    def depth(self) -> int:
+        """Previous flows of a key that a window's values depend on: the window's ``n - 1``,
+        plus, with fan-out, the fan-out history of the oldest of them (the Spark engine
+        precedes a cut of a key's flows with this many)."""
+        return self.history.depth + (self.fanout.depth if self.fanout is not None else 0)
 
     def push(self, flows: pd.DataFrame, feats: np.ndarray) -> Windows:
         """Append a canonical flow batch (with its :func:`flow_features`) in row order."""
@@ -315,14 +342,42 @@ class HostWindows:
         meta[:, 1] = port
         meta[:, 2] = flows["resp_p"].fillna(-1).to_numpy(dtype=np.int32)
         meta[:, 3] = is_orig
+        coded = None
+        if self.fanout is not None:
+            codes, uniques = pd.factorize(np.asarray(keys, dtype=object), use_na_sentinel=False)
+            coded = (codes, np.asarray(uniques, dtype=object))
+            feats = np.concatenate([feats, self.fanout.push(
+                keys, ts, peer_hash, _service(feats, meta[:, 2]),
+                feats[:, FEATURES.index("no_reply")] > 0, factorized=coded)], axis=1)
         values = {"ts": ts, "feat": feats.astype(np.float16), "meta": meta, "uid": uid_bytes(flows["uid"])}
-        seq = self.history.extend_seq(keys, values)
-        wide = np.empty((len(seq.items["feat"]), len(WINDOW_FEATURES)), dtype=np.float32)
-        wide[:, :N_FEATURES] = seq.items["feat"]
-        return Windows(None, seq.valid, assemble=_Assembly(seq, wide))
+        seq = self.history.extend_seq(keys, values, factorized=coded)
+        wide = np.empty((len(seq.items["feat"]), len(self.features)), dtype=np.float32)
+        wide[:, : self._n_flow] = seq.items["feat"]
+        return Windows(None, seq.valid, assemble=_Assembly(seq, wide, self._n_flow))
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return self.history.state_dict()
+        state = self.history.state_dict()
+        if self.fanout is not None:
+            state.update({_FANOUT + k: v for k, v in self.fanout.state_dict().items()})
+        return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.history.load_state_dict(state)
+        own = {k: v for k, v in state.items() if not k.startswith(_FANOUT)}
+        if self.fanout is not None:
+            fan = {k[len(_FANOUT):]: v for k, v in state.items() if k.startswith(_FANOUT)}
+            if not fan:
+                raise StateError("window state lacks the fan-out history this model uses")
+            self.fanout.load_state_dict(fan)
+        self.history.load_state_dict(own)
+
+
+#: prefix of the fan-out history's arrays in a window state
+_FANOUT = "fanout_"
+
+
+def _service(feats: np.ndarray, resp_port: np.ndarray) -> np.ndarray:
+    """A flow's service as one int32: responder port and protocol (tcp, udp, icmp, other)."""
+    proto = np.zeros(len(feats), dtype=np.int32)
+    for code, name in enumerate(("proto_tcp", "proto_udp", "proto_icmp"), start=1):
+        proto[feats[:, FEATURES.index(name)] > 0] = code
+    return resp_port.astype(np.int32) * 4 + proto

@@ -5,8 +5,8 @@ This module holds everything the Spark engine assumes about scorers, in one plac
 * a scorer's state is one :class:`~zeekml.windows.host_window.HostWindows` (keyed by a
   host: ``orig``, ``resp`` or ``local``) or one
   :class:`~zeekml.windows.conversation.ConversationWindows` (keyed by the host pair),
-  held as an attribute, or no state at all (:func:`state_layout`); a window holds the
-  key's previous ``history.depth`` flows;
+  held as an attribute, or no state at all (:func:`state_layout`); a window depends on
+  the key's previous ``depth`` flows (``HostWindows.depth``, ``history.depth``);
 * a flow's key is what :func:`state_keys` computes, with the functions those window
   stores use themselves;
 * ``scorer.state_dict()`` of a fresh scorer is its empty state, and
@@ -80,7 +80,7 @@ def state_layout(scorer: Scorer) -> tuple[str, int]:
     found = set()
     for value in vars(scorer).values():
         if isinstance(value, HostWindows):
-            found.add((value.key, value.history.depth))
+            found.add((value.key, value.depth))
         elif isinstance(value, ConversationWindows):
             found.add(("pair", value.history.depth))
     if len(found) == 1:

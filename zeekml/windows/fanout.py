@@ -1,0 +1,101 @@
+"""Fan-out of a host on one service: how many of its recent flows went to that service,
+to how many distinct peers, and how many went unanswered.
+
+The AMF-LSTM's window holds a host's last ``n = 10`` flows, which says "ten different
+peers on one port" but cannot tell ten from two hundred. A scan, a worm or a
+peer-to-peer botnet (the bundled sample's udp/16464 host: 207 flows to 202 addresses,
+140 unanswered) differs from a busy client in exactly that scale. These three features
+look further back, over the same window key's last :data:`FANOUT_DEPTH` flows within
+:data:`FANOUT_HORIZON` seconds, and are computed for each flow when it is current, then
+stored with its other features, so every window position carries the fan-out its flow
+had.
+
+``log_fanout_flows``   ``log1p`` of the flows among them (the current one included) to
+                       the current flow's service (protocol and responder port);
+``log_fanout_peers``   ``log1p`` of the distinct peers among those flows;
+``fanout_unanswered``  the share of those flows that got no reply.
+
+Only the last flows of the *same key* are looked at, so the features are exact under
+any cut of the stream that keeps a key's flows together with their
+:data:`FANOUT_DEPTH` predecessors (the Spark engine's chunks do: see
+:meth:`~zeekml.windows.host_window.HostWindows.depth`). No address identity enters:
+peers are compared by a 32-bit hash.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zeekml.windows.history import FieldSpec, KeyedHistory
+
+FANOUT_FEATURES: tuple[str, ...] = ("log_fanout_flows", "log_fanout_peers", "fanout_unanswered")
+#: previous flows of the key looked at (the window is these and the current flow)
+FANOUT_DEPTH = 31
+#: seconds: flows further from the current one (by ``ts``) do not count
+FANOUT_HORIZON = 600.0
+
+_NO_PEER = np.int64(1) << 40  # sorts after every 32-bit peer hash
+
+
+class FanoutHistory:
+    """Per-key store of the last :data:`FANOUT_DEPTH` flows' (ts, peer, service, reply)."""
+
+    def __init__(self, *, max_keys: int, depth: int = FANOUT_DEPTH,
+                 horizon: float = FANOUT_HORIZON) -> None:
+        self.history = KeyedHistory(
+            depth,
+            {
+                # peer hash, service (protocol and responder port), no reply
+                "meta": FieldSpec(np.dtype(np.int32), (3,)),
+            },
+            max_keys=max_keys,
+            idle_timeout=horizon,  # a position further away in time is not valid
+        )
+
+    @property
+    def depth(self) -> int:
+        return self.history.depth
+
+    def push(self, keys: np.ndarray, ts: np.ndarray, peer_hash: np.ndarray,
+             service: np.ndarray, no_reply: np.ndarray,
+             factorized: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Append a batch (rows in arrival order); return its ``[B, 3]`` float32 features
+        in :data:`FANOUT_FEATURES` order."""
+        b = len(keys)
+        meta = np.empty((b, 3), dtype=np.int32)
+        meta[:, 0] = peer_hash.view(np.int32)
+        meta[:, 1] = service
+        meta[:, 2] = no_reply
+        seq = self.history.extend_seq(keys, {"ts": ts, "meta": meta}, factorized=factorized)
+        out = np.zeros((b, len(FANOUT_FEATURES)), dtype=np.float32)
+        if b == 0:
+            return out
+        m = seq.gather(seq.items["meta"])  # [B, n, 3]
+        same = seq.valid & (m[:, :, 1] == m[:, -1:, 1])  # the current position always is
+        flows = same.sum(axis=1)
+        peers = np.where(same, m[:, :, 0].astype(np.int64), _NO_PEER)
+        peers.sort(axis=1)
+        first = np.ones(peers.shape, dtype=bool)
+        first[:, 1:] = peers[:, 1:] != peers[:, :-1]
+        distinct = (first & (peers != _NO_PEER)).sum(axis=1)
+        unanswered = (same & (m[:, :, 2] != 0)).sum(axis=1)
+        out[:, 0] = np.log1p(flows)
+        out[:, 1] = np.log1p(distinct)
+        out[:, 2] = unanswered / flows
+        return out
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.history.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.history.load_state_dict(state)
+
+
+def alone(no_reply: np.ndarray) -> np.ndarray:
+    """The features of flows seen without any history (one flow, one peer): for rows that
+    are random samples, whose neighbours in the file are not their host's flows."""
+    out = np.empty((len(no_reply), len(FANOUT_FEATURES)), dtype=np.float32)
+    out[:, 0] = np.log1p(1.0)
+    out[:, 1] = np.log1p(1.0)
+    out[:, 2] = np.asarray(no_reply, dtype=np.float32)
+    return out
