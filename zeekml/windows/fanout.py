@@ -34,9 +34,6 @@ FANOUT_DEPTH = 31
 #: seconds: flows further from the current one (by ``ts``) do not count
 FANOUT_HORIZON = 600.0
 
-_NO_PEER = np.int64(1) << 40  # sorts after every 32-bit peer hash
-
-
 class FanoutHistory:
     """Per-key store of the last :data:`FANOUT_DEPTH` flows' (ts, peer, service, reply)."""
 
@@ -73,11 +70,11 @@ class FanoutHistory:
         m = seq.gather(seq.items["meta"])  # [B, n, 3]
         same = seq.valid & (m[:, :, 1] == m[:, -1:, 1])  # the current position always is
         flows = same.sum(axis=1)
-        peers = np.where(same, m[:, :, 0].astype(np.int64), _NO_PEER)
+        # positions of other services take the current flow's own peer, which is counted
+        # anyway: the distinct values of the row are then exactly the distinct peers
+        peers = np.where(same, m[:, :, 0], m[:, -1:, 0])
         peers.sort(axis=1)
-        first = np.ones(peers.shape, dtype=bool)
-        first[:, 1:] = peers[:, 1:] != peers[:, :-1]
-        distinct = (first & (peers != _NO_PEER)).sum(axis=1)
+        distinct = 1 + (peers[:, 1:] != peers[:, :-1]).sum(axis=1)
         unanswered = (same & (m[:, :, 2] != 0)).sum(axis=1)
         out[:, 0] = np.log1p(flows)
         out[:, 1] = np.log1p(distinct)
