@@ -61,6 +61,22 @@ def test_counts_flows_peers_and_unanswered_on_the_flows_service() -> None:
     assert first["unanswered"] == pytest.approx(12 / 16)
 
 
+def test_only_flows_the_host_started_count() -> None:
+    """A server's clients (fan-in) are not its fan-out: received flows get the values of a
+    flow alone and never count for the flows the host starts."""
+    rows = [(float(i), f"198.51.100.{i}", "10.0.0.5", 443, "tcp", 3) for i in range(20)]
+    df = _flows(rows)
+    df["local_orig"], df["local_resp"] = False, True  # 20 clients reach 10.0.0.5:443
+    started = _flows([(30.0 + i, "10.0.0.5", f"203.0.113.{i}", 443, "tcp", 0) for i in range(3)])
+    both = pd.concat([df, started], ignore_index=True)
+    for key in ("local", "local_dir"):  # one window for both directions, or one each
+        hw = HostWindows(10, key, fanout=True)
+        x = hw.push(both, flow_features(both)).x[:, -1, :][:, FAN]
+        assert np.allclose(x[:20, :2], np.log1p(1), atol=1e-3)  # features are stored as float16
+        assert np.allclose(np.expm1(x[20:, 1]), [1, 2, 3], atol=0.01)
+        assert np.allclose(x[20:, 2], 1.0)
+
+
 def test_flows_beyond_the_horizon_do_not_count() -> None:
     gap = FANOUT_HORIZON + 1
     rows = [(0.0, "10.0.0.5", "198.51.100.1", 23, "tcp", 0),

@@ -348,7 +348,7 @@ class HostWindows:
             coded = (codes, np.asarray(uniques, dtype=object))
             feats = np.concatenate([feats, self.fanout.push(
                 keys, ts, peer_hash, _service(feats, meta[:, 2]),
-                feats[:, FEATURES.index("no_reply")] > 0, factorized=coded)], axis=1)
+                feats[:, FEATURES.index("no_reply")] > 0, is_orig, factorized=coded)], axis=1)
         values = {"ts": ts, "feat": feats.astype(np.float16), "meta": meta, "uid": uid_bytes(flows["uid"])}
         seq = self.history.extend_seq(keys, values, factorized=coded)
         wide = np.empty((len(seq.items["feat"]), len(self.features)), dtype=np.float32)
