@@ -113,7 +113,8 @@ def corpus_run(tmp_path_factory) -> tuple[Path, Path]:
     ]}))
     out = tmp / "c.onnx"
     rc = main(["train", "amf", "--corpus", str(corpus), "--out", str(out), "--epochs", "2", "--hidden", "8",
-               "--samples-per-epoch", "2000", "--seed", "2", "--threads", "1"])
+               "--samples-per-epoch", "2000", "--seed", "2", "--threads", "1",
+               "--drop-contradicted-labels"])
     assert rc == 0
     return out, corpus
 
@@ -173,6 +174,12 @@ def test_corpus_card_reports_loco_side_by_side(corpus_run) -> None:
     assert card.data["metrics"]["presumed_benign_unlabeled"]["sample"]["rows"] == 360
     md = out.with_name("c.md").read_text()
     assert "single_flow_tree" in md and "NOT met" in md and "c.loco.parquet" in md
+    # benign labels a capture contradicts: none in these captures, and the card says so
+    for name in ("amf_lstm", "single_flow_tree"):
+        c = lo[name]["contradicted_benign"]
+        assert c["flows"] == 0 and c["flagged"] == 0
+        assert c["fpr_if_benign"] == pytest.approx(lo[name]["binary"]["fpr"])
+    assert "counting the 0 contradicted benign labels as benign" in md
 
 
 def test_corpus_partial_loco_folds(corpus_run, tmp_path) -> None:

@@ -50,7 +50,8 @@ def run_amf(args: argparse.Namespace) -> int:
         window=args.window, hidden=args.hidden, epochs=args.epochs,
         samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, seed=args.seed,
         key=args.key or t.DEFAULT_KEY, threads=args.threads, lr=args.lr,
-        ensemble=args.ensemble, fanout=args.fanout, baselines=args.baselines,
+        ensemble=args.ensemble, fanout=args.fanout, drop_contradicted=args.drop_contradicted,
+        baselines=args.baselines,
         alpha=t.DEFAULT_ALPHA if args.alpha is None else args.alpha,
         min_class_captures=args.min_class_captures,
         folds=tuple(args.folds) if args.folds else None,
@@ -140,6 +141,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="windows also carry each flow's fan-out: flows, distinct peers and "
                           "unanswered share on its service among the key's last 32 flows "
                           "within 10 minutes (default: off)")
+    amf.add_argument("--drop-contradicted-labels", dest="drop_contradicted",
+                     action=argparse.BooleanOptionalAction, default=False,
+                     help="leave out of training and of every figure a benign label whose host "
+                          "pair's other labeled flows in the capture are >= 90%% malicious "
+                          "(at least 10); the card also reports the FPR with them counted "
+                          "(default: off)")
     amf.add_argument("--threads", type=int, default=defaults.THREADS,
                      help="torch threads (default %(default)s)")
     amf.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")

@@ -39,7 +39,7 @@ import pandas as pd
 from zeekml import defaults
 from zeekml.errors import ConfigError
 from zeekml.models.card import sha256_file, write_card
-from zeekml.records.labels import CLASSES, label_mapping
+from zeekml.records.labels import CLASSES, label_mapping, targets
 from zeekml.sources.options import ReadOptions
 from zeekml.train import amf_loco, amf_lstm, baselines
 from zeekml.train.amf_thresholds import (
@@ -49,7 +49,12 @@ from zeekml.train.amf_thresholds import (
     attack_view,
     calibrate,
 )
-from zeekml.train.datasets import WindowSet, captures_from_files, corpus_windows
+from zeekml.train.datasets import (
+    WindowSet,
+    captures_from_files,
+    contradicted_benign,
+    corpus_windows,
+)
 from zeekml.train.export import check_parity, export_onnx
 from zeekml.windows.host_window import window_features
 
@@ -79,6 +84,9 @@ class AmfTrainRequest:
     ensemble: int = 1
     #: windows also carry each flow's fan-out (zeekml.windows.fanout)
     fanout: bool = False
+    #: benign labels a capture contradicts are neither trained on nor counted
+    #: (zeekml.train.datasets.contradicted_benign)
+    drop_contradicted: bool = False
     baselines: bool = True
     alpha: float = DEFAULT_ALPHA
     #: a class is emitted only when this many training captures hold it (None: 3 with a
@@ -168,6 +176,31 @@ def _shown(path: str) -> str:
     return str(p)
 
 
+def _contradicted_rows(ws: WindowSet, flows_of: dict[str, pd.DataFrame]) -> np.ndarray:
+    """Per window of ``ws``: a benign label its capture contradicts (left out of training
+    and of the figures, :func:`~zeekml.train.datasets.contradicted_benign`)."""
+    out = np.zeros(len(ws), dtype=bool)
+    if ws.row is None:
+        return out
+    for g, flows in flows_of.items():
+        at = np.nonzero(ws.group == g)[0]
+        if len(at):
+            drop = contradicted_benign(flows, targets(flows, CLASSES)[0])
+            out[at] = drop[ws.row[at]]
+    return out
+
+
+def _contradicted_report(report: dict[str, Any], dec: dict[str, np.ndarray],
+                         contra: np.ndarray) -> dict[str, Any]:
+    """What the contradicted benign labels would add to the pooled false-positive rate if
+    they were counted as benign (the thresholds stay those the figures use)."""
+    b = report["binary"]
+    flagged = int((dec["flagged"] & contra).sum())
+    negatives = int(b["fp"]) + int(b["tn"]) + int(contra.sum())
+    return {"flows": int(contra.sum()), "flagged": flagged,
+            "fpr_if_benign": (int(b["fp"]) + flagged) / negatives if negatives else None}
+
+
 def train(req: AmfTrainRequest) -> int:
     """Train, evaluate leave-one-capture-out beside the single-flow tree, calibrate, export
     the model with its card and ``.md``; returns 0 (errors raise)."""
@@ -188,7 +221,7 @@ def train(req: AmfTrainRequest) -> int:
                                    reader=lambda path: read_table([path], options=req.read))
     labeled = [c for c in caps if c.labeled]
     unlabeled = [c for c in caps if not c.labeled]
-    ws = corpus_windows(labeled, req.window, key, req.fanout)
+    ws = corpus_windows(labeled, req.window, key, req.fanout, req.drop_contradicted)
     flows_of = {c.name: c.flows for c in labeled}
     trainable = ws.y >= 0
     log.info("%d windows (%d labeled) in %d labeled captures, %d unlabeled captures",
@@ -210,6 +243,7 @@ def train(req: AmfTrainRequest) -> int:
         ws = ws.take(held)
         oof = {k: p[held] for k, p in oof.items()}
         flows_of = {g: f for g, f in flows_of.items() if g in set(folds)}
+    contra = _contradicted_rows(ws, flows_of) if req.drop_contradicted else None
     lo: dict[str, Any] = {}
     decisions: dict[str, dict[str, np.ndarray]] = {}
     per_fold: dict[str, Any] = {}
@@ -219,6 +253,8 @@ def train(req: AmfTrainRequest) -> int:
         dec = amf_loco.decide(ws, probs, {g: r.thresholds for g, r in ft.items()})
         notices = amf_loco.notices_per_capture(flows_of, ws, dec, name)
         lo[name] = amf_loco.report(ws, dec, notices)
+        if contra is not None:
+            lo[name]["contradicted_benign"] = _contradicted_report(lo[name], dec, contra)
         decisions[kind] = dec
         per_fold[name] = {g: r.thresholds for g, r in ft.items()}
     if "hgb" in oof:
@@ -497,6 +533,11 @@ def _loco_md(lo: dict[str, Any]) -> list[str]:
     row("pooled binary recall / FPR at the thresholds",
         lambda r: f"{_f(r['binary']['recall'])} / {_pct(r['binary']['fpr'])}",
         f">= {amf_loco.TARGET_RECALL} at <= {amf_loco.TARGET_FPR:.1%}")
+    if all("contradicted_benign" in lo[n] for n in names):
+        k = lo[names[0]]["contradicted_benign"]["flows"]
+        row(f"pooled FPR counting the {k} contradicted benign labels as benign",
+            lambda r: f"{_pct(r['contradicted_benign']['fpr_if_benign'])} "
+                      f"({r['contradicted_benign']['flagged']} of them flagged)", "")
     row("pooled recall at pooled FPR 0.5% (ROC)", lambda r: _f(r["recall_at_pooled_fpr_0.5pct"]), "")
     row("binary precision / F1 / ROC AUC",
         lambda r: f"{_f(r['binary']['precision'])} / {_f(r['binary']['f1'])} / {_f(r['binary']['auc'])}", "")

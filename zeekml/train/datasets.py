@@ -19,6 +19,11 @@ Captures, not rows, are the unit of every split:
   host's first flow), and files are grouped into one capture per calendar day (the
   original dataset is one capture per day), so a LOCO fold never trains on one
   DoS tool's sample and tests on another's from the same day and victim.
+
+With ``drop_contradicted``, labels a capture contradicts are not trusted
+(:func:`contradicted_benign`): a flow labeled benign between two hosts whose other
+labeled flows in the same capture are nearly all malicious is left out of training and
+of every figure, like a Background flow (it stays in the hosts' history and is scored).
 """
 
 from __future__ import annotations
@@ -38,6 +43,59 @@ from zeekml.records.labels import CLASSES, targets
 from zeekml.windows.host_window import HostWindows, standalone
 
 log = logging.getLogger(__name__)
+
+#: :func:`contradicted_benign`: a host pair with at least this many malicious flows...
+CONTRADICTION_MIN_MALICIOUS = 10
+#: ... making up at least this share of its labeled flows in the capture
+CONTRADICTION_SHARE = 0.9
+
+
+def contradicted_benign(df: pd.DataFrame, binary: np.ndarray) -> np.ndarray:
+    """Rows labeled benign (``binary == 0``) whose host pair (either direction) has at
+    least :data:`CONTRADICTION_MIN_MALICIOUS` malicious flows making up at least
+    :data:`CONTRADICTION_SHARE` of its labeled flows in this capture.
+
+    Why: per-flow labels of public captures are set by rules over addresses, ports and
+    times, and they miss flows. In IoT-23 34-1 an infected device's 11,169 IRC flows to
+    its C&C server are labeled C&C and its 65 HTTP flows to the same server benign; as
+    benign flows they set the C&C and port-scan thresholds (40 of the 95 benign
+    out-of-fold alarms of the model shipped on 2026-12-05 were such flows). Such a label
+    says nothing reliable either way, so the flow is neither trained on nor counted.
+    """
+    n = len(df)
+    out = np.zeros(n, dtype=bool)
+    labeled = binary >= 0
+    if not n or not (binary == 1).any() or not (binary == 0).any():
+        return out
+    a = df["orig_h"].astype("str").fillna("").to_numpy(dtype=object)
+    b = df["resp_h"].astype("str").fillna("").to_numpy(dtype=object)
+    swap = a > b
+    pair = pd.MultiIndex.from_arrays([np.where(swap, b, a), np.where(swap, a, b)])
+    codes = pd.factorize(pair)[0]
+    malicious = np.bincount(codes, weights=(binary == 1), minlength=codes.max() + 1)
+    total = np.bincount(codes, weights=labeled, minlength=codes.max() + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bad = (malicious >= CONTRADICTION_MIN_MALICIOUS) & (malicious >= CONTRADICTION_SHARE * total)
+    out = bad[codes] & (binary == 0)
+    return out
+
+
+def trusted_targets(df: pd.DataFrame, drop_contradicted: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~zeekml.records.labels.targets`, with the benign labels the capture
+    contradicts (:func:`contradicted_benign`) set to -1 (not used) like Background
+    (unless ``drop_contradicted`` is False: the labels as they are)."""
+    binary, y = targets(df, CLASSES)
+    if not drop_contradicted:
+        return binary, y
+    drop = contradicted_benign(df, binary)
+    if drop.any():
+        log.info("%d benign labels contradicted by their host pair's malicious flows: not used",
+                 int(drop.sum()))
+        binary, y = binary.copy(), y.copy()
+        binary[drop] = -1
+        y[drop] = -1
+    return binary, y
 
 DUPLICATE_OVERLAP = 0.9
 _CICFLOW_MARKERS = ("Flow ID", "Src IP", "Flow Duration")
@@ -162,7 +220,8 @@ def _expand(paths: Sequence[str | Path]) -> list[str]:
         return out
 
 
-def capture_windows(cap: Capture, n: int, key: str, fanout: bool = False) -> WindowSet:
+def capture_windows(cap: Capture, n: int, key: str, fanout: bool = False,
+                    drop_contradicted: bool = False) -> WindowSet:
     """Windows of one capture's labeled flows (fresh HostWindows, file order)."""
     df = cap.flows
     feats = flow_features(df)
@@ -173,7 +232,7 @@ def capture_windows(cap: Capture, n: int, key: str, fanout: bool = False) -> Win
         # window a host's first flow has.
         w = standalone(w)
     x, mask = w.x, w.mask
-    binary, y = targets(df, CLASSES)
+    binary, y = trusted_targets(df, drop_contradicted)
     keep = binary >= 0
     return WindowSet(
         x=x[keep], mask=mask[keep], y=y[keep], binary=binary[keep].astype(np.int8),
@@ -181,9 +240,10 @@ def capture_windows(cap: Capture, n: int, key: str, fanout: bool = False) -> Win
     )
 
 
-def build_windows(caps: Sequence[Capture], n: int, key: str, fanout: bool = False) -> WindowSet:
+def build_windows(caps: Sequence[Capture], n: int, key: str, fanout: bool = False,
+                  drop_contradicted: bool = False) -> WindowSet:
     """Windows of every capture, concatenated (captures stay contiguous)."""
-    parts = [capture_windows(c, n, key, fanout) for c in caps]
+    parts = [capture_windows(c, n, key, fanout, drop_contradicted) for c in caps]
     return WindowSet(
         x=np.concatenate([p.x for p in parts]),
         mask=np.concatenate([p.mask for p in parts]),
@@ -205,7 +265,8 @@ def stream_of(flows: pd.DataFrame) -> np.ndarray:
     return pd.factorize(np.asarray(names, dtype=object)[codes])[0]
 
 
-def corpus_capture_windows(cap, n: int, key: str, fanout: bool = False) -> WindowSet:
+def corpus_capture_windows(cap, n: int, key: str, fanout: bool = False,
+                           drop_contradicted: bool = False) -> WindowSet:
     """Windows of *every* row of a corpus capture (:class:`zeekml.eval.corpus.Capture`),
     in the capture's row order, as ``zeekml score`` would build them.
 
@@ -234,15 +295,16 @@ def corpus_capture_windows(cap, n: int, key: str, fanout: bool = False) -> Windo
             mask = np.zeros((n_rows, n), dtype=bool)
             uids = np.zeros((n_rows, n), dtype=w.uids.dtype)
         x[idx], mask[idx], uids[idx] = w.x, w.mask, w.uids
-    binary, y = targets(df, CLASSES)
+    binary, y = trusted_targets(df, drop_contradicted)
     return WindowSet(x=x, mask=mask, y=y, binary=binary.astype(np.int8),
                      group=np.full(n_rows, cap.name, dtype=object), uids=uids,
                      row=np.arange(n_rows, dtype=np.int64))
 
 
-def corpus_windows(caps, n: int, key: str, fanout: bool = False) -> WindowSet:
+def corpus_windows(caps, n: int, key: str, fanout: bool = False,
+                   drop_contradicted: bool = False) -> WindowSet:
     """:func:`corpus_capture_windows` of every capture, concatenated (captures contiguous)."""
-    parts = [corpus_capture_windows(c, n, key, fanout) for c in caps]
+    parts = [corpus_capture_windows(c, n, key, fanout, drop_contradicted) for c in caps]
     return WindowSet(
         x=np.concatenate([p.x for p in parts]),
         mask=np.concatenate([p.mask for p in parts]),
