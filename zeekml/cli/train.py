@@ -138,9 +138,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     amf.add_argument("--key", choices=("orig", "resp", "local", "local_dir"), default=None,
                      help="window key (default: the one chosen by evaluation)")
     amf.add_argument("--fanout", action=argparse.BooleanOptionalAction, default=False,
-                     help="windows also carry each flow's fan-out: flows, distinct peers and "
-                          "unanswered share on its service among the key's last 32 flows "
-                          "within 10 minutes (default: off)")
+                     help="windows also carry the fan-out of each flow the window's host "
+                          "started: flows, distinct peers and unanswered share on its service "
+                          "among the key's last 32 flows within 10 minutes (default: off; "
+                          "measured in docs/models.md)")
     amf.add_argument("--drop-contradicted-labels", dest="drop_contradicted",
                      action=argparse.BooleanOptionalAction, default=False,
                      help="leave out of training and of every figure a benign label whose host "
