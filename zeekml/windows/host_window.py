@@ -12,16 +12,18 @@ address) or ``local`` (the side Zeek marks local, else the private-address side,
 else the originator). The other side is the flow's *peer*.
 
 Each window position carries the flow's :data:`~zeekml.features.flow_stats.FEATURES`
-plus three relational features against the current flow, which describe the host's
-behaviour without encoding any address identity:
+(with ``fanout``, then the flow's fan-out, :mod:`zeekml.windows.fanout`) plus the
+:data:`RELATIONAL_FEATURES` against the current flow, which describe the host's behaviour
+without encoding any address identity, e.g.:
 
 ``log_dt``         ``log1p`` of seconds between that flow and the current one;
 ``same_peer``      1 when that flow's peer is the current flow's peer;
 ``same_peer_port`` 1 when that flow's peer port is the current flow's peer port.
 
-Storage per tracked host, at ``n = 10`` with 27 features: 9 x (27 x 2 bytes float16
-features + 8 ts + 4 peer hash + 2 port + 20 uid) = 774 bytes plus about 30 bytes of
-slot bookkeeping (the key string and dict entry come on top). Features are stored as
+Storage per tracked host, at ``n = 10`` with 28 features: 9 x (28 x 2 bytes float16
+features + 8 ts + 16 meta + 20 uid) = 900 bytes plus about 30 bytes of slot bookkeeping
+(the key string and dict entry come on top); only the positions holding an item are
+written (a host seen once maps one position). Features are stored as
 float16, and the current flow's features are rounded the same way, so a value read
 back from the store equals the value the flow had when it was current.
 """
