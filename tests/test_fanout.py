@@ -143,8 +143,9 @@ def test_sampled_rows_get_the_fanout_of_a_flow_alone() -> None:
     assert plain.x.shape[2] == len(WINDOW_FEATURES)  # a model without fan-out is unchanged
 
 
-@pytest.fixture(scope="module")
-def fanout_model(tmp_path_factory):
+def train_tiny_fanout_model(out, epochs: int):
+    """A tiny AMF-LSTM with fan-out windows trained by ``zeekml train amf --fanout`` on two
+    real captures (skips without torch, onnx or the captures); returns ``out``."""
     from tests.conftest import need_module
 
     need_module("torch")
@@ -155,10 +156,14 @@ def fanout_model(tmp_path_factory):
         need(p.is_file(), str(p))
     from zeekml.cli.main import main
 
-    out = tmp_path_factory.mktemp("fan") / "fan_amf.onnx"
     assert main(["train", "amf", "--data", *map(str, train), "--out", str(out), "--fanout",
-                 "--epochs", "2", "--hidden", "8", "--seed", "1", "--threads", "1"]) == 0
+                 "--epochs", str(epochs), "--hidden", "8", "--seed", "1", "--threads", "1"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def fanout_model(tmp_path_factory):
+    return train_tiny_fanout_model(tmp_path_factory.mktemp("fan") / "fan_amf.onnx", epochs=2)
 
 
 def test_a_fanout_model_is_trained_loaded_and_scored_across_runs(fanout_model, tmp_path) -> None:

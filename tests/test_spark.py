@@ -448,18 +448,10 @@ def test_api_page_spark_examples_run(spark) -> None:
 def test_fanout_model_on_a_huge_host_cut_into_chunks_equals_local(spark, tmp_path) -> None:
     """An AMF-LSTM whose windows carry fan-out (it depends on a key's last 40 flows, not 9):
     one host's 23144 flows in chunks of 1000, each chunk preceded by that many flows."""
-    need_module("torch")
-    need_module("onnx")
-    from zeekml.cli.main import main
+    from tests.test_fanout import train_tiny_fanout_model
     from zeekml.runtime.spark import SparkOptions, score_files
 
-    train = [DATA / "zeek" / "stratosphere-010-mixed" / "conn.log.labeled",
-             DATA / "iot23-csv" / "CTU-Honeypot-Capture-7-1-labeled.csv"]
-    for p in train:
-        need(p.is_file(), str(p))
-    model = tmp_path / "fan_amf.onnx"
-    assert main(["train", "amf", "--data", *map(str, train), "--out", str(model), "--fanout",
-                 "--epochs", "1", "--hidden", "8", "--seed", "1", "--threads", "1"]) == 0
+    model = train_tiny_fanout_model(tmp_path / "fan_amf.onnx", epochs=1)
     paths = _paths([MIRAI])
     config = PolicyConfig(all_flows=True, suppress=600.0)
     counts = score_files(spark, paths, str(tmp_path / "out"), models=[str(model)], config=config,
