@@ -14,9 +14,11 @@ THREADS = 2
 BATCH_ROWS = 65536
 #: flows per batch in ``tail`` (smaller: latency matters more than throughput there)
 TAIL_BATCH_ROWS = 16384
-#: windows per onnxruntime call: with both models side by side on 2 cores, 2,048 gave
-#: 100-105k flows/s on the 1M-flow benchmark file, 4,096 95-97k (alternating runs)
-MODEL_BATCH = 2048
+#: windows per onnxruntime call: with both models side by side on 2 cores, 1,024 gave
+#: 87-93k flows/s on the 1M-flow benchmark file, 2,048 83-88k, 512 89-90k (alternating
+#: runs, 2026-12-05; 2,048 had beaten 4,096 before): the AMF graph's working set stays in
+#: cache (one thread: 199k windows/s at 1,024, 181-187k at 2,048); verdicts are the same
+MODEL_BATCH = 1024
 #: input pieces (about one batch each) ``score`` reads ahead while it scores (0: none)
 READ_AHEAD = 1
 #: hosts whose windows are kept (the least recently seen are evicted beyond it)
