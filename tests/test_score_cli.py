@@ -363,3 +363,20 @@ def test_out_to_a_character_device_is_not_an_error(models, tmp_path) -> None:
     out = tmp_path / "z.log"
     assert score("--all", *models, "--sink", "ecs:/dev/null", "--out", str(out), str(sample)) == 0
     assert len(data_lines(out)) > 0
+
+
+def test_side_models_get_a_share_of_the_threads() -> None:
+    """The first model (run in the calling thread) gets --threads; each model beside it
+    THREADS / models, at least 1: real onnxruntime sessions, asked what they were given."""
+    from zeekml.models.registry import ScorerOptions, load_scorers, side_threads
+
+    def intra(threads: int, specs: list[str]) -> list[int]:
+        return [s.session.get_session_options().intra_op_num_threads  # type: ignore[attr-defined]
+                for s in load_scorers(specs, ScorerOptions(threads=threads))]
+
+    assert intra(2, []) == [2, 1]  # the bundled pair, the default run
+    assert intra(4, []) == [4, 2]
+    assert intra(1, []) == [1, 1]
+    assert intra(2, ["flow_lm"]) == [2]  # alone, a model keeps every thread
+    assert intra(2, ["flow_lm", "amf_lstm"]) == [2, 1]  # order as given: the first is first
+    assert side_threads(3, 3) == 1 and side_threads(8, 3) == 2

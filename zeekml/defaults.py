@@ -7,8 +7,9 @@ imported from below (no zeekml imports): every layer may depend on it.
 
 from __future__ import annotations
 
-#: onnxruntime threads per model session (the models of a batch run side by side), and
-#: torch threads when training
+#: onnxruntime threads of the first model's session (the models of a batch run side by
+#: side; each other one gets THREADS / models, see ``registry.side_threads``), and torch
+#: threads when training
 THREADS = 2
 #: flows per batch read from a file and scored together (memory bound of ``score``)
 BATCH_ROWS = 65536

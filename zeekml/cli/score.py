@@ -125,12 +125,9 @@ def build_incidents(args: argparse.Namespace, sinks: list[Sink]) -> IncidentTrac
 
 def build_scorers(args: argparse.Namespace) -> list:
     """The --model scorers, or the bundled defaults."""
-    from zeekml.models.registry import ScorerOptions, default_scorers, load_scorer
+    from zeekml.models.registry import ScorerOptions, load_scorers
 
-    opts = ScorerOptions(threads=args.threads)
-    if args.model:
-        return [load_scorer(m, opts) for m in args.model]
-    return default_scorers(opts)
+    return load_scorers(args.model or [], ScorerOptions(threads=args.threads))
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -282,8 +279,9 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
                         f"(default {defaults.SUPPRESS_SECONDS:g}; 0 = a notice per flow, "
                         "written at once)")
     p.add_argument("--threads", type=int, default=defaults.THREADS,
-                   help="onnxruntime threads per model; the models of a batch run side by "
-                        "side (default %(default)s)")
+                   help="onnxruntime threads of the first model; the models of a batch run "
+                        "side by side and each other one gets THREADS / models, at least 1 "
+                        "(default %(default)s)")
     add_catch_up_options(p)
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line instead of skipping it")

@@ -47,16 +47,14 @@ _SCORE_ONLY = {
 
 def _scorers(args: argparse.Namespace) -> list:
     """Scorers with the memory bounds of the state (max hosts, idle expiry by log time)."""
-    from zeekml.models.registry import ScorerOptions, default_scorers, load_scorer
+    from zeekml.models.registry import ScorerOptions, load_scorers
 
     try:
         opts = ScorerOptions(threads=args.threads, max_hosts=args.max_hosts,
                              idle_timeout=args.idle_timeout)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    if args.model:
-        return [load_scorer(m, opts) for m in args.model]
-    return default_scorers(opts)
+    return load_scorers(args.model or [], opts)
 
 
 def check_followed_path(path: str) -> None:
