@@ -195,6 +195,85 @@ def test_one_feature_path_torch_equals_runtime(tmp_path, flows):
     np.testing.assert_allclose(got[keep], 1.0 - ref[:, 0], atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def two_exports(tmp_path_factory, flows):
+    """One tiny model trained on the capture, exported twice: the old way (raw windows,
+    normalized inside the graph) and as ``zeekml train amf`` exports it (time-major)."""
+    need_module("torch")
+    from zeekml.train import amf_lstm
+    from zeekml.train.amf_training import export_amf
+    from zeekml.train.datasets import Capture, capture_windows
+    from zeekml.train.export import export_onnx
+
+    tmp = tmp_path_factory.mktemp("two_exports")
+    ws = capture_windows(Capture(path=str(CAPTURE), group="x", flows=flows), 10, "local_dir")
+    cfg = amf_lstm.TrainConfig(hidden=16, epochs=1, threads=1, seed=5)
+    model = amf_lstm.train(ws.x, ws.mask, ws.y, ws.group, len(CLASSES), cfg).model
+    card = {"kind": "amf_lstm", "features": list(WINDOW_FEATURES), "window": 10,
+            "window_key": "local_dir", "classes": list(CLASSES), "thresholds": {"default": 0.5},
+            "normalization": {"mean": model.mean.numpy().astype(float).tolist(),
+                              "inv_std": model.inv_std.numpy().astype(float).tolist()}}
+    old, new = tmp / "old.onnx", tmp / "new.onnx"
+    export_onnx(model, {"x": ws.x[:64], "mask": ws.mask[:64].astype(np.float32)},
+                ["probs", "attention"], old)
+    assert export_amf(model, ws.x[:512], ws.mask[:512], new) <= 1e-4
+    for path in (old, new):
+        write_card(path, {**card, "name": path.stem})
+    return old, new, ws
+
+
+def test_time_major_graph_scores_bit_for_bit_as_the_self_contained_one(two_exports, flows):
+    """The exported graph takes normalized, time-major windows (the runtime normalizes each
+    flow once); the graph exported from the same model the old way must give the same
+    probabilities and attention, bit for bit, through the runtime's whole path (windows
+    across batch cuts, chunks of the model batch) on a real capture, and through the
+    raw-window path (``infer``) too."""
+    old, new, ws = two_exports
+    a = AmfScorer(load_card(old), ScorerOptions(threads=1, batch_size=333))
+    b = AmfScorer(load_card(new), ScorerOptions(threads=1, batch_size=333))
+    assert a.norm is None and b.norm is not None
+    assert [i.name for i in b.session.get_inputs()] == ["xs", "mask"]
+    for s in range(0, len(flows), 1500):
+        part = flows.iloc[s : s + 1500]
+        fa, fb = a.score(part), b.score(part)
+        assert np.array_equal(fa.score, fb.score)
+        assert np.array_equal(fa.extra["alt_score"], fb.extra["alt_score"], equal_nan=True)
+        assert list(fa.cls) == list(fb.cls)
+        rows = np.arange(len(part))
+        assert list(fa.extra["context"].take(rows)) == list(fb.extra["context"].take(rows))
+    pa, aa = a.infer(ws.x[:700], ws.mask[:700])
+    pb, ab = b.infer(ws.x[:700], ws.mask[:700])
+    assert np.array_equal(pa, pb) and np.array_equal(aa, ab)
+
+
+@pytest.mark.parametrize("bad", [
+    None, {"mean": [0.0] * 3, "inv_std": [1.0] * 3}, "inv_std_zero", "mean_nan", "mean_str"])
+def test_a_time_major_graph_needs_a_sound_normalization_in_its_card(bad, two_exports,
+                                                                   tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The graph no longer normalizes: a card without the normalization (or with one of
+    the wrong length, a zero inverse deviation, a NaN, a string) is refused by name."""
+    src = two_exports[1]
+    path = tmp_path / "m.onnx"
+    shutil.copy(src, path)
+    data = json.loads(load_card(src).path.read_text())
+    nf = len(data["features"])
+    norm = data["normalization"]
+    if bad is None:
+        del data["normalization"]
+    elif bad == "inv_std_zero":
+        data["normalization"] = {**norm, "inv_std": [0.0] * nf}
+    elif bad == "mean_nan":
+        data["normalization"] = {**norm, "mean": [float("nan")] * nf}
+    elif bad == "mean_str":
+        data["normalization"] = {**norm, "mean": ["1"] * nf}
+    else:
+        data["normalization"] = bad
+    write_card(path, data)
+    AmfScorer(load_card(src), ScorerOptions(threads=1))  # the sound card loads
+    with pytest.raises(ModelError, match="normalization"):
+        AmfScorer(load_card(path), ScorerOptions(threads=1))
+
+
 def test_a_class_the_card_does_not_emit_can_be_turned_back_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The shipped card silences classes held by too few training captures (threshold
     above every score): no row of such a class is a notice, and `--threshold` brings the

@@ -2,8 +2,12 @@
 
 Per batch of canonical flows: :func:`~zeekml.features.flow_stats.flow_features`, then
 :class:`~zeekml.windows.host_window.HostWindows` (the same code the trainer used), then
-one onnxruntime call per ``options.batch_size`` windows. The graph normalizes inside,
-so raw windows go in; it returns class probabilities and attention weights.
+one onnxruntime call per ``options.batch_size`` windows; it returns class probabilities
+and attention weights. Two graph inputs are accepted: ``xs [n, batch, F]``, windows
+time-major and normalized with the card's ``normalization`` (what ``zeekml train amf``
+exports: the runtime normalizes each flow once, see
+:class:`~zeekml.train.amf_lstm.TimeMajorAmf`), or ``x [batch, n, F]``, raw windows for
+a graph that normalizes inside (models exported before it).
 
 Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
 
@@ -44,7 +48,9 @@ from zeekml.windows.host_window import (
     WINDOW_FEATURES,
     WINDOW_KEYS,
     HostWindows,
+    Normalization,
     Windows,
+    time_major,
 )
 
 log = logging.getLogger(__name__)
@@ -87,19 +93,44 @@ def uses_fanout(card: ModelCard) -> bool:
     return card.require("features", list) == list(FANOUT_WINDOW_FEATURES)
 
 
-def _check_graph(sess: ort.InferenceSession, card: ModelCard, window: int, n_classes: int) -> None:
+def _check_graph(sess: ort.InferenceSession, card: ModelCard, window: int,
+                 n_classes: int) -> Normalization | None:
+    """Check the graph's inputs and outputs against the card; the normalization the
+    runtime applies (a time-major ``xs`` graph), or None (a raw ``x`` graph)."""
     ins = {i.name: i.shape for i in sess.get_inputs()}
     outs = {o.name: o.shape for o in sess.get_outputs()}
     nf = len(card.require("features", list))
-    if set(ins) != {"x", "mask"} or not {"probs", "attention"} <= set(outs):
+    if set(ins) not in ({"x", "mask"}, {"xs", "mask"}) or not {"probs", "attention"} <= set(outs):
         raise ModelError(
             f"{card.onnx_path}: graph inputs {sorted(ins)} / outputs {sorted(outs)}, expected "
-            "x, mask -> probs, attention"
+            "x (or xs), mask -> probs, attention"
         )
-    if list(ins["x"][1:]) != [window, nf] or list(ins["mask"][1:]) != [window]:
-        raise ModelError(f"{card.onnx_path}: input shape {ins['x']} does not match window {window} x {nf}")
+    shape = list(ins["xs"][::2]) if "xs" in ins else list(ins["x"][1:])
+    if shape != [window, nf] or list(ins["mask"][1:]) != [window]:
+        name = "xs" if "xs" in ins else "x"
+        raise ModelError(f"{card.onnx_path}: input {name} shape {ins[name]} does not match "
+                         f"window {window} x {nf}")
     if outs["probs"][1:] != [n_classes]:
         raise ModelError(f"{card.onnx_path}: probs shape {outs['probs']} does not match {n_classes} classes")
+    return _normalization(card, nf) if "xs" in ins else None
+
+
+def _normalization(card: ModelCard, nf: int) -> Normalization:
+    """The card's ``normalization`` (the graph has none inside): ``nf`` finite means and
+    finite, non-zero inverse standard deviations, or a ModelError naming the card."""
+    norm = card.require("normalization", dict)
+    vecs = []
+    for field in ("mean", "inv_std"):
+        v = norm.get(field)
+        ok = isinstance(v, list) and len(v) == nf and all(
+            isinstance(e, (int, float)) and not isinstance(e, bool) for e in v)
+        arr = np.asarray(v, dtype=np.float32) if ok else np.zeros(0, dtype=np.float32)
+        if not ok or not np.isfinite(arr).all() or (field == "inv_std" and (arr == 0).any()):
+            raise ModelError(f"{card.path}: normalization.{field} must be {nf} finite numbers"
+                             f"{' (none zero)' if field == 'inv_std' else ''}: the graph "
+                             "takes normalized windows")
+        vecs.append(arr)
+    return Normalization(mean=vecs[0], inv_std=vecs[1])
 
 
 def _fill_object(lists: list[list[str]]) -> np.ndarray:
@@ -138,7 +169,7 @@ class AmfScorer:
         self.notice_classes = tuple(c for c in classes if c != "normal")
         self.score_range = (0.0, 1.0)
         self.session = open_session(card.onnx_path, options.threads)
-        _check_graph(self.session, card, window, len(classes))
+        self.norm = _check_graph(self.session, card, window, len(classes))
         self.windows = HostWindows(
             window, key, max_hosts=options.max_hosts, idle_timeout=options.idle_timeout,
             fanout=uses_fanout(card),
@@ -147,25 +178,34 @@ class AmfScorer:
         self._names = np.array(classes, dtype=object)
 
     def infer(self, x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the graph on windows in chunks of ``options.batch_size``: (probs, attention)."""
-        return self._run(lambda s, e: x[s:e], mask)
+        """Run the graph on raw windows ``x [B, n, F]`` in chunks of
+        ``options.batch_size``: (probs, attention)."""
+        norm = self.norm
+        if norm is None:
+            return self._run(lambda s, e: x[s:e], mask)
+        return self._run(lambda s, e: time_major(x[s:e], mask[s:e], norm), mask)
 
     def infer_windows(self, w: Windows) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`infer` on a batch of windows, each chunk assembled just before its graph
         call (it is still in cache when the graph reads it)."""
-        return self._run(w.x_rows, w.mask)
+        norm = self.norm
+        if norm is None:
+            return self._run(w.x_rows, w.mask)
+        return self._run(lambda s, e: w.xs_rows(s, e, norm), w.mask)
 
     def _run(self, rows_x: Callable[[int, int], np.ndarray],
              mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``rows_x(start, stop)``: the graph's window input for those rows."""
         bs = self.options.batch_size
         b = len(mask)
         probs = np.empty((b, len(self.classes)), dtype=np.float32)
         att = np.empty(mask.shape, dtype=np.float32)
         m = mask.astype(np.float32)
+        name = "x" if self.norm is None else "xs"
         for s in range(0, b, bs):
             p, a = self.session.run(
                 ["probs", "attention"],
-                {"x": np.ascontiguousarray(rows_x(s, s + bs), dtype=np.float32),
+                {name: np.ascontiguousarray(rows_x(s, s + bs), dtype=np.float32),
                  "mask": m[s : s + bs]},
             )
             probs[s : s + bs] = p

@@ -6,12 +6,13 @@ step (masked positions get no weight); the attention-weighted sum of the outputs
 concatenated with the output at the current flow (the last step) and a small
 classifier head turns it into class probabilities.
 
-The graph is self-contained for deployment: feature normalization (per-feature mean
-and inverse standard deviation, computed over valid window positions of the training
-data) is a pair of buffers applied inside ``forward``, and masked positions are
-zeroed after normalization, so the runtime feeds raw :func:`~zeekml.features
-.flow_stats.flow_features` windows exactly as :class:`~zeekml.windows.host_window
-.HostWindows` returns them. ``forward`` returns ``(probs [B, C], attention [B, n])``.
+Feature normalization (per-feature mean and inverse standard deviation, computed over
+valid window positions of the training data) is a pair of buffers applied inside
+``forward``, and masked positions are zeroed after normalization, so ``forward`` takes
+raw :func:`~zeekml.features.flow_stats.flow_features` windows exactly as
+:class:`~zeekml.windows.host_window.HostWindows` returns them and returns ``(probs [B,
+C], attention [B, n])``; graphs exported from it that way still load. The exported
+graph is :class:`TimeMajorAmf`: the same weights fed normalized, time-major windows.
 
 ``attention=False`` gives the plain-LSTM baseline of the paper's comparison: the
 classifier sees only the last LSTM output (its "attention" output is all weight on
@@ -69,6 +70,11 @@ class AmfLstm(nn.Module):
         m = mask.to(x.dtype)
         z = (x - self.mean) * self.inv_std * m.unsqueeze(-1)
         h, _ = self.lstm(z)
+        return self.head_logits(h, m)
+
+    def head_logits(self, h: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention and classifier over the LSTM outputs ``h [B, n, H]`` (``m``: the mask
+        as floats): unnormalized class scores and attention weights."""
         last = h[:, -1, :]
         if not self.attention:
             a = torch.zeros_like(m)
@@ -116,6 +122,54 @@ class AmfEnsemble(nn.Module):
         k = float(len(outs))
         probs = outs[0][0]
         att = outs[0][1]
+        for p, a in outs[1:]:
+            probs = probs + p
+            att = att + a
+        return probs / k, att / k
+
+
+class TimeMajorAmf(nn.Module):
+    """The deployed form of an :class:`AmfLstm` or :class:`AmfEnsemble`: the same weights
+    and outputs, fed ``xs [n, B, F]``, the windows time-major, already normalized
+    (``(x - mean) * inv_std`` in float32) and zero at masked positions, plus the mask.
+
+    Why: in the self-contained graph the normalization, the masking and the transpose to
+    the LSTM's time-major layout ran per window position, ten times per flow, and took
+    a quarter of the graph's time; the runtime now normalizes each flow's features once
+    and writes the windows time-major as it assembles them
+    (:meth:`zeekml.windows.host_window.Windows.xs_rows`). Those are the same float32
+    operations in the same order, so the outputs are the self-contained graph's, bit for
+    bit (tests/test_amf_scorer.py). The card carries ``mean`` and ``inv_std``.
+    """
+
+    def __init__(self, model: AmfLstm | AmfEnsemble) -> None:
+        super().__init__()
+        members = list(model.members) if isinstance(model, AmfEnsemble) else [model]
+        for m in members[1:]:
+            if not (torch.equal(m.mean, members[0].mean)
+                    and torch.equal(m.inv_std, members[0].inv_std)):
+                raise ValueError("ensemble members normalize differently: no shared input")
+        self.members = nn.ModuleList(members)
+        self.ensemble = isinstance(model, AmfEnsemble)
+        self.lstms = nn.ModuleList()
+        for m in members:  # the same weights, time-major: no transpose in the graph
+            tm = nn.LSTM(m.lstm.input_size, m.lstm.hidden_size)
+            tm.load_state_dict(m.lstm.state_dict())
+            self.lstms.append(tm)
+        self.register_buffer("mean", members[0].mean.clone())
+        self.register_buffer("inv_std", members[0].inv_std.clone())
+
+    def forward(self, xs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = mask.to(xs.dtype)
+        outs = []
+        for member, lstm in zip(self.members, self.lstms, strict=True):
+            h, _ = lstm(xs)
+            lg, a = member.head_logits(h.transpose(0, 1), m)
+            outs.append((torch.softmax(lg, dim=1), a))
+        if not self.ensemble:
+            return outs[0]
+        k = float(len(outs))  # as AmfEnsemble.forward: the members' mean
+        probs, att = outs[0]
         for p, a in outs[1:]:
             probs = probs + p
             att = att + a

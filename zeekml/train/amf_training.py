@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from zeekml import defaults
-from zeekml.errors import ConfigError
+from zeekml.errors import ConfigError, ModelError
 from zeekml.models.card import sha256_file, write_card
 from zeekml.records.labels import CLASSES, label_mapping, targets
 from zeekml.sources.options import ReadOptions
@@ -55,8 +55,8 @@ from zeekml.train.datasets import (
     contradicted_benign,
     corpus_windows,
 )
-from zeekml.train.export import check_parity, export_onnx
-from zeekml.windows.host_window import window_features
+from zeekml.train.export import PARITY_ATOL, check_parity, export_onnx, session
+from zeekml.windows.host_window import Normalization, time_major, window_features
 
 log = logging.getLogger(__name__)
 
@@ -277,9 +277,7 @@ def train(req: AmfTrainRequest) -> int:
 
     sample = np.random.default_rng(req.seed).choice(len(ws), size=min(4096, len(ws)), replace=False)
     sample.sort()
-    inputs = {"x": ws.x[sample], "mask": ws.mask[sample].astype(np.float32)}
-    export_onnx(final, inputs, ["probs", "attention"], out)
-    parity = check_parity(final, out, inputs, threads=cfg.threads)
+    parity = export_amf(final, ws.x[sample], ws.mask[sample], out, threads=cfg.threads)
 
     presumed: dict[str, Any] = {}
     frames = []
@@ -333,7 +331,8 @@ def train(req: AmfTrainRequest) -> int:
     card = {
         "name": out.name.removesuffix(".onnx"),
         "kind": "amf_lstm",
-        "inputs": {"x": "[batch, window, features] float32, raw (normalized inside the graph)",
+        "inputs": {"xs": "[window, batch, features] float32, time-major, (x - mean) * inv_std "
+                         "with the card's normalization, 0 at masked positions",
                    "mask": "[batch, window] float32 (1 = valid position)"},
         "outputs": {"probs": "[batch, classes]", "attention": "[batch, window]"},
         "features": list(window_features(req.fanout)),
@@ -342,7 +341,8 @@ def train(req: AmfTrainRequest) -> int:
         "classes": list(CLASSES),
         "untrained_classes": [c for i, c in enumerate(CLASSES) if i not in trained_classes],
         "label_mapping": label_mapping(),
-        "normalization": {"where": "inside the ONNX graph: (x - mean) * inv_std, masked positions zeroed",
+        "normalization": {"where": "before the ONNX graph, by the runtime: (x - mean) * inv_std "
+                                   "in float32, masked positions zeroed",
                           "mean": final.mean.numpy().astype(float).tolist(),
                           "inv_std": final.inv_std.numpy().astype(float).tolist()},
         "thresholds": thresholds,
@@ -404,6 +404,30 @@ def _folds(names: list[str] | None, ws: WindowSet) -> list[str] | None:
     return list(dict.fromkeys(names))
 
 
+def export_amf(model: amf_lstm.AmfLstm | amf_lstm.AmfEnsemble, x: np.ndarray, mask: np.ndarray,
+               out: Path, threads: int = 1) -> float:
+    """Export ``model`` as its time-major graph (:class:`~zeekml.train.amf_lstm.TimeMajorAmf`)
+    and check it on the real windows ``x``, ``mask``: onnxruntime fed what the runtime
+    feeds it (:func:`~zeekml.windows.host_window.time_major`) against the torch model fed
+    the raw windows. Returns the largest difference (a ModelError above the tolerance)."""
+    deploy = amf_lstm.TimeMajorAmf(model).eval()
+    state = deploy.state_dict()
+    norm = Normalization(mean=state["mean"].numpy(), inv_std=state["inv_std"].numpy())
+    inputs = {"xs": time_major(x, mask, norm), "mask": mask.astype(np.float32)}
+    batch = {"xs": {1: "batch"}, "mask": {0: "batch"}, "probs": {0: "batch"},
+             "attention": {0: "batch"}}
+    export_onnx(deploy, inputs, ["probs", "attention"], out, dynamic=batch)
+    worst = check_parity(deploy, out, inputs, threads=threads, batch_axes={"xs": 1})
+    # the deployed graph against the model as trained (raw windows, normalized inside)
+    sess = session(out, threads)
+    got = sess.run(["probs", "attention"], inputs)
+    ref = amf_lstm.predict(model, x, mask)
+    diff = max(float(np.max(np.abs(g - r))) if g.size else 0.0 for g, r in zip(got, ref, strict=True))
+    if not diff <= PARITY_ATOL:
+        raise ModelError(f"{out}: the time-major graph differs from the trained model by {diff:.3g}")
+    return max(worst, diff)
+
+
 def _empty_decisions(n: int) -> dict[str, np.ndarray]:
     return {"score": np.full(n, np.nan), "cls": np.zeros(n, dtype=np.int64), "threshold": np.full(n, np.nan),
             "flagged": np.zeros(n, dtype=bool), "pred": np.zeros(n, dtype=np.int64)}
@@ -448,9 +472,9 @@ def markdown(card: dict[str, Any]) -> str:
         f"from its own features and those of the previous flows of the same host, window "
         f"n = {card['window']}, keyed by the **{card['window_key']}** side, LSTM with "
         f"{t['hidden']} hidden units, attention over the window, softmax over "
-        f"{len(card['classes'])} classes; " + _members(t) + f". Inputs: raw `x [batch, {card['window']}, "
-        f"{len(card['features'])}]` and `mask`; normalization is inside the graph; outputs "
-        "`probs` and `attention`.",
+        f"{len(card['classes'])} classes; " + _members(t) + f". Inputs: `xs [{card['window']}, "
+        f"batch, {len(card['features'])}]` (time-major, normalized with the card's mean and "
+        "inv_std, 0 at masked positions) and `mask`; outputs `probs` and `attention`.",
         "",
         f"Features per window position: {', '.join(card['features'])}.",
         "",

@@ -91,6 +91,14 @@ class Windows:
             return self.x[start:stop]
         return self._assemble.x(start, stop)
 
+    def xs_rows(self, start: int, stop: int, norm: Normalization) -> np.ndarray:
+        """Rows ``start:stop`` as a time-major graph takes them: ``[n, rows, F]`` float32,
+        each position ``(x - mean) * inv_std`` (float32, as the self-contained graph
+        computes it) and zero where masked; see :func:`time_major`."""
+        if self._x is not None or self._assemble is None:
+            return time_major(self.x[start:stop], self.mask[start:stop], norm)
+        return self._assemble.xs(start, stop, norm)
+
     @property
     def uids(self) -> np.ndarray:
         if self._uids is None:
@@ -104,6 +112,25 @@ class Windows:
         return self._assemble.seq.gather_valid("uid", rows)  # mask is the sequences' valid
 
 
+@dataclass(frozen=True)
+class Normalization:
+    """A model's per-feature ``mean`` and ``inv_std`` (float32, one per window feature)."""
+
+    mean: np.ndarray
+    inv_std: np.ndarray
+
+
+def time_major(x: np.ndarray, mask: np.ndarray, norm: Normalization) -> np.ndarray:
+    """Windows ``x [B, n, F]`` (raw) as a time-major AMF graph takes them: ``[n, B, F]``
+    float32, ``(x - mean) * inv_std`` at valid positions and 0 at masked ones: the
+    operations the self-contained graph runs first, in float32 and in the same order, so
+    its outputs do not change (the scorer's general path; assembled windows take the
+    faster :meth:`_Assembly.xs`)."""
+    z = (np.asarray(x, dtype=np.float32) - norm.mean) * norm.inv_std
+    z[~np.asarray(mask, dtype=bool)] = 0.0
+    return np.ascontiguousarray(z.transpose(1, 0, 2))
+
+
 @dataclass
 class _Assembly:
     """What :meth:`HostWindows.push` keeps to assemble windows: the key sequences and the
@@ -114,15 +141,50 @@ class _Assembly:
     wide: np.ndarray
     n_flow: int  # columns of a flow's own features (the relational ones follow)
 
+    _norm: tuple[Normalization, np.ndarray] | None = None
+
     def x(self, start: int, stop: int) -> np.ndarray:
-        seq = self.seq
-        rows = slice(start, stop)
-        idx = seq.start[rows, None] + np.arange(seq.valid.shape[1])[None, :]
-        valid = seq.valid[rows]
+        """Raw windows ``[rows, n, F]``."""
+        idx = self._positions(start, stop)
         x = np.take(self.wide, idx, axis=0)
-        m = np.take(seq.items["meta"], idx, axis=0)
-        rel = x[:, :, self.n_flow:]  # a view: the relational features are written in place
-        ts_w = seq.ts[rows]
+        m = np.take(self.seq.items["meta"], idx, axis=0)
+        valid = self.seq.valid[start:stop]
+        # a view: the relational features are written in place
+        self._relations(x[:, :, self.n_flow:], m, valid, self.seq.ts[start:stop])
+        x[~valid] = 0.0
+        return x
+
+    def xs(self, start: int, stop: int, norm: Normalization) -> np.ndarray:
+        """Normalized time-major windows ``[n, rows, F]`` (:func:`time_major`), gathered
+        in that layout from items whose own features are normalized once per item, not
+        once per window position; the relational features are written row-major (as
+        :meth:`x` writes them), normalized, then put in place."""
+        nf = self.n_flow
+        if self._norm is None or self._norm[0] is not norm:
+            wide = np.empty_like(self.wide)
+            np.subtract(self.wide[:, :nf], norm.mean[:nf], out=wide[:, :nf])
+            wide[:, :nf] *= norm.inv_std[:nf]
+            self._norm = (norm, wide)
+        idx = self._positions(start, stop)
+        xs = np.take(self._norm[1], idx.T, axis=0)
+        m = np.take(self.seq.items["meta"], idx, axis=0)
+        valid = self.seq.valid[start:stop]
+        rel = np.empty((*valid.shape, xs.shape[2] - nf), dtype=np.float32)
+        self._relations(rel, m, valid, self.seq.ts[start:stop])
+        rel -= norm.mean[nf:]
+        rel *= norm.inv_std[nf:]
+        xs[:, :, nf:] = rel.transpose(1, 0, 2)
+        xs[~valid.T] = 0.0
+        return xs
+
+    def _positions(self, start: int, stop: int) -> np.ndarray:
+        seq = self.seq
+        return seq.start[start:stop, None] + np.arange(seq.valid.shape[1])[None, :]
+
+    @staticmethod
+    def _relations(rel: np.ndarray, m: np.ndarray, valid: np.ndarray, ts_w: np.ndarray) -> None:
+        """Write the relational features of windows into ``rel [rows, n, R]`` (``m``: the
+        positions' meta, ``valid`` and ``ts_w``: the windows' mask and times)."""
         rel[:, :, 0] = np.log1p(np.maximum(ts_w[:, -1:] - ts_w, 0.0))
         np.equal(m[:, :, 0], m[:, -1:, 0], out=rel[:, :, 1], casting="unsafe")
         np.equal(m[:, :, 1], m[:, -1:, 1], out=rel[:, :, 2], casting="unsafe")
@@ -136,8 +198,6 @@ class _Assembly:
             eq &= valid[:, :-d]
             seen[:, d:] |= eq
         rel[:, :, 5] = seen
-        x[~valid] = 0.0
-        return x
 
 
 def key_sides(flows: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series, pd.Series]:
