@@ -38,12 +38,17 @@ log = logging.getLogger("amf_experiments")
 
 
 def windows_per_second(sess, x: np.ndarray, m: np.ndarray, seconds: float) -> float:
-    """Windows/s of ``sess`` on one batch, run repeatedly for ``seconds`` after a warm-up."""
-    sess.run(None, {"x": x, "mask": m})
+    """Windows/s of ``sess`` on one batch, run repeatedly for ``seconds`` after a warm-up.
+    ``x [B, n, F]``; a time-major graph (input ``xs``) gets it as ``[n, B, F]`` (random
+    windows: already "normalized")."""
+    names = {i.name for i in sess.get_inputs()}
+    feed = ({"xs": np.ascontiguousarray(x.transpose(1, 0, 2)), "mask": m} if "xs" in names
+            else {"x": x, "mask": m})
+    sess.run(None, feed)
     t0 = time.perf_counter()
     k = 0
     while time.perf_counter() - t0 < seconds:
-        sess.run(None, {"x": x, "mask": m})
+        sess.run(None, feed)
         k += 1
     return k * len(x) / (time.perf_counter() - t0)
 
@@ -88,8 +93,11 @@ def bench(hiddens: list[int], window: int, threads: int, batch: int = 1024, seco
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for h in hiddens:
-            model = amf_lstm.AmfLstm(nf, len(CLASSES), h)
-            path = export_onnx(model, {"x": x[:8], "mask": m[:8]}, ["probs", "attention"], f"{tmp}/h{h}.onnx")
+            model = amf_lstm.TimeMajorAmf(amf_lstm.AmfLstm(nf, len(CLASSES), h))
+            path = export_onnx(model, {"xs": np.ascontiguousarray(x[:8].transpose(1, 0, 2)),
+                                       "mask": m[:8]}, ["probs", "attention"], f"{tmp}/h{h}.onnx",
+                               dynamic={"xs": {1: "batch"}, "mask": {0: "batch"},
+                                        "probs": {0: "batch"}, "attention": {0: "batch"}})
             out[h] = windows_per_second(session(path, threads), x, m, seconds)
     base = out[hiddens[0]]
     for h in hiddens:
