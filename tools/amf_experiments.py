@@ -84,7 +84,8 @@ def bench(hiddens: list[int], window: int, threads: int, batch: int = 1024, seco
     does not depend on them); the first size is the in-run baseline."""
     import tempfile
 
-    from zeekml.train.export import export_onnx, session
+    from zeekml.train.amf_training import export_amf
+    from zeekml.train.export import session
 
     nf = len(WINDOW_FEATURES)
     rng = np.random.default_rng(0)
@@ -93,11 +94,8 @@ def bench(hiddens: list[int], window: int, threads: int, batch: int = 1024, seco
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for h in hiddens:
-            model = amf_lstm.TimeMajorAmf(amf_lstm.AmfLstm(nf, len(CLASSES), h))
-            path = export_onnx(model, {"xs": np.ascontiguousarray(x[:8].transpose(1, 0, 2)),
-                                       "mask": m[:8]}, ["probs", "attention"], f"{tmp}/h{h}.onnx",
-                               dynamic={"xs": {1: "batch"}, "mask": {0: "batch"},
-                                        "probs": {0: "batch"}, "attention": {0: "batch"}})
+            path = Path(tmp) / f"h{h}.onnx"  # exported as the trainer exports it
+            export_amf(amf_lstm.AmfLstm(nf, len(CLASSES), h), x[:8], m[:8], path, threads)
             out[h] = windows_per_second(session(path, threads), x, m, seconds)
     base = out[hiddens[0]]
     for h in hiddens:

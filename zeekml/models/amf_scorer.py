@@ -105,14 +105,14 @@ def _check_graph(sess: ort.InferenceSession, card: ModelCard, window: int,
             f"{card.onnx_path}: graph inputs {sorted(ins)} / outputs {sorted(outs)}, expected "
             "x (or xs), mask -> probs, attention"
         )
-    shape = list(ins["xs"][::2]) if "xs" in ins else list(ins["x"][1:])
+    name = "xs" if "xs" in ins else "x"  # time-major [n, batch, F] or raw [batch, n, F]
+    shape = list(ins[name][::2]) if name == "xs" else list(ins[name][1:])
     if shape != [window, nf] or list(ins["mask"][1:]) != [window]:
-        name = "xs" if "xs" in ins else "x"
         raise ModelError(f"{card.onnx_path}: input {name} shape {ins[name]} does not match "
                          f"window {window} x {nf}")
     if outs["probs"][1:] != [n_classes]:
         raise ModelError(f"{card.onnx_path}: probs shape {outs['probs']} does not match {n_classes} classes")
-    return _normalization(card, nf) if "xs" in ins else None
+    return _normalization(card, nf) if name == "xs" else None
 
 
 def _normalization(card: ModelCard, nf: int) -> Normalization:
