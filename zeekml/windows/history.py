@@ -80,8 +80,9 @@ class KeySequences:
     window is ``items[name][start[i] : start[i] + n]`` (oldest first, the row last),
     ``valid [B, n]`` says which positions hold an item of the row's key within the idle
     timeout; ``ts [B, n]`` is the gathered ``ts`` window (not zeroed where invalid).
-    Invalid positions of a gathered field hold either zeros or a real item that fell out of
-    the idle timeout: callers mask with ``valid``.
+    Invalid positions of a gathered field hold zeros, a real item that fell out of the
+    idle timeout, or an item of another key (segments are packed): callers mask with
+    ``valid``.
     """
 
     items: dict[str, np.ndarray]
@@ -241,9 +242,13 @@ class KeyedHistory:
                    factorized: tuple[np.ndarray, np.ndarray] | None = None) -> KeySequences:
         """Append a batch like :meth:`extend`, but return the windows unassembled.
 
-        Every field becomes one array of per-key segments, "the key's stored items (zero
-        where it holds none) followed by the batch's rows of that key"; row ``i``'s window
-        is the ``depth + 1`` consecutive items from ``start[i]``. One scatter of the batch
+        Every field becomes one array of per-key segments, "the key's stored items
+        followed by the batch's rows of that key", packed after ``depth`` zero rows; row
+        ``i``'s window is the ``depth + 1`` consecutive items from ``start[i]``, of which
+        the positions before its key's first item are not ``valid``. Packed (a key with
+        fewer than ``depth`` stored items takes no room for the others), the arrays hold
+        ``depth + B + stored items`` rows, not ``B + keys x depth``: a batch of new keys
+        (a scan, a sweep, 1M hosts) is ten times smaller. One scatter of the batch
         and one gather of the stored items per distinct key build it, instead of a gather
         from the batch and another from the store per window position; the caller gathers
         only the fields and the rows it needs (:meth:`KeySequences.gather`).
@@ -274,23 +279,25 @@ class KeyedHistory:
         rank[order] = np.arange(b) - gstart[codes[order]]
         counts = self._count[slots].astype(np.int64)
 
-        # key u's segment: its depth stored positions, then its sizes[u] batch rows
-        seg_start = np.cumsum(sizes + depth) - (sizes + depth)
-        pos = seg_start[codes] + depth + rank  # where each batch row sits
+        # key u's segment: its counts[u] stored items, then its sizes[u] batch rows; the
+        # segments follow ``depth`` zero rows, so every window's first position is >= 0
+        seg_len = counts + sizes
+        seg_start = depth + np.cumsum(seg_len) - seg_len
+        pos = seg_start[codes] + counts[codes] + rank  # where each batch row sits
         start = pos - depth
         items: dict[str, np.ndarray] = {}
         if depth:
-            store_pos = (seg_start[:, None] + np.arange(depth)[None, :]).ravel()
-            empty = (np.arange(depth)[None, :] < depth - counts[:, None]).ravel()
-            plane = np.tile(np.arange(depth), u)
-            slot_of_item = np.repeat(slots, depth)
+            # the stored items (planes depth - count .. depth - 1 of each key), in place
+            old_i, old_p = _held(counts, depth)
+            store_dst = seg_start[old_i] + old_p - (depth - counts[old_i])
+            store_slot = slots[old_i]
+        total = depth + b + int(counts.sum())
         for name, spec in self.fields.items():
-            arr = np.empty((b + u * depth, *spec.shape), dtype=spec.dtype)
+            arr = np.empty((total, *spec.shape), dtype=spec.dtype)
+            arr[:depth] = 0
             arr[pos] = vals[name]
             if depth:
-                stored = self._buf[name][plane, slot_of_item]
-                stored[empty] = 0  # a reused slot's positions past its count hold stale items
-                arr[store_pos] = stored
+                arr[store_dst] = self._buf[name][old_p, store_slot]
             items[name] = arr
 
         valid = rank[:, None] + np.arange(n)[None, :] >= depth - counts[codes][:, None]
@@ -303,7 +310,7 @@ class KeyedHistory:
         if depth:
             # only the positions that hold an item are written (see the class docstring)
             key_i, pos_i = _held(new_count, depth)
-            src = seg_start[key_i] + sizes[key_i] + pos_i
+            src = seg_start[key_i] + seg_len[key_i] - depth + pos_i
             for name in self.fields:
                 self._buf[name][pos_i, slots[key_i]] = items[name][src]
         self._count[slots] = new_count.astype(np.int16)
