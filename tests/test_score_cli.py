@@ -380,3 +380,30 @@ def test_side_models_get_a_share_of_the_threads() -> None:
     assert intra(2, ["flow_lm"]) == [2]  # alone, a model keeps every thread
     assert intra(2, ["flow_lm", "amf_lstm"]) == [2, 1]  # order as given: the first is first
     assert side_threads(3, 3) == 1 and side_threads(8, 3) == 2
+
+
+def test_verdicts_do_not_depend_on_the_batch_size(tmp_path, capsys) -> None:
+    """Every verdict of the bundled models on a real capture is the same whatever the
+    batch size (so the local engine's larger default batch changes speed, not output):
+    windows carry over batch cuts, and a window's scores do not depend on its batch."""
+    import argparse
+
+    from zeekml import defaults
+    from zeekml.cli.score import batch_rows
+    from zeekml.models.registry import bundled_models
+
+    need(bool(bundled_models()), "the bundled models in onnx_models/")
+    capture = DATA / "zeek" / "stratosphere-008-mixed" / "conn.log.labeled"
+    need(capture.exists(), f"shared capture {capture}")
+    outs = {}
+    for size in ("default", "512", "3000"):
+        out = tmp_path / f"{size}.log"
+        extra = () if size == "default" else ("--batch-size", size)
+        assert score("--all", *extra, "--out", str(out), str(capture)) == 0
+        outs[size] = data_lines(out)
+    assert len(outs["default"]) == 2 * len(read_table(capture))
+    assert outs["512"] == outs["default"] == outs["3000"]
+    # the default depends on the engine: the Spark engine keeps the reading batch
+    assert batch_rows(argparse.Namespace(batch_size=None, engine="local")) == defaults.SCORE_BATCH_ROWS
+    assert batch_rows(argparse.Namespace(batch_size=None, engine="spark")) == defaults.BATCH_ROWS
+    assert batch_rows(argparse.Namespace(batch_size=77, engine="local")) == 77

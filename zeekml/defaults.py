@@ -11,8 +11,15 @@ from __future__ import annotations
 #: side; each other one gets THREADS / models, see ``registry.side_threads``), and torch
 #: threads when training
 THREADS = 2
-#: flows per batch read from a file and scored together (memory bound of ``score``)
+#: flows per batch read from a file (memory bound of reading; the Spark engine's batches)
 BATCH_ROWS = 65536
+#: flows per batch ``score`` and ``calibrate`` read and score together (the local engine):
+#: on the 1M-flow benchmark file (2 cores, both bundled models) 131,072 gave 108-110k
+#: flows/s where 65,536 gave 96-99k (alternating runs, 2026-12-05; 32,768: 86-88k), peak
+#: RSS 826 vs 701 MiB: the flow LM runs each distinct window of a batch once, and a larger
+#: batch holds more repeats (323k graph rows for 1M flows at 48k-row batches), and every
+#: batch pays fixed costs (threads, policy, pandas calls); verdicts are the same
+SCORE_BATCH_ROWS = 131072
 #: flows per batch in ``tail`` (smaller: latency matters more than throughput there)
 TAIL_BATCH_ROWS = 16384
 #: windows per onnxruntime call: with both models side by side on 2 cores, 1,024 gave

@@ -120,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="incident update interval, as for score (default %(default)g)")
     p.add_argument("--threads", type=int, default=defaults.THREADS,
                    help="onnxruntime threads (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=defaults.BATCH_ROWS, metavar="ROWS",
+    p.add_argument("--batch-size", type=int, default=defaults.SCORE_BATCH_ROWS, metavar="ROWS",
                    help="flows per batch (default %(default)s)")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first bad input line instead of skipping it")
