@@ -397,3 +397,63 @@ def test_zeekml_score_commits_only_delivered_notices(rsyslog: Rsyslog, tiny_mode
     got = _received(rsyslog.wait_for(len(logged)))
     assert set(got) == logged  # every notice of both files reached the collector
     assert len(got) == len(set(got))  # and B's notices only once (run 2 sent nothing)
+
+
+def test_records_acknowledged_with_the_collectors_close_count_as_delivered() -> None:
+    """A collector that reads every record and closes at once: its last acknowledgement
+    can reach the sender with its close (on loopback the FIN carries it), after the
+    transport last counted acknowledgements. What the collector acknowledged is
+    delivered: the flush succeeds and nothing is re-sent (a re-send would find the
+    listener gone). A real TCP server with a small receive buffer, so most records wait
+    in the sender's kernel until it reads; the transport's look for a close is where the
+    collector is let read and close (the instant the race needs, made certain)."""
+    import threading
+
+    from zeekml.sinks.transport import TcpTransport
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the accepted one
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    frames = [b"%d %s" % (len(m), m) for m in
+              (b"<13>1 - h zeekml - m - record %d " % i + b"x" * 80 for i in range(3000))]
+    want = b"".join(frames)
+    go = threading.Event()
+    box: dict[str, bytes] = {}
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        srv.close()  # one connection: a reconnect is refused
+        go.wait(30)
+        conn.settimeout(20)
+        got = bytearray()
+        while len(got) < len(want):
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk
+        box["got"] = bytes(got)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    t = TcpTransport("127.0.0.1", srv.getsockname()[1], timeout=5, retry=0.05,
+                     connect_timeout=5)
+    look = t._peer_closed
+
+    def collector_reads_and_closes_first() -> bool:
+        go.set()
+        thread.join(30)
+        return look()
+
+    try:
+        t.send(frames)
+        assert t.sent < len(frames), "most records wait for the collector to read"
+        t._peer_closed = collector_reads_and_closes_first  # type: ignore[method-assign]
+        t.flush()
+        assert t.sent == len(frames) and t.pending() == 0
+    finally:
+        go.set()
+        t.close()
+        thread.join(30)
+    assert box["got"] == want

@@ -406,6 +406,7 @@ class TcpTransport:
         else:
             self._reap_acked()  # before looking for a close: what was acked stays acked
             if self._peer_closed():
+                self._reap_acked()  # and what was acknowledged with the close (_await_acks)
                 raise ConnectionResetError("collector closed the connection")
         sock = self._sock
         assert sock is not None
@@ -532,6 +533,14 @@ class TcpTransport:
             if not self._inflight:
                 return
             if self._peer_closed():
+                # a collector that read everything and closed: its last acknowledgement
+                # may reach us with its close (the FIN carries it), after the count above.
+                # Segments are taken in order, so once the close is seen every
+                # acknowledgement sent before it is in the kernel's count (a reset empties
+                # the send queue instead, and _reap_acked then counts nothing)
+                self._reap_acked()
+                if not self._inflight:
+                    return
                 raise ConnectionResetError("collector closed the connection")
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("no acknowledgement from the collector")
