@@ -59,13 +59,16 @@ def test_defaults_are_the_objects_defaults() -> None:
 
 
 def test_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
-    for cmd, wanted in (("score", (defaults.BATCH_ROWS, defaults.THREADS)),
-                        ("tail", (defaults.TAIL_BATCH_ROWS, defaults.MAX_HOSTS))):
+    for cmd, wanted in (
+            ("score", (f"default {defaults.SCORE_BATCH_ROWS};",
+                       f"{defaults.BATCH_ROWS} with --engine spark)",
+                       f"default {defaults.THREADS})")),
+            ("tail", (f"default {defaults.TAIL_BATCH_ROWS})", f"default {defaults.MAX_HOSTS})"))):
         with pytest.raises(SystemExit):
             main([cmd, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         for value in wanted:
-            assert f"default {value})" in text, (cmd, value)
+            assert value in text, (cmd, value)
 
 
 def test_config_file_is_a_config(tmp_path: Path) -> None:
@@ -86,7 +89,7 @@ def test_bad_value_from_the_cli_is_exit_2(tmp_path: Path, capsys: pytest.Capture
 
 
 #: the defaults that used to be repeated: each literal lives in zeekml/defaults.py only
-REPEATED = ("65536", "16384")
+REPEATED = ("65536", "16384", "131072")
 
 
 def test_repeated_defaults_live_in_one_place() -> None:
