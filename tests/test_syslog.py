@@ -399,6 +399,34 @@ def test_zeekml_score_commits_only_delivered_notices(rsyslog: Rsyslog, tiny_mode
     assert len(got) == len(set(got))  # and B's notices only once (run 2 sent nothing)
 
 
+def small_buffer_listener() -> socket.socket:
+    """A listening loopback TCP socket whose accepted connections have a 4 KiB receive
+    buffer: a collector that does not read leaves most records in the sender's kernel."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the accepted one
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    return srv
+
+
+def octet_framed_records(n: int) -> list[bytes]:
+    """``n`` distinct syslog records, octet-counted as the TCP transport sends them."""
+    msgs = (b"<13>1 - h zeekml - m - record %d " % i + b"x" * 80 for i in range(n))
+    return [b"%d %s" % (len(m), m) for m in msgs]
+
+
+def read_up_to(conn: socket.socket, size: int) -> bytes:
+    """What ``conn`` delivers until ``size`` bytes or its end (20 s receive timeout)."""
+    conn.settimeout(20)
+    got = bytearray()
+    while len(got) < size:
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
+
+
 def test_records_acknowledged_with_the_collectors_close_count_as_delivered() -> None:
     """A collector that reads every record and closes at once: its last acknowledgement
     can reach the sender with its close (on loopback the FIN carries it), after the
@@ -411,12 +439,8 @@ def test_records_acknowledged_with_the_collectors_close_count_as_delivered() -> 
 
     from zeekml.sinks.transport import TcpTransport
 
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the accepted one
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    frames = [b"%d %s" % (len(m), m) for m in
-              (b"<13>1 - h zeekml - m - record %d " % i + b"x" * 80 for i in range(3000))]
+    srv = small_buffer_listener()
+    frames = octet_framed_records(3000)
     want = b"".join(frames)
     go = threading.Event()
     box: dict[str, bytes] = {}
@@ -425,14 +449,7 @@ def test_records_acknowledged_with_the_collectors_close_count_as_delivered() -> 
         conn, _ = srv.accept()
         srv.close()  # one connection: a reconnect is refused
         go.wait(30)
-        conn.settimeout(20)
-        got = bytearray()
-        while len(got) < len(want):
-            chunk = conn.recv(1 << 16)
-            if not chunk:
-                break
-            got += chunk
-        box["got"] = bytes(got)
+        box["got"] = read_up_to(conn, len(want))
         conn.close()
 
     thread = threading.Thread(target=serve, daemon=True)

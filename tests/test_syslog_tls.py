@@ -28,7 +28,10 @@ from test_syslog import (
     _received,
     check_structured,
     notices,
+    octet_framed_records,
     parse_sd,
+    read_up_to,
+    small_buffer_listener,
 )
 
 from tests.test_pipeline import tiny_models  # noqa: F401 - fixture: a real tiny ONNX model
@@ -330,12 +333,8 @@ def test_tls_counts_as_delivered_only_what_the_peer_kernel_has(pki: Pki) -> None
 
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the accepted one
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    msgs = [b"<13>1 - h zeekml - m - record %d " % i + b"x" * 80 for i in range(3000)]
-    frames = [b"%d %s" % (len(m), m) for m in msgs]
+    srv = small_buffer_listener()
+    frames = octet_framed_records(3000)
     want = b"".join(frames)
     ready, go = threading.Event(), threading.Event()
     box: dict[str, object] = {}
@@ -346,14 +345,7 @@ def test_tls_counts_as_delivered_only_what_the_peer_kernel_has(pki: Pki) -> None
         box["conn"] = conn
         ready.set()
         go.wait(60)
-        got = bytearray()
-        conn.settimeout(20)
-        while len(got) < len(want):
-            chunk = conn.recv(1 << 16)
-            if not chunk:
-                break
-            got += chunk
-        box["got"] = bytes(got)
+        box["got"] = read_up_to(conn, len(want))
         conn.close()
         srv.close()
 
