@@ -26,11 +26,8 @@ from zeekml.errors import ConfigError, SinkError
 from zeekml.sinks.registry import make_sink
 from zeekml.sinks.syslog import SD_FIELDS
 
-CONF = """\
-global(workDirectory="{dir}" maxMessageSize="64k"
-       parser.escapeControlCharactersOnReceive="off")
-module(load="imudp")
-module(load="imtcp")
+#: rsyslog writes every message's parsed parts as one JSON line to {out} (ruleset "r")
+PARTS = """\
 template(name="parts" type="list" option.jsonf="on") {{
   property(outname="pri" name="pri" format="jsonf")
   property(outname="ts" name="timereported" dateFormat="rfc3339" format="jsonf")
@@ -44,7 +41,14 @@ template(name="parts" type="list" option.jsonf="on") {{
 ruleset(name="r") {{
   action(type="omfile" file="{out}" template="parts" flushOnTXEnd="on" asyncWriting="off")
 }}
-input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="r" rcvbufSize="4m")
+"""
+
+CONF = """\
+global(workDirectory="{dir}" maxMessageSize="64k"
+       parser.escapeControlCharactersOnReceive="off")
+module(load="imudp")
+module(load="imtcp")
+""" + PARTS + """input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="r" rcvbufSize="4m")
 input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="r")
 """
 

@@ -22,6 +22,7 @@ from _verdicts import expected_text, real_verdicts
 from conftest import REPO, need, need_binary
 from test_syslog import (
     CRON_A,
+    PARTS,
     Rsyslog,
     _free_port,
     _logged_notices,
@@ -48,20 +49,7 @@ global(workDirectory="{dir}" maxMessageSize="64k"
        DefaultNetstreamDriverKeyFile="{key}")
 module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1"
        StreamDriver.Authmode="{authmode}")
-template(name="parts" type="list" option.jsonf="on") {{
-  property(outname="pri" name="pri" format="jsonf")
-  property(outname="ts" name="timereported" dateFormat="rfc3339" format="jsonf")
-  property(outname="host" name="hostname" format="jsonf")
-  property(outname="app" name="app-name" format="jsonf")
-  property(outname="procid" name="procid" format="jsonf")
-  property(outname="msgid" name="msgid" format="jsonf")
-  property(outname="sd" name="structured-data" format="jsonf")
-  property(outname="msg" name="msg" format="jsonf")
-}}
-ruleset(name="r") {{
-  action(type="omfile" file="{out}" template="parts" flushOnTXEnd="on" asyncWriting="off")
-}}
-input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="r")
+""" + PARTS + """input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="r")
 """
 
 
