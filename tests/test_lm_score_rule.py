@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from zeekml.errors import ConfigError, ModelError
 from zeekml.models.card import ModelCard
@@ -151,3 +155,37 @@ def test_rescore_applies_a_rule_to_an_existing_loco_run(tmp_path: Path) -> None:
     before_bad = load_card(model).data
     assert main(["train", "lm", "--rescore", str(bad), "--out", str(model), "--loco", str(oof)]) != 0
     assert load_card(model).data == before_bad  # a refused terms file leaves the card alone
+
+
+def test_loco_report_says_where_the_lm_is_below_the_unigram(tmp_path: Path) -> None:
+    """`tools/lm_loco_report.py --bootstrap`: per capture, the AUC difference with a
+    host-pair interval; a capture where the model's terms carry the signal is "above",
+    one where only the unigram does is "below"."""
+    rng = np.random.default_rng(4)
+    parts = []
+    for cap, lm_gap, uni_gap in (("lm-wins", 5.0, 0.0), ("uni-wins", 0.0, 5.0)):
+        n = 600
+        mal = rng.random(n) < 0.3
+        parts.append(pd.DataFrame({
+            "capture": cap, "row": np.arange(n), "uid": [f"C{cap}{i}" for i in range(n)],
+            "ts": np.arange(n, dtype=float), "orig_h": [f"10.0.0.{i % 7}" for i in range(n)],
+            "orig_p": 1000, "resp_h": [f"10.0.1.{i % 53}" for i in range(n)], "resp_p": 80,
+            "proto": "tcp", "binary": mal.astype(np.int8), "y": mal.astype(np.int64),
+            "fold": cap, "negative": ~mal, "labeled": True,
+            "nll": rng.exponential(2.0, n) + np.where(mal, lm_gap, 0.0),
+            "nll0": rng.exponential(2.0, n),
+            "unigram": rng.exponential(2.0, n) + np.where(mal, uni_gap, 0.0)}))
+    terms = tmp_path / "t.terms.parquet"
+    pd.concat(parts, ignore_index=True).to_parquet(terms, index=False)
+    out = tmp_path / "report.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "lm_loco_report.py"), str(terms),
+         "--weights", "nll=1", "--bootstrap", "200", "--json", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "below the unigram beyond the interval on 1 captures" in run.stdout
+    got = {r["capture"]: r for r in json.loads(out.read_text())[0]["auc_intervals"]}
+    assert got["lm-wins"]["verdict"] == "above" and got["uni-wins"]["verdict"] == "below"
+    for r in got.values():
+        assert r["low"] <= r["auc_difference"] <= r["high"]
+        assert r["pairs"] > 50  # host pairs, the resampled unit

@@ -7,6 +7,7 @@ import pytest
 
 from zeekml.eval.metrics import (
     accuracy,
+    auc_difference_ci,
     average_ranks,
     binary_report,
     classification_report,
@@ -67,6 +68,37 @@ def test_roc_auc_matches_pair_count_on_random_ties():
     pos, neg = s[y == 1], s[y == 0]
     pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     assert roc_auc(y, s) == pytest.approx(pairs / (len(pos) * len(neg)))
+
+
+def test_auc_difference_is_the_difference_of_the_two_aucs():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    a = rng.integers(0, 9, 400) + 2.0 * y  # ties, and better than b
+    b = rng.integers(0, 9, 400) + 0.5 * y
+    diff, low, high = auc_difference_ci(y, a, b, np.arange(400), resamples=300)
+    assert diff == pytest.approx(roc_auc(y, a) - roc_auc(y, b))
+    assert 0 < low < diff < high
+    same = auc_difference_ci(y, a, a.copy(), np.arange(400), resamples=50)
+    assert same == (0.0, 0.0, 0.0)
+    assert auc_difference_ci(np.ones(5), a[:5], b[:5], np.arange(5)) is None
+
+
+def test_auc_difference_resamples_whole_clusters():
+    """Forty copies of each of 30 flows are 30 observations, not 1,200: the interval
+    from whole clusters is as wide as the one from the 30 flows, the flow-level one is
+    far too narrow."""
+    rng = np.random.default_rng(2)
+    y = np.tile([0, 1], 15)
+    a = rng.normal(size=30) + 0.8 * y
+    b = rng.normal(size=30) + 0.4 * y
+    copies = np.repeat(np.arange(30), 40)
+    _, lo30, hi30 = auc_difference_ci(y, a, b, np.arange(30), resamples=400, seed=3)
+    _, lo_c, hi_c = auc_difference_ci(y[copies], a[copies], b[copies], copies, resamples=400,
+                                      seed=3)
+    _, lo_f, hi_f = auc_difference_ci(y[copies], a[copies], b[copies], np.arange(1200),
+                                      resamples=400, seed=3)
+    assert hi_c - lo_c > 0.8 * (hi30 - lo30)
+    assert hi_f - lo_f < 0.4 * (hi_c - lo_c)
 
 
 def test_average_ranks():

@@ -11,8 +11,14 @@ policy with default suppression (600 s).
 ``--weights`` recomputes everything for another score rule from the same terms (no
 retraining): this is how the shipped rule was compared with the alternatives.
 
+``--bootstrap N`` also prints, per capture, the model's ROC AUC minus the unigram's with a
+95% interval from N resamples of whole host pairs (a capture's flows of one conversation
+are not independent draws), and says whether the model is below, above or level with
+the unigram beyond that interval.
+
     python tools/lm_loco_report.py onnx_models/flow_lm.loco.terms.parquet
     python tools/lm_loco_report.py TERMS --weights nll=1 --weights nll=0.5,unigram=0.5
+    python tools/lm_loco_report.py onnx_models/flow_lm.loco.terms.parquet --bootstrap 1000
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from zeekml.eval.metrics import auc_difference_ci  # noqa: E402
 from zeekml.train import flow_lm as F  # noqa: E402
 from zeekml.train.lm_loco import apply_rule, capture_metrics, pooled_metrics  # noqa: E402
 from zeekml.train.lm_training import parse_weights  # noqa: E402
@@ -74,6 +82,32 @@ def table(terms: pd.DataFrame, weights: str | None, cfg: F.LmConfig) -> tuple[st
     return "\n".join(lines), {"rule": {**rule.to_json(), "combine": rule.how}, "pooled": pooled, "captures": caps}
 
 
+def auc_intervals(scored: pd.DataFrame, resamples: int) -> tuple[str, list[dict[str, Any]]]:
+    """Per capture: model AUC minus unigram AUC, with its host-pair bootstrap interval."""
+    lines = [f"{'capture':34}{'pairs':>7}{'AUC lm - uni':>14}{'95% interval':>20}  verdict"]
+    out: list[dict[str, Any]] = []
+    counts = {"below": 0, "level": 0, "above": 0}
+    for name, d in scored.groupby("capture", sort=False):
+        y = np.where(d["negative"].to_numpy(dtype=bool), 0, d["binary"].to_numpy())
+        a, b = d["orig_h"].astype(str).to_numpy(), d["resp_h"].astype(str).to_numpy()
+        pairs = np.where(a < b, a + "|" + b, b + "|" + a)
+        got = auc_difference_ci(y, d["score"].to_numpy(), d["baseline_score"].to_numpy(),
+                                pairs, resamples=resamples)
+        if got is None:
+            continue
+        diff, low, high = got
+        verdict = "below" if high < 0 else "above" if low > 0 else "level"
+        counts[verdict] += 1
+        n_pairs = len(set(pairs[(y == 0) | (y == 1)]))
+        lines.append(f"{str(name)[:33]:34}{n_pairs:>7}{diff:>+14.4f}   [{low:+.4f}, {high:+.4f}]  {verdict}")
+        out.append({"capture": name, "pairs": n_pairs, "auc_difference": diff,
+                    "low": low, "high": high, "verdict": verdict})
+    lines.append(f"lm below the unigram beyond the interval on {counts['below']} captures, "
+                 f"level on {counts['level']}, above on {counts['above']} "
+                 f"({resamples} host-pair resamples)")
+    return "\n".join(lines), out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("terms", help="OUT.terms.parquet written by zeekml train lm --loco OUT.parquet")
@@ -82,6 +116,9 @@ def main() -> None:
     ap.add_argument("--fpr", type=float, default=F.LmConfig.fpr)
     ap.add_argument("--min-above", type=int, default=F.LmConfig.min_flows_above)
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    ap.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                    help="also give each capture's AUC difference (lm - unigram) with a 95%% "
+                         "interval from N resamples of whole host pairs")
     args = ap.parse_args()
     terms = pd.read_parquet(args.terms)
     cfg = F.LmConfig(fpr=args.fpr, min_flows_above=args.min_above)
@@ -89,6 +126,10 @@ def main() -> None:
     for w in args.weights or [None]:
         text, res = table(terms, w, cfg)
         print(text, end="\n\n")
+        if args.bootstrap > 0:
+            text, res["auc_intervals"] = auc_intervals(
+                apply_rule(terms, parse_weights(w), cfg), args.bootstrap)
+            print(text, end="\n\n")
         results.append(res)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from zeekml.policy.notice import crosses
 
@@ -114,6 +115,67 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float | None:
     r = average_ranks(s)
     u = r[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
+
+
+def _tie_groups(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's group of equal scores (groups in increasing score order), and the
+    positive rows (``y == 1``) among the rows kept (``y`` 0 or 1)."""
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    new = np.r_[True, s[1:] != s[:-1]] if len(s) else np.zeros(0, dtype=bool)
+    group = np.empty(len(s), dtype=np.int64)
+    group[order] = np.cumsum(new) - 1
+    return group, y == 1
+
+
+def _weighted_auc(group: np.ndarray, pos: np.ndarray, weight: np.ndarray) -> float | None:
+    """ROC AUC with row weights, ties counting one half (see :func:`auc_difference_ci`)."""
+    k = int(group.max()) + 1 if len(group) else 0
+    wp = np.bincount(group[pos], weight[pos], minlength=k)
+    wn = np.bincount(group[~pos], weight[~pos], minlength=k)
+    tp, tn = wp.sum(), wn.sum()
+    if tp <= 0 or tn <= 0:
+        return None
+    below = np.cumsum(wn) - wn  # negative weight with a lower score than the group
+    return float((wp * (below + 0.5 * wn)).sum() / (tp * tn))
+
+
+def auc_difference_ci(y_true: np.ndarray, a: np.ndarray, b: np.ndarray, clusters: np.ndarray,
+                      *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+                      ) -> tuple[float, float, float] | None:
+    """ROC AUC of ``a`` minus that of ``b`` on the same rows, with a bootstrap interval.
+
+    Flows of one conversation are not independent (a scan is thousands of near-identical
+    flows), so the bootstrap draws whole ``clusters`` (e.g. host pairs) with replacement,
+    each row weighted by how often its cluster was drawn, and both scores are judged on
+    the same draw. Returns ``(difference, low, high)``; ``None`` when a class is missing.
+    Rows whose ``y_true`` is not 0/1 are ignored.
+    """
+    y = np.asarray(y_true).ravel()
+    ok = (y == 0) | (y == 1)
+    y = y[ok]
+    sa = np.asarray(a, dtype=np.float64).ravel()[ok]
+    sb = np.asarray(b, dtype=np.float64).ravel()[ok]
+    ga, pos = _tie_groups(y, sa)
+    gb, _ = _tie_groups(y, sb)
+    ones = np.ones(len(y))
+    da, db = _weighted_auc(ga, pos, ones), _weighted_auc(gb, pos, ones)
+    if da is None or db is None:
+        return None
+    codes, _ = pd.factorize(pd.Series(np.asarray(clusters, dtype=object).ravel()[ok]))
+    n = int(codes.max()) + 1
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)[codes]
+        ra, rb = _weighted_auc(ga, pos, w), _weighted_auc(gb, pos, w)
+        if ra is not None and rb is not None:
+            diffs.append(ra - rb)
+    if not diffs:
+        return None
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(diffs, [tail, 100.0 - tail])
+    return da - db, float(low), float(high)
 
 
 def binary_report(y_true: np.ndarray, y_pred: np.ndarray, score: np.ndarray | None = None) -> dict[str, Any]:
