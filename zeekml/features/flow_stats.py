@@ -92,7 +92,7 @@ def flow_features(flows: pd.DataFrame) -> np.ndarray:
     if n == 0:
         return np.zeros((0, N_FEATURES), dtype=np.float32)
     # filled one feature (one contiguous row) at a time, then transposed in one copy:
-    # writing feature columns of a row-major array strides 108 bytes per value, and
+    # writing feature columns of a row-major array strides a whole row per value, and
     # inside the pipeline (two models' threads on two cores) that cost 0.3 s per 1M
     # flows more and slowed the whole run by about 5% (docs/benchmarks.md, stop 25)
     out = np.empty((N_FEATURES, n), dtype=np.float32)
