@@ -183,3 +183,42 @@ def test_thin_classes_rule_defaults_to_three_captures_for_a_corpus_only() -> Non
     assert AmfTrainRequest(out=Path("m.onnx"), data=("a.log",), min_class_captures=2).class_captures == 2
     with pytest.raises(ConfigError):
         AmfTrainRequest(out=Path("m.onnx"), corpus="c.json", min_class_captures=0)
+
+
+def test_sample_weights_give_benign_its_share_and_balance_classes_and_captures() -> None:
+    """Benign windows carry ``normal_share`` of the weight; the attack classes share the
+    rest equally; inside a class, each capture by the square root of its size."""
+    pytest.importorskip("torch")
+    from zeekml.train.amf_lstm import sample_weights
+
+    # normal: 900 rows of capture 0, 100 of capture 1; ddos (1): 400 rows; c2 (4): 50 rows
+    y = np.array([0] * 1000 + [1] * 400 + [4] * 50)
+    groups = np.array([0] * 900 + [1] * 100 + [2] * 400 + [3] * 50)
+    for share in (0.5, 0.8):
+        w = sample_weights(y, groups, 8, share).astype(np.float64)
+        assert w.mean() == pytest.approx(1.0, rel=1e-5)
+        total = w.sum()
+        assert w[y == 0].sum() / total == pytest.approx(share, rel=1e-5)
+        assert w[y == 1].sum() / total == pytest.approx((1 - share) / 2, rel=1e-5)
+        assert w[y == 4].sum() / total == pytest.approx((1 - share) / 2, rel=1e-5)
+        # capture 0 has 9x the rows of capture 1: 3x (sqrt 9) the weight, not 9x
+        assert w[groups == 0].sum() / w[groups == 1].sum() == pytest.approx(3.0, rel=1e-5)
+
+
+def test_normal_share_reaches_the_training_config() -> None:
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    from zeekml.cli.main import build_parser
+    from zeekml.errors import ConfigError
+    from zeekml.train.amf_training import AmfTrainRequest, _config
+
+    args = build_parser().parse_args(["train", "amf", "--corpus", "c.json", "--out", "m.onnx",
+                                      "--normal-share", "0.7"])
+    assert args.normal_share == 0.7
+    req = AmfTrainRequest(out=Path("m.onnx"), corpus="c.json", normal_share=0.7)
+    assert _config(req).normal_share == 0.7
+    assert _config(AmfTrainRequest(out=Path("m.onnx"), corpus="c.json")).normal_share == 0.5
+    for bad in (0.0, 1.0, -0.2):
+        with pytest.raises(ConfigError, match="normal_share"):
+            AmfTrainRequest(out=Path("m.onnx"), corpus="c.json", normal_share=bad)

@@ -82,6 +82,9 @@ class AmfTrainRequest:
     threads: int = defaults.THREADS
     lr: float = 1e-3
     ensemble: int = 1
+    #: share of the training weight given to benign windows (the attack classes share
+    #: the rest equally; see :func:`~zeekml.train.amf_lstm.sample_weights`)
+    normal_share: float = 0.5
     #: windows also carry each flow's fan-out (zeekml.windows.fanout)
     fanout: bool = False
     #: benign labels a capture contradicts are neither trained on nor counted
@@ -110,6 +113,8 @@ class AmfTrainRequest:
             raise ConfigError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
         if not (0.0 < self.alpha < 1.0):
             raise ConfigError(f"alpha must be a rate in (0, 1), got {self.alpha}")
+        if not (0.0 < self.normal_share < 1.0):
+            raise ConfigError(f"normal_share must be in (0, 1), got {self.normal_share}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.min_class_captures is not None and self.min_class_captures < 1:
@@ -127,7 +132,7 @@ def _config(req: AmfTrainRequest) -> amf_lstm.TrainConfig:
     return amf_lstm.TrainConfig(
         hidden=req.hidden, epochs=req.epochs, seed=req.seed, lr=req.lr, threads=req.threads,
         ensemble=req.ensemble, samples_per_epoch=req.samples_per_epoch,
-        batch_size=req.batch_size,
+        batch_size=req.batch_size, normal_share=req.normal_share,
     )
 
 
