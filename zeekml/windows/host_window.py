@@ -169,11 +169,13 @@ class _Assembly:
         xs = np.take(self._norm[1], idx.T, axis=0)
         m = np.take(self.seq.items["meta"], idx, axis=0)
         valid = self.seq.valid[start:stop]
-        rel = np.empty((*valid.shape, xs.shape[2] - nf), dtype=np.float32)
-        self._relations(rel, m, valid, self.seq.ts[start:stop])
-        rel -= norm.mean[nf:]
-        rel *= norm.inv_std[nf:]
-        xs[:, :, nf:] = rel.transpose(1, 0, 2)
+        # one contiguous plane per relational feature (written through a [rows, n, R]
+        # view): the per-feature stores and the normalization then run on contiguous memory
+        planes = np.empty((xs.shape[2] - nf, *valid.shape), dtype=np.float32)
+        self._relations(planes.transpose(1, 2, 0), m, valid, self.seq.ts[start:stop])
+        planes -= norm.mean[nf:, None, None]
+        planes *= norm.inv_std[nf:, None, None]
+        xs[:, :, nf:] = planes.transpose(2, 1, 0)
         xs[~valid.T] = 0.0
         return xs
 
