@@ -133,15 +133,26 @@ def time_major(x: np.ndarray, mask: np.ndarray, norm: Normalization) -> np.ndarr
 
 @dataclass
 class _Assembly:
-    """What :meth:`HostWindows.push` keeps to assemble windows: the key sequences and the
-    features of every sequence item widened to float32 with room for the relational
-    columns (once per item, not once per window position)."""
+    """What :meth:`HostWindows.push` keeps to assemble windows: the key sequences, whose
+    items' own features are widened to float32 (and normalized, for the graph) once per
+    item, not once per window position, when windows are first assembled."""
 
     seq: KeySequences
-    wide: np.ndarray
+    width: int  # window features: a flow's own, then the relational ones
     n_flow: int  # columns of a flow's own features (the relational ones follow)
 
+    _wide: np.ndarray | None = None
     _norm: tuple[Normalization, np.ndarray] | None = None
+
+    @property
+    def wide(self) -> np.ndarray:
+        """The items' own features widened to float32 with room for the relational
+        columns (raw windows only: the scorer's normalized path reads the items directly)."""
+        if self._wide is None:
+            feat = self.seq.items["feat"]
+            self._wide = np.empty((len(feat), self.width), dtype=np.float32)
+            self._wide[:, : self.n_flow] = feat
+        return self._wide
 
     def x(self, start: int, stop: int) -> np.ndarray:
         """Raw windows ``[rows, n, F]``."""
@@ -161,8 +172,11 @@ class _Assembly:
         :meth:`x` writes them), normalized, then put in place."""
         nf = self.n_flow
         if self._norm is None or self._norm[0] is not norm:
-            wide = np.empty_like(self.wide)
-            np.subtract(self.wide[:, :nf], norm.mean[:nf], out=wide[:, :nf])
+            # float16 items widen exactly to float32: the same values as normalizing the
+            # widened copy, without writing that copy first
+            feat = self.seq.items["feat"]
+            wide = np.empty((len(feat), self.width), dtype=np.float32)
+            np.subtract(feat, norm.mean[:nf], out=wide[:, :nf])
             wide[:, :nf] *= norm.inv_std[:nf]
             self._norm = (norm, wide)
         idx = self._positions(start, stop)
@@ -415,9 +429,8 @@ class HostWindows:
                 feats[:, FEATURES.index("no_reply")] > 0, is_orig, factorized=coded)], axis=1)
         values = {"ts": ts, "feat": feats.astype(np.float16), "meta": meta, "uid": uid_bytes(flows["uid"])}
         seq = self.history.extend_seq(keys, values, factorized=coded)
-        wide = np.empty((len(seq.items["feat"]), len(self.features)), dtype=np.float32)
-        wide[:, : self._n_flow] = seq.items["feat"]
-        return Windows(None, seq.valid, assemble=_Assembly(seq, wide, self._n_flow))
+        return Windows(None, seq.valid,
+                       assemble=_Assembly(seq, len(self.features), self._n_flow))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = self.history.state_dict()
