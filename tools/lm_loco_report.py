@@ -37,18 +37,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from zeekml.eval.metrics import auc_difference_ci  # noqa: E402
+from zeekml.models.lm_score import ScoreRule  # noqa: E402
 from zeekml.train import flow_lm as F  # noqa: E402
 from zeekml.train.lm_loco import apply_rule, capture_metrics, pooled_metrics  # noqa: E402
 from zeekml.train.lm_training import parse_weights  # noqa: E402
+from zeekml.windows.conversation import conversation_key_codes  # noqa: E402
 
 
 def _f(v: Any, fmt: str = ".3f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def table(terms: pd.DataFrame, weights: str | None, cfg: F.LmConfig) -> tuple[str, dict[str, Any]]:
-    rule = parse_weights(weights)
-    scored = apply_rule(terms, rule, cfg)
+def table(scored: pd.DataFrame, rule: ScoreRule, cfg: F.LmConfig) -> tuple[str, dict[str, Any]]:
+    """The per-capture and pooled table of ``scored`` (the terms under ``rule``)."""
     caps = capture_metrics(scored)
     pooled = pooled_metrics(scored)
     head = (f"{'capture':34}{'fold':>9}{'benign':>7}{'mal':>7}{'AUC lm/uni':>14}{'recall lm/uni':>15}"
@@ -89,8 +90,7 @@ def auc_intervals(scored: pd.DataFrame, resamples: int) -> tuple[str, list[dict[
     counts = {"below": 0, "level": 0, "above": 0}
     for name, d in scored.groupby("capture", sort=False):
         y = np.where(d["negative"].to_numpy(dtype=bool), 0, d["binary"].to_numpy())
-        a, b = d["orig_h"].astype(str).to_numpy(), d["resp_h"].astype(str).to_numpy()
-        pairs = np.where(a < b, a + "|" + b, b + "|" + a)
+        pairs, _ = conversation_key_codes(d)  # the flow LM's conversation: the host pair
         got = auc_difference_ci(y, d["score"].to_numpy(), d["baseline_score"].to_numpy(),
                                 pairs, resamples=resamples)
         if got is None:
@@ -98,7 +98,7 @@ def auc_intervals(scored: pd.DataFrame, resamples: int) -> tuple[str, list[dict[
         diff, low, high = got
         verdict = "below" if high < 0 else "above" if low > 0 else "level"
         counts[verdict] += 1
-        n_pairs = len(set(pairs[(y == 0) | (y == 1)]))
+        n_pairs = len(np.unique(pairs[(y == 0) | (y == 1)]))
         lines.append(f"{str(name)[:33]:34}{n_pairs:>7}{diff:>+14.4f}   [{low:+.4f}, {high:+.4f}]  {verdict}")
         out.append({"capture": name, "pairs": n_pairs, "auc_difference": diff,
                     "low": low, "high": high, "verdict": verdict})
@@ -124,11 +124,12 @@ def main() -> None:
     cfg = F.LmConfig(fpr=args.fpr, min_flows_above=args.min_above)
     results = []
     for w in args.weights or [None]:
-        text, res = table(terms, w, cfg)
+        rule = parse_weights(w)
+        scored = apply_rule(terms, rule, cfg)
+        text, res = table(scored, rule, cfg)
         print(text, end="\n\n")
         if args.bootstrap > 0:
-            text, res["auc_intervals"] = auc_intervals(
-                apply_rule(terms, parse_weights(w), cfg), args.bootstrap)
+            text, res["auc_intervals"] = auc_intervals(scored, args.bootstrap)
             print(text, end="\n\n")
         results.append(res)
     if args.json:

@@ -117,15 +117,14 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float | None:
     return float(u / (n_pos * n_neg))
 
 
-def _tie_groups(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's group of equal scores (groups in increasing score order), and the
-    positive rows (``y == 1``) among the rows kept (``y`` 0 or 1)."""
+def _tie_groups(score: np.ndarray) -> np.ndarray:
+    """Each row's group of equal scores, groups numbered in increasing score order."""
     order = np.argsort(score, kind="stable")
     s = score[order]
     new = np.r_[True, s[1:] != s[:-1]] if len(s) else np.zeros(0, dtype=bool)
     group = np.empty(len(s), dtype=np.int64)
     group[order] = np.cumsum(new) - 1
-    return group, y == 1
+    return group
 
 
 def _weighted_auc(group: np.ndarray, pos: np.ndarray, weight: np.ndarray) -> float | None:
@@ -156,12 +155,10 @@ def auc_difference_ci(y_true: np.ndarray, a: np.ndarray, b: np.ndarray, clusters
     y = y[ok]
     sa = np.asarray(a, dtype=np.float64).ravel()[ok]
     sb = np.asarray(b, dtype=np.float64).ravel()[ok]
-    ga, pos = _tie_groups(y, sa)
-    gb, _ = _tie_groups(y, sb)
-    ones = np.ones(len(y))
-    da, db = _weighted_auc(ga, pos, ones), _weighted_auc(gb, pos, ones)
+    da, db = roc_auc(y, sa), roc_auc(y, sb)
     if da is None or db is None:
         return None
+    ga, gb, pos = _tie_groups(sa), _tie_groups(sb), y == 1
     codes, _ = pd.factorize(pd.Series(np.asarray(clusters, dtype=object).ravel()[ok]))
     n = int(codes.max()) + 1
     rng = np.random.default_rng(seed)

@@ -168,8 +168,8 @@ class _Assembly:
     def xs(self, start: int, stop: int, norm: Normalization) -> np.ndarray:
         """Normalized time-major windows ``[n, rows, F]`` (:func:`time_major`), gathered
         in that layout from items whose own features are normalized once per item, not
-        once per window position; the relational features are written row-major (as
-        :meth:`x` writes them), normalized, then put in place."""
+        once per window position; the relational features are written by the same code as
+        in :meth:`x`, one contiguous plane per feature, normalized, then put in place."""
         nf = self.n_flow
         if self._norm is None or self._norm[0] is not norm:
             # float16 items widen exactly to float32: the same values as normalizing the
