@@ -192,7 +192,9 @@ def _bundled() -> list[str]:
 
 
 @pytest.mark.parametrize(("spec", "expect"), [
-    ("port_scan=0.5", "no loaded model reports a class 'port_scan'"),
+    ("port-scan=0.5", "no loaded model reports a class 'port-scan'"),
+    ("scan:port_scan=40", "outside the score range of scan [0, 32]"),
+    ("scan:portscan=5", "model scan has no class 'portscan'"),
     ("amf:portscan=0.5", "no model named 'amf'"),
     ("nosuchmodel:c2=0.5", "no model named 'nosuchmodel'"),
     ("amf_lstm:anomaly=0.5", "model amf_lstm has no class 'anomaly'"),
@@ -206,7 +208,9 @@ def test_bad_thresholds_are_usage_errors(tmp_path, capture, capsys, spec, expect
     out = tmp_path / "z.log"
     line = refused(capsys, ["score", "--threshold", spec, "--out", str(out), str(capture)],
                    2, "--threshold " + spec, expect)
-    if "class" in expect:  # the message lists what is valid
+    if "class" in expect and spec.startswith("scan:"):  # the model's own classes
+        assert "address_scan, port_scan" in line
+    elif "class" in expect:  # the message lists what is valid
         assert "portscan" in line and "anomaly" in line
     assert not out.exists()
 
@@ -214,9 +218,9 @@ def test_bad_thresholds_are_usage_errors(tmp_path, capture, capsys, spec, expect
 def test_bad_config_thresholds_name_the_config_file(tmp_path, capture, capsys) -> None:
     _bundled()
     cfg = tmp_path / "policy.json"
-    cfg.write_text('{"thresholds": {"port_scan": 0.5}}')
+    cfg.write_text('{"thresholds": {"port-scan": 0.5}}')
     refused(capsys, ["score", "--config", str(cfg), "--out", str(tmp_path / "z.log"),
-                     str(capture)], 2, f"{cfg}: threshold port_scan", "portscan")
+                     str(capture)], 2, f"{cfg}: threshold port-scan", "portscan")
     cfg.write_text('{"thresholds": {"amf_lstm:c2": 2}}')
     refused(capsys, ["score", "--config", str(cfg), "--out", str(tmp_path / "z.log"),
                      str(capture)], 2, "outside the score range of amf_lstm")

@@ -1,6 +1,6 @@
 """Regenerate tests/golden/*.tsv: the whole pipeline's verdicts on a few shared captures.
 
-Each golden file is what ``zeekml score --all`` writes for one capture with both bundled
+Each golden file is what ``zeekml score --all`` writes for one capture with every bundled
 models (default thresholds and suppression, one thread), cut to the fields that carry the
 decision, scores rounded to 4 decimals. tests/test_golden.py runs the same pipeline and
 compares; a change in verdicts (a reader, a feature, a model, the policy) is a failing test

@@ -16,7 +16,8 @@ from zeekml import defaults
 from zeekml.models.card import load_card
 from zeekml.models.registry import resolve_model
 
-EVALUATORS = {"amf_lstm": "zeekml.eval.amf_eval", "flow_lm": "zeekml.eval.lm_eval"}
+EVALUATORS = {"amf_lstm": "zeekml.eval.amf_eval", "flow_lm": "zeekml.eval.lm_eval",
+              "scan": "zeekml.eval.scan_eval"}
 
 
 def run(args: argparse.Namespace) -> int:

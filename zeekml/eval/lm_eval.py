@@ -27,7 +27,6 @@ runs through its files in order, as ``zeekml score`` would.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -149,7 +148,7 @@ def evaluate(card: ModelCard, paths: list[str], *, threads: int = defaults.THREA
     return {
         "model": card.name,
         "kind": card.kind,
-        "onnx": Path(card.onnx_path).name,
+        "onnx": card.graph().name,
         "inputs": [str(p) for p in paths],
         "files": len(files_seen),
         "rows": int(len(y)),

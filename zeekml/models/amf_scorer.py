@@ -168,7 +168,7 @@ class AmfScorer:
         #: what --threshold may name, and the range its scores (1 - P(normal)) live in
         self.notice_classes = tuple(c for c in classes if c != "normal")
         self.score_range = (0.0, 1.0)
-        self.session = open_session(card.onnx_path, options.threads)
+        self.session = open_session(card.graph(), options.threads)
         self.norm = _check_graph(self.session, card, window, len(classes))
         self.windows = HostWindows(
             window, key, max_hosts=options.max_hosts, idle_timeout=options.idle_timeout,

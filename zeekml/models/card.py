@@ -9,7 +9,8 @@ Common fields (every kind)::
     format        "zeekml-model-card/1"
     name          str
     kind          "amf_lstm" | "flow_lm" | a plugin's kind
-    onnx_sha256   hex digest of NAME.onnx
+    onnx_sha256   hex digest of NAME.onnx (absent from the card of a kind without a
+                  graph, e.g. ``scan``: that card is the whole model, ``NAME.card.json``)
     thresholds    {class: float}; "default" applies to classes not listed
     training      {files: [{path, sha256, rows}], command: str, seconds: float, ...}
     metrics       dict (held-out results; free-form per kind)
@@ -51,8 +52,22 @@ class ModelCard:
     """A validated card; ``data`` holds the whole JSON object."""
 
     path: Path
-    onnx_path: Path
+    onnx_path: Path | None  # None: a card-only model (no graph)
     data: dict[str, Any]
+
+    def graph(self) -> Path:
+        """The ONNX file, or ModelError for a card-only model."""
+        if self.onnx_path is None:
+            raise ModelError(f"{self.path}: this card describes no ONNX graph")
+        return self.onnx_path
+
+    @property
+    def digest(self) -> str:
+        """What identifies the model: its graph's SHA-256 (checked against the file when
+        the card was loaded), or the card's own for a card-only model."""
+        if self.onnx_path is None:
+            return hashlib.sha256(json.dumps(self.data, sort_keys=True).encode()).hexdigest()
+        return str(self.data["onnx_sha256"])
 
     @property
     def name(self) -> str:
@@ -80,12 +95,21 @@ class ModelCard:
         return value
 
 
-def _check_common(path: Path, data: Any) -> None:
+def is_card_path(path: str | Path) -> bool:
+    """``path`` names a card itself (``NAME.card.json``): a card-only model."""
+    return str(path).endswith(".card.json")
+
+
+def _check_common(path: Path, data: Any, *, graph: bool = True) -> None:
     if not isinstance(data, dict):
         raise ModelError(f"{path}: model card is not a JSON object")
     if data.get("format") != CARD_FORMAT:
         raise ModelError(f"{path}: model card format is {data.get('format')!r}, expected {CARD_FORMAT!r}")
-    for key, typ in (("name", str), ("kind", str), ("onnx_sha256", str), ("thresholds", dict)):
+    if not graph and "onnx_sha256" in data:
+        raise ModelError(f"{path}: this card describes an ONNX graph: give the .onnx file "
+                         "beside it as the model")
+    required = (("name", str), ("kind", str), ("thresholds", dict))
+    for key, typ in (*required, ("onnx_sha256", str)) if graph else required:
         if not isinstance(data.get(key), typ):
             raise ModelError(f"{path}: model card field {key!r} is missing or not a {typ.__name__}")
     for k, v in data["thresholds"].items():
@@ -94,19 +118,22 @@ def _check_common(path: Path, data: Any) -> None:
 
 
 def load_card(onnx_path: str | Path, *, verify_digest: bool = True) -> ModelCard:
-    """Read and validate the card beside ``onnx_path``."""
+    """Read and validate the card beside ``onnx_path``, or the card ``NAME.card.json`` of
+    a card-only model (its kind's scorer needs no graph; checked when it is built)."""
+    if is_card_path(onnx_path):
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise ModelError(f"{path}: model card not found")
+        data = _read_card(path)
+        _check_common(path, data, graph=False)
+        return ModelCard(path=path, onnx_path=None, data=data)
     onnx_path = Path(onnx_path)
     path = card_path(onnx_path)
     if not onnx_path.is_file():
         raise ModelError(f"{onnx_path}: model file not found")
     if not path.is_file():
         raise ModelError(f"{path}: model card not found (every model needs NAME.card.json)")
-    if path.stat().st_size > MAX_CARD_BYTES:
-        raise ModelError(f"{path}: model card is larger than {MAX_CARD_BYTES} bytes")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: model card is not valid JSON: {exc}") from exc
+    data = _read_card(path)
     _check_common(path, data)
     if verify_digest:
         digest = sha256_file(onnx_path)
@@ -116,6 +143,15 @@ def load_card(onnx_path: str | Path, *, verify_digest: bool = True) -> ModelCard
                 f"({str(data['onnx_sha256'])[:12]}...): the model and card were not exported together"
             )
     return ModelCard(path=path, onnx_path=onnx_path, data=data)
+
+
+def _read_card(path: Path) -> Any:
+    if path.stat().st_size > MAX_CARD_BYTES:
+        raise ModelError(f"{path}: model card is larger than {MAX_CARD_BYTES} bytes")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: model card is not valid JSON: {exc}") from exc
 
 
 def write_card(onnx_path: str | Path, data: dict[str, Any]) -> Path:

@@ -134,7 +134,7 @@ class LmScorer:
         self.name = card.name
         self.context, spec = validate_card(card)
         self.tokenizer = Tokenizer(spec)
-        self.session = open_session(card.onnx_path, options.threads)
+        self.session = open_session(card.graph(), options.threads)
         _check_graph(self.session, card, self.context, len(spec.components))
         trained = card.data["conversation"].get("idle_timeout")
         if isinstance(trained, (int, float)) and float(trained) != options.idle_timeout:

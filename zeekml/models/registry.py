@@ -1,7 +1,8 @@
 """Find models by bundled name or path, and build the scorer for a card's kind.
 
-``--model`` takes either a path to an ``.onnx`` file or the name of a bundled model
-(``amf_lstm``, ``flow_lm``). Bundled models live in the top-level ``onnx_models/``
+``--model`` takes either a path to an ``.onnx`` file (or to the ``NAME.card.json`` of a
+card-only model, whose kind needs no graph) or the name of a bundled model
+(``amf_lstm``, ``flow_lm``, ``scan``). Bundled models live in the top-level ``onnx_models/``
 directory of a source checkout, which installs as the package ``zeekml.onnx_models``.
 
 Scorer classes are found by the card's ``kind``: the built-ins below, then the
@@ -22,13 +23,14 @@ from typing import Any, Protocol
 from zeekml import __version__, defaults, entrypoints
 from zeekml.errors import ConfigError, ModelError
 from zeekml.models.base import Scorer
-from zeekml.models.card import ModelCard, load_card
+from zeekml.models.card import ModelCard, card_path, is_card_path, load_card
 
 GROUP = "zeekml.scorers"
 
 BUILTIN_KINDS: dict[str, str] = {
     "amf_lstm": "zeekml.models.amf_scorer:AmfScorer",
     "flow_lm": "zeekml.models.lm_scorer:LmScorer",
+    "scan": "zeekml.models.scan_scorer:ScanScorer",
 }
 
 
@@ -68,23 +70,32 @@ def bundled_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "onnx_models"
 
 
+def model_name(path: Path) -> str:
+    """``x/NAME.onnx`` or ``x/NAME.card.json`` -> ``NAME``."""
+    return path.name.removesuffix(".card.json").removesuffix(".onnx")
+
+
 def bundled_models() -> list[Path]:
-    """Every bundled ``.onnx`` file that has a card, sorted by name."""
+    """Every bundled model, sorted by name: each ``.onnx`` file that has a card, and each
+    card without a graph beside it (a card-only model)."""
     d = bundled_dir()
-    return sorted(p for p in d.glob("*.onnx") if p.with_name(p.stem + ".card.json").is_file())
+    graphs = [p for p in d.glob("*.onnx") if card_path(p).is_file()]
+    cards = [p for p in d.glob("*.card.json") if not p.with_name(model_name(p) + ".onnx").exists()]
+    return sorted(graphs + cards, key=model_name)
 
 
 def resolve_model(spec: str) -> Path:
-    """A path to an ``.onnx`` file, or a bundled model's name -> its path."""
+    """A path to an ``.onnx`` file or a card-only model's card, or a bundled model's
+    name -> its path."""
     p = Path(spec)
-    if p.suffix == ".onnx" or "/" in spec or p.exists():
+    if p.suffix == ".onnx" or is_card_path(spec) or "/" in spec or p.exists():
         if not p.is_file():
             raise ModelError(f"{spec}: model file not found")
         return p
-    candidate = bundled_dir() / f"{spec}.onnx"
-    if candidate.is_file():
-        return candidate
-    names = ", ".join(m.stem for m in bundled_models()) or "none"
+    for candidate in (bundled_dir() / f"{spec}.onnx", bundled_dir() / f"{spec}.card.json"):
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(model_name(m) for m in bundled_models()) or "none"
     raise ModelError(f"{spec}: no such bundled model (bundled: {names})")
 
 
@@ -114,6 +125,9 @@ def load_scorer(spec: str, options: ScorerOptions | None = None) -> Scorer:
     """Resolve ``spec``, validate its card, and build the scorer for its kind."""
     card: ModelCard = load_card(resolve_model(spec))
     cls = _scorer_class(card.kind)
+    if card.onnx_path is None and not getattr(cls, "graphless", False):
+        raise ModelError(f"{card.path}: a {card.kind!r} model needs its ONNX graph: give the "
+                         ".onnx file beside its card")
     return cls(card, options or ScorerOptions())
 
 
@@ -144,5 +158,7 @@ def load_scorers(specs: Sequence[str], options: ScorerOptions | None = None) -> 
         if not models:
             raise ModelError(f"no bundled models found in {bundled_dir()}")
         specs = [str(m) for m in models]
-    side = replace(options, threads=side_threads(options.threads, len(specs)))
+    # a card-only model (the scan detector) runs no graph: it takes no share of the threads
+    graphs = sum(not is_card_path(resolve_model(spec)) for spec in specs)
+    side = replace(options, threads=side_threads(options.threads, max(graphs, 1)))
     return [load_scorer(spec, options if i == 0 else side) for i, spec in enumerate(specs)]

@@ -48,6 +48,7 @@ import pyarrow as pa
 from zeekml import defaults
 from zeekml.errors import ConfigError, FormatError, SinkError
 from zeekml.models.base import Deferred, ScoreBatch, Scorer
+from zeekml.models.card import ModelCard
 from zeekml.policy.incidents import IncidentTracker, flagged_from_decision
 from zeekml.policy.notice import NoticePolicy, crosses
 from zeekml.records.verdicts import empty_verdicts
@@ -519,12 +520,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ state
     def model_ids(self) -> dict[str, str]:
-        """Model name -> ONNX digest (a state made by another model is not reused)."""
+        """Model name -> ONNX digest, or a card-only model's card digest (a state made by
+        another model is not reused)."""
         out = {}
         for s in self.scorers:
             card = getattr(s, "card", None)
-            data = getattr(card, "data", None) or {}
-            out[s.name] = str(data.get("onnx_sha256", type(s).__name__))
+            out[s.name] = (card.digest if isinstance(card, ModelCard)
+                           else type(s).__name__)
         return out
 
     def capture(self, inputs: dict[str, dict[str, Any]], meta: dict[str, Any]) -> RunState:

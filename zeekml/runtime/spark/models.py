@@ -3,7 +3,8 @@
 This module holds everything the Spark engine assumes about scorers, in one place:
 
 * a scorer's state is one :class:`~zeekml.windows.host_window.HostWindows` (keyed by a
-  host: ``orig``, ``resp`` or ``local``) or one
+  host: ``orig``, ``resp`` or ``local``), one :class:`~zeekml.windows.scan.ScanHistory`
+  (keyed by the originator) or one
   :class:`~zeekml.windows.conversation.ConversationWindows` (keyed by the host pair),
   held as an attribute, or no state at all (:func:`state_layout`); a window depends on
   the key's previous ``depth`` flows (``HostWindows.depth``, ``history.depth``);
@@ -51,7 +52,7 @@ class ModelSpec:
     key: str  # orig | resp | local | pair
     depth: int  # previous flows of the same key a window holds
     card: str
-    onnx: bytes
+    onnx: bytes  # empty for a card-only model
 
 
 def target_of(kind: str) -> str:
@@ -76,10 +77,11 @@ def state_layout(scorer: Scorer) -> tuple[str, int]:
     """
     from zeekml.windows.conversation import ConversationWindows
     from zeekml.windows.host_window import HostWindows
+    from zeekml.windows.scan import ScanHistory
 
     found = set()
     for value in vars(scorer).values():
-        if isinstance(value, HostWindows):
+        if isinstance(value, (HostWindows, ScanHistory)):
             found.add((value.key, value.depth))
         elif isinstance(value, ConversationWindows):
             found.add(("pair", value.history.depth))
@@ -88,7 +90,7 @@ def state_layout(scorer: Scorer) -> tuple[str, int]:
     if not found and not scorer.state_dict():
         return "orig", 0
     raise ModelError(f"model {scorer.name!r} keeps state the Spark engine cannot partition "
-                     "(it needs exactly one HostWindows or ConversationWindows)")
+                     "(it needs exactly one HostWindows, ScanHistory or ConversationWindows)")
 
 
 def state_keys(flows: pd.DataFrame, kind: str) -> pd.Series:
@@ -116,8 +118,9 @@ def prepare_models(specs: Sequence[str] | None) -> list[ModelSpec]:
         card = load_card(p)
         scorer = load_scorer(str(p), ScorerOptions(threads=1))
         key, depth = state_layout(scorer)
+        graph = b"" if card.onnx_path is None else card.onnx_path.read_bytes()
         out.append(ModelSpec(scorer.name, target_of(card.kind), key, depth,
-                             card.path.read_text(encoding="utf-8"), Path(p).read_bytes()))
+                             card.path.read_text(encoding="utf-8"), graph))
     names = [m.name for m in out]
     if len(set(names)) != len(names):
         raise ConfigError(f"two models share a name: {names}")
@@ -148,11 +151,12 @@ def worker_scorers(payload: Any, digest: str) -> list[tuple[Any, dict[str, np.nd
     built = []
     for i, m in enumerate(value["models"]):
         onnx = Path(tmp) / f"m{i}.onnx"
-        onnx.write_bytes(m.onnx)
+        if m.onnx:
+            onnx.write_bytes(m.onnx)
         card_path(onnx).write_text(m.card, encoding="utf-8")
         module, _, attr = m.target.partition(":")
         cls = getattr(importlib.import_module(module), attr)
-        scorer = cls(load_card(onnx), opts)
+        scorer = cls(load_card(onnx if m.onnx else card_path(onnx)), opts)
         built.append((scorer, scorer.state_dict()))
     _WORKER_SCORERS[digest] = built
     return built

@@ -1,0 +1,192 @@
+"""The scan detector (zeekml.windows.scan, zeekml.models.scan_scorer): counts on hand-made
+flows (failed only, distinct targets, depth, horizon, classes), batch cuts and state round
+trips, card validation, and what it finds on real captures: the bundled sample's udp/16464
+fan-out, a SYN scan read from nfcapd files by the nfdump binary, no notice on benign ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import DATA, need, need_binary
+from zeekml.errors import ModelError
+from zeekml.models.card import load_card
+from zeekml.models.registry import ScorerOptions, bundled_dir, load_scorer, load_scorers
+from zeekml.models.scan_scorer import ScanScorer
+from zeekml.records.labels import binary_target
+from zeekml.records.schema import conform
+from zeekml.sources import read_table
+from zeekml.windows.scan import SCAN_DEPTH, SCAN_HORIZON, failed_flows
+
+SAMPLE = "zeekml/data/sample_conn.log"
+CARD = bundled_dir() / "scan.card.json"
+
+
+def _flows(rows: list[tuple[float, str, str, int, str, str, int]]) -> pd.DataFrame:
+    """(ts, orig, resp, resp_p, proto, conn_state, resp_pkts) rows as a canonical table."""
+    df = pd.DataFrame(rows, columns=["ts", "orig_h", "resp_h", "resp_p", "proto", "conn_state",
+                                     "resp_pkts"])
+    df["uid"] = [f"C{i}" for i in range(len(df))]
+    df["orig_p"] = 40000
+    df["orig_pkts"] = 1
+    return conform(df, with_labels=False)
+
+
+def _scorer(**card: object) -> ScanScorer:
+    return ScanScorer(load_card(CARD), ScorerOptions())
+
+
+def _score(df: pd.DataFrame, scorer: ScanScorer | None = None) -> pd.DataFrame:
+    scorer = scorer or _scorer()
+    b = scorer.score(df)
+    return pd.DataFrame({"score": b.score, "cls": b.cls, "threshold": b.threshold})
+
+
+def test_counts_distinct_failed_targets_and_ignores_answered_flows() -> None:
+    # 10.0.0.5: udp/16464 to 40 peers, every 4th answered, and web to one server between
+    rows = []
+    for i in range(40):
+        rows.append((1000.0 + i, "10.0.0.5", f"198.51.100.{i}", 16464, "udp",
+                     "SF" if i % 4 == 0 else "S0", 1 if i % 4 == 0 else 0))
+        rows.append((1000.5 + i, "10.0.0.5", "203.0.113.9", 443, "tcp", "SF", 5))
+    s = _score(_flows(rows))
+    udp, web = s.iloc[0::2].reset_index(drop=True), s.iloc[1::2].reset_index(drop=True)
+    assert (web["score"] == 0).all()  # answered: never counted, never scored
+    assert (udp["score"][0::4] == 0).all()
+    # the window is the key's last 32 flows: 16 udp flows of which 3 of 4 failed
+    failed = np.flatnonzero(np.arange(40) % 4 != 0)
+    want = [min(int((np.arange(max(0, i - 15), i + 1) % 4 != 0).sum()), 12) for i in failed]
+    assert udp["score"][failed].tolist() == want
+    assert (s["cls"] == "address_scan").all()
+
+
+def test_a_host_probing_many_ports_of_one_server_is_a_port_scan() -> None:
+    rows = [(10.0 + i, "10.0.0.7", "10.0.0.1", 1 + i, "tcp", "REJ", 1) for i in range(30)]
+    s = _score(_flows(rows))
+    assert s["score"].tolist() == [float(min(i + 1, SCAN_DEPTH + 1)) for i in range(30)]
+    # one target is one address and one service: a tie, called address_scan
+    assert s["cls"][0] == "address_scan" and (s["cls"][1:] == "port_scan").all()
+    assert (s["score"] >= s["threshold"]).sum() == 11  # from the 20th distinct target on
+
+
+def test_repeats_of_one_target_count_once_and_other_hosts_do_not_mix() -> None:
+    rows = []
+    for i in range(60):  # a host retrying one dead server, another host scanning
+        rows.append((float(i), "10.0.0.1", "192.0.2.1", 80, "tcp", "S0", 0))
+        rows.append((float(i), "10.0.0.2", f"192.0.2.{i}", 23, "tcp", "S0", 0))
+    s = _score(_flows(rows))
+    assert (s["score"][0::2] == 1).all()
+    assert s["score"][1::2].max() == SCAN_DEPTH + 1
+
+
+def test_flows_beyond_the_horizon_do_not_count() -> None:
+    step = SCAN_HORIZON / 10  # each flow sees the 10 before it, further ones are too old
+    rows = [(i * step, "10.0.0.9", f"192.0.2.{i}", 23, "tcp", "S0", 0) for i in range(30)]
+    s = _score(_flows(rows))
+    assert s["score"].max() == 11
+
+
+def test_any_cut_of_the_stream_and_a_state_round_trip_give_the_same_scores() -> None:
+    path = DATA / "zeek" / "stratosphere-002-portscan" / "conn.log"
+    need(path.exists(), f"{path} (shared data)")
+    df = read_table(path).reset_index(drop=True)
+    whole = _score(df)
+    assert (whole["score"] > 0).any()
+    a = _scorer()
+    first = _score(df.iloc[:137].reset_index(drop=True), a)
+    b = _scorer()
+    b.load_state_dict({k: v.copy() for k, v in a.state_dict().items()})
+    parts = [first]
+    for lo in range(137, len(df), 251):
+        parts.append(_score(df.iloc[lo:lo + 251].reset_index(drop=True), b))
+    cut = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(whole, cut)
+
+
+def test_failed_means_no_reply_or_a_rejected_state() -> None:
+    df = _flows([(0.0, "a", "b", 1, "tcp", "S0", 0), (0.0, "a", "b", 1, "tcp", "REJ", 1),
+                 (0.0, "a", "b", 1, "tcp", "SF", 3), (0.0, "a", "b", 1, "udp", "SF", 0),
+                 (0.0, "a", "b", 1, "tcp", "OTH", 2)])
+    assert failed_flows(df).tolist() == [True, True, False, True, False]
+
+
+def test_the_bundled_sample_fan_out_is_found() -> None:
+    """192.168.33.10's udp/16464 fan-out (202 addresses, 140 unanswered) raises a notice;
+    nothing else in the sample does."""
+    from zeekml.policy.notice import NoticePolicy, PolicyConfig
+    from zeekml.runtime.pipeline import assemble
+
+    df = read_table(SAMPLE)
+    scorer = load_scorer("scan")
+    policy = NoticePolicy(PolicyConfig())
+    out = pd.concat([policy.decide(assemble(df, [scorer.score(df)])), policy.finish()])
+    notices = out[out["notice"].fillna(False).astype(bool)]
+    assert set(notices["orig_h"]) == {"192.168.33.10"}
+    assert set(notices["resp_p"]) == {16464} and set(notices["verdict"]) == {"address_scan"}
+    assert notices["n"].sum() >= 100  # the flows a notice stands for after suppression
+
+
+@pytest.mark.parametrize("capture", ["nfdump/pcap-nfstream-synscan/nfcapd"])
+def test_a_syn_scan_read_from_nfcapd_by_nfdump_is_flagged(capture: str) -> None:
+    need_binary("nfdump")
+    path = DATA / capture
+    need(path.exists(), f"{path} (shared data)")
+    df = read_table(path).reset_index(drop=True)
+    s = _score(df)
+    assert (s["score"] >= s["threshold"]).mean() >= 0.9
+
+
+@pytest.mark.parametrize("capture", [
+    "iot23-csv/CTU-Honeypot-Capture-5-1-labeled.csv",
+    "zeek/rita-proxy-rolling",
+    "zeek/stratosphere-010-mixed/conn.log.labeled",
+])
+def test_no_flag_on_benign_flows_of_real_captures(capture: str) -> None:
+    path = DATA / capture
+    need(path.exists(), f"{path} (shared data)")
+    df = read_table(path).reset_index(drop=True)
+    s = _score(df)
+    flagged = (s["score"] >= s["threshold"]).to_numpy()
+    benign = binary_target(df) == 0 if "label" in df else np.ones(len(df), dtype=bool)
+    assert benign.any() and not flagged[benign].any()
+
+
+def _card(tmp_path: Path, **changes: object) -> Path:
+    data = json.loads(CARD.read_text())
+    for k, v in changes.items():
+        if v is None:
+            data.pop(k, None)
+        else:
+            data[k] = v
+    p = tmp_path / "mine.card.json"
+    p.write_text(json.dumps(data))
+    return p
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"window": {"key": "resp", "depth": 31, "horizon": 300}}, "window key"),
+    ({"window": {"key": "orig", "depth": 0, "horizon": 300}}, "depth"),
+    ({"window": {"key": "orig", "depth": True, "horizon": 300}}, "depth"),
+    ({"window": {"key": "orig", "depth": 10 ** 9, "horizon": 300}}, "depth"),
+    ({"window": {"key": "orig", "depth": 31, "horizon": -1}}, "horizon"),
+    ({"window": {"key": "orig", "depth": 31, "horizon": "300"}}, "horizon"),
+    ({"window": None}, "window"),
+    ({"thresholds": {"address_scan": 20}}, "port_scan"),
+    ({"thresholds": {"address_scan": 0.5, "port_scan": 20}}, "address_scan"),
+    ({"onnx_sha256": "00" * 32}, "give the .onnx file"),
+    ({"kind": "amf_lstm"}, "needs its ONNX graph"),
+])
+def test_hostile_or_broken_cards_are_refused(tmp_path: Path, changes: dict, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        load_scorer(str(_card(tmp_path, **changes)))
+
+
+def test_a_card_of_its_own_is_a_model_by_path_and_is_bundled_by_default(tmp_path: Path) -> None:
+    p = _card(tmp_path, thresholds={"address_scan": 5, "port_scan": 7}, name="mine")
+    scorer = load_scorer(str(p))
+    assert scorer.name == "mine" and scorer.thresholds == {"address_scan": 5, "port_scan": 7}
+    assert [s.name for s in load_scorers([])] == ["amf_lstm", "flow_lm", "scan"]

@@ -1,0 +1,135 @@
+"""What the scan detector flags on every capture of the shared corpus, in one table.
+
+The scan detector (``onnx_models/scan.card.json``) is not trained, so there is no fold to
+hold out: every capture is one it never saw, scored as ``zeekml score`` scores it (the
+real :class:`~zeekml.models.scan_scorer.ScanScorer`, rows in stream order, the flows of
+random samples each alone: their neighbours in the file are not their host's flows). Per
+capture, as in ``tools/detection_report.py``: recall, precision and false-positive rate
+of malicious flows at the card's thresholds, recall of the flows labeled port scan, and
+notices per 10,000 benign flows through the runtime's notice policy with the default
+suppression (unlabeled captures count every flow as benign). A pooled line sums the
+labeled captures.
+
+    python tools/scan_report.py                      # the shared corpus, the bundled card
+    python tools/scan_report.py --card my_scan.card.json --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+from detection_report import NOTICE_GOAL, notices_opened  # noqa: E402
+
+from zeekml.eval.corpus import load_corpus  # noqa: E402
+from zeekml.models.card import load_card  # noqa: E402
+from zeekml.models.registry import ScorerOptions  # noqa: E402
+from zeekml.models.scan_scorer import CLASSES, ScanScorer  # noqa: E402
+from zeekml.policy.notice import crosses  # noqa: E402
+from zeekml.records.labels import CLASSES as LABEL_CLASSES  # noqa: E402
+from zeekml.records.labels import targets  # noqa: E402
+from zeekml.windows.scan import failed_flows  # noqa: E402
+
+PORTSCAN = LABEL_CLASSES.index("portscan")
+
+
+def score_capture(card_path: Path, flows: pd.DataFrame, sampled: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(score, threshold, class) per row: the stream rows through one scorer in order,
+    each sampled row alone (its own failure, one target at most)."""
+    scorer = ScanScorer(load_card(card_path), ScorerOptions())
+    n = len(flows)
+    score = np.zeros(n)
+    cls = np.full(n, CLASSES[0], dtype=object)
+    thr = np.full(n, scorer.thresholds[CLASSES[0]])
+    stream = np.flatnonzero(~sampled)
+    if len(stream):
+        b = scorer.score(flows.iloc[stream].reset_index(drop=True))
+        score[stream], cls[stream], thr[stream] = b.score, b.cls, b.threshold
+    alone = np.flatnonzero(sampled)
+    score[alone] = failed_flows(flows.iloc[alone].reset_index(drop=True)).astype(np.float64)
+    return score, thr, cls
+
+
+def figures(flows: pd.DataFrame, score: np.ndarray, thr: np.ndarray, cls: np.ndarray,
+            labeled: bool) -> dict[str, Any]:
+    binary, klass = targets(flows)
+    flagged = crosses(score, thr)
+    mal = binary == 1
+    ben = binary == 0 if labeled else np.ones(len(flows), dtype=bool)
+    scans = klass == PORTSCAN
+    opened = notices_opened(flows, score, thr, pd.Series(cls, dtype="str"), "scan", 600.0)
+    tp, fp = int((flagged & mal).sum()), int((flagged & ben).sum())
+    return {
+        "flows": len(flows), "malicious": int(mal.sum()), "benign": int(ben.sum()),
+        "portscan": int(scans.sum()), "flagged": int(flagged.sum()), "tp": tp, "fp": fp,
+        "flagged_portscan": int((flagged & scans).sum()),
+        "notices_benign": int((opened & ben).sum()), "notices": int(opened.sum()),
+    }
+
+
+def rates(f: dict[str, Any]) -> dict[str, float | None]:
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    per10k = ratio(10_000 * f["notices_benign"], f["benign"])
+    return {"recall": ratio(f["tp"], f["malicious"]),
+            "portscan_recall": ratio(f["flagged_portscan"], f["portscan"]),
+            "precision": ratio(f["tp"], f["tp"] + f["fp"]) if f["malicious"] else None,
+            "fpr": ratio(f["fp"], f["benign"]), "notices_per_10k_benign": per10k}
+
+
+def _f(v: float | None, pct: bool = False) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%" if pct else f"{v:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", default=str(REPO / "tools" / "shared-corpus.json"))
+    ap.add_argument("--card", default=str(REPO / "onnx_models" / "scan.card.json"))
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = ap.parse_args(argv)
+    card = Path(args.card)
+    entries = []
+    for cap in load_corpus(args.corpus):
+        flows = cap.flows.reset_index(drop=True)
+        score, thr, cls = score_capture(card, flows, np.asarray(cap.sampled, dtype=bool))
+        f = figures(flows, score, thr, cls, cap.labeled)
+        entries.append({"capture": cap.name, "labeled": cap.labeled,
+                        "sampled_rows": int(np.sum(cap.sampled)), **f, **rates(f)})
+    labeled = [e for e in entries if e["labeled"]]
+    pooled = {k: sum(e[k] for e in labeled) for k in
+              ("flows", "malicious", "benign", "portscan", "flagged", "tp", "fp",
+               "flagged_portscan", "notices_benign", "notices")}
+    pooled = {"capture": "pooled (labeled)", **pooled, **rates(pooled)}
+    if args.json:
+        print(json.dumps({"captures": entries, "pooled": pooled}, indent=1))
+        return 0
+    print(f"{'capture':34}{'flows':>7}{'mal':>7}{'benign':>7}{'recall':>8}{'scans':>7}"
+          f"{'scan rec':>9}{'prec':>7}{'FPR':>8}{'notices':>8}{'/10k benign':>12}")
+    for e in [*entries, pooled]:
+        n10k = e["notices_per_10k_benign"]
+        mostly = e["benign"] >= 0.9 * e["flows"]
+        flag = " !" if mostly and n10k is not None and n10k > NOTICE_GOAL else ""
+        print(f"{e['capture'][:33]:34}{e['flows']:>7}{e['malicious']:>7}{e['benign']:>7}"
+              f"{_f(e['recall']):>8}{e['portscan']:>7}{_f(e['portscan_recall']):>9}"
+              f"{_f(e['precision']):>7}{_f(e['fpr'], True):>8}{e['notices']:>8}"
+              f"{'-' if n10k is None else f'{n10k:.1f}':>12}{flag}")
+    print(f"(! = a benign or mostly-benign capture above {NOTICE_GOAL:g} notices per 10,000 "
+          "benign flows; unlabeled captures count every flow as benign; 'scans' = flows "
+          "labeled port scan)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""``zeekml eval`` for the scan detector: the binary view, and how it does on port scans.
+
+Each input file is scored as ``zeekml score`` scores it (the runtime's scorer, a fresh
+per-originator store per file, rows in file order, NetFlow records paired unless
+``--no-pair``), except CICFlowMeter CSVs: their rows are random samples, not a host's
+consecutive flows, so each is scored alone (one failed flow is one target, never a
+notice). The decision is the runtime's (``score >= threshold``). A flagged flow counts as
+predicted ``portscan`` (the label class both scan classes correspond to), every other flow as
+``normal``; rows labeled Background/Unknown/unlabeled are excluded and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from zeekml import defaults
+from zeekml.eval.amf_eval import format_text as amf_format_text
+from zeekml.eval.amf_eval import metrics_from_decisions
+from zeekml.models.card import ModelCard
+from zeekml.policy.notice import crosses
+from zeekml.records.labels import CLASSES, targets
+from zeekml.sources.options import ReadOptions
+
+
+def _score_file(card: ModelCard, path: str, read: ReadOptions
+                ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """(score, threshold, label columns) of one file, from a fresh scorer."""
+    from zeekml.models.registry import ScorerOptions
+    from zeekml.models.scan_scorer import ScanScorer
+    from zeekml.sources.open import pair_batches, read_flows, sniff_path
+    from zeekml.windows.scan import failed_flows
+
+    sampled = sniff_path(path) == "cicflowmeter_csv"
+    scorer = ScanScorer(card, ScorerOptions())
+    scores, thresholds, frames = [], [], []
+    for batch in pair_batches(read_flows(path, options=read), read):
+        if sampled:  # each row alone: one target at most
+            scores.append(failed_flows(batch).astype(np.float64))
+            thresholds.append(np.full(len(batch), min(scorer.thresholds.values())))
+        else:
+            b = scorer.score(batch)
+            scores.append(b.score)
+            thresholds.append(b.threshold)
+        frames.append(batch[[c for c in ("label", "detailed_label") if c in batch.columns]])
+    lab = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return _cat(scores), _cat(thresholds), lab
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def evaluate(card: ModelCard, paths: Sequence[str], *, threads: int = defaults.THREADS,
+             read: ReadOptions | None = None) -> dict[str, Any]:
+    """Score every labeled input with the scan card; return the metrics dict."""
+    from zeekml.sources.open import expand_inputs
+
+    read = read or ReadOptions()
+    normal, portscan = CLASSES.index("normal"), CLASSES.index("portscan")
+    parts: list[tuple[np.ndarray, ...]] = []
+    files: dict[str, Any] = {}
+    for path in expand_inputs([str(p) for p in paths]):
+        score, thr, lab = _score_file(card, path, read)
+        if len(lab):
+            binary, y = targets(lab, CLASSES)
+        else:
+            binary, y = np.zeros(0, np.int8), np.zeros(0, np.int64)
+        keep = binary >= 0
+        files[path] = {"rows": int(len(lab)), "excluded": int((~keep).sum())}
+        parts.append((score[keep], thr[keep], y[keep], binary[keep]))
+    score, thr, y, binary = (np.concatenate([p[i] for p in parts]) if parts else np.zeros(0)
+                             for i in range(4))
+    flagged = crosses(score, thr)
+    pred = np.where(flagged, portscan, normal)
+    out = metrics_from_decisions(score, flagged, pred, y.astype(np.int64),
+                                 binary.astype(np.int8), CLASSES)
+    out["classes"] = {c: out["classes"][c] for c in ("normal", "portscan")}
+    out["excluded"] = int(sum(f["excluded"] for f in files.values()))
+    out["rows"] = int(sum(f["rows"] for f in files.values()))
+    out["model"] = card.name
+    out["files"] = files
+    return out
+
+
+def format_text(result: dict[str, Any]) -> str:
+    """The per-class table (normal, portscan), macro averages and the binary view."""
+    return amf_format_text(result)

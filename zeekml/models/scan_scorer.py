@@ -1,0 +1,105 @@
+"""Runtime scorer of the scan detector: failed attempts to many distinct targets.
+
+Not a neural model: the count Zeek's ``scan.zeek`` keeps, on the same flow table and in
+the same notice pipeline as the two neural models, because those measured weak exactly
+there (leave-one-capture-out port-scan F1 0.03 for the AMF-LSTM; the bundled sample's
+udp/16464 fan-out found by neither, docs/models.md). Its card (``scan.card.json``, no
+graph) holds the window and the thresholds; :mod:`zeekml.windows.scan` does the counting.
+
+Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
+
+``score``      distinct failed targets (responder address and service) among the
+               originator's flows in the window, the flow included; 0 for a flow that
+               was answered
+``cls``        ``port_scan`` when those targets span more services than addresses (one
+               host probed on many ports), else ``address_scan`` (many hosts on one or
+               a few services: a horizontal scan, a worm, a bot looking for peers)
+``threshold``  the card's threshold of that class
+``context``    uids of up to 5 earlier failed flows counted, newest first
+
+The card is untrusted: kind, window key, depth, horizon and both thresholds are checked
+before anything is scored.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+import pandas as pd
+
+from zeekml.errors import ModelError
+from zeekml.models.base import Deferred, ScoreBatch
+from zeekml.models.card import ModelCard
+from zeekml.models.context import uid_lists
+from zeekml.models.registry import ScorerOptions
+from zeekml.windows.scan import ScanCounts, ScanHistory
+
+KIND = "scan"
+CLASSES = ("address_scan", "port_scan")
+MAX_DEPTH = 255
+MAX_HORIZON = 86400.0
+
+
+def validate_card(card: ModelCard) -> tuple[int, float, dict[str, float]]:
+    """Check the scan card's fields; return (depth, horizon, class -> threshold)."""
+    if card.kind != KIND:
+        raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
+    window = card.require("window", dict)
+    if window.get("key") != ScanHistory.key:
+        raise ModelError(f"{card.path}: scan window key {window.get('key')!r} is not "
+                         f"{ScanHistory.key!r}")
+    depth = window.get("depth")
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= MAX_DEPTH:
+        raise ModelError(f"{card.path}: scan window depth must be an integer in 1..{MAX_DEPTH}")
+    horizon = window.get("horizon")
+    if (not isinstance(horizon, (int, float)) or isinstance(horizon, bool)
+            or not 0 < horizon <= MAX_HORIZON):
+        raise ModelError(f"{card.path}: scan window horizon must be a number of seconds in "
+                         f"(0, {MAX_HORIZON:g}]")
+    thresholds = {}
+    for cls in CLASSES:
+        t = card.thresholds.get(cls)
+        if t is None or not math.isfinite(t) or t < 1:
+            raise ModelError(f"{card.path}: threshold of {cls!r} must be a number >= 1")
+        thresholds[cls] = t
+    return depth, float(horizon), thresholds
+
+
+def _context(counts: ScanCounts, rows: np.ndarray) -> np.ndarray:
+    return uid_lists(*counts.context(rows))
+
+
+class ScanScorer:
+    """Scorer for a scan card (see the module docstring for the outputs)."""
+
+    #: its card describes no ONNX graph (:func:`zeekml.models.registry.load_scorer`)
+    graphless = True
+
+    def __init__(self, card: ModelCard, options: ScorerOptions | None = None) -> None:
+        options = options or ScorerOptions()
+        self.card = card
+        self.name = card.name
+        depth, horizon, self.thresholds = validate_card(card)
+        self.scans = ScanHistory(max_keys=options.max_hosts, depth=depth, horizon=horizon)
+        #: what --threshold may name, and the range of its scores (distinct targets)
+        self.notice_classes = CLASSES
+        self.score_range = (0.0, float(depth + 1))
+
+    def score(self, flows: pd.DataFrame) -> ScoreBatch:
+        c = self.scans.push(flows)
+        port = c.services > c.peers
+        return ScoreBatch(
+            model=self.name,
+            score=c.targets.astype(np.float64),
+            cls=np.where(port, CLASSES[1], CLASSES[0]).astype(object),
+            threshold=np.where(port, self.thresholds[CLASSES[1]], self.thresholds[CLASSES[0]]),
+            extra={"context": Deferred(len(flows), partial(_context, c))},
+        )
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.scans.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.scans.load_state_dict(state)
