@@ -20,7 +20,7 @@ from zeekml.models.scan_scorer import ScanScorer
 from zeekml.records.labels import binary_target
 from zeekml.records.schema import conform
 from zeekml.sources import read_table
-from zeekml.windows.scan import SCAN_DEPTH, SCAN_HORIZON, failed_flows
+from zeekml.windows.scan import ANSWERED_KEY, SCAN_DEPTH, SCAN_HORIZON, failed_flows, scan_keys
 
 SAMPLE = "zeekml/data/sample_conn.log"
 CARD = bundled_dir() / "scan.card.json"
@@ -57,11 +57,24 @@ def test_counts_distinct_failed_targets_and_ignores_answered_flows() -> None:
     udp, web = s.iloc[0::2].reset_index(drop=True), s.iloc[1::2].reset_index(drop=True)
     assert (web["score"] == 0).all()  # answered: never counted, never scored
     assert (udp["score"][0::4] == 0).all()
-    # the window is the key's last 32 flows: 16 udp flows of which 3 of 4 failed
+    # answered flows do not dilute the window: the k-th failed flow sees k distinct targets
     failed = np.flatnonzero(np.arange(40) % 4 != 0)
-    want = [min(int((np.arange(max(0, i - 15), i + 1) % 4 != 0).sum()), 12) for i in failed]
-    assert udp["score"][failed].tolist() == want
+    assert udp["score"][failed].tolist() == [float(k) for k in range(1, 31)]
     assert (s["cls"] == "address_scan").all()
+
+
+def test_the_window_holds_the_last_failed_flows_only() -> None:
+    rows = [(float(i), "10.0.0.6", f"192.0.2.{i}", 23, "tcp", "S0", 0) for i in range(50)]
+    s = _score(_flows(rows))
+    assert s["score"].tolist() == [float(min(i + 1, SCAN_DEPTH + 1)) for i in range(50)]
+
+
+def test_icmp_never_counts() -> None:
+    """Unanswered echo requests to many addresses are what a web proxy's RTT pinger sends
+    (the RITA proxy capture), and replies and unreachable messages are answers."""
+    rows = [(float(i), "10.0.0.238", f"192.0.2.{i}", 0, "icmp", "OTH", 0) for i in range(40)]
+    s = _score(_flows(rows))
+    assert (s["score"] == 0).all()
 
 
 def test_a_host_probing_many_ports_of_one_server_is_a_port_scan() -> None:
@@ -110,8 +123,17 @@ def test_any_cut_of_the_stream_and_a_state_round_trip_give_the_same_scores() -> 
 def test_failed_means_no_reply_or_a_rejected_state() -> None:
     df = _flows([(0.0, "a", "b", 1, "tcp", "S0", 0), (0.0, "a", "b", 1, "tcp", "REJ", 1),
                  (0.0, "a", "b", 1, "tcp", "SF", 3), (0.0, "a", "b", 1, "udp", "SF", 0),
-                 (0.0, "a", "b", 1, "tcp", "OTH", 2)])
-    assert failed_flows(df).tolist() == [True, True, False, True, False]
+                 (0.0, "a", "b", 1, "tcp", "OTH", 2), (0.0, "a", "b", 0, "icmp", "OTH", 0)])
+    assert failed_flows(df).tolist() == [True, True, False, True, False, False]
+    df["paired"] = pd.array([False, False, True, False, False, False], dtype="boolean")
+    df["resp_pkts"] = pd.array([None, 1, 3, None, 2, 0], dtype="Int64")
+    # a one-way NetFlow record (no reverse record found) was not answered
+    assert failed_flows(df).tolist() == [True, True, False, True, False, False]
+
+
+def test_spark_state_keys_put_a_failed_flow_with_its_originator() -> None:
+    df = _flows([(0.0, "10.0.0.1", "b", 1, "tcp", "S0", 0), (0.0, "10.0.0.1", "b", 1, "tcp", "SF", 3)])
+    assert scan_keys(df).tolist() == ["10.0.0.1", ANSWERED_KEY]
 
 
 def test_the_bundled_sample_fan_out_is_found() -> None:
@@ -168,12 +190,12 @@ def _card(tmp_path: Path, **changes: object) -> Path:
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"window": {"key": "resp", "depth": 31, "horizon": 300}}, "window key"),
-    ({"window": {"key": "orig", "depth": 0, "horizon": 300}}, "depth"),
-    ({"window": {"key": "orig", "depth": True, "horizon": 300}}, "depth"),
-    ({"window": {"key": "orig", "depth": 10 ** 9, "horizon": 300}}, "depth"),
-    ({"window": {"key": "orig", "depth": 31, "horizon": -1}}, "horizon"),
-    ({"window": {"key": "orig", "depth": 31, "horizon": "300"}}, "horizon"),
+    ({"window": {"key": "orig", "depth": 31, "horizon": 300}}, "window key"),
+    ({"window": {"key": "orig_failed", "depth": 0, "horizon": 300}}, "depth"),
+    ({"window": {"key": "orig_failed", "depth": True, "horizon": 300}}, "depth"),
+    ({"window": {"key": "orig_failed", "depth": 10 ** 9, "horizon": 300}}, "depth"),
+    ({"window": {"key": "orig_failed", "depth": 31, "horizon": -1}}, "horizon"),
+    ({"window": {"key": "orig_failed", "depth": 31, "horizon": "300"}}, "horizon"),
     ({"window": None}, "window"),
     ({"thresholds": {"address_scan": 20}}, "port_scan"),
     ({"thresholds": {"address_scan": 0.5, "port_scan": 20}}, "address_scan"),

@@ -11,9 +11,11 @@ Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
 ``score``      distinct failed targets (responder address and service) among the
                originator's flows in the window, the flow included; 0 for a flow that
                was answered
-``cls``        ``port_scan`` when those targets span more services than addresses (one
-               host probed on many ports), else ``address_scan`` (many hosts on one or
-               a few services: a horizontal scan, a worm, a bot looking for peers)
+``cls``        ``port_scan`` when more than half of those targets (and at least two)
+               are services of the flow's own responder (one host probed on many
+               ports), else
+               ``address_scan`` (many hosts on one or a few services: a horizontal
+               scan, a worm, a bot looking for peers)
 ``threshold``  the card's threshold of that class
 ``context``    uids of up to 5 earlier failed flows counted, newest first
 
@@ -39,6 +41,10 @@ from zeekml.windows.scan import ScanCounts, ScanHistory
 KIND = "scan"
 CLASSES = ("address_scan", "port_scan")
 MAX_DEPTH = 255
+#: originators with failed flows kept: a quarter of ``--max-hosts``, least recently seen
+#: evicted first. They are the hosts with an unanswered attempt in the last 5 minutes; a
+#: scanner is seen every few seconds and stays, and 1M one-SYN hosts stay in 1.5 GB
+KEY_SHARE = 4
 MAX_HORIZON = 86400.0
 
 
@@ -82,14 +88,16 @@ class ScanScorer:
         self.card = card
         self.name = card.name
         depth, horizon, self.thresholds = validate_card(card)
-        self.scans = ScanHistory(max_keys=options.max_hosts, depth=depth, horizon=horizon)
+        self.scans = ScanHistory(max_keys=max(1, options.max_hosts // KEY_SHARE), depth=depth,
+                                 horizon=horizon)
         #: what --threshold may name, and the range of its scores (distinct targets)
         self.notice_classes = CLASSES
         self.score_range = (0.0, float(depth + 1))
 
     def score(self, flows: pd.DataFrame) -> ScoreBatch:
         c = self.scans.push(flows)
-        port = c.services > c.peers
+        # most of the targets are services of one host (a single target is no port scan)
+        port = (c.on_peer >= 2) & (2 * c.on_peer > c.targets)
         return ScoreBatch(
             model=self.name,
             score=c.targets.astype(np.float64),

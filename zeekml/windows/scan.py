@@ -8,17 +8,20 @@ to distinct hosts on one port, or to distinct ports on one host, within 5 minute
 neural models do not see it: the AMF-LSTM's window of 10 flows cannot tell ten peers from
 two hundred, and the flow LM scores each new peer as a new conversation without context.
 
-For each flow, the originator's last :data:`SCAN_DEPTH` flows before it (every flow it
-started, answered or not) and the flow itself are looked at, those within
-:data:`SCAN_HORIZON` seconds of it; among the ones that *failed* (no reply, or rejected:
-see :func:`failed_flows`) this counts the distinct targets (responder address and
-service), the distinct responder addresses and the distinct services. Only a failed flow
-gets counts; an answered one gets zeros.
+Only failed flows (no reply, or rejected: see :func:`failed_flows`) are kept, per
+originator: for each failed flow, its originator's last :data:`SCAN_DEPTH` failed flows
+before it and the flow itself are looked at, those within :data:`SCAN_HORIZON` seconds
+of it, and their distinct targets (responder address and service) are counted, in all and
+on the flow's own responder. An answered flow gets zeros and costs
+nothing more than the failure test: it never touches the store, so a busy client's
+ordinary traffic neither dilutes a scan nor takes memory.
 
-The depth is in flows of the key, not in failed flows, so the counts are exact under any
-cut of the stream that keeps a key's flows with their :data:`SCAN_DEPTH` predecessors
-(the Spark engine's chunks do). Addresses and services are compared by 32-bit hashes
-and codes; no address identity is kept beyond the hash.
+The state key is :data:`ScanHistory.key` (``orig_failed``): the originator for a failed
+flow, :data:`ANSWERED_KEY` for an answered one (which needs no state). The Spark engine
+cuts the stream by that key (:func:`scan_keys`), so every failed flow of an originator
+meets its :data:`SCAN_DEPTH` failed predecessors in one group and the counts are exact.
+Addresses and services are compared by 32-bit hashes and codes; no address identity is
+kept beyond the hash.
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from zeekml.records.distinct import factorized
-from zeekml.windows.history import FieldSpec, KeyedHistory
-from zeekml.windows.host_window import UID_BYTES, host_sides, uid_bytes
+from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
+from zeekml.windows.host_window import UID_BYTES, _hash_values, uid_bytes
 
-#: previous flows of the originator looked at (the window is these and the current flow)
+#: previous failed flows of the originator looked at (the window is these and the current one)
 SCAN_DEPTH = 31
 #: seconds: flows further from the current one (by ``ts``) do not count
 SCAN_HORIZON = 300.0
@@ -41,12 +44,20 @@ SCAN_HORIZON = 300.0
 REJECTED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
 #: previous counted flows whose uids a notice lists, newest first
 CONTEXT_FLOWS = 5
+#: failed rows counted at once (bounds the temporaries: 16384 x 32 positions)
+PIECE_ROWS = 16384
+#: the state key of an answered flow: no address is this, and such a flow needs no state
+ANSWERED_KEY = "\x00answered"
 
 
 def failed_flows(flows: pd.DataFrame) -> np.ndarray:
-    """Bool ``[B]``: the attempt failed (no packet came back, or a rejected/half-open
+    """Bool ``[B]``: an attempt that failed (no packet came back, or a rejected/half-open
     state). A one-way NetFlow record (``paired`` False: no reverse record was found) has no
-    reply either. Other missing counters and states are not taken as failure."""
+    reply either. Other missing counters and states are not taken as failure. ICMP never
+    counts, as in Zeek's ``scan.zeek`` (connection attempts only): replies and
+    unreachable messages are answers themselves, and unanswered echo requests to many
+    addresses are what a web proxy's RTT pinger sends (the RITA proxy capture: 20 in five
+    minutes), so a ping sweep is left to the other models."""
     rp = pd.to_numeric(flows["resp_pkts"], errors="coerce").to_numpy(dtype=np.float64,
                                                                       na_value=np.nan)
     codes, values = factorized(flows["conn_state"])
@@ -54,7 +65,11 @@ def failed_flows(flows: pd.DataFrame) -> np.ndarray:
     one_way = np.zeros(len(flows), dtype=bool)
     if "paired" in flows.columns:
         one_way = flows["paired"].eq(False).fillna(False).to_numpy(dtype=bool) & np.isnan(rp)
-    return (rp == 0) | rejected | one_way
+    pcodes, pvalues = factorized(flows["proto"])
+    icmp = np.append(pvalues.str.lower().str.startswith("icmp").to_numpy(dtype=bool,
+                                                                          na_value=False),
+                     False)[pcodes]
+    return ((rp == 0) | rejected | one_way) & ~icmp
 
 
 def service_codes(flows: pd.DataFrame) -> np.ndarray:
@@ -69,6 +84,34 @@ def service_codes(flows: pd.DataFrame) -> np.ndarray:
     return (np.clip(port, -1, 1 << 20).astype(np.int32) * 4 + proto[codes]).astype(np.int32)
 
 
+def _failed_sides(flows: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(originator key ``str``, missing -> ``""``; responder hash ``uint32`` as the windows
+    hash peers) of the given rows. Built from each address column's factorization of the
+    whole batch (shared with the other scorers), and only for the distinct addresses of
+    these rows: no per-row strings, no copy of the batch."""
+    co, uo = factorized(flows["orig_h"])
+    cr, ur = factorized(flows["resp_h"])
+    o_codes, o_inv = np.unique(co[rows], return_inverse=True)
+    names = np.append(uo.to_numpy(dtype=object), "")[o_codes]  # code -1 reads ""
+    r_codes, r_inv = np.unique(cr[rows], return_inverse=True)
+    texts = np.append(ur.to_numpy(dtype=object), "")[r_codes]
+    hashes = _hash_values(pd.Series(texts, dtype="str"))
+    return names[o_inv.ravel()], hashes[r_inv.ravel()]
+
+
+def _target_hash(peer_hash: np.ndarray, service: np.ndarray) -> np.ndarray:
+    """int32 per flow: a hash of (responder hash, service), one value per target (a
+    collision, about one in four billion pairs, can only undercount)."""
+    h = (peer_hash.astype(np.uint64) << np.uint64(32)) | service.astype(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):  # splitmix64's finalizer
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return h.astype(np.uint32).view(np.int32)
+
+
 def _distinct(values: np.ndarray) -> np.ndarray:
     """Distinct values per row of a 2-D array (sorted in place)."""
     if values.shape[1] == 0:
@@ -78,53 +121,67 @@ def _distinct(values: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class _Part:
+    """Failed rows counted together: their batch rows, the positions counted, and their
+    windows (uids gathered on demand)."""
+
+    rows: np.ndarray
+    counted: np.ndarray  # [F, n]
+    seq: KeySequences
+
+
+@dataclass
 class ScanCounts:
-    """Per flow of a batch: distinct failed ``targets``, ``peers`` and ``services`` in its
-    window (zero for answered flows), and what :meth:`context` needs."""
+    """Per flow of a batch: distinct failed ``targets`` in its window, and how many of them
+    are on the flow's own responder (``on_peer``: the services it probed there); zero for
+    answered flows; and what :meth:`context` needs (valid until the store's next push,
+    like every :class:`~zeekml.models.base.Deferred`)."""
 
     targets: np.ndarray
-    peers: np.ndarray
-    services: np.ndarray
-    rows: np.ndarray  # the failed rows
-    counted: np.ndarray  # [F, n] the positions counted for each failed row
-    uids: np.ndarray  # [F, n] their uids
+    on_peer: np.ndarray
+    parts: list[_Part]
 
     def context(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For ``take`` (batch rows): uids ``[len(take), CONTEXT_FLOWS]`` of the earlier
         failed flows each row counted, newest first, and how many of them are real."""
         take = np.asarray(take, dtype=np.int64)
-        if len(self.rows):
-            where = np.minimum(np.searchsorted(self.rows, take), len(self.rows) - 1)
-            hit = self.rows[where] == take
-        else:
-            where = np.zeros(len(take), dtype=np.int64)
-            hit = np.zeros(len(take), dtype=bool)
         k = CONTEXT_FLOWS
         names = np.zeros((len(take), k), dtype=f"S{UID_BYTES}")
         have = np.zeros(len(take), dtype=np.int64)
-        if hit.any():
+        for part in self.parts:
+            where = np.minimum(np.searchsorted(part.rows, take), len(part.rows) - 1)
+            hit = part.rows[where] == take
+            if not hit.any():
+                continue
             sel = where[hit]
-            ok = self.counted[sel, :-1][:, ::-1]  # earlier positions, newest first
-            ids = self.uids[sel, :-1][:, ::-1]
+            ok = part.counted[sel, :-1][:, ::-1]  # earlier positions, newest first
+            ids = part.seq.gather(part.seq.items["uid"], sel)[:, :-1][:, ::-1]
             order = np.argsort(~ok, axis=1, kind="stable")  # counted ones first, in order
             names[hit] = np.take_along_axis(ids, order, axis=1)[:, :k]
             have[hit] = np.minimum(ok.sum(axis=1), k)
         return names, have
 
 
-class ScanHistory:
-    """Per-originator store of the last :data:`SCAN_DEPTH` flows' (ts, target, failed, uid)."""
+def scan_keys(flows: pd.DataFrame) -> pd.Series:
+    """The state key of every flow (``str``): its originator (missing -> ``""``) when it
+    failed, :data:`ANSWERED_KEY` otherwise (what the Spark engine partitions by)."""
+    orig = flows["orig_h"].astype("str").fillna("").reset_index(drop=True)
+    return orig.where(pd.Series(failed_flows(flows)), ANSWERED_KEY)
 
-    #: the state key: the flow's originator (:func:`~zeekml.windows.host_window.host_sides`)
-    key = "orig"
+
+class ScanHistory:
+    """Per-originator store of its last :data:`SCAN_DEPTH` failed flows' (ts, target, uid)."""
+
+    #: the state key: the originator of a failed flow (:func:`scan_keys`)
+    key = "orig_failed"
 
     def __init__(self, *, max_keys: int, depth: int = SCAN_DEPTH,
                  horizon: float = SCAN_HORIZON) -> None:
         self.history = KeyedHistory(
             depth,
             {
-                # responder hash, service, failed: one int32 block
-                "meta": FieldSpec(np.dtype(np.int32), (3,)),
+                # the target (a hash of responder and service), the responder hash
+                "meta": FieldSpec(np.dtype(np.int32), (2,)),
                 "uid": FieldSpec(np.dtype(f"S{UID_BYTES}")),
             },
             max_keys=max_keys,
@@ -136,39 +193,41 @@ class ScanHistory:
         return self.history.depth
 
     def push(self, flows: pd.DataFrame) -> ScanCounts:
-        """Append a canonical flow batch (rows in arrival order); count each failed row."""
+        """Append a canonical flow batch's failed flows (rows in arrival order) and count
+        each one's window; answered flows get zeros."""
         b = len(flows)
-        keys, peer_hash, _, _ = host_sides(flows, self.key)
-        ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
-        ts = np.where(np.isfinite(ts), ts, 0.0)
-        failed = failed_flows(flows)
-        meta = np.empty((b, 3), dtype=np.int32)
-        meta[:, 0] = peer_hash.view(np.int32)
-        meta[:, 1] = service_codes(flows)
-        meta[:, 2] = failed
-        seq = self.history.extend_seq(keys, {"ts": ts, "meta": meta,
-                                             "uid": uid_bytes(flows["uid"])})
-        rows = np.flatnonzero(failed)
         targets = np.zeros(b, dtype=np.int64)
-        peers = np.zeros(b, dtype=np.int64)
-        services = np.zeros(b, dtype=np.int64)
-        n = self.history.depth + 1
-        if not len(rows):
-            empty = np.zeros((0, n), dtype=bool)
-            return ScanCounts(targets, peers, services, rows, empty,
-                              np.zeros((0, n), dtype=f"S{UID_BYTES}"))
-        m = seq.gather(seq.items["meta"], rows)  # [F, n, 3]
-        counted = seq.valid[rows] & (m[:, :, 2] != 0)  # the current position always is
-        # positions not counted take the current flow's own values, which count anyway:
-        # the distinct values of a row are then exactly those of its counted positions
-        peer = np.where(counted, m[:, :, 0], m[:, -1:, 0])
-        svc = np.where(counted, m[:, :, 1], m[:, -1:, 1])
-        pair = (peer.astype(np.int64) << 32) | (svc.astype(np.int64) & 0xFFFFFFFF)
-        targets[rows] = _distinct(pair)
-        peers[rows] = _distinct(peer)
-        services[rows] = _distinct(svc)
-        return ScanCounts(targets, peers, services, rows, counted,
-                          seq.gather(seq.items["uid"], rows))
+        on_peer = np.zeros(b, dtype=np.int64)
+        failed = np.flatnonzero(failed_flows(flows))
+        parts = []
+        # counted in consecutive pieces of failed rows, the same counts: the [rows, depth]
+        # temporaries stay small beside the other scorers' (1M one-SYN hosts: peak RSS), and
+        # a store never takes more distinct keys at once than it can hold
+        step = min(self.history.max_keys, PIECE_ROWS)
+        if len(failed):
+            all_ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)[failed]
+            all_ts = np.where(np.isfinite(all_ts), all_ts, 0.0)
+            all_svc = service_codes(flows)[failed]
+            all_uid = uid_bytes(flows["uid"].iloc[failed])
+            all_keys, all_peers = _failed_sides(flows, failed)
+            all_meta = np.empty((len(failed), 2), dtype=np.int32)
+            all_meta[:, 0] = _target_hash(all_peers, all_svc)
+            all_meta[:, 1] = all_peers.view(np.int32)
+        for lo in range(0, len(failed), step):
+            rows = failed[lo:lo + step]
+            piece = slice(lo, lo + step)
+            seq = self.history.extend_seq(all_keys[piece], {
+                "ts": all_ts[piece], "meta": all_meta[piece], "uid": all_uid[piece]})
+            m = seq.gather(seq.items["meta"])  # [F, n, 2]
+            counted = seq.valid  # the current position always is
+            # positions not counted take the current flow's own target, which counts
+            # anyway: the distinct values of a row are then those of its counted positions
+            targets[rows] = _distinct(np.where(counted, m[:, :, 0], m[:, -1:, 0]))
+            # distinct targets on the current flow's own responder: its services probed
+            same_peer = m[:, :, 1] == m[:, -1:, 1]
+            on_peer[rows] = _distinct(np.where(counted & same_peer, m[:, :, 0], m[:, -1:, 0]))
+            parts.append(_Part(rows, counted, seq))
+        return ScanCounts(targets, on_peer, parts)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.history.state_dict()

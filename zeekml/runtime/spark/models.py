@@ -4,7 +4,7 @@ This module holds everything the Spark engine assumes about scorers, in one plac
 
 * a scorer's state is one :class:`~zeekml.windows.host_window.HostWindows` (keyed by a
   host: ``orig``, ``resp`` or ``local``), one :class:`~zeekml.windows.scan.ScanHistory`
-  (keyed by the originator) or one
+  (keyed by the originator of a failed flow, ``orig_failed``) or one
   :class:`~zeekml.windows.conversation.ConversationWindows` (keyed by the host pair),
   held as an attribute, or no state at all (:func:`state_layout`); a window depends on
   the key's previous ``depth`` flows (``HostWindows.depth``, ``history.depth``);
@@ -49,7 +49,7 @@ class ModelSpec:
 
     name: str
     target: str  # "module:attr" of the scorer class
-    key: str  # orig | resp | local | pair
+    key: str  # orig | resp | local | local_dir | pair | orig_failed
     depth: int  # previous flows of the same key a window holds
     card: str
     onnx: bytes  # empty for a card-only model
@@ -100,6 +100,10 @@ def state_keys(flows: pd.DataFrame, kind: str) -> pd.Series:
         from zeekml.windows.conversation import conversation_keys
 
         return pd.Series(conversation_keys(flows), dtype="str")
+    if kind == "orig_failed":
+        from zeekml.windows.scan import scan_keys
+
+        return scan_keys(flows)
     from zeekml.windows.host_window import key_sides
 
     return key_sides(flows, kind)[0].astype("str").fillna("").reset_index(drop=True)
