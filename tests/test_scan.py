@@ -212,3 +212,18 @@ def test_a_card_of_its_own_is_a_model_by_path_and_is_bundled_by_default(tmp_path
     scorer = load_scorer(str(p))
     assert scorer.name == "mine" and scorer.thresholds == {"address_scan": 5, "port_scan": 7}
     assert [s.name for s in load_scorers([])] == ["amf_lstm", "flow_lm", "scan"]
+
+
+def test_zeekml_eval_of_the_scan_detector_on_a_labeled_capture(capsys) -> None:
+    """``zeekml eval --model scan``: its flags on Stratosphere-008 are all malicious flows
+    (an outside host scanning), none benign."""
+    from zeekml.cli.main import main
+
+    path = DATA / "zeek" / "stratosphere-008-mixed" / "conn.log.labeled"
+    need(path.exists(), f"{path} (shared data)")
+    assert main(["eval", "--model", "scan", "--data", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "scan" and set(result["classes"]) == {"normal", "portscan"}
+    counts = result["binary_counts"]
+    assert counts["tp"] > 0 and counts["fp"] == 0
+    assert result["binary"]["precision"] == 1.0

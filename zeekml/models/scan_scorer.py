@@ -8,9 +8,9 @@ graph) holds the window and the thresholds; :mod:`zeekml.windows.scan` does the 
 
 Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
 
-``score``      distinct failed targets (responder address and service) among the
-               originator's flows in the window, the flow included; 0 for a flow that
-               was answered
+``score``      distinct targets (responder address and service) among the originator's
+               last 32 failed TCP/UDP flows within 300 s (the card's window), the flow
+               included; 0 for a flow that was answered (or ICMP)
 ``cls``        ``port_scan`` when more than half of those targets (and at least two)
                are services of the flow's own responder (one host probed on many
                ports), else

@@ -44,8 +44,8 @@ SCAN_HORIZON = 300.0
 REJECTED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
 #: previous counted flows whose uids a notice lists, newest first
 CONTEXT_FLOWS = 5
-#: failed rows counted at once (bounds the temporaries: 16384 x 32 positions)
-PIECE_ROWS = 16384
+#: failed rows counted at once (bounds the temporaries: 8192 x 32 positions)
+PIECE_ROWS = 8192
 #: the state key of an answered flow: no address is this, and such a flow needs no state
 ANSWERED_KEY = "\x00answered"
 
