@@ -22,6 +22,9 @@ BATCH_ROWS = 65536
 SCORE_BATCH_ROWS = 131072
 #: flows per batch in ``tail`` (smaller: latency matters more than throughput there)
 TAIL_BATCH_ROWS = 16384
+#: failed flows the scan detector counts at once (bounds its [rows, 32] temporaries beside the
+#: other scorers': 1M one-SYN hosts, docs/benchmarks.md)
+SCAN_PIECE_ROWS = 16384
 #: windows per onnxruntime call: with both models side by side on 2 cores, 1,024 gave
 #: 87-93k flows/s on the 1M-flow benchmark file, 2,048 83-88k, 512 89-90k (alternating
 #: runs, 2026-12-05; 2,048 had beaten 4,096 before): the AMF graph's working set stays in

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from zeekml import defaults
 from zeekml.records.distinct import factorized
 from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
 from zeekml.windows.host_window import UID_BYTES, _hash_values, uid_bytes
@@ -44,8 +45,6 @@ SCAN_HORIZON = 300.0
 REJECTED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
 #: previous counted flows whose uids a notice lists, newest first
 CONTEXT_FLOWS = 5
-#: failed rows counted at once (bounds the temporaries: 8192 x 32 positions)
-PIECE_ROWS = 8192
 #: the state key of an answered flow: no address is this, and such a flow needs no state
 ANSWERED_KEY = "\x00answered"
 
@@ -203,7 +202,7 @@ class ScanHistory:
         # counted in consecutive pieces of failed rows, the same counts: the [rows, depth]
         # temporaries stay small beside the other scorers' (1M one-SYN hosts: peak RSS), and
         # a store never takes more distinct keys at once than it can hold
-        step = min(self.history.max_keys, PIECE_ROWS)
+        step = min(self.history.max_keys, defaults.SCAN_PIECE_ROWS)
         if len(failed):
             all_ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)[failed]
             all_ts = np.where(np.isfinite(all_ts), all_ts, 0.0)
