@@ -282,7 +282,7 @@ def host_sides(flows: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray, n
         use_resp = np.where(known, lr & ~lo, private[cr] & ~private[co])
     host = np.where(use_resp, cr, co)
     peer = np.where(use_resp, co, cr)
-    hashes = _hash_values(pd.Series(names, dtype="str"))  # names[-1] = "" serves code -1
+    hashes = hash_values(pd.Series(names, dtype="str"))  # names[-1] = "" serves code -1
     if key == "local_dir":
         # one window for what the local host starts, another for what reaches it
         pair, first = np.unique((host + 1) * 2 + use_resp, return_inverse=True)
@@ -353,7 +353,7 @@ def uid_bytes(uids: pd.Series) -> np.ndarray:
     return out.view(f"S{UID_BYTES}").ravel()
 
 
-def _hash_values(u: pd.Series) -> np.ndarray:
+def hash_values(u: pd.Series) -> np.ndarray:
     """32-bit hash of each value's text (the peer identity a window compares and a state
     file keeps: changing it would need a new state version)."""
     # the values are distinct already: pandas' own factorize first (categorize) is wasted
@@ -363,9 +363,9 @@ def _hash_values(u: pd.Series) -> np.ndarray:
 
 
 def _hash32(s: pd.Series) -> np.ndarray:
-    """:func:`_hash_values` of each row (missing hashes as ""), each distinct value once."""
-    return per_distinct(s, _hash_values,
-                        _hash_values(pd.Series([""], dtype="str"))[0]).astype(np.uint32)
+    """:func:`hash_values` of each row (missing hashes as ""), each distinct value once."""
+    return per_distinct(s, hash_values,
+                        hash_values(pd.Series([""], dtype="str"))[0]).astype(np.uint32)
 
 
 class HostWindows:

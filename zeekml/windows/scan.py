@@ -34,7 +34,7 @@ import pandas as pd
 from zeekml import defaults
 from zeekml.records.distinct import factorized
 from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
-from zeekml.windows.host_window import UID_BYTES, _hash_values, uid_bytes
+from zeekml.windows.host_window import UID_BYTES, hash_values, uid_bytes
 
 #: previous failed flows of the originator looked at (the window is these and the current one)
 SCAN_DEPTH = 31
@@ -94,7 +94,7 @@ def _failed_sides(flows: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np
     names = np.append(uo.to_numpy(dtype=object), "")[o_codes]  # code -1 reads ""
     r_codes, r_inv = np.unique(cr[rows], return_inverse=True)
     texts = np.append(ur.to_numpy(dtype=object), "")[r_codes]
-    hashes = _hash_values(pd.Series(texts, dtype="str"))
+    hashes = hash_values(pd.Series(texts, dtype="str"))
     return names[o_inv.ravel()], hashes[r_inv.ravel()]
 
 
