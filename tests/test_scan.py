@@ -227,3 +227,19 @@ def test_zeekml_eval_of_the_scan_detector_on_a_labeled_capture(capsys) -> None:
     counts = result["binary_counts"]
     assert counts["tp"] > 0 and counts["fp"] == 0
     assert result["binary"]["precision"] == 1.0
+
+
+def test_a_batch_with_more_failed_originators_than_the_store_holds_is_counted() -> None:
+    """--max-hosts 16: the store keeps 2 originators, a batch brings 300 (a tail batch is
+    bounded by --max-hosts, not by the scan store's share): counted in pieces, no error;
+    the scanner among them, seen in every piece, keeps its count."""
+    rows = []
+    for i in range(300):
+        rows.append((float(i), f"10.1.{i // 256}.{i % 256}", "192.0.2.1", 80, "tcp", "S0", 0))
+        rows.append((float(i) + 0.5, "10.0.0.99", f"198.51.100.{i % 200}", 23, "tcp", "S0", 0))
+    scorer = ScanScorer(load_card(CARD), ScorerOptions(max_hosts=16))
+    assert scorer.scans.history.max_keys == 2
+    s = _score(_flows(rows), scorer)
+    assert (s["score"][0::2] == 1).all()
+    assert s["score"][1::2].max() == SCAN_DEPTH + 1
+    assert len(scorer.scans.history) <= 2

@@ -41,10 +41,10 @@ from zeekml.windows.scan import ScanCounts, ScanHistory
 KIND = "scan"
 CLASSES = ("address_scan", "port_scan")
 MAX_DEPTH = 255
-#: originators with failed flows kept: a quarter of ``--max-hosts``, least recently seen
+#: originators with failed flows kept: an eighth of ``--max-hosts``, least recently seen
 #: evicted first. They are the hosts with an unanswered attempt in the last 5 minutes; a
 #: scanner is seen every few seconds and stays, and 1M one-SYN hosts stay in 1.5 GB
-KEY_SHARE = 4
+KEY_SHARE = 8
 MAX_HORIZON = 86400.0
 
 
