@@ -26,10 +26,33 @@ class GzipDamage(Exception):
 
 
 def gunzip(fh: BinaryIO, out_chunk: int = 1 << 20, *, first: bytes = b"") -> Iterator[bytes]:
-    """Decompressed bytes of a (multi-member) gzip stream; :class:`GzipDamage` at damage.
+    """Decompressed bytes of a (multi-member) gzip stream in pieces of about ``out_chunk``
+    bytes (at most twice that); :class:`GzipDamage` at damage, after every good byte.
 
+    The small decompression steps are joined up to ``out_chunk``: a reader parses each
+    piece into one batch, and a step's output alone (~100 KB, a few hundred rows) made
+    gzipped logs score in batches of ~350 rows, 14x slower than the same log plain.
     ``first`` holds compressed bytes already read from ``fh`` (a sniffed magic).
     """
+    pieces: list[bytes] = []
+    have = 0
+    try:
+        for out in _steps(fh, out_chunk, first):
+            pieces.append(out)
+            have += len(out)
+            if have >= out_chunk:
+                yield b"".join(pieces)
+                pieces, have = [], 0
+    except GzipDamage:
+        if pieces:  # every byte before the damage is delivered first
+            yield b"".join(pieces)
+        raise
+    if pieces:
+        yield b"".join(pieces)
+
+
+def _steps(fh: BinaryIO, out_chunk: int, first: bytes) -> Iterator[bytes]:
+    """The decompressed output of each small step (:data:`RAW_CHUNK` compressed bytes)."""
     d = zlib.decompressobj(31)
     fed = False
     pending = first
