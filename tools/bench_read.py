@@ -12,6 +12,11 @@ is bounded by the batch size shows (about) the same peak for both sizes.
 Usage: ``python tools/bench_read.py [--file F] [--rows 1000000] [--batch-rows 65536]``
 (the file is generated with tools/gen_conn_log.py when missing).
 
+Gzip mode, ``python tools/bench_read.py --format gzip``: the same Zeek TSV conn.log plain
+and gzipped (as zeekctl archives it), read by zeekml in child processes, alternately;
+printed: rows/s and batches of each and the ratio gzip/plain (a gzipped log must be read
+in batches as large as the plain one: the scorers' cost per batch is fixed).
+
 Binetflow mode, ``python tools/bench_read.py --format binetflow [--rows 500000]``: an
 Argus binetflow file of ``--rows`` real rows of the shared captures
 (``../shared/data/binetflow``, resampled with replacement, start times made increasing,
@@ -47,14 +52,15 @@ if which == "zeekml":
     from zeekml.records import schema
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     c0, t0 = cpu(), time.perf_counter()
-    rows = 0
+    rows = batches = 0
     skips = SkipLog()
     for batch in read_flows(path, skips=skips, batch_rows=batch_rows):
         rows += len(batch)
+        batches += 1
         last = batch
     secs = time.perf_counter() - t0
     schema.validate(last)
-    extra = {"skipped": skips.total}
+    extra = {"skipped": skips.total, "batches": batches}
 elif which == "pyarrow":
     # the floor: one pyarrow.csv stream over the data lines with the same column types,
     # no header handling, no pandas conversion, no validation of anything
@@ -167,6 +173,33 @@ def bench_binetflow(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_gzip(args: argparse.Namespace) -> int:
+    import gzip
+
+    if not args.file.exists():
+        args.file.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(HERE / "gen_conn_log.py"), str(args.file),
+                        "--rows", str(args.rows)], check=True)
+    packed = args.file.with_name(args.file.name + ".gz")
+    if not packed.exists() or packed.stat().st_mtime < args.file.stat().st_mtime:
+        packed.write_bytes(gzip.compress(args.file.read_bytes(), compresslevel=6))
+    args.file.read_bytes(), packed.read_bytes()  # warm the page cache
+    runs: dict[str, list[dict]] = {"plain": [], "gzip": []}
+    for _ in range(args.repeat):  # alternate, so both see the same machine load
+        runs["plain"].append(run_child("zeekml", args.file, args.batch_rows))
+        runs["gzip"].append(run_child("zeekml", packed, args.batch_rows))
+    best = {k: min(v, key=lambda r: r["secs"]) for k, v in runs.items()}
+    for name, path in (("plain", args.file), ("gzip", packed)):
+        r = best[name]
+        print(f"{name:5s} {path} ({path.stat().st_size / 1e6:.1f} MB) rows={r['rows']:>9d} "
+              f"batches={r['batches']} secs={r['secs']:.3f} rows/s={r['rows'] / r['secs']:>12,.0f} "
+              f"peak_rss={r['peak_mb']:.0f} MB")
+    g, p = best["gzip"], best["plain"]
+    print(f"ratio gzip/plain rows/s: {(g['rows'] / g['secs']) / (p['rows'] / p['secs']):.2f}x; "
+          f"batches {g['batches']} vs {p['batches']} (best of {args.repeat} alternating runs)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--file", type=Path, default=Path("/tmp/zeekml-bench/conn.log"))
@@ -175,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-rows", type=int, default=65536)
     ap.add_argument("--repeat", type=int, default=None,
                     help="timed runs per reader, best kept (default 2; 3 for binetflow)")
-    ap.add_argument("--format", choices=("zeek", "binetflow"), default="zeek",
+    ap.add_argument("--format", choices=("zeek", "binetflow", "gzip"), default="zeek",
                     help="zeek: zeekml vs zat vs raw pyarrow (default); binetflow: the Argus "
-                         "reader vs the Zeek TSV reader on files of equal row count")
+                         "reader vs the Zeek TSV reader on files of equal row count; gzip: "
+                         "the Zeek TSV file plain vs gzipped")
     args = ap.parse_args(argv)
     if args.format == "binetflow":
         args.rows = args.rows or 500_000
@@ -185,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench_binetflow(args)
     args.rows = args.rows or 1_000_000
     args.repeat = args.repeat or 2
+    if args.format == "gzip":
+        return bench_gzip(args)
     if not args.file.exists():
         args.file.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
