@@ -91,11 +91,18 @@ def _failed_sides(flows: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np
     co, uo = factorized(flows["orig_h"])
     cr, ur = factorized(flows["resp_h"])
     o_codes, o_inv = np.unique(co[rows], return_inverse=True)
-    names = np.append(uo.to_numpy(dtype=object), "")[o_codes]  # code -1 reads ""
     r_codes, r_inv = np.unique(cr[rows], return_inverse=True)
-    texts = np.append(ur.to_numpy(dtype=object), "")[r_codes]
-    hashes = hash_values(pd.Series(texts, dtype="str"))
+    names = _texts(uo, o_codes)
+    hashes = hash_values(pd.Series(_texts(ur, r_codes), dtype="str"))
     return names[o_inv.ravel()], hashes[r_inv.ravel()]
+
+
+def _texts(values: pd.Series, codes: np.ndarray) -> np.ndarray:
+    """Object array of ``values`` at sorted factorization ``codes`` (-1, missing, first:
+    ``""``), only those values converted to Python strings."""
+    known = codes[codes >= 0]
+    texts = values.iloc[known].to_numpy(dtype=object)
+    return texts if len(known) == len(codes) else np.concatenate([[""], texts])
 
 
 def _target_hash(peer_hash: np.ndarray, service: np.ndarray) -> np.ndarray:
