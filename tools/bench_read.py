@@ -145,6 +145,34 @@ def gen_binetflow(out: Path, rows: int, seed: int = 1) -> None:
             fh.write(",".join(rec) + "\n")
 
 
+def alternate(files: dict[str, Path], args: argparse.Namespace) -> dict[str, dict]:
+    """zeekml reading each file ``args.repeat`` times, the files alternating (so all see the
+    same machine load): the fastest run of each."""
+    runs: dict[str, list[dict]] = {name: [] for name in files}
+    for _ in range(args.repeat):
+        for name, path in files.items():
+            runs[name].append(run_child("zeekml", path, args.batch_rows))
+    return {k: min(v, key=lambda r: r["secs"]) for k, v in runs.items()}
+
+
+def ensure_conn_log(path: Path, rows: int) -> None:
+    """Generate ``path`` (tools/gen_conn_log.py, ``rows`` rows) unless it exists."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(HERE / "gen_conn_log.py"), str(path),
+                        "--rows", str(rows)], check=True)
+
+
+def rate(r: dict) -> float:
+    return r["rows"] / r["secs"]
+
+
+def run_line(path: Path, r: dict) -> str:
+    """The file, its size, and a child's rows, seconds and rows/s."""
+    return (f"{path} ({path.stat().st_size / 1e6:.1f} MB) rows={r['rows']:>9d} "
+            f"secs={r['secs']:.3f} rows/s={rate(r):>12,.0f}")
+
+
 def bench_binetflow(args: argparse.Namespace) -> int:
     folder = Path("/tmp/zeekml-bench")
     folder.mkdir(parents=True, exist_ok=True)
@@ -152,23 +180,14 @@ def bench_binetflow(args: argparse.Namespace) -> int:
     zeek = folder / f"conn-{args.rows}.log"
     if not bnf.exists():
         gen_binetflow(bnf, args.rows)
-    if not zeek.exists():
-        subprocess.run([sys.executable, str(HERE / "gen_conn_log.py"), str(zeek),
-                        "--rows", str(args.rows)], check=True)
+    ensure_conn_log(zeek, args.rows)
     bnf.read_bytes(), zeek.read_bytes()  # warm the page cache
-    runs: dict[str, list[dict]] = {"binetflow": [], "zeek_tsv": []}
-    for _ in range(args.repeat):  # alternate, so both see the same machine load
-        runs["zeek_tsv"].append(run_child("zeekml", zeek, args.batch_rows))
-        runs["binetflow"].append(run_child("zeekml", bnf, args.batch_rows))
-    best = {k: min(v, key=lambda r: r["secs"]) for k, v in runs.items()}
+    best = alternate({"zeek_tsv": zeek, "binetflow": bnf}, args)
     for name, path in (("binetflow", bnf), ("zeek_tsv", zeek)):
         r = best[name]
-        print(f"{name:9s} {path} ({path.stat().st_size / 1e6:.1f} MB) rows={r['rows']:>9d} "
-              f"secs={r['secs']:.3f} rows/s={r['rows'] / r['secs']:>12,.0f} "
-              f"rows/cpu-s={r['rows'] / r['cpu']:>12,.0f} skipped={r.get('skipped', 0)} "
-              f"peak_rss={r['peak_mb']:.0f} MB")
-    b, z = best["binetflow"], best["zeek_tsv"]
-    print(f"ratio binetflow/zeek_tsv rows/s: {(b['rows'] / b['secs']) / (z['rows'] / z['secs']):.2f}x "
+        print(f"{name:9s} {run_line(path, r)} rows/cpu-s={r['rows'] / r['cpu']:>12,.0f} "
+              f"skipped={r.get('skipped', 0)} peak_rss={r['peak_mb']:.0f} MB")
+    print(f"ratio binetflow/zeek_tsv rows/s: {rate(best['binetflow']) / rate(best['zeek_tsv']):.2f}x "
           f"(best of {args.repeat} alternating runs each)")
     return 0
 
@@ -176,27 +195,19 @@ def bench_binetflow(args: argparse.Namespace) -> int:
 def bench_gzip(args: argparse.Namespace) -> int:
     import gzip
 
-    if not args.file.exists():
-        args.file.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(HERE / "gen_conn_log.py"), str(args.file),
-                        "--rows", str(args.rows)], check=True)
+    ensure_conn_log(args.file, args.rows)
     packed = args.file.with_name(args.file.name + ".gz")
     if not packed.exists() or packed.stat().st_mtime < args.file.stat().st_mtime:
         packed.write_bytes(gzip.compress(args.file.read_bytes(), compresslevel=6))
     args.file.read_bytes(), packed.read_bytes()  # warm the page cache
-    runs: dict[str, list[dict]] = {"plain": [], "gzip": []}
-    for _ in range(args.repeat):  # alternate, so both see the same machine load
-        runs["plain"].append(run_child("zeekml", args.file, args.batch_rows))
-        runs["gzip"].append(run_child("zeekml", packed, args.batch_rows))
-    best = {k: min(v, key=lambda r: r["secs"]) for k, v in runs.items()}
+    best = alternate({"plain": args.file, "gzip": packed}, args)
     for name, path in (("plain", args.file), ("gzip", packed)):
         r = best[name]
-        print(f"{name:5s} {path} ({path.stat().st_size / 1e6:.1f} MB) rows={r['rows']:>9d} "
-              f"batches={r['batches']} secs={r['secs']:.3f} rows/s={r['rows'] / r['secs']:>12,.0f} "
+        print(f"{name:5s} {run_line(path, r)} batches={r['batches']} "
               f"peak_rss={r['peak_mb']:.0f} MB")
-    g, p = best["gzip"], best["plain"]
-    print(f"ratio gzip/plain rows/s: {(g['rows'] / g['secs']) / (p['rows'] / p['secs']):.2f}x; "
-          f"batches {g['batches']} vs {p['batches']} (best of {args.repeat} alternating runs)")
+    print(f"ratio gzip/plain rows/s: {rate(best['gzip']) / rate(best['plain']):.2f}x; batches "
+          f"{best['gzip']['batches']} vs {best['plain']['batches']} (best of {args.repeat} "
+          "alternating runs)")
     return 0
 
 
@@ -221,18 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args.repeat = args.repeat or 2
     if args.format == "gzip":
         return bench_gzip(args)
-    if not args.file.exists():
-        args.file.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable,
-                str(HERE / "gen_conn_log.py"),
-                str(args.file),
-                "--rows",
-                str(args.rows),
-            ],
-            check=True,
-        )
+    ensure_conn_log(args.file, args.rows)
     args.file.read_bytes()  # warm the page cache
     results = {}
     for which in ("zat", "pyarrow", "zeekml"):
