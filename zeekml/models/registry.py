@@ -158,7 +158,8 @@ def load_scorers(specs: Sequence[str], options: ScorerOptions | None = None) -> 
         if not models:
             raise ModelError(f"no bundled models found in {bundled_dir()}")
         specs = [str(m) for m in models]
+    paths = [str(resolve_model(spec)) for spec in specs]
     # a card-only model (the scan detector) runs no graph: it takes no share of the threads
-    graphs = sum(not is_card_path(resolve_model(spec)) for spec in specs)
+    graphs = sum(not is_card_path(p) for p in paths)
     side = replace(options, threads=side_threads(options.threads, max(graphs, 1)))
-    return [load_scorer(spec, options if i == 0 else side) for i, spec in enumerate(specs)]
+    return [load_scorer(p, options if i == 0 else side) for i, p in enumerate(paths)]

@@ -239,8 +239,7 @@ class KeyedHistory:
         return wins, seq.valid
 
     def extend_seq(self, keys: np.ndarray, values: dict[str, np.ndarray], *,
-                   factorized: tuple[np.ndarray, np.ndarray] | None = None,
-                   rows: np.ndarray | None = None) -> KeySequences:
+                   factorized: tuple[np.ndarray, np.ndarray] | None = None) -> KeySequences:
         """Append a batch like :meth:`extend`, but return the windows unassembled.
 
         Every field becomes one array of per-key segments, "the key's stored items
@@ -256,10 +255,6 @@ class KeyedHistory:
 
         ``factorized``: the keys' ``(codes, distinct keys)`` in first-appearance order,
         when the caller has them (saves hashing every row's key again).
-
-        ``rows``: when only these rows' windows are wanted (sorted batch row numbers), the
-        returned ``valid`` and ``ts`` are ``[len(rows), n]`` for them alone (the store is
-        updated with every row all the same): the scan detector counts failed flows only.
         """
         b = len(keys)
         n = self.depth + 1
@@ -305,13 +300,12 @@ class KeyedHistory:
                 arr[store_dst] = self._buf[name][old_p, store_slot]
             items[name] = arr
 
-        want = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
         # position j of a row's window holds an item of its key from j = depth - stored
         # items - the row's rank in the batch on (one [B] subtraction, one broadcast test)
-        first = depth - counts[codes[want]] - rank[want]
+        first = depth - counts[codes] - rank
         positions = np.arange(n)
         valid = positions[None, :] >= first[:, None]
-        ts_w = items["ts"][start[want, None] + positions[None, :]]
+        ts_w = items["ts"][start[:, None] + positions[None, :]]
         gap = ts_w - ts_w[:, -1:]
         np.abs(gap, out=gap)
         valid &= gap <= self.idle_timeout

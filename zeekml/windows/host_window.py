@@ -425,7 +425,7 @@ class HostWindows:
             codes, uniques = pd.factorize(np.asarray(keys, dtype=object), use_na_sentinel=False)
             coded = (codes, np.asarray(uniques, dtype=object))
             feats = np.concatenate([feats, self.fanout.push(
-                keys, ts, peer_hash, _service(feats, meta[:, 2]),
+                keys, ts, peer_hash, service_codes(flows),
                 feats[:, FEATURES.index("no_reply")] > 0, is_orig, factorized=coded)], axis=1)
         values = {"ts": ts, "feat": feats.astype(np.float16), "meta": meta, "uid": uid_bytes(flows["uid"])}
         seq = self.history.extend_seq(keys, values, factorized=coded)
@@ -452,9 +452,13 @@ class HostWindows:
 _FANOUT = "fanout_"
 
 
-def _service(feats: np.ndarray, resp_port: np.ndarray) -> np.ndarray:
+def service_codes(flows: pd.DataFrame) -> np.ndarray:
     """A flow's service as one int32: responder port and protocol (tcp, udp, icmp, other)."""
-    proto = np.zeros(len(feats), dtype=np.int32)
-    for code, name in enumerate(("proto_tcp", "proto_udp", "proto_icmp"), start=1):
-        proto[feats[:, FEATURES.index(name)] > 0] = code
-    return resp_port.astype(np.int32) * 4 + proto
+    codes, values = factorized(flows["proto"])
+    low = values.str.lower()
+    proto = np.zeros(len(values) + 1, dtype=np.int32)
+    proto[:-1][(low == "tcp").to_numpy(dtype=bool)] = 1
+    proto[:-1][(low == "udp").to_numpy(dtype=bool)] = 2
+    proto[:-1][low.str.startswith("icmp").to_numpy(dtype=bool, na_value=False)] = 3
+    port = flows["resp_p"].fillna(-1).to_numpy(dtype=np.int64)
+    return (np.clip(port, -1, 1 << 20).astype(np.int32) * 4 + proto[codes]).astype(np.int32)

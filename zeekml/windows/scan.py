@@ -34,7 +34,7 @@ import pandas as pd
 from zeekml import defaults
 from zeekml.records.distinct import factorized
 from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
-from zeekml.windows.host_window import UID_BYTES, hash_values, uid_bytes
+from zeekml.windows.host_window import UID_BYTES, hash_values, service_codes, uid_bytes
 
 #: previous failed flows of the originator looked at (the window is these and the current one)
 SCAN_DEPTH = 31
@@ -69,18 +69,6 @@ def failed_flows(flows: pd.DataFrame) -> np.ndarray:
                                                                           na_value=False),
                      False)[pcodes]
     return ((rp == 0) | rejected | one_way) & ~icmp
-
-
-def service_codes(flows: pd.DataFrame) -> np.ndarray:
-    """A flow's service as one int32: responder port and protocol (tcp, udp, icmp, other)."""
-    codes, values = factorized(flows["proto"])
-    low = values.str.lower()
-    proto = np.zeros(len(values) + 1, dtype=np.int32)
-    proto[:-1][(low == "tcp").to_numpy(dtype=bool)] = 1
-    proto[:-1][(low == "udp").to_numpy(dtype=bool)] = 2
-    proto[:-1][low.str.startswith("icmp").to_numpy(dtype=bool, na_value=False)] = 3
-    port = flows["resp_p"].fillna(-1).to_numpy(dtype=np.int64)
-    return (np.clip(port, -1, 1 << 20).astype(np.int32) * 4 + proto[codes]).astype(np.int32)
 
 
 def _failed_sides(flows: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
