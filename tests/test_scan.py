@@ -22,7 +22,7 @@ from zeekml.records.schema import conform
 from zeekml.sources import read_table
 from zeekml.windows.scan import ANSWERED_KEY, SCAN_DEPTH, SCAN_HORIZON, failed_flows, scan_keys
 
-SAMPLE = "zeekml/data/sample_conn.log"
+SAMPLE = Path(__file__).resolve().parents[1] / "zeekml" / "data" / "sample_conn.log"
 CARD = bundled_dir() / "scan.card.json"
 
 
@@ -243,3 +243,15 @@ def test_a_batch_with_more_failed_originators_than_the_store_holds_is_counted() 
     assert (s["score"][0::2] == 1).all()
     assert s["score"][1::2].max() == SCAN_DEPTH + 1
     assert len(scorer.scans.history) <= 2
+
+
+def test_rows_of_a_random_sample_are_scored_alone() -> None:
+    """CICIDS2017 port-scan rows are a random sample: scored alone, a failed flow is one
+    target, never a scan, and the store is not touched."""
+    path = DATA / "cicids2017-improved-sample" / "Portscan_2500.csv"
+    need(path.exists(), f"{path} (shared data)")
+    df = read_table(path).reset_index(drop=True)
+    scorer = _scorer()
+    b = scorer.score_alone(df)
+    assert set(np.unique(b.score)) <= {0.0, 1.0} and b.score.sum() > 0
+    assert (b.score < b.threshold).all() and len(scorer.scans.history) == 0

@@ -38,7 +38,6 @@ from zeekml.models.scan_scorer import CLASSES, ScanScorer  # noqa: E402
 from zeekml.policy.notice import crosses  # noqa: E402
 from zeekml.records.labels import CLASSES as LABEL_CLASSES  # noqa: E402
 from zeekml.records.labels import targets  # noqa: E402
-from zeekml.windows.scan import failed_flows  # noqa: E402
 
 PORTSCAN = LABEL_CLASSES.index("portscan")
 
@@ -57,7 +56,9 @@ def score_capture(card_path: Path, flows: pd.DataFrame, sampled: np.ndarray
         b = scorer.score(flows.iloc[stream].reset_index(drop=True))
         score[stream], cls[stream], thr[stream] = b.score, b.cls, b.threshold
     alone = np.flatnonzero(sampled)
-    score[alone] = failed_flows(flows.iloc[alone].reset_index(drop=True)).astype(np.float64)
+    if len(alone):
+        b = scorer.score_alone(flows.iloc[alone].reset_index(drop=True))
+        score[alone], cls[alone], thr[alone] = b.score, b.cls, b.threshold
     return score, thr, cls
 
 

@@ -32,19 +32,14 @@ def _score_file(card: ModelCard, path: str, read: ReadOptions
     from zeekml.models.registry import ScorerOptions
     from zeekml.models.scan_scorer import ScanScorer
     from zeekml.sources.open import pair_batches, read_flows, sniff_path
-    from zeekml.windows.scan import failed_flows
 
     sampled = sniff_path(path) == "cicflowmeter_csv"
     scorer = ScanScorer(card, ScorerOptions())
     scores, thresholds, frames = [], [], []
     for batch in pair_batches(read_flows(path, options=read), read):
-        if sampled:  # each row alone: one target at most
-            scores.append(failed_flows(batch).astype(np.float64))
-            thresholds.append(np.full(len(batch), min(scorer.thresholds.values())))
-        else:
-            b = scorer.score(batch)
-            scores.append(b.score)
-            thresholds.append(b.threshold)
+        b = scorer.score_alone(batch) if sampled else scorer.score(batch)
+        scores.append(b.score)
+        thresholds.append(b.threshold)
         frames.append(batch[[c for c in ("label", "detailed_label") if c in batch.columns]])
     lab = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return _cat(scores), _cat(thresholds), lab

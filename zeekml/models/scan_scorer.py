@@ -36,7 +36,7 @@ from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
 from zeekml.models.context import uid_lists
 from zeekml.models.registry import ScorerOptions
-from zeekml.windows.scan import ScanCounts, ScanHistory
+from zeekml.windows.scan import ScanCounts, ScanHistory, failed_flows
 
 KIND = "scan"
 CLASSES = ("address_scan", "port_scan")
@@ -104,6 +104,18 @@ class ScanScorer:
             cls=np.where(port, CLASSES[1], CLASSES[0]).astype(object),
             threshold=np.where(port, self.thresholds[CLASSES[1]], self.thresholds[CLASSES[0]]),
             extra={"context": Deferred(len(flows), partial(_context, c))},
+        )
+
+    def score_alone(self, flows: pd.DataFrame) -> ScoreBatch:
+        """Each row scored as if its originator had no other flow (rows of a random
+        sample: their neighbours in the file are not their host's flows): a failed flow is
+        one target, never a scan. The store is not touched."""
+        b = len(flows)
+        return ScoreBatch(
+            model=self.name,
+            score=failed_flows(flows).astype(np.float64),
+            cls=np.full(b, CLASSES[0], dtype=object),
+            threshold=np.full(b, self.thresholds[CLASSES[0]]),
         )
 
     def state_dict(self) -> dict[str, np.ndarray]:
