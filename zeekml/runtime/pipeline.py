@@ -657,6 +657,65 @@ class _Cursors:
         return kept
 
 
+class _Joined:
+    """Frames of consecutive inputs joined up to the batch size before they are scored.
+
+    A zeekctl archive is hourly files of a few thousand flows each; scored one file per
+    batch, every batch pays the fixed cost of one (scorer threads, the policy, pandas
+    calls: ~60 ms with the three bundled models), and the 72 files of a three-day
+    archive ran at a fifth of the speed of one large file. Joining does not change a
+    verdict: consecutive batches are one stream whatever their sizes.
+
+    Rows are held until they make half a batch: a large input's pieces (most of a batch
+    each) go on at once, so reading the next piece still overlaps scoring this one.
+
+    Exactly-once: an input's cursor is applied to the cursors only once every row read
+    before it has been processed (:meth:`flush`), so a commit never saves the cursor
+    of a piece whose rows are still waiting here.
+    """
+
+    def __init__(self, pipeline: Pipeline, cursors: _Cursors, rows: int) -> None:
+        self.pipeline = pipeline
+        self.cursors = cursors
+        self.limit = max(1, rows)
+        self.frames: list[pd.DataFrame] = []
+        self.rows = 0
+        self.pending: list[tuple[str | None, dict[str, Any]]] = []
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if self.frames and (self.rows + len(frame) > self.limit
+                            or not _same_schema(self.frames[-1], frame)):
+            self.flush()
+        self.frames.append(frame)
+        self.rows += len(frame)
+        if 2 * self.rows >= self.limit:  # big enough: a reader's full piece goes on at once
+            self.flush()
+
+    def put(self, key: str | None, cursor: dict[str, Any]) -> str:
+        """Record an input's cursor (applied once its rows are processed); its new key."""
+        if self.frames:
+            self.pending.append((key, cursor))
+        else:
+            self.cursors.put(key, cursor)
+        return str(cursor["key"])
+
+    def flush(self) -> None:
+        """Process the rows held, then apply the cursors that waited for them."""
+        frames, self.frames, self.rows = self.frames, [], 0
+        if len(frames) == 1:
+            self.pipeline.process(frames[0])
+        elif frames:
+            self.pipeline.process(pd.concat(frames, ignore_index=True))
+        pending, self.pending = self.pending, []
+        for key, cursor in pending:
+            self.cursors.put(key, cursor)
+
+
+def _same_schema(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Two frames that concatenate without a column or dtype changing."""
+    return list(a.columns) == list(b.columns) and all(a.dtypes == b.dtypes)
+
+
 def score_inputs(
     paths: Sequence[str],
     pipeline: Pipeline,
@@ -674,7 +733,8 @@ def score_inputs(
 
     With ``store`` (the caller holds its lock) the run continues from the saved state:
     it commits once before writing anything (outputs' positions, so a run that dies
-    is cut back by the next), then after every input and every ``checkpoint_seconds``;
+    is cut back by the next), then after every input whose rows are all written (small
+    inputs are joined into one batch: :class:`_Joined`) and every ``checkpoint_seconds``;
     each input generation is remembered by content (:mod:`zeekml.sources.generation`)
     and read from its cursor; for a live log named like ``conn.log``, generations
     rotated away since the state began (beside it, or under ``archive``) and not yet
@@ -710,6 +770,8 @@ def score_inputs(
     try:
         checkpoint()  # write-ahead: outputs' starting positions are committed first
         plan = _plan(paths, cursors, opts, float(meta["since"]), store is not None)
+        joined = _Joined(pipeline, cursors, opts.batch_rows)
+        ended = False  # an input ended since the last commit
         for i, (path, gen, final) in enumerate(plan):
             counters.files += 1
             key, cursor = (None, None)
@@ -729,13 +791,18 @@ def score_inputs(
                 for piece in pieces:
                     changed = True
                     for frame in piece.frames:
-                        pipeline.process(frame)
+                        joined.add(frame)
                     if progress is not None:
                         progress(counters, i, len(plan))
                     if piece.cursor is not None and store is not None:
-                        key = cursors.put(key, piece.cursor)
-                        if piece.done or time.monotonic() - last >= opts.checkpoint_seconds:
+                        key = joined.put(key, piece.cursor)
+                        ended = ended or piece.done
+                        if time.monotonic() - last >= opts.checkpoint_seconds:
+                            joined.flush()
+                        if joined.rows == 0 and (ended or time.monotonic() - last
+                                                 >= opts.checkpoint_seconds):
                             checkpoint()
+                            ended = False
             except FormatError as exc:
                 # a whole input zeekml cannot read (unknown format, another Zeek log):
                 # named, the others still scored, the run exits 1 (--strict: at once)
@@ -744,6 +811,7 @@ def score_inputs(
                 counters.unreadable.append(str(exc))
             finally:
                 pieces.close()  # stops the read-ahead and closes the input
+        joined.flush()
         unreadable = counters.unreadable_error(others_scored=False)
         if unreadable is not None and len(counters.unreadable) == len(plan):
             raise unreadable  # no input was readable: the outputs stay as they were
