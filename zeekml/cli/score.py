@@ -226,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
         sinks = build_sinks(args, config)
         skips = SkipLog(strict=args.strict)
         pipeline = Pipeline(scorers, policy, sinks, pairer=build_pairer(args),
-                            incidents=build_incidents(args, sinks))
+                            incidents=build_incidents(args, sinks),
+                            write_behind=config.all_flows)
         tty = sys.stderr.isatty() and not args.quiet
         counters = score_inputs(
             paths, pipeline, skips=skips, store=store,
