@@ -18,7 +18,14 @@ SYN to a distinct outside address (100.64.0.0/10), so every flow opens a new key
 model's per-host (local side) and per-conversation state: the memory worst case (target
 < 1.5 GB at 1M hosts).
 
+``--archive DIR`` measures many small inputs instead: a zeekctl archive (dated folders of
+hourly gzipped conn logs; default the shared RITA archive, 72 files) scored as it is and
+the same flows as one plain conn.log (data lines joined under the first file's header),
+alternately ``--repeat`` times, both with ``--state``; printed: flows/s of each and the
+ratio archive/one file (small inputs are joined into scoring batches: it should be near 1).
+
 Usage: ``python tools/bench_score.py [--rows 1000000] [--file F] [--hosts] [--model M ...] [--all]``
+``python tools/bench_score.py --archive [DIR] [--repeat 2]``
 """
 
 from __future__ import annotations
@@ -124,6 +131,69 @@ def _state_bytes_per_key(state_path: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+ARCHIVE = REPO.parent / "shared" / "data" / "zeek" / "rita-rotated-archive"
+
+
+def _archive_files(root: Path) -> list[Path]:
+    files = sorted(root.glob("*/conn.*.log.gz")) or sorted(root.glob("*/conn.*.log"))
+    if not files:
+        raise SystemExit(f"no zeekctl archive (DIR/YYYY-MM-DD/conn.*.log.gz) under {root}")
+    return files
+
+
+def _one_file(files: list[Path], out: Path) -> None:
+    """The archive's flows as one plain conn.log: the first file's header, every file's
+    data lines in order, one #close."""
+    import gzip
+
+    def lines(p: Path) -> list[str]:
+        opener = gzip.open if p.suffix == ".gz" else open
+        with opener(p, "rt") as fh:
+            return fh.read().splitlines()
+
+    first = lines(files[0])
+    with out.open("w") as fh:
+        fh.write("\n".join(x for x in first if x.startswith("#") and not x.startswith("#close")))
+        fh.write("\n")
+        for p in files:
+            body = [x for x in lines(p) if x and not x.startswith("#")]
+            if body:
+                fh.write("\n".join(body) + "\n")
+        fh.write("#close\t2024-01-01-00-00-00\n")
+
+
+def bench_archive(root: Path, repeat: int, threads: int) -> int:
+    files = _archive_files(root)
+    tmp = Path(tempfile.mkdtemp(prefix="zeekml-bench-"))
+    plain = tmp / "conn.log"
+    _one_file(files, plain)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    runs: dict[str, list[float]] = {"archive": [], "one file": []}
+    flows = 0
+    for _ in range(repeat):
+        for name, inp in (("archive", root), ("one file", plain)):
+            state = tmp / "state.npz"
+            state.unlink(missing_ok=True)
+            secs, _, out = _run([sys.executable, "-m", "zeekml.cli.main", "score", str(inp),
+                                 "--out", str(tmp / "zeekml.log"), "--state", str(state),
+                                 "--threads", str(threads)], env)
+            flows = int(next(x for x in out.splitlines() if "flows read" in x).split()[-1])
+            runs[name].append(flows / secs)
+    print(f"{len(files)} files, {flows:,} flows ({root})")
+    for name, rates in runs.items():
+        print(f"{name:9s} " + " / ".join(f"{r:,.0f}" for r in rates) + " flows/s "
+              "(whole process, --state)")
+    ratio = [a / b for a, b in zip(runs["archive"], runs["one file"], strict=True)]
+    print("ratio archive / one file: " + " / ".join(f"{r:.2f}" for r in ratio))
+    print(json.dumps({"files": len(files), "flows": flows, **{
+        k.replace(" ", "_"): [round(r) for r in v] for k, v in runs.items()},
+        "ratio": [round(r, 2) for r in ratio]}))
+    for p in tmp.iterdir():
+        p.unlink()
+    tmp.rmdir()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -134,7 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the generated file and outputs")
     ap.add_argument("--hosts", action="store_true",
                     help="input: a scan of --rows distinct hosts (memory worst case)")
+    ap.add_argument("--archive", type=Path, nargs="?", const=ARCHIVE,
+                    help="a zeekctl archive scored as it is vs as one file (default: the "
+                         "shared RITA archive)")
+    ap.add_argument("--repeat", type=int, default=2, help="--archive: alternating runs")
     args = ap.parse_args(argv)
+    if args.archive is not None:
+        return bench_archive(args.archive, args.repeat, args.threads)
 
     tmp = Path(tempfile.mkdtemp(prefix="zeekml-bench-"))
     path = args.file
