@@ -19,7 +19,7 @@ from zeekml.cli.main import main
 from zeekml.errors import ConfigError, UsageError
 from zeekml.models.registry import ScorerOptions
 from zeekml.policy.notice import PolicyConfig
-from zeekml.runtime.pipeline import RunOptions
+from zeekml.runtime.batch_run import RunOptions
 from zeekml.runtime.tail import TailOptions
 from zeekml.sources.options import ReadOptions
 

@@ -1,4 +1,4 @@
-"""Small inputs joined into one scoring batch (``zeekml.runtime.pipeline._Joined``).
+"""Small inputs joined into one scoring batch (``zeekml.runtime.batch_run._Joined``).
 
 A zeekctl archive is hourly gzipped files of a few thousand flows; ``score_inputs`` joins
 consecutive inputs' rows up to the batch size instead of scoring each file as its own
@@ -53,7 +53,7 @@ class Recording:
 
 
 def _run(files: list[str], rec: Recording, batch_rows: int, store=None) -> None:
-    from zeekml.runtime.pipeline import RunOptions, score_inputs
+    from zeekml.runtime.batch_run import RunOptions, score_inputs
     from zeekml.sources import SkipLog
     from zeekml.sources.options import ReadOptions
 

@@ -106,7 +106,7 @@ def test_consumer_error_stops_the_reader() -> None:
 
 
 def test_read_ahead_is_validated() -> None:
-    from zeekml.runtime.pipeline import RunOptions
+    from zeekml.runtime.batch_run import RunOptions
 
     with pytest.raises(ConfigError):
         RunOptions(read_ahead=-1)
@@ -119,7 +119,8 @@ def test_a_failed_run_commits_the_processed_piece_not_the_one_read_ahead(tmp_pat
     need(CAPTURE.is_file(), f"the capture {CAPTURE}")
     from zeekml.models.registry import ScorerOptions, default_scorers
     from zeekml.policy.notice import NoticePolicy
-    from zeekml.runtime.pipeline import Pipeline, RunOptions, score_inputs
+    from zeekml.runtime.batch_run import RunOptions, score_inputs
+    from zeekml.runtime.pipeline import Pipeline
     from zeekml.runtime.state import StateStore
     from zeekml.sources import SkipLog
     from zeekml.sources.options import ReadOptions

@@ -34,7 +34,8 @@ from zeekml.models import registry
 from zeekml.models.base import ScoreBatch
 from zeekml.models.card import ModelCard, load_card, write_card
 from zeekml.policy.notice import NoticePolicy, PolicyConfig
-from zeekml.runtime.pipeline import Pipeline, RunOptions, score_inputs
+from zeekml.runtime.batch_run import RunOptions, score_inputs
+from zeekml.runtime.pipeline import Pipeline
 from zeekml.sources import SkipLog, expand_inputs, read_table
 from zeekml.sources.biflow import Pairer
 from zeekml.sources.options import ReadOptions

@@ -33,7 +33,7 @@ def _pipeline(sinks: list, write_behind: bool):
 
 
 def _score(pipeline, batch_rows: int = 1000) -> None:
-    from zeekml.runtime.pipeline import RunOptions, score_inputs
+    from zeekml.runtime.batch_run import RunOptions, score_inputs
     from zeekml.sources import SkipLog
     from zeekml.sources.options import ReadOptions
 

@@ -49,7 +49,8 @@ def _tracker_alone(inputs: list[str], threads: int) -> tuple[int, int, float]:
     from zeekml.policy.budget import CandidatePolicy, CandidateRecorder
     from zeekml.policy.incidents import IncidentTracker
     from zeekml.policy.notice import PolicyConfig
-    from zeekml.runtime.pipeline import Pipeline, score_inputs
+    from zeekml.runtime.batch_run import score_inputs
+    from zeekml.runtime.pipeline import Pipeline
     from zeekml.sources import SkipLog, expand_inputs
 
     scorers = build_scorers(argparse.Namespace(model=[], threads=threads))

@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from zeekml.cli import score
     from zeekml.policy.budget import CandidatePolicy, CandidateRecorder, all_classes, calibrate
     from zeekml.policy.incidents import IncidentConfig
-    from zeekml.runtime.pipeline import Pipeline, RunOptions, score_inputs
+    from zeekml.runtime.batch_run import RunOptions, score_inputs
+    from zeekml.runtime.pipeline import Pipeline
     from zeekml.sources import SkipLog, expand_inputs
     from zeekml.sources.options import ReadOptions
 

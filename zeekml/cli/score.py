@@ -1,7 +1,7 @@
 """``zeekml score``: score flow logs in batch (by hand or from cron) and write verdicts.
 
 Thin layer over :mod:`zeekml.runtime.pipeline`: parse options, build the scorers, the
-notice policy and the sinks, run :func:`~zeekml.runtime.pipeline.score_inputs`, print
+notice policy and the sinks, run :func:`~zeekml.runtime.batch_run.score_inputs`, print
 the summary on stderr. A progress line is shown only when stderr is a terminal.
 """
 
@@ -24,7 +24,8 @@ from zeekml.policy.notice import (
 
 if TYPE_CHECKING:  # imported where used, so `zeekml --help` stays light
     from zeekml.policy.incidents import IncidentTracker
-    from zeekml.runtime.pipeline import Counters, RunOptions
+    from zeekml.runtime.batch_run import RunOptions
+    from zeekml.runtime.pipeline import Counters
     from zeekml.sinks.base import Sink
     from zeekml.sources.biflow import Pairer
 
@@ -133,7 +134,7 @@ def build_scorers(args: argparse.Namespace) -> list:
 def run_options(args: argparse.Namespace) -> RunOptions:
     """Reading, checkpoint and catch-up options of a batch run."""
     from zeekml.cli.read_args import read_options_from
-    from zeekml.runtime.pipeline import RunOptions
+    from zeekml.runtime.batch_run import RunOptions
 
     if args.archive is not None and not Path(args.archive).is_dir():
         raise UsageError(f"--archive {args.archive}: not a directory")
@@ -198,7 +199,8 @@ def batch_rows(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zeekml.runtime.pipeline import Pipeline, score_inputs
+    from zeekml.runtime.batch_run import score_inputs
+    from zeekml.runtime.pipeline import Pipeline
     from zeekml.runtime.state import StateStore
     from zeekml.sources import SkipLog, expand_inputs
 
