@@ -480,3 +480,35 @@ def test_scan_detector_on_an_nmap_scan_cut_into_chunks_equals_local(spark, tmp_p
     exp, _ = local_engine(paths, [model], config)
     assert (exp["score"] >= 20).sum() > 3000
     assert_same(got, exp)
+
+
+def test_worker_builds_scorers_from_the_broadcast_and_leaves_no_files(monkeypatch,
+                                                                      tmp_path) -> None:
+    """A Python worker writes the broadcast models to a temporary directory only while it
+    builds the scorers: Spark ends its workers with os._exit (no exit hook runs), and each
+    worker of each run had left ~650 KB in /tmp. The scorers still score afterwards."""
+    import tempfile as tf
+    from types import SimpleNamespace
+
+    from zeekml.runtime.spark import models as spark_models
+
+    made: list[str] = []
+    real = tf.mkdtemp
+
+    def recorded(*a, **k):
+        d = real(*a, dir=str(tmp_path), **{x: v for x, v in k.items() if x != "dir"})
+        made.append(d)
+        return d
+
+    monkeypatch.setattr(spark_models.tempfile, "mkdtemp", recorded)
+    specs = spark_models.prepare_models(None)  # every bundled model
+    payload = SimpleNamespace(value={"models": specs, "scorer_options": {"threads": 1}})
+    built = spark_models.worker_scorers(payload, "digest-of-this-test")
+    try:
+        assert made and not any(Path(d).exists() for d in made)
+        assert list(tmp_path.iterdir()) == []
+        flows = read_table(str(DATA / "zeek" / "stratosphere-002-portscan" / "conn.log"))
+        for scorer, _empty in built:
+            assert len(scorer.score(flows).score) == len(flows)
+    finally:
+        spark_models._WORKER_SCORERS.pop("digest-of-this-test", None)

@@ -21,7 +21,6 @@ group, in stream order, and the windows are the local engine's.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import importlib
 import json
@@ -150,18 +149,23 @@ def worker_scorers(payload: Any, digest: str) -> list[tuple[Any, dict[str, np.nd
 
     value = payload.value
     opts = ScorerOptions(**value["scorer_options"])
+    # the files exist only while the scorers are built (each loads its graph into its
+    # session): Spark ends its Python workers with os._exit, so no exit hook would ever
+    # remove them, and every worker of every run left ~650 KB in /tmp
     tmp = tempfile.mkdtemp(prefix="zeekml-models-")
-    atexit.register(shutil.rmtree, tmp, True)
     built = []
-    for i, m in enumerate(value["models"]):
-        onnx = Path(tmp) / f"m{i}.onnx"
-        if m.onnx:
-            onnx.write_bytes(m.onnx)
-        card_path(onnx).write_text(m.card, encoding="utf-8")
-        module, _, attr = m.target.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-        scorer = cls(load_card(onnx if m.onnx else card_path(onnx)), opts)
-        built.append((scorer, scorer.state_dict()))
+    try:
+        for i, m in enumerate(value["models"]):
+            onnx = Path(tmp) / f"m{i}.onnx"
+            if m.onnx:
+                onnx.write_bytes(m.onnx)
+            card_path(onnx).write_text(m.card, encoding="utf-8")
+            module, _, attr = m.target.partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+            scorer = cls(load_card(onnx if m.onnx else card_path(onnx)), opts)
+            built.append((scorer, scorer.state_dict()))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     _WORKER_SCORERS[digest] = built
     return built
 
