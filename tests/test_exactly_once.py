@@ -139,6 +139,26 @@ def test_kill9_mid_run_with_collector_down_then_up_every_notice_once(collector: 
     assert sorted(got) == sorted(expected)  # delivered once each
 
 
+def test_kill9_while_all_verdicts_are_written_behind_repeats_nothing(tmp_path: Path) -> None:
+    """``--all`` writes a batch while the next is scored (``Pipeline(write_behind=True)``)
+    and joins the archive's small files into batches: runs killed with SIGKILL at random
+    moments, then one to the end, give exactly the rows of one uninterrupted run."""
+    need(ARCHIVE.is_dir(), f"the archive {ARCHIVE}")
+    inputs = [str(p) for p in sorted(ARCHIVE.glob("*/*.gz"))]
+    out, state = tmp_path / "zeekml.log", tmp_path / "state.npz"
+    args = ["-q", "score", "--all", "--state", str(state), "--out", str(out), "--threads", "1",
+            "--batch-size", "8000", *inputs]
+    assert _kill_runs(args, tmp_path, random.Random(11), 3, when=(1.0, 2.5)) >= 2
+    final = zeekml_proc(args, tmp_path)
+    _, err = final.communicate(timeout=600)
+    assert final.returncode == 0, err.decode()
+    ref = tmp_path / "ref.log"
+    assert main(["-q", "score", "--all", "--state", str(tmp_path / "ref.npz"), "--out", str(ref),
+                 "--threads", "1", "--batch-size", "8000", *inputs]) == 0
+    got, want = data_rows(out), data_rows(ref)
+    assert len(want) > 10_000 and got == want  # every verdict once, in order
+
+
 def test_kill9_mid_run_with_collector_up_loses_nothing(collector: Rsyslog,
                                                       tmp_path: Path) -> None:
     """SIGKILL while notices are being delivered: the log holds every notice once; the
