@@ -11,7 +11,6 @@ so a run that dies or fails is cut back to a point the next run continues from e
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 import uuid
@@ -33,7 +32,6 @@ from zeekml.sources.rotation import earlier_generations, is_live_name
 from zeekml.sources.skips import SkipLog
 from zeekml.sources.stream import read_pieces
 
-log = logging.getLogger(__name__)
 
 @dataclass
 class RunOptions:
