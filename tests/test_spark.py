@@ -495,8 +495,8 @@ def test_worker_builds_scorers_from_the_broadcast_and_leaves_no_files(monkeypatc
     made: list[str] = []
     real = tf.mkdtemp
 
-    def recorded(*a, **k):
-        d = real(*a, dir=str(tmp_path), **{x: v for x, v in k.items() if x != "dir"})
+    def recorded(suffix=None, prefix=None, dir=None):
+        d = real(suffix, prefix, str(tmp_path))
         made.append(d)
         return d
 

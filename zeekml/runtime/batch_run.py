@@ -237,10 +237,10 @@ def score_inputs(
                     if piece.cursor is not None and store is not None:
                         key = joined.put(key, piece.cursor)
                         ended = ended or piece.done
-                        if time.monotonic() - last >= opts.checkpoint_seconds:
+                        due = time.monotonic() - last >= opts.checkpoint_seconds
+                        if due:
                             joined.flush()
-                        if joined.rows == 0 and (ended or time.monotonic() - last
-                                                 >= opts.checkpoint_seconds):
+                        if joined.rows == 0 and (ended or due):
                             checkpoint()
                             ended = False
             except FormatError as exc:

@@ -434,11 +434,9 @@ class Pipeline:
         self._write(verdicts, records)
         return verdicts
 
-    def _write(self, verdicts: pd.DataFrame, incidents: pd.DataFrame | None = None,
-               behind: bool = True) -> None:
+    def _write(self, verdicts: pd.DataFrame, incidents: pd.DataFrame | None = None) -> None:
         """Count a batch's verdict rows and incident records and send them to their sinks
-        (in a helper thread with ``write_behind``, unless not ``behind``: nothing follows
-        to overlap with)."""
+        (in a helper thread with ``write_behind``)."""
         work = []
         if len(verdicts):
             work.append(("notice", verdicts))
@@ -452,7 +450,7 @@ class Pipeline:
             return
         # one write in flight: the outputs keep batch order and memory holds one batch
         self.wait_writes()
-        if behind and self.write_behind:
+        if self.write_behind:
             self._writing = Background(self._send, work)
         else:
             self._send(work)
@@ -479,8 +477,7 @@ class Pipeline:
         if self.pairer is not None:
             self._score(self.pairer.finish())
         out = self.policy.finish()
-        self._write(out, None if self.incidents is None else self.incidents.finish(),
-                    behind=False)
+        self._write(out, None if self.incidents is None else self.incidents.finish())
         return out
 
     def pairing_summary(self) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -152,9 +151,8 @@ def worker_scorers(payload: Any, digest: str) -> list[tuple[Any, dict[str, np.nd
     # the files exist only while the scorers are built (each loads its graph into its
     # session): Spark ends its Python workers with os._exit, so no exit hook would ever
     # remove them, and every worker of every run left ~650 KB in /tmp
-    tmp = tempfile.mkdtemp(prefix="zeekml-models-")
     built = []
-    try:
+    with tempfile.TemporaryDirectory(prefix="zeekml-models-") as tmp:
         for i, m in enumerate(value["models"]):
             onnx = Path(tmp) / f"m{i}.onnx"
             if m.onnx:
@@ -164,8 +162,6 @@ def worker_scorers(payload: Any, digest: str) -> list[tuple[Any, dict[str, np.nd
             cls = getattr(importlib.import_module(module), attr)
             scorer = cls(load_card(onnx if m.onnx else card_path(onnx)), opts)
             built.append((scorer, scorer.state_dict()))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     _WORKER_SCORERS[digest] = built
     return built
 
