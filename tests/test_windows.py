@@ -231,8 +231,8 @@ def test_relational_features_hand_case() -> None:
 
 
 def test_only_positions_holding_items_are_written_and_state_keeps_them() -> None:
-    """The store is position-major and sparse: a key seen once writes its newest position
-    only (the other positions' pages stay unmapped), a key seen three times three; the
+    """The store is position-major, a ring per key, and sparse: a key seen once writes one
+    plane only (the other planes' pages stay unmapped), a key seen three times three; the
     saved state restores the same windows for the next flows."""
     def make() -> KeyedHistory:
         return KeyedHistory(4, {"v": FieldSpec(np.dtype(np.int64))}, max_keys=64)
@@ -243,8 +243,8 @@ def test_only_positions_holding_items_are_written_and_state_keeps_them() -> None
     h.extend(keys, vals)
     buf = h._buf["v"]  # [depth, keys]
     once, thrice = h._slot_of["once"], h._slot_of["thrice"]
-    assert buf[:, once].tolist() == [0, 0, 0, 7]
-    assert buf[:, thrice].tolist() == [0, 1, 2, 3]
+    assert buf[:, once].tolist() == [7, 0, 0, 0]
+    assert buf[:, thrice].tolist() == [1, 2, 3, 0]
     assert not buf[:, 2:].any()  # no slot beyond the two in use was touched
     restored = make()
     restored.load_state_dict(h.state_dict())
@@ -302,3 +302,35 @@ def test_uid_bytes_are_the_first_20_utf8_bytes(uids: list[str | None]) -> None:
     assert got.dtype == np.dtype("S20") and got.tolist() == want
     sliced = pd.Series(["pad"] + uids, dtype="str").iloc[1:]  # an offset into the buffers
     assert uid_bytes(sliced).tolist() == want
+
+
+def test_ring_store_equals_a_per_row_reference_across_batches_and_state() -> None:
+    """Windows from the ring store equal the naive definition (the key's last depth items
+    before the row, then the row) when batches are shorter and longer than the ring, keys
+    wrap it many times, and the state is saved and loaded between batches."""
+    depth = 5
+    rng = np.random.default_rng(3)
+    keys = rng.choice(np.array(["a", "b", "c", "d", "e", "f", "g"], dtype=object), size=400,
+                      p=[0.4, 0.2, 0.1, 0.1, 0.1, 0.05, 0.05])
+    ts = np.arange(400.0)
+    v = rng.integers(1, 1_000_000, size=400)
+    h = KeyedHistory(depth, {"v": FieldSpec(np.dtype(np.int64))}, max_keys=64, idle_timeout=1e9)
+    got = []
+    lo = 0
+    for i, size in enumerate([1, 2, 3, 17, 1, 60, 4, 100, 2, 211]):
+        sl = slice(lo, lo + size)
+        w, valid = h.extend(keys[sl], {"ts": ts[sl], "v": v[sl]})
+        got.append(np.where(valid, w["v"], 0))
+        lo += size
+        if i % 3 == 2:  # through a saved state
+            fresh = KeyedHistory(depth, {"v": FieldSpec(np.dtype(np.int64))}, max_keys=64,
+                                 idle_timeout=1e9)
+            fresh.load_state_dict(h.state_dict())
+            h = fresh
+    got_all = np.concatenate(got)
+    seen: dict[str, list[int]] = {}
+    for i, k in enumerate(keys.tolist()):
+        prev = seen.setdefault(k, [])[-depth:]
+        want = [0] * (depth - len(prev)) + prev + [int(v[i])]
+        assert got_all[i].tolist() == want, i
+        seen[k].append(int(v[i]))

@@ -6,7 +6,8 @@ numpy gathers instead of a Python loop per flow:
 
 * keys of a batch are factorized; a dict maps each *distinct* key to a slot (one
   dict operation per distinct key per batch, not per flow);
-* each slot stores its last ``depth`` items right-aligned (oldest first);
+* each slot stores its last ``depth`` items in a ring (a batch writes only the planes of
+  its new items, not every held position again), read back oldest first;
 * for every row, the window is a gather from "stored items of its key followed by the
   batch's earlier rows of the same key", so the result depends only on the order of
   rows, never on where batch boundaries fall (tail micro-batches, cron runs and Spark
@@ -70,6 +71,14 @@ def _held(count: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     with ``count`` items holds positions ``depth - count .. depth - 1``."""
     key_i, pos_i = np.nonzero(np.arange(depth)[None, :] >= depth - count[:, None])
     return key_i, pos_i
+
+
+def _plane(head: np.ndarray, offset: np.ndarray, depth: int) -> np.ndarray:
+    """The ring plane ``offset`` places after ``head``. For a held item at right-aligned
+    position ``p`` (``depth - count .. depth - 1``), ``offset = p`` gives its plane
+    (``head - count + (p - depth + count)`` mod ``depth``); for a batch's ``t``-th new item,
+    ``offset = t``."""
+    return (head + offset) % depth
 
 
 @dataclass
@@ -143,6 +152,9 @@ class KeyedHistory:
         self._cap = 0
         self._keys = np.empty(0, dtype=object)
         self._count = np.zeros(0, dtype=np.int16)
+        # the ring plane each slot's next item goes to: its held items are planes
+        # head - count .. head - 1 (mod depth), oldest first
+        self._head = np.zeros(0, dtype=np.int16)
         self._last_ts = np.zeros(0, dtype=np.float64)
         self._last_use = np.zeros(0, dtype=np.int64)
         self._buf: dict[str, np.ndarray] = {}
@@ -159,6 +171,7 @@ class KeyedHistory:
             return
         self._keys = np.concatenate([self._keys, np.empty(new_cap - old, dtype=object)])
         self._count = np.concatenate([self._count, np.zeros(new_cap - old, dtype=np.int16)])
+        self._head = np.concatenate([self._head, np.zeros(new_cap - old, dtype=np.int16)])
         self._last_ts = np.concatenate([self._last_ts, np.zeros(new_cap - old)])
         self._last_use = np.concatenate([self._last_use, np.zeros(new_cap - old, np.int64)])
         if not self._buf:  # once, for every slot there can be: pages mapped on first write
@@ -173,7 +186,8 @@ class KeyedHistory:
     def memory_bytes(self) -> int:
         """Bytes of the slot arrays in use (not counting the key dict; the item buffers'
         pages beyond the slots in use are not resident)."""
-        total = self._count.nbytes + self._last_ts.nbytes + self._last_use.nbytes
+        total = (self._count.nbytes + self._head.nbytes + self._last_ts.nbytes
+                 + self._last_use.nbytes)
         total += self._keys.nbytes + sum(b.strides[1] * self.depth * self._cap
                                          for b in self._buf.values())
         return int(total)
@@ -219,6 +233,7 @@ class KeyedHistory:
             self._slot_of.update(zip(new_keys.tolist(), fresh.tolist(), strict=True))
             self._keys[fresh] = new_keys
             self._count[fresh] = 0
+            self._head[fresh] = 0
             slots[new] = fresh
         return slots
 
@@ -291,13 +306,15 @@ class KeyedHistory:
             old_i, old_p = _held(counts, depth)
             store_dst = seg_start[old_i] + old_p - (depth - counts[old_i])
             store_slot = slots[old_i]
+            heads = self._head[slots].astype(np.int64)
+            store_plane = _plane(heads[old_i], old_p, depth)
         total = depth + b + int(counts.sum())
         for name, spec in self.fields.items():
             arr = np.empty((total, *spec.shape), dtype=spec.dtype)
             arr[:depth] = 0
             arr[pos] = vals[name]
             if depth:
-                arr[store_dst] = self._buf[name][old_p, store_slot]
+                arr[store_dst] = self._buf[name][store_plane, store_slot]
             items[name] = arr
 
         # position j of a row's window holds an item of its key from j = depth - stored
@@ -310,14 +327,17 @@ class KeyedHistory:
         np.abs(gap, out=gap)
         valid &= gap <= self.idle_timeout
 
-        # store update: each key keeps the last depth positions of its segment
+        # store update: each key keeps its last depth items; only its new items that stay
+        # are written, each to the ring plane after the previous one (the batch's t-th row
+        # of a key to plane head + t), so a key's older items are not written again
         new_count = np.minimum(depth, counts + sizes)
         if depth:
-            # only the positions that hold an item are written (see the class docstring)
-            key_i, pos_i = _held(new_count, depth)
-            src = seg_start[key_i] + seg_len[key_i] - depth + pos_i
+            keep = np.flatnonzero(rank >= sizes[codes] - depth)
+            plane = _plane(heads[codes[keep]], rank[keep], depth)
+            slot_k = slots[codes[keep]]
             for name in self.fields:
-                self._buf[name][pos_i, slots[key_i]] = items[name][src]
+                self._buf[name][plane, slot_k] = vals[name][keep]
+            self._head[slots] = ((heads + sizes) % depth).astype(np.int16)
         self._count[slots] = new_count.astype(np.int16)
         last_row = order[gstart + sizes - 1]
         self._last_ts[slots] = vals["ts"][last_row]
@@ -351,8 +371,9 @@ class KeyedHistory:
         # stores one item, not depth of them (1M one-flow hosts: a ninth of the bytes)
         key_i, pos_i = _held(np.asarray(self._count[live], dtype=np.int64), self.depth)
         slot_i = np.arange(m)[key_i] if isinstance(live, slice) else live[key_i]
+        plane_i = _plane(self._head[slot_i].astype(np.int64), pos_i, self.depth) if self.depth else pos_i
         for name, buf in self._buf.items():
-            out["held_" + name] = buf[pos_i, slot_i]
+            out["held_" + name] = buf[plane_i, slot_i]
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -379,6 +400,7 @@ class KeyedHistory:
             self._cap = 0
             self._keys = np.empty(0, dtype=object)
             self._count = np.zeros(0, dtype=np.int16)
+            self._head = np.zeros(0, dtype=np.int16)
             self._last_ts = np.zeros(0)
             self._last_use = np.zeros(0, dtype=np.int64)
             self._buf = {}
