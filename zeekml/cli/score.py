@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         skips = SkipLog(strict=args.strict)
         pipeline = Pipeline(scorers, policy, sinks, pairer=build_pairer(args),
                             incidents=build_incidents(args, sinks),
-                            write_behind=config.all_flows)
+                            write_behind=config.all_flows, lanes=True)
         tty = sys.stderr.isatty() and not args.quiet
         counters = score_inputs(
             paths, pipeline, skips=skips, store=store,

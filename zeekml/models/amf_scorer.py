@@ -157,6 +157,10 @@ def _context_rows(att: np.ndarray, w: Windows, rows: np.ndarray) -> np.ndarray:
 class AmfScorer:
     """Scorer for an AMF-LSTM card (see the module docstring for the outputs)."""
 
+    #: a batch's windows (and the context they give) are arrays made for that batch, never
+    #: the store's buffers: valid after the next push (zeekml.runtime.lanes)
+    results_survive_next_score = True
+
     def __init__(self, card: ModelCard, options: ScorerOptions | None = None) -> None:
         options = options or ScorerOptions()
         self.card = card

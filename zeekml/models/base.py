@@ -75,6 +75,12 @@ class Scorer(Protocol):
                         ``classes`` without ``normal``; LM: ``("anomaly",)``)
     ``score_range``     ``(low, high)`` of the scores it reports (AMF: probabilities
                         ``(0.0, 1.0)``; LM: NLL in nats ``(0.0, inf)``)
+
+    A third, ``results_survive_next_score = True``, says a :class:`ScoreBatch` (its
+    :class:`Deferred` included) stays valid after the scorer's next ``score`` call: the
+    scorer may then run a batch ahead of the policy in ``zeekml score``
+    (:mod:`zeekml.runtime.lanes`). Without it the pipeline never scores the next batch
+    before this one's context is taken.
     """
 
     name: str

@@ -127,6 +127,10 @@ def _previous_rows(w: ConversationWindow, rows: np.ndarray) -> np.ndarray:
 class LmScorer:
     """Scorer for a flow LM card (see the module docstring for the outputs)."""
 
+    #: a batch's windows (and the context they give) are arrays made for that batch, never
+    #: the store's buffers: valid after the next push (zeekml.runtime.lanes)
+    results_survive_next_score = True
+
     def __init__(self, card: ModelCard, options: ScorerOptions | None = None) -> None:
         options = options or ScorerOptions()
         self.card = card

@@ -40,6 +40,7 @@ from zeekml.windows.scan import ScanCounts, ScanHistory, failed_flows
 
 KIND = "scan"
 CLASSES = ("address_scan", "port_scan")
+_CLASS_NAMES = np.array(CLASSES, dtype=object)
 MAX_DEPTH = 255
 #: originators with failed flows kept: an eighth of ``--max-hosts``, least recently seen
 #: evicted first. They are the hosts with an unanswered attempt in the last 5 minutes; a
@@ -80,6 +81,10 @@ def _context(counts: ScanCounts, rows: np.ndarray) -> np.ndarray:
 class ScanScorer:
     """Scorer for a scan card (see the module docstring for the outputs)."""
 
+    #: a batch's counts and context come from arrays made for that batch, never the
+    #: store's buffers: valid after the next push (zeekml.runtime.lanes)
+    results_survive_next_score = True
+
     #: its card describes no ONNX graph (:func:`zeekml.models.registry.load_scorer`)
     graphless = True
 
@@ -101,7 +106,7 @@ class ScanScorer:
         return ScoreBatch(
             model=self.name,
             score=c.targets.astype(np.float64),
-            cls=np.where(port, CLASSES[1], CLASSES[0]).astype(object),
+            cls=_CLASS_NAMES[port.view(np.int8)],  # a take: no [B] string array first
             threshold=np.where(port, self.thresholds[CLASSES[1]], self.thresholds[CLASSES[0]]),
             extra={"context": Deferred(len(flows), partial(_context, c))},
         )

@@ -49,6 +49,7 @@ from zeekml.models.card import ModelCard
 from zeekml.policy.incidents import IncidentTracker, flagged_from_decision
 from zeekml.policy.notice import NoticePolicy, crosses
 from zeekml.records.verdicts import empty_verdicts
+from zeekml.runtime.lanes import ScorerLanes, can_lane
 from zeekml.runtime.state import RunState, StateStore
 from zeekml.sinks.base import Delivery, RunContext, Sink, call_optional, sink_delivery
 from zeekml.sources.background import Background
@@ -239,7 +240,13 @@ def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePo
     ``flagged_context`` (incidents on: an incident shows the context of its strongest
     flagged flow) every row whose score crosses its threshold.
     """
-    batches = _score_all(flows, scorers)
+    return decide_frame(flows, _score_all(flows, scorers), policy, flagged_context)
+
+
+def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: NoticePolicy,
+                 flagged_context: bool = False) -> pd.DataFrame:
+    """The second half of :func:`score_frame`: the scorers' ``batches`` for ``flows``
+    decided by the policy (for a pipeline whose scorers ran in lanes)."""
     if policy.config.all_flows or not policy.sparse_ok:
         scored = assemble(flows, batches, context=False)
         if policy.config.all_flows:
@@ -389,6 +396,7 @@ class Pipeline:
         pairer: Pairer | None = None,
         incidents: IncidentTracker | None = None,
         write_behind: bool = False,
+        lanes: bool = False,
     ) -> None:
         names = [s.name for s in scorers]
         if len(set(names)) != len(names):
@@ -412,9 +420,18 @@ class Pipeline:
         #: of RSS the one time it ran on the 1M-flow benchmark.
         self.write_behind = write_behind
         self._writing: Background[None] | None = None
+        #: every scorer in a thread of its own, a batch ahead of the policy
+        #: (:mod:`zeekml.runtime.lanes`); ``zeekml score`` turns it on, ``tail`` does not
+        #: (it writes each batch at once: its latency bound)
+        self.lanes = lanes and can_lane(self.scorers)
+        self._lanes: ScorerLanes | None = None
+        self._held: list[pd.DataFrame] = []  # submitted to the lanes, not decided yet
 
     def process(self, flows: pd.DataFrame) -> pd.DataFrame:
-        """Score one canonical batch and write its verdicts (and incidents) to the sinks."""
+        """Score one canonical batch and write its verdicts (and incidents) to the sinks;
+        the verdicts written. With ``lanes`` the batch is scored while the previous one
+        is decided and written: the verdicts returned are the previous batch's
+        (:meth:`drain` decides and writes the last)."""
         self.counters.flows_read += len(flows)
         if self.pairer is not None:  # NetFlow pairing (zeekml.sources.biflow)
             flows = self.pairer.push(flows)
@@ -423,8 +440,27 @@ class Pipeline:
     def _score(self, flows: pd.DataFrame) -> pd.DataFrame:
         if len(flows) == 0:
             return empty_verdicts()
-        verdicts = score_frame(flows, self.scorers, self.policy,
-                               flagged_context=self.incidents is not None)
+        if not self.lanes:
+            return self._decide(flows, _score_all(flows, self.scorers))
+        if self._lanes is None:
+            self._lanes = ScorerLanes(self.scorers)
+        self._lanes.submit(flows)
+        self._held.append(flows)
+        return self._decide_oldest() if len(self._held) > 1 else empty_verdicts()
+
+    def _decide_oldest(self) -> pd.DataFrame:
+        assert self._lanes is not None
+        batches = self._lanes.collect()
+        return self._decide(self._held.pop(0), batches)
+
+    def drain(self) -> None:
+        """Decide and write every batch still being scored in the lanes."""
+        while self._held:
+            self._decide_oldest()
+
+    def _decide(self, flows: pd.DataFrame, batches: Sequence[ScoreBatch]) -> pd.DataFrame:
+        verdicts = decide_frame(flows, batches, self.policy,
+                                flagged_context=self.incidents is not None)
         self.counters.flows_scored += len(flows)
         records = None
         if self.incidents is not None and self.policy.decision is not None:
@@ -476,6 +512,7 @@ class Pipeline:
         one-way, notices still held for suppression are written, incidents closed."""
         if self.pairer is not None:
             self._score(self.pairer.finish())
+        self.drain()
         out = self.policy.finish()
         self._write(out, None if self.incidents is None else self.incidents.finish())
         return out
@@ -497,6 +534,7 @@ class Pipeline:
                    if waiting else ""))
 
     def flush(self) -> None:
+        self.drain()
         self.wait_writes()
         for sink in self.sinks:
             sink.flush()
@@ -509,6 +547,10 @@ class Pipeline:
     def close(self) -> None:
         """Finish every output (a replaced file is swapped in now: the run succeeded),
         then record each sink's delivery in the counters."""
+        try:
+            self.drain()
+        finally:
+            self._stop_lanes()
         self.wait_writes()
         errors = []
         for sink in self.sinks:
@@ -522,6 +564,8 @@ class Pipeline:
 
     def abort(self) -> None:
         """The run failed before its commit: every output back to its last commit."""
+        self._held = []  # scored, not written: the next run scores them again
+        self._stop_lanes()
         try:  # never cut an output back under a write still going on
             self.wait_writes()
         except Exception as exc:  # the run fails anyway: name this failure too
@@ -531,6 +575,11 @@ class Pipeline:
                 call_optional(sink, "abort")
             except Exception as exc:  # abort every sink, report each
                 log.error("%s: %s", sink.name, exc)
+
+    def _stop_lanes(self) -> None:
+        lanes, self._lanes = self._lanes, None
+        if lanes is not None:
+            lanes.close()
 
     def delivery(self) -> dict[str, Delivery]:
         """Sink name -> its delivery accounting, for the sinks that report one."""
