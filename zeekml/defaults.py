@@ -18,8 +18,11 @@ BATCH_ROWS = 65536
 #: flows/s where 65,536 gave 96-99k (alternating runs, 2026-12-05; 32,768: 86-88k), peak
 #: RSS 826 vs 701 MiB: the flow LM runs each distinct window of a batch once, and a larger
 #: batch holds more repeats (323k graph rows for 1M flows at 48k-row batches), and every
-#: batch pays fixed costs (threads, policy, pandas calls); verdicts are the same
-SCORE_BATCH_ROWS = 131072
+#: batch pays fixed costs (threads, policy, pandas calls); verdicts are the same. With the
+#: scorers in lanes (a batch scored while the last is decided: two batches alive),
+#: 131,072 took 1M one-flow hosts to 1,500 MiB peak RSS, 98,304 to 1,392-1,396 MiB, at
+#: 117k flows/s on the 1M-flow file either way (2026-12-06)
+SCORE_BATCH_ROWS = 98304
 #: flows per batch in ``tail`` (smaller: latency matters more than throughput there)
 TAIL_BATCH_ROWS = 16384
 #: failed flows the scan detector counts at once (bounds its [rows, 32] temporaries beside the
