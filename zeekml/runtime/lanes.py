@@ -57,7 +57,7 @@ class _Lane:
             if flows is _STOP:
                 return
             try:
-                result: object = self.scorer.score(flows)  # type: ignore[arg-type]
+                result: object = self.scorer.score(flows)
             except BaseException as exc:  # handed to the collector, raised there
                 result = _Failed(exc)
             self.done.put(result)
