@@ -28,6 +28,7 @@ from zeekml.sources.options import ReadOptions
     lambda: PolicyConfig(suppress=-1),
     lambda: PolicyConfig(thresholds={"c2": float("nan")}),
     lambda: RunOptions(checkpoint_seconds=0),
+    lambda: RunOptions(input_commit_seconds=-1),
     lambda: RunOptions(max_cursors=0),
     lambda: RunOptions(lookback=float("nan")),
     lambda: TailOptions(batch_rows=0),
@@ -36,7 +37,8 @@ from zeekml.sources.options import ReadOptions
     lambda: ScorerOptions(idle_timeout=-1),
     lambda: ReadOptions(batch_rows=0),
     lambda: ReadOptions(tz="Mars/Olympus_Mons"),
-], ids=["policy-suppress", "policy-nan", "run-checkpoint", "run-cursors", "run-lookback",
+], ids=["policy-suppress", "policy-nan", "run-checkpoint", "run-input-commit", "run-cursors",
+        "run-lookback",
         "tail-batch", "tail-poll", "scorer-threads", "scorer-idle", "read-batch", "read-tz"])
 def test_every_options_object_raises_config_error(build) -> None:
     with pytest.raises(ConfigError) as info:
@@ -56,6 +58,7 @@ def test_defaults_are_the_objects_defaults() -> None:
     assert TailOptions().batch_rows == defaults.TAIL_BATCH_ROWS
     assert PolicyConfig().suppress == defaults.SUPPRESS_SECONDS
     assert RunOptions().checkpoint_seconds == defaults.CHECKPOINT_SECONDS
+    assert RunOptions().input_commit_seconds == defaults.INPUT_COMMIT_SECONDS
 
 
 def test_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:

@@ -52,13 +52,15 @@ class Recording:
                           NoticePolicy(PolicyConfig(all_flows=True, suppress=0.0)), [])
 
 
-def _run(files: list[str], rec: Recording, batch_rows: int, store=None) -> None:
+def _run(files: list[str], rec: Recording, batch_rows: int, store=None,
+         input_commit_seconds: float | None = None) -> None:
     from zeekml.runtime.batch_run import RunOptions, score_inputs
     from zeekml.sources import SkipLog
     from zeekml.sources.options import ReadOptions
 
+    more = {} if input_commit_seconds is None else {"input_commit_seconds": input_commit_seconds}
     score_inputs(files, rec.pipeline, skips=SkipLog(), store=store,
-                 options=RunOptions(read=ReadOptions(batch_rows=batch_rows)))
+                 options=RunOptions(read=ReadOptions(batch_rows=batch_rows), **more))
 
 
 def _rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -91,8 +93,8 @@ def test_a_run_failing_on_a_joined_batch_commits_only_inputs_whose_rows_were_wri
     files = _files()[:12]
     store = StateStore(tmp_path / "state.npz")
     first = Recording(fail_at=2)
-    with pytest.raises(RuntimeError, match="injected"):
-        _run(files, first, batch_rows=8192, store=store)
+    with pytest.raises(RuntimeError, match="injected"):  # every input's end committed
+        _run(files, first, batch_rows=8192, store=store, input_commit_seconds=0)
     assert len(first.sizes) == 1  # one joined batch was written, the second failed
     saved = store.load().inputs
     done = [c for c in saved.values() if c.get("done")]
@@ -106,3 +108,45 @@ def test_a_run_failing_on_a_joined_batch_commits_only_inputs_whose_rows_were_wri
     both = first.uids + second.uids
     assert len(both) == len(everything.uids)  # nothing lost, nothing twice
     assert sorted(both) == sorted(everything.uids)
+
+
+class CountingStore:
+    """A real state store that counts its saves."""
+
+    def __init__(self, path) -> None:
+        from zeekml.runtime.state import StateStore
+
+        self.inner, self.saves = StateStore(path), 0
+
+    def load(self):
+        return self.inner.load()
+
+    def save(self, state) -> None:
+        self.saves += 1
+        self.inner.save(state)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_input_ends_are_committed_at_most_every_few_seconds_and_still_exactly_once(
+        tmp_path) -> None:
+    """By default an input's end is not committed sooner than 5 s after the last commit: a
+    day of archive files is committed before and after, not after every joined batch; a
+    failure then leaves only the first commit, and the next run scores everything once."""
+    files = _files()[:12]
+    every = CountingStore(tmp_path / "every.npz")
+    _run(files, Recording(), batch_rows=8192, store=every, input_commit_seconds=0)
+    default = CountingStore(tmp_path / "default.npz")
+    _run(files, Recording(), batch_rows=8192, store=default)
+    assert every.saves >= 4 and default.saves == 2, (every.saves, default.saves)
+    store = CountingStore(tmp_path / "state.npz")
+    first = Recording(fail_at=3)
+    with pytest.raises(RuntimeError, match="injected"):
+        _run(files, first, batch_rows=8192, store=store)
+    assert store.saves == 1 and not [c for c in store.load().inputs.values() if c.get("done")]
+    second = Recording()
+    _run(files, second, batch_rows=8192, store=store)
+    everything = Recording()
+    _run(files, everything, batch_rows=8192)
+    assert sorted(second.uids) == sorted(everything.uids)  # the failed run's rows again, once

@@ -43,6 +43,12 @@ IDLE_TIMEOUT = 3600.0
 SUPPRESS_SECONDS = 600.0
 #: seconds between state checkpoints of ``score`` over large inputs
 CHECKPOINT_SECONDS = 60.0
+#: seconds: ``score --state`` commits after an input whose rows are all written, but not
+#: sooner than this after the last commit: a commit waits for the scorers' lanes and saves
+#: every model's state, and a zeekctl archive ends an input every ~1,500 flows (the shared
+#: RITA archive: 80-86k -> 100k flows/s with none of those commits); a crash re-scores at
+#: most this much work, never a row twice
+INPUT_COMMIT_SECONDS = 5.0
 #: seconds between state checkpoints of ``tail``
 TAIL_CHECKPOINT_SECONDS = 5.0
 #: seconds ``tail`` lets a flow wait for its batch before scoring it

@@ -39,6 +39,8 @@ class RunOptions:
 
     read: ReadOptions = field(default_factory=ReadOptions)
     checkpoint_seconds: float = defaults.CHECKPOINT_SECONDS
+    #: an input's end is committed only this long after the last commit (0: every one)
+    input_commit_seconds: float = defaults.INPUT_COMMIT_SECONDS
     max_cursors: int = defaults.MAX_CURSORS
     #: with --state: zeekctl's archive directory searched for rotated generations
     archive: str | None = None
@@ -53,6 +55,9 @@ class RunOptions:
         if not (self.checkpoint_seconds > 0 and math.isfinite(self.checkpoint_seconds)):
             raise ConfigError("checkpoint_seconds must be a positive number of seconds, "
                               f"got {self.checkpoint_seconds}")
+        if not (self.input_commit_seconds >= 0 and math.isfinite(self.input_commit_seconds)):
+            raise ConfigError("input_commit_seconds must be >= 0 seconds, "
+                              f"got {self.input_commit_seconds}")
         if self.max_cursors < 1:
             raise ConfigError(f"max_cursors must be >= 1, got {self.max_cursors}")
         if not (self.lookback > 0 and not math.isnan(self.lookback)):
@@ -173,8 +178,9 @@ def score_inputs(
 
     With ``store`` (the caller holds its lock) the run continues from the saved state:
     it commits once before writing anything (outputs' positions, so a run that dies
-    is cut back by the next), then after every input whose rows are all written (small
-    inputs are joined into one batch: :class:`_Joined`) and every ``checkpoint_seconds``;
+    is cut back by the next), then after an input whose rows are all written (small
+    inputs are joined into one batch: :class:`_Joined`) once ``input_commit_seconds``
+    passed since the last commit, and every ``checkpoint_seconds``;
     each input generation is remembered by content (:mod:`zeekml.sources.generation`)
     and read from its cursor; for a live log named like ``conn.log``, generations
     rotated away since the state began (beside it, or under ``archive``) and not yet
@@ -237,10 +243,11 @@ def score_inputs(
                     if piece.cursor is not None and store is not None:
                         key = joined.put(key, piece.cursor)
                         ended = ended or piece.done
-                        due = time.monotonic() - last >= opts.checkpoint_seconds
+                        since = time.monotonic() - last
+                        due = since >= opts.checkpoint_seconds
                         if due:
                             joined.flush()
-                        if joined.rows == 0 and (ended or due):
+                        if joined.rows == 0 and (due or (ended and since >= opts.input_commit_seconds)):
                             checkpoint()
                             ended = False
             except FormatError as exc:
