@@ -20,8 +20,9 @@ BATCH_ROWS = 65536
 #: batch holds more repeats (323k graph rows for 1M flows at 48k-row batches), and every
 #: batch pays fixed costs (threads, policy, pandas calls); verdicts are the same. With the
 #: scorers in lanes (a batch scored while the last is decided: two batches alive),
-#: 131,072 took 1M one-flow hosts to 1,500 MiB peak RSS, 98,304 to 1,392-1,396 MiB, at
-#: 117k flows/s on the 1M-flow file either way (2026-12-06)
+#: 131,072 took 1M one-flow hosts to 1,499-1,525 MiB peak RSS, 98,304 to 1,392-1,428 MiB;
+#: on the 1M-flow file 98,304 gave 115.4-116.8k flows/s, 131,072 117.4-121.7k (four
+#: alternating rounds, 2026-12-06): the memory target is kept at a few percent of speed
 SCORE_BATCH_ROWS = 98304
 #: flows per batch in ``tail`` (smaller: latency matters more than throughput there)
 TAIL_BATCH_ROWS = 16384

@@ -116,7 +116,8 @@ class _Joined:
 
     Exactly-once: an input's cursor is applied to the cursors only once every row read
     before it has been processed (:meth:`flush`), so a commit never saves the cursor
-    of a piece whose rows are still waiting here.
+    of a piece whose rows are still waiting here (rows the pipeline's lanes still score
+    are decided and written by the commit itself, before it saves: ``Pipeline.flush``).
     """
 
     def __init__(self, pipeline: Pipeline, cursors: _Cursors, rows: int) -> None:
