@@ -413,3 +413,28 @@ def test_verdicts_do_not_depend_on_the_batch_size(tmp_path, capsys) -> None:
     assert batch_rows(argparse.Namespace(batch_size=None, engine="local")) == defaults.SCORE_BATCH_ROWS
     assert batch_rows(argparse.Namespace(batch_size=None, engine="spark")) == defaults.BATCH_ROWS
     assert batch_rows(argparse.Namespace(batch_size=77, engine="local")) == 77
+
+
+def test_a_ddos_on_one_server_is_one_notice_per_model(tmp_path) -> None:
+    """A real reflected DDoS (StopDDoS ISAKMP, nfcapd through the real nfdump): 3,978
+    reflectors hit one victim. The notice is about the victim, the local side of the
+    inbound flows: one per model and class, whose ``n`` covers every flagged flow;
+    ``--suppress-by orig`` gives one per reflector, the same flows in all."""
+    from tests.conftest import need_binary
+    from zeekml.models.registry import bundled_models
+
+    need_binary("nfdump")
+    need(bool(bundled_models()), "the bundled models in onnx_models/")
+    capture = DATA / "nfdump" / "pcap-stopddos-amp-udp-isakmp" / "nfcapd"
+    need(capture.is_dir(), f"the capture {capture}")
+    got = {}
+    for by in ("host", "orig"):
+        out = tmp_path / f"{by}.log"
+        assert score("--suppress-by", by, "--model", "amf_lstm", "--out", str(out),
+                     str(capture)) == 0
+        got[by] = zat_frame(out)
+    host, orig = got["host"], got["orig"]
+    assert len(host) == 1 and set(host["id.resp_h"]) == {"10.10.10.10"}
+    assert host["verdict"].tolist() == ["ddos"]
+    assert len(orig) > 1000 and orig["id.orig_h"].nunique() == len(orig)
+    assert int(host["n"].sum()) == int(orig["n"].sum()) > 3000

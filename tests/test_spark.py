@@ -512,3 +512,28 @@ def test_worker_builds_scorers_from_the_broadcast_and_leaves_no_files(monkeypatc
             assert len(scorer.score(flows).score) == len(flows)
     finally:
         spark_models._WORKER_SCORERS.pop("digest-of-this-test", None)
+
+
+def test_suppression_by_local_host_equals_local_engine(spark, models, tmp_path) -> None:
+    """Inbound traffic: a reflected DDoS on one victim (StopDDoS ISAKMP as nfcapd, through
+    the real nfdump) and hours of an internet-facing server that Zeek marked local. The
+    notices keyed by the local host (the default) and by originator each equal the local
+    engine's, and the first fold the victim's thousands of sources into a few."""
+    from tests.conftest import need_binary
+    from zeekml.runtime.spark import SparkOptions, score_files
+
+    need_binary("nfdump")
+    ddos = DATA / "nfdump" / "pcap-stopddos-amp-udp-isakmp" / "nfcapd"
+    day = DATA / "zeek" / "rita-rotated-archive" / "2024-04-19"
+    need(ddos.is_dir() and day.is_dir(), "the StopDDoS nfcapd and the RITA archive")
+    paths = [str(ddos), *map(str, sorted(day.glob("conn.0*.log.gz"))[:4])]
+    notices = {}
+    for by in ("host", "orig"):
+        config = PolicyConfig(suppress=600.0, suppress_by=by)
+        score_files(spark, paths, str(tmp_path / by), models=models, config=config,
+                    options=SparkOptions(buckets=4), out_format="parquet")
+        got = pd.read_parquet(tmp_path / by)
+        exp, _ = local_engine(paths, models, config)
+        assert_same(got, exp)
+        notices[by] = len(got)
+    assert notices["orig"] > 1000 and notices["host"] < notices["orig"] / 20

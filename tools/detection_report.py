@@ -11,15 +11,17 @@ AMF-LSTM, unigram word rarity for the flow LM):
   decision rule (``score >= threshold``: :func:`zeekml.policy.notice.crosses`);
 * notices per 10,000 benign flows: the flagged rows go through the runtime's own
   :class:`~zeekml.policy.notice.NoticePolicy` in stream order with the default
-  suppression (one notice per originator, class and model per 600 s of log time), and the
-  notices opened by benign flows are counted. For unlabeled captures (traffic presumed
+  suppression (one notice per host, class and model per 600 s of log time; the host is the
+  local responder of an inbound flow, else the originator, by address: the out-of-fold
+  files keep no Zeek ``local_*`` marks; ``--suppress-by orig`` keys by originator), and
+  the notices opened by benign flows are counted. For unlabeled captures (traffic presumed
   benign), every flow counts as benign.
 
 Goals printed beside the figures (issue 12): notices per 10,000 benign flows <= 5 on every
 benign or mostly-benign capture; each model above its baseline.
 
 Usage: ``python tools/detection_report.py [--loco onnx_models/amf_lstm.loco.parquet
-onnx_models/flow_lm.loco.parquet] [--suppress 600] [--json]``
+onnx_models/flow_lm.loco.parquet] [--suppress 600] [--suppress-by host] [--json]``
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ MOSTLY_BENIGN = 0.9  # share of benign rows that makes a capture "mostly benign"
 
 
 def notices_opened(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray,
-                   cls: pd.Series, model: str, suppress: float) -> np.ndarray:
+                   cls: pd.Series, model: str, suppress: float, by: str = "host"
+                   ) -> np.ndarray:
     """Rows (in stream order) that open a notice under the runtime's policy."""
     n = len(rows)
     scored = conform_verdicts(pd.DataFrame({
@@ -55,19 +58,20 @@ def notices_opened(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray,
         "model": pd.Series([model] * n, dtype="str"), "score": score, "threshold": threshold,
     }))
     scored["cls"] = pd.Series(np.asarray(cls, dtype=object), dtype="str")
-    out = NoticePolicy(PolicyConfig(suppress=suppress, all_flows=True)).decide(scored)
+    out = NoticePolicy(PolicyConfig(suppress=suppress, suppress_by=by, all_flows=True)
+                       ).decide(scored)
     return out["notice"].fillna(False).to_numpy(dtype=bool)
 
 
 def figures(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray, cls: pd.Series,
-            model: str, suppress: float, labeled: bool) -> dict[str, Any]:
+            model: str, suppress: float, labeled: bool, by: str = "host") -> dict[str, Any]:
     from zeekml.policy.notice import crosses
 
     flagged = crosses(score, threshold)
     binary = rows["binary"].to_numpy()
     mal, ben = binary == 1, binary == 0 if labeled else np.ones(len(rows), dtype=bool)
     tp, fp = int((flagged & mal).sum()), int((flagged & ben).sum())
-    opened = notices_opened(rows, score, threshold, cls, model, suppress)
+    opened = notices_opened(rows, score, threshold, cls, model, suppress, by)
     out: dict[str, Any] = {
         "malicious": int(mal.sum()), "benign": int(ben.sum()),
         "recall": tp / int(mal.sum()) if mal.any() else None,
@@ -79,7 +83,7 @@ def figures(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray, cls: p
     return out
 
 
-def report(files: list[Path], suppress: float) -> list[dict[str, Any]]:
+def report(files: list[Path], suppress: float, by: str = "host") -> list[dict[str, Any]]:
     out = []
     for f in files:
         df = pd.read_parquet(f)
@@ -90,14 +94,14 @@ def report(files: list[Path], suppress: float) -> list[dict[str, Any]]:
                                      "flows": len(rows)}
             entry["model_figures"] = figures(
                 rows, rows["score"].to_numpy(np.float64), rows["threshold"].to_numpy(np.float64),
-                rows["cls"], str(model), suppress, labeled)
+                rows["cls"], str(model), suppress, labeled, by)
             base = str(rows["baseline"].iloc[0]) if "baseline" in rows else ""
             if base and rows["baseline_score"].notna().any():
                 entry["baseline"] = base
                 entry["baseline_figures"] = figures(
                     rows, rows["baseline_score"].to_numpy(np.float64),
                     rows["baseline_threshold"].to_numpy(np.float64), rows["baseline_cls"],
-                    base, suppress, labeled)
+                    base, suppress, labeled, by)
             out.append(entry)
     return out
 
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loco", nargs="+", default=[str(REPO / f) for f in DEFAULT_FILES],
                     metavar="PARQUET", help="out-of-fold results files (default: the bundled models')")
     ap.add_argument("--suppress", type=float, default=600.0, help="suppression interval (s)")
+    ap.add_argument("--suppress-by", choices=("host", "orig"), default="host",
+                    help="the suppression key's host, as zeekml score's option")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = ap.parse_args(argv)
     files = [Path(f) for f in args.loco]
@@ -141,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing out-of-fold results: {', '.join(missing)} (regenerate them with the "
               "command in each model card)", file=sys.stderr)
         return 1
-    entries = report(files, args.suppress)
+    entries = report(files, args.suppress, args.suppress_by)
     print(json.dumps(entries, indent=1) if args.json else table(entries))
     return 0
 

@@ -42,6 +42,9 @@ MAX_HOSTS = 1_000_000
 IDLE_TIMEOUT = 3600.0
 #: seconds one notice stands for the later crossings of its (host, verdict, model)
 SUPPRESS_SECONDS = 600.0
+#: the host of that key: "host" (the local responder of an inbound flow, else the
+#: originator: one notice for a flood on one server) or "orig" (always the originator)
+SUPPRESS_BY = "host"
 #: seconds between state checkpoints of ``score`` over large inputs
 CHECKPOINT_SECONDS = 60.0
 #: seconds: ``score --state`` commits after an input whose rows are all written, but not

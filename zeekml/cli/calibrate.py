@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size and --threads must be >= 1")
     base = score.build_policy(argparse.Namespace(config=args.config, threshold=args.threshold,
                                                  allow=args.allow, suppress=args.suppress,
-                                                 all=False))
+                                                 suppress_by=args.suppress_by, all=False))
     icfg = IncidentConfig(gap=args.incident_gap, update=args.incident_update)
     scorers = score.build_scorers(args)
     policy = CandidatePolicy(base, args.allow_lower)
@@ -108,13 +108,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
                    help="model to calibrate (repeatable; default: every bundled model)")
     p.add_argument("--config", type=Path, metavar="FILE",
-                   help="the policy in force (thresholds, allow, suppress) to start from")
+                   help="the policy in force (thresholds, allow, suppress, suppress_by) to start from")
     p.add_argument("--threshold", action="append", default=[], metavar="CLASS=VALUE",
                    help="a threshold in force (CLASS=V or MODEL:CLASS=V; repeatable)")
     p.add_argument("--allow", action="append", default=[], metavar="CIDR_OR_HOST",
                    help="hosts/subnets that never raise notices (repeatable)")
     p.add_argument("--suppress", type=float, default=None, metavar="SECONDS",
                    help=f"suppression interval in force (default {defaults.SUPPRESS_SECONDS:g})")
+    p.add_argument("--suppress-by", choices=("host", "orig"), default=None,
+                   help=f"suppression key's host in force, as for score (default {defaults.SUPPRESS_BY})")
     p.add_argument("--incident-gap", type=_seconds, default=defaults.INCIDENT_GAP, metavar="SECONDS",
                    help="incident idle gap, as for score (default %(default)g)")
     p.add_argument("--incident-update", type=_seconds, default=defaults.INCIDENT_UPDATE, metavar="SECONDS",

@@ -16,6 +16,7 @@ from zeekml import defaults
 from zeekml.cli.guards import refuse_output_on_input
 from zeekml.errors import UsageError
 from zeekml.policy.notice import (
+    SUPPRESS_BY,
     NoticePolicy,
     PolicyConfig,
     parse_network,
@@ -52,6 +53,8 @@ def build_policy(args: argparse.Namespace) -> PolicyConfig:
         base, thresholds=thresholds,
         allow=base.allow + tuple(parse_network(a) for a in args.allow),
         suppress=base.suppress if args.suppress is None else args.suppress,
+        suppress_by=(base.suppress_by if getattr(args, "suppress_by", None) is None
+                     else args.suppress_by),
         all_flows=base.all_flows or bool(args.all))
 
 
@@ -286,13 +289,17 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", action="append", default=[], metavar="CLASS=VALUE",
                    help="override a class threshold (CLASS=V or MODEL:CLASS=V; repeatable)")
     p.add_argument("--config", type=Path, metavar="FILE",
-                   help="JSON file with thresholds, allow, suppress, all")
+                   help="JSON file with thresholds, allow, suppress, suppress_by, all")
     p.add_argument("--allow", action="append", default=[], metavar="CIDR_OR_HOST",
                    help="never raise notices for flows with this host/subnet (repeatable)")
     p.add_argument("--suppress", type=float, default=None, metavar="SECONDS",
                    help="one notice per (host, verdict, model) per interval of log time "
                         f"(default {defaults.SUPPRESS_SECONDS:g}; 0 = a notice per flow, "
                         "written at once)")
+    p.add_argument("--suppress-by", choices=SUPPRESS_BY, default=None,
+                   help="the host of that key: 'host' = the local responder of an inbound "
+                        "flow, else the originator (a flood on one server is one notice), "
+                        f"'orig' = always the originator (default {defaults.SUPPRESS_BY})")
     p.add_argument("--threads", type=int, default=defaults.THREADS,
                    help="onnxruntime threads of the first model; the models of a batch run "
                         "side by side and each other one gets THREADS / models, at least 1 "

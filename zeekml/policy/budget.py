@@ -168,6 +168,8 @@ def notice_times(rows: pd.DataFrame, thresholds: dict[str, float], base: PolicyC
         "cls": rows["verdict"].to_numpy(), "score": rows["score"].to_numpy(dtype=np.float64),
         "threshold": np.full(n, np.inf),
     })
+    if "inbound" in rows.columns:  # the suppression key's host, as at run time
+        scored["inbound"] = rows["inbound"].to_numpy(dtype=bool)
     ticks = scored.assign(ts=rows["act"].to_numpy(dtype=np.float64), score=np.nan)
     order = np.empty(2 * n, dtype=np.int64)
     order[0::2] = np.arange(n) + n
@@ -293,7 +295,8 @@ class Calibration:
         th = {k: float(v) for k, v in base.thresholds.items()}
         th.update({c.key: c.threshold for c in self.classes
                    if c.threshold != c.floor or c.key in th})
-        out: dict[str, Any] = {"thresholds": th, "suppress": base.suppress}
+        out: dict[str, Any] = {"thresholds": th, "suppress": base.suppress,
+                               "suppress_by": base.suppress_by}
         if base.allow:
             out["allow"] = [str(n) for n in base.allow]
         return out

@@ -124,6 +124,16 @@ def inbound_flows(flows: pd.DataFrame) -> np.ndarray:
     return np.asarray(np.where(marked, lr & ~lo, priv_r & ~priv_o), dtype=bool)
 
 
+def inbound_of(flows: pd.DataFrame, flow: np.ndarray) -> np.ndarray:
+    """:func:`inbound_flows` of the flows at positions ``flow`` (repeats allowed), each
+    distinct flow tested once."""
+    flow = np.asarray(flow, dtype=np.int64)
+    if not len(flow):
+        return np.zeros(0, dtype=bool)
+    uf, inv = np.unique(flow, return_inverse=True)
+    return np.asarray(inbound_flows(flows.iloc[uf])[inv.ravel()], dtype=bool)
+
+
 def activity(clock: np.ndarray) -> np.ndarray:
     """Activity times from stream-clock values (a clock before any ``ts`` counts as 0)."""
     c = np.asarray(clock, dtype=np.float64)
@@ -154,9 +164,7 @@ def flagged_from_decision(decision: Any, flows: pd.DataFrame, models: int) -> pd
     idx = np.nonzero(flagged)[0]
     flow = idx // models
     inbound = np.zeros(len(flagged), dtype=bool)
-    if len(idx):
-        uf, inv = np.unique(flow, return_inverse=True)
-        inbound[idx] = inbound_flows(flows.iloc[uf])[inv]
+    inbound[idx] = inbound_of(flows, flow)
     # rows holds the batch, or only the positions the decision names (the flagged among them)
     pos = getattr(decision, "positions", None)
     on = slice(None) if pos is None else pos

@@ -9,14 +9,25 @@ threshold for that class. This module decides, vectorized over a batch:
 2. **allow-list**: a flow with either endpoint in an allowed host or subnet never
    becomes a notice (its verdict is still written with ``--all``);
 3. **suppression**, like Zeek's notice framework: the first crossing of a
-   ``(host, verdict, model)`` key (host = originator) opens a window of ``suppress``
-   seconds of *log* time; further crossings of that key inside the window are
+   ``(host, verdict, model)`` key opens a window of ``suppress`` seconds of *log* time; further crossings of that key inside the window are
    suppressed, and the window's one notice carries ``n`` = the flows it stands for.
    The notice is written when its window closes, that is when the stream's log time
    (the running maximum of ``ts``) reaches the deadline, or at :meth:`NoticePolicy.finish`
    (end of input). Closing by log time, at a row position, makes the output
    independent of how the stream was cut into batches or cron runs. ``suppress = 0``
    writes every crossing at once with ``n = 1``.
+
+   The key's host is the host the notice is about (``suppress_by = "host"``, the
+   default): the originator, except for an *inbound* flow (responder local,
+   originator not; the incident tracker's rule, :func:`zeekml.policy.incidents.inbound_flows`),
+   where it is the local responder. A DDoS on one local server from ten thousand
+   sources (spoofed or reflected: every shared DDoS capture has one responder and
+   thousands of originators) is then one notice with ``n`` = the flows, not ten
+   thousand; a local host attacking outward is still keyed by itself.
+   ``suppress_by = "orig"`` keys every flow by its originator (Zeek's scan notices;
+   zeekml before 2026-12). The rows given to :meth:`NoticePolicy.decide` may say
+   which are inbound in an ``inbound`` column (the pipeline computes it from Zeek's
+   ``local_orig``/``local_resp`` where marked); without it the addresses decide.
 
 After each :meth:`NoticePolicy.decide`, :attr:`NoticePolicy.decision` holds what was
 decided for every row of the batch (flagged, notice, stream clock): the incident
@@ -45,6 +56,7 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.errors import ConfigError, StateError
+from zeekml.records.addresses import is_private
 from zeekml.records.text_arrays import decode_texts, encode_texts
 from zeekml.records.verdicts import (
     ALLOWED,
@@ -63,6 +75,10 @@ STATE_VERSION = 2
 MAX_CONFIG_BYTES = 1 << 20
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+#: what ``suppress_by`` may be (see the module docstring)
+SUPPRESS_BY = ("host", "orig")
 
 
 def crosses(score: Any, threshold: Any) -> np.ndarray:
@@ -103,10 +119,16 @@ class PolicyConfig:
     allow: tuple[Network, ...] = ()
     suppress: float = defaults.SUPPRESS_SECONDS
     all_flows: bool = False
+    #: whose notices a suppression window folds: "host" (the local side of an inbound
+    #: flow, else the originator) or "orig" (the originator); see the module docstring
+    suppress_by: str = defaults.SUPPRESS_BY
 
     def __post_init__(self) -> None:
         if not (self.suppress >= 0 and math.isfinite(self.suppress)):
             raise ConfigError(f"suppression interval must be >= 0 seconds, got {self.suppress}")
+        if self.suppress_by not in SUPPRESS_BY:
+            raise ConfigError(f"suppress_by must be one of {', '.join(SUPPRESS_BY)}, "
+                              f"got {self.suppress_by!r}")
         for k, v in self.thresholds.items():
             if not isinstance(k, str) or not k:
                 raise ConfigError(f"bad threshold key {k!r}")
@@ -118,7 +140,8 @@ class PolicyConfig:
         """Read a config file into a validated config (unknown keys rejected).
 
         ``{"thresholds": {"c2": 0.9, "flow_lm:anomaly": 8.0},
-        "allow": ["10.0.0.0/8", "192.0.2.7"], "suppress": 3600, "all": false}``
+        "allow": ["10.0.0.0/8", "192.0.2.7"], "suppress": 3600, "suppress_by": "host",
+        "all": false}``
         """
         p = Path(path)
         if p.stat().st_size > MAX_CONFIG_BYTES:
@@ -129,7 +152,7 @@ class PolicyConfig:
             raise ConfigError(f"{p}: config is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: config must be a JSON object")
-        unknown = set(data) - {"thresholds", "allow", "suppress", "all"}
+        unknown = set(data) - {"thresholds", "allow", "suppress", "suppress_by", "all"}
         if unknown:
             raise ConfigError(f"{p}: unknown config keys: {', '.join(sorted(unknown))}")
         out: dict[str, Any] = {}
@@ -150,6 +173,10 @@ class PolicyConfig:
             if not isinstance(s, (int, float)) or isinstance(s, bool):
                 raise ConfigError(f"{p}: 'suppress' must be a number of seconds")
             out["suppress"] = float(s)
+        if "suppress_by" in data:
+            if data["suppress_by"] not in SUPPRESS_BY:
+                raise ConfigError(f"{p}: 'suppress_by' must be one of {', '.join(SUPPRESS_BY)}")
+            out["suppress_by"] = data["suppress_by"]
         if "all" in data:
             if not isinstance(data["all"], bool):
                 raise ConfigError(f"{p}: 'all' must be true or false")
@@ -212,16 +239,30 @@ def _running_max(ts: np.ndarray, start: float) -> np.ndarray:
 _RECORD_COLUMNS = tuple(c for c in VERDICT_COLUMNS if c not in ("notice", "n"))
 
 
-def _key_strings(df: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Factorize ``(orig_h, verdict, model)`` of some rows: (codes, unique key strings).
+def subject_hosts(df: pd.DataFrame, rows: np.ndarray, inbound: np.ndarray | None) -> pd.Series:
+    """The host each of some rows' notices is about: the responder of an inbound flow,
+    else the originator. ``inbound`` (per row of ``rows``) as the pipeline computed it,
+    or ``None``: by address (responder private, originator not)."""
+    orig = df["orig_h"].iloc[rows]
+    resp = df["resp_h"].iloc[rows]
+    if inbound is None:
+        inbound = is_private(resp) & ~is_private(orig)
+    return resp.where(np.asarray(inbound, dtype=bool), orig)
 
-    The three columns are factorized separately and combined as integers, so strings
-    are only built for the distinct keys, never per row.
+
+def _key_strings(df: pd.DataFrame, rows: np.ndarray, inbound: np.ndarray | None = None,
+                 by: str = "orig") -> tuple[np.ndarray, np.ndarray]:
+    """Factorize ``(host, verdict, model)`` of some rows: (codes, unique key strings).
+
+    The host is the originator (``by = "orig"``) or :func:`subject_hosts`. The three
+    columns are factorized separately and combined as integers, so strings are only
+    built for the distinct keys, never per row.
     """
     codes = np.zeros(len(rows), dtype=np.int64)
     uniques: list[np.ndarray] = []
-    for col in ("orig_h", "verdict", "model"):
-        c, u = pd.factorize(df[col].iloc[rows].fillna("-"), use_na_sentinel=False)
+    host = df["orig_h"].iloc[rows] if by == "orig" else subject_hosts(df, rows, inbound)
+    for values in (host, df["verdict"].iloc[rows], df["model"].iloc[rows]):
+        c, u = pd.factorize(values.fillna("-"), use_na_sentinel=False)
         codes = codes * max(len(u), 1) + c
         uniques.append(np.asarray(u, dtype=object))
     codes, combo = pd.factorize(codes)
@@ -310,6 +351,8 @@ class NoticePolicy:
         th = self.thresholds(df)
         score = df["score"].to_numpy(dtype=np.float64, na_value=np.nan)
         crossing = crosses(score, th)  # of the given rows
+        inbound = (df["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+                   if "inbound" in df.columns else None)
         verdict = df["cls"].astype("str").where(crossing, NORMAL).fillna(NORMAL)
         given = crossing.copy()
         if self.allow:
@@ -338,7 +381,7 @@ class NoticePolicy:
                 notice = candidate
                 self._fill_context(out, np.flatnonzero(notice if pos is None else notice[pos]))
             else:
-                notice, emitted = self._suppress(out, loc, candidate, eff_ts, cm, base)
+                notice, emitted = self._suppress(out, loc, candidate, eff_ts, cm, base, inbound)
                 held = candidate & ~notice
                 if held.any():
                     decision[held if pos is None else held[pos]] = SUPPRESSED
@@ -374,13 +417,14 @@ class NoticePolicy:
         eff_ts: np.ndarray,
         cm: np.ndarray,
         base: int,
+        inbound: np.ndarray | None = None,
     ) -> tuple[np.ndarray, pd.DataFrame | None]:
         """Suppression windows, vectorized over keys (one loop round per window per key).
 
         Returns the mask of rows that open a window (the notices) and, unless every
         flow is written anyway, the notices of the windows that closed in this batch.
         ``df`` holds the batch's rows, or with ``loc`` only some: batch row ``r`` is
-        ``df`` row ``loc[r]`` (every candidate is there).
+        ``df`` row ``loc[r]`` (every candidate is there); ``inbound`` is per ``df`` row.
         """
         b = len(candidate)
         interval = self.config.suppress
@@ -389,7 +433,9 @@ class NoticePolicy:
         def at(r: np.ndarray) -> np.ndarray:
             return r if loc is None else loc[r]
 
-        codes, ukeys = _key_strings(df, at(cand))
+        at_cand = at(cand)
+        codes, ukeys = _key_strings(df, at_cand, None if inbound is None else inbound[at_cand],
+                                    self.config.suppress_by)
         u = len(ukeys)
         n_open = len(self._okeys)
         # where each open window closes in this batch (b = not in it)

@@ -46,7 +46,7 @@ import pyarrow as pa
 from zeekml.errors import FormatError, SinkError
 from zeekml.models.base import Deferred, ScoreBatch, Scorer
 from zeekml.models.card import ModelCard
-from zeekml.policy.incidents import IncidentTracker, flagged_from_decision
+from zeekml.policy.incidents import IncidentTracker, flagged_from_decision, inbound_of
 from zeekml.policy.notice import NoticePolicy, crosses
 from zeekml.records.verdicts import empty_verdicts
 from zeekml.runtime.lanes import ScorerLanes, can_lane
@@ -243,22 +243,31 @@ def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePo
     return decide_frame(flows, _score_all(flows, scorers), policy, flagged_context)
 
 
+def _keys_by_host(policy: NoticePolicy) -> bool:
+    """Does the policy's suppression key need to know which flows are inbound?"""
+    return policy.config.suppress > 0 and policy.config.suppress_by == "host"
+
+
 def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: NoticePolicy,
                  flagged_context: bool = False) -> pd.DataFrame:
     """The second half of :func:`score_frame`: the scorers' ``batches`` for ``flows``
     decided by the policy (for a pipeline whose scorers ran in lanes)."""
+    k = len(batches)
     if policy.config.all_flows or not policy.sparse_ok:
         scored = assemble(flows, batches, context=False)
-        if policy.config.all_flows:
-            need = np.ones(len(scored), dtype=bool)
-        else:
-            need = crosses(scored["score"].to_numpy(dtype=np.float64, na_value=np.nan),
+        crossing = crosses(scored["score"].to_numpy(dtype=np.float64, na_value=np.nan),
                            policy.thresholds(scored))
+        need = np.ones(len(scored), dtype=bool) if policy.config.all_flows else crossing
         fill_context(scored, batches, need)
+        if _keys_by_host(policy):
+            inbound = np.zeros(len(scored), dtype=bool)
+            hit = np.flatnonzero(crossing)
+            inbound[hit] = inbound_of(flows, hit // max(k, 1))
+            scored["inbound"] = inbound
         return policy.decide(scored)
     # only rows that cross their threshold can be written: those are assembled and decided,
     # every other row is below its threshold and only moves the stream's clock
-    k, n = len(batches), len(flows)
+    n = len(flows)
     score = _flow_major([b.score for b in batches], n, np.float64)
     card = _flow_major([b.threshold for b in batches], n, np.float64)
     if policy.config.thresholds:
@@ -268,6 +277,8 @@ def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: Not
         card = policy.thresholds(light)
     rows = np.flatnonzero(crosses(score, card))
     scored = assemble(flows, batches, context=False, rows=rows)
+    if _keys_by_host(policy):
+        scored["inbound"] = inbound_of(flows, rows // k)
     ts = np.repeat(flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan), k)
     if flagged_context:  # the incident tracker shows the context of any flagged flow
         fill_context(scored, batches, np.ones(len(scored), dtype=bool), rows)

@@ -25,7 +25,7 @@ captures). How, module by module:
 * :mod:`.scoring`: rows cut by (model, state key, chunk), scored with the local
   scorers in groups of whole keys; :mod:`.models` holds what the engine assumes about
   scorers and loads each model once per Python worker;
-* :mod:`.policy`: suppression per originator, incidents per incident host, each in
+* :mod:`.policy`: suppression per key host, incidents per incident host, each in
   stream order with the stream's log clock, through the unchanged policy and tracker;
 * :mod:`.output`: verdict files per range of segments, in stream order;
 * :mod:`.engine`: the entry points and the order of the jobs; :mod:`.options`,

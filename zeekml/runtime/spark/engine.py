@@ -6,7 +6,7 @@ Jobs of :func:`score_files` (each stage a vectorized pandas function over packs)
            --NetFlow pairing (when records can pair)--> segments of flows  [cached]
            --heavy keys (when the run has more than chunk_rows flows)--> chunk plan
            --cut by (model, key, chunk); score groups; per-row policy-->
-           --suppression per originator part--> output packs by segment  [cached; counted]
+           --suppression per key-host part--> output packs by segment  [cached; counted]
            --range partitions of segments--> verdict files
            --incidents per incident-host part--> incident file
 """

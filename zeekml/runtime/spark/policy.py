@@ -1,10 +1,11 @@
-"""Policy stages: suppression per originator, incidents per incident host, in stream order.
+"""Policy stages: suppression per key host, incidents per incident host, in stream order.
 
 Thresholds and allow-lists are per row (applied where rows are scored). Suppression is
-not: one notice per (originator, verdict, model) per interval, and a window closes when
-the *stream's* log time (the running maximum of ``ts`` over every flow before it, of
-every host) reaches its deadline. So the flagged rows (threshold crossed, not
-allow-listed) go to a part by originator (:func:`route_scored`); each part, sorted by
+not: one notice per (host, verdict, model) per interval (host: the local responder of an
+inbound flow, else the originator; with ``suppress_by = "orig"`` the originator), and a
+window closes when the *stream's* log time (the running maximum of ``ts`` over every
+flow before it, of every host) reaches its deadline. So the flagged rows (threshold crossed, not
+allow-listed) go to a part by that host (:func:`route_scored`); each part, sorted by
 stream order, goes through one :class:`~zeekml.policy.notice.NoticePolicy`, unchanged,
 each row preceded by a *clock row* (no score, ``ts`` = the stream clock at the row)
 that stands in for the flows of every other host (:func:`suppress_group`). So the
@@ -18,7 +19,7 @@ incidents in stream order and closes what is open at the stream's last log time
 
 Every stage's output is a *route record* (:data:`ROUTE_DDL`): ``kind`` says where its
 pack goes (:data:`OUT` verdicts of segment ``part``, :data:`SUP` flagged rows of
-originator part ``part``, :data:`INC` flagged rows of incident-host part ``part``);
+key-host part ``part``, :data:`INC` flagged rows of incident-host part ``part``);
 ``rows`` and ``notes`` (notices per verdict, JSON) count an output pack without
 opening it.
 """
@@ -34,7 +35,7 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.policy.incidents import IncidentConfig
-from zeekml.policy.notice import NoticePolicy, PolicyConfig
+from zeekml.policy.notice import NoticePolicy, PolicyConfig, subject_hosts
 from zeekml.records.incidents import INCIDENT_DTYPES
 from zeekml.records.verdicts import NOTICE, SUPPRESSED, VERDICT_COLUMNS
 from zeekml.runtime.spark.packs import hash_parts, pack_parts, sendable, unpack_all
@@ -82,6 +83,8 @@ def _notes(rows: pd.DataFrame, part: np.ndarray) -> dict[int, str]:
 
 
 def _host_part(rows: pd.DataFrame, parts: int, incident: bool) -> np.ndarray:
+    """Part of each row by its originator, or with ``incident`` by the host it is about
+    (the responder of an inbound flow; also the suppression key's host by default)."""
     host = rows["orig_h"]
     if incident:
         host = rows["resp_h"].where(rows["inbound"].astype("boolean").fillna(False)
@@ -89,10 +92,11 @@ def _host_part(rows: pd.DataFrame, parts: int, incident: bool) -> np.ndarray:
     return hash_parts(host.astype(object).fillna("-"), parts)
 
 
-def _route(rows: pd.DataFrame, kind: int, parts: int) -> pd.DataFrame:
-    """Flagged rows to suppression (by originator) or incidents (by incident host)."""
+def _route(rows: pd.DataFrame, kind: int, parts: int, by: str = "orig") -> pd.DataFrame:
+    """Flagged rows to suppression (by the key's host, ``by`` as ``suppress_by``) or
+    incidents (by incident host)."""
     f = rows[[c for c in FLAGGED_COLUMNS if c in rows.columns]]
-    part = _host_part(f, parts, kind == INC)
+    part = _host_part(f, parts, kind == INC or by == "host")
     return _records(kind, pack_parts(f, part), _sizes(part))
 
 
@@ -107,7 +111,7 @@ def route_scored(decided: pd.DataFrame | None, config: PolicyConfig, parts: int,
                  incidents: bool) -> pd.DataFrame:
     """Thresholded rows of a scoring group -> route records.
 
-    With suppression, flagged rows go to their originator's part (and the others,
+    With suppression, flagged rows go to their key host's part (and the others,
     with ``--all``, to the output); without, flagged rows are notices at once.
     """
     if decided is None or not len(decided):
@@ -116,7 +120,7 @@ def route_scored(decided: pd.DataFrame | None, config: PolicyConfig, parts: int,
     out = []
     if config.suppress > 0:
         if flagged.any():
-            out.append(_route(decided[flagged], SUP, parts))
+            out.append(_route(decided[flagged], SUP, parts, config.suppress_by))
         if config.all_flows and not flagged.all():
             out.append(_outs(decided[~flagged]))
     else:
@@ -126,10 +130,13 @@ def route_scored(decided: pd.DataFrame | None, config: PolicyConfig, parts: int,
     return pd.concat(out, ignore_index=True) if out else _none()
 
 
-def _notice_counts(rows: pd.DataFrame) -> np.ndarray:
-    """``n`` of each row: the flagged rows of its (originator, verdict, model) key from
-    the key's notice before it up to its next notice (rows in stream order)."""
-    host = rows["orig_h"].astype(object).fillna("-")
+def _notice_counts(rows: pd.DataFrame, by: str) -> np.ndarray:
+    """``n`` of each row: the flagged rows of its (host, verdict, model) key from the
+    key's notice before it up to its next notice (rows in stream order)."""
+    host = (rows["orig_h"] if by == "orig" else subject_hosts(
+        rows, np.arange(len(rows)),
+        rows["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool))
+    ).astype(object).fillna("-")
     key = pd.Series(pd.factorize(pd.MultiIndex.from_arrays(
         [host, rows["verdict"].astype(object), rows["m"]]))[0])
     notice = rows["notice"].astype("boolean").fillna(False).astype(np.int64)
@@ -139,7 +146,7 @@ def _notice_counts(rows: pd.DataFrame) -> np.ndarray:
 
 def suppress_group(pdf: pd.DataFrame, config: PolicyConfig, parts: int, incidents: bool
                    ) -> pd.DataFrame:
-    """One originator part's flagged rows, in stream order, through the real policy."""
+    """One key-host part's flagged rows, in stream order, through the real policy."""
     rows = unpack_all(pdf["data"])
     if rows is None or not len(rows):
         return _none()
@@ -164,7 +171,7 @@ def suppress_group(pdf: pd.DataFrame, config: PolicyConfig, parts: int, incident
     if config.all_flows:
         out.append(_outs(rows))
     else:
-        rows["n"] = pd.array(_notice_counts(rows), dtype="Int64")
+        rows["n"] = pd.array(_notice_counts(rows, config.suppress_by), dtype="Int64")
         if notice.any():
             out.append(_outs(rows[notice]))
     if incidents:
