@@ -61,6 +61,54 @@ log = logging.getLogger(__name__)
 GATHER_SECONDS = 0.05
 
 
+class _SignalRelay:
+    """Signals handed to a thread of their own, so no handler ever takes a lock.
+
+    A Python signal handler runs in the main thread between two bytecodes, possibly while
+    that thread holds the very lock an ``Event.set`` in the handler would take (inside
+    ``Event.wait``, or a first handler interrupted by a second signal): the process then
+    hangs forever on SIGTERM (seen: ``timeout`` signals the command and its process group,
+    so the tail got SIGTERM twice and never exited; a burst of 300 SIGHUPs then SIGTERM hung
+    1 run in 5). The handler here only writes the signal's number to a pipe (``os.write``
+    takes no Python lock); a daemon thread reads it and calls the action, taking its locks
+    as any thread does.
+    """
+
+    def __init__(self, actions: dict[int, Callable[[], None]]) -> None:
+        self._actions = actions
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)  # a full pipe drops a signal, never blocks a handler
+        self._old = {sig: signal.signal(sig, self._on_signal) for sig in actions}
+        self._thread = threading.Thread(target=self._relay, name="zeekml-signals", daemon=True)
+        self._thread.start()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        try:
+            os.write(self._w, bytes([signum]))
+        except OSError:  # the pipe is full (a signal storm) or closed (shutting down)
+            pass
+
+    def _relay(self) -> None:
+        while True:
+            try:
+                got = os.read(self._r, 64)
+            except OSError:
+                return
+            if not got:
+                return  # closed
+            for signum in got:
+                action = self._actions.get(signum)
+                if action is not None:
+                    action()
+
+    def close(self) -> None:
+        """Restore the previous handlers and end the relay thread."""
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        os.close(self._w)  # the reader sees end of file
+        self._thread.join(timeout=5)
+        os.close(self._r)
+
 @dataclass(frozen=True)
 class TailOptions:
     """Knobs of the loop (validated: the CLI passes user values straight in)."""
@@ -156,7 +204,8 @@ class Tail:
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
-        """Ask the loop to flush, checkpoint and return (safe from signal handlers)."""
+        """Ask the loop to flush, checkpoint and return (from any thread; a signal
+        handler goes through :class:`_SignalRelay`)."""
         self._stop.set()
         if self._source is not None:
             self._source.wake()
@@ -166,21 +215,11 @@ class Tail:
         if self._source is not None:
             self._source.wake()
 
-    def _install_signals(self) -> dict[int, Any]:
+    def _install_signals(self) -> _SignalRelay | None:
         if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def on_stop(signum: int, frame: FrameType | None) -> None:
-            self.stop()
-
-        def on_hup(signum: int, frame: FrameType | None) -> None:
-            self.request_reopen()
-
-        old: dict[int, Any] = {}
-        for sig, handler in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop),
-                             (signal.SIGHUP, on_hup)):
-            old[sig] = signal.signal(sig, handler)
-        return old
+            return None
+        return _SignalRelay({signal.SIGTERM: self.stop, signal.SIGINT: self.stop,
+                             signal.SIGHUP: self.request_reopen})
 
     # ------------------------------------------------------------------ state
     def _load(self) -> dict[str, Any] | None:
@@ -304,7 +343,7 @@ class Tail:
         return RunContext(stateful=self.store is not None, streaming=True, journal=journal)
 
     def run(self) -> TailStats:
-        old_handlers = self._install_signals()
+        relay = self._install_signals()
         try:
             cursor = self._load()
             self._meta["runs"] = int(self._meta.get("runs", 0)) + 1
@@ -320,8 +359,8 @@ class Tail:
         finally:
             if self._source is not None:
                 self._source.close()
-            for sig, h in old_handlers.items():
-                signal.signal(sig, h)
+            if relay is not None:
+                relay.close()
         return self.stats
 
     def _loop(self) -> None:
