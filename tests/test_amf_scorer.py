@@ -300,3 +300,22 @@ def test_a_class_the_card_does_not_emit_can_be_turned_back_on(tmp_path) -> None:
     on = [r for r in rows("--threshold", "amf_lstm:dos=0.5") if r["candidate"] == "dos"]
     assert all(float(r["threshold"]) == 0.5 for r in on)
     assert any(r["notice"] == "T" for r in on if float(r["score"]) >= 0.5)
+
+
+
+@pytest.mark.parametrize("size", [1, 97, 1000])
+def test_chunks_assembled_ahead_equal_chunks_assembled_in_turn(shipped, flows, size) -> None:
+    """The next chunk's windows are assembled in a thread while the graph runs the current
+    one: the same scores, classes and context, bit for bit, as assembling each chunk just
+    before its call (real flows, the shipped graph, several chunk sizes)."""
+    ahead = AmfScorer(shipped, ScorerOptions(threads=1, batch_size=size))
+    in_turn = AmfScorer(shipped, ScorerOptions(threads=1, batch_size=size))
+    in_turn._assembler = lambda: None  # type: ignore[method-assign]
+    n = len(flows)
+    for half in (flows.iloc[: n // 2], flows.iloc[n // 2 :]):  # state carried across batches
+        got, ref = ahead.score(half), in_turn.score(half)
+        np.testing.assert_array_equal(got.score, ref.score)
+        assert got.cls.tolist() == ref.cls.tolist()
+        rows = np.arange(len(half))
+        assert got.extra["context"].take(rows).tolist() == ref.extra["context"].take(rows).tolist()
+    assert ahead._ahead is not None and in_turn._ahead is None

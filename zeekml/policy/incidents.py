@@ -131,7 +131,8 @@ def inbound_of(flows: pd.DataFrame, flow: np.ndarray) -> np.ndarray:
     if not len(flow):
         return np.zeros(0, dtype=bool)
     uf, inv = np.unique(flow, return_inverse=True)
-    return np.asarray(inbound_flows(flows.iloc[uf])[inv.ravel()], dtype=bool)
+    cols = [c for c in ("orig_h", "resp_h", "local_orig", "local_resp") if c in flows.columns]
+    return np.asarray(inbound_flows(flows[cols].iloc[uf])[inv.ravel()], dtype=bool)
 
 
 def activity(clock: np.ndarray) -> np.ndarray:
