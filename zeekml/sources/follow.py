@@ -127,6 +127,12 @@ def _read_head(fh: BinaryIO, n: int) -> bytes:
     return os.pread(fh.fileno(), n, 0)
 
 
+#: watchdog events that change nothing in a file (watchdog >= 2.3 reports opens): a reader
+#: opening the log must not wake the follower, whose look would find no new byte yet (the
+#: writer's open comes before its write, which wakes it with "modified")
+QUIET_EVENTS = frozenset({"opened", "closed_no_write"})
+
+
 class _Watcher:
     """watchdog observer on the parent directory that wakes the follower."""
 
@@ -152,6 +158,8 @@ class _Watcher:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
+                if event.event_type in QUIET_EVENTS:
+                    return
                 for p in (event.src_path, getattr(event, "dest_path", "")):
                     if p and os.fsencode(os.path.abspath(os.fsdecode(p))) == target:
                         wake.set()

@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from zeekml.errors import StateError
+from zeekml.sources.follow import QUIET_EVENTS
 from zeekml.sources.nfcapd import NAME_RE, closed_names, iter_nfcapd, order_key
 from zeekml.sources.skips import SkipLog
 
@@ -121,6 +122,8 @@ class NfcapdDir:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
+                if event.event_type in QUIET_EVENTS:  # opening a file changes nothing
+                    return
                 for p in (event.src_path, getattr(event, "dest_path", "")):
                     if p and NAME_RE.match(os.path.basename(os.fsdecode(p))):
                         wake.set()
