@@ -9,8 +9,9 @@ threshold for that class. This module decides, vectorized over a batch:
 2. **allow-list**: a flow with either endpoint in an allowed host or subnet never
    becomes a notice (its verdict is still written with ``--all``);
 3. **suppression**, like Zeek's notice framework: the first crossing of a
-   ``(host, verdict, model)`` key opens a window of ``suppress`` seconds of *log* time; further crossings of that key inside the window are
-   suppressed, and the window's one notice carries ``n`` = the flows it stands for.
+   ``(host, verdict, model)`` key opens a window of ``suppress`` seconds of *log* time;
+   further crossings of that key inside the window are suppressed, and the window's
+   one notice carries ``n`` = the flows it stands for.
    The notice is written when its window closes, that is when the stream's log time
    (the running maximum of ``ts``) reaches the deadline, or at :meth:`NoticePolicy.finish`
    (end of input). Closing by log time, at a row position, makes the output
