@@ -16,6 +16,7 @@ from pathlib import Path
 
 from zeekml import defaults
 from zeekml.errors import UsageError
+from zeekml.policy.notice import SUPPRESS_BY
 
 EXAMPLES = """examples:
   zeekml calibrate --data /nsm/zeek/logs/2024-04-1[5-9] --budget 20 --out policy.json
@@ -115,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hosts/subnets that never raise notices (repeatable)")
     p.add_argument("--suppress", type=float, default=None, metavar="SECONDS",
                    help=f"suppression interval in force (default {defaults.SUPPRESS_SECONDS:g})")
-    p.add_argument("--suppress-by", choices=("host", "orig"), default=None,
+    p.add_argument("--suppress-by", choices=SUPPRESS_BY, default=None,
                    help=f"suppression key's host in force, as for score (default {defaults.SUPPRESS_BY})")
     p.add_argument("--incident-gap", type=_seconds, default=defaults.INCIDENT_GAP, metavar="SECONDS",
                    help="incident idle gap, as for score (default %(default)g)")

@@ -218,11 +218,8 @@ class AmfScorer:
         ahead = self._assembler() if b > bs else None
         nxt: Future[np.ndarray] | None = ahead.submit(chunk, 0) if ahead else None
         for s in range(0, b, bs):
-            if nxt is not None:
-                x = nxt.result()
-                nxt = ahead.submit(chunk, s + bs) if ahead and s + bs < b else None
-            else:
-                x = chunk(s)
+            x = chunk(s) if nxt is None else nxt.result()
+            nxt = ahead.submit(chunk, s + bs) if ahead and s + bs < b else None
             p, a = self.session.run(["probs", "attention"], {name: x, "mask": m[s : s + bs]})
             probs[s : s + bs] = p
             att[s : s + bs] = a

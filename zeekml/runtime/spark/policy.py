@@ -82,14 +82,19 @@ def _notes(rows: pd.DataFrame, part: np.ndarray) -> dict[int, str]:
     return out
 
 
-def _host_part(rows: pd.DataFrame, parts: int, incident: bool) -> np.ndarray:
-    """Part of each row by its originator, or with ``incident`` by the host it is about
-    (the responder of an inbound flow; also the suppression key's host by default)."""
-    host = rows["orig_h"]
-    if incident:
-        host = rows["resp_h"].where(rows["inbound"].astype("boolean").fillna(False)
-                                    .to_numpy(dtype=bool), rows["orig_h"])
-    return hash_parts(host.astype(object).fillna("-"), parts)
+def _hosts(rows: pd.DataFrame, about: bool) -> pd.Series:
+    """Each row's originator, or with ``about`` the host it is about
+    (:func:`~zeekml.policy.notice.subject_hosts` with the rows' ``inbound`` flags): what
+    incidents are keyed by, and suppression with ``suppress_by = "host"``."""
+    if not about:
+        return rows["orig_h"]
+    inbound = rows["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    return subject_hosts(rows, np.arange(len(rows)), inbound)
+
+
+def _host_part(rows: pd.DataFrame, parts: int, about: bool) -> np.ndarray:
+    """Part of each row by its :func:`_hosts`."""
+    return hash_parts(_hosts(rows, about).astype(object).fillna("-"), parts)
 
 
 def _route(rows: pd.DataFrame, kind: int, parts: int, by: str = "orig") -> pd.DataFrame:
@@ -133,10 +138,7 @@ def route_scored(decided: pd.DataFrame | None, config: PolicyConfig, parts: int,
 def _notice_counts(rows: pd.DataFrame, by: str) -> np.ndarray:
     """``n`` of each row: the flagged rows of its (host, verdict, model) key from the
     key's notice before it up to its next notice (rows in stream order)."""
-    host = (rows["orig_h"] if by == "orig" else subject_hosts(
-        rows, np.arange(len(rows)),
-        rows["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool))
-    ).astype(object).fillna("-")
+    host = _hosts(rows, by == "host").astype(object).fillna("-")
     key = pd.Series(pd.factorize(pd.MultiIndex.from_arrays(
         [host, rows["verdict"].astype(object), rows["m"]]))[0])
     notice = rows["notice"].astype("boolean").fillna(False).astype(np.int64)
