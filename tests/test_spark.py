@@ -482,6 +482,25 @@ def test_scan_detector_on_an_nmap_scan_cut_into_chunks_equals_local(spark, tmp_p
     assert_same(got, exp)
 
 
+def test_dns_burst_detector_cut_into_chunks_equals_local(spark, tmp_path) -> None:
+    """The optional DNS burst detector keyed by the originator of a lookup: the Simda DGA
+    host's 577 lookups in chunks of 300, each preceded by its 255 previous lookups: the
+    same counts, notices and context uids as the local engine."""
+    from zeekml.models.registry import resolve_model
+    from zeekml.runtime.spark import SparkOptions, score_files
+
+    model = str(resolve_model("dns_burst"))
+    paths = _paths(["zeek/stratosphere-005-simda/conn.log"])
+    config = PolicyConfig(all_flows=True, suppress=600.0)
+    counts = score_files(spark, paths, str(tmp_path / "out"), models=[model], config=config,
+                         options=SparkOptions(chunk_rows=300, buckets=8), out_format="json")
+    assert counts.heavy_keys >= 1
+    got = read_json_lines(sorted((tmp_path / "out").glob("part-*")))
+    exp, _ = local_engine(paths, [model], config)
+    assert (exp["score"] >= 200).sum() > 300
+    assert_same(got, exp)
+
+
 def test_worker_builds_scorers_from_the_broadcast_and_leaves_no_files(monkeypatch,
                                                                       tmp_path) -> None:
     """A Python worker writes the broadcast models to a temporary directory only while it

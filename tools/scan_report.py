@@ -1,4 +1,4 @@
-"""What the scan detector flags on every capture of the shared corpus, in one table.
+"""What a count detector (scan, dns_burst) flags on every capture of the shared corpus.
 
 The scan detector (``onnx_models/scan.card.json``) is not trained, so there is no fold to
 hold out: every capture is one it never saw, scored as ``zeekml score`` scores it (the
@@ -12,6 +12,12 @@ labeled captures.
 
     python tools/scan_report.py                      # the shared corpus, the bundled card
     python tools/scan_report.py --card my_scan.card.json --json
+    python tools/scan_report.py --card onnx_models/optional/dns_burst.card.json \
+        --extra ../shared/data/zeek/stratosphere-005-simda      # + files outside the corpus
+
+Any card-only count detector works (its scorer is built from the card's kind, as
+``zeekml score`` builds it); ``--extra`` adds unlabeled files or directories, each scored
+as one stream (every flow counted as benign: read their rows as "flows flagged").
 """
 
 from __future__ import annotations
@@ -33,11 +39,11 @@ from detection_report import NOTICE_GOAL, notices_opened  # noqa: E402
 
 from zeekml.eval.corpus import load_corpus  # noqa: E402
 from zeekml.models.card import load_card  # noqa: E402
-from zeekml.models.registry import ScorerOptions  # noqa: E402
-from zeekml.models.scan_scorer import CLASSES, ScanScorer  # noqa: E402
+from zeekml.models.registry import ScorerOptions, load_scorer  # noqa: E402
 from zeekml.policy.notice import crosses  # noqa: E402
 from zeekml.records.labels import CLASSES as LABEL_CLASSES  # noqa: E402
 from zeekml.records.labels import targets  # noqa: E402
+from zeekml.sources.open import read_table  # noqa: E402
 
 PORTSCAN = LABEL_CLASSES.index("portscan")
 
@@ -46,11 +52,11 @@ def score_capture(card_path: Path, flows: pd.DataFrame, sampled: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(score, threshold, class) per row: the stream rows through one scorer in order,
     each sampled row alone (its own failure, one target at most)."""
-    scorer = ScanScorer(load_card(card_path), ScorerOptions())
+    scorer = load_scorer(str(card_path), ScorerOptions())
     n = len(flows)
     score = np.zeros(n)
-    cls = np.full(n, CLASSES[0], dtype=object)
-    thr = np.full(n, scorer.thresholds[CLASSES[0]])
+    cls = np.full(n, scorer.notice_classes[0], dtype=object)
+    thr = np.full(n, np.inf)
     stream = np.flatnonzero(~sampled)
     if len(stream):
         b = scorer.score(flows.iloc[stream].reset_index(drop=True))
@@ -63,13 +69,13 @@ def score_capture(card_path: Path, flows: pd.DataFrame, sampled: np.ndarray
 
 
 def figures(flows: pd.DataFrame, score: np.ndarray, thr: np.ndarray, cls: np.ndarray,
-            labeled: bool) -> dict[str, Any]:
+            labeled: bool, model: str = "scan") -> dict[str, Any]:
     binary, klass = targets(flows)
     flagged = crosses(score, thr)
     mal = binary == 1
     ben = binary == 0 if labeled else np.ones(len(flows), dtype=bool)
     scans = klass == PORTSCAN
-    opened = notices_opened(flows, score, thr, pd.Series(cls, dtype="str"), "scan", 600.0)
+    opened = notices_opened(flows, score, thr, pd.Series(cls, dtype="str"), model, 600.0)
     tp, fp = int((flagged & mal).sum()), int((flagged & ben).sum())
     return {
         "flows": len(flows), "malicious": int(mal.sum()), "benign": int(ben.sum()),
@@ -90,6 +96,15 @@ def rates(f: dict[str, Any]) -> dict[str, float | None]:
             "fpr": ratio(f["fp"], f["benign"]), "notices_per_10k_benign": per10k}
 
 
+def _files(path: Path) -> list[str]:
+    """A file, or a directory's files in name order (pcaps, notes and label configs
+    left out)."""
+    if path.is_file():
+        return [str(path)]
+    skip = (".pcap", ".pcapng", ".md", ".txt", ".config", ".sh", "README")
+    return [str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.endswith(skip)]
+
+
 def _f(v: float | None, pct: bool = False) -> str:
     return "-" if v is None else f"{100 * v:.2f}%" if pct else f"{v:.3f}"
 
@@ -98,16 +113,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=str(REPO / "tools" / "shared-corpus.json"))
     ap.add_argument("--card", default=str(REPO / "onnx_models" / "scan.card.json"))
+    ap.add_argument("--extra", action="append", default=[], metavar="PATH",
+                    help="an unlabeled file or directory outside the corpus (repeatable)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = ap.parse_args(argv)
     card = Path(args.card)
+    model = load_card(card).name
+    captures = [(c.name, c.flows, c.sampled, c.labeled) for c in load_corpus(args.corpus)]
+    for path in args.extra:
+        flows = read_table(sorted(_files(Path(path))))
+        label = Path(path).name if Path(path).name != "nfcapd" else Path(path).parent.name
+        captures.append((label, flows, np.zeros(len(flows), dtype=bool), False))
     entries = []
-    for cap in load_corpus(args.corpus):
-        flows = cap.flows.reset_index(drop=True)
-        score, thr, cls = score_capture(card, flows, np.asarray(cap.sampled, dtype=bool))
-        f = figures(flows, score, thr, cls, cap.labeled)
-        entries.append({"capture": cap.name, "labeled": cap.labeled,
-                        "sampled_rows": int(np.sum(cap.sampled)), **f, **rates(f)})
+    for name, flows, sampled, labeled in captures:
+        flows = flows.reset_index(drop=True)
+        score, thr, cls = score_capture(card, flows, np.asarray(sampled, dtype=bool))
+        f = figures(flows, score, thr, cls, labeled, model)
+        entries.append({"capture": name, "labeled": labeled,
+                        "sampled_rows": int(np.sum(sampled)), **f, **rates(f)})
     labeled = [e for e in entries if e["labeled"]]
     pooled = {k: sum(e[k] for e in labeled) for k in
               ("flows", "malicious", "benign", "portscan", "flagged", "tp", "fp",

@@ -13,11 +13,14 @@ import json
 import sys
 
 from zeekml import defaults
+from zeekml.errors import ConfigError
 from zeekml.models.card import load_card
 from zeekml.models.registry import resolve_model
 
 EVALUATORS = {"amf_lstm": "zeekml.eval.amf_eval", "flow_lm": "zeekml.eval.lm_eval",
               "scan": "zeekml.eval.scan_eval"}
+#: built-in kinds whose verdict no label class names (a DNS burst is DGA, tunnel or C&C)
+NO_LABEL_CLASS = ("dns_burst",)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
     read = read_options_from(args)  # a bad --tz is a usage error before the model loads
     card = load_card(resolve_model(args.model))
+    if card.kind in NO_LABEL_CLASS:
+        raise ConfigError(f"{card.path}: a {card.kind!r} model has no class in the label "
+                          "vocabulary to evaluate against; measure it with "
+                          "tools/scan_report.py --card (docs/models.md)")
     module = importlib.import_module(EVALUATORS.get(card.kind, "zeekml.eval.amf_eval"))
     result = module.evaluate(card, args.data, threads=args.threads, read=read)
     if args.json:

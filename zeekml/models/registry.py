@@ -2,8 +2,9 @@
 
 ``--model`` takes either a path to an ``.onnx`` file (or to the ``NAME.card.json`` of a
 card-only model, whose kind needs no graph) or the name of a bundled model
-(``amf_lstm``, ``flow_lm``, ``scan``). Bundled models live in the top-level ``onnx_models/``
-directory of a source checkout, which installs as the package ``zeekml.onnx_models``.
+(``amf_lstm``, ``flow_lm``, ``scan``; ``dns_burst`` runs only when named). Bundled models live
+in the top-level ``onnx_models/`` directory of a source checkout, which installs as the
+package ``zeekml.onnx_models``; those in its ``optional/`` folder are not in the default set.
 
 Scorer classes are found by the card's ``kind``: the built-ins below, then the
 ``zeekml.scorers`` entry point group (plugins), so a site can ship its own model kind:
@@ -31,7 +32,11 @@ BUILTIN_KINDS: dict[str, str] = {
     "amf_lstm": "zeekml.models.amf_scorer:AmfScorer",
     "flow_lm": "zeekml.models.lm_scorer:LmScorer",
     "scan": "zeekml.models.scan_scorer:ScanScorer",
+    "dns_burst": "zeekml.models.dns_burst_scorer:DnsBurstScorer",
 }
+
+#: bundled models that run only when named (``--model NAME``): not in the default set
+OPTIONAL_DIR = "optional"
 
 
 @dataclass(frozen=True)
@@ -92,11 +97,21 @@ def resolve_model(spec: str) -> Path:
         if not p.is_file():
             raise ModelError(f"{spec}: model file not found")
         return p
-    for candidate in (bundled_dir() / f"{spec}.onnx", bundled_dir() / f"{spec}.card.json"):
-        if candidate.is_file():
-            return candidate
-    names = ", ".join(model_name(m) for m in bundled_models()) or "none"
+    for d in (bundled_dir(), bundled_dir() / OPTIONAL_DIR):
+        for candidate in (d / f"{spec}.onnx", d / f"{spec}.card.json"):
+            if candidate.is_file():
+                return candidate
+    names = ", ".join(model_name(m) for m in bundled_models() + optional_models()) or "none"
     raise ModelError(f"{spec}: no such bundled model (bundled: {names})")
+
+
+def optional_models() -> list[Path]:
+    """Bundled models that are not on by default (``onnx_models/optional/``), sorted by
+    name: they run when named with ``--model``."""
+    d = bundled_dir() / OPTIONAL_DIR
+    graphs = [p for p in d.glob("*.onnx") if card_path(p).is_file()]
+    cards = [p for p in d.glob("*.card.json") if not p.with_name(model_name(p) + ".onnx").exists()]
+    return sorted(graphs + cards, key=model_name)
 
 
 class ScorerClass(Protocol):

@@ -4,7 +4,9 @@ This module holds everything the Spark engine assumes about scorers, in one plac
 
 * a scorer's state is one :class:`~zeekml.windows.host_window.HostWindows` (keyed by a
   host: ``orig``, ``resp`` or ``local``), one :class:`~zeekml.windows.scan.ScanHistory`
-  (keyed by the originator of a failed flow, ``orig_failed``) or one
+  (keyed by the originator of a failed flow, ``orig_failed``), one
+  :class:`~zeekml.windows.lookups.LookupHistory` (the originator of a DNS lookup,
+  ``orig_dns``) or one
   :class:`~zeekml.windows.conversation.ConversationWindows` (keyed by the host pair),
   held as an attribute, or no state at all (:func:`state_layout`); a window depends on
   the key's previous ``depth`` flows (``HostWindows.depth``, ``history.depth``);
@@ -47,7 +49,7 @@ class ModelSpec:
 
     name: str
     target: str  # "module:attr" of the scorer class
-    key: str  # orig | resp | local | local_dir | pair | orig_failed
+    key: str  # orig | resp | local | local_dir | pair | orig_failed | orig_dns
     depth: int  # previous flows of the same key a window holds
     card: str
     onnx: bytes  # empty for a card-only model
@@ -75,11 +77,12 @@ def state_layout(scorer: Scorer) -> tuple[str, int]:
     """
     from zeekml.windows.conversation import ConversationWindows
     from zeekml.windows.host_window import HostWindows
+    from zeekml.windows.lookups import LookupHistory
     from zeekml.windows.scan import ScanHistory
 
     found = set()
     for value in vars(scorer).values():
-        if isinstance(value, (HostWindows, ScanHistory)):
+        if isinstance(value, (HostWindows, ScanHistory, LookupHistory)):
             found.add((value.key, value.depth))
         elif isinstance(value, ConversationWindows):
             found.add(("pair", value.history.depth))
@@ -88,7 +91,8 @@ def state_layout(scorer: Scorer) -> tuple[str, int]:
     if not found and not scorer.state_dict():
         return "orig", 0
     raise ModelError(f"model {scorer.name!r} keeps state the Spark engine cannot partition "
-                     "(it needs exactly one HostWindows, ScanHistory or ConversationWindows)")
+                     "(it needs exactly one HostWindows, ScanHistory, LookupHistory or "
+                     "ConversationWindows)")
 
 
 def state_keys(flows: pd.DataFrame, kind: str) -> pd.Series:
@@ -102,6 +106,10 @@ def state_keys(flows: pd.DataFrame, kind: str) -> pd.Series:
         from zeekml.windows.scan import scan_keys
 
         return scan_keys(flows)
+    if kind == "orig_dns":
+        from zeekml.windows.lookups import lookup_keys
+
+        return lookup_keys(flows)
     from zeekml.windows.host_window import key_sides
 
     return key_sides(flows, kind)[0].astype("str").fillna("").reset_index(drop=True)

@@ -1,0 +1,120 @@
+"""Runtime scorer of the DNS burst detector: an originator's DNS lookups in five minutes.
+
+Not a neural model: a count and a threshold, on the same flow table and in the same
+notice pipeline as the others, for what they measured blind to (the Simda DGA capture gets
+no notice from the default models, docs/models.md). Its card (``dns_burst.card.json``, no
+graph, bundled in ``onnx_models/optional/``: ``--model dns_burst`` turns it on) holds the
+window and the threshold; :mod:`zeekml.windows.lookups` does the counting.
+
+Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
+
+``score``      DNS lookups of the flow's originator within the card's horizon (300 s)
+               among its last lookups (the card's depth, 255) and the flow itself; 0 for
+               a flow that is no DNS lookup
+``cls``        ``dns_burst``
+``threshold``  the card's threshold
+``context``    uids of up to 5 earlier lookups counted, newest first
+
+The card is untrusted: kind, window key, depth, horizon and the threshold are checked
+before anything is scored.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+import pandas as pd
+
+from zeekml.errors import ModelError
+from zeekml.models.base import Deferred, ScoreBatch
+from zeekml.models.card import ModelCard
+from zeekml.models.context import uid_lists
+from zeekml.models.registry import ScorerOptions
+from zeekml.windows.lookups import LookupCounts, LookupHistory, dns_lookups
+
+KIND = "dns_burst"
+CLASSES = ("dns_burst",)
+MAX_DEPTH = 1023
+#: originators of lookups kept: a sixty-fourth of ``--max-hosts``, least recently seen
+#: evicted first. A bursting host looks something up every second and stays; at the
+#: default (15,625 hosts of 256 lookups) the store stays under 100 MB
+KEY_SHARE = 64
+MAX_HORIZON = 86400.0
+
+
+def validate_card(card: ModelCard) -> tuple[int, float, float]:
+    """Check the card's fields; return (depth, horizon, threshold)."""
+    if card.kind != KIND:
+        raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
+    window = card.require("window", dict)
+    if window.get("key") != LookupHistory.key:
+        raise ModelError(f"{card.path}: window key {window.get('key')!r} is not "
+                         f"{LookupHistory.key!r}")
+    depth = window.get("depth")
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= MAX_DEPTH:
+        raise ModelError(f"{card.path}: window depth must be an integer in 1..{MAX_DEPTH}")
+    horizon = window.get("horizon")
+    if (not isinstance(horizon, (int, float)) or isinstance(horizon, bool)
+            or not 0 < horizon <= MAX_HORIZON):
+        raise ModelError(f"{card.path}: window horizon must be a number of seconds in "
+                         f"(0, {MAX_HORIZON:g}]")
+    t = card.thresholds.get(CLASSES[0])
+    if t is None or not math.isfinite(t) or not 1 <= t <= depth + 1:
+        raise ModelError(f"{card.path}: threshold of {CLASSES[0]!r} must be a number in "
+                         f"1..{depth + 1} (the window's depth + 1)")
+    return depth, float(horizon), float(t)
+
+
+def _context(counts: LookupCounts, rows: np.ndarray) -> np.ndarray:
+    return uid_lists(*counts.context(rows))
+
+
+class DnsBurstScorer:
+    """Scorer for a ``dns_burst`` card (see the module docstring for the outputs)."""
+
+    #: a batch's counts and context come from arrays made for that batch, never the
+    #: store's buffers: valid after the next push (zeekml.runtime.lanes)
+    results_survive_next_score = True
+
+    #: its card describes no ONNX graph (:func:`zeekml.models.registry.load_scorer`)
+    graphless = True
+
+    def __init__(self, card: ModelCard, options: ScorerOptions | None = None) -> None:
+        options = options or ScorerOptions()
+        self.card = card
+        self.name = card.name
+        depth, horizon, self.threshold = validate_card(card)
+        self.lookups = LookupHistory(max_keys=max(1, options.max_hosts // KEY_SHARE),
+                                     depth=depth, horizon=horizon)
+        self.notice_classes = CLASSES
+        self.score_range = (0.0, float(depth + 1))
+
+    def score(self, flows: pd.DataFrame) -> ScoreBatch:
+        c = self.lookups.push(flows)
+        b = len(flows)
+        return ScoreBatch(
+            model=self.name,
+            score=c.lookups.astype(np.float64),
+            cls=np.full(b, CLASSES[0], dtype=object),
+            threshold=np.full(b, self.threshold),
+            extra={"context": Deferred(b, partial(_context, c))},
+        )
+
+    def score_alone(self, flows: pd.DataFrame) -> ScoreBatch:
+        """Each row scored as if its originator had no other flow (rows of a random
+        sample): a lookup is one lookup, never a burst. The store is not touched."""
+        b = len(flows)
+        return ScoreBatch(
+            model=self.name,
+            score=dns_lookups(flows).astype(np.float64),
+            cls=np.full(b, CLASSES[0], dtype=object),
+            threshold=np.full(b, self.threshold),
+        )
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.lookups.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.lookups.load_state_dict(state)

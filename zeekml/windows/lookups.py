@@ -1,0 +1,173 @@
+"""DNS lookup bursts: how many DNS lookups an originator made in the last five minutes.
+
+A domain-generation-algorithm bot (Simda, Conficker, Necurs) asks its resolver for
+hundreds of made-up names a minute, most of which do not exist, and a DNS tunnel (iodine,
+DNS exfiltration) carries its data in a stream of queries. In a conn log both leave the
+same trace: one host sending far more DNS lookups than a person at a workstation makes.
+The neural models do not see it: each lookup is an ordinary small UDP flow to the
+resolver, and the flow LM learns a host's DNS conversation as the most predictable one.
+
+Measured on ``../shared/data`` (the most lookups one originator made within any 300 s):
+the Simda capture 573, the iodine tunnel and the DNS exfiltration (nfcapd) 220-295, a
+C&C-over-DNS capture 488; a Windows host booting 113, the busiest ordinary client 190,
+an internet server 81. A web proxy or a resolver that forwards its clients' lookups makes
+as many as a bot (the RITA proxy: 673): such hosts are to be allow-listed, which is why
+this detector is bundled but not on by default (docs/models.md).
+
+Only DNS lookups (a TCP or UDP flow to responder port 53, or Zeek's ``dns`` service) are
+kept, per originator: for each lookup, its originator's last :data:`LOOKUP_DEPTH` lookups
+before it and the lookup itself are looked at, and those within :data:`LOOKUP_HORIZON`
+seconds of it (by ``ts``) are counted. Every other flow scores zero and never touches the
+store. The state key is :data:`LookupHistory.key` (``orig_dns``): the originator of a
+lookup, :data:`NOT_LOOKUP_KEY` for any other flow (which needs no state); the Spark engine
+cuts the stream by it (:func:`lookup_keys`), so the counts are exact there too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from zeekml import defaults
+from zeekml.records.distinct import factorized
+from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
+from zeekml.windows.host_window import UID_BYTES, uid_bytes
+from zeekml.windows.scan import _texts
+
+#: previous lookups of the originator looked at (the window is these and the current one)
+LOOKUP_DEPTH = 255
+#: seconds: lookups further from the current one (by ``ts``) do not count
+LOOKUP_HORIZON = 300.0
+#: the responder port of a DNS lookup
+DNS_PORT = 53
+#: previous lookups whose uids a notice lists, newest first
+CONTEXT_FLOWS = 5
+#: the state key of a flow that is no lookup: no address is this, and it needs no state
+NOT_LOOKUP_KEY = "\x00not_dns"
+
+
+def dns_lookups(flows: pd.DataFrame) -> np.ndarray:
+    """Bool ``[B]``: a DNS lookup, i.e. a TCP or UDP flow to responder port 53, or a flow
+    Zeek's protocol detection called ``dns`` (on any port). mDNS (5353) and LLMNR (5355)
+    are multicast name resolution on the local link, not lookups sent to a resolver."""
+    port = pd.to_numeric(flows["resp_p"], errors="coerce").to_numpy(dtype=np.float64,
+                                                                      na_value=np.nan)
+    pcodes, pvalues = factorized(flows["proto"])
+    tcp_udp = np.append(pvalues.str.lower().isin(("tcp", "udp")).to_numpy(dtype=bool),
+                        False)[pcodes]
+    out = tcp_udp & (port == DNS_PORT)
+    if "service" in flows.columns:
+        scodes, svalues = factorized(flows["service"])
+        named = svalues.astype("str").str.lower().str.split(",").map(
+            lambda parts: "dns" in parts).to_numpy(dtype=bool)
+        out |= np.append(named, False)[scodes]
+    return out
+
+
+def lookup_keys(flows: pd.DataFrame) -> pd.Series:
+    """The state key of every flow (``str``): its originator (missing -> ``""``) when it
+    is a DNS lookup, :data:`NOT_LOOKUP_KEY` otherwise (what the Spark engine partitions
+    by)."""
+    orig = flows["orig_h"].astype("str").fillna("").reset_index(drop=True)
+    return orig.where(pd.Series(dns_lookups(flows)), NOT_LOOKUP_KEY)
+
+
+def _originators(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Originator key (``str``, missing -> ``""``) of the given rows, Python strings made
+    for their distinct addresses only."""
+    co, uo = factorized(flows["orig_h"])
+    codes, inv = np.unique(co[rows], return_inverse=True)
+    return _texts(uo, codes)[inv.ravel()]
+
+
+@dataclass
+class _Part:
+    rows: np.ndarray
+    counted: np.ndarray  # [F, n]
+    seq: KeySequences
+
+
+@dataclass
+class LookupCounts:
+    """Per flow of a batch: DNS lookups of its originator within the horizon (``lookups``,
+    the flow included; zero for a flow that is no lookup), and what :meth:`context` needs
+    (valid until the store's next push)."""
+
+    lookups: np.ndarray
+    parts: list[_Part]
+
+    def context(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For ``take`` (batch rows): uids ``[len(take), CONTEXT_FLOWS]`` of the earlier
+        lookups each row counted, newest first, and how many of them are real."""
+        take = np.asarray(take, dtype=np.int64)
+        k = CONTEXT_FLOWS
+        names = np.zeros((len(take), k), dtype=f"S{UID_BYTES}")
+        have = np.zeros(len(take), dtype=np.int64)
+        for part in self.parts:
+            where = np.minimum(np.searchsorted(part.rows, take), len(part.rows) - 1)
+            hit = part.rows[where] == take
+            if not hit.any():
+                continue
+            sel = where[hit]
+            # the newest k earlier positions are enough: a counted one is never older
+            # than one that is not (the window is oldest first, each row's own last)
+            n = part.counted.shape[1]
+            tail = slice(max(0, n - 1 - k), n - 1)
+            ok = part.counted[sel, tail][:, ::-1]
+            ids = part.seq.gather(part.seq.items["uid"], sel)[:, tail][:, ::-1]
+            order = np.argsort(~ok, axis=1, kind="stable")
+            picked = np.take_along_axis(ids, order, axis=1)[:, :k]
+            names[hit, :picked.shape[1]] = picked
+            have[hit] = np.minimum(ok.sum(axis=1), k)
+        return names, have
+
+
+class LookupHistory:
+    """Per-originator store of its last :data:`LOOKUP_DEPTH` DNS lookups' (ts, uid)."""
+
+    #: the state key: the originator of a DNS lookup (:func:`lookup_keys`)
+    key = "orig_dns"
+
+    def __init__(self, *, max_keys: int, depth: int = LOOKUP_DEPTH,
+                 horizon: float = LOOKUP_HORIZON) -> None:
+        self.history = KeyedHistory(
+            depth,
+            {"uid": FieldSpec(np.dtype(f"S{UID_BYTES}"))},
+            max_keys=max_keys,
+            idle_timeout=horizon,  # a lookup further away in time does not count
+        )
+
+    @property
+    def depth(self) -> int:
+        return self.history.depth
+
+    def push(self, flows: pd.DataFrame) -> LookupCounts:
+        """Append a canonical flow batch's DNS lookups (rows in arrival order) and count
+        each one's window; other flows get zeros."""
+        lookups = np.zeros(len(flows), dtype=np.int64)
+        rows_all = np.flatnonzero(dns_lookups(flows))
+        parts = []
+        # counted in consecutive pieces: the [rows, depth + 1] temporaries stay small,
+        # and a store never takes more distinct keys at once than it can hold
+        step = min(self.history.max_keys, defaults.SCAN_PIECE_ROWS)
+        if len(rows_all):
+            ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)[rows_all]
+            ts = np.where(np.isfinite(ts), ts, 0.0)
+            uid = uid_bytes(flows["uid"].iloc[rows_all])
+            keys = _originators(flows, rows_all)
+        for lo in range(0, len(rows_all), step):
+            piece = slice(lo, lo + step)
+            rows = rows_all[piece]
+            seq = self.history.extend_seq(keys[piece], {"ts": ts[piece], "uid": uid[piece]})
+            lookups[rows] = seq.valid.sum(axis=1)  # the current position always counts
+            parts.append(_Part(rows, seq.valid, seq))
+        return LookupCounts(lookups, parts)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.history.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.history.load_state_dict(state)
+
