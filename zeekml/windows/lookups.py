@@ -111,8 +111,9 @@ class LookupCounts:
             if not hit.any():
                 continue
             sel = where[hit]
-            # the newest k earlier positions are enough: a counted one is never older
-            # than one that is not (the window is oldest first, each row's own last)
+            # only the newest k earlier positions are looked at (the window is oldest
+            # first, each row's own last): with ts out of order a counted lookup older
+            # than them is not listed, and a notice may list fewer than k uids
             n = part.counted.shape[1]
             tail = slice(max(0, n - 1 - k), n - 1)
             ok = part.counted[sel, tail][:, ::-1]
