@@ -32,7 +32,8 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.records.distinct import factorized
-from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
+from zeekml.windows.counted import CountedPart, counted_context
+from zeekml.windows.history import FieldSpec, KeyedHistory
 from zeekml.windows.host_window import UID_BYTES, uid_bytes
 from zeekml.windows.scan import _texts
 
@@ -83,46 +84,18 @@ def _originators(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Part:
-    rows: np.ndarray
-    counted: np.ndarray  # [F, n]
-    seq: KeySequences
-
-
-@dataclass
 class LookupCounts:
     """Per flow of a batch: DNS lookups of its originator within the horizon (``lookups``,
     the flow included; zero for a flow that is no lookup), and what :meth:`context` needs
     (valid until the store's next push)."""
 
     lookups: np.ndarray
-    parts: list[_Part]
+    parts: list[CountedPart]
 
     def context(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For ``take`` (batch rows): uids ``[len(take), CONTEXT_FLOWS]`` of the earlier
         lookups each row counted, newest first, and how many of them are real."""
-        take = np.asarray(take, dtype=np.int64)
-        k = CONTEXT_FLOWS
-        names = np.zeros((len(take), k), dtype=f"S{UID_BYTES}")
-        have = np.zeros(len(take), dtype=np.int64)
-        for part in self.parts:
-            where = np.minimum(np.searchsorted(part.rows, take), len(part.rows) - 1)
-            hit = part.rows[where] == take
-            if not hit.any():
-                continue
-            sel = where[hit]
-            # only the newest k earlier positions are looked at (the window is oldest
-            # first, each row's own last): with ts out of order a counted lookup older
-            # than them is not listed, and a notice may list fewer than k uids
-            n = part.counted.shape[1]
-            tail = slice(max(0, n - 1 - k), n - 1)
-            ok = part.counted[sel, tail][:, ::-1]
-            ids = part.seq.gather(part.seq.items["uid"], sel)[:, tail][:, ::-1]
-            order = np.argsort(~ok, axis=1, kind="stable")
-            picked = np.take_along_axis(ids, order, axis=1)[:, :k]
-            names[hit, :picked.shape[1]] = picked
-            have[hit] = np.minimum(ok.sum(axis=1), k)
-        return names, have
+        return counted_context(self.parts, take, CONTEXT_FLOWS)
 
 
 class LookupHistory:
@@ -163,7 +136,7 @@ class LookupHistory:
             rows = rows_all[piece]
             seq = self.history.extend_seq(keys[piece], {"ts": ts[piece], "uid": uid[piece]})
             lookups[rows] = seq.valid.sum(axis=1)  # the current position always counts
-            parts.append(_Part(rows, seq.valid, seq))
+            parts.append(CountedPart(rows, seq.valid, seq))
         return LookupCounts(lookups, parts)
 
     def state_dict(self) -> dict[str, np.ndarray]:

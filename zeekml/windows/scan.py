@@ -33,7 +33,8 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.records.distinct import factorized
-from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
+from zeekml.windows.counted import CountedPart, counted_context
+from zeekml.windows.history import FieldSpec, KeyedHistory
 from zeekml.windows.host_window import UID_BYTES, hash_values, service_codes, uid_bytes
 
 #: previous failed flows of the originator looked at (the window is these and the current one)
@@ -115,16 +116,6 @@ def _distinct(values: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Part:
-    """Failed rows counted together: their batch rows, the positions counted, and their
-    windows (uids gathered on demand)."""
-
-    rows: np.ndarray
-    counted: np.ndarray  # [F, n]
-    seq: KeySequences
-
-
-@dataclass
 class ScanCounts:
     """Per flow of a batch: distinct failed ``targets`` in its window, and how many of them
     are on the flow's own responder (``on_peer``: the services it probed there); zero for
@@ -133,27 +124,12 @@ class ScanCounts:
 
     targets: np.ndarray
     on_peer: np.ndarray
-    parts: list[_Part]
+    parts: list[CountedPart]
 
     def context(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For ``take`` (batch rows): uids ``[len(take), CONTEXT_FLOWS]`` of the earlier
         failed flows each row counted, newest first, and how many of them are real."""
-        take = np.asarray(take, dtype=np.int64)
-        k = CONTEXT_FLOWS
-        names = np.zeros((len(take), k), dtype=f"S{UID_BYTES}")
-        have = np.zeros(len(take), dtype=np.int64)
-        for part in self.parts:
-            where = np.minimum(np.searchsorted(part.rows, take), len(part.rows) - 1)
-            hit = part.rows[where] == take
-            if not hit.any():
-                continue
-            sel = where[hit]
-            ok = part.counted[sel, :-1][:, ::-1]  # earlier positions, newest first
-            ids = part.seq.gather(part.seq.items["uid"], sel)[:, :-1][:, ::-1]
-            order = np.argsort(~ok, axis=1, kind="stable")  # counted ones first, in order
-            names[hit] = np.take_along_axis(ids, order, axis=1)[:, :k]
-            have[hit] = np.minimum(ok.sum(axis=1), k)
-        return names, have
+        return counted_context(self.parts, take, CONTEXT_FLOWS)
 
 
 def scan_keys(flows: pd.DataFrame) -> pd.Series:
@@ -220,7 +196,7 @@ class ScanHistory:
             # distinct targets on the current flow's own responder: its services probed
             same_peer = m[:, :, 1] == m[:, -1:, 1]
             on_peer[rows] = _distinct(np.where(counted & same_peer, m[:, :, 0], m[:, -1:, 0]))
-            parts.append(_Part(rows, counted, seq))
+            parts.append(CountedPart(rows, counted, seq))
         return ScanCounts(targets, on_peer, parts)
 
     def state_dict(self) -> dict[str, np.ndarray]:
