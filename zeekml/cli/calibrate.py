@@ -107,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-lower", action="store_true",
                    help="thresholds may go below the ones in force (fills the budget)")
     p.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
-                   help="model to calibrate (repeatable; default: every bundled model)")
+                   help="model to calibrate (repeatable; default: every bundled model but the "
+                        "optional ones, which run only when named: dns_burst)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="the policy in force (thresholds, allow, suppress, suppress_by) to start from")
     p.add_argument("--threshold", action="append", default=[], metavar="CLASS=VALUE",

@@ -285,7 +285,8 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
                    help="an incident still going on is written again every SECONDS of log "
                         "time since it began (default %(default)g)")
     p.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
-                   help="model to score with (repeatable; default: every bundled model)")
+                   help="model to score with (repeatable; default: every bundled model but the "
+                        "optional ones, which run only when named: dns_burst)")
     p.add_argument("--threshold", action="append", default=[], metavar="CLASS=VALUE",
                    help="override a class threshold (CLASS=V or MODEL:CLASS=V; repeatable)")
     p.add_argument("--config", type=Path, metavar="FILE",
