@@ -80,13 +80,17 @@ def model_name(path: Path) -> str:
     return path.name.removesuffix(".card.json").removesuffix(".onnx")
 
 
-def bundled_models() -> list[Path]:
-    """Every bundled model, sorted by name: each ``.onnx`` file that has a card, and each
-    card without a graph beside it (a card-only model)."""
-    d = bundled_dir()
+def _models_in(d: Path) -> list[Path]:
+    """The models of a directory, sorted by name: each ``.onnx`` file that has a card, and
+    each card without a graph beside it (a card-only model)."""
     graphs = [p for p in d.glob("*.onnx") if card_path(p).is_file()]
     cards = [p for p in d.glob("*.card.json") if not p.with_name(model_name(p) + ".onnx").exists()]
     return sorted(graphs + cards, key=model_name)
+
+
+def bundled_models() -> list[Path]:
+    """Every bundled model of the default set (:func:`_models_in` the bundled directory)."""
+    return _models_in(bundled_dir())
 
 
 def resolve_model(spec: str) -> Path:
@@ -108,10 +112,7 @@ def resolve_model(spec: str) -> Path:
 def optional_models() -> list[Path]:
     """Bundled models that are not on by default (``onnx_models/optional/``), sorted by
     name: they run when named with ``--model``."""
-    d = bundled_dir() / OPTIONAL_DIR
-    graphs = [p for p in d.glob("*.onnx") if card_path(p).is_file()]
-    cards = [p for p in d.glob("*.card.json") if not p.with_name(model_name(p) + ".onnx").exists()]
-    return sorted(graphs + cards, key=model_name)
+    return _models_in(bundled_dir() / OPTIONAL_DIR)
 
 
 class ScorerClass(Protocol):
