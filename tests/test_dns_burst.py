@@ -75,11 +75,12 @@ def test_counts_an_originators_lookups_within_five_minutes() -> None:
 def test_window_is_capped_at_depth_and_lookups_are_port_53_or_dns_service() -> None:
     df = _flows([(1000.0 + i / 10, "10.0.0.7", 53, "udp") for i in range(600)])
     assert _scores(df).max() == 256  # 255 earlier lookups + the flow itself
-    named = _flows([(1.0, "a", 5353, "udp"), (2.0, "a", 53, "icmp"), (3.0, "a", 53, "tcp"),
-                    (4.0, "a", 8053, "udp")])
+    a = "10.0.0.7"
+    named = _flows([(1.0, a, 5353, "udp"), (2.0, a, 53, "icmp"), (3.0, a, 53, "tcp"),
+                    (4.0, a, 8053, "udp")])
     named["service"] = pd.Series([None, None, None, "dns"], dtype=named["service"].dtype)
     assert dns_lookups(named).tolist() == [False, False, True, True]
-    assert lookup_keys(named).tolist() == [NOT_LOOKUP_KEY, NOT_LOOKUP_KEY, "a", "a"]
+    assert lookup_keys(named).tolist() == [NOT_LOOKUP_KEY, NOT_LOOKUP_KEY, a, a]
 
 
 def test_batch_cuts_and_a_saved_state_do_not_change_the_counts() -> None:
@@ -99,6 +100,25 @@ def test_batch_cuts_and_a_saved_state_do_not_change_the_counts() -> None:
     second.load_state_dict(state)
     tail = second.score(df.iloc[1700:].reset_index(drop=True)).score
     np.testing.assert_array_equal(np.concatenate([head, tail]), whole)
+
+
+@pytest.mark.parametrize("marked", [False, True])
+def test_inbound_lookups_to_a_local_server_are_not_counted(marked) -> None:
+    """An outside resolver asking a local authoritative server 300 times in 100 s is the
+    server's job, not a burst of the server's own lookups; the server's lookups out are."""
+    rows = [(1000.0 + i / 3, "8.8.4.4", 53, "udp") for i in range(300)]
+    rows += [(1000.0 + i / 3, "192.168.1.5", 53, "udp") for i in range(300)]
+    df = _flows(rows)
+    df["resp_h"] = ["192.168.1.53"] * 300 + ["9.9.9.9"] * 300
+    if marked:  # Zeek's local marks decide where present (here: a public site network)
+        df["orig_h"] = ["8.8.4.4"] * 300 + ["147.32.1.5"] * 300
+        df["resp_h"] = ["147.32.1.53"] * 300 + ["9.9.9.9"] * 300
+        df["local_orig"] = pd.array([False] * 300 + [True] * 300, dtype="boolean")
+        df["local_resp"] = pd.array([True] * 300 + [False] * 300, dtype="boolean")
+    s = _scores(df)
+    assert (s[:300] == 0).all() and not dns_lookups(df)[:300].any()
+    assert s[300:].max() == 256
+    assert set(lookup_keys(df)[:300]) == {NOT_LOOKUP_KEY}
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -24,12 +24,8 @@ from conftest import DATA, need, need_binary, need_module, need_zeek_cut
 
 from zeekml.cli.main import main
 from zeekml.errors import StateError
-from zeekml.policy.incidents import (
-    IncidentConfig,
-    IncidentTracker,
-    flagged_rows,
-    inbound_flows,
-)
+from zeekml.policy.incidents import IncidentConfig, IncidentTracker, flagged_rows
+from zeekml.records.addresses import inbound_flows
 from zeekml.records.incidents import incident_fields, incident_types
 from zeekml.sources import read_table
 

@@ -144,7 +144,7 @@ RITA_DAY = DATA / "zeek" / "rita-rotated-archive" / "2024-04-19"
 def inbound_scored() -> pd.DataFrame:
     """A day of an internet-facing server (Zeek marked its side local): outside hosts'
     failed attempts on it score high, with the pipeline's ``inbound`` flag per row."""
-    from zeekml.policy.incidents import inbound_flows
+    from zeekml.records.addresses import inbound_flows
     need(RITA_DAY.is_dir(), f"the capture {RITA_DAY}")
     flows = read_table(sorted(RITA_DAY.glob("conn.*.log.gz"))[:8])
     rng = np.random.default_rng(11)

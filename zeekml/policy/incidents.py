@@ -62,7 +62,7 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.errors import ConfigError, StateError
-from zeekml.records.addresses import is_private
+from zeekml.records.addresses import inbound_flows
 from zeekml.records.incidents import INCIDENT_COLUMNS, INCIDENT_DTYPES, empty_incidents
 
 STATE_VERSION = 1
@@ -102,26 +102,6 @@ class IncidentConfig:
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def inbound_flows(flows: pd.DataFrame) -> np.ndarray:
-    """Per flow: is it inbound (responder local, originator not)? See the module doc."""
-    n = len(flows)
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-
-    def flag(col: str) -> np.ndarray:
-        if col not in flows.columns:
-            return np.zeros(n, dtype=bool)
-        return np.asarray(flows[col].astype("boolean").fillna(False).to_numpy(dtype=bool), bool)
-
-    lo, lr = flag("local_orig"), flag("local_resp")
-    marked = lo | lr
-    if marked.all():
-        return np.asarray(lr & ~lo, dtype=bool)
-    priv_o = is_private(flows["orig_h"]) if "orig_h" in flows.columns else np.zeros(n, bool)
-    priv_r = is_private(flows["resp_h"]) if "resp_h" in flows.columns else np.zeros(n, bool)
-    return np.asarray(np.where(marked, lr & ~lo, priv_r & ~priv_o), dtype=bool)
 
 
 def inbound_of(flows: pd.DataFrame, flow: np.ndarray) -> np.ndarray:

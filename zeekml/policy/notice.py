@@ -20,7 +20,7 @@ threshold for that class. This module decides, vectorized over a batch:
 
    The key's host is the host the notice is about (``suppress_by = "host"``, the
    default): the originator, except for an *inbound* flow (responder local,
-   originator not; the incident tracker's rule, :func:`zeekml.policy.incidents.inbound_flows`),
+   originator not; the incident tracker's rule, :func:`zeekml.records.addresses.inbound_flows`),
    where it is the local responder. A DDoS on one local server from ten thousand
    sources (spoofed or reflected: every shared DDoS capture has one responder and
    thousands of originators) is then one notice with ``n`` = the flows, not ten

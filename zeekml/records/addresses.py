@@ -1,4 +1,5 @@
-"""Address facts the detectors share: which addresses are private (local) ones.
+"""Address facts the detectors share: which addresses are private (local) ones, and which
+flows come in from outside.
 
 Below ``features/``, ``windows/`` and ``policy/`` (which all ask it): an address test holds
 no window and no feature, so it lives with the records it reads.
@@ -28,3 +29,26 @@ def private_values(s: pd.Series) -> np.ndarray:
     """The private-address test on each value of a text Series (no missing values)."""
     out: np.ndarray = s.str.lower().str.startswith(PRIVATE_PREFIXES).to_numpy(dtype=bool)
     return out
+
+
+def inbound_flows(flows: pd.DataFrame) -> np.ndarray:
+    """Per flow: is it inbound (responder local, originator not)? Local as Zeek marked it
+    (``local_orig``/``local_resp``, from ``Site::local_nets``) when it marked either side of
+    the flow, else by address (:func:`is_private`). The incident tracker, the notice
+    policy's suppression key and the DNS burst detector ask it."""
+    n = len(flows)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+
+    def flag(col: str) -> np.ndarray:
+        if col not in flows.columns:
+            return np.zeros(n, dtype=bool)
+        return np.asarray(flows[col].astype("boolean").fillna(False).to_numpy(dtype=bool), bool)
+
+    lo, lr = flag("local_orig"), flag("local_resp")
+    marked = lo | lr
+    if marked.all():
+        return np.asarray(lr & ~lo, dtype=bool)
+    priv_o = is_private(flows["orig_h"]) if "orig_h" in flows.columns else np.zeros(n, bool)
+    priv_r = is_private(flows["resp_h"]) if "resp_h" in flows.columns else np.zeros(n, bool)
+    return np.asarray(np.where(marked, lr & ~lo, priv_r & ~priv_o), dtype=bool)

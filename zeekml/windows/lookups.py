@@ -14,8 +14,8 @@ an internet server 81. A web proxy or a resolver that forwards its clients' look
 as many as a bot (the RITA proxy: 673): such hosts are to be allow-listed, which is why
 this detector is bundled but not on by default (docs/models.md).
 
-Only DNS lookups (a TCP or UDP flow to responder port 53, or Zeek's ``dns`` service) are
-kept, per originator: for each lookup, its originator's last :data:`LOOKUP_DEPTH` lookups
+Only DNS lookups (a TCP or UDP flow to responder port 53, or Zeek's ``dns`` service, not
+inbound: see :func:`dns_lookups`) are kept, per originator: for each lookup, its originator's last :data:`LOOKUP_DEPTH` lookups
 before it and the lookup itself are looked at, and those within :data:`LOOKUP_HORIZON`
 seconds of it (by ``ts``) are counted. Every other flow scores zero and never touches the
 store. The state key is :data:`LookupHistory.key` (``orig_dns``): the originator of a
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from zeekml import defaults
+from zeekml.records.addresses import inbound_flows
 from zeekml.records.distinct import factorized
 from zeekml.windows.counted import CountedPart, counted_context
 from zeekml.windows.history import FieldSpec, KeyedHistory
@@ -51,8 +52,12 @@ NOT_LOOKUP_KEY = "\x00not_dns"
 
 def dns_lookups(flows: pd.DataFrame) -> np.ndarray:
     """Bool ``[B]``: a DNS lookup, i.e. a TCP or UDP flow to responder port 53, or a flow
-    Zeek's protocol detection called ``dns`` (on any port). mDNS (5353) and LLMNR (5355)
-    are multicast name resolution on the local link, not lookups sent to a resolver."""
+    Zeek's protocol detection called ``dns`` (on any port), that is not inbound. mDNS
+    (5353) and LLMNR (5355) are multicast name resolution on the local link, not lookups
+    sent to a resolver. An inbound lookup (an outside host asking a local server:
+    :func:`~zeekml.records.addresses.inbound_flows`) is a resolver on the internet doing
+    its job for its clients, not a bot inside: a local authoritative server would
+    otherwise see every busy public resolver as a burst."""
     port = pd.to_numeric(flows["resp_p"], errors="coerce").to_numpy(dtype=np.float64,
                                                                       na_value=np.nan)
     pcodes, pvalues = factorized(flows["proto"])
@@ -64,6 +69,8 @@ def dns_lookups(flows: pd.DataFrame) -> np.ndarray:
         named = svalues.astype("str").str.lower().str.split(",").map(
             lambda parts: "dns" in parts).to_numpy(dtype=bool)
         out |= np.append(named, False)[scodes]
+    if out.any():
+        out[out] = ~inbound_flows(flows[out])
     return out
 
 

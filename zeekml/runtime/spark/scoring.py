@@ -109,7 +109,7 @@ def score_group(pdf: pd.DataFrame, payload: Any, digest: str, call_rows: int,
     Each row leaves with its ``verdict`` and ``notice`` = flagged (threshold crossed,
     not allow-listed); suppression, which spans rows, comes later.
     """
-    from zeekml.policy.incidents import inbound_flows
+    from zeekml.records.addresses import inbound_flows
     from zeekml.runtime.pipeline import assemble
 
     m = int(pdf["m"].iat[0])
