@@ -62,7 +62,7 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.errors import ConfigError, StateError
-from zeekml.records.addresses import inbound_flows
+from zeekml.records.addresses import inbound_of
 from zeekml.records.incidents import INCIDENT_COLUMNS, INCIDENT_DTYPES, empty_incidents
 
 STATE_VERSION = 1
@@ -102,17 +102,6 @@ class IncidentConfig:
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def inbound_of(flows: pd.DataFrame, flow: np.ndarray) -> np.ndarray:
-    """:func:`inbound_flows` of the flows at positions ``flow`` (repeats allowed), each
-    distinct flow tested once."""
-    flow = np.asarray(flow, dtype=np.int64)
-    if not len(flow):
-        return np.zeros(0, dtype=bool)
-    uf, inv = np.unique(flow, return_inverse=True)
-    cols = [c for c in ("orig_h", "resp_h", "local_orig", "local_resp") if c in flows.columns]
-    return np.asarray(inbound_flows(flows[cols].iloc[uf])[inv.ravel()], dtype=bool)
 
 
 def activity(clock: np.ndarray) -> np.ndarray:

@@ -52,3 +52,14 @@ def inbound_flows(flows: pd.DataFrame) -> np.ndarray:
     priv_o = is_private(flows["orig_h"]) if "orig_h" in flows.columns else np.zeros(n, bool)
     priv_r = is_private(flows["resp_h"]) if "resp_h" in flows.columns else np.zeros(n, bool)
     return np.asarray(np.where(marked, lr & ~lo, priv_r & ~priv_o), dtype=bool)
+
+
+def inbound_of(flows: pd.DataFrame, flow: np.ndarray) -> np.ndarray:
+    """:func:`inbound_flows` of the flows at positions ``flow`` (repeats allowed), each
+    distinct flow tested once."""
+    flow = np.asarray(flow, dtype=np.int64)
+    if not len(flow):
+        return np.zeros(0, dtype=bool)
+    uf, inv = np.unique(flow, return_inverse=True)
+    cols = [c for c in ("orig_h", "resp_h", "local_orig", "local_resp") if c in flows.columns]
+    return np.asarray(inbound_flows(flows[cols].iloc[uf])[inv.ravel()], dtype=bool)

@@ -46,8 +46,9 @@ import pyarrow as pa
 from zeekml.errors import FormatError, SinkError
 from zeekml.models.base import Deferred, ScoreBatch, Scorer
 from zeekml.models.card import ModelCard
-from zeekml.policy.incidents import IncidentTracker, flagged_from_decision, inbound_of
+from zeekml.policy.incidents import IncidentTracker, flagged_from_decision
 from zeekml.policy.notice import NoticePolicy, crosses
+from zeekml.records.addresses import inbound_of
 from zeekml.records.verdicts import empty_verdicts
 from zeekml.runtime.lanes import ScorerLanes, can_lane
 from zeekml.runtime.state import RunState, StateStore
