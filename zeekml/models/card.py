@@ -34,6 +34,10 @@ CARD_FORMAT = "zeekml-model-card/1"
 MAX_CARD_BYTES = 16 * 1024 * 1024
 
 
+#: seconds: the longest window horizon a count detector's card may ask for (a day)
+MAX_COUNT_HORIZON = 86400.0
+
+
 def card_path(onnx_path: Path) -> Path:
     """``x/NAME.onnx`` -> ``x/NAME.card.json``."""
     return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".card.json")
@@ -84,6 +88,26 @@ class ModelCard:
     def threshold_for(self, cls: str) -> float:
         t = self.thresholds
         return t.get(cls, t.get("default", float("inf")))
+
+    def count_window(self, key: str, max_depth: int,
+                     max_horizon: float = MAX_COUNT_HORIZON) -> tuple[int, float]:
+        """``(depth, horizon)`` of a count detector's ``window`` (the scan and DNS burst
+        cards), after checking that its key is ``key``, its depth an integer in
+        ``1..max_depth`` and its horizon a number of seconds in ``(0, max_horizon]``."""
+        window = self.require("window", dict)
+        if window.get("key") != key:
+            raise ModelError(f"{self.path}: {self.kind} window key {window.get('key')!r} is "
+                             f"not {key!r}")
+        depth = window.get("depth")
+        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= max_depth:
+            raise ModelError(f"{self.path}: {self.kind} window depth must be an integer in "
+                             f"1..{max_depth}")
+        horizon = window.get("horizon")
+        if (not isinstance(horizon, (int, float)) or isinstance(horizon, bool)
+                or not 0 < horizon <= max_horizon):
+            raise ModelError(f"{self.path}: {self.kind} window horizon must be a number of "
+                             f"seconds in (0, {max_horizon:g}]")
+        return depth, float(horizon)
 
     def require(self, key: str, typ: type | tuple[type, ...]) -> Any:
         """Return ``data[key]`` after checking its type, else raise ModelError."""

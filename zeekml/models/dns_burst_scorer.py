@@ -41,30 +41,18 @@ MAX_DEPTH = 1023
 #: evicted first. A bursting host looks something up every second and stays; at the
 #: default (15,625 hosts of 256 lookups) the store stays under 100 MB
 KEY_SHARE = 64
-MAX_HORIZON = 86400.0
 
 
 def validate_card(card: ModelCard) -> tuple[int, float, float]:
     """Check the card's fields; return (depth, horizon, threshold)."""
     if card.kind != KIND:
         raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
-    window = card.require("window", dict)
-    if window.get("key") != LookupHistory.key:
-        raise ModelError(f"{card.path}: window key {window.get('key')!r} is not "
-                         f"{LookupHistory.key!r}")
-    depth = window.get("depth")
-    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= MAX_DEPTH:
-        raise ModelError(f"{card.path}: window depth must be an integer in 1..{MAX_DEPTH}")
-    horizon = window.get("horizon")
-    if (not isinstance(horizon, (int, float)) or isinstance(horizon, bool)
-            or not 0 < horizon <= MAX_HORIZON):
-        raise ModelError(f"{card.path}: window horizon must be a number of seconds in "
-                         f"(0, {MAX_HORIZON:g}]")
+    depth, horizon = card.count_window(LookupHistory.key, MAX_DEPTH)
     t = card.thresholds.get(CLASSES[0])
     if t is None or not math.isfinite(t) or not 1 <= t <= depth + 1:
         raise ModelError(f"{card.path}: threshold of {CLASSES[0]!r} must be a number in "
                          f"1..{depth + 1} (the window's depth + 1)")
-    return depth, float(horizon), float(t)
+    return depth, horizon, float(t)
 
 
 def _context(counts: LookupCounts, rows: np.ndarray) -> np.ndarray:

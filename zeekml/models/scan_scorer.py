@@ -46,32 +46,20 @@ MAX_DEPTH = 255
 #: evicted first. They are the hosts with an unanswered attempt in the last 5 minutes; a
 #: scanner is seen every few seconds and stays, and 1M one-SYN hosts stay in 1.5 GB
 KEY_SHARE = 8
-MAX_HORIZON = 86400.0
 
 
 def validate_card(card: ModelCard) -> tuple[int, float, dict[str, float]]:
     """Check the scan card's fields; return (depth, horizon, class -> threshold)."""
     if card.kind != KIND:
         raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
-    window = card.require("window", dict)
-    if window.get("key") != ScanHistory.key:
-        raise ModelError(f"{card.path}: scan window key {window.get('key')!r} is not "
-                         f"{ScanHistory.key!r}")
-    depth = window.get("depth")
-    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= MAX_DEPTH:
-        raise ModelError(f"{card.path}: scan window depth must be an integer in 1..{MAX_DEPTH}")
-    horizon = window.get("horizon")
-    if (not isinstance(horizon, (int, float)) or isinstance(horizon, bool)
-            or not 0 < horizon <= MAX_HORIZON):
-        raise ModelError(f"{card.path}: scan window horizon must be a number of seconds in "
-                         f"(0, {MAX_HORIZON:g}]")
+    depth, horizon = card.count_window(ScanHistory.key, MAX_DEPTH)
     thresholds = {}
     for cls in CLASSES:
         t = card.thresholds.get(cls)
         if t is None or not math.isfinite(t) or t < 1:
             raise ModelError(f"{card.path}: threshold of {cls!r} must be a number >= 1")
         thresholds[cls] = t
-    return depth, float(horizon), thresholds
+    return depth, horizon, thresholds
 
 
 def _context(counts: ScanCounts, rows: np.ndarray) -> np.ndarray:

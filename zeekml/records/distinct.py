@@ -73,3 +73,19 @@ def per_distinct(col: pd.Series, fn: Callable[[pd.Series], Any], missing: Any) -
                          f"{len(values)} for {len(uniques)}")
     table = np.append(values, np.asarray([missing], dtype=values.dtype))
     return np.asarray(table[codes])  # code -1 (missing) reads the appended last entry
+
+
+def texts_at(values: pd.Series, codes: np.ndarray) -> np.ndarray:
+    """Object array of the :func:`factorized` ``values`` at sorted ``codes`` (-1, missing,
+    first: ``""``), only those values converted to Python strings."""
+    known = codes[codes >= 0]
+    texts = values.iloc[known].to_numpy(dtype=object)
+    return texts if len(known) == len(codes) else np.concatenate([[""], texts])
+
+
+def row_texts(col: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """``col`` at ``rows`` as an object array of ``str`` (missing -> ``""``), a Python
+    string made for each distinct value of those rows only (a window store's keys)."""
+    codes, values = factorized(col)
+    distinct, inv = np.unique(codes[rows], return_inverse=True)
+    return texts_at(values, distinct)[inv.ravel()]

@@ -31,11 +31,10 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.records.addresses import inbound_of
-from zeekml.records.distinct import factorized
+from zeekml.records.distinct import factorized, row_texts
 from zeekml.windows.counted import CountedPart, counted_context
 from zeekml.windows.history import FieldSpec, KeyedHistory
 from zeekml.windows.host_window import UID_BYTES, uid_bytes
-from zeekml.windows.scan import _texts
 
 #: previous lookups of the originator looked at (the window is these and the current one)
 LOOKUP_DEPTH = 255
@@ -80,14 +79,6 @@ def lookup_keys(flows: pd.DataFrame) -> pd.Series:
     by)."""
     orig = flows["orig_h"].astype("str").fillna("").reset_index(drop=True)
     return orig.where(pd.Series(dns_lookups(flows)), NOT_LOOKUP_KEY)
-
-
-def _originators(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """Originator key (``str``, missing -> ``""``) of the given rows, Python strings made
-    for their distinct addresses only."""
-    co, uo = factorized(flows["orig_h"])
-    codes, inv = np.unique(co[rows], return_inverse=True)
-    return _texts(uo, codes)[inv.ravel()]
 
 
 @dataclass
@@ -137,7 +128,7 @@ class LookupHistory:
             ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)[rows_all]
             ts = np.where(np.isfinite(ts), ts, 0.0)
             uid = uid_bytes(flows["uid"].iloc[rows_all])
-            keys = _originators(flows, rows_all)
+            keys = row_texts(flows["orig_h"], rows_all)
         for lo in range(0, len(rows_all), step):
             piece = slice(lo, lo + step)
             rows = rows_all[piece]

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from zeekml import defaults
-from zeekml.records.distinct import factorized
+from zeekml.records.distinct import factorized, row_texts, texts_at
 from zeekml.windows.counted import CountedPart, counted_context
 from zeekml.windows.history import FieldSpec, KeyedHistory
 from zeekml.windows.host_window import UID_BYTES, hash_values, service_codes, uid_bytes
@@ -77,21 +77,10 @@ def _failed_sides(flows: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np
     hash peers) of the given rows. Built from each address column's factorization of the
     whole batch (shared with the other scorers), and only for the distinct addresses of
     these rows: no per-row strings, no copy of the batch."""
-    co, uo = factorized(flows["orig_h"])
     cr, ur = factorized(flows["resp_h"])
-    o_codes, o_inv = np.unique(co[rows], return_inverse=True)
     r_codes, r_inv = np.unique(cr[rows], return_inverse=True)
-    names = _texts(uo, o_codes)
-    hashes = hash_values(pd.Series(_texts(ur, r_codes), dtype="str"))
-    return names[o_inv.ravel()], hashes[r_inv.ravel()]
-
-
-def _texts(values: pd.Series, codes: np.ndarray) -> np.ndarray:
-    """Object array of ``values`` at sorted factorization ``codes`` (-1, missing, first:
-    ``""``), only those values converted to Python strings."""
-    known = codes[codes >= 0]
-    texts = values.iloc[known].to_numpy(dtype=object)
-    return texts if len(known) == len(codes) else np.concatenate([[""], texts])
+    hashes = hash_values(pd.Series(texts_at(ur, r_codes), dtype="str"))
+    return row_texts(flows["orig_h"], rows), hashes[r_inv.ravel()]
 
 
 def _target_hash(peer_hash: np.ndarray, service: np.ndarray) -> np.ndarray:
