@@ -463,41 +463,31 @@ def test_fanout_model_on_a_huge_host_cut_into_chunks_equals_local(spark, tmp_pat
     assert_same(got, exp)
 
 
-def test_scan_detector_on_an_nmap_scan_cut_into_chunks_equals_local(spark, tmp_path) -> None:
-    """The scan detector keyed by originator: Stratosphere-002's scanner (4,504 flows, most
-    of them flagged) in chunks of 500, each preceded by its 31 previous flows: the same
-    counts, notices and context uids as the local engine."""
+@pytest.mark.parametrize(("name", "capture", "chunk_rows", "threshold", "flagged"), [
+    # the scan detector keyed by originator: Stratosphere-002's scanner (4,504 flows, most
+    # of them flagged) in chunks of 500, each preceded by its 31 previous failed flows
+    ("scan", "zeek/stratosphere-002-portscan/conn.log", 500, 20, 3000),
+    # the optional DNS burst detector keyed by the originator of a lookup: the Simda DGA
+    # host's 577 lookups in chunks of 300, each preceded by its 255 previous lookups
+    ("dns_burst", "zeek/stratosphere-005-simda/conn.log", 300, 200, 300),
+])
+def test_count_detector_cut_into_chunks_equals_local(spark, tmp_path, name, capture,
+                                                     chunk_rows, threshold, flagged) -> None:
+    """A count detector's heavy key cut into chunks: the same counts, notices and context
+    uids as the local engine."""
     from zeekml.models.registry import resolve_model
     from zeekml.runtime.spark import SparkOptions, score_files
 
-    model = str(resolve_model("scan"))
-    paths = _paths(["zeek/stratosphere-002-portscan/conn.log"])
+    model = str(resolve_model(name))
+    paths = _paths([capture])
     config = PolicyConfig(all_flows=True, suppress=600.0)
     counts = score_files(spark, paths, str(tmp_path / "out"), models=[model], config=config,
-                         options=SparkOptions(chunk_rows=500, buckets=8), out_format="json")
+                         options=SparkOptions(chunk_rows=chunk_rows, buckets=8),
+                         out_format="json")
     assert counts.heavy_keys >= 1
     got = read_json_lines(sorted((tmp_path / "out").glob("part-*")))
     exp, _ = local_engine(paths, [model], config)
-    assert (exp["score"] >= 20).sum() > 3000
-    assert_same(got, exp)
-
-
-def test_dns_burst_detector_cut_into_chunks_equals_local(spark, tmp_path) -> None:
-    """The optional DNS burst detector keyed by the originator of a lookup: the Simda DGA
-    host's 577 lookups in chunks of 300, each preceded by its 255 previous lookups: the
-    same counts, notices and context uids as the local engine."""
-    from zeekml.models.registry import resolve_model
-    from zeekml.runtime.spark import SparkOptions, score_files
-
-    model = str(resolve_model("dns_burst"))
-    paths = _paths(["zeek/stratosphere-005-simda/conn.log"])
-    config = PolicyConfig(all_flows=True, suppress=600.0)
-    counts = score_files(spark, paths, str(tmp_path / "out"), models=[model], config=config,
-                         options=SparkOptions(chunk_rows=300, buckets=8), out_format="json")
-    assert counts.heavy_keys >= 1
-    got = read_json_lines(sorted((tmp_path / "out").glob("part-*")))
-    exp, _ = local_engine(paths, [model], config)
-    assert (exp["score"] >= 200).sum() > 300
+    assert (exp["score"] >= threshold).sum() > flagged
     assert_same(got, exp)
 
 
