@@ -43,7 +43,7 @@ from zeekml.models.registry import ScorerOptions, load_scorer  # noqa: E402
 from zeekml.policy.notice import crosses  # noqa: E402
 from zeekml.records.labels import CLASSES as LABEL_CLASSES  # noqa: E402
 from zeekml.records.labels import targets  # noqa: E402
-from zeekml.sources.open import read_table  # noqa: E402
+from zeekml.sources.open import expand_inputs, read_table  # noqa: E402
 
 PORTSCAN = LABEL_CLASSES.index("portscan")
 
@@ -96,15 +96,6 @@ def rates(f: dict[str, Any]) -> dict[str, float | None]:
             "fpr": ratio(f["fp"], f["benign"]), "notices_per_10k_benign": per10k}
 
 
-def _files(path: Path) -> list[str]:
-    """A file, or a directory's files in name order (pcaps, notes and label configs
-    left out)."""
-    if path.is_file():
-        return [str(path)]
-    skip = (".pcap", ".pcapng", ".md", ".txt", ".config", ".sh", "README")
-    return [str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.endswith(skip)]
-
-
 def _f(v: float | None, pct: bool = False) -> str:
     return "-" if v is None else f"{100 * v:.2f}%" if pct else f"{v:.3f}"
 
@@ -121,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_card(card).name
     captures = [(c.name, c.flows, c.sampled, c.labeled) for c in load_corpus(args.corpus)]
     for path in args.extra:
-        flows = read_table(sorted(_files(Path(path))))
+        flows = read_table(expand_inputs([path]))  # as zeekml score reads a path
         label = Path(path).name if Path(path).name != "nfcapd" else Path(path).parent.name
         captures.append((label, flows, np.zeros(len(flows), dtype=bool), False))
     entries = []
