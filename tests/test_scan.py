@@ -20,7 +20,14 @@ from zeekml.models.scan_scorer import ScanScorer
 from zeekml.records.labels import binary_target
 from zeekml.records.schema import conform
 from zeekml.sources import read_table
-from zeekml.windows.scan import ANSWERED_KEY, SCAN_DEPTH, SCAN_HORIZON, failed_flows, scan_keys
+from zeekml.windows.scan import (
+    ANSWERED_KEY,
+    SCAN_DEPTH,
+    SCAN_HORIZON,
+    ScanHistory,
+    failed_flows,
+    scan_keys,
+)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "zeekml" / "data" / "sample_conn.log"
 CARD = bundled_dir() / "scan.card.json"
@@ -91,9 +98,63 @@ def test_repeats_of_one_target_count_once_and_other_hosts_do_not_mix() -> None:
     for i in range(60):  # a host retrying one dead server, another host scanning
         rows.append((float(i), "10.0.0.1", "192.0.2.1", 80, "tcp", "S0", 0))
         rows.append((float(i), "10.0.0.2", f"192.0.2.{i}", 23, "tcp", "S0", 0))
+    counts = ScanHistory(max_keys=8).push(_flows(rows))
+    assert (counts.targets[0::2] == 1).all()  # one target, however often it is tried
+    assert counts.repeats[0::2].tolist() == [min(i + 1, SCAN_DEPTH + 1) for i in range(60)]
+    assert counts.targets[1::2].max() == SCAN_DEPTH + 1 and (counts.repeats[1::2] == 1).all()
     s = _score(_flows(rows))
-    assert (s["score"][0::2] == 1).all()
+    assert (s["cls"][1::2] == "address_scan").all()
     assert s["score"][1::2].max() == SCAN_DEPTH + 1
+
+
+def test_one_target_tried_again_and_again_is_repeated_attempts() -> None:
+    """A bot whose C&C is gone retries it (the shared RemcosRAT capture: 718 rejected
+    connections to one address and port in 8 minutes): from the 20th failed attempt at
+    one target within the window, a notice of its own class, scored by that count."""
+    rows = [(10.0 * i, "10.0.0.1", "192.0.2.1", 5888, "tcp", "REJ", 1) for i in range(25)]
+    s = _score(_flows(rows))
+    assert s["cls"][0] == "address_scan" and (s["cls"][1:] == "repeated_attempts").all()
+    assert s["score"].tolist() == [float(i + 1) for i in range(25)]
+    assert s["threshold"][1:].eq(20).all()
+    assert np.flatnonzero(s["score"] >= s["threshold"]).tolist() == list(range(19, 25))
+
+
+def test_repeated_attempts_leave_out_udp_inbound_and_answered_flows() -> None:
+    """One-way UDP is normal (syslog, NetFlow export, SNMP traps, multicast), outside
+    hosts retrying a local server are the scan classes' business, answered flows never
+    count; and a card without the class scores as before."""
+    rows = []
+    for i in range(30):
+        rows.append((float(i), "10.0.0.1", "192.0.2.1", 514, "udp", "S0", 0))  # syslog out
+        rows.append((float(i), "198.51.100.7", "10.0.0.2", 22, "tcp", "S0", 0))  # inbound
+        rows.append((float(i), "10.0.0.3", "192.0.2.9", 443, "tcp", "SF", 4))  # answered
+    s = _score(_flows(rows))
+    assert not (s["cls"] == "repeated_attempts").any()
+    assert (s["score"] < s["threshold"]).all()
+
+
+def test_a_card_without_repeated_attempts_never_names_it(tmp_path: Path) -> None:
+    rows = [(float(i), "10.0.0.1", "192.0.2.1", 80, "tcp", "S0", 0) for i in range(40)]
+    scorer = load_scorer(str(_card(tmp_path, thresholds={"address_scan": 20, "port_scan": 20})))
+    assert scorer.notice_classes == ("address_scan", "port_scan")
+    s = _score(_flows(rows), scorer)
+    assert (s["cls"] == "address_scan").all() and (s["score"] == 1).all()
+
+
+def test_a_repeated_attempts_notice_lists_earlier_attempts_at_its_target() -> None:
+    rows = []
+    for i in range(25):  # a retry every 10 s, after every 4th a failed probe elsewhere
+        rows.append((10.0 * i, "10.0.0.1", "192.0.2.1", 5888, "tcp", "S0", 0))
+        if i % 4 == 3:
+            rows.append((10.0 * i + 5, "10.0.0.1", f"198.51.100.{i}", 80, "tcp", "S0", 0))
+    df = _flows(rows)
+    b = _scorer().score(df)
+    last, probe = len(df) - 1, len(df) - 2
+    assert b.cls[last] == "repeated_attempts" and b.score[last] == 25
+    retries = df.loc[df["resp_h"] == "192.0.2.1", "uid"].tolist()
+    ctx = b.extra["context"].take(np.array([last, probe]))
+    assert ctx[0] == retries[-2:-7:-1]  # the same target's, newest first
+    assert b.cls[probe] == "address_scan" and ctx[1][0] == retries[-2]  # every failure
 
 
 def test_flows_beyond_the_horizon_do_not_count() -> None:
@@ -162,6 +223,24 @@ def test_a_syn_scan_read_from_nfcapd_by_nfdump_is_flagged(capture: str) -> None:
     assert (s["score"] >= s["threshold"]).mean() >= 0.9
 
 
+@pytest.mark.parametrize("capture, share", [
+    ("zeek/slips-test18-ctu-sme-11/conn.log.labeled", 0.95),  # RemcosRAT: 718 REJ, one port
+    ("zeek/stratosphere-001-njrat/labeled-conn.log", 0.85),  # njRAT: 237 S0 over 50 min
+])
+def test_windows_rats_retrying_a_dead_cc_are_found(capture: str, share: float) -> None:
+    """Two Windows RATs of the shared data whose C&C no longer answers; neither neural
+    model flags them (docs/models.md). Their C&C flows are repeated_attempts; no flow
+    labeled benign is flagged."""
+    path = DATA / capture
+    need(path.exists(), f"{path} (shared data)")
+    df = read_table(path).reset_index(drop=True)
+    s = _score(df)
+    flagged = (s["score"] >= s["threshold"]).to_numpy()
+    mal = np.asarray(binary_target(df)) == 1
+    assert flagged[mal].mean() >= share and not flagged[~mal].any()
+    assert set(s["cls"][flagged]) == {"repeated_attempts"}
+
+
 @pytest.mark.parametrize("capture", [
     "iot23-csv/CTU-Honeypot-Capture-5-1-labeled.csv",
     "zeek/rita-proxy-rolling",
@@ -223,7 +302,7 @@ def test_zeekml_eval_of_the_scan_detector_on_a_labeled_capture(capsys) -> None:
     need(path.exists(), f"{path} (shared data)")
     assert main(["eval", "--model", "scan", "--data", str(path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["model"] == "scan" and set(result["classes"]) == {"normal", "portscan"}
+    assert result["model"] == "scan" and set(result["classes"]) == {"normal", "portscan", "c2"}
     counts = result["binary_counts"]
     assert counts["tp"] > 0 and counts["fp"] == 0
     assert result["binary"]["precision"] == 1.0

@@ -467,6 +467,8 @@ def test_fanout_model_on_a_huge_host_cut_into_chunks_equals_local(spark, tmp_pat
     # the scan detector keyed by originator: Stratosphere-002's scanner (4,504 flows, most
     # of them flagged) in chunks of 500, each preceded by its 31 previous failed flows
     ("scan", "zeek/stratosphere-002-portscan/conn.log", 500, 20, 3000),
+    # its repeated attempts: RemcosRAT's 718 rejected connections to one C&C, chunks of 200
+    ("scan", "zeek/slips-test18-ctu-sme-11/conn.log.labeled", 200, 20, 650),
     # the optional DNS burst detector keyed by the originator of a lookup: the Simda DGA
     # host's 577 lookups in chunks of 300, each preceded by its 255 previous lookups
     ("dns_burst", "zeek/stratosphere-005-simda/conn.log", 300, 200, 300),

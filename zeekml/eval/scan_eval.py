@@ -5,8 +5,9 @@ per-originator store per file, rows in file order, NetFlow records paired unless
 ``--no-pair``), except CICFlowMeter CSVs: their rows are random samples, not a host's
 consecutive flows, so each is scored alone (one failed flow is one target, never a
 notice). The decision is the runtime's (``score >= threshold``). A flagged flow counts as
-predicted ``portscan`` (the label class both scan classes correspond to), every other flow as
-``normal``; rows labeled Background/Unknown/unlabeled are excluded and counted.
+predicted ``portscan`` (the label class both scan classes correspond to), or ``c2`` when it
+is ``repeated_attempts`` (a bot retrying its C&C), every other flow as ``normal``; rows
+labeled Background/Unknown/unlabeled are excluded and counted.
 """
 
 from __future__ import annotations
@@ -27,22 +28,24 @@ from zeekml.sources.options import ReadOptions
 
 
 def _score_file(card: ModelCard, path: str, read: ReadOptions
-                ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """(score, threshold, label columns) of one file, from a fresh scorer."""
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+    """(score, threshold, repeated_attempts or not, label columns) of one file, from a
+    fresh scorer."""
     from zeekml.models.registry import ScorerOptions
-    from zeekml.models.scan_scorer import ScanScorer
+    from zeekml.models.scan_scorer import REPEATED, ScanScorer
     from zeekml.sources.open import pair_batches, read_flows, sniff_path
 
     sampled = sniff_path(path) == "cicflowmeter_csv"
     scorer = ScanScorer(card, ScorerOptions())
-    scores, thresholds, frames = [], [], []
+    scores, thresholds, repeated, frames = [], [], [], []
     for batch in pair_batches(read_flows(path, options=read), read):
         b = scorer.score_alone(batch) if sampled else scorer.score(batch)
         scores.append(b.score)
         thresholds.append(b.threshold)
+        repeated.append(np.asarray(b.cls == REPEATED, dtype=bool))
         frames.append(batch[[c for c in ("label", "detailed_label") if c in batch.columns]])
     lab = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return _cat(scores), _cat(thresholds), lab
+    return _cat(scores), _cat(thresholds), _cat(repeated).astype(bool), lab
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
@@ -52,28 +55,30 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 def evaluate(card: ModelCard, paths: Sequence[str], *, threads: int = defaults.THREADS,
              read: ReadOptions | None = None) -> dict[str, Any]:
     """Score every labeled input with the scan card; return the metrics dict."""
+    from zeekml.models.scan_scorer import REPEATED
     from zeekml.sources.open import expand_inputs
 
     read = read or ReadOptions()
-    normal, portscan = CLASSES.index("normal"), CLASSES.index("portscan")
+    normal, portscan, c2 = (CLASSES.index(c) for c in ("normal", "portscan", "c2"))
     parts: list[tuple[np.ndarray, ...]] = []
     files: dict[str, Any] = {}
     for path in expand_inputs([str(p) for p in paths]):
-        score, thr, lab = _score_file(card, path, read)
+        score, thr, rep, lab = _score_file(card, path, read)
         if len(lab):
             binary, y = targets(lab, CLASSES)
         else:
             binary, y = np.zeros(0, np.int8), np.zeros(0, np.int64)
         keep = binary >= 0
         files[path] = {"rows": int(len(lab)), "excluded": int((~keep).sum())}
-        parts.append((score[keep], thr[keep], y[keep], binary[keep]))
-    score, thr, y, binary = (np.concatenate([p[i] for p in parts]) if parts else np.zeros(0)
-                             for i in range(4))
+        parts.append((score[keep], thr[keep], y[keep], binary[keep], rep[keep]))
+    score, thr, y, binary, rep = (np.concatenate([p[i] for p in parts]) if parts
+                                  else np.zeros(0) for i in range(5))
     flagged = crosses(score, thr)
-    pred = np.where(flagged, portscan, normal)
+    pred = np.where(flagged, np.where(rep.astype(bool), c2, portscan), normal)
     out = metrics_from_decisions(score, flagged, pred, y.astype(np.int64),
                                  binary.astype(np.int8), CLASSES)
-    out["classes"] = {c: out["classes"][c] for c in ("normal", "portscan")}
+    shown = ("normal", "portscan", "c2") if REPEATED in card.thresholds else ("normal", "portscan")
+    out["classes"] = {c: out["classes"][c] for c in shown}
     out["excluded"] = int(sum(f["excluded"] for f in files.values()))
     out["rows"] = int(sum(f["rows"] for f in files.values()))
     out["model"] = card.name
@@ -82,5 +87,5 @@ def evaluate(card: ModelCard, paths: Sequence[str], *, threads: int = defaults.T
 
 
 def format_text(result: dict[str, Any]) -> str:
-    """The per-class table (normal, portscan), macro averages and the binary view."""
+    """The per-class table (normal, portscan, c2), macro averages and the binary view."""
     return amf_format_text(result)

@@ -19,6 +19,18 @@ Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
 ``threshold``  the card's threshold of that class
 ``context``    uids of up to 5 earlier failed flows counted, newest first
 
+With a ``repeated_attempts`` threshold in the card (the bundled card has one), a failed
+TCP flow that is not inbound is also scored by how many of the same window's failed flows
+went to its own target (address and service), itself included: a host trying one
+unreachable server again and again, as bots do whose C&C is gone (the shared RemcosRAT and
+njRAT captures: 718 rejected and 237 unanswered connections to one address and port). Such
+a row takes the class ``repeated_attempts`` and that count as its score when the count is
+at least 2 and nearer its threshold (in proportion) than the distinct targets are to theirs. UDP is left
+out (syslog, NetFlow export, SNMP traps and multicast announcements are one-way by
+design), and so are inbound flows (outside hosts retrying a local server are the scan
+classes' and the neural models' business). Its notices list the earlier failed flows to
+the same target.
+
 The card is untrusted: kind, window key, depth, horizon and both thresholds are checked
 before anything is scored.
 """
@@ -36,11 +48,15 @@ from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
 from zeekml.models.context import uid_lists
 from zeekml.models.registry import ScorerOptions
+from zeekml.records.addresses import inbound_of
+from zeekml.records.distinct import factorized
 from zeekml.windows.scan import ScanCounts, ScanHistory, failed_flows
 
 KIND = "scan"
 CLASSES = ("address_scan", "port_scan")
-_CLASS_NAMES = np.array(CLASSES, dtype=object)
+#: the optional class of one target tried again and again (scored when the card has it)
+REPEATED = "repeated_attempts"
+_CLASS_NAMES = np.array((*CLASSES, REPEATED), dtype=object)
 MAX_DEPTH = 255
 #: originators with failed flows kept: an eighth of ``--max-hosts``, least recently seen
 #: evicted first. They are the hosts with an unanswered attempt in the last 5 minutes; a
@@ -49,21 +65,41 @@ KEY_SHARE = 8
 
 
 def validate_card(card: ModelCard) -> tuple[int, float, dict[str, float]]:
-    """Check the scan card's fields; return (depth, horizon, class -> threshold)."""
+    """Check the scan card's fields; return (depth, horizon, class -> threshold), the
+    optional :data:`REPEATED` class only when the card names it."""
     if card.kind != KIND:
         raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
     depth, horizon = card.count_window(ScanHistory.key, MAX_DEPTH)
+    unknown = sorted(set(card.thresholds) - {*CLASSES, REPEATED})
+    if unknown:
+        raise ModelError(f"{card.path}: unknown scan threshold(s) {unknown}; the classes are "
+                         f"{[*CLASSES, REPEATED]}")
     thresholds = {}
-    for cls in CLASSES:
+    for cls in (*CLASSES, REPEATED):
         t = card.thresholds.get(cls)
+        if t is None and cls == REPEATED:
+            continue
         if t is None or not math.isfinite(t) or t < 1:
             raise ModelError(f"{card.path}: threshold of {cls!r} must be a number >= 1")
         thresholds[cls] = t
     return depth, horizon, thresholds
 
 
-def _context(counts: ScanCounts, rows: np.ndarray) -> np.ndarray:
-    return uid_lists(*counts.context(rows))
+def _context(counts: ScanCounts, repeated: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Context uids of ``rows``: the earlier failed flows counted, those at the same
+    target for a :data:`REPEATED` row."""
+    out = uid_lists(*counts.context(rows))
+    again = np.flatnonzero(repeated[rows])
+    if len(again):
+        out[again] = uid_lists(*counts.context(rows[again], repeated=True))
+    return out
+
+
+def _tcp(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Bool per row of ``rows``: its protocol is TCP (each distinct value tested once)."""
+    codes, values = factorized(flows["proto"])
+    tcp = np.append(values.str.lower().eq("tcp").to_numpy(dtype=bool, na_value=False), False)
+    return tcp[codes[rows]]
 
 
 class ScanScorer:
@@ -83,20 +119,37 @@ class ScanScorer:
         depth, horizon, self.thresholds = validate_card(card)
         self.scans = ScanHistory(max_keys=max(1, options.max_hosts // KEY_SHARE), depth=depth,
                                  horizon=horizon)
-        #: what --threshold may name, and the range of its scores (distinct targets)
-        self.notice_classes = CLASSES
+        #: what --threshold may name, and the range of its scores (distinct targets, or
+        #: attempts at one target)
+        self.notice_classes = tuple(self.thresholds)
         self.score_range = (0.0, float(depth + 1))
 
     def score(self, flows: pd.DataFrame) -> ScoreBatch:
         c = self.scans.push(flows)
         # most of the targets are services of one host (a single target is no port scan)
         port = (c.on_peer >= 2) & (2 * c.on_peer > c.targets)
+        which = port.astype(np.int8)
+        score = c.targets.astype(np.float64)
+        threshold = np.where(port, self.thresholds[CLASSES[1]], self.thresholds[CLASSES[0]])
+        repeated = np.zeros(len(flows), dtype=bool)
+        t_rep = self.thresholds.get(REPEATED)
+        if t_rep is not None:
+            # the count nearer its threshold, in proportion, names the class; an answered
+            # flow (both counts 0) and a first failure at a target stay scan rows
+            rows = np.flatnonzero((c.repeats >= 2) & (c.repeats * threshold > c.targets * t_rep))
+            if len(rows):
+                rows = rows[_tcp(flows, rows)]
+                rows = rows[~inbound_of(flows, rows)]
+                repeated[rows] = True
+                which[rows] = 2
+                score[rows] = c.repeats[rows]
+                threshold[rows] = t_rep
         return ScoreBatch(
             model=self.name,
-            score=c.targets.astype(np.float64),
-            cls=_CLASS_NAMES[port.view(np.int8)],  # a take: no [B] string array first
-            threshold=np.where(port, self.thresholds[CLASSES[1]], self.thresholds[CLASSES[0]]),
-            extra={"context": Deferred(len(flows), partial(_context, c))},
+            score=score,
+            cls=_CLASS_NAMES[which],  # a take: no [B] string array first
+            threshold=threshold,
+            extra={"context": Deferred(len(flows), partial(_context, c, repeated))},
         )
 
     def score_alone(self, flows: pd.DataFrame) -> ScoreBatch:

@@ -10,7 +10,7 @@ Each field means one thing (docs/scoring.md has the table users read):
 
 - ``candidate``: the class the score is for, whatever the threshold says (the AMF-LSTM's
   most probable attack class, the flow LM's ``anomaly``, the scan detector's
-  ``address_scan`` or ``port_scan``);
+  ``address_scan``, ``port_scan`` or ``repeated_attempts``);
 - ``verdict``: the decision of the threshold: ``candidate`` when the score crossed the
   (card or overridden) threshold, else :data:`NORMAL`;
 - ``decision``: what the notice policy did with the row, one of :data:`DECISIONS`:

@@ -106,19 +106,27 @@ def _distinct(values: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ScanCounts:
-    """Per flow of a batch: distinct failed ``targets`` in its window, and how many of them
-    are on the flow's own responder (``on_peer``: the services it probed there); zero for
-    answered flows; and what :meth:`context` needs (valid until the store's next push,
-    like every :class:`~zeekml.models.base.Deferred`)."""
+    """Per flow of a batch: distinct failed ``targets`` in its window, how many of them
+    are on the flow's own responder (``on_peer``: the services it probed there), and how
+    many of the window's failed flows went to the flow's own target (``repeats``, the flow
+    included: one target tried again and again); zero for answered flows; and what
+    :meth:`context` needs (valid until the store's next push, like every
+    :class:`~zeekml.models.base.Deferred`)."""
 
     targets: np.ndarray
     on_peer: np.ndarray
+    repeats: np.ndarray
     parts: list[CountedPart]
+    #: the same pieces with only the positions at each row's own target counted
+    repeat_parts: list[CountedPart]
 
-    def context(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def context(self, take: np.ndarray, repeated: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
         """For ``take`` (batch rows): uids ``[len(take), CONTEXT_FLOWS]`` of the earlier
-        failed flows each row counted, newest first, and how many of them are real."""
-        return counted_context(self.parts, take, CONTEXT_FLOWS)
+        failed flows each row counted (``repeated``: those at its own target), newest
+        first, and how many of them are real."""
+        return counted_context(self.repeat_parts if repeated else self.parts, take,
+                               CONTEXT_FLOWS)
 
 
 def scan_keys(flows: pd.DataFrame) -> pd.Series:
@@ -157,8 +165,9 @@ class ScanHistory:
         b = len(flows)
         targets = np.zeros(b, dtype=np.int64)
         on_peer = np.zeros(b, dtype=np.int64)
+        repeats = np.zeros(b, dtype=np.int64)
         failed = np.flatnonzero(failed_flows(flows))
-        parts = []
+        parts, repeat_parts = [], []
         # counted in consecutive pieces of failed rows, the same counts: the [rows, depth]
         # temporaries stay small beside the other scorers' (1M one-SYN hosts: peak RSS), and
         # a store never takes more distinct keys at once than it can hold
@@ -185,8 +194,12 @@ class ScanHistory:
             # distinct targets on the current flow's own responder: its services probed
             same_peer = m[:, :, 1] == m[:, -1:, 1]
             on_peer[rows] = _distinct(np.where(counted & same_peer, m[:, :, 0], m[:, -1:, 0]))
+            # failed flows at the current flow's own target (address and service)
+            again = counted & (m[:, :, 0] == m[:, -1:, 0])
+            repeats[rows] = again.sum(axis=1)
             parts.append(CountedPart(rows, counted, seq))
-        return ScanCounts(targets, on_peer, parts)
+            repeat_parts.append(CountedPart(rows, again, seq))
+        return ScanCounts(targets, on_peer, repeats, parts, repeat_parts)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.history.state_dict()
