@@ -114,7 +114,7 @@ def corpus_run(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp / "c.onnx"
     rc = main(["train", "amf", "--corpus", str(corpus), "--out", str(out), "--epochs", "2", "--hidden", "8",
                "--samples-per-epoch", "2000", "--seed", "2", "--threads", "1",
-               "--drop-contradicted-labels"])
+               "--drop-contradicted-labels", "--hide-bytes", "0.5"])
     assert rc == 0
     return out, corpus
 
@@ -170,6 +170,7 @@ def test_corpus_card_reports_loco_side_by_side(corpus_run) -> None:
     sup = card.data["threshold_support"]
     assert sup["benign_flows"] == 130 + 44  # honeypot + CTU-SME-11 benign rows
     assert sup["supported"] is False  # far too few benign flows for the budget: said so
+    assert card.data["training"]["hide_bytes"] == 0.5
     assert "presumed_benign_unlabeled" in card.data["metrics"]
     assert card.data["metrics"]["presumed_benign_unlabeled"]["sample"]["rows"] == 360
     md = out.with_name("c.md").read_text()
@@ -206,3 +207,30 @@ def test_corpus_partial_loco_folds(corpus_run, tmp_path) -> None:
     # a capture the corpus does not have is a usage error (exit code 2), not an empty run
     assert main(["train", "amf", "--corpus", str(corpus), "--out", str(tmp_path / "q.onnx"), "--epochs", "1",
                  "--folds", "no-such-capture"]) == 2
+
+
+def test_hidden_payload_bytes_are_what_a_netflow_reader_gives() -> None:
+    """--hide-bytes shows a training window as NetFlow or Argus give it: the features of
+    the same Zeek flows with their payload byte counts unknown, padding untouched."""
+    need_module("torch")
+    import pandas as pd
+    import torch
+
+    from zeekml.features.flow_stats import flow_features
+    from zeekml.sources import read_table
+    from zeekml.train.amf_lstm import hide_payload_bytes
+
+    sample = Path(__file__).resolve().parents[1] / "zeekml" / "data" / "sample_conn.log"
+    zeek = read_table(sample).head(20)
+    netflow = zeek.copy()
+    for col in ("orig_bytes", "resp_bytes"):
+        netflow[col] = pd.array([None] * len(netflow), dtype="Int64")
+    x = torch.from_numpy(flow_features(zeek).reshape(2, 10, -1))
+    want = torch.from_numpy(flow_features(netflow).reshape(2, 10, -1))
+    assert not torch.equal(x, want)
+    mask = torch.ones(2, 10)
+    mask[1, :3] = 0  # the second window's first three positions are padding
+    got = hide_payload_bytes(x, mask, torch.tensor([True, True]))
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1, 3:], want[1, 3:])
+    assert torch.equal(got[1, :3], x[1, :3])
+    assert torch.equal(hide_payload_bytes(x, mask, torch.tensor([False, False])), x)

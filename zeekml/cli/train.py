@@ -50,7 +50,8 @@ def run_amf(args: argparse.Namespace) -> int:
         window=args.window, hidden=args.hidden, epochs=args.epochs,
         samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, seed=args.seed,
         key=args.key or t.DEFAULT_KEY, threads=args.threads, lr=args.lr,
-        ensemble=args.ensemble, normal_share=args.normal_share, fanout=args.fanout,
+        ensemble=args.ensemble, normal_share=args.normal_share, hide_bytes=args.hide_bytes,
+        fanout=args.fanout,
         drop_contradicted=args.drop_contradicted,
         baselines=args.baselines,
         alpha=t.DEFAULT_ALPHA if args.alpha is None else args.alpha,
@@ -158,6 +159,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="share of the training weight given to benign windows; the attack "
                           "classes share the rest equally, each class's captures by the square "
                           "root of their size (default %(default)g)")
+    amf.add_argument("--hide-bytes", type=float, default=0.0, metavar="SHARE",
+                     help="share of training windows shown with payload bytes unknown, as "
+                          "NetFlow and Argus give them, so that their absence is no sign of "
+                          "attack (default %(default)g)")
     amf.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                      help="also run the single-flow tree through the same leave-one-capture-out "
                           "evaluation, recorded beside the AMF-LSTM (default on)")

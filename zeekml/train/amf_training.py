@@ -85,6 +85,9 @@ class AmfTrainRequest:
     #: share of the training weight given to benign windows (the attack classes share
     #: the rest equally; see :func:`~zeekml.train.amf_lstm.sample_weights`)
     normal_share: float = 0.5
+    #: share of training windows shown with payload bytes unknown, as NetFlow gives them
+    #: (:func:`~zeekml.train.amf_lstm.hide_payload_bytes`)
+    hide_bytes: float = 0.0
     #: windows also carry each flow's fan-out (zeekml.windows.fanout)
     fanout: bool = False
     #: benign labels a capture contradicts are neither trained on nor counted
@@ -115,6 +118,8 @@ class AmfTrainRequest:
             raise ConfigError(f"alpha must be a rate in (0, 1), got {self.alpha}")
         if not (0.0 < self.normal_share < 1.0):
             raise ConfigError(f"normal_share must be in (0, 1), got {self.normal_share}")
+        if not (0.0 <= self.hide_bytes <= 1.0):
+            raise ConfigError(f"hide_bytes must be in [0, 1], got {self.hide_bytes}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.min_class_captures is not None and self.min_class_captures < 1:
@@ -132,7 +137,7 @@ def _config(req: AmfTrainRequest) -> amf_lstm.TrainConfig:
     return amf_lstm.TrainConfig(
         hidden=req.hidden, epochs=req.epochs, seed=req.seed, lr=req.lr, threads=req.threads,
         ensemble=req.ensemble, samples_per_epoch=req.samples_per_epoch,
-        batch_size=req.batch_size, normal_share=req.normal_share,
+        batch_size=req.batch_size, normal_share=req.normal_share, hide_bytes=req.hide_bytes,
     )
 
 
@@ -378,6 +383,8 @@ def train(req: AmfTrainRequest) -> int:
             "batch_size": cfg.batch_size,
             "threads": cfg.threads,
             "ensemble": cfg.ensemble,
+            "normal_share": cfg.normal_share,
+            "hide_bytes": cfg.hide_bytes,
             "final_losses": [[round(v, 4) for v in member] for member in final_losses],
             "parity_max_abs_diff": parity,
         },

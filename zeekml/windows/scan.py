@@ -12,7 +12,8 @@ Only failed flows (no reply, or rejected: see :func:`failed_flows`) are kept, pe
 originator: for each failed flow, its originator's last :data:`SCAN_DEPTH` failed flows
 before it and the flow itself are looked at, those within :data:`SCAN_HORIZON` seconds
 of it, and their distinct targets (responder address and service) are counted, in all and
-on the flow's own responder. An answered flow gets zeros and costs
+on the flow's own responder, and so are the failed flows at the flow's own target (one
+target tried again and again: a bot retrying its dead C&C). An answered flow gets zeros and costs
 nothing more than the failure test: it never touches the store, so a busy client's
 ordinary traffic neither dilutes a scan nor takes memory.
 
