@@ -49,7 +49,7 @@ from zeekml.models.card import ModelCard
 from zeekml.models.context import uid_lists
 from zeekml.models.registry import ScorerOptions
 from zeekml.records.addresses import inbound_of
-from zeekml.records.distinct import factorized
+from zeekml.records.distinct import per_distinct
 from zeekml.windows.scan import ScanCounts, ScanHistory, failed_flows
 
 KIND = "scan"
@@ -95,11 +95,10 @@ def _context(counts: ScanCounts, repeated: np.ndarray, rows: np.ndarray) -> np.n
     return out
 
 
-def _tcp(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """Bool per row of ``rows``: its protocol is TCP (each distinct value tested once)."""
-    codes, values = factorized(flows["proto"])
-    tcp = np.append(values.str.lower().eq("tcp").to_numpy(dtype=bool, na_value=False), False)
-    return tcp[codes[rows]]
+def _tcp(flows: pd.DataFrame) -> np.ndarray:
+    """Bool per flow: its protocol is TCP (each distinct value tested once)."""
+    return per_distinct(flows["proto"],
+                        lambda s: s.str.lower().eq("tcp").to_numpy(dtype=bool), False)
 
 
 class ScanScorer:
@@ -138,7 +137,7 @@ class ScanScorer:
             # flow (both counts 0) and a first failure at a target stay scan rows
             rows = np.flatnonzero((c.repeats >= 2) & (c.repeats * threshold > c.targets * t_rep))
             if len(rows):
-                rows = rows[_tcp(flows, rows)]
+                rows = rows[_tcp(flows)[rows]]
                 rows = rows[~inbound_of(flows, rows)]
                 repeated[rows] = True
                 which[rows] = 2

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from zeekml import defaults
+from zeekml.features.flow_stats import FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +237,11 @@ class TrainConfig:
 
 
 #: the flow features NetFlow and Argus cannot give (payload bytes), and the indicator
-#: that says so
+#: that says so (their columns in a window's features)
 PAYLOAD_FEATURES = ("log_orig_bytes", "log_resp_bytes")
 PAYLOAD_MISSING = "bytes_missing"
+_PAYLOAD_COLS = [FEATURES.index(name) for name in PAYLOAD_FEATURES]
+_MISSING_COL = FEATURES.index(PAYLOAD_MISSING)
 
 
 def hide_payload_bytes(x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -248,14 +251,11 @@ def hide_payload_bytes(x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) 
     them). Every NetFlow capture of the shared corpus is an attack, so without this the
     model learns "payload bytes missing" as a sign of attack and flags benign NetFlow and
     Argus traffic (an Android phone's Argus day: 22% of its flows). Returns a copy."""
-    from zeekml.features.flow_stats import FEATURES
-
     x = x.clone()
     real = (mask > 0) & rows[:, None]
-    for name in PAYLOAD_FEATURES:
-        x[..., FEATURES.index(name)] = torch.where(real, 0.0, x[..., FEATURES.index(name)])
-    miss = FEATURES.index(PAYLOAD_MISSING)
-    x[..., miss] = torch.where(real, 1.0, x[..., miss])
+    for col in _PAYLOAD_COLS:
+        x[..., col] = torch.where(real, 0.0, x[..., col])
+    x[..., _MISSING_COL] = torch.where(real, 1.0, x[..., _MISSING_COL])
     return x
 
 
