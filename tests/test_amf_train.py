@@ -114,7 +114,7 @@ def corpus_run(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp / "c.onnx"
     rc = main(["train", "amf", "--corpus", str(corpus), "--out", str(out), "--epochs", "2", "--hidden", "8",
                "--samples-per-epoch", "2000", "--seed", "2", "--threads", "1",
-               "--drop-contradicted-labels", "--hide-bytes", "0.5"])
+               "--drop-contradicted-labels", "--hide-bytes", "0.5", "--netflow-view"])
     assert rc == 0
     return out, corpus
 
@@ -171,6 +171,15 @@ def test_corpus_card_reports_loco_side_by_side(corpus_run) -> None:
     assert sup["benign_flows"] == 130 + 44  # honeypot + CTU-SME-11 benign rows
     assert sup["supported"] is False  # far too few benign flows for the budget: said so
     assert card.data["training"]["hide_bytes"] == 0.5
+    # the Zeek captures' NetFlow view: trained on (--netflow-view) and measured per fold;
+    # the NetFlow captures have no view, the unlabeled sample is not trained on
+    assert card.data["training"]["netflow_view"] is True
+    assert 0.99 * (130 + 766) <= card.data["training"]["netflow_view_rows"] <= 130 + 766
+    for name in ("amf_lstm", "single_flow_tree"):
+        view = lo[name]["netflow_view"]
+        assert set(view["per_capture"]) == {"honeypot", "sme"}
+        benign = sum(v["fp"] + v["tn"] for v in view["per_capture"].values())
+        assert 0.99 * (130 + 44) <= benign <= 130 + 44
     assert "presumed_benign_unlabeled" in card.data["metrics"]
     assert card.data["metrics"]["presumed_benign_unlabeled"]["sample"]["rows"] == 360
     md = out.with_name("c.md").read_text()

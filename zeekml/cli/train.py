@@ -51,7 +51,7 @@ def run_amf(args: argparse.Namespace) -> int:
         samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, seed=args.seed,
         key=args.key or t.DEFAULT_KEY, threads=args.threads, lr=args.lr,
         ensemble=args.ensemble, normal_share=args.normal_share, hide_bytes=args.hide_bytes,
-        fanout=args.fanout,
+        netflow_view=args.netflow_view, fanout=args.fanout,
         drop_contradicted=args.drop_contradicted,
         baselines=args.baselines,
         alpha=t.DEFAULT_ALPHA if args.alpha is None else args.alpha,
@@ -163,6 +163,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="share of training windows shown with payload bytes unknown, as "
                           "NetFlow and Argus give them, so that their absence is no sign of "
                           "attack (default %(default)g)")
+    amf.add_argument("--netflow-view", action="store_true",
+                     help="also train on each Zeek capture as zeekml would read it from "
+                          "NetFlow (one-way records paired, payload bytes unknown, TCP "
+                          "history from flags), so the format is no sign of attack; the "
+                          "card measures that view either way (default: off)")
     amf.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                      help="also run the single-flow tree through the same leave-one-capture-out "
                           "evaluation, recorded beside the AMF-LSTM (default on)")

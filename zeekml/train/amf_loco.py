@@ -63,19 +63,38 @@ def out_of_fold(ws: WindowSet, fitters: dict[str, Fitter],
     mask)``, which scores all rows of the held-out capture. Rows of captures not
     held out stay 0.
     """
+    return out_of_fold_views(ws, fitters, captures)[0]
+
+
+def out_of_fold_views(ws: WindowSet, fitters: dict[str, Fitter],
+                      captures: Sequence[str] | None = None, view: WindowSet | None = None,
+                      train_on_view: bool = False
+                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """:func:`out_of_fold`, and the same held-out models' probabilities for ``view``: the
+    captures' rows as another reader would give them (:func:`zeekml.train.datasets.
+    netflow_view_captures`; ``view.group`` names the capture each row is a view of).
+    With ``train_on_view`` every fold also trains on the view rows of its training
+    captures, never on those of the held-out one."""
     labeled = ws.y >= 0
     holdout = [g for g in (captures or captures_of(ws)) if (labeled & (ws.group == g)).any()]
     probs = {k: np.zeros((len(ws), len(CLASSES)), dtype=np.float64) for k in fitters}
+    vn = len(view) if view is not None else 0
+    view_probs = {k: np.zeros((vn, len(CLASSES)), dtype=np.float64) for k in fitters}
     for i, g in enumerate(holdout):
         te = ws.group == g
         train = ws.take(~te & labeled)
+        vte = view.group == g if view is not None else np.zeros(0, dtype=bool)
+        if view is not None and train_on_view:
+            train = train.concat(view.take(~vte & (view.y >= 0)))
         for kind, fit in fitters.items():
             t0 = time.perf_counter()
             predict = fit(train)
             probs[kind][te] = predict(ws.x[te], ws.mask[te])
+            if view is not None and vte.any():
+                view_probs[kind][vte] = predict(view.x[vte], view.mask[vte])
             log.info("LOCO %d/%d %s: %s (%d rows) %.0f s", i + 1, len(holdout), kind, g,
                      int(te.sum()), time.perf_counter() - t0)
-    return probs
+    return probs, view_probs
 
 
 def class_support(ws: WindowSet, without: str | None = None) -> dict[str, int]:
@@ -212,6 +231,22 @@ def report(ws: WindowSet, dec: dict[str, np.ndarray], notices: dict[str, int] | 
             (b["recall"] or 0) >= TARGET_RECALL and (b["fpr"] or 1) <= TARGET_FPR,
     }
     return out
+
+
+def view_report(view: WindowSet, probs: np.ndarray, per_capture: dict[str, dict[str, float]],
+                flows_of: dict[str, pd.DataFrame], model: str) -> dict[str, Any]:
+    """The out-of-fold figures of the captures' other view (their NetFlow view): each row
+    decided with the thresholds of the capture it is a view of, so the figures say what
+    the shipped rule does with the same traffic read as NetFlow."""
+    dec = decide(view, probs, per_capture)
+    full = report(view, dec, notices_per_capture(flows_of, view, dec, model))
+    keep = ("rows", "recall", "fpr", "tp", "fp", "fn", "tn", "predicted", "benign_notices",
+            "notices_per_10k_benign")
+    return {"binary": full["binary"],
+            "recall_at_pooled_fpr_0.5pct": full["recall_at_pooled_fpr_0.5pct"],
+            "macro_f1_judged": full["macro_f1_judged"],
+            "per_capture": {g: {k: v[k] for k in keep if k in v}
+                            for g, v in full["per_capture"].items()}}
 
 
 def beats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, bool]:

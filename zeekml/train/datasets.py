@@ -135,6 +135,20 @@ class WindowSet:
                          self.uids[sel] if len(self.uids) else self.uids,
                          self.row[sel] if len(self.row) else self.row)
 
+    def concat(self, *others: WindowSet) -> WindowSet:
+        """This set's rows, then each of ``others``' (same window length and features)."""
+        parts = (self, *others)
+
+        def cat(name: str) -> np.ndarray:
+            arrays = [getattr(p, name) for p in parts]
+            if name in ("uids", "row") and any(len(a) != len(p) for a, p in zip(arrays, parts,
+                                                                                 strict=True)):
+                return np.zeros((0,) + arrays[0].shape[1:], dtype=arrays[0].dtype)
+            return np.concatenate(arrays)
+
+        return WindowSet(cat("x"), cat("mask"), cat("y"), cat("binary"), cat("group"),
+                         cat("uids"), cat("row"))
+
 
 def is_cicflowmeter(path: str | Path) -> bool:
     """True when the file's first line is a CICFlowMeter CSV header (content, not name)."""
@@ -305,15 +319,45 @@ def corpus_windows(caps, n: int, key: str, fanout: bool = False,
                    drop_contradicted: bool = False) -> WindowSet:
     """:func:`corpus_capture_windows` of every capture, concatenated (captures contiguous)."""
     parts = [corpus_capture_windows(c, n, key, fanout, drop_contradicted) for c in caps]
-    return WindowSet(
-        x=np.concatenate([p.x for p in parts]),
-        mask=np.concatenate([p.mask for p in parts]),
-        y=np.concatenate([p.y for p in parts]),
-        binary=np.concatenate([p.binary for p in parts]),
-        group=np.concatenate([p.group for p in parts]),
-        uids=np.concatenate([p.uids for p in parts]),
-        row=np.concatenate([p.row for p in parts]),
-    )
+    return parts[0].concat(*parts[1:])
+
+
+#: a capture is projected to its NetFlow view when at least this share of its rows has
+#: payload bytes (a Zeek log, not NetFlow, Argus or a CICFlowMeter export) and can be
+#: projected (:func:`zeekml.sources.netflow_view.projectable`)
+VIEW_MIN_SHARE = 0.5
+
+
+def netflow_view_captures(caps) -> list:
+    """The labeled corpus captures read from Zeek logs, each as zeekml would have read it
+    from NetFlow (:func:`zeekml.sources.netflow_view.netflow_view`, per input stream, same
+    capture name, labels and sampled rows). Every NetFlow capture of the shared corpus is
+    an attack; these views are its benign NetFlow, for training and for measuring what
+    a model does with benign traffic read as NetFlow."""
+    from dataclasses import replace
+
+    from zeekml.sources.netflow_view import netflow_view, projectable
+
+    out = []
+    for cap in caps:
+        df = cap.flows
+        if not cap.labeled or not len(df) or df["paired"].notna().any():
+            continue
+        if (df["orig_bytes"].notna().mean() < VIEW_MIN_SHARE
+                or projectable(df).mean() < VIEW_MIN_SHARE):
+            continue
+        streams = stream_of(df)
+        sampled = np.asarray(cap.sampled, dtype=bool)
+        views, marks = [], []
+        for s in np.unique(streams):
+            idx = np.flatnonzero(streams == s)
+            v = netflow_view(df.iloc[idx].reset_index(drop=True), path=f"{cap.name}.netflow")
+            marks.append(sampled[idx][v["view_of"].to_numpy()])
+            views.append(v.drop(columns=["view_of"]))
+        flows = pd.concat(views, ignore_index=True)
+        flows["source_file"] = flows["source_file"].astype(str) + ".netflow"
+        out.append(replace(cap, flows=flows, sampled=np.concatenate(marks)))
+    return out
 
 
 def captures_from_files(paths: Sequence[str | Path], reader: Callable[[str], pd.DataFrame] | None = None):
