@@ -90,7 +90,14 @@ def test_scorebatch_semantics(shipped, flows):
     assert np.all((b.score >= 0) & (b.score <= 1))
     assert "normal" not in set(b.cls.tolist())
     assert set(b.cls.tolist()) <= set(CLASSES)
-    np.testing.assert_array_equal(b.threshold, [shipped.threshold_for(c) for c in b.cls])
+    from zeekml.features.flow_stats import flow_features
+    from zeekml.models.amf_scorer import UNKNOWN_KEY, payload_unknown
+
+    unknown = shipped.data.get(UNKNOWN_KEY, shipped.thresholds)
+    expect = np.where(payload_unknown(flow_features(flows)),
+                      [unknown.get(c, unknown["default"]) for c in b.cls],
+                      [shipped.threshold_for(c) for c in b.cls])
+    np.testing.assert_array_equal(b.threshold, expect)
     assert np.all(b.extra["alt"] != b.cls)
     assert np.all(b.extra["alt_score"] <= 1.0)
     # alt is the runner-up attack class: never normal (P(normal) is 1 - score), and no more
@@ -319,3 +326,34 @@ def test_chunks_assembled_ahead_equal_chunks_assembled_in_turn(shipped, flows, s
         rows = np.arange(len(half))
         assert got.extra["context"].take(rows).tolist() == ref.extra["context"].take(rows).tolist()
     assert ahead._ahead is not None and in_turn._ahead is None
+
+
+def test_flows_with_payload_bytes_unknown_get_their_own_thresholds(shipped, tmp_path) -> None:
+    """A card's ``thresholds_payload_unknown`` hold flows whose payload bytes are unknown
+    (here real NetFlow, an nfcapd capture read through nfdump, and the Zeek flows Zeek
+    left without byte counts); every other flow keeps ``thresholds``."""
+    from tests.conftest import need_binary
+    from zeekml.features.flow_stats import flow_features
+    from zeekml.models.amf_scorer import payload_unknown
+    from zeekml.sources.open import read_table
+
+    need_binary("nfdump")
+    nfcapd = DATA / "nfdump" / "pcap-zeek-ssh-guess" / "nfcapd"
+    need(nfcapd.is_dir() and CAPTURE.is_file(), "the shared captures")
+    known = {c: 0.25 for c in shipped.data["thresholds"]}
+    unknown = {c: 0.75 for c in shipped.data["thresholds"]}
+    onnx = _copy_with(shipped, tmp_path, thresholds=known, thresholds_payload_unknown=unknown)
+    scorer = load_scorer(str(onnx), ScorerOptions(threads=1))
+    for path, expect_unknown in ((nfcapd, True), (CAPTURE, None)):
+        table = read_table([str(path)])
+        got = scorer.score(table).threshold
+        unk = payload_unknown(flow_features(table))
+        if expect_unknown:
+            assert unk.all()
+        else:
+            assert 0 < unk.sum() < len(unk)  # a Zeek log: mostly known, a few without bytes
+        assert (got == np.where(unk, 0.75, 0.25)).all()
+    for bad in ({"ddos": 0.5}, {**unknown, "default": "high"}):
+        with pytest.raises(ModelError, match="thresholds_payload_unknown"):
+            load_scorer(str(_copy_with(shipped, tmp_path, thresholds=known,
+                                       thresholds_payload_unknown=bad)))

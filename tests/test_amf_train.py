@@ -144,11 +144,18 @@ def test_corpus_results_file_one_row_per_flow(corpus_run) -> None:
     assert (sample["binary"] == -1).all() and (sample["y"] == -1).all()
     # the unlabeled capture is decided by the shipped thresholds; labeled ones by their fold's
     shipped = card.data["thresholds"]
-    assert (sample["threshold"] == sample["cls"].map(shipped)).all()
+    shipped_u = card.data["thresholds_payload_unknown"]
+    assert ((sample["threshold"] == sample["cls"].map(shipped))
+            | (sample["threshold"] == sample["cls"].map(shipped_u))).all()
     per_fold = card.data["metrics"]["leave_one_capture_out"]["thresholds_per_fold"]["amf_lstm"]
+    per_fold_u = card.data["metrics"]["leave_one_capture_out"]["thresholds_payload_unknown_per_fold"]["amf_lstm"]
     for name in ("ftp", "ssh", "honeypot", "sme"):
         part = res[res["capture"] == name]
-        assert (part["threshold"] == part["cls"].map(per_fold[name])).all()
+        # each row has its fold's threshold for its class: of flows with payload bytes
+        # known, or of those with them unknown
+        known = part["threshold"] == part["cls"].map(per_fold[name])
+        unknown = part["threshold"] == part["cls"].map(per_fold_u[name])
+        assert (known | unknown).all()
         # the card's per-capture counts are the file's rows under the rule score >= threshold
         row = card.data["metrics"]["leave_one_capture_out"]["amf_lstm"]["per_capture"][name]
         lab = part[part["binary"] >= 0]
@@ -168,8 +175,19 @@ def test_corpus_card_reports_loco_side_by_side(corpus_run) -> None:
         assert set(lo[name]["per_capture"]) == {"ftp", "ssh", "honeypot", "sme"}
         assert all(isinstance(v, bool) for v in lo[name]["targets"].values())
     sup = card.data["threshold_support"]
-    assert sup["benign_flows"] == 130 + 44  # honeypot + CTU-SME-11 benign rows
+    sup_u = card.data["threshold_support_payload_unknown"]
+    view_benign = sum(v["fp"] + v["tn"] for v in lo["amf_lstm"]["netflow_view"]["per_capture"].values())
+    # every benign row as read (honeypot + CTU-SME-11); flows with payload bytes unknown
+    # also get thresholds of their own, on the benign rows of that kind and the NetFlow
+    # view's, never below the first set
+    assert sup["benign_flows"] == 130 + 44
+    assert view_benign < sup_u["benign_flows"] <= view_benign + 130 + 44
+    shipped_known, shipped_unknown = card.data["thresholds"], card.data["thresholds_payload_unknown"]
+    assert all(shipped_unknown[c] >= shipped_known[c] for c in shipped_known)
     assert sup["supported"] is False  # far too few benign flows for the budget: said so
+    assert set(card.data["thresholds_payload_unknown"]) == set(card.data["thresholds"])
+    per_fold_u = lo["thresholds_payload_unknown_per_fold"]["amf_lstm"]
+    assert set(per_fold_u) == {"ftp", "ssh", "honeypot", "sme"}
     assert card.data["training"]["hide_bytes"] == 0.5
     # the Zeek captures' NetFlow view: trained on (--netflow-view) and measured per fold;
     # the NetFlow captures have no view, the unlabeled sample is not trained on

@@ -13,7 +13,9 @@ Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
 
 ``score``      1 - P(normal)
 ``cls``        the most probable class other than ``normal``
-``threshold``  the card's calibrated threshold for ``cls``
+``threshold``  the card's calibrated threshold for ``cls``: from ``thresholds_payload_unknown``
+               when the card has them and the flow's payload bytes are unknown (NetFlow,
+               Argus, some Zeek flows), else from ``thresholds``
 ``alt``        the most probable attack class other than ``cls`` (never ``normal``:
 ``alt_score``  P(normal) is ``1 - score``), and its probability: the runner-up attack
 ``context``    list of the uids of up to 3 *previous* flows in the window (valid
@@ -38,7 +40,7 @@ import onnxruntime as ort
 import pandas as pd
 
 from zeekml.errors import ModelError, StateError
-from zeekml.features.flow_stats import flow_features
+from zeekml.features.flow_stats import FEATURES, flow_features
 from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
 from zeekml.models.context import uid_lists
@@ -58,6 +60,10 @@ log = logging.getLogger(__name__)
 
 KIND = "amf_lstm"
 CONTEXT_FLOWS = 3
+#: card field: per-class thresholds for flows whose payload bytes are unknown (optional;
+#: calibrated on benign flows read that way, see zeekml.train.amf_training)
+UNKNOWN_KEY = "thresholds_payload_unknown"
+_BYTES_MISSING = FEATURES.index("bytes_missing")
 MAX_WINDOW = 1000
 
 
@@ -86,7 +92,20 @@ def validate_card(card: ModelCard) -> tuple[list[str], int, str]:
         or "normal" not in classes
     ):
         raise ModelError(f"{card.path}: classes must be >= 2 distinct names including 'normal'")
+    unknown = card.data.get(UNKNOWN_KEY)
+    if unknown is not None:
+        if not isinstance(unknown, dict) or set(unknown) != set(card.thresholds):
+            raise ModelError(f"{card.path}: {UNKNOWN_KEY} must name the same classes as "
+                             "thresholds")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in unknown.values()):
+            raise ModelError(f"{card.path}: a value of {UNKNOWN_KEY} is not a number")
     return classes, window, key
+
+
+def payload_unknown(features: np.ndarray) -> np.ndarray:
+    """Per flow of :func:`~zeekml.features.flow_stats.flow_features` rows: are its payload
+    bytes unknown (the feature the model itself reads)?"""
+    return features[:, _BYTES_MISSING] > 0.5
 
 
 def uses_fanout(card: ModelCard) -> bool:
@@ -180,6 +199,9 @@ class AmfScorer:
             fanout=uses_fanout(card),
         )
         self._thr = np.array([card.threshold_for(c) for c in classes], dtype=np.float64)
+        unknown = card.data.get(UNKNOWN_KEY)
+        self._thr_unknown = None if unknown is None else np.array(
+            [unknown.get(c, unknown.get("default", float("inf"))) for c in classes], dtype=np.float64)
         self._ahead: ThreadPoolExecutor | None = None
         self._names = np.array(classes, dtype=object)
 
@@ -233,7 +255,8 @@ class AmfScorer:
         return self._ahead
 
     def score(self, flows: pd.DataFrame) -> ScoreBatch:
-        w = self.windows.push(flows, flow_features(flows))
+        feats = flow_features(flows)
+        w = self.windows.push(flows, feats)
         probs, att = self.infer_windows(w)
         b = len(probs)
         score = 1.0 - probs[:, self.normal].astype(np.float64)
@@ -250,13 +273,18 @@ class AmfScorer:
             model=self.name,
             score=score,
             cls=self._names[cls_i],
-            threshold=self._thr[cls_i],
+            threshold=self._thresholds(cls_i, feats),
             extra={
                 "alt": alt,
                 "alt_score": np.where(has_alt, probs[np.arange(b), alt_i], np.nan),
                 "context": Deferred(b, partial(_context_rows, att, w)),
             },
         )
+
+    def _thresholds(self, cls_i: np.ndarray, feats: np.ndarray) -> np.ndarray:
+        if self._thr_unknown is None:
+            return self._thr[cls_i]
+        return np.where(payload_unknown(feats), self._thr_unknown[cls_i], self._thr[cls_i])
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = self.windows.state_dict()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from zeekml.eval.metrics import binary_report, classification_report, roc_auc
 from zeekml.records.labels import CLASSES
 from zeekml.train.amf_thresholds import DEFAULT_ALPHA, ThresholdReport, attack_view, calibrate
 from zeekml.train.datasets import WindowSet
+from zeekml.windows.host_window import window_features
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +124,102 @@ def fold_thresholds(ws: WindowSet, probs: np.ndarray, alpha: float = DEFAULT_ALP
     return out
 
 
+def payload_unknown(ws: WindowSet, fanout: bool = False) -> np.ndarray:
+    """Per window: are its flow's payload bytes unknown (NetFlow, Argus, some Zeek flows)?
+    The model's own input feature, as the runtime tests it
+    (:func:`zeekml.models.amf_scorer.payload_unknown`)."""
+    col = list(window_features(fanout)).index("bytes_missing")
+    return ws.x[:, -1, col] > 0.5 if len(ws) else np.zeros(0, dtype=bool)
+
+
+def _with_view(ws: WindowSet, probs: np.ndarray, unknown: np.ndarray, view: WindowSet | None,
+               view_probs: np.ndarray | None, view_unknown: np.ndarray | None
+               ) -> tuple[WindowSet, np.ndarray, np.ndarray]:
+    if view is None or view_probs is None or view_unknown is None or not len(view):
+        return ws, probs, unknown
+    return (ws.concat(view), np.concatenate([probs, view_probs]),
+            np.concatenate([unknown, view_unknown]))
+
+
+def splits_by_payload(ws: WindowSet, unknown: np.ndarray, view: WindowSet | None = None,
+                      view_unknown: np.ndarray | None = None) -> bool:
+    """Calibrate flows with payload bytes unknown apart only when there are benign flows
+    of that kind to calibrate on (else one set for every flow)."""
+    n_unknown = int(((ws.binary == 0) & unknown).sum()) + (
+        int(((view.binary == 0) & view_unknown).sum()) if view is not None and view_unknown is not None else 0)
+    return n_unknown > 0
+
+
+def at_least(report: ThresholdReport, floor: dict[str, float]) -> ThresholdReport:
+    """``report`` with each threshold raised to at least ``floor``'s (same classes); the
+    per-class support says when it was raised."""
+    th = {c: max(v, floor.get(c, v)) for c, v in report.thresholds.items()}
+    per = {c: {**v, "threshold": th.get(c, v.get("threshold")),
+               "raised_to_payload_known": th.get(c) != report.thresholds.get(c)}
+           for c, v in report.per_class.items()}
+    return replace(report, thresholds=th, per_class=per)
+
+
+def fold_thresholds_by_payload(ws: WindowSet, probs: np.ndarray, unknown: np.ndarray,
+                               view: WindowSet | None, view_probs: np.ndarray | None,
+                               view_unknown: np.ndarray | None, alpha: float = DEFAULT_ALPHA,
+                               min_captures: int = 1, full: WindowSet | None = None
+                               ) -> tuple[dict[str, ThresholdReport], dict[str, ThresholdReport]]:
+    """Per capture, :func:`fold_thresholds` (every other capture's out-of-fold benign flow
+    as read, the thresholds every flow had before), and thresholds for flows with payload
+    bytes unknown: the same rule on the other captures' benign flows of that kind alone
+    (their NetFlow ``view`` included), never below the first set. Flows read from NetFlow
+    or Argus are then held to a false-alarm rate measured on benign flows read that way,
+    and a flow with payload bytes known is decided exactly as before."""
+    known = fold_thresholds(ws, probs, alpha, min_captures, full)
+    cws, cprobs, cunk = _with_view(ws, probs, unknown, view, view_probs, view_unknown)
+    score, cls = attack_view(cprobs, CLASSES)
+    whole = ws if full is None else full
+    unk: dict[str, ThresholdReport] = {}
+    for g in captures_of(ws):
+        m = (cws.group != g) & cunk
+        rep = calibrate(score[m], cls[m], cws.binary[m] == 0, CLASSES, alpha,
+                        support=class_support(whole, without=g), min_captures=min_captures)
+        unk[g] = at_least(rep, known[g].thresholds)
+    return known, unk
+
+
+def shipped_by_payload(ws: WindowSet, probs: np.ndarray, unknown: np.ndarray,
+                       view: WindowSet | None, view_probs: np.ndarray | None,
+                       view_unknown: np.ndarray | None, alpha: float, support: dict[str, int],
+                       min_captures: int) -> tuple[ThresholdReport, ThresholdReport]:
+    """The shipped thresholds: every benign out-of-fold flow as read, and (never below
+    them) those of flows with payload bytes unknown, the NetFlow view included."""
+    score, cls = attack_view(probs, CLASSES)
+    known = calibrate(score, cls, ws.binary == 0, CLASSES, alpha, support=support,
+                      min_captures=min_captures)
+    cws, cprobs, cunk = _with_view(ws, probs, unknown, view, view_probs, view_unknown)
+    score, cls = attack_view(cprobs, CLASSES)
+    rep = calibrate(score[cunk], cls[cunk], cws.binary[cunk] == 0, CLASSES, alpha,
+                    support=support, min_captures=min_captures)
+    return known, at_least(rep, known.thresholds)
+
+
 def threshold_vector(thresholds: dict[str, float]) -> np.ndarray:
     default = thresholds.get("default", 0.5)
     return np.array([thresholds.get(c, default) for c in CLASSES], dtype=np.float64)
 
 
-def decide(ws: WindowSet, probs: np.ndarray, per_capture: dict[str, dict[str, float]]
-           ) -> dict[str, np.ndarray]:
-    """The runtime's rule per row with its capture's thresholds: score, cls (top attack
+def decide(ws: WindowSet, probs: np.ndarray, per_capture: dict[str, dict[str, float]],
+           unknown: np.ndarray | None = None,
+           per_capture_unknown: dict[str, dict[str, float]] | None = None) -> dict[str, np.ndarray]:
+    """The runtime's rule per row with its capture's thresholds (``per_capture_unknown``
+    for the rows whose payload bytes are ``unknown``, when given): score, cls (top attack
     class), threshold, flagged, pred (class index, normal when not flagged)."""
     score, cls = attack_view(probs, CLASSES)
     thr = np.zeros(len(ws))
     for g, t in per_capture.items():
         s = ws.group == g
         thr[s] = threshold_vector(t)[cls[s]]
+    if unknown is not None and per_capture_unknown is not None:
+        for g, t in per_capture_unknown.items():
+            s = (ws.group == g) & unknown
+            thr[s] = threshold_vector(t)[cls[s]]
     flagged = score >= thr
     pred = np.where(flagged, cls, CLASSES.index("normal"))
     return {"score": score, "cls": cls, "threshold": thr, "flagged": flagged, "pred": pred}
@@ -233,12 +317,11 @@ def report(ws: WindowSet, dec: dict[str, np.ndarray], notices: dict[str, int] | 
     return out
 
 
-def view_report(view: WindowSet, probs: np.ndarray, per_capture: dict[str, dict[str, float]],
-                flows_of: dict[str, pd.DataFrame], model: str) -> dict[str, Any]:
-    """The out-of-fold figures of the captures' other view (their NetFlow view): each row
-    decided with the thresholds of the capture it is a view of, so the figures say what
-    the shipped rule does with the same traffic read as NetFlow."""
-    dec = decide(view, probs, per_capture)
+def view_report(view: WindowSet, dec: dict[str, np.ndarray], flows_of: dict[str, pd.DataFrame],
+                model: str) -> dict[str, Any]:
+    """The out-of-fold figures of the captures' other view (their NetFlow view), ``dec``
+    decided with the thresholds of the capture each row is a view of, so the figures say
+    what the shipped rule does with the same traffic read as NetFlow."""
     full = report(view, dec, notices_per_capture(flows_of, view, dec, model))
     keep = ("rows", "recall", "fpr", "tp", "fp", "fn", "tn", "predicted", "benign_notices",
             "notices_per_10k_benign")

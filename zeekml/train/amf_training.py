@@ -268,32 +268,54 @@ def train(req: AmfTrainRequest) -> int:
     contra = _contradicted_rows(ws, flows_of) if req.drop_contradicted else None
     lo: dict[str, Any] = {}
     decisions: dict[str, dict[str, np.ndarray]] = {}
+    v_dec: dict[str, dict[str, np.ndarray]] = {}
     per_fold: dict[str, Any] = {}
+    per_fold_unknown: dict[str, Any] = {}
+    unk = amf_loco.payload_unknown(ws, req.fanout)
+    v_unk = amf_loco.payload_unknown(vw, req.fanout) if vw is not None else None
+    split = amf_loco.splits_by_payload(ws, unk, vw, v_unk)
     for kind, probs in oof.items():
         name = amf_loco.MODEL_NAMES[kind]
-        ft = amf_loco.fold_thresholds(ws, probs, alpha, req.class_captures, full)
-        dec = amf_loco.decide(ws, probs, {g: r.thresholds for g, r in ft.items()})
+        if split:
+            ft, fu = amf_loco.fold_thresholds_by_payload(ws, probs, unk, vw, v_oof.get(kind), v_unk,
+                                                         alpha, req.class_captures, full)
+            per_fold_unknown[name] = {g: r.thresholds for g, r in fu.items()}
+        else:
+            ft = amf_loco.fold_thresholds(ws, probs, alpha, req.class_captures, full)
+        per_fold[name] = {g: r.thresholds for g, r in ft.items()}
+        pu = per_fold_unknown.get(name)
+        dec = amf_loco.decide(ws, probs, per_fold[name], unk, pu)
         notices = amf_loco.notices_per_capture(flows_of, ws, dec, name)
         lo[name] = amf_loco.report(ws, dec, notices)
         if contra is not None:
             lo[name]["contradicted_benign"] = _contradicted_report(lo[name], dec, contra)
         decisions[kind] = dec
-        per_fold[name] = {g: r.thresholds for g, r in ft.items()}
         if vw is not None and len(vw):
-            lo[name]["netflow_view"] = amf_loco.view_report(vw, v_oof[kind], per_fold[name], view_flows, name)
+            v_dec[kind] = amf_loco.decide(vw, v_oof[kind], per_fold[name], v_unk, pu)
+            lo[name]["netflow_view"] = amf_loco.view_report(vw, v_dec[kind], view_flows, name)
     if "hgb" in oof:
         lo["amf_lstm_beats_single_flow_tree"] = amf_loco.beats(lo["amf_lstm"], lo["single_flow_tree"])
     lo["thresholds_per_fold"] = per_fold
+    if split:
+        lo["thresholds_payload_unknown_per_fold"] = per_fold_unknown
     lo["folds"] = folds if folds is not None else "all"
     lo["captures_held_out"] = amf_loco.captures_of(ws)
     lo["seconds"] = round(loco_seconds, 1)
 
-    # the shipped thresholds: every benign out-of-fold flow
-    score, cls = attack_view(oof["amf"], CLASSES)
+    # the shipped thresholds: every benign out-of-fold flow (of each kind, when split)
     support = amf_loco.class_support(full)
-    shipped = calibrate(score, cls, ws.binary == 0, CLASSES, alpha, support=support,
-                        min_captures=req.class_captures)
+
+    def ship(kind: str) -> tuple[Any, Any]:
+        if split:
+            return amf_loco.shipped_by_payload(ws, oof[kind], unk, vw, v_oof.get(kind), v_unk,
+                                               alpha, support, req.class_captures)
+        score, cls = attack_view(oof[kind], CLASSES)
+        return calibrate(score, cls, ws.binary == 0, CLASSES, alpha, support=support,
+                         min_captures=req.class_captures), None
+
+    shipped, shipped_unknown = ship("amf")
     thresholds = shipped.thresholds
+    thresholds_unknown = shipped_unknown.thresholds if shipped_unknown is not None else None
 
     t_fit = time.perf_counter()
     fit_on = full.take(trainable)
@@ -310,19 +332,25 @@ def train(req: AmfTrainRequest) -> int:
     frames = []
     base_name = amf_loco.MODEL_NAMES["hgb"] if baseline else ""
     if "hgb" in oof:
-        base_thr = calibrate(*attack_view(oof["hgb"], CLASSES), ws.binary == 0, CLASSES, alpha,
-                             support=support, min_captures=req.class_captures).thresholds
+        b_known, b_unknown = ship("hgb")
+        base_thr = b_known.thresholds
+        base_thr_unknown = b_unknown.thresholds if b_unknown is not None else None
     frames.append(amf_loco.oof_frame(ws, flows_of, "amf_lstm", decisions["amf"], base_name,
                                      decisions.get("hgb", _empty_decisions(len(ws)))))
     if unlabeled:
         uw = corpus_windows(unlabeled, req.window, key, req.fanout)
         u_probs = amf_lstm.predict(final, uw.x, uw.mask)[0]
-        u_dec = amf_loco.decide(uw, u_probs, {c.name: thresholds for c in unlabeled})
+        u_unk = amf_loco.payload_unknown(uw, req.fanout)
+        u_dec = amf_loco.decide(uw, u_probs, {c.name: thresholds for c in unlabeled}, u_unk,
+                                {c.name: thresholds_unknown for c in unlabeled}
+                                if thresholds_unknown else None)
         u_flows = {c.name: c.flows for c in unlabeled}
         u_base = _empty_decisions(len(uw))
         if "hgb" in oof:
             tree = kinds["hgb"](fit_on)
-            u_base = amf_loco.decide(uw, tree(uw.x, uw.mask), {c.name: base_thr for c in unlabeled})
+            u_base = amf_loco.decide(uw, tree(uw.x, uw.mask), {c.name: base_thr for c in unlabeled},
+                                     u_unk, {c.name: base_thr_unknown for c in unlabeled}
+                                     if base_thr_unknown else None)
         frames.append(amf_loco.oof_frame(uw, u_flows, "amf_lstm", u_dec, base_name, u_base))
         pairs: list[tuple[str, dict[str, np.ndarray]]] = [("amf_lstm", u_dec)]
         if "hgb" in oof:
@@ -343,6 +371,12 @@ def train(req: AmfTrainRequest) -> int:
     loco_out = Path(req.loco_out or out.with_name(out.name.removesuffix(".onnx") + ".loco.parquet"))
     loco_out.parent.mkdir(parents=True, exist_ok=True)
     results.to_parquet(loco_out, index=False)
+    view_out = None
+    if "amf" in v_dec:
+        # the NetFlow view's out-of-fold rows, in the same format (rows index the view)
+        view_out = loco_out.with_name(loco_out.name.removesuffix(".parquet") + ".netflow.parquet")
+        amf_loco.oof_frame(vw, view_flows, "amf_lstm", v_dec["amf"], base_name,
+                           v_dec.get("hgb", _empty_decisions(len(vw)))).to_parquet(view_out, index=False)
 
     metrics: dict[str, Any] = {"leave_one_capture_out": lo, "presumed_benign_unlabeled": presumed}
     findings: list[str] = []
@@ -378,8 +412,16 @@ def train(req: AmfTrainRequest) -> int:
             f"benign out-of-fold flows raise that class (alpha = {alpha:g} over all attack classes); "
             f"calibrated on {shipped.benign_flows} benign flows, each scored by a model that never "
             f"trained on its capture; a class held by fewer than {req.class_captures} training "
-            f"captures is not emitted (threshold {NOT_EMITTED:.6f}, above every score)"),
+            f"captures is not emitted (threshold {NOT_EMITTED:.6f}, above every score)"
+            + (f". Flows whose payload bytes are unknown (NetFlow, Argus, some Zeek flows) are "
+               f"held to thresholds_payload_unknown: the same rule on the "
+               f"{shipped_unknown.benign_flows} benign out-of-fold flows of that kind (those "
+               f"above and the Zeek captures' NetFlow view), never below thresholds"
+               if shipped_unknown is not None else "")),
         "threshold_support": shipped.as_dict(),
+        **({"thresholds_payload_unknown": thresholds_unknown,
+            "threshold_support_payload_unknown": shipped_unknown.as_dict()}
+           if shipped_unknown is not None else {}),
         "training": {
             "corpus": ({"path": _shown(corpus), "sha256": sha256_file(Path(corpus))} if corpus else None),
             "files": _files(caps),
@@ -408,6 +450,7 @@ def train(req: AmfTrainRequest) -> int:
             "parity_max_abs_diff": parity,
         },
         "results_file": {"path": _shown(str(loco_out)), "rows": int(len(results)),
+                         "netflow_view_path": _shown(str(view_out)) if view_out else None,
                          "regenerate": command,
                          "columns": list(results.columns)},
         "metrics": metrics,
@@ -530,15 +573,22 @@ def markdown(card: dict[str, Any]) -> str:
     lines += [f"| {g} | {v['rows']} | {'yes' if v['labeled'] else 'no (presumed benign)'} | {v['sampled_rows']} |"
               for g, v in t["captures"].items()]
     lines += ["", "Rows per class: " + ", ".join(f"{c} {n}" for c, n in t["class_rows"].items()), ""]
-    sup = card.get("threshold_support", {})
-    lines += ["## Thresholds", "", f"{card['threshold_rule']}.", "",
-              "| class | training captures | threshold | benign flows allowed | benign alarms | rate | 95% upper bound |",
-              "|---|---|---|---|---|---|---|"]
-    for c, v in sup.get("per_class", {}).items():
-        thr = f"{v['threshold']:.6g}" if v.get("emitted", True) else f"{v['threshold']:.6f} (not emitted)"
-        lines.append(f"| {c} | {v.get('training_captures', '-')} | {thr} | {v['allowed']} | "
-                     f"{v['benign_alarms']} | {_pct(v['benign_rate'])} | {_pct(v['upper_95'])} |")
-    lines += ["", f"default (classes not listed): {card['thresholds'].get('default')}", ""]
+    lines += ["## Thresholds", "", f"{card['threshold_rule']}.", ""]
+    for title, key, tkey in (("payload bytes known", "threshold_support", "thresholds"),
+                             ("payload bytes unknown", "threshold_support_payload_unknown",
+                              "thresholds_payload_unknown")):
+        if key not in card:
+            continue
+        sup = card[key]
+        if "thresholds_payload_unknown" in card:
+            lines += [f"Flows with {title} ({sup.get('benign_flows')} benign out-of-fold flows):", ""]
+        lines += ["| class | training captures | threshold | benign flows allowed | benign alarms | rate | 95% upper bound |",
+                  "|---|---|---|---|---|---|---|"]
+        for c, v in sup.get("per_class", {}).items():
+            thr = f"{v['threshold']:.6g}" if v.get("emitted", True) else f"{v['threshold']:.6f} (not emitted)"
+            lines.append(f"| {c} | {v.get('training_captures', '-')} | {thr} | {v['allowed']} | "
+                         f"{v['benign_alarms']} | {_pct(v['benign_rate'])} | {_pct(v['upper_95'])} |")
+        lines += ["", f"default (classes not listed): {card[tkey].get('default')}", ""]
     lo = m.get("leave_one_capture_out")
     if lo:
         lines += _loco_md(lo)

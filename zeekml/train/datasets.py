@@ -322,38 +322,47 @@ def corpus_windows(caps, n: int, key: str, fanout: bool = False,
     return parts[0].concat(*parts[1:])
 
 
-#: a capture is projected to its NetFlow view when at least this share of its rows has
-#: payload bytes (a Zeek log, not NetFlow, Argus or a CICFlowMeter export) and can be
-#: projected (:func:`zeekml.sources.netflow_view.projectable`)
+#: an input stream (file) is projected to its NetFlow view when it is not NetFlow (no
+#: ``paired`` value) and at least this share of its TCP rows has a Zeek history (not a
+#: CICFlowMeter export); its rows :func:`zeekml.sources.netflow_view.projectable` can
+#: project are (IoT-23's zero-packet ``C`` flows are not: NetFlow has no such record)
 VIEW_MIN_SHARE = 0.5
 
 
 def netflow_view_captures(caps) -> list:
-    """The labeled corpus captures read from Zeek logs, each as zeekml would have read it
-    from NetFlow (:func:`zeekml.sources.netflow_view.netflow_view`, per input stream, same
-    capture name, labels and sampled rows). Every NetFlow capture of the shared corpus is
-    an attack; these views are its benign NetFlow, for training and for measuring what
-    a model does with benign traffic read as NetFlow."""
+    """The labeled corpus captures' Zeek inputs, each as zeekml would have read it from
+    NetFlow (:func:`zeekml.sources.netflow_view.netflow_view`, per input stream, same
+    capture name, labels and sampled rows); NetFlow inputs (``paired`` set) have no
+    other view. Every NetFlow capture of the shared corpus is an attack; these views are
+    its benign NetFlow, for training and for measuring what a model does with benign
+    traffic read as NetFlow."""
     from dataclasses import replace
 
-    from zeekml.sources.netflow_view import netflow_view, projectable
+    from zeekml.sources.netflow_view import netflow_view
 
     out = []
     for cap in caps:
         df = cap.flows
-        if not cap.labeled or not len(df) or df["paired"].notna().any():
-            continue
-        if (df["orig_bytes"].notna().mean() < VIEW_MIN_SHARE
-                or projectable(df).mean() < VIEW_MIN_SHARE):
+        if not cap.labeled or not len(df):
             continue
         streams = stream_of(df)
         sampled = np.asarray(cap.sampled, dtype=bool)
+        netflow = df["paired"].notna().to_numpy()
+        tcp = (df["proto"] == "tcp").to_numpy(dtype=bool, na_value=False)
+        hist = df["history"].notna().to_numpy()
         views, marks = [], []
         for s in np.unique(streams):
             idx = np.flatnonzero(streams == s)
+            t = idx[tcp[idx]]
+            if netflow[idx].any() or (len(t) and hist[t].mean() < VIEW_MIN_SHARE):
+                continue
             v = netflow_view(df.iloc[idx].reset_index(drop=True), path=f"{cap.name}.netflow")
+            if not len(v):
+                continue
             marks.append(sampled[idx][v["view_of"].to_numpy()])
             views.append(v.drop(columns=["view_of"]))
+        if not views:
+            continue
         flows = pd.concat(views, ignore_index=True)
         flows["source_file"] = flows["source_file"].astype(str) + ".netflow"
         out.append(replace(cap, flows=flows, sampled=np.concatenate(marks)))
