@@ -58,7 +58,8 @@ _PROTO = {"tcp": 6, "udp": 17}
 
 
 def _letters(hist: pd.Series, chars: str) -> np.ndarray:
-    return hist.str.contains("[" + chars + "]", regex=True).to_numpy(dtype=bool, na_value=False)
+    return np.asarray(hist.str.contains("[" + chars + "]", regex=True)
+                      .to_numpy(dtype=bool, na_value=False), dtype=bool)
 
 
 def _flags(parts: list[tuple[np.ndarray, str]], n: int) -> np.ndarray:
@@ -76,7 +77,8 @@ def projectable(flows: pd.DataFrame) -> np.ndarray:
     has_hist = flows["history"].notna().to_numpy()
     counted = (flows["orig_ip_bytes"].notna() & flows["orig_pkts"].notna()).to_numpy()
     sent = ((flows["orig_pkts"].fillna(0) > 0) | (flows["resp_pkts"].fillna(0) > 0)).to_numpy()
-    return counted & sent & (((proto == "tcp") & has_hist) | (proto == "udp") | (proto == "icmp"))
+    return np.asarray(counted & sent & (((proto == "tcp") & has_hist) | (proto == "udp")
+                                        | (proto == "icmp")), dtype=bool)
 
 
 def netflow_view(flows: pd.DataFrame, path: str = "netflow-view") -> pd.DataFrame:
@@ -124,8 +126,8 @@ def netflow_view(flows: pd.DataFrame, path: str = "netflow-view") -> pd.DataFram
     op = df["orig_p"].fillna(0).to_numpy(dtype=np.int64)
     rp = df["resp_p"].fillna(0).to_numpy(dtype=np.int64)
     reply_type = op.copy()
-    for number, table in _ICMP_REPLY.items():
-        for req, rep in table.items():
+    for number, replies in _ICMP_REPLY.items():
+        for req, rep in replies.items():
             reply_type[(proto == number) & (op == req)] = rep
 
     # records interleaved: row i's originator record at 2i, its responder's at 2i + 1

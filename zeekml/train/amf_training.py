@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,7 +373,7 @@ def train(req: AmfTrainRequest) -> int:
     loco_out.parent.mkdir(parents=True, exist_ok=True)
     results.to_parquet(loco_out, index=False)
     view_out = None
-    if "amf" in v_dec:
+    if vw is not None and "amf" in v_dec:
         # the NetFlow view's out-of-fold rows, in the same format (rows index the view)
         view_out = loco_out.with_name(loco_out.name.removesuffix(".parquet") + ".netflow.parquet")
         amf_loco.oof_frame(vw, view_flows, "amf_lstm", v_dec["amf"], base_name,
@@ -678,7 +679,7 @@ def _loco_md(lo: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _view_md(lo: dict[str, Any], names: list[str]) -> list[str]:
+def _view_md(lo: dict[str, Any], names: Sequence[str]) -> list[str]:
     """The NetFlow-view table: the same held-out models on their captures read as NetFlow."""
     lines = ["### The same captures read as NetFlow", "",
              "Each Zeek capture projected to what zeekml reads from a unidirectional NetFlow "
