@@ -357,3 +357,17 @@ def test_flows_with_payload_bytes_unknown_get_their_own_thresholds(shipped, tmp_
         with pytest.raises(ModelError, match="thresholds_payload_unknown"):
             load_scorer(str(_copy_with(shipped, tmp_path, thresholds=known,
                                        thresholds_payload_unknown=bad)))
+
+
+def test_eval_decides_as_the_runtime_does(shipped, flows, capsys) -> None:
+    """``zeekml eval`` holds each flow to the threshold the runtime gives it (payload bytes
+    known or not), so its counts are the runtime's crossings on the labeled rows."""
+    from zeekml.cli.main import main
+    from zeekml.records.labels import targets
+
+    b = AmfScorer(shipped, ScorerOptions(threads=1)).score(flows)
+    binary, _ = targets(flows)
+    flagged = (b.score >= b.threshold) & (np.asarray(binary) >= 0)
+    assert main(["eval", "--model", "amf_lstm", "--data", str(CAPTURE), "--json", "--threads", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["binary_counts"]["tp"] + out["binary_counts"]["fp"] == int(flagged.sum())

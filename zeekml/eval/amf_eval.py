@@ -30,18 +30,26 @@ from zeekml.sources.options import ReadOptions
 log = logging.getLogger(__name__)
 
 
+def _vector(thresholds: dict[str, float], classes: Sequence[str]) -> np.ndarray:
+    default = thresholds.get("default", 0.5)
+    return np.array([thresholds.get(c, default) for c in classes], dtype=np.float64)
+
+
 def decide(
-    probs: np.ndarray, classes: Sequence[str], thresholds: dict[str, float]
+    probs: np.ndarray, classes: Sequence[str], thresholds: dict[str, float],
+    unknown: np.ndarray | None = None, thresholds_unknown: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(score, flagged, predicted class index) under the runtime's decision rule."""
+    """(score, flagged, predicted class index) under the runtime's decision rule: rows
+    whose payload bytes are ``unknown`` are held to ``thresholds_unknown`` when given."""
     normal = list(classes).index("normal")
     score = 1.0 - probs[:, normal].astype(np.float64)
     nn = probs.astype(np.float64, copy=True)
     nn[:, normal] = -1.0
     cls = nn.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
-    default = thresholds.get("default", 0.5)
-    thr = np.array([thresholds.get(c, default) for c in classes], dtype=np.float64)
-    flagged = crosses(score, thr[cls])  # the runtime's rule
+    thr = _vector(thresholds, classes)[cls]
+    if unknown is not None and thresholds_unknown is not None:
+        thr = np.where(unknown, _vector(thresholds_unknown, classes)[cls], thr)
+    flagged = crosses(score, thr)  # the runtime's rule
     return score, flagged, np.where(flagged, cls, normal)
 
 
@@ -51,9 +59,11 @@ def metrics_from(
     binary: np.ndarray,
     classes: Sequence[str],
     thresholds: dict[str, float],
+    unknown: np.ndarray | None = None,
+    thresholds_unknown: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The eval dict for scored rows (labels already mapped to ``y`` and ``binary``)."""
-    score, flagged, pred = decide(probs, classes, thresholds)
+    score, flagged, pred = decide(probs, classes, thresholds, unknown, thresholds_unknown)
     return metrics_from_decisions(score, flagged, pred, y, binary, classes)
 
 
@@ -87,9 +97,11 @@ def metrics_from_decisions(
 
 def _score_file(scorer: Any, path: str, options: Any = None
                 ) -> tuple[list[np.ndarray], list[pd.DataFrame]]:
-    """Class probabilities and label columns of one file, scored from a fresh window store
-    (NetFlow records paired within the file unless ``options.pair`` is False)."""
+    """Class probabilities, label columns and ``payload_unknown`` (which threshold set the
+    runtime uses) of one file, scored from a fresh window store (NetFlow records paired
+    within the file unless ``options.pair`` is False)."""
     from zeekml.features.flow_stats import flow_features
+    from zeekml.models.amf_scorer import payload_unknown
     from zeekml.sources.open import pair_batches, read_flows, sniff_path
     from zeekml.windows.host_window import HostWindows, standalone
 
@@ -100,12 +112,15 @@ def _score_file(scorer: Any, path: str, options: Any = None
                                  fanout=w0.fanout is not None)
     probs, frames = [], []
     for batch in pair_batches(read_flows(path, options=options), options):
-        w = scorer.windows.push(batch, flow_features(batch))
+        feats = flow_features(batch)
+        w = scorer.windows.push(batch, feats)
         if sampled:  # random samples: each row is scored as a host's first flow
             w = standalone(w)
         p, _ = scorer.infer_windows(w)
         probs.append(p)
-        frames.append(batch[[c for c in ("label", "detailed_label") if c in batch.columns]])
+        frame = batch[[c for c in ("label", "detailed_label") if c in batch.columns]].copy()
+        frame["payload_unknown"] = payload_unknown(feats)
+        frames.append(frame)
     return probs, frames
 
 
@@ -115,14 +130,14 @@ def evaluate(card: ModelCard, paths: Sequence[str], *, threads: int = defaults.T
 
     ``read``: how inputs are read (``--tz``, NetFlow pairing); the defaults otherwise.
     """
-    from zeekml.models.amf_scorer import AmfScorer
+    from zeekml.models.amf_scorer import UNKNOWN_KEY, AmfScorer
     from zeekml.models.registry import ScorerOptions
     from zeekml.sources.open import expand_inputs
 
     read = read or ReadOptions()
     scorer = AmfScorer(card, ScorerOptions(threads=threads))
     classes = scorer.classes
-    all_p, all_y, all_b = [], [], []
+    all_p, all_y, all_b, all_u = [], [], [], []
     files: dict[str, Any] = {}
     for path in expand_inputs([str(p) for p in paths]):
         probs, frames = _score_file(scorer, path, read)
@@ -134,10 +149,13 @@ def evaluate(card: ModelCard, paths: Sequence[str], *, threads: int = defaults.T
         all_p.append(p[keep])
         all_y.append(y[keep])
         all_b.append(binary[keep])
+        all_u.append(lab["payload_unknown"].to_numpy(dtype=bool)[keep] if len(lab) else np.zeros(0, bool))
     p = np.concatenate(all_p) if all_p else np.zeros((0, len(classes)), np.float32)
     y = np.concatenate(all_y) if all_y else np.zeros(0, np.int64)
     b = np.concatenate(all_b) if all_b else np.zeros(0, np.int8)
-    out = metrics_from(p, y, b, classes, card.thresholds)
+    u = np.concatenate(all_u) if all_u else np.zeros(0, bool)
+    # the runtime's thresholds row by row: payload bytes unknown or not (amf_scorer)
+    out = metrics_from(p, y, b, classes, card.thresholds, u, card.data.get(UNKNOWN_KEY))
     out["excluded"] = int(sum(f["excluded"] for f in files.values()))
     out["rows"] = int(sum(f["rows"] for f in files.values()))
     out["model"] = card.name
