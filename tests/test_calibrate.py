@@ -160,3 +160,41 @@ def test_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["calibrate", "--data", str(CAPTURE), "--budget", "5", "--unit", "flows"])
     assert exc.value.code == 2
+
+
+def test_a_class_held_to_two_thresholds_is_counted_as_held() -> None:
+    """The AMF-LSTM holds flows whose payload bytes are unknown to a higher threshold than
+    the others, and a policy threshold applies to all of a class's flows. Such a class is
+    counted at the threshold each flow had: within the budget it is left to the card;
+    cut, it gets one threshold from the highest up, so no flow's threshold is lowered and
+    no flow the budget did not count becomes an alert."""
+    from zeekml.policy.budget import CandidatePolicy, calibrate
+    from zeekml.policy.notice import PolicyConfig
+
+    base = PolicyConfig(suppress=0.0)
+    n = 8
+    scored = pd.DataFrame({
+        "ts": np.arange(n, dtype=np.float64) * 10, "uid": [f"C{i}" for i in range(n)],
+        "orig_h": "10.0.0.1", "orig_p": 1, "resp_h": "10.0.0.2", "resp_p": 22, "proto": "tcp",
+        "model": "amf_lstm", "cls": ["bruteforce"] * 4 + ["ddos"] * 4,
+        "score": [0.95, 0.96, 0.9999, 0.99995, 0.6, 0.7, 0.8, 0.9],
+        "threshold": [0.9, 0.9, 0.9998, 0.9998, 0.55, 0.55, 0.55, 0.55]})
+
+    def run(budget: int):
+        pol = CandidatePolicy(base, allow_lower=False)
+        pol.decide(scored)
+        assert pol.floors[("amf_lstm", "bruteforce")] == 0.9998
+        assert pol.mixed == {("amf_lstm", "bruteforce")}
+        flagged = pol.decision.rows[pol.decision.flagged]
+        rows = flagged.assign(act=flagged["ts"], opener=True, inbound=False, flow=0, context=None)
+        result = calibrate(pol.with_in_force(rows), dict(pol.floors), base, budget,
+                           mixed=pol.mixed)
+        return {c.cls: c for c in result.classes}, result.policy_json(base)["thresholds"]
+
+    by, policy = run(100)  # generous: nothing moves, the card stays for every flow
+    assert by["bruteforce"].mixed and by["bruteforce"].before == 4 and by["bruteforce"].cut == 0
+    assert policy == {}
+    by, policy = run(4)  # 2 a class: bruteforce counted at 4 (two flows under the highest)
+    bf = by["bruteforce"]
+    assert bf.before == 4 and bf.after <= 2 and bf.cut == 2 and bf.named
+    assert policy["amf_lstm:bruteforce"] >= 0.9998  # never below a threshold in force

@@ -52,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
     floors = dict(policy.floors)
     all_classes(floors, [getattr(s, "card", None) for s in scorers if getattr(s, "card", None)],
                 base)
-    result = calibrate(recorder.table(), floors, base, args.budget, unit=args.unit,
+    result = calibrate(policy.with_in_force(recorder.table()), floors, base, args.budget,
+                       unit=args.unit,
                        incidents=icfg, end=policy._max_ts,  # stream clock
-                       span=(policy.first_ts, policy.last_ts), allow_lower=args.allow_lower)
+                       span=(policy.first_ts, policy.last_ts), allow_lower=args.allow_lower,
+                       mixed=policy.mixed)
     doc = result.policy_json(base)
     out = Path(args.out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

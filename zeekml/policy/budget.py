@@ -67,6 +67,11 @@ class CandidatePolicy(NoticePolicy):
         super().__init__(config)
         self.allow_lower = allow_lower
         self.floors: dict[tuple[str, str], float] = {}
+        #: classes whose flows were held to more than one threshold (the floor is the
+        #: highest): counted at the thresholds each flow had, and named in the policy only
+        #: when cut, at the highest or above, so that no flow's threshold is lowered
+        self.mixed: set[tuple[str, str]] = set()
+        self._in_force: list[pd.DataFrame] = []
         self.first_ts = math.inf
         self.last_ts = -math.inf
 
@@ -97,13 +102,34 @@ class CandidatePolicy(NoticePolicy):
         flagged = np.isfinite(score) & (score >= floor)
         if self.allow:
             flagged &= ~(self.allow.contains(df["orig_h"]) | self.allow.contains(df["resp_h"]))
+        # a class's floor is the highest threshold in force for it: a model may hold flows
+        # of one class to different thresholds (the AMF-LSTM's flows with payload bytes
+        # unknown), and a policy threshold applies to all of them, so one below that
+        # would lower some flows' thresholds and raise alerts the budget never counted
         keys = pd.DataFrame({"m": df["model"].astype(str), "c": df["cls"].astype(str),
-                             "t": th}).drop_duplicates(["m", "c"])
-        for m, c, v in keys.itertuples(index=False):
-            self.floors.setdefault((m, c), float(v))
+                             "t": th}).groupby(["m", "c"], sort=False)["t"].agg(["min", "max"])
+        for (m, c), lo, hi in keys.itertuples(name=None):
+            seen = self.floors.get((m, c))
+            if lo != hi or (seen is not None and not lo == hi == seen):
+                self.mixed.add((m, c))
+            self.floors[(m, c)] = max(-math.inf if seen is None else seen, float(hi))
+        if flagged.any():
+            self._in_force.append(pd.DataFrame({
+                "model": df["model"].astype(str).to_numpy()[flagged],
+                "uid": df["uid"].astype(str).to_numpy()[flagged], "in_force": th[flagged]}))
         rows = df.assign(verdict=df["cls"].astype("str").fillna(NORMAL), threshold=th)
         self.decision = Decision(rows, flagged, flagged, cm)
         return empty_verdicts()
+
+
+    def with_in_force(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """The recorder's candidate ``rows`` with ``in_force``: the threshold each had."""
+        if not len(rows) or not self._in_force:
+            return rows.assign(in_force=np.nan)
+        t = pd.concat(self._in_force, ignore_index=True).drop_duplicates(["model", "uid"])
+        key = rows[["model", "uid"]].astype(str)
+        return rows.assign(in_force=key.merge(t, on=["model", "uid"], how="left")["in_force"]
+                           .to_numpy(dtype=np.float64))
 
 
 class CandidateRecorder:
@@ -266,6 +292,10 @@ class ClassCost:
     cut: int  # of those, flows now below the threshold
     cut_low: float = math.nan  # the range of scores cut
     cut_high: float = math.nan
+    #: its flows were held to more than one threshold in force (``floor`` is the highest)
+    mixed: bool = False
+    #: the policy names it (moved; or a mixed class cut to one threshold for all its flows)
+    named: bool = False
 
     @property
     def key(self) -> str:
@@ -294,7 +324,7 @@ class Calibration:
         one above its score range)."""
         th = {k: float(v) for k, v in base.thresholds.items()}
         th.update({c.key: c.threshold for c in self.classes
-                   if c.threshold != c.floor or c.key in th})
+                   if c.threshold != c.floor or c.key in th or c.named})
         out: dict[str, Any] = {"thresholds": th, "suppress": base.suppress,
                                "suppress_by": base.suppress_by}
         if base.allow:
@@ -310,7 +340,8 @@ class Calibration:
             for c in (c for c in self.classes if c.model == model):
                 cost = (f"cuts {c.cut} of {c.flagged} flagged flows, scores "
                         f"{c.cut_low:.6g}..{c.cut_high:.6g}" if c.cut else "cuts nothing")
-                move = ("kept" if c.threshold == c.floor else
+                move = ("set for all its flows at the highest of their thresholds" if c.named
+                        and c.threshold == c.floor else "kept" if c.threshold == c.floor else
                         f"{'raised' if c.threshold > c.floor else 'lowered'} from "
                         f"{c.floor:.6g}")
                 lines.append(f"  {c.cls}: threshold {c.threshold:.6g} ({move}); most {unit} "
@@ -321,9 +352,15 @@ class Calibration:
 def calibrate(rows: pd.DataFrame, floors: dict[tuple[str, str], float], base: PolicyConfig,
               budget: int, *, unit: str = "notice", incidents: IncidentConfig | None = None,
               end: float = -math.inf, span: tuple[float, float] = (math.nan, math.nan),
-              allow_lower: bool = False) -> Calibration:
+              allow_lower: bool = False, mixed: set[tuple[str, str]] | None = None
+              ) -> Calibration:
     """Thresholds so that ``rows`` (:class:`CandidateRecorder` table) give at most
-    ``budget`` alerts a day per model (see the module doc)."""
+    ``budget`` alerts a day per model (see the module doc). ``mixed``: classes whose flows
+    were held to more than one threshold (:attr:`CandidatePolicy.mixed`; ``rows`` then
+    carry ``in_force``, :meth:`CandidatePolicy.with_in_force`): counted at the threshold
+    each flow had; left to the card when within the budget, else one threshold for all
+    their flows, from the highest up (a policy threshold applies to every flow of a
+    class, and none may be lowered)."""
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
         raise ConfigError(f"the budget must be a whole number >= 0, got {budget!r}")
     if unit not in UNITS:
@@ -343,25 +380,44 @@ def calibrate(rows: pd.DataFrame, floors: dict[tuple[str, str], float], base: Po
         lowest = {c: (float(per[c]["score"].min()) if allow_lower and len(per[c])
                       else floors[(model, c)]) for c in classes}
         counts = {c: _counter(per[c], f"{model}:{c}", unit, base, icfg, end) for c in classes}
-        most = {c: counts[c](lowest[c]) for c in classes}
+        mix = {c for c in classes
+               if (model, c) in (mixed or set()) and "in_force" in per[c].columns}
+        held = {c: _in_force_count(per[c], unit, base, icfg, end) for c in mix}
+        most = {c: (held[c] if c in mix and not allow_lower else counts[c](lowest[c]))
+                for c in classes}
         share = allowances(most, budget)
         for c in classes:
             score = per[c]["score"].to_numpy(dtype=np.float64)
             floor = floors[(model, c)]
+            if c in mix and not allow_lower and most[c] <= share[c]:
+                # within its share at the thresholds its flows had: the card stays
+                result.classes.append(ClassCost(
+                    model=model, cls=c, floor=floor, threshold=floor, before=most[c],
+                    after=most[c], flagged=int(np.isfinite(score).sum()), cut=0, mixed=True))
+                continue
             # from the floor up (with allow_lower from the lowest score: fills the budget)
             new, after = lowest_threshold(score, lowest[c], share[c], counts[c])
-            base_count = most[c] if lowest[c] == floor else counts[c](floor)
-            live = score[np.isfinite(score) & (score >= min(floor, new))]
+            if c in mix:  # every recorded flow crossed the threshold it had
+                base_count = held[c]
+                live = score[np.isfinite(score)]
+            else:
+                base_count = most[c] if lowest[c] == floor else counts[c](floor)
+                live = score[np.isfinite(score) & (score >= min(floor, new))]
             cut = live[live < new]
             result.classes.append(ClassCost(
                 model=model, cls=c, floor=floor, threshold=new, before=base_count, after=after,
-                flagged=int((live >= floor).sum()), cut=int(len(cut)),
+                flagged=len(live) if c in mix else int((live >= floor).sum()), cut=int(len(cut)),
+                mixed=c in mix, named=c in mix,
                 cut_low=float(cut.min()) if len(cut) else math.nan,
                 cut_high=float(cut.max()) if len(cut) else math.nan))
-        chosen = {c.key: c.threshold for c in result.classes if c.model == model}
+        costs = [c for c in result.classes if c.model == model]
+        chosen = {c.key: c.threshold for c in costs}
         floors_m = {f"{model}:{c}": floors[(model, c)] for c in classes}
-        result.totals[model] = (_model_total(mine, floors_m, base, unit, icfg, end),
-                                _model_total(mine, chosen, base, unit, icfg, end))
+        as_carded = {c.key for c in costs if c.mixed and not c.named}
+        result.totals[model] = (
+            _model_total(mine, floors_m, base, unit, icfg, end,
+                         {f"{model}:{c}" for c in mix}),
+            _model_total(mine, chosen, base, unit, icfg, end, as_carded))
     return result
 
 
@@ -379,13 +435,26 @@ def _counter(rows: pd.DataFrame, key: str, unit: str, base: PolicyConfig,
     return count
 
 
+def _in_force_count(rows: pd.DataFrame, unit: str, base: PolicyConfig, icfg: IncidentConfig,
+                    end: float) -> int:
+    """Most alerts on one day for one model's class, each flow at the threshold it had."""
+    return _model_total(rows, {}, base, unit, icfg, end,
+                        set(rows["model"].astype(str) + ":" + rows["verdict"].astype(str)))
+
+
 def _model_total(rows: pd.DataFrame, thresholds: dict[str, float], base: PolicyConfig,
-                 unit: str, icfg: IncidentConfig, end: float) -> int:
-    """Most alerts on one day for one model with every class at ``thresholds``."""
+                 unit: str, icfg: IncidentConfig, end: float,
+                 as_carded: set[str] | None = None) -> int:
+    """Most alerts on one day for one model with every class at ``thresholds``, and the
+    classes ``as_carded`` at the threshold each flow had (``in_force``)."""
     if not len(rows):
         return 0
     key = rows["model"].astype(str) + ":" + rows["verdict"].astype(str)
     t = key.map(thresholds).to_numpy(dtype=np.float64)
+    if as_carded and "in_force" in rows.columns:
+        own = key.isin(as_carded).to_numpy(dtype=bool)
+        t = np.where(own, rows["in_force"].to_numpy(dtype=np.float64), t)
+        thresholds = {**thresholds, **{k: -math.inf for k in as_carded}}
     chosen = rows[rows["score"].to_numpy(dtype=np.float64) >= np.nan_to_num(t, nan=np.inf)]
     if unit == "notice":
         return _most_per_day(notice_times(chosen, thresholds, base))
