@@ -575,14 +575,15 @@ def markdown(card: dict[str, Any]) -> str:
               for g, v in t["captures"].items()]
     lines += ["", "Rows per class: " + ", ".join(f"{c} {n}" for c, n in t["class_rows"].items()), ""]
     lines += ["## Thresholds", "", f"{card['threshold_rule']}.", ""]
-    for title, key, tkey in (("payload bytes known", "threshold_support", "thresholds"),
-                             ("payload bytes unknown", "threshold_support_payload_unknown",
+    for title, key, tkey in (("`thresholds`: every flow as read", "threshold_support", "thresholds"),
+                             ("`thresholds_payload_unknown`: flows with payload bytes unknown, "
+                              "never below the first set", "threshold_support_payload_unknown",
                               "thresholds_payload_unknown")):
         if key not in card:
             continue
         sup = card[key]
         if "thresholds_payload_unknown" in card:
-            lines += [f"Flows with {title} ({sup.get('benign_flows')} benign out-of-fold flows):", ""]
+            lines += [f"{title} ({sup.get('benign_flows')} benign out-of-fold flows):", ""]
         lines += ["| class | training captures | threshold | benign flows allowed | benign alarms | rate | 95% upper bound |",
                   "|---|---|---|---|---|---|---|"]
         for c, v in sup.get("per_class", {}).items():
