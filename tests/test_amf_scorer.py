@@ -353,7 +353,7 @@ def test_flows_with_payload_bytes_unknown_get_their_own_thresholds(shipped, tmp_
         else:
             assert 0 < unk.sum() < len(unk)  # a Zeek log: mostly known, a few without bytes
         assert (got == np.where(unk, 0.75, 0.25)).all()
-    for bad in ({"ddos": 0.5}, {**unknown, "default": "high"}):
+    for bad in ({"ddos": 0.5}, {**unknown, "default": "high"}, {**unknown, "ddos": float("nan")}):
         with pytest.raises(ModelError, match="thresholds_payload_unknown"):
             load_scorer(str(_copy_with(shipped, tmp_path, thresholds=known,
                                        thresholds_payload_unknown=bad)))

@@ -31,6 +31,7 @@ output shapes, before anything is scored.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -97,8 +98,9 @@ def validate_card(card: ModelCard) -> tuple[list[str], int, str]:
         if not isinstance(unknown, dict) or set(unknown) != set(card.thresholds):
             raise ModelError(f"{card.path}: {UNKNOWN_KEY} must name the same classes as "
                              "thresholds")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in unknown.values()):
-            raise ModelError(f"{card.path}: a value of {UNKNOWN_KEY} is not a number")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in unknown.values()):
+            raise ModelError(f"{card.path}: a value of {UNKNOWN_KEY} is not a finite number")
     return classes, window, key
 
 
