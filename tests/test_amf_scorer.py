@@ -90,8 +90,8 @@ def test_scorebatch_semantics(shipped, flows):
     assert np.all((b.score >= 0) & (b.score <= 1))
     assert "normal" not in set(b.cls.tolist())
     assert set(b.cls.tolist()) <= set(CLASSES)
-    from zeekml.features.flow_stats import flow_features
-    from zeekml.models.amf_scorer import UNKNOWN_KEY, payload_unknown
+    from zeekml.features.flow_stats import flow_features, payload_unknown
+    from zeekml.models.amf_scorer import UNKNOWN_KEY
 
     unknown = shipped.data.get(UNKNOWN_KEY, shipped.thresholds)
     expect = np.where(payload_unknown(flow_features(flows)),
@@ -333,8 +333,7 @@ def test_flows_with_payload_bytes_unknown_get_their_own_thresholds(shipped, tmp_
     (here real NetFlow, an nfcapd capture read through nfdump, and the Zeek flows Zeek
     left without byte counts); every other flow keeps ``thresholds``."""
     from tests.conftest import need_binary
-    from zeekml.features.flow_stats import flow_features
-    from zeekml.models.amf_scorer import payload_unknown
+    from zeekml.features.flow_stats import flow_features, payload_unknown
     from zeekml.sources.open import read_table
 
     need_binary("nfdump")

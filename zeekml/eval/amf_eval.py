@@ -100,8 +100,7 @@ def _score_file(scorer: Any, path: str, options: Any = None
     """Class probabilities, label columns and ``payload_unknown`` (which threshold set the
     runtime uses) of one file, scored from a fresh window store (NetFlow records paired
     within the file unless ``options.pair`` is False)."""
-    from zeekml.features.flow_stats import flow_features
-    from zeekml.models.amf_scorer import payload_unknown
+    from zeekml.features.flow_stats import flow_features, payload_unknown
     from zeekml.sources.open import pair_batches, read_flows, sniff_path
     from zeekml.windows.host_window import HostWindows, standalone
 

@@ -54,6 +54,7 @@ FEATURES: tuple[str, ...] = (
 )
 
 N_FEATURES = len(FEATURES)
+_BYTES_MISSING = FEATURES.index("bytes_missing")
 
 _ESTABLISHED = ("SF", "S1", "S2", "S3", "RSTO", "RSTR")
 _ATTEMPT = ("S0",)
@@ -80,6 +81,14 @@ def _has_each(hist: pd.Series, char_sets: tuple[str, ...]) -> list[np.ndarray]:
                           .to_numpy(dtype=bool, na_value=False), False)
         out.append(table[codes])  # code -1 (missing) reads the appended False
     return out
+
+
+def payload_unknown(features: np.ndarray) -> np.ndarray:
+    """Per row of :func:`flow_features` (or of a window position, whose features begin
+    with these): are the flow's payload bytes unknown? NetFlow and Argus never give them,
+    Zeek sometimes not; the AMF-LSTM holds such flows to thresholds of their own, and the
+    runtime, the evaluation and the trainer all ask this one test."""
+    return np.asarray(features[..., _BYTES_MISSING] > 0.5, dtype=bool)
 
 
 def flow_features(flows: pd.DataFrame) -> np.ndarray:

@@ -41,7 +41,7 @@ import onnxruntime as ort
 import pandas as pd
 
 from zeekml.errors import ModelError, StateError
-from zeekml.features.flow_stats import FEATURES, flow_features
+from zeekml.features.flow_stats import flow_features, payload_unknown
 from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
 from zeekml.models.context import uid_lists
@@ -64,7 +64,6 @@ CONTEXT_FLOWS = 3
 #: card field: per-class thresholds for flows whose payload bytes are unknown (optional;
 #: calibrated on benign flows read that way, see zeekml.train.amf_training)
 UNKNOWN_KEY = "thresholds_payload_unknown"
-_BYTES_MISSING = FEATURES.index("bytes_missing")
 MAX_WINDOW = 1000
 
 
@@ -102,12 +101,6 @@ def validate_card(card: ModelCard) -> tuple[list[str], int, str]:
                    for v in unknown.values()):
             raise ModelError(f"{card.path}: a value of {UNKNOWN_KEY} is not a finite number")
     return classes, window, key
-
-
-def payload_unknown(features: np.ndarray) -> np.ndarray:
-    """Per flow of :func:`~zeekml.features.flow_stats.flow_features` rows: are its payload
-    bytes unknown (the feature the model itself reads)?"""
-    return features[:, _BYTES_MISSING] > 0.5
 
 
 def uses_fanout(card: ModelCard) -> bool:

@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 from zeekml.eval.metrics import binary_report, classification_report, roc_auc
+from zeekml.features.flow_stats import payload_unknown as flow_payload_unknown
 from zeekml.records.labels import CLASSES
 from zeekml.train.amf_thresholds import DEFAULT_ALPHA, ThresholdReport, attack_view, calibrate
 from zeekml.train.datasets import WindowSet
-from zeekml.windows.host_window import window_features
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +124,11 @@ def fold_thresholds(ws: WindowSet, probs: np.ndarray, alpha: float = DEFAULT_ALP
     return out
 
 
-def payload_unknown(ws: WindowSet, fanout: bool = False) -> np.ndarray:
+def payload_unknown(ws: WindowSet) -> np.ndarray:
     """Per window: are its flow's payload bytes unknown (NetFlow, Argus, some Zeek flows)?
-    The model's own input feature, as the runtime tests it
-    (:func:`zeekml.models.amf_scorer.payload_unknown`)."""
-    col = list(window_features(fanout)).index("bytes_missing")
-    return ws.x[:, -1, col] > 0.5 if len(ws) else np.zeros(0, dtype=bool)
+    The runtime's test (:func:`zeekml.features.flow_stats.payload_unknown`) on the flow's
+    own position, the window's last (every window layout begins with the flow features)."""
+    return flow_payload_unknown(ws.x[:, -1]) if len(ws) else np.zeros(0, dtype=bool)
 
 
 def _with_view(ws: WindowSet, probs: np.ndarray, unknown: np.ndarray, view: WindowSet | None,

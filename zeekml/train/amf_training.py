@@ -272,8 +272,8 @@ def train(req: AmfTrainRequest) -> int:
     v_dec: dict[str, dict[str, np.ndarray]] = {}
     per_fold: dict[str, Any] = {}
     per_fold_unknown: dict[str, Any] = {}
-    unk = amf_loco.payload_unknown(ws, req.fanout)
-    v_unk = amf_loco.payload_unknown(vw, req.fanout) if vw is not None else None
+    unk = amf_loco.payload_unknown(ws)
+    v_unk = amf_loco.payload_unknown(vw) if vw is not None else None
     split = amf_loco.splits_by_payload(ws, unk, vw, v_unk)
     for kind, probs in oof.items():
         name = amf_loco.MODEL_NAMES[kind]
@@ -341,7 +341,7 @@ def train(req: AmfTrainRequest) -> int:
     if unlabeled:
         uw = corpus_windows(unlabeled, req.window, key, req.fanout)
         u_probs = amf_lstm.predict(final, uw.x, uw.mask)[0]
-        u_unk = amf_loco.payload_unknown(uw, req.fanout)
+        u_unk = amf_loco.payload_unknown(uw)
         u_dec = amf_loco.decide(uw, u_probs, {c.name: thresholds for c in unlabeled}, u_unk,
                                 {c.name: thresholds_unknown for c in unlabeled}
                                 if thresholds_unknown else None)
