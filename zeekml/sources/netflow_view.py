@@ -45,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 
 from zeekml.records import schema
+from zeekml.records.distinct import per_distinct
 from zeekml.sources.biflow import pair_table
 from zeekml.sources.nfdump_map import canonical_frame
 from zeekml.sources.skips import SkipLog
@@ -54,12 +55,13 @@ from zeekml.sources.values import Rejects
 _ICMP_REPLY = {1: {8: 0, 13: 14, 15: 16, 17: 18}, 58: {128: 129, 133: 134, 135: 136}}
 #: the responder's first record starts this much after the originator's
 RESPONSE_DELAY = 0.001
-_PROTO = {"tcp": 6, "udp": 17}
 
 
 def _letters(hist: pd.Series, chars: str) -> np.ndarray:
-    return np.asarray(hist.str.contains("[" + chars + "]", regex=True)
-                      .to_numpy(dtype=bool, na_value=False), dtype=bool)
+    """Whether each row's history holds any of ``chars`` (missing: no), tested once per
+    distinct history."""
+    return per_distinct(hist, lambda v: v.str.contains("[" + chars + "]", regex=True)
+                        .to_numpy(dtype=bool, na_value=False), False).astype(bool)
 
 
 def _flags(parts: list[tuple[np.ndarray, str]], n: int) -> np.ndarray:
@@ -95,9 +97,8 @@ def netflow_view(flows: pd.DataFrame, path: str = "netflow-view") -> pd.DataFram
     proto_txt = df["proto"].to_numpy(dtype=object, na_value="")
     v6 = df["orig_h"].str.contains(":", regex=False).to_numpy(dtype=bool, na_value=False)
     icmp = proto_txt == "icmp"
-    proto = np.where(icmp, np.where(v6, 58, 1), np.vectorize(_PROTO.get)(proto_txt, 0))
-    hist = df["history"].astype(object).where(df["history"].notna(), "").astype(str)
-    hist = pd.Series(hist, dtype=object)
+    proto = np.select([icmp & v6, icmp, proto_txt == "tcp", proto_txt == "udp"], [58, 1, 6, 17])
+    hist = df["history"]
     ts = df["ts"].to_numpy(dtype=np.float64)
     dur = df["duration"].to_numpy(dtype=np.float64, na_value=np.nan)
     dur = np.where(np.isfinite(dur), np.round(dur * 1e3) / 1e3, 0.0)
