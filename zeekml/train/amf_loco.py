@@ -133,11 +133,13 @@ def payload_unknown(ws: WindowSet) -> np.ndarray:
 
 def _with_view(ws: WindowSet, probs: np.ndarray, unknown: np.ndarray, view: WindowSet | None,
                view_probs: np.ndarray | None, view_unknown: np.ndarray | None
-               ) -> tuple[WindowSet, np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(group, binary, probs, unknown)`` of the rows and their view's rows together:
+    what calibration reads (never the windows themselves, hundreds of MB)."""
     if view is None or view_probs is None or view_unknown is None or not len(view):
-        return ws, probs, unknown
-    return (ws.concat(view), np.concatenate([probs, view_probs]),
-            np.concatenate([unknown, view_unknown]))
+        return ws.group, ws.binary, probs, unknown
+    return (np.concatenate([ws.group, view.group]), np.concatenate([ws.binary, view.binary]),
+            np.concatenate([probs, view_probs]), np.concatenate([unknown, view_unknown]))
 
 
 def splits_by_payload(ws: WindowSet, unknown: np.ndarray, view: WindowSet | None = None,
@@ -171,13 +173,13 @@ def fold_thresholds_by_payload(ws: WindowSet, probs: np.ndarray, unknown: np.nda
     or Argus are then held to a false-alarm rate measured on benign flows read that way,
     and a flow with payload bytes known is decided exactly as before."""
     known = fold_thresholds(ws, probs, alpha, min_captures, full)
-    cws, cprobs, cunk = _with_view(ws, probs, unknown, view, view_probs, view_unknown)
+    group, binary, cprobs, cunk = _with_view(ws, probs, unknown, view, view_probs, view_unknown)
     score, cls = attack_view(cprobs, CLASSES)
     whole = ws if full is None else full
     unk: dict[str, ThresholdReport] = {}
     for g in captures_of(ws):
-        m = (cws.group != g) & cunk
-        rep = calibrate(score[m], cls[m], cws.binary[m] == 0, CLASSES, alpha,
+        m = (group != g) & cunk
+        rep = calibrate(score[m], cls[m], binary[m] == 0, CLASSES, alpha,
                         support=class_support(whole, without=g), min_captures=min_captures)
         unk[g] = at_least(rep, known[g].thresholds)
     return known, unk
@@ -192,9 +194,9 @@ def shipped_by_payload(ws: WindowSet, probs: np.ndarray, unknown: np.ndarray,
     score, cls = attack_view(probs, CLASSES)
     known = calibrate(score, cls, ws.binary == 0, CLASSES, alpha, support=support,
                       min_captures=min_captures)
-    cws, cprobs, cunk = _with_view(ws, probs, unknown, view, view_probs, view_unknown)
+    _, binary, cprobs, cunk = _with_view(ws, probs, unknown, view, view_probs, view_unknown)
     score, cls = attack_view(cprobs, CLASSES)
-    rep = calibrate(score[cunk], cls[cunk], cws.binary[cunk] == 0, CLASSES, alpha,
+    rep = calibrate(score[cunk], cls[cunk], binary[cunk] == 0, CLASSES, alpha,
                     support=support, min_captures=min_captures)
     return known, at_least(rep, known.thresholds)
 
