@@ -297,7 +297,9 @@ class IncidentTracker:
         return bits[inv]
 
     def _names(self, mask: int) -> list[str]:
-        return [m for i, m in enumerate(self._models) if (mask >> i) & 1]
+        """The models of a bit mask, sorted: bits are given in order of first appearance,
+        which depends on how the stream was cut into batches."""
+        return sorted(m for i, m in enumerate(self._models) if (mask >> i) & 1)
 
     # ----------------------------------------------------------------- update
     def update(self, x: pd.DataFrame, clock: float) -> pd.DataFrame:
