@@ -92,6 +92,22 @@ def test_notice_budget_holds_when_the_policy_is_used(tmp_path: Path) -> None:
         assert counts[counts["model"] == model]["n"].max() == m["after"]
 
 
+def test_a_cut_beyond_the_score_range_is_written_as_never(tmp_path: Path) -> None:
+    """A budget of 0 for the brute-force detector on the archive, whose SSH port takes
+    the internet's guessers (scores up to 64, its window full): the threshold just above
+    the highest score lies outside the score range [0, 64], which `score --config` refuses,
+    so the policy says inf (never); scored with it, the archive has no such notice."""
+    data = archive_files()
+    policy, report = calibrate(tmp_path, data, "--budget", "0", "--model", "bruteforce")
+    (cost,) = [c for c in report["classes"] if c["cls"] == "login_guessing"]
+    assert cost["before"] > 0 and cost["after"] == 0 and cost["cut_high"] == 64
+    assert policy["thresholds"] == {"bruteforce:login_guessing": float("inf")}
+    out = tmp_path / "scored.log"
+    assert main(["-q", "score", "--threads", "1", "--model", "bruteforce", "--config",
+                 str(tmp_path / "policy.json"), "--out", str(out), *data]) == 0
+    assert not len(zeek_rows(out))
+
+
 def test_incident_budget_holds_when_the_policy_is_used(tmp_path: Path) -> None:
     """--unit incident: at most N incidents a day per model (counted by first_seen)."""
     data = archive_files()

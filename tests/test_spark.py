@@ -472,6 +472,10 @@ def test_fanout_model_on_a_huge_host_cut_into_chunks_equals_local(spark, tmp_pat
     # the optional DNS burst detector keyed by the originator of a lookup: the Simda DGA
     # host's 577 lookups in chunks of 300, each preceded by its 255 previous lookups
     ("dns_burst", "zeek/stratosphere-005-simda/conn.log", 300, 200, 300),
+    # the brute-force detector keyed by the originator of a login attempt: an hour of
+    # internet SSH guessing at a server (one address: 313 sessions) in chunks of 100
+    ("bruteforce", "zeek/rita-rotated-archive/2024-04-19/conn.08:00:00-09:00:00.log.gz",
+     100, 8, 250),
 ])
 def test_count_detector_cut_into_chunks_equals_local(spark, tmp_path, name, capture,
                                                      chunk_rows, threshold, flagged) -> None:

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,32 @@ def _f(v: float | None, pct: bool = False) -> str:
     return "-" if v is None else f"{100 * v:.2f}%" if pct else f"{v:.3f}"
 
 
+#: what a card's metrics keep of a capture's entry (rates follow from the counts)
+CARD_KEYS = ("capture", "labeled", "flows", "malicious", "benign", "flagged", "tp", "fp",
+             "notices", "notices_benign", "notices_per_10k_benign")
+
+
+def write_metrics(card: Path, entries: list[dict[str, Any]], pooled: dict[str, Any],
+                  argv: list[str]) -> None:
+    """Replace the card's ``metrics`` with these figures and the command that made them
+    (the card is rewritten whole: no other field changes)."""
+    data = json.loads(card.read_text(encoding="utf-8"))
+    args = [a if not Path(a).is_absolute() else os.path.relpath(a, REPO) for a in argv
+            if a != "--write-metrics"]
+    data["metrics"] = {
+        "how": "every capture of tools/shared-corpus.json and the inputs outside it "
+               "(unlabeled: every flow counted as benign, so for the malicious ones read "
+               "'flagged') scored as zeekml score scores them (nothing is trained; "
+               "random-sample rows scored alone); notices through the runtime's policy "
+               "with the default 600 s suppression",
+        "command": shlex.join(["python", "tools/scan_report.py", *args]),
+        "measured": time.strftime("%Y-%m-%d", time.gmtime()),
+        "pooled_labeled": {k: pooled[k] for k in CARD_KEYS if k in pooled},
+        "captures": [{k: e[k] for k in CARD_KEYS} for e in entries],
+    }
+    card.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=str(REPO / "tools" / "shared-corpus.json"))
@@ -107,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra", action="append", default=[], metavar="PATH",
                     help="an unlabeled file or directory outside the corpus (repeatable)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--write-metrics", action="store_true",
+                    help="also write the figures, with this command, into the card's metrics")
     args = ap.parse_args(argv)
     card = Path(args.card)
     model = load_card(card).name
@@ -127,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
               ("flows", "malicious", "benign", "portscan", "flagged", "tp", "fp",
                "flagged_portscan", "notices_benign", "notices")}
     pooled = {"capture": "pooled (labeled)", **pooled, **rates(pooled)}
+    if args.write_metrics:
+        write_metrics(card, entries, pooled, argv if argv is not None else sys.argv[1:])
     if args.json:
         print(json.dumps({"captures": entries, "pooled": pooled}, indent=1))
         return 0

@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
                        unit=args.unit,
                        incidents=icfg, end=policy._max_ts,  # stream clock
                        span=(policy.first_ts, policy.last_ts), allow_lower=args.allow_lower,
-                       mixed=policy.mixed)
+                       mixed=policy.mixed,
+                       ranges={s.name: getattr(s, "score_range", None) for s in scorers})
     doc = result.policy_json(base)
     out = Path(args.out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

@@ -2,7 +2,8 @@
 
 ``--model`` takes either a path to an ``.onnx`` file (or to the ``NAME.card.json`` of a
 card-only model, whose kind needs no graph) or the name of a bundled model
-(``amf_lstm``, ``flow_lm``, ``scan``; ``dns_burst`` runs only when named). Bundled models live
+(``amf_lstm``, ``bruteforce``, ``flow_lm``, ``scan``; ``dns_burst`` runs only when
+named). Bundled models live
 in the top-level ``onnx_models/`` directory of a source checkout, which installs as the
 package ``zeekml.onnx_models``; those in its ``optional/`` folder are not in the default set.
 
@@ -33,6 +34,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "flow_lm": "zeekml.models.lm_scorer:LmScorer",
     "scan": "zeekml.models.scan_scorer:ScanScorer",
     "dns_burst": "zeekml.models.dns_burst_scorer:DnsBurstScorer",
+    "bruteforce": "zeekml.models.bruteforce_scorer:BruteforceScorer",
 }
 
 #: bundled models that run only when named (``--model NAME``): not in the default set

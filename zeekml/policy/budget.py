@@ -352,15 +352,18 @@ class Calibration:
 def calibrate(rows: pd.DataFrame, floors: dict[tuple[str, str], float], base: PolicyConfig,
               budget: int, *, unit: str = "notice", incidents: IncidentConfig | None = None,
               end: float = -math.inf, span: tuple[float, float] = (math.nan, math.nan),
-              allow_lower: bool = False, mixed: set[tuple[str, str]] | None = None
-              ) -> Calibration:
+              allow_lower: bool = False, mixed: set[tuple[str, str]] | None = None,
+              ranges: dict[str, tuple[float, float] | None] | None = None) -> Calibration:
     """Thresholds so that ``rows`` (:class:`CandidateRecorder` table) give at most
     ``budget`` alerts a day per model (see the module doc). ``mixed``: classes whose flows
     were held to more than one threshold (:attr:`CandidatePolicy.mixed`; ``rows`` then
     carry ``in_force``, :meth:`CandidatePolicy.with_in_force`): counted at the threshold
     each flow had; left to the card when within the budget, else one threshold for all
     their flows, from the highest up (a policy threshold applies to every flow of a
-    class, and none may be lowered)."""
+    class, and none may be lowered). ``ranges``: each model's score range; a threshold
+    just above the highest score seen that lies beyond it (a count detector's window
+    full, a probability of 1) becomes ``inf`` (never), the value a policy file may hold
+    there."""
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
         raise ConfigError(f"the budget must be a whole number >= 0, got {budget!r}")
     if unit not in UNITS:
@@ -397,6 +400,9 @@ def calibrate(rows: pd.DataFrame, floors: dict[tuple[str, str], float], base: Po
                 continue
             # from the floor up (with allow_lower from the lowest score: fills the budget)
             new, after = lowest_threshold(score, lowest[c], share[c], counts[c])
+            top = (ranges or {}).get(model)
+            if top is not None and floor <= top[1] < new:  # raised out of the range
+                new = math.inf
             if c in mix:  # every recorded flow crossed the threshold it had
                 base_count = held[c]
                 live = score[np.isfinite(score)]

@@ -73,7 +73,7 @@ def failed_flows(flows: pd.DataFrame) -> np.ndarray:
     return ((rp == 0) | rejected | one_way) & ~icmp
 
 
-def _failed_sides(flows: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def target_sides(flows: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(originator key ``str``, missing -> ``""``; responder hash ``uint32`` as the windows
     hash peers) of the given rows. Built from each address column's factorization of the
     whole batch (shared with the other scorers), and only for the distinct addresses of
@@ -84,7 +84,7 @@ def _failed_sides(flows: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np
     return row_texts(flows["orig_h"], rows), hashes[r_inv.ravel()]
 
 
-def _target_hash(peer_hash: np.ndarray, service: np.ndarray) -> np.ndarray:
+def target_hash(peer_hash: np.ndarray, service: np.ndarray) -> np.ndarray:
     """int32 per flow: a hash of (responder hash, service), one value per target (a
     collision, about one in four billion pairs, can only undercount)."""
     h = (peer_hash.astype(np.uint64) << np.uint64(32)) | service.astype(np.uint32).astype(np.uint64)
@@ -178,9 +178,9 @@ class ScanHistory:
             all_ts = np.where(np.isfinite(all_ts), all_ts, 0.0)
             all_svc = service_codes(flows)[failed]
             all_uid = uid_bytes(flows["uid"].iloc[failed])
-            all_keys, all_peers = _failed_sides(flows, failed)
+            all_keys, all_peers = target_sides(flows, failed)
             all_meta = np.empty((len(failed), 2), dtype=np.int32)
-            all_meta[:, 0] = _target_hash(all_peers, all_svc)
+            all_meta[:, 0] = target_hash(all_peers, all_svc)
             all_meta[:, 1] = all_peers.view(np.int32)
         for lo in range(0, len(failed), step):
             rows = failed[lo:lo + step]

@@ -6,7 +6,8 @@ This module holds everything the Spark engine assumes about scorers, in one plac
   host: ``orig``, ``resp`` or ``local``), one :class:`~zeekml.windows.scan.ScanHistory`
   (keyed by the originator of a failed flow, ``orig_failed``), one
   :class:`~zeekml.windows.lookups.LookupHistory` (the originator of a DNS lookup,
-  ``orig_dns``) or one
+  ``orig_dns``), one :class:`~zeekml.windows.logins.LoginHistory` (the originator of a
+  login attempt, ``orig_login``) or one
   :class:`~zeekml.windows.conversation.ConversationWindows` (keyed by the host pair),
   held as an attribute, or no state at all (:func:`state_layout`); a window depends on
   the key's previous ``depth`` flows (``HostWindows.depth``, ``history.depth``);
@@ -77,12 +78,13 @@ def state_layout(scorer: Scorer) -> tuple[str, int]:
     """
     from zeekml.windows.conversation import ConversationWindows
     from zeekml.windows.host_window import HostWindows
+    from zeekml.windows.logins import LoginHistory
     from zeekml.windows.lookups import LookupHistory
     from zeekml.windows.scan import ScanHistory
 
     found = set()
     for value in vars(scorer).values():
-        if isinstance(value, (HostWindows, ScanHistory, LookupHistory)):
+        if isinstance(value, (HostWindows, ScanHistory, LookupHistory, LoginHistory)):
             found.add((value.key, value.depth))
         elif isinstance(value, ConversationWindows):
             found.add(("pair", value.history.depth))
@@ -91,7 +93,7 @@ def state_layout(scorer: Scorer) -> tuple[str, int]:
     if not found and not scorer.state_dict():
         return "orig", 0
     raise ModelError(f"model {scorer.name!r} keeps state the Spark engine cannot partition "
-                     "(it needs exactly one HostWindows, ScanHistory, LookupHistory or "
+                     "(it needs exactly one HostWindows, ScanHistory, LookupHistory, LoginHistory or "
                      "ConversationWindows)")
 
 
@@ -110,6 +112,10 @@ def state_keys(flows: pd.DataFrame, kind: str) -> pd.Series:
         from zeekml.windows.lookups import lookup_keys
 
         return lookup_keys(flows)
+    if kind == "orig_login":
+        from zeekml.windows.logins import login_keys
+
+        return login_keys(flows)
     from zeekml.windows.host_window import key_sides
 
     return key_sides(flows, kind)[0].astype("str").fillna("").reset_index(drop=True)

@@ -1,0 +1,115 @@
+"""Runtime scorer of the brute-force detector: alike sessions to one login service.
+
+Not a neural model: a count and a threshold per class, on the same flow table and in the
+same notice pipeline as the others, for what the neural models measured blind to
+(brute force read as NetFlow: no notice from any default model, docs/models.md). Its card
+(``bruteforce.card.json``, no graph) holds the window and the thresholds;
+:mod:`zeekml.windows.logins` does the counting.
+
+Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
+
+``score``      the originator's answered connections to the flow's own target (responder
+               address and service) within the card's horizon (300 s) among its last
+               attempts (the card's depth, 63) whose sizes are alike to the flow's, the
+               flow included; 0 for a flow that is no attempt
+``cls``        ``login_guessing`` for a login service (SSH, FTP, telnet, RDP, VNC, mail,
+               databases: :data:`~zeekml.windows.logins.LOGIN_PORTS`), ``http_guessing``
+               for plain HTTP (:data:`~zeekml.windows.logins.WEB_PORTS`)
+``threshold``  the card's threshold of that class
+``context``    uids of up to 5 earlier alike attempts counted, newest first
+
+The card is untrusted: kind, window key, depth, horizon and both thresholds are checked
+before anything is scored.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+import pandas as pd
+
+from zeekml.errors import ModelError
+from zeekml.models.base import Deferred, ScoreBatch
+from zeekml.models.card import ModelCard
+from zeekml.models.context import uid_lists
+from zeekml.models.registry import ScorerOptions
+from zeekml.windows.logins import WEB, LoginCounts, LoginHistory, login_attempts
+
+KIND = "bruteforce"
+CLASSES = ("login_guessing", "http_guessing")
+_CLASS_NAMES = np.array(CLASSES, dtype=object)
+MAX_DEPTH = 255
+#: originators of attempts kept: a sixteenth of ``--max-hosts``, least recently seen
+#: evicted first. A guessing host connects every few seconds and stays; at the default
+#: (62,500 hosts of 64 attempts, 40 bytes each) the store stays under 170 MB
+KEY_SHARE = 16
+
+
+def validate_card(card: ModelCard) -> tuple[int, float, dict[str, float]]:
+    """Check the card's fields; return (depth, horizon, class -> threshold)."""
+    if card.kind != KIND:
+        raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
+    depth, horizon = card.count_window(LoginHistory.key, MAX_DEPTH)
+    unknown = sorted(set(card.thresholds) - set(CLASSES))
+    if unknown:
+        raise ModelError(f"{card.path}: unknown bruteforce threshold(s) {unknown}; the "
+                         f"classes are {list(CLASSES)}")
+    thresholds = {}
+    for cls in CLASSES:
+        t = card.thresholds.get(cls)
+        if t is None or not math.isfinite(t) or not 1 <= t <= depth + 1:
+            raise ModelError(f"{card.path}: threshold of {cls!r} must be a number in "
+                             f"1..{depth + 1} (the window's depth + 1)")
+        thresholds[cls] = float(t)
+    return depth, horizon, thresholds
+
+
+def _context(counts: LoginCounts, rows: np.ndarray) -> np.ndarray:
+    return uid_lists(*counts.context(rows))
+
+
+class BruteforceScorer:
+    """Scorer for a ``bruteforce`` card (see the module docstring for the outputs)."""
+
+    #: a batch's counts and context come from arrays made for that batch, never the
+    #: store's buffers: valid after the next push (zeekml.runtime.lanes)
+    results_survive_next_score = True
+
+    #: its card describes no ONNX graph (:func:`zeekml.models.registry.load_scorer`)
+    graphless = True
+
+    def __init__(self, card: ModelCard, options: ScorerOptions | None = None) -> None:
+        options = options or ScorerOptions()
+        self.card = card
+        self.name = card.name
+        depth, horizon, self.thresholds = validate_card(card)
+        self.logins = LoginHistory(max_keys=max(1, options.max_hosts // KEY_SHARE),
+                                   depth=depth, horizon=horizon)
+        self.notice_classes = CLASSES
+        self.score_range = (0.0, float(depth + 1))
+        self._threshold_of = np.array([self.thresholds[c] for c in CLASSES])
+
+    def _batch(self, kind: np.ndarray, score: np.ndarray, **extra: Deferred) -> ScoreBatch:
+        which = (kind == WEB).astype(np.int8)
+        return ScoreBatch(model=self.name, score=score.astype(np.float64),
+                          cls=_CLASS_NAMES[which],  # a take: no [B] string array first
+                          threshold=self._threshold_of[which], extra=dict(extra))
+
+    def score(self, flows: pd.DataFrame) -> ScoreBatch:
+        c = self.logins.push(flows)
+        return self._batch(c.kind, c.alike, context=Deferred(len(flows), partial(_context, c)))
+
+    def score_alone(self, flows: pd.DataFrame) -> ScoreBatch:
+        """Each row scored as if its originator had no other flow (rows of a random
+        sample): an attempt is one attempt, never a guessing run. The store is not
+        touched."""
+        kind = login_attempts(flows)
+        return self._batch(kind, (kind != 0).astype(np.float64))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.logins.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.logins.load_state_dict(state)

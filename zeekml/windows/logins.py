@@ -1,0 +1,205 @@
+"""Login guessing: one originator opening session after alike session to one login service.
+
+A password-guessing tool (hydra, medusa, ncrack, a bot spreading over SSH or telnet)
+leaves one trace in a conn log whatever the protocol: the same originator connecting to
+the same service of the same host again and again, each connection answered, short and
+of nearly the same size as the last (one failed login is the next one's twin). The
+neural models did not see it where the payload is unknown: after the thresholds for
+NetFlow input, the AMF-LSTM notices none of the held-out NetFlow brute-force traces
+(docs/models.md), and the scan detector counts only failed connections.
+
+Only *attempts* are kept: answered TCP flows (not :func:`~zeekml.windows.scan.failed_flows`)
+to a login service (:data:`LOGIN_PORTS`, or a Zeek ``service`` in :data:`LOGIN_SERVICES`),
+or to plain HTTP (:data:`WEB_PORTS`, where a login form is guessed at). Per originator,
+for each attempt its last :data:`LOGIN_DEPTH` attempts before it and the attempt itself
+are looked at, and those within :data:`LOGIN_HORIZON` seconds at the same target
+(responder address and service) whose sizes are alike (:func:`alike_sizes`, both
+directions) are counted. Every other flow scores zero and never touches the store.
+
+Left out on purpose, because ordinary clients open many alike connections there (measured
+on ``../shared/data``: the most alike connections one client made to one HTTPS server
+within 300 s was 55, to a web proxy 36): TLS ports (443 and the like, where a login form
+cannot be told from polling), proxies, Kerberos, LDAP and SMB (a Windows domain's
+clients talk to their controllers all day), and SMTP (mail servers relay to each other).
+A monitoring probe of a login service (an SSH banner check every minute) is alike too:
+allow-list it (``--allow``) or raise the threshold with ``zeekml calibrate``.
+
+The state key is :data:`LoginHistory.key` (``orig_login``): the originator of an attempt,
+:data:`NOT_ATTEMPT_KEY` for any other flow; the Spark engine cuts the stream by it
+(:func:`login_keys`), so the counts are exact there too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from zeekml import defaults
+from zeekml.records.distinct import factorized
+from zeekml.windows.counted import CountedPart, counted_context
+from zeekml.windows.history import FieldSpec, KeyedHistory
+from zeekml.windows.host_window import UID_BYTES, service_codes, uid_bytes
+from zeekml.windows.scan import failed_flows, target_hash, target_sides
+
+#: previous attempts of the originator looked at (the window is these and the current one)
+LOGIN_DEPTH = 63
+#: seconds: attempts further from the current one (by ``ts``) do not count
+LOGIN_HORIZON = 300.0
+#: responder ports of services that take a password: FTP, SSH (and 2222), telnet, POP3,
+#: IMAP (and their TLS ports: the handshake is the same size every time), SMTP submission,
+#: VMware authd, MS SQL, Oracle, MySQL, RDP, PostgreSQL, VNC, Redis, WinRM, MongoDB
+LOGIN_PORTS = (21, 22, 23, 110, 143, 465, 587, 902, 993, 995, 1433, 1521, 2222, 3306,
+               3389, 5432, 5900, 5901, 5985, 5986, 6379, 27017)
+#: Zeek ``service`` names of the same services on any port
+LOGIN_SERVICES = ("ftp", "ssh", "telnet", "pop3", "imap", "rdp", "rfb", "mysql",
+                  "postgresql", "tds", "redis")
+#: plain HTTP ports: a login form guessed at (TLS ports are left out, see above)
+WEB_PORTS = (80, 8000, 8080)
+#: two sizes are alike when they differ by at most this many bytes ...
+SIZE_SLACK = 32
+#: ... or by at most this share of the larger one
+SIZE_SHARE = 0.1
+#: attempt kinds (:func:`login_attempts`)
+NOT_ATTEMPT, LOGIN, WEB = 0, 1, 2
+#: previous alike attempts whose uids a notice lists, newest first
+CONTEXT_FLOWS = 5
+#: the state key of a flow that is no attempt: no address is this, and it needs no state
+NOT_ATTEMPT_KEY = "\x00not_login"
+
+
+def _named(flows: pd.DataFrame) -> np.ndarray:
+    """Bool per flow: Zeek's ``service`` names a login service (each distinct value once)."""
+    if "service" not in flows.columns:
+        return np.zeros(len(flows), dtype=bool)
+    codes, values = factorized(flows["service"])
+    wanted = set(LOGIN_SERVICES)
+    named = values.astype("str").str.lower().str.split(",").map(
+        lambda parts: not wanted.isdisjoint(parts)).to_numpy(dtype=bool)
+    return np.append(named, False)[codes]
+
+
+def login_attempts(flows: pd.DataFrame) -> np.ndarray:
+    """int8 ``[B]``: :data:`LOGIN` for an answered TCP flow to a login service,
+    :data:`WEB` for one to a plain HTTP port, :data:`NOT_ATTEMPT` for every other flow."""
+    pcodes, pvalues = factorized(flows["proto"])
+    tcp = np.append(pvalues.str.lower().eq("tcp").to_numpy(dtype=bool), False)[pcodes]
+    port = pd.to_numeric(flows["resp_p"], errors="coerce").to_numpy(dtype=np.float64,
+                                                                      na_value=np.nan)
+    answered = tcp & ~failed_flows(flows)
+    out = np.zeros(len(flows), dtype=np.int8)
+    out[answered & np.isin(port, WEB_PORTS)] = WEB
+    out[answered & (np.isin(port, LOGIN_PORTS) | _named(flows))] = LOGIN
+    return out
+
+
+def login_keys(flows: pd.DataFrame) -> pd.Series:
+    """The state key of every flow (``str``): its originator (missing -> ``""``) when it
+    is an attempt, :data:`NOT_ATTEMPT_KEY` otherwise (what the Spark engine partitions by)."""
+    orig = flows["orig_h"].astype("str").fillna("").reset_index(drop=True)
+    return orig.where(pd.Series(login_attempts(flows) != NOT_ATTEMPT), NOT_ATTEMPT_KEY)
+
+
+def flow_sizes(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """int32 ``[len(rows), 2]``: bytes each side sent, payload bytes where known (Zeek)
+    else IP bytes (NetFlow, Argus); -1 where neither is (alike only to another unknown)."""
+    out = np.full((len(rows), 2), -1, dtype=np.int32)
+    for i, side in enumerate(("orig", "resp")):
+        size = np.full(len(rows), np.nan)
+        for col in (f"{side}_bytes", f"{side}_ip_bytes"):
+            if col in flows.columns and np.isnan(size).any():
+                v = pd.to_numeric(flows[col], errors="coerce").to_numpy(
+                    dtype=np.float64, na_value=np.nan)[rows]
+                size = np.where(np.isnan(size) & (v >= 0), v, size)
+        known = np.isfinite(size)
+        out[known, i] = np.minimum(size[known], np.iinfo(np.int32).max).astype(np.int32)
+    return out
+
+
+def alike_sizes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bool, elementwise over the last axis (orig, resp) and all: two attempts whose sizes
+    differ by at most :data:`SIZE_SLACK` bytes or :data:`SIZE_SHARE` of the larger, in
+    both directions (unknown sizes, -1, are alike only to unknown ones)."""
+    a64, b64 = a.astype(np.int64), b.astype(np.int64)
+    near = np.abs(a64 - b64) <= np.maximum(SIZE_SLACK, SIZE_SHARE * np.maximum(a64, b64))
+    near &= (a64 < 0) == (b64 < 0)
+    return near.all(axis=-1)
+
+
+@dataclass
+class LoginCounts:
+    """Per flow of a batch: its attempt kind (``kind``), and the alike attempts at its
+    own target within the horizon (``alike``, the flow included; zero for a flow that is
+    no attempt), and what :meth:`context` needs (valid until the store's next push)."""
+
+    kind: np.ndarray
+    alike: np.ndarray
+    parts: list[CountedPart]
+
+    def context(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For ``take`` (batch rows): uids ``[len(take), CONTEXT_FLOWS]`` of the earlier
+        alike attempts each row counted, newest first, and how many of them are real."""
+        return counted_context(self.parts, take, CONTEXT_FLOWS)
+
+
+class LoginHistory:
+    """Per-originator store of its last :data:`LOGIN_DEPTH` attempts' (ts, target,
+    sizes, uid)."""
+
+    #: the state key: the originator of an attempt (:func:`login_keys`)
+    key = "orig_login"
+
+    def __init__(self, *, max_keys: int, depth: int = LOGIN_DEPTH,
+                 horizon: float = LOGIN_HORIZON) -> None:
+        self.history = KeyedHistory(
+            depth,
+            {
+                # the target (a hash of responder and service), bytes sent each way
+                "meta": FieldSpec(np.dtype(np.int32), (3,)),
+                "uid": FieldSpec(np.dtype(f"S{UID_BYTES}")),
+            },
+            max_keys=max_keys,
+            idle_timeout=horizon,  # an attempt further away in time does not count
+        )
+
+    @property
+    def depth(self) -> int:
+        return self.history.depth
+
+    def push(self, flows: pd.DataFrame) -> LoginCounts:
+        """Append a canonical flow batch's attempts (rows in arrival order) and count each
+        one's alike attempts at its target; other flows get zeros."""
+        kind = login_attempts(flows)
+        alike = np.zeros(len(flows), dtype=np.int64)
+        rows_all = np.flatnonzero(kind != NOT_ATTEMPT)
+        parts = []
+        # counted in consecutive pieces: the [rows, depth + 1] temporaries stay small,
+        # and a store never takes more distinct keys at once than it can hold
+        step = min(self.history.max_keys, defaults.SCAN_PIECE_ROWS)
+        if len(rows_all):
+            ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)[rows_all]
+            ts = np.where(np.isfinite(ts), ts, 0.0)
+            uid = uid_bytes(flows["uid"].iloc[rows_all])
+            keys, peers = target_sides(flows, rows_all)
+            meta = np.empty((len(rows_all), 3), dtype=np.int32)
+            meta[:, 0] = target_hash(peers, service_codes(flows)[rows_all])
+            meta[:, 1:] = flow_sizes(flows, rows_all)
+        for lo in range(0, len(rows_all), step):
+            piece = slice(lo, lo + step)
+            rows = rows_all[piece]
+            seq = self.history.extend_seq(keys[piece], {
+                "ts": ts[piece], "meta": meta[piece], "uid": uid[piece]})
+            m = seq.gather(seq.items["meta"])  # [F, n, 3]
+            # the current position always counts: same target, same sizes
+            again = (seq.valid & (m[:, :, 0] == m[:, -1:, 0])
+                     & alike_sizes(m[:, :, 1:], m[:, -1:, 1:]))
+            alike[rows] = again.sum(axis=1)
+            parts.append(CountedPart(rows, again, seq))
+        return LoginCounts(kind, alike, parts)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.history.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.history.load_state_dict(state)
