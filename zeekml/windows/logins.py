@@ -83,14 +83,15 @@ def _named(flows: pd.DataFrame) -> np.ndarray:
 def login_attempts(flows: pd.DataFrame) -> np.ndarray:
     """int8 ``[B]``: :data:`LOGIN` for an answered TCP flow to a login service,
     :data:`WEB` for one to a plain HTTP port, :data:`NOT_ATTEMPT` for every other flow."""
-    pcodes, pvalues = factorized(flows["proto"])
-    tcp = np.append(pvalues.str.lower().eq("tcp").to_numpy(dtype=bool), False)[pcodes]
-    port = pd.to_numeric(flows["resp_p"], errors="coerce").to_numpy(dtype=np.float64,
-                                                                      na_value=np.nan)
-    answered = tcp & ~failed_flows(flows)
     out = np.zeros(len(flows), dtype=np.int8)
-    out[answered & np.isin(port, WEB_PORTS)] = WEB
-    out[answered & (np.isin(port, LOGIN_PORTS) | _named(flows))] = LOGIN
+    port = flows["resp_p"].to_numpy(dtype=np.float64, na_value=np.nan)
+    out[np.isin(port, WEB_PORTS)] = WEB
+    out[np.isin(port, LOGIN_PORTS) | _named(flows)] = LOGIN
+    del port
+    rows = np.flatnonzero(out)  # tested further only where a service matched
+    pcodes, pvalues = factorized(flows["proto"])
+    tcp = np.append(pvalues.str.lower().eq("tcp").to_numpy(dtype=bool), False)[pcodes[rows]]
+    out[rows[~tcp | failed_flows(flows, rows)]] = NOT_ATTEMPT
     return out
 
 
@@ -191,9 +192,12 @@ class LoginHistory:
             seq = self.history.extend_seq(keys[piece], {
                 "ts": ts[piece], "meta": meta[piece], "uid": uid[piece]})
             m = seq.gather(seq.items["meta"])  # [F, n, 3]
-            # the current position always counts: same target, same sizes
-            again = (seq.valid & (m[:, :, 0] == m[:, -1:, 0])
-                     & alike_sizes(m[:, :, 1:], m[:, -1:, 1:]))
+            # sizes compared only where the target is the row's own (the current
+            # position always counts: same target, same sizes)
+            r, c = np.nonzero(seq.valid & (m[:, :, 0] == m[:, -1:, 0]))
+            ok = alike_sizes(m[r, c, 1:], m[r, -1, 1:])
+            again = np.zeros(seq.valid.shape, dtype=bool)
+            again[r[ok], c[ok]] = True
             alike[rows] = again.sum(axis=1)
             parts.append(CountedPart(rows, again, seq))
         return LoginCounts(kind, alike, parts)

@@ -51,25 +51,32 @@ CONTEXT_FLOWS = 5
 ANSWERED_KEY = "\x00answered"
 
 
-def failed_flows(flows: pd.DataFrame) -> np.ndarray:
-    """Bool ``[B]``: an attempt that failed (no packet came back, or a rejected/half-open
-    state). A one-way NetFlow record (``paired`` False: no reverse record was found) has no
-    reply either. Other missing counters and states are not taken as failure. ICMP never
-    counts, as in Zeek's ``scan.zeek`` (connection attempts only): replies and
-    unreachable messages are answers themselves, and unanswered echo requests to many
-    addresses are what a web proxy's RTT pinger sends (the RITA proxy capture: 20 in five
-    minutes), so a ping sweep is left to the other models."""
-    rp = pd.to_numeric(flows["resp_pkts"], errors="coerce").to_numpy(dtype=np.float64,
-                                                                      na_value=np.nan)
+def failed_flows(flows: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
+    """Bool ``[B]`` (or ``[len(rows)]``, for those batch rows only): an attempt that failed
+    (no packet came back, or a rejected/half-open state). A one-way NetFlow record
+    (``paired`` False: no reverse record was found) has no reply either. Other missing
+    counters and states are not taken as failure. ICMP never counts, as in Zeek's
+    ``scan.zeek`` (connection attempts only): replies and unreachable messages are answers
+    themselves, and unanswered echo requests to many addresses are what a web proxy's RTT
+    pinger sends (the RITA proxy capture: 20 in five minutes), so a ping sweep is left to
+    the other models."""
+    def col(name: str) -> pd.Series:
+        return flows[name] if rows is None else flows[name].iloc[rows]
+
+    def at(codes: np.ndarray) -> np.ndarray:
+        return codes if rows is None else codes[rows]
+
+    rp = pd.to_numeric(col("resp_pkts"), errors="coerce").to_numpy(dtype=np.float64,
+                                                                   na_value=np.nan)
     codes, values = factorized(flows["conn_state"])
-    rejected = np.append(values.isin(REJECTED_STATES).to_numpy(dtype=bool), False)[codes]
-    one_way = np.zeros(len(flows), dtype=bool)
+    rejected = np.append(values.isin(REJECTED_STATES).to_numpy(dtype=bool), False)[at(codes)]
+    one_way = np.zeros(len(rp), dtype=bool)
     if "paired" in flows.columns:
-        one_way = flows["paired"].eq(False).fillna(False).to_numpy(dtype=bool) & np.isnan(rp)
+        one_way = col("paired").eq(False).fillna(False).to_numpy(dtype=bool) & np.isnan(rp)
     pcodes, pvalues = factorized(flows["proto"])
     icmp = np.append(pvalues.str.lower().str.startswith("icmp").to_numpy(dtype=bool,
                                                                           na_value=False),
-                     False)[pcodes]
+                     False)[at(pcodes)]
     return ((rp == 0) | rejected | one_way) & ~icmp
 
 
