@@ -317,11 +317,11 @@ def test_a_batch_with_more_failed_originators_than_the_store_holds_is_counted() 
         rows.append((float(i), f"10.1.{i // 256}.{i % 256}", "192.0.2.1", 80, "tcp", "S0", 0))
         rows.append((float(i) + 0.5, "10.0.0.99", f"198.51.100.{i % 200}", 23, "tcp", "S0", 0))
     scorer = ScanScorer(load_card(CARD), ScorerOptions(max_hosts=16))
-    assert scorer.scans.history.max_keys == 2
+    assert scorer.store.history.max_keys == 2
     s = _score(_flows(rows), scorer)
     assert (s["score"][0::2] == 1).all()
     assert s["score"][1::2].max() == SCAN_DEPTH + 1
-    assert len(scorer.scans.history) <= 2
+    assert len(scorer.store.history) <= 2
 
 
 def test_rows_of_a_random_sample_are_scored_alone() -> None:
@@ -333,4 +333,4 @@ def test_rows_of_a_random_sample_are_scored_alone() -> None:
     scorer = _scorer()
     b = scorer.score_alone(df)
     assert set(np.unique(b.score)) <= {0.0, 1.0} and b.score.sum() > 0
-    assert (b.score < b.threshold).all() and len(scorer.scans.history) == 0
+    assert (b.score < b.threshold).all() and len(scorer.store.history) == 0

@@ -25,7 +25,6 @@ before anything is scored.
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -33,9 +32,9 @@ import pandas as pd
 from zeekml.errors import ModelError
 from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
-from zeekml.models.context import uid_lists
+from zeekml.models.count_scorer import CountScorer, context_column
 from zeekml.models.registry import ScorerOptions
-from zeekml.windows.logins import WEB, LoginCounts, LoginHistory, login_attempts
+from zeekml.windows.logins import WEB, LoginHistory, login_attempts
 
 KIND = "bruteforce"
 CLASSES = ("login_guessing", "http_guessing")
@@ -66,29 +65,13 @@ def validate_card(card: ModelCard) -> tuple[int, float, dict[str, float]]:
     return depth, horizon, thresholds
 
 
-def _context(counts: LoginCounts, rows: np.ndarray) -> np.ndarray:
-    return uid_lists(*counts.context(rows))
-
-
-class BruteforceScorer:
+class BruteforceScorer(CountScorer[LoginHistory]):
     """Scorer for a ``bruteforce`` card (see the module docstring for the outputs)."""
 
-    #: a batch's counts and context come from arrays made for that batch, never the
-    #: store's buffers: valid after the next push (zeekml.runtime.lanes)
-    results_survive_next_score = True
-
-    #: its card describes no ONNX graph (:func:`zeekml.models.registry.load_scorer`)
-    graphless = True
-
     def __init__(self, card: ModelCard, options: ScorerOptions | None = None) -> None:
-        options = options or ScorerOptions()
-        self.card = card
-        self.name = card.name
         depth, horizon, self.thresholds = validate_card(card)
-        self.logins = LoginHistory(max_keys=max(1, options.max_hosts // KEY_SHARE),
-                                   depth=depth, horizon=horizon)
+        super().__init__(card, options, LoginHistory, depth, horizon, KEY_SHARE)
         self.notice_classes = CLASSES
-        self.score_range = (0.0, float(depth + 1))
         self._threshold_of = np.array([self.thresholds[c] for c in CLASSES])
 
     def _batch(self, kind: np.ndarray, score: np.ndarray, **extra: Deferred) -> ScoreBatch:
@@ -98,8 +81,8 @@ class BruteforceScorer:
                           threshold=self._threshold_of[which], extra=dict(extra))
 
     def score(self, flows: pd.DataFrame) -> ScoreBatch:
-        c = self.logins.push(flows)
-        return self._batch(c.kind, c.alike, context=Deferred(len(flows), partial(_context, c)))
+        c = self.store.push(flows)
+        return self._batch(c.kind, c.alike, context=context_column(c, len(flows)))
 
     def score_alone(self, flows: pd.DataFrame) -> ScoreBatch:
         """Each row scored as if its originator had no other flow (rows of a random
@@ -107,9 +90,3 @@ class BruteforceScorer:
         touched."""
         kind = login_attempts(flows)
         return self._batch(kind, (kind != 0).astype(np.float64))
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return self.logins.state_dict()
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.logins.load_state_dict(state)

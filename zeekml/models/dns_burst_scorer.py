@@ -22,17 +22,16 @@ before anything is scored.
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from zeekml.errors import ModelError
-from zeekml.models.base import Deferred, ScoreBatch
+from zeekml.models.base import ScoreBatch
 from zeekml.models.card import ModelCard
-from zeekml.models.context import uid_lists
+from zeekml.models.count_scorer import CountScorer, context_column
 from zeekml.models.registry import ScorerOptions
-from zeekml.windows.lookups import LookupCounts, LookupHistory, dns_lookups
+from zeekml.windows.lookups import LookupHistory, dns_lookups
 
 KIND = "dns_burst"
 CLASSES = ("dns_burst",)
@@ -55,39 +54,23 @@ def validate_card(card: ModelCard) -> tuple[int, float, float]:
     return depth, horizon, float(t)
 
 
-def _context(counts: LookupCounts, rows: np.ndarray) -> np.ndarray:
-    return uid_lists(*counts.context(rows))
-
-
-class DnsBurstScorer:
+class DnsBurstScorer(CountScorer[LookupHistory]):
     """Scorer for a ``dns_burst`` card (see the module docstring for the outputs)."""
 
-    #: a batch's counts and context come from arrays made for that batch, never the
-    #: store's buffers: valid after the next push (zeekml.runtime.lanes)
-    results_survive_next_score = True
-
-    #: its card describes no ONNX graph (:func:`zeekml.models.registry.load_scorer`)
-    graphless = True
-
     def __init__(self, card: ModelCard, options: ScorerOptions | None = None) -> None:
-        options = options or ScorerOptions()
-        self.card = card
-        self.name = card.name
         depth, horizon, self.threshold = validate_card(card)
-        self.lookups = LookupHistory(max_keys=max(1, options.max_hosts // KEY_SHARE),
-                                     depth=depth, horizon=horizon)
+        super().__init__(card, options, LookupHistory, depth, horizon, KEY_SHARE)
         self.notice_classes = CLASSES
-        self.score_range = (0.0, float(depth + 1))
 
     def score(self, flows: pd.DataFrame) -> ScoreBatch:
-        c = self.lookups.push(flows)
+        c = self.store.push(flows)
         b = len(flows)
         return ScoreBatch(
             model=self.name,
             score=c.lookups.astype(np.float64),
             cls=np.full(b, CLASSES[0], dtype=object),
             threshold=np.full(b, self.threshold),
-            extra={"context": Deferred(b, partial(_context, c))},
+            extra={"context": context_column(c, b)},
         )
 
     def score_alone(self, flows: pd.DataFrame) -> ScoreBatch:
@@ -100,9 +83,3 @@ class DnsBurstScorer:
             cls=np.full(b, CLASSES[0], dtype=object),
             threshold=np.full(b, self.threshold),
         )
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return self.lookups.state_dict()
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.lookups.load_state_dict(state)

@@ -47,6 +47,7 @@ from zeekml.errors import ModelError
 from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
 from zeekml.models.context import uid_lists
+from zeekml.models.count_scorer import CountScorer
 from zeekml.models.registry import ScorerOptions
 from zeekml.records.addresses import inbound_of
 from zeekml.records.distinct import per_distinct
@@ -101,30 +102,18 @@ def _tcp(flows: pd.DataFrame) -> np.ndarray:
                         lambda s: s.str.lower().eq("tcp").to_numpy(dtype=bool), False)
 
 
-class ScanScorer:
+class ScanScorer(CountScorer[ScanHistory]):
     """Scorer for a scan card (see the module docstring for the outputs)."""
 
-    #: a batch's counts and context come from arrays made for that batch, never the
-    #: store's buffers: valid after the next push (zeekml.runtime.lanes)
-    results_survive_next_score = True
-
-    #: its card describes no ONNX graph (:func:`zeekml.models.registry.load_scorer`)
-    graphless = True
-
     def __init__(self, card: ModelCard, options: ScorerOptions | None = None) -> None:
-        options = options or ScorerOptions()
-        self.card = card
-        self.name = card.name
         depth, horizon, self.thresholds = validate_card(card)
-        self.scans = ScanHistory(max_keys=max(1, options.max_hosts // KEY_SHARE), depth=depth,
-                                 horizon=horizon)
+        super().__init__(card, options, ScanHistory, depth, horizon, KEY_SHARE)
         #: what --threshold may name, and the range of its scores (distinct targets, or
         #: attempts at one target)
         self.notice_classes = tuple(self.thresholds)
-        self.score_range = (0.0, float(depth + 1))
 
     def score(self, flows: pd.DataFrame) -> ScoreBatch:
-        c = self.scans.push(flows)
+        c = self.store.push(flows)
         # most of the targets are services of one host (a single target is no port scan)
         port = (c.on_peer >= 2) & (2 * c.on_peer > c.targets)
         which = port.astype(np.int8)
@@ -162,9 +151,3 @@ class ScanScorer:
             cls=np.full(b, CLASSES[0], dtype=object),
             threshold=np.full(b, self.thresholds[CLASSES[0]]),
         )
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return self.scans.state_dict()
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.scans.load_state_dict(state)

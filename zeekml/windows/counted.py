@@ -1,22 +1,75 @@
-"""The earlier flows a count detector counted, for a notice's ``context``.
+"""The store of a count detector, and the earlier flows it counted for a notice's
+``context``.
 
-The scan and DNS burst detectors (:mod:`zeekml.windows.scan`,
-:mod:`zeekml.windows.lookups`) count positions of a window of a key's earlier flows; a
-notice lists the uids of the newest few it counted. Both keep, per piece of rows they
-counted together, the rows, which positions counted and the windows
-(:class:`CountedPart`), and answer :func:`counted_context` from them, only for the rows
-a notice is written for.
+The scan, DNS burst and brute-force detectors (:mod:`zeekml.windows.scan`,
+:mod:`zeekml.windows.lookups`, :mod:`zeekml.windows.logins`) keep, per key, a window of
+the key's last flows of one kind (failed flows, lookups, login attempts) with their
+``ts`` and uid (:class:`CountedHistory`), and count positions of it; a notice lists the
+uids of the newest few counted. Each keeps, per piece of rows counted together, the rows,
+which positions counted and the windows (:class:`CountedPart`), and answers
+:func:`counted_context` from them, only for the rows a notice is written for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from zeekml.windows.history import KeySequences
-from zeekml.windows.host_window import UID_BYTES
+from zeekml import defaults
+from zeekml.windows.history import FieldSpec, KeyedHistory, KeySequences
+from zeekml.windows.host_window import UID_BYTES, uid_bytes
+
+
+class CountedHistory:
+    """Per-key store of a count detector: the key's last ``depth`` flows of its kind,
+    each with ``ts``, uid and the detector's own ``fields``; positions further than
+    ``horizon`` seconds from a row are not valid in its window. Subclasses name the
+    state key (``key``, what the Spark engine cuts the stream by) and count."""
+
+    #: the state key (set by each detector's store)
+    key = ""
+
+    def __init__(self, *, max_keys: int, depth: int, horizon: float,
+                 fields: dict[str, FieldSpec] | None = None) -> None:
+        self.history = KeyedHistory(
+            depth,
+            {**(fields or {}), "uid": FieldSpec(np.dtype(f"S{UID_BYTES}"))},
+            max_keys=max_keys,
+            idle_timeout=horizon,  # a position further away in time does not count
+        )
+
+    @property
+    def depth(self) -> int:
+        return self.history.depth
+
+    def extend_pieces(self, flows: pd.DataFrame, rows: np.ndarray, keys: np.ndarray,
+                      values: dict[str, np.ndarray] | None = None
+                      ) -> Iterator[tuple[np.ndarray, KeySequences]]:
+        """Append the batch ``rows`` (arrival order) under their ``keys`` with their
+        ``values`` of the detector's fields (aligned with ``rows``), and yield each piece's
+        rows and windows. In consecutive pieces: the ``[rows, depth + 1]`` temporaries
+        stay small beside the other scorers' (1M one-SYN hosts: peak RSS), and a store
+        never takes more distinct keys at once than it can hold. Consume it whole."""
+        if not len(rows):
+            return
+        ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
+        ts = np.where(np.isfinite(ts), ts, 0.0)
+        uid = uid_bytes(flows["uid"].iloc[rows])
+        step = min(self.history.max_keys, defaults.SCAN_PIECE_ROWS)
+        for lo in range(0, len(rows), step):
+            piece = slice(lo, lo + step)
+            items = {"ts": ts[piece], "uid": uid[piece],
+                     **{k: v[piece] for k, v in (values or {}).items()}}
+            yield rows[piece], self.history.extend_seq(keys[piece], items)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.history.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.history.load_state_dict(state)
 
 
 @dataclass

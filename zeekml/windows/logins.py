@@ -36,11 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from zeekml import defaults
 from zeekml.records.distinct import factorized
-from zeekml.windows.counted import CountedPart, counted_context
-from zeekml.windows.history import FieldSpec, KeyedHistory
-from zeekml.windows.host_window import UID_BYTES, service_codes, uid_bytes
+from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
+from zeekml.windows.history import FieldSpec
+from zeekml.windows.host_window import service_codes
 from zeekml.windows.scan import failed_flows, target_hash, target_sides
 
 #: previous attempts of the originator looked at (the window is these and the current one)
@@ -144,7 +143,7 @@ class LoginCounts:
         return counted_context(self.parts, take, CONTEXT_FLOWS)
 
 
-class LoginHistory:
+class LoginHistory(CountedHistory):
     """Per-originator store of its last :data:`LOGIN_DEPTH` attempts' (ts, target,
     sizes, uid)."""
 
@@ -153,20 +152,9 @@ class LoginHistory:
 
     def __init__(self, *, max_keys: int, depth: int = LOGIN_DEPTH,
                  horizon: float = LOGIN_HORIZON) -> None:
-        self.history = KeyedHistory(
-            depth,
-            {
-                # the target (a hash of responder and service), bytes sent each way
-                "meta": FieldSpec(np.dtype(np.int32), (3,)),
-                "uid": FieldSpec(np.dtype(f"S{UID_BYTES}")),
-            },
-            max_keys=max_keys,
-            idle_timeout=horizon,  # an attempt further away in time does not count
-        )
-
-    @property
-    def depth(self) -> int:
-        return self.history.depth
+        # the target (a hash of responder and service), bytes sent each way
+        super().__init__(max_keys=max_keys, depth=depth, horizon=horizon,
+                         fields={"meta": FieldSpec(np.dtype(np.int32), (3,))})
 
     def push(self, flows: pd.DataFrame) -> LoginCounts:
         """Append a canonical flow batch's attempts (rows in arrival order) and count each
@@ -175,22 +163,11 @@ class LoginHistory:
         alike = np.zeros(len(flows), dtype=np.int64)
         rows_all = np.flatnonzero(kind != NOT_ATTEMPT)
         parts = []
-        # counted in consecutive pieces: the [rows, depth + 1] temporaries stay small,
-        # and a store never takes more distinct keys at once than it can hold
-        step = min(self.history.max_keys, defaults.SCAN_PIECE_ROWS)
-        if len(rows_all):
-            ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)[rows_all]
-            ts = np.where(np.isfinite(ts), ts, 0.0)
-            uid = uid_bytes(flows["uid"].iloc[rows_all])
-            keys, peers = target_sides(flows, rows_all)
-            meta = np.empty((len(rows_all), 3), dtype=np.int32)
-            meta[:, 0] = target_hash(peers, service_codes(flows)[rows_all])
-            meta[:, 1:] = flow_sizes(flows, rows_all)
-        for lo in range(0, len(rows_all), step):
-            piece = slice(lo, lo + step)
-            rows = rows_all[piece]
-            seq = self.history.extend_seq(keys[piece], {
-                "ts": ts[piece], "meta": meta[piece], "uid": uid[piece]})
+        keys, peers = target_sides(flows, rows_all)
+        meta = np.empty((len(rows_all), 3), dtype=np.int32)
+        meta[:, 0] = target_hash(peers, service_codes(flows)[rows_all])
+        meta[:, 1:] = flow_sizes(flows, rows_all)
+        for rows, seq in self.extend_pieces(flows, rows_all, keys, {"meta": meta}):
             m = seq.gather(seq.items["meta"])  # [F, n, 3]
             # sizes compared only where the target is the row's own (the current
             # position always counts: same target, same sizes)
@@ -201,9 +178,3 @@ class LoginHistory:
             alike[rows] = again.sum(axis=1)
             parts.append(CountedPart(rows, again, seq))
         return LoginCounts(kind, alike, parts)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return self.history.state_dict()
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.history.load_state_dict(state)

@@ -29,12 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from zeekml import defaults
 from zeekml.records.addresses import inbound_of
 from zeekml.records.distinct import factorized, row_texts
-from zeekml.windows.counted import CountedPart, counted_context
-from zeekml.windows.history import FieldSpec, KeyedHistory
-from zeekml.windows.host_window import UID_BYTES, uid_bytes
+from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
 
 #: previous lookups of the originator looked at (the window is these and the current one)
 LOOKUP_DEPTH = 255
@@ -96,7 +93,7 @@ class LookupCounts:
         return counted_context(self.parts, take, CONTEXT_FLOWS)
 
 
-class LookupHistory:
+class LookupHistory(CountedHistory):
     """Per-originator store of its last :data:`LOOKUP_DEPTH` DNS lookups' (ts, uid)."""
 
     #: the state key: the originator of a DNS lookup (:func:`lookup_keys`)
@@ -104,16 +101,7 @@ class LookupHistory:
 
     def __init__(self, *, max_keys: int, depth: int = LOOKUP_DEPTH,
                  horizon: float = LOOKUP_HORIZON) -> None:
-        self.history = KeyedHistory(
-            depth,
-            {"uid": FieldSpec(np.dtype(f"S{UID_BYTES}"))},
-            max_keys=max_keys,
-            idle_timeout=horizon,  # a lookup further away in time does not count
-        )
-
-    @property
-    def depth(self) -> int:
-        return self.history.depth
+        super().__init__(max_keys=max_keys, depth=depth, horizon=horizon)
 
     def push(self, flows: pd.DataFrame) -> LookupCounts:
         """Append a canonical flow batch's DNS lookups (rows in arrival order) and count
@@ -121,25 +109,8 @@ class LookupHistory:
         lookups = np.zeros(len(flows), dtype=np.int64)
         rows_all = np.flatnonzero(dns_lookups(flows))
         parts = []
-        # counted in consecutive pieces: the [rows, depth + 1] temporaries stay small,
-        # and a store never takes more distinct keys at once than it can hold
-        step = min(self.history.max_keys, defaults.SCAN_PIECE_ROWS)
-        if len(rows_all):
-            ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)[rows_all]
-            ts = np.where(np.isfinite(ts), ts, 0.0)
-            uid = uid_bytes(flows["uid"].iloc[rows_all])
-            keys = row_texts(flows["orig_h"], rows_all)
-        for lo in range(0, len(rows_all), step):
-            piece = slice(lo, lo + step)
-            rows = rows_all[piece]
-            seq = self.history.extend_seq(keys[piece], {"ts": ts[piece], "uid": uid[piece]})
+        keys = row_texts(flows["orig_h"], rows_all)
+        for rows, seq in self.extend_pieces(flows, rows_all, keys):
             lookups[rows] = seq.valid.sum(axis=1)  # the current position always counts
             parts.append(CountedPart(rows, seq.valid, seq))
         return LookupCounts(lookups, parts)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return self.history.state_dict()
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.history.load_state_dict(state)
-

@@ -32,11 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from zeekml import defaults
 from zeekml.records.distinct import factorized, row_texts, texts_at
-from zeekml.windows.counted import CountedPart, counted_context
-from zeekml.windows.history import FieldSpec, KeyedHistory
-from zeekml.windows.host_window import UID_BYTES, hash_values, service_codes, uid_bytes
+from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
+from zeekml.windows.history import FieldSpec
+from zeekml.windows.host_window import hash_values, service_codes
 
 #: previous failed flows of the originator looked at (the window is these and the current one)
 SCAN_DEPTH = 31
@@ -144,7 +143,7 @@ def scan_keys(flows: pd.DataFrame) -> pd.Series:
     return orig.where(pd.Series(failed_flows(flows)), ANSWERED_KEY)
 
 
-class ScanHistory:
+class ScanHistory(CountedHistory):
     """Per-originator store of its last :data:`SCAN_DEPTH` failed flows' (ts, target, uid)."""
 
     #: the state key: the originator of a failed flow (:func:`scan_keys`)
@@ -152,20 +151,9 @@ class ScanHistory:
 
     def __init__(self, *, max_keys: int, depth: int = SCAN_DEPTH,
                  horizon: float = SCAN_HORIZON) -> None:
-        self.history = KeyedHistory(
-            depth,
-            {
-                # the target (a hash of responder and service), the responder hash
-                "meta": FieldSpec(np.dtype(np.int32), (2,)),
-                "uid": FieldSpec(np.dtype(f"S{UID_BYTES}")),
-            },
-            max_keys=max_keys,
-            idle_timeout=horizon,  # a position further away in time does not count
-        )
-
-    @property
-    def depth(self) -> int:
-        return self.history.depth
+        # the target (a hash of responder and service), the responder hash
+        super().__init__(max_keys=max_keys, depth=depth, horizon=horizon,
+                         fields={"meta": FieldSpec(np.dtype(np.int32), (2,))})
 
     def push(self, flows: pd.DataFrame) -> ScanCounts:
         """Append a canonical flow batch's failed flows (rows in arrival order) and count
@@ -176,24 +164,11 @@ class ScanHistory:
         repeats = np.zeros(b, dtype=np.int64)
         failed = np.flatnonzero(failed_flows(flows))
         parts, repeat_parts = [], []
-        # counted in consecutive pieces of failed rows, the same counts: the [rows, depth]
-        # temporaries stay small beside the other scorers' (1M one-SYN hosts: peak RSS), and
-        # a store never takes more distinct keys at once than it can hold
-        step = min(self.history.max_keys, defaults.SCAN_PIECE_ROWS)
-        if len(failed):
-            all_ts = flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)[failed]
-            all_ts = np.where(np.isfinite(all_ts), all_ts, 0.0)
-            all_svc = service_codes(flows)[failed]
-            all_uid = uid_bytes(flows["uid"].iloc[failed])
-            all_keys, all_peers = target_sides(flows, failed)
-            all_meta = np.empty((len(failed), 2), dtype=np.int32)
-            all_meta[:, 0] = target_hash(all_peers, all_svc)
-            all_meta[:, 1] = all_peers.view(np.int32)
-        for lo in range(0, len(failed), step):
-            rows = failed[lo:lo + step]
-            piece = slice(lo, lo + step)
-            seq = self.history.extend_seq(all_keys[piece], {
-                "ts": all_ts[piece], "meta": all_meta[piece], "uid": all_uid[piece]})
+        keys, peers = target_sides(flows, failed)
+        meta = np.empty((len(failed), 2), dtype=np.int32)
+        meta[:, 0] = target_hash(peers, service_codes(flows)[failed])
+        meta[:, 1] = peers.view(np.int32)
+        for rows, seq in self.extend_pieces(flows, failed, keys, {"meta": meta}):
             m = seq.gather(seq.items["meta"])  # [F, n, 2]
             counted = seq.valid  # the current position always is
             # positions not counted take the current flow's own target, which counts
@@ -208,9 +183,3 @@ class ScanHistory:
             parts.append(CountedPart(rows, counted, seq))
             repeat_parts.append(CountedPart(rows, again, seq))
         return ScanCounts(targets, on_peer, repeats, parts, repeat_parts)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return self.history.state_dict()
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.history.load_state_dict(state)
