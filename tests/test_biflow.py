@@ -445,3 +445,24 @@ def test_whole_stream_pairing_by_key_partitions_equals_the_stage(case) -> None:
     got = got.sort_values("_pos", kind="stable").reset_index(drop=True)
     got = schema.conform(got.drop(columns=[c for c in got.columns if c.startswith("_")]))
     pd.testing.assert_frame_equal(want, got)
+
+
+def test_originator_when_the_clients_syn_was_not_seen() -> None:
+    """A connection that began before the capture (or whose client SYN was lost): the
+    server's record carries the only SYN (its SYN-ACK) beside ACKs, data and FIN, the
+    client's record ACKs, data and FIN; the ports say which is the server. A client's
+    SYN whose SYN-ACK was not seen is still the client's."""
+    df = records([
+        tcp("51.104.162.168", 443, "147.32.81.167", 62785, 100.0, 78.8, "SADF", "SF",
+            orig_pkts=8, orig_ip_bytes=584),
+        tcp("147.32.81.167", 62785, "51.104.162.168", 443, 100.0, 78.8, "ADF", "SF",
+            orig_pkts=24, orig_ip_bytes=3590),
+        tcp("10.0.0.1", 50001, "10.0.0.2", 22, 200.0, 3.0, "SADF", "SF"),
+        tcp("10.0.0.2", 22, "10.0.0.1", 50001, 200.0, 3.0, "ADF", "SF"),
+    ])
+    f = pair_table(df)
+    assert f["paired"].tolist() == [True, True]
+    assert (f.orig_h[0], f.orig_p[0], f.resp_p[0]) == ("147.32.81.167", 62785, 443)
+    assert (f.orig_pkts[0], f.resp_pkts[0]) == (24, 8)
+    assert f.history[0] == "hADadFf"  # the responder's SYN-ACK, as Zeek writes it
+    assert (f.orig_h[1], f.resp_p[1]) == ("10.0.0.1", 22)

@@ -67,7 +67,9 @@ How, in stream order (the order the records are read)
 The joined flow (the originator is the side that started)
     Originator: for TCP the SYN side when the flags say so (a SYN without ACK
     against anything with ACK; the other side of a lone SYN-ACK; the only side with a
-    SYN); for ICMP the request type; else the earlier first-seen time; on a tie the
+    SYN, unless both sides also sent ACKs: then that SYN may have been the responder's
+    SYN-ACK with the originator's SYN unseen, and the lower port is the responder's);
+    for ICMP the request type; else the earlier first-seen time; on a tie the
     side whose destination port is the lower (client -> server); else the record
     read first. ``ts`` is the earlier first-seen time, ``duration`` reaches the later
     end; addresses, ports (ICMP: the request's type/code) and the one-way fields come

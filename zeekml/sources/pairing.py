@@ -353,16 +353,22 @@ def join_pairs(work: pd.DataFrame, xi: np.ndarray, ji: np.ndarray, cols: list[st
     syn_only = np.isin(state_all, _SYN_ONLY_STATES)
     lone = _has(hist_all, "H")
     syn = _has(hist_all, "S") | lone
+    ack = _has(hist_all, "A")
     req = work["_req"].fillna(False).to_numpy(dtype=bool)
     ts_all = work["ts"].to_numpy(dtype=np.float64)
     end_all = work["_end"].to_numpy(dtype=np.float64)
     xts, jts = ts_all[xi], ts_all[ji]
     xo = work["orig_p"].to_numpy(dtype=np.float64, na_value=np.nan)[xi]
     xr = work["resp_p"].to_numpy(dtype=np.float64, na_value=np.nan)[xi]
+    # one side's SYN, both sides' ACKs: the SYN may be the responder's SYN-ACK with the
+    # originator's SYN never seen (a flow that began before the capture or the exporter),
+    # or the originator's with the SYN-ACK unseen: the flags cannot tell, the ports can
+    # (nfpcapd on CTU-Normal-40: 373 connections whose client SYN is missing)
+    unclear = tcp & (syn[xi] != syn[ji]) & ack[xi] & ack[ji] & (xr != xo)
     x_orig = np.select(
-        [tcp & (syn_only[xi] != syn_only[ji]), tcp & (lone[xi] != lone[ji]),
+        [tcp & (syn_only[xi] != syn_only[ji]), tcp & (lone[xi] != lone[ji]), unclear,
          tcp & (syn[xi] != syn[ji]), icmp & (req[xi] != req[ji]), xts != jts, ~icmp & (xr != xo)],
-        [syn_only[xi], lone[ji], syn[xi], req[xi], xts < jts, xr < xo],
+        [syn_only[xi], lone[ji], xr < xo, syn[xi], req[xi], xts < jts, xr < xo],
         True,
     ).astype(bool)  # fmt: skip
     oi = np.where(x_orig, xi, ji)
