@@ -260,3 +260,19 @@ def test_zeekml_eval_of_the_bruteforce_detector(tmp_path, capsys) -> None:
     brute = result["classes"]["bruteforce"]
     assert brute["precision"] == 1.0 and brute["recall"] == pytest.approx(33 / 40)
     assert result["binary_counts"]["fp"] == 0
+
+
+def test_more_originators_than_the_store_holds() -> None:
+    """--max-hosts 32: the store keeps 2 originators, a batch brings 200 attempting ones:
+    counted in pieces, no error; the guesser, seen in every piece, keeps its count."""
+    rows = []
+    for i in range(200):
+        rows.append((1000.0 + i, f"10.1.{i // 250}.{i % 250}", 22, 500, 700))
+        rows.append((1000.5 + i, GUESSER, 22, 1250, 1694))
+    df = _flows(rows)
+    scorer = BruteforceScorer(load_card(CARD), ScorerOptions(max_hosts=32))
+    assert scorer.store.history.max_keys == 2
+    s = scorer.score(df).score
+    guesser = df["orig_h"].to_numpy() == GUESSER
+    assert s[guesser].max() == 64 and (s[~guesser] == 1).all()
+    assert len(scorer.store.history) <= 2
