@@ -20,8 +20,13 @@ AMF-LSTM, unigram word rarity for the flow LM):
 Goals printed beside the figures (issue 12): notices per 10,000 benign flows <= 5 on every
 benign or mostly-benign capture; each model above its baseline.
 
+The count detectors (scan, bruteforce; ``--count CARD ...``) are added with their own rows:
+they are not trained, so every capture of the corpus (``--corpus``) is one they never saw,
+scored as ``zeekml score`` scores it; they have no baseline.
+
 Usage: ``python tools/detection_report.py [--loco onnx_models/amf_lstm.loco.parquet
-onnx_models/flow_lm.loco.parquet] [--suppress 600] [--suppress-by host] [--json]``
+onnx_models/flow_lm.loco.parquet] [--count CARD ...] [--suppress 600] [--suppress-by host]
+[--json]``
 """
 
 from __future__ import annotations
@@ -37,11 +42,14 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
 from zeekml.policy.notice import NoticePolicy, PolicyConfig  # noqa: E402
 from zeekml.records.verdicts import conform_verdicts  # noqa: E402
 
 DEFAULT_FILES = ("onnx_models/amf_lstm.loco.parquet", "onnx_models/flow_lm.loco.parquet")
+#: the bundled default count detectors (not trained: scored on the corpus directly)
+COUNT_CARDS = ("onnx_models/scan.card.json", "onnx_models/bruteforce.card.json")
 NOTICE_GOAL = 5.0  # notices per 10,000 benign flows
 MOSTLY_BENIGN = 0.9  # share of benign rows that makes a capture "mostly benign"
 
@@ -106,6 +114,33 @@ def report(files: list[Path], suppress: float, by: str = "host") -> list[dict[st
     return out
 
 
+def count_report(cards: list[Path], corpus: Path, suppress: float, by: str = "host"
+                 ) -> list[dict[str, Any]]:
+    """The count detectors' rows (no baseline): they are not trained, so every capture of
+    the corpus is one they never saw; each is scored as ``zeekml score`` scores it
+    (``tools/scan_report.py``: stream rows in order, random-sample rows alone)."""
+    from scan_report import score_capture
+
+    from zeekml.eval.corpus import load_corpus
+    from zeekml.models.card import load_card
+    from zeekml.records.labels import targets
+
+    out = []
+    for c in load_corpus(corpus):
+        flows = c.flows.reset_index(drop=True)
+        rows = flows[["ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto"]].copy()
+        rows["binary"] = targets(flows)[0]
+        labeled = bool((rows["binary"] >= 0).any())
+        for card in cards:
+            score, thr, cls = score_capture(card, flows, np.asarray(c.sampled, dtype=bool))
+            name = load_card(card).name
+            out.append({"capture": c.name, "model": name, "labeled": labeled,
+                        "flows": len(rows), "model_figures": figures(
+                            rows, score, thr, pd.Series(cls, dtype="str"), name, suppress,
+                            labeled, by)})
+    return out
+
+
 def _f(v: Any, pct: bool = False) -> str:
     if v is None:
         return "-"
@@ -139,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suppress", type=float, default=600.0, help="suppression interval (s)")
     ap.add_argument("--suppress-by", choices=("host", "orig"), default="host",
                     help="the suppression key's host, as zeekml score's option")
+    ap.add_argument("--count", nargs="*", default=[str(REPO / f) for f in COUNT_CARDS],
+                    metavar="CARD", help="count detectors' cards to add, scored on the corpus "
+                    "(default: the bundled default ones; --count alone: none)")
+    ap.add_argument("--corpus", default=str(REPO / "tools" / "shared-corpus.json"),
+                    help="the corpus the count detectors are scored on")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = ap.parse_args(argv)
     files = [Path(f) for f in args.loco]
@@ -148,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
               "command in each model card)", file=sys.stderr)
         return 1
     entries = report(files, args.suppress, args.suppress_by)
+    if args.count:
+        entries += count_report([Path(c) for c in args.count], Path(args.corpus),
+                                args.suppress, args.suppress_by)
     print(json.dumps(entries, indent=1) if args.json else table(entries))
     return 0
 
