@@ -276,3 +276,21 @@ def test_more_originators_than_the_store_holds() -> None:
     guesser = df["orig_h"].to_numpy() == GUESSER
     assert s[guesser].max() == 64 and (s[~guesser] == 1).all()
     assert len(scorer.store.history) <= 2
+
+
+def test_hostile_counters_and_ports_are_attempts_or_not_never_errors() -> None:
+    """Byte counters beyond int32, negative or missing, a missing port or timestamp: the
+    flow is scored (sizes clamped, unknown ones alike only to unknown ones), never an
+    error."""
+    df = _flows([(1000.0 + i, GUESSER, 22, 0, 0) for i in range(6)])
+    df["orig_bytes"] = pd.array([2**40, 2**40, -5, None, None, 10], dtype="Int64")
+    df["resp_bytes"] = pd.array([1, 1, 7, None, None, 10], dtype="Int64")
+    df["orig_ip_bytes"] = pd.array([None] * 6, dtype="Int64")
+    df["resp_ip_bytes"] = pd.array([None] * 6, dtype="Int64")
+    df.loc[5, "ts"] = np.nan
+    s = _scores(df)
+    # clamped twins; a negative count is unknown; rows 3 and 4 are unknown both ways
+    assert s.tolist()[:5] == [1, 2, 1, 1, 2]
+    nan_port = _flows([(1.0, GUESSER, 22, 10, 10)])
+    nan_port["resp_p"] = pd.array([None], dtype=nan_port["resp_p"].dtype)
+    assert login_attempts(nan_port).tolist() == [NOT_ATTEMPT]
