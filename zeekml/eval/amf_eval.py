@@ -22,7 +22,7 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.eval.metrics import binary_report, classification_report
-from zeekml.models.card import ModelCard
+from zeekml.models.card import ModelCard, class_thresholds
 from zeekml.policy.notice import crosses
 from zeekml.records.labels import targets
 from zeekml.sources.options import ReadOptions
@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def _vector(thresholds: dict[str, float], classes: Sequence[str]) -> np.ndarray:
-    default = thresholds.get("default", 0.5)
-    return np.array([thresholds.get(c, default) for c in classes], dtype=np.float64)
+    return class_thresholds(thresholds, classes, missing=0.5)
 
 
 def decide(

@@ -43,7 +43,7 @@ import pandas as pd
 from zeekml.errors import ModelError, StateError
 from zeekml.features.flow_stats import flow_features, payload_unknown
 from zeekml.models.base import Deferred, ScoreBatch
-from zeekml.models.card import ModelCard
+from zeekml.models.card import ModelCard, class_thresholds
 from zeekml.models.context import uid_lists
 from zeekml.models.registry import ScorerOptions
 from zeekml.models.session import open_session
@@ -193,10 +193,9 @@ class AmfScorer:
             window, key, max_hosts=options.max_hosts, idle_timeout=options.idle_timeout,
             fanout=uses_fanout(card),
         )
-        self._thr = np.array([card.threshold_for(c) for c in classes], dtype=np.float64)
+        self._thr = class_thresholds(card.thresholds, classes)
         unknown = card.data.get(UNKNOWN_KEY)
-        self._thr_unknown = None if unknown is None else np.array(
-            [unknown.get(c, unknown.get("default", float("inf"))) for c in classes], dtype=np.float64)
+        self._thr_unknown = None if unknown is None else class_thresholds(unknown, classes)
         self._ahead: ThreadPoolExecutor | None = None
         self._names = np.array(classes, dtype=object)
 

@@ -24,9 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from zeekml.errors import ModelError
 
@@ -49,6 +53,15 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def class_thresholds(thresholds: Mapping[str, float], classes: Sequence[str],
+                     missing: float = math.inf) -> np.ndarray:
+    """float64 ``[len(classes)]``: each class's threshold from a card's (or a fold's)
+    threshold set: its own, else the set's ``"default"``, else ``missing``. The one
+    lookup the runtime, ``zeekml eval`` and the trainer share."""
+    default = float(thresholds.get("default", missing))
+    return np.array([float(thresholds.get(c, default)) for c in classes], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -86,8 +99,7 @@ class ModelCard:
         return {str(k): float(v) for k, v in self.data["thresholds"].items()}
 
     def threshold_for(self, cls: str) -> float:
-        t = self.thresholds
-        return t.get(cls, t.get("default", float("inf")))
+        return float(class_thresholds(self.thresholds, [cls])[0])
 
     def count_window(self, key: str, max_depth: int,
                      max_horizon: float = MAX_COUNT_HORIZON) -> tuple[int, float]:

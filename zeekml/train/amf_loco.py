@@ -29,6 +29,7 @@ import pandas as pd
 
 from zeekml.eval.metrics import binary_report, classification_report, roc_auc
 from zeekml.features.flow_stats import payload_unknown as flow_payload_unknown
+from zeekml.models.card import class_thresholds
 from zeekml.records.labels import CLASSES
 from zeekml.train.amf_thresholds import DEFAULT_ALPHA, ThresholdReport, attack_view, calibrate
 from zeekml.train.datasets import WindowSet
@@ -202,8 +203,7 @@ def shipped_by_payload(ws: WindowSet, probs: np.ndarray, unknown: np.ndarray,
 
 
 def threshold_vector(thresholds: dict[str, float]) -> np.ndarray:
-    default = thresholds.get("default", 0.5)
-    return np.array([thresholds.get(c, default) for c in CLASSES], dtype=np.float64)
+    return class_thresholds(thresholds, CLASSES, missing=0.5)
 
 
 def decide(ws: WindowSet, probs: np.ndarray, per_capture: dict[str, dict[str, float]],
