@@ -50,8 +50,7 @@ from zeekml.models.context import uid_lists
 from zeekml.models.count_scorer import CountScorer
 from zeekml.models.registry import ScorerOptions
 from zeekml.records.addresses import inbound_of
-from zeekml.records.distinct import per_distinct
-from zeekml.windows.scan import ScanCounts, ScanHistory, failed_flows
+from zeekml.windows.scan import ScanCounts, ScanHistory, failed_flows, tcp_flows
 
 KIND = "scan"
 CLASSES = ("address_scan", "port_scan")
@@ -96,12 +95,6 @@ def _context(counts: ScanCounts, repeated: np.ndarray, rows: np.ndarray) -> np.n
     return out
 
 
-def _tcp(flows: pd.DataFrame) -> np.ndarray:
-    """Bool per flow: its protocol is TCP (each distinct value tested once)."""
-    return per_distinct(flows["proto"],
-                        lambda s: s.str.lower().eq("tcp").to_numpy(dtype=bool), False)
-
-
 class ScanScorer(CountScorer[ScanHistory]):
     """Scorer for a scan card (see the module docstring for the outputs)."""
 
@@ -126,7 +119,7 @@ class ScanScorer(CountScorer[ScanHistory]):
             # flow (both counts 0) and a first failure at a target stay scan rows
             rows = np.flatnonzero((c.repeats >= 2) & (c.repeats * threshold > c.targets * t_rep))
             if len(rows):
-                rows = rows[_tcp(flows)[rows]]
+                rows = rows[tcp_flows(flows)[rows]]
                 rows = rows[~inbound_of(flows, rows)]
                 repeated[rows] = True
                 which[rows] = 2

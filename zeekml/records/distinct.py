@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -73,6 +73,14 @@ def per_distinct(col: pd.Series, fn: Callable[[pd.Series], Any], missing: Any) -
                          f"{len(values)} for {len(uniques)}")
     table = np.append(values, np.asarray([missing], dtype=values.dtype))
     return np.asarray(table[codes])  # code -1 (missing) reads the appended last entry
+
+
+def lists_name_any(col: pd.Series, names: Sequence[str]) -> np.ndarray:
+    """Bool per row: the comma-separated list in ``col`` (Zeek's ``service``, lowercased)
+    names one of ``names``; missing -> False. Tested once per distinct value."""
+    wanted = frozenset(names)
+    return per_distinct(col, lambda v: v.astype("str").str.lower().str.split(",").map(
+        lambda parts: not wanted.isdisjoint(parts)).to_numpy(dtype=bool), False)
 
 
 def texts_at(values: pd.Series, codes: np.ndarray) -> np.ndarray:

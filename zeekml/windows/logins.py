@@ -36,11 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from zeekml.records.distinct import factorized
+from zeekml.records.distinct import lists_name_any
 from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
 from zeekml.windows.history import FieldSpec
 from zeekml.windows.host_window import service_codes
-from zeekml.windows.scan import failed_flows, target_hash, target_sides
+from zeekml.windows.scan import failed_flows, target_hash, target_sides, tcp_flows
 
 #: previous attempts of the originator looked at (the window is these and the current one)
 LOGIN_DEPTH = 63
@@ -69,14 +69,10 @@ NOT_ATTEMPT_KEY = "\x00not_login"
 
 
 def _named(flows: pd.DataFrame) -> np.ndarray:
-    """Bool per flow: Zeek's ``service`` names a login service (each distinct value once)."""
+    """Bool per flow: Zeek's ``service`` names a login service."""
     if "service" not in flows.columns:
         return np.zeros(len(flows), dtype=bool)
-    codes, values = factorized(flows["service"])
-    wanted = set(LOGIN_SERVICES)
-    named = values.astype("str").str.lower().str.split(",").map(
-        lambda parts: not wanted.isdisjoint(parts)).to_numpy(dtype=bool)
-    return np.append(named, False)[codes]
+    return lists_name_any(flows["service"], LOGIN_SERVICES)
 
 
 def login_attempts(flows: pd.DataFrame) -> np.ndarray:
@@ -88,9 +84,7 @@ def login_attempts(flows: pd.DataFrame) -> np.ndarray:
     out[np.isin(port, LOGIN_PORTS) | _named(flows)] = LOGIN
     del port
     rows = np.flatnonzero(out)  # tested further only where a service matched
-    pcodes, pvalues = factorized(flows["proto"])
-    tcp = np.append(pvalues.str.lower().eq("tcp").to_numpy(dtype=bool), False)[pcodes[rows]]
-    out[rows[~tcp | failed_flows(flows, rows)]] = NOT_ATTEMPT
+    out[rows[~tcp_flows(flows)[rows] | failed_flows(flows, rows)]] = NOT_ATTEMPT
     return out
 
 
@@ -109,8 +103,8 @@ def flow_sizes(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
         size = np.full(len(rows), np.nan)
         for col in (f"{side}_bytes", f"{side}_ip_bytes"):
             if col in flows.columns and np.isnan(size).any():
-                v = pd.to_numeric(flows[col], errors="coerce").to_numpy(
-                    dtype=np.float64, na_value=np.nan)[rows]
+                v = pd.to_numeric(flows[col].iloc[rows], errors="coerce").to_numpy(
+                    dtype=np.float64, na_value=np.nan)
                 size = np.where(np.isnan(size) & (v >= 0), v, size)
         known = np.isfinite(size)
         out[known, i] = np.minimum(size[known], np.iinfo(np.int32).max).astype(np.int32)

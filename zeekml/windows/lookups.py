@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from zeekml.records.addresses import inbound_of
-from zeekml.records.distinct import factorized, row_texts
+from zeekml.records.distinct import factorized, lists_name_any, row_texts
 from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
 
 #: previous lookups of the originator looked at (the window is these and the current one)
@@ -60,10 +60,7 @@ def dns_lookups(flows: pd.DataFrame) -> np.ndarray:
                         False)[pcodes]
     out = tcp_udp & (port == DNS_PORT)
     if "service" in flows.columns:
-        scodes, svalues = factorized(flows["service"])
-        named = svalues.astype("str").str.lower().str.split(",").map(
-            lambda parts: "dns" in parts).to_numpy(dtype=bool)
-        out |= np.append(named, False)[scodes]
+        out |= lists_name_any(flows["service"], ("dns",))
     rows = np.flatnonzero(out)
     if len(rows):  # tested on the lookups' address columns only
         out[rows] = ~inbound_of(flows, rows)

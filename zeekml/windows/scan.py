@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from zeekml.records.distinct import factorized, row_texts, texts_at
+from zeekml.records.distinct import factorized, per_distinct, row_texts, texts_at
 from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
 from zeekml.windows.history import FieldSpec
 from zeekml.windows.host_window import hash_values, service_codes
@@ -77,6 +77,12 @@ def failed_flows(flows: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndar
                                                                           na_value=False),
                      False)[at(pcodes)]
     return ((rp == 0) | rejected | one_way) & ~icmp
+
+
+def tcp_flows(flows: pd.DataFrame) -> np.ndarray:
+    """Bool per flow: its protocol is TCP (each distinct value tested once)."""
+    return per_distinct(flows["proto"],
+                        lambda s: s.str.lower().eq("tcp").to_numpy(dtype=bool), False)
 
 
 def target_sides(flows: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
