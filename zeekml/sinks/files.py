@@ -331,10 +331,23 @@ class OutputFile:
         fh, self._fh = self._fh, None
         try:
             if fh is not None and not self.stdout:
+                # the cut goes through a second descriptor *after* the file object is
+                # closed: records still in its buffer reach the file on close (or fail
+                # to), and a cut made before would leave them behind it
+                fd = None
                 if self.mode == "append" and self._committed is not None:
-                    self._cut_back(fh, self._committed)
+                    try:
+                        fd = os.dup(fh.fileno())
+                    except OSError as exc:
+                        log.error("%s: could not cut back to the last commit (%s); the next "
+                                  "run will", self.path, _reason(exc))
                 with contextlib.suppress(OSError):
                     fh.close()
+                if fd is not None:
+                    try:
+                        self._cut_back(fd, self._committed)
+                    finally:
+                        os.close(fd)
             if self._tmp is not None:
                 with contextlib.suppress(OSError):
                     self._tmp.unlink()
@@ -343,15 +356,15 @@ class OutputFile:
             if self._lock is not None:
                 self._lock.release()
 
-    def _cut_back(self, fh: BinaryIO, pos: dict[str, Any]) -> None:
+    def _cut_back(self, fd: int, pos: dict[str, Any]) -> None:
         try:
-            st = os.fstat(fh.fileno())
+            st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != (pos.get("dev"), pos.get("ino")):
                 return
             size = int(pos["size"])
             if st.st_size > size:
-                os.ftruncate(fh.fileno(), size)
-                fsync_if_possible(fh.fileno())
+                os.ftruncate(fd, size)
+                fsync_if_possible(fd)
                 log.info("%s: cut back to its last committed size (%d bytes)", self.path, size)
         except (OSError, KeyError, TypeError, ValueError) as exc:
             log.error("%s: could not cut back to the last commit (%s); the next run will",
