@@ -148,6 +148,57 @@ def test_a_class_held_by_too_few_captures_is_not_emitted() -> None:
     assert not 1.0 >= NOT_EMITTED
 
 
+def test_a_deferred_class_is_never_emitted_and_the_others_keep_their_thresholds() -> None:
+    """Classes left to another detector (the count detectors' portscan and bruteforce)
+    get the not-emitted threshold whatever their support; every other class's threshold
+    is exactly the one it has without deferral (the budget split does not change), in
+    the shipped set and in every LOCO fold, for both payload kinds."""
+    from zeekml.train import amf_loco
+    from zeekml.train.amf_thresholds import NOT_EMITTED
+
+    rng = np.random.default_rng(5)
+    n = 20_000
+    cls = rng.integers(1, len(CLASSES), n)
+    score = rng.beta(0.5, 4, n)
+    benign = np.ones(n, dtype=bool)
+    plain = calibrate(score, cls, benign, CLASSES, alpha=0.0035)
+    rep = calibrate(score, cls, benign, CLASSES, alpha=0.0035, deferred=("portscan", "bruteforce"))
+    for c in CLASSES[1:]:
+        if c in ("portscan", "bruteforce"):
+            assert rep.thresholds[c] == NOT_EMITTED
+            assert rep.per_class[c]["emitted"] is False and rep.per_class[c]["deferred"] is True
+            assert rep.per_class[c]["benign_alarms"] == 0
+            assert plain.per_class[c]["benign_alarms"] > 0  # it would have alarmed
+        else:
+            assert rep.thresholds[c] == plain.thresholds[c] and "deferred" not in rep.per_class[c]
+    # in LOCO: every fold, and the payload-unknown set too
+    ws = _windowset(["a", "b", "c"], 3000)
+    probs = _probs(rng, len(ws), 3, rng.uniform(0, 1, len(ws)))
+    unknown = np.arange(len(ws)) % 2 == 0
+    known, unk = amf_loco.fold_thresholds_by_payload(ws, probs, unknown, None, None, None,
+                                                     alpha=0.007, deferred=("portscan",))
+    for g in ("a", "b", "c"):
+        assert known[g].thresholds["portscan"] == unk[g].thresholds["portscan"] == NOT_EMITTED
+    dec = amf_loco.decide(ws, probs, {g: r.thresholds for g, r in known.items()}, unknown,
+                          {g: r.thresholds for g, r in unk.items()})
+    # every row's top attack class is portscan, many score near 1: none is flagged
+    assert (dec["cls"] == CLASSES.index("portscan")).all() and (dec["score"] > 0.99).any()
+    assert not dec["flagged"].any()
+
+
+def test_deferred_classes_must_be_attack_classes() -> None:
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    from zeekml.errors import ConfigError
+    from zeekml.train.amf_training import AmfTrainRequest
+
+    AmfTrainRequest(out=Path("m.onnx"), corpus="c.json", deferred_classes=("portscan", "bruteforce"))
+    for wrong in (("normal",), ("port-scan",)):
+        with pytest.raises(ConfigError, match="attack classes"):
+            AmfTrainRequest(out=Path("m.onnx"), corpus="c.json", deferred_classes=wrong)
+
+
 def test_class_support_counts_captures_and_leaves_the_held_out_one_out() -> None:
     from zeekml.train import amf_loco
 

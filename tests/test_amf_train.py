@@ -219,10 +219,20 @@ def test_corpus_partial_loco_folds(corpus_run, tmp_path) -> None:
     _, corpus = corpus_run
     out = tmp_path / "p.onnx"
     rc = main(["train", "amf", "--corpus", str(corpus), "--out", str(out), "--epochs", "1", "--hidden", "8",
-               "--samples-per-epoch", "1000", "--seed", "2", "--threads", "1", "--folds", "sme", "ftp"])
+               "--samples-per-epoch", "1000", "--seed", "2", "--threads", "1", "--folds", "sme", "ftp",
+               "--defer-classes", "bruteforce"])
     assert rc == 0
     card = json.loads(out.with_name("p.card.json").read_text())
     lo = card["metrics"]["leave_one_capture_out"]
+    # --defer-classes: trained on (its rows counted), never emitted, in every set and fold
+    assert card["deferred_classes"] == ["bruteforce"]
+    for key in ("thresholds", "thresholds_payload_unknown"):
+        assert card[key]["bruteforce"] == 1.000001
+    for per_fold in (lo["thresholds_per_fold"]["amf_lstm"], lo["thresholds_payload_unknown_per_fold"]["amf_lstm"]):
+        assert {g: t["bruteforce"] for g, t in per_fold.items()} == {"sme": 1.000001, "ftp": 1.000001}
+    assert card["threshold_support"]["per_class"]["bruteforce"]["deferred"] is True
+    assert lo["amf_lstm"]["classes"]["bruteforce"]["predicted"] == 0
+    assert "left to another detector" in out.with_name("p.md").read_text()
     assert lo["folds"] == ["sme", "ftp"]
     assert set(lo["amf_lstm"]["per_capture"]) == {"sme", "ftp"}
     assert set(lo["single_flow_tree"]["per_capture"]) == {"sme", "ftp"}

@@ -56,6 +56,7 @@ def run_amf(args: argparse.Namespace) -> int:
         baselines=args.baselines,
         alpha=t.DEFAULT_ALPHA if args.alpha is None else args.alpha,
         min_class_captures=args.min_class_captures,
+        deferred_classes=tuple(dict.fromkeys(args.defer_classes or ())),
         folds=tuple(args.folds) if args.folds else None,
         loco_out=Path(args.loco_out) if args.loco_out else None,
         metrics_json=Path(args.metrics_json) if args.metrics_json else None,
@@ -178,6 +179,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="emit a class only when its labeled flows come from at least N "
                           "training captures; thinner classes still count in the score but "
                           "raise no notice (default 3 with --corpus, 1 with --data)")
+    amf.add_argument("--defer-classes", nargs="+", metavar="CLASS",
+                     help="train on these attack classes but never emit them: they are left to "
+                          "another detector (the shipped model leaves portscan and bruteforce to "
+                          "the scan and bruteforce count detectors); their thresholds are "
+                          "1.000001, above every score (default: none)")
     amf.add_argument("--folds", nargs="+", metavar="CAPTURE",
                      help="leave-one-capture-out holds out only these captures (each still scored "
                           "by a model trained on every other capture; thresholds and tables from "

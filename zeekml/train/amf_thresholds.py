@@ -34,6 +34,14 @@ one-capture classes (dos, webattack, infiltration) raised 192 of the 287 benign
 out-of-fold alarms (TLS to ordinary web servers called "webattack") at precision 0.0.
 Their probability mass still counts in the score (``1 - P(normal)``); only the class
 cannot raise a notice. ``--threshold MODEL:CLASS=T`` turns one back on.
+
+Classes left to another detector (``deferred``): trained on and counted in the score
+like every class, never emitted. zeekml's count detectors own port scans (``scan``)
+and login guessing (``bruteforce``) by default; where they do, an AMF-LSTM notice of
+the same class is a second, less reliable verdict on the same flows (leave-one-capture-
+out measured the AMF-LSTM's portscan and bruteforce notices at precision 0.37 and 0.0,
+and they were 54 of its 82 alarms on benign flows). The other classes' thresholds are
+the same with or without deferral (the budget split does not change).
 """
 
 from __future__ import annotations
@@ -117,10 +125,12 @@ def calibrate(
     score: np.ndarray, cls: np.ndarray, benign: np.ndarray, classes: Sequence[str],
     alpha: float = DEFAULT_ALPHA, floor: float = FLOOR, min_allowed: int = MIN_ALLOWED,
     support: dict[str, int] | None = None, min_captures: int = 1,
+    deferred: Sequence[str] = (),
 ) -> ThresholdReport:
     """Per-class thresholds from out-of-fold ``score``/``cls`` of rows; ``benign`` marks
     the benign rows (every other row is ignored); ``support``: training captures holding
-    each class (a class under ``min_captures`` is not emitted). See the module docstring."""
+    each class (a class under ``min_captures`` is not emitted, nor is one ``deferred``).
+    See the module docstring."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     normal = list(classes).index("normal")
@@ -139,7 +149,8 @@ def calibrate(
         else:
             t = floor
         held = None if support is None else int(support.get(classes[i], 0))
-        emitted = held is None or held >= min_captures
+        left = classes[i] in deferred
+        emitted = (held is None or held >= min_captures) and not left
         if not emitted:
             t = NOT_EMITTED
         k = int((sc >= t).sum())
@@ -147,7 +158,8 @@ def calibrate(
         per[classes[i]] = {"threshold": t, "allowed": allowed, "benign_alarms": k,
                            "benign_rate": k / n if n else None, "upper_95": upper_bound(k, n),
                            "benign_top_class": int(len(sc)), "supported": allowed >= min_allowed,
-                           "emitted": emitted, "training_captures": held}
+                           "emitted": emitted, "training_captures": held,
+                           **({"deferred": True} if left else {})}
     live = [t for c, t in out.items() if per[c]["emitted"]]
     out["default"] = max(live) if live else NOT_EMITTED
     return ThresholdReport(out, n, alpha, per)

@@ -103,6 +103,9 @@ class AmfTrainRequest:
     #: a class is emitted only when this many training captures hold it (None: 3 with a
     #: corpus, 1 with --data files; see zeekml.train.amf_thresholds)
     min_class_captures: int | None = None
+    #: attack classes trained on but never emitted: left to another detector (zeekml's
+    #: count detectors own portscan and bruteforce; see zeekml.train.amf_thresholds)
+    deferred_classes: tuple[str, ...] = ()
     #: leave-one-capture-out on these captures only (None: every capture)
     folds: tuple[str, ...] | None = None
     loco_out: Path | None = None
@@ -129,6 +132,10 @@ class AmfTrainRequest:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.min_class_captures is not None and self.min_class_captures < 1:
             raise ConfigError(f"min_class_captures must be >= 1, got {self.min_class_captures}")
+        wrong = [c for c in self.deferred_classes if c not in CLASSES or c == "normal"]
+        if wrong:
+            raise ConfigError(f"deferred classes must be attack classes ({', '.join(CLASSES[1:])}), "
+                              f"got {', '.join(wrong)}")
 
     @property
     def class_captures(self) -> int:
@@ -279,10 +286,12 @@ def train(req: AmfTrainRequest) -> int:
         name = amf_loco.MODEL_NAMES[kind]
         if split:
             ft, fu = amf_loco.fold_thresholds_by_payload(ws, probs, unk, vw, v_oof.get(kind), v_unk,
-                                                         alpha, req.class_captures, full)
+                                                         alpha, req.class_captures, full,
+                                                         req.deferred_classes)
             per_fold_unknown[name] = {g: r.thresholds for g, r in fu.items()}
         else:
-            ft = amf_loco.fold_thresholds(ws, probs, alpha, req.class_captures, full)
+            ft = amf_loco.fold_thresholds(ws, probs, alpha, req.class_captures, full,
+                                          req.deferred_classes)
         per_fold[name] = {g: r.thresholds for g, r in ft.items()}
         pu = per_fold_unknown.get(name)
         dec = amf_loco.decide(ws, probs, per_fold[name], unk, pu)
@@ -309,10 +318,11 @@ def train(req: AmfTrainRequest) -> int:
     def ship(kind: str) -> tuple[Any, Any]:
         if split:
             return amf_loco.shipped_by_payload(ws, oof[kind], unk, vw, v_oof.get(kind), v_unk,
-                                               alpha, support, req.class_captures)
+                                               alpha, support, req.class_captures,
+                                               req.deferred_classes)
         score, cls = attack_view(oof[kind], CLASSES)
         return calibrate(score, cls, ws.binary == 0, CLASSES, alpha, support=support,
-                         min_captures=req.class_captures), None
+                         min_captures=req.class_captures, deferred=req.deferred_classes), None
 
     shipped, shipped_unknown = ship("amf")
     thresholds = shipped.thresholds
@@ -402,6 +412,7 @@ def train(req: AmfTrainRequest) -> int:
         "window_key": key,
         "classes": list(CLASSES),
         "untrained_classes": [c for i, c in enumerate(CLASSES) if i not in trained_classes],
+        "deferred_classes": list(req.deferred_classes),
         "label_mapping": label_mapping(),
         "normalization": {"where": "before the ONNX graph, by the runtime: (x - mean) * inv_std "
                                    "in float32, masked positions zeroed",
@@ -414,6 +425,8 @@ def train(req: AmfTrainRequest) -> int:
             f"calibrated on {shipped.benign_flows} benign flows, each scored by a model that never "
             f"trained on its capture; a class held by fewer than {req.class_captures} training "
             f"captures is not emitted (threshold {NOT_EMITTED:.6f}, above every score)"
+            + (f", nor is a class left to another detector ({', '.join(req.deferred_classes)}: "
+               f"deferred_classes)" if req.deferred_classes else "")
             + (f". Flows whose payload bytes are unknown (NetFlow, Argus, some Zeek flows) are "
                f"held to thresholds_payload_unknown: the same rule on the "
                f"{shipped_unknown.benign_flows} benign out-of-fold flows of that kind (those "
@@ -587,7 +600,8 @@ def markdown(card: dict[str, Any]) -> str:
         lines += ["| class | training captures | threshold | benign flows allowed | benign alarms | rate | 95% upper bound |",
                   "|---|---|---|---|---|---|---|"]
         for c, v in sup.get("per_class", {}).items():
-            thr = f"{v['threshold']:.6g}" if v.get("emitted", True) else f"{v['threshold']:.6f} (not emitted)"
+            why = "left to another detector" if v.get("deferred") else "not emitted"
+            thr = f"{v['threshold']:.6g}" if v.get("emitted", True) else f"{v['threshold']:.6f} ({why})"
             lines.append(f"| {c} | {v.get('training_captures', '-')} | {thr} | {v['allowed']} | "
                          f"{v['benign_alarms']} | {_pct(v['benign_rate'])} | {_pct(v['upper_95'])} |")
         lines += ["", f"default (classes not listed): {card[tkey].get('default')}", ""]
