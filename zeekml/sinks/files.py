@@ -334,8 +334,8 @@ class OutputFile:
                 # the cut goes through a second descriptor *after* the file object is
                 # closed: records still in its buffer reach the file on close (or fail
                 # to), and a cut made before would leave them behind it
-                fd = None
-                if self.mode == "append" and self._committed is not None:
+                fd, committed = None, self._committed
+                if self.mode == "append" and committed is not None:
                     try:
                         fd = os.dup(fh.fileno())
                     except OSError as exc:
@@ -343,9 +343,9 @@ class OutputFile:
                                   "run will", self.path, _reason(exc))
                 with contextlib.suppress(OSError):
                     fh.close()
-                if fd is not None:
+                if fd is not None and committed is not None:
                     try:
-                        self._cut_back(fd, self._committed)
+                        self._cut_back(fd, committed)
                     finally:
                         os.close(fd)
             if self._tmp is not None:
