@@ -69,7 +69,8 @@ def test_laned_output_is_the_batch_by_batch_output(tmp_path: Path, all_flows: bo
         texts.append((_lines(out), _lines(tmp_path / f"incidents-{lanes}.log")))
     (plain, plain_inc), (laned, laned_inc) = texts
     assert laned == plain and laned_inc == plain_inc
-    assert len(plain) > (5000 if all_flows else 20) and len(plain_inc) > 10
+    # not a trivial equality: notices from several models (12 today) and their incidents
+    assert len(plain) > (5000 if all_flows else 15) and len(plain_inc) > 10
     # notices carry the uids of their context flows, taken after the lane pushed the next
     # batch into the same store
     fields = next(ln for ln in plain if ln.startswith("#fields")).split("\t")[1:]
