@@ -222,5 +222,27 @@ def test_netflow_sizes_read_like_zeek_sizes() -> None:
     assert np.array_equal(a, b)
     big = flow.assign(orig_ip_bytes=pd.array([15000], dtype="Int64"), orig_pkts=pd.array([10], dtype="Int64"))
     assert tk.payload_bytes(big, "orig")[0] == 15000 - 10 * 60
-    # a responder the source cannot know (one-way NetFlow) stays missing
+    # payload bytes of a responder the record does not have stay missing here (the
+    # LM word reads a one-way record by whether it was paired: the next test)
     assert np.isnan(tk.payload_bytes(flow, "resp")[0])
+
+
+def test_an_unanswered_netflow_record_reads_like_zeeks_unanswered_flow() -> None:
+    """A one-way record the pairing stage found no reverse for (``paired`` False) has
+    responder bytes 0, the word Zeek's unanswered connection gets; where the source
+    says nothing (``paired`` missing, counters unset) the responder stays missing, and
+    a paired record keeps its counters."""
+    zeek = _table([{"proto": "tcp", "conn_state": "S0", "orig_bytes": 0, "resp_bytes": 0, "duration": 0.0}])
+    zeek = zeek.assign(orig_ip_bytes=pd.array([60], dtype="Int64"), orig_pkts=pd.array([1], dtype="Int64"),
+                       resp_ip_bytes=pd.array([0], dtype="Int64"), resp_pkts=pd.array([0], dtype="Int64"))
+    one_way = _table([{"proto": "tcp", "conn_state": "S0"}])
+    one_way = one_way.assign(orig_ip_bytes=pd.array([60], dtype="Int64"), orig_pkts=pd.array([1], dtype="Int64"),
+                             paired=pd.array([False], dtype="boolean"))
+    unknown = one_way.assign(paired=pd.array([None], dtype="boolean"))
+    comps = tk.fit_components(pd.concat([zeek] * 3, ignore_index=True), np.zeros(0), tk.FitOptions())
+    assert np.array_equal(tk.component_codes(comps, one_way), tk.component_codes(comps, zeek))
+    assert tk.responder_bytes(one_way)[0] == 0.0
+    assert np.isnan(tk.responder_bytes(unknown)[0])
+    paired = one_way.assign(paired=pd.array([True], dtype="boolean"),
+                            resp_ip_bytes=pd.array([1500], dtype="Int64"), resp_pkts=pd.array([2], dtype="Int64"))
+    assert tk.responder_bytes(paired)[0] == 1500 - 2 * 60
