@@ -21,12 +21,15 @@ def _probs(rng: np.random.Generator, n: int, attack: int, level: np.ndarray) -> 
     return p
 
 
+def _benign_scores(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` benign rows: (score, top attack class, benign mask), scores skewed low."""
+    rng = np.random.default_rng(seed)
+    return rng.beta(0.5, 4, n), rng.integers(1, len(CLASSES), n), np.ones(n, dtype=bool)
+
+
 def test_budget_holds_on_the_calibration_flows() -> None:
-    rng = np.random.default_rng(0)
     n = 40_000
-    cls = rng.integers(1, len(CLASSES), n)
-    score = rng.beta(0.5, 4, n)
-    benign = np.ones(n, dtype=bool)
+    score, cls, benign = _benign_scores(0, n)
     rep = calibrate(score, cls, benign, CLASSES, alpha=0.0035)
     allowed = math.floor(0.0035 / (len(CLASSES) - 1) * n + 1e-9)
     assert rep.benign_flows == n and allowed == 20
@@ -127,11 +130,8 @@ def test_a_class_held_by_too_few_captures_is_not_emitted() -> None:
     highest *emitted* one."""
     from zeekml.train.amf_thresholds import NOT_EMITTED
 
-    rng = np.random.default_rng(3)
     n = 20_000
-    cls = rng.integers(1, len(CLASSES), n)
-    score = rng.beta(0.5, 4, n)
-    benign = np.ones(n, dtype=bool)
+    score, cls, benign = _benign_scores(3, n)
     support = {c: 5 for c in CLASSES} | {"webattack": 1, "dos": 2}
     plain = calibrate(score, cls, benign, CLASSES, alpha=0.0035)
     rep = calibrate(score, cls, benign, CLASSES, alpha=0.0035, support=support, min_captures=3)
@@ -156,11 +156,9 @@ def test_a_deferred_class_is_never_emitted_and_the_others_keep_their_thresholds(
     from zeekml.train import amf_loco
     from zeekml.train.amf_thresholds import NOT_EMITTED
 
-    rng = np.random.default_rng(5)
     n = 20_000
-    cls = rng.integers(1, len(CLASSES), n)
-    score = rng.beta(0.5, 4, n)
-    benign = np.ones(n, dtype=bool)
+    score, cls, benign = _benign_scores(5, n)
+    rng = np.random.default_rng(5)
     plain = calibrate(score, cls, benign, CLASSES, alpha=0.0035)
     rep = calibrate(score, cls, benign, CLASSES, alpha=0.0035, deferred=("portscan", "bruteforce"))
     for c in CLASSES[1:]:
