@@ -250,6 +250,22 @@ def test_rejected_and_half_open_states() -> None:
     assert f.conn_state[0] == "RSTO"
 
 
+def test_an_answer_without_its_syn_ack_is_no_failed_attempt() -> None:
+    """The originator's SYN and the responder's data but no SYN-ACK (lost, or exported in a
+    record never seen): Zeek's S0 means no reply, and a paired flow has one, so Zeek's
+    rule gives OTH (the responder is partial, not inactive). Called S0, the scan detector
+    counted such answered connections as failures (CTU-Normal read as NetFlow: 81 flows,
+    benign flows flagged 0.45% -> 0.12%)."""
+    answer = tcp("10.0.0.2", 443, "10.0.0.1", 5, 10.0, 1.0, "AD", "OTH")
+    f = pair_table(records([tcp("10.0.0.1", 5, "10.0.0.2", 443, 10.0, 1.0, "SAD", "S0"), answer]))
+    assert f.history[0] == "SADad" and f.conn_state[0] == "OTH"
+    from zeekml.windows.scan import failed_flows
+    assert not failed_flows(f)[0]
+    # with the originator's FIN it is SH (the responder still counts as inactive), as before
+    f = pair_table(records([tcp("10.0.0.1", 5, "10.0.0.2", 443, 10.0, 1.0, "SADF", "S0"), answer]))
+    assert f.conn_state[0] == "SH"
+
+
 def test_icmp_echo_pairs_across_type_codes_v4_and_v6() -> None:
     df = records([
         {"orig_h": "10.0.0.1", "orig_p": 8, "resp_h": "10.0.0.9", "resp_p": 0, "proto": "icmp",

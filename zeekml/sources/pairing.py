@@ -400,7 +400,7 @@ def join_pairs(work: pd.DataFrame, xi: np.ndarray, ji: np.ndarray, cols: list[st
         [tcp & ~o_syn & ~r_syn, tcp & ~o_syn & rR, tcp & ~o_syn & rF, tcp & ~o_syn,
          tcp & ~r_syn & rR, tcp & ~r_syn & oR, tcp & ~r_syn & oF, tcp & ~r_syn,
          tcp & oR, tcp & rR, tcp & oF & rF, tcp & oF, tcp & rF, tcp, udp],
-        ["OTH", "RSTRH", "SHR", "OTH", "REJ", "RSTOS0", "SH", "S0",
+        ["OTH", "RSTRH", "SHR", "OTH", "REJ", "RSTOS0", "SH", "OTH",
          "RSTO", "RSTR", "SF", "S2", "S3", "S1", "SF"],
         "OTH",
     )  # fmt: skip
