@@ -74,6 +74,8 @@ def test_notice_budget_holds_when_the_policy_is_used(tmp_path: Path) -> None:
     silent = [f"amf_lstm:{c}" for c in by_model["amf_lstm"].thresholds
               if c != "default" and by_model["amf_lstm"].threshold_for(c) > 1.0]
     assert silent and not set(silent) & set(policy["thresholds"])
+    # and the report says so, for those classes only (it printed "threshold 1 (kept)")
+    assert {c["key"] for c in report["classes"] if c["not_emitted"]} == set(silent)
     raised = [c for c in report["classes"] if c["threshold"] > c["floor"]]
     assert raised and all(c["before"] > c["after"] and c["cut"] > 0 for c in raised)
     assert all(c["cut_low"] <= c["cut_high"] < c["threshold"] for c in raised)

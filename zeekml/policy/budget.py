@@ -296,6 +296,9 @@ class ClassCost:
     mixed: bool = False
     #: the policy names it (moved; or a mixed class cut to one threshold for all its flows)
     named: bool = False
+    #: kept above the model's score range: a class the card does not emit (too thin, or
+    #: left to another detector), not a threshold the traffic chose
+    not_emitted: bool = False
 
     @property
     def key(self) -> str:
@@ -340,11 +343,13 @@ class Calibration:
             for c in (c for c in self.classes if c.model == model):
                 cost = (f"cuts {c.cut} of {c.flagged} flagged flows, scores "
                         f"{c.cut_low:.6g}..{c.cut_high:.6g}" if c.cut else "cuts nothing")
-                move = ("set for all its flows at the highest of their thresholds" if c.named
+                move = ("not emitted: above every score" if c.not_emitted else
+                        "set for all its flows at the highest of their thresholds" if c.named
                         and c.threshold == c.floor else "kept" if c.threshold == c.floor else
                         f"{'raised' if c.threshold > c.floor else 'lowered'} from "
                         f"{c.floor:.6g}")
-                lines.append(f"  {c.cls}: threshold {c.threshold:.6g} ({move}); most {unit} "
+                shown = f"{c.threshold:.7g}" if c.not_emitted else f"{c.threshold:.6g}"
+                lines.append(f"  {c.cls}: threshold {shown} ({move}); most {unit} "
                              f"a day {c.before} -> {c.after}; {cost}")
         return "\n".join(lines)
 
@@ -424,6 +429,10 @@ def calibrate(rows: pd.DataFrame, floors: dict[tuple[str, str], float], base: Po
             _model_total(mine, floors_m, base, unit, icfg, end,
                          {f"{model}:{c}" for c in mix}),
             _model_total(mine, chosen, base, unit, icfg, end, as_carded))
+    for i, cost in enumerate(result.classes):
+        top = (ranges or {}).get(cost.model)
+        if top is not None and cost.threshold == cost.floor > top[1]:
+            result.classes[i] = replace(cost, not_emitted=True)
     return result
 
 
