@@ -28,14 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from zeekml.eval.corpus import load_corpus
 from zeekml.models.registry import load_scorer, resolve_model
 from zeekml.records.labels import targets
+from zeekml.records.schema import one_way_records
 from zeekml.sources.netflow_view import netflow_view, projectable
 
 CORPUS = Path(__file__).resolve().parent / "shared-corpus.json"
 
 
 def row(name: str, kind: str, flows: pd.DataFrame, flagged: np.ndarray, binary: np.ndarray) -> str:
-    one_way = flows["paired"].eq(False).fillna(False).to_numpy(dtype=bool) if "paired" in flows else \
-        np.zeros(len(flows), dtype=bool)
+    one_way = one_way_records(flows)
     mal, ben = binary == 1, binary == 0
     recall = f"{flagged[mal].mean():.3f}" if mal.any() else "-"
     benign = f"{flagged[ben].mean():.2%}" if ben.any() else "-"

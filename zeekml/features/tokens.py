@@ -59,6 +59,7 @@ import pandas as pd
 from zeekml.errors import ModelError
 from zeekml.features.app_family import FAMILIES, family_codes
 from zeekml.records.distinct import per_distinct
+from zeekml.records.schema import one_way_records
 
 SPEC_VERSION = 2
 PAD = 0
@@ -373,10 +374,7 @@ def responder_bytes(flows: pd.DataFrame) -> np.ndarray:
     unanswered NetFlow flow was surprising for its format (5.0% of CTU-Normal's benign
     flows read as NetFlow flagged, all of them one-way)."""
     v = payload_bytes(flows, "resp")
-    if "paired" in flows.columns:
-        one_way = flows["paired"].eq(False).fillna(False).to_numpy(dtype=bool)
-        v = np.where(one_way & ~np.isfinite(v), 0.0, v)
-    return v
+    return np.where(one_way_records(flows) & ~np.isfinite(v), 0.0, v)
 
 
 def bucket_values(flows: pd.DataFrame, name: str) -> np.ndarray:

@@ -193,3 +193,13 @@ def concat(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
     fixed = [conform(t, with_labels=True) if (labels and not has_labels(t)) else t for t in tables]
     out = pd.concat(fixed, ignore_index=True)
     return out[list(all_dtypes(labels))]
+
+
+def one_way_records(flows: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
+    """Bool per row (or per ``rows``): a one-way NetFlow record no reverse record was
+    found for (``paired`` False, see Pairing above); False where ``paired`` is missing or
+    absent (the source gives both directions, or says nothing)."""
+    if "paired" not in flows.columns:
+        return np.zeros(len(flows) if rows is None else len(rows), dtype=bool)
+    col = flows["paired"] if rows is None else flows["paired"].iloc[rows]
+    return np.asarray(col.eq(False).fillna(False).to_numpy(dtype=bool), dtype=bool)

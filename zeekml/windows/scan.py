@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from zeekml.records.distinct import factorized, per_distinct, row_texts, texts_at
+from zeekml.records.schema import one_way_records
 from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
 from zeekml.windows.history import FieldSpec
 from zeekml.windows.host_window import hash_values, service_codes
@@ -69,9 +70,7 @@ def failed_flows(flows: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndar
                                                                    na_value=np.nan)
     codes, values = factorized(flows["conn_state"])
     rejected = np.append(values.isin(REJECTED_STATES).to_numpy(dtype=bool), False)[at(codes)]
-    one_way = np.zeros(len(rp), dtype=bool)
-    if "paired" in flows.columns:
-        one_way = col("paired").eq(False).fillna(False).to_numpy(dtype=bool) & np.isnan(rp)
+    one_way = one_way_records(flows, rows) & np.isnan(rp)
     pcodes, pvalues = factorized(flows["proto"])
     icmp = np.append(pvalues.str.lower().str.startswith("icmp").to_numpy(dtype=bool,
                                                                           na_value=False),
