@@ -7,6 +7,7 @@ A test that needs a real component (the nfdump binary, rsyslogd, Spark, torch) c
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -58,3 +59,17 @@ def need_module(name: str) -> None:
 def data_dir() -> Path:
     need(DATA.is_dir(), f"the shared captures at {DATA}")
     return DATA
+
+
+def changed_card(tmp_path: Path, card: Path, changes: dict, filename: str | None = None) -> Path:
+    """A copy of ``card`` in ``tmp_path`` with ``changes`` applied (a key whose value is
+    None is removed): hostile and broken cards for the tests that must refuse them."""
+    data = json.loads(card.read_text(encoding="utf-8"))
+    for k, v in changes.items():
+        if v is None:
+            data.pop(k, None)
+        else:
+            data[k] = v
+    path = tmp_path / (filename or card.name)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, need, need_binary
+from tests.conftest import DATA, changed_card, need, need_binary
 from zeekml.errors import ModelError
 from zeekml.models.bruteforce_scorer import BruteforceScorer
 from zeekml.models.card import load_card
@@ -167,10 +167,7 @@ def test_batch_cuts_and_a_saved_state_do_not_change_the_counts() -> None:
     ({"thresholds": {"login_guessing": 8, "http_guessing": 32, "dos": 3}}, "unknown"),
 ])
 def test_a_bad_card_is_refused(tmp_path, change, message) -> None:
-    card = json.loads(CARD.read_text(encoding="utf-8"))
-    card.update(change)
-    path = tmp_path / "bruteforce.card.json"
-    path.write_text(json.dumps(card), encoding="utf-8")
+    path = changed_card(tmp_path, CARD, change)
     with pytest.raises(ModelError, match=message):
         BruteforceScorer(load_card(path), ScorerOptions())
 

@@ -6,14 +6,13 @@ binary, no notice on a Windows host booting or on benign corpus captures."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, need, need_binary
+from tests.conftest import DATA, changed_card, need, need_binary
 from zeekml.errors import ModelError
 from zeekml.models.card import load_card
 from zeekml.models.dns_burst_scorer import DnsBurstScorer
@@ -132,10 +131,7 @@ def test_inbound_lookups_to_a_local_server_are_not_counted(marked) -> None:
     ({"thresholds": {}}, "threshold"),
 ])
 def test_a_bad_card_is_refused(tmp_path, change, message) -> None:
-    card = json.loads(CARD.read_text(encoding="utf-8"))
-    card.update(change)
-    path = tmp_path / "dns_burst.card.json"
-    path.write_text(json.dumps(card), encoding="utf-8")
+    path = changed_card(tmp_path, CARD, change)
     with pytest.raises(ModelError, match=message):
         DnsBurstScorer(load_card(path), ScorerOptions())
 

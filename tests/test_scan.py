@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, need, need_binary
+from tests.conftest import DATA, changed_card, need, need_binary
 from zeekml.errors import ModelError
 from zeekml.models.card import load_card
 from zeekml.models.registry import ScorerOptions, bundled_dir, load_scorer, load_scorers
@@ -257,15 +257,7 @@ def test_no_flag_on_benign_flows_of_real_captures(capture: str) -> None:
 
 
 def _card(tmp_path: Path, **changes: object) -> Path:
-    data = json.loads(CARD.read_text())
-    for k, v in changes.items():
-        if v is None:
-            data.pop(k, None)
-        else:
-            data[k] = v
-    p = tmp_path / "mine.card.json"
-    p.write_text(json.dumps(data))
-    return p
+    return changed_card(tmp_path, CARD, changes, "mine.card.json")
 
 
 @pytest.mark.parametrize("changes, message", [
