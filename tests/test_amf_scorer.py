@@ -310,22 +310,24 @@ def test_a_class_the_card_does_not_emit_can_be_turned_back_on(tmp_path) -> None:
 
 
 
-@pytest.mark.parametrize("size", [1, 97, 1000])
-def test_chunks_assembled_ahead_equal_chunks_assembled_in_turn(shipped, flows, size) -> None:
-    """The next chunk's windows are assembled in a thread while the graph runs the current
-    one: the same scores, classes and context, bit for bit, as assembling each chunk just
-    before its call (real flows, the shipped graph, several chunk sizes)."""
-    ahead = AmfScorer(shipped, ScorerOptions(threads=1, batch_size=size))
+@pytest.mark.parametrize(("threads", "size"), [(1, 1), (1, 97), (1, 1000), (2, 97), (3, 1000)])
+def test_chunks_run_side_by_side_equal_chunks_run_in_turn(shipped, flows, threads, size) -> None:
+    """With one thread the next chunk's windows are assembled in a helper thread while the
+    graph runs the current one; with several, that many chunks are assembled and run at
+    once. Either way: the same scores, classes and context, bit for bit, as assembling and
+    running each chunk in turn (real flows, the shipped graph, several chunk sizes)."""
+    side = AmfScorer(shipped, ScorerOptions(threads=threads, batch_size=size))
     in_turn = AmfScorer(shipped, ScorerOptions(threads=1, batch_size=size))
-    in_turn._assembler = lambda: None  # type: ignore[method-assign]
+    in_turn._pool = lambda: None  # type: ignore[method-assign]
     n = len(flows)
     for half in (flows.iloc[: n // 2], flows.iloc[n // 2 :]):  # state carried across batches
-        got, ref = ahead.score(half), in_turn.score(half)
+        got, ref = side.score(half), in_turn.score(half)
         np.testing.assert_array_equal(got.score, ref.score)
         assert got.cls.tolist() == ref.cls.tolist()
         rows = np.arange(len(half))
         assert got.extra["context"].take(rows).tolist() == ref.extra["context"].take(rows).tolist()
-    assert ahead._ahead is not None and in_turn._ahead is None
+    assert side._ahead is not None and in_turn._ahead is None
+    assert side._ahead._max_workers == threads
 
 
 def test_flows_with_payload_bytes_unknown_get_their_own_thresholds(shipped, tmp_path) -> None:

@@ -30,7 +30,8 @@ back from the store equals the value the flow had when it was current.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -143,16 +144,21 @@ class _Assembly:
 
     _wide: np.ndarray | None = None
     _norm: tuple[Normalization, np.ndarray] | None = None
+    #: the scorer assembles chunks in several threads at once: the items above are made
+    #: by one of them
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def wide(self) -> np.ndarray:
         """The items' own features widened to float32 with room for the relational
         columns (raw windows only: the scorer's normalized path reads the items directly)."""
-        if self._wide is None:
-            feat = self.seq.items["feat"]
-            self._wide = np.empty((len(feat), self.width), dtype=np.float32)
-            self._wide[:, : self.n_flow] = feat
-        return self._wide
+        with self._lock:
+            if self._wide is None:
+                feat = self.seq.items["feat"]
+                wide = np.empty((len(feat), self.width), dtype=np.float32)
+                wide[:, : self.n_flow] = feat
+                self._wide = wide
+            return self._wide
 
     def x(self, start: int, stop: int) -> np.ndarray:
         """Raw windows ``[rows, n, F]``."""
@@ -171,16 +177,18 @@ class _Assembly:
         once per window position; the relational features are written by the same code as
         in :meth:`x`, one contiguous plane per feature, normalized, then put in place."""
         nf = self.n_flow
-        if self._norm is None or self._norm[0] is not norm:
-            # float16 items widen exactly to float32: the same values as normalizing the
-            # widened copy, without writing that copy first
-            feat = self.seq.items["feat"]
-            wide = np.empty((len(feat), self.width), dtype=np.float32)
-            np.subtract(feat, norm.mean[:nf], out=wide[:, :nf])
-            wide[:, :nf] *= norm.inv_std[:nf]
-            self._norm = (norm, wide)
+        with self._lock:
+            if self._norm is None or self._norm[0] is not norm:
+                # float16 items widen exactly to float32: the same values as normalizing
+                # the widened copy, without writing that copy first
+                feat = self.seq.items["feat"]
+                wide = np.empty((len(feat), self.width), dtype=np.float32)
+                np.subtract(feat, norm.mean[:nf], out=wide[:, :nf])
+                wide[:, :nf] *= norm.inv_std[:nf]
+                self._norm = (norm, wide)
+            items = self._norm[1]
         idx = self._positions(start, stop)
-        xs = np.take(self._norm[1], idx.T, axis=0)
+        xs = np.take(items, idx.T, axis=0)
         m = np.take(self.seq.items["meta"], idx, axis=0)
         valid = self.seq.valid[start:stop]
         # one contiguous plane per relational feature (written through a [rows, n, R]
