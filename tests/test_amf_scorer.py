@@ -318,7 +318,7 @@ def test_chunks_run_side_by_side_equal_chunks_run_in_turn(shipped, flows, thread
     running each chunk in turn (real flows, the shipped graph, several chunk sizes)."""
     side = AmfScorer(shipped, ScorerOptions(threads=threads, batch_size=size))
     in_turn = AmfScorer(shipped, ScorerOptions(threads=1, batch_size=size))
-    in_turn._pool = lambda: None  # type: ignore[method-assign]
+    in_turn.chunks.helper = lambda: None  # type: ignore[method-assign]
     n = len(flows)
     for half in (flows.iloc[: n // 2], flows.iloc[n // 2 :]):  # state carried across batches
         got, ref = side.score(half), in_turn.score(half)
@@ -326,8 +326,8 @@ def test_chunks_run_side_by_side_equal_chunks_run_in_turn(shipped, flows, thread
         assert got.cls.tolist() == ref.cls.tolist()
         rows = np.arange(len(half))
         assert got.extra["context"].take(rows).tolist() == ref.extra["context"].take(rows).tolist()
-    assert side._ahead is not None and in_turn._ahead is None
-    assert side._ahead._max_workers == threads
+    assert side.chunks._pool is not None and in_turn.chunks._pool is None
+    assert side.chunks._pool._max_workers == threads
 
 
 def test_flows_with_payload_bytes_unknown_get_their_own_thresholds(shipped, tmp_path) -> None:

@@ -372,19 +372,23 @@ def test_out_to_a_character_device_is_not_an_error(models, tmp_path) -> None:
 
 def test_side_models_get_a_share_of_the_threads() -> None:
     """The first model (run in the calling thread) gets --threads; each model beside it
-    THREADS / models, at least 1: real onnxruntime sessions, asked what they were given."""
+    THREADS / models, at least 1: that many graph calls at once, each on a real
+    onnxruntime session of one thread (asked what it was given)."""
     from zeekml.models.registry import ScorerOptions, load_scorers, side_threads
 
-    def intra(threads: int, specs: list[str]) -> list[int]:
-        return [s.session.get_session_options().intra_op_num_threads  # type: ignore[attr-defined]
-                for s in load_scorers(specs, ScorerOptions(threads=threads))
-                if hasattr(s, "session")]  # the scan detector runs no graph: no share
+    def threads(n: int, specs: list[str]) -> list[int]:
+        got = []
+        for s in load_scorers(specs, ScorerOptions(threads=n)):
+            if hasattr(s, "session"):  # the count detectors run no graph: no share
+                assert s.session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+                got.append(s.chunks.threads)  # type: ignore[attr-defined]
+        return got
 
-    assert intra(2, []) == [2, 1]  # the bundled pair, the default run
-    assert intra(4, []) == [4, 2]
-    assert intra(1, []) == [1, 1]
-    assert intra(2, ["flow_lm"]) == [2]  # alone, a model keeps every thread
-    assert intra(2, ["flow_lm", "amf_lstm"]) == [2, 1]  # order as given: the first is first
+    assert threads(2, []) == [2, 1]  # the bundled models, the default run
+    assert threads(4, []) == [4, 2]
+    assert threads(1, []) == [1, 1]
+    assert threads(2, ["flow_lm"]) == [2]  # alone, a model keeps every thread
+    assert threads(2, ["flow_lm", "amf_lstm"]) == [2, 1]  # order as given: the first is first
     assert side_threads(3, 3) == 1 and side_threads(8, 3) == 2
 
 

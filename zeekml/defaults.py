@@ -7,9 +7,10 @@ imported from below (no zeekml imports): every layer may depend on it.
 
 from __future__ import annotations
 
-#: onnxruntime threads of the first model's session (the models of a batch run side by
-#: side; each other one gets THREADS / models, see ``registry.side_threads``), and torch
-#: threads when training
+#: graph calls of the first model run at once, each on one onnxruntime thread (the models
+#: of a batch run side by side; each other one gets THREADS / models, see
+#: ``registry.side_threads`` and ``models.session.GraphChunks``), and torch threads when
+#: training
 THREADS = 2
 #: flows per batch read from a file (memory bound of reading; the Spark engine's batches)
 BATCH_ROWS = 65536

@@ -127,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--incident-update", type=_seconds, default=defaults.INCIDENT_UPDATE, metavar="SECONDS",
                    help="incident update interval, as for score (default %(default)g)")
     p.add_argument("--threads", type=int, default=defaults.THREADS,
-                   help="onnxruntime threads (default %(default)s)")
+                   help="graph calls run at once, each on one onnxruntime thread (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=defaults.SCORE_BATCH_ROWS, metavar="ROWS",
                    help="flows per batch (default %(default)s)")
     p.add_argument("--strict", action="store_true",

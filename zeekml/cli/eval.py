@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="labeled captures")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--threads", type=int, default=defaults.THREADS,
-                   help="onnxruntime threads (default %(default)s)")
+                   help="graph calls run at once, each on one onnxruntime thread (default %(default)s)")
     from zeekml.cli.read_args import add_read_arguments
 
     add_read_arguments(p)

@@ -302,7 +302,8 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
                         "flow, else the originator (a flood on one server is one notice), "
                         f"'orig' = always the originator (default {defaults.SUPPRESS_BY})")
     p.add_argument("--threads", type=int, default=defaults.THREADS,
-                   help="onnxruntime threads of the first model; the models of a batch run "
+                   help="graph calls of the first model run at once (each on one onnxruntime "
+                        "thread); the models of a batch run "
                         "side by side and each other one gets THREADS / models, at least 1 "
                         "(default %(default)s)")
     add_catch_up_options(p)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from functools import partial
 
 import numpy as np
@@ -46,7 +46,7 @@ from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard, class_thresholds
 from zeekml.models.context import uid_lists
 from zeekml.models.registry import ScorerOptions
-from zeekml.models.session import open_session
+from zeekml.models.session import GraphChunks, open_session
 from zeekml.windows.host_window import (
     FANOUT_WINDOW_FEATURES,
     WINDOW_FEATURES,
@@ -187,9 +187,9 @@ class AmfScorer:
         #: what --threshold may name, and the range its scores (1 - P(normal)) live in
         self.notice_classes = tuple(c for c in classes if c != "normal")
         self.score_range = (0.0, 1.0)
-        # one onnxruntime thread per graph call; ``options.threads`` calls run at once, on
-        # chunks of their own (:meth:`_run`)
+        # one onnxruntime thread per graph call, ``options.threads`` calls at once
         self.session = open_session(card.graph(), 1)
+        self.chunks = GraphChunks(options.threads, self.name)
         self.norm = _check_graph(self.session, card, window, len(classes))
         self.windows = HostWindows(
             window, key, max_hosts=options.max_hosts, idle_timeout=options.idle_timeout,
@@ -198,7 +198,6 @@ class AmfScorer:
         self._thr = class_thresholds(card.thresholds, classes)
         unknown = card.data.get(UNKNOWN_KEY)
         self._thr_unknown = None if unknown is None else class_thresholds(unknown, classes)
-        self._ahead: ThreadPoolExecutor | None = None
         self._names = np.array(classes, dtype=object)
 
     def infer(self, x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -221,12 +220,11 @@ class AmfScorer:
              mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``rows_x(start, stop)``: the graph's window input for those rows.
 
-        With ``options.threads`` > 1, that many chunks are assembled and run at once, each
-        call on one onnxruntime thread: measured on 2 cores (200k windows, shipped graph),
-        two such calls side by side gave 438-449k windows/s against 342-351k for one call
-        at a time on two onnxruntime threads (the LSTM's per-step work is too small to
-        split across threads without waiting on them). With one thread the next chunk is
-        assembled in a helper thread while the graph runs this one.
+        With several threads each chunk's windows are assembled by the thread that runs
+        its graph call (:class:`~zeekml.models.session.GraphChunks`); with one, the next
+        chunk is assembled in a helper thread while the graph runs this one (numpy and
+        onnxruntime both release the GIL: one after the other they took about half of
+        this scorer's time each).
         """
         bs = self.options.batch_size
         b = len(mask)
@@ -244,24 +242,16 @@ class AmfScorer:
             att[s : s + bs] = a
 
         starts = range(0, b, bs)
-        if b > bs and self.options.threads > 1:
-            list(self._pool().map(lambda s: run(s, chunk(s)), starts))
+        ahead = self.chunks.helper() if b > bs else None
+        if ahead is None:
+            self.chunks.run(lambda s: run(s, chunk(s)), starts)
             return probs, att
-        ahead = self._pool() if b > bs else None
-        nxt: Future[np.ndarray] | None = ahead.submit(chunk, 0) if ahead else None
+        nxt: Future[np.ndarray] | None = ahead.submit(chunk, 0)
         for s in starts:
             x = chunk(s) if nxt is None else nxt.result()
-            nxt = ahead.submit(chunk, s + bs) if ahead and s + bs < b else None
+            nxt = ahead.submit(chunk, s + bs) if s + bs < b else None
             run(s, x)
         return probs, att
-
-    def _pool(self) -> ThreadPoolExecutor:
-        """The threads that assemble window chunks and run the graph on them (made once):
-        ``options.threads`` of them, or one that assembles ahead of this thread."""
-        if self._ahead is None:
-            self._ahead = ThreadPoolExecutor(max_workers=self.options.threads,
-                                             thread_name_prefix=f"zeekml-{self.name}-windows")
-        return self._ahead
 
     def score(self, flows: pd.DataFrame) -> ScoreBatch:
         feats = flow_features(flows)

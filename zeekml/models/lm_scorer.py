@@ -50,7 +50,7 @@ from zeekml.models.card import ModelCard
 from zeekml.models.context import uid_lists
 from zeekml.models.lm_score import ScoreRule, Unigram
 from zeekml.models.registry import ScorerOptions
-from zeekml.models.session import open_session
+from zeekml.models.session import GraphChunks, open_session
 from zeekml.windows.conversation import KEY_NAME, ConversationWindow, ConversationWindows
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,9 @@ class LmScorer:
         self.name = card.name
         self.context, spec = validate_card(card)
         self.tokenizer = Tokenizer(spec)
-        self.session = open_session(card.graph(), options.threads)
+        # one onnxruntime thread per graph call, ``options.threads`` calls at once
+        self.session = open_session(card.graph(), 1)
+        self.chunks = GraphChunks(options.threads, self.name)
         _check_graph(self.session, card, self.context, len(spec.components))
         trained = card.data["conversation"].get("idle_timeout")
         if isinstance(trained, (int, float)) and float(trained) != options.idle_timeout:
@@ -182,17 +184,21 @@ class LmScorer:
     def _run(
         self, uw: np.ndarray, up: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The graph over windows as given, in chunks of ``options.batch_size``."""
+        """The graph over windows as given, in chunks of ``options.batch_size``
+        (:class:`~zeekml.models.session.GraphChunks`: ``options.threads`` at once)."""
         n, bs = len(uw), self.options.batch_size
         nll = np.empty(n, dtype=np.float32)
         nll0 = np.empty(n, dtype=np.float32)
         alt = np.empty((n, up.shape[2]), dtype=np.int64)
         alt_p = np.empty(n, dtype=np.float32)
-        for s in range(0, n, bs):
+
+        def call(s: int) -> None:
             n_, n0_, a_, p_ = self.session.run(
                 list(OUTPUTS), {"words": uw[s : s + bs], "parts": up[s : s + bs]}
             )
             nll[s : s + bs], nll0[s : s + bs], alt[s : s + bs], alt_p[s : s + bs] = n_, n0_, a_, p_
+
+        self.chunks.run(call, range(0, n, bs))
         return nll, nll0, alt, alt_p
 
     def terms(

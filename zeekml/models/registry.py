@@ -155,7 +155,7 @@ def default_scorers(options: ScorerOptions | None = None) -> list[Scorer]:
 
 
 def side_threads(threads: int, n_scorers: int) -> int:
-    """onnxruntime threads of a scorer that runs beside the first one.
+    """Threads (graph calls at once) of a scorer that runs beside the first one.
 
     The pipeline runs the first scorer in the calling thread and the others each in a
     thread of their own (``zeekml.runtime.pipeline``); the first is the longer path, and a
