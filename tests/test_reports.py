@@ -135,3 +135,53 @@ def test_netflow_view_report_reads_both_ways(corpus: Path, capsys) -> None:
     assert set(rows) == {("sample", "as read"), ("sample", "netflow")}
     assert rows[("sample", "as read")] == (360, "0.0%", 360, f"{128 / 360:.2%}")
     assert float(rows[("sample", "netflow")][1].rstrip("%")) > 0  # unanswered flows are one-way
+
+
+def test_detection_report_together_rows(corpus: Path) -> None:
+    """``--together``: per capture a flow is flagged if any model flags it and every
+    model's notices count; the pooled rows cover the labeled captures (here the FTP trace:
+    all its rows are stream rows). An out-of-fold file made here over the corpus's own
+    rows, beside the real count detectors."""
+    import detection_report
+    from scan_report import score_capture
+
+    from zeekml.eval.corpus import load_corpus
+    from zeekml.records.labels import targets
+
+    rng = np.random.default_rng(3)
+    frames, scan_flags = [], {}
+    for c in load_corpus(corpus):
+        flows = c.flows.reset_index(drop=True)
+        n = len(flows)
+        frames.append(pd.DataFrame({
+            "capture": c.name, "row": np.arange(n, dtype=np.int64),
+            "uid": flows["uid"].astype(str), "ts": flows["ts"].astype(float),
+            "orig_h": flows["orig_h"].astype(str), "orig_p": flows["orig_p"],
+            "resp_h": flows["resp_h"].astype(str), "resp_p": flows["resp_p"],
+            "proto": flows["proto"].astype(str), "binary": targets(flows)[0],
+            "y": 0, "model": "amf_lstm", "score": rng.random(n), "cls": "ddos", "threshold": 0.8}))
+        for name, card in CARDS.items():
+            score, thr, _ = score_capture(card, flows, np.asarray(c.sampled, dtype=bool))
+            scan_flags[c.name, name] = score >= thr
+    oof = pd.concat(frames, ignore_index=True)
+    path = Path(str(corpus)).with_name("oof-together.parquet")
+    oof.to_parquet(path, index=False)
+    got = json.loads(_run(detection_report, [
+        "--loco", str(path), "--count", str(CARDS["scan"]), str(CARDS["bruteforce"]),
+        "--corpus", str(corpus), "--together", "--json"]))
+    rows = {(e["capture"], e["model"]): e["model_figures"] for e in got}
+    ftp = oof[oof["capture"] == "ftp"]
+    amf = ftp["score"].to_numpy() >= 0.8
+    union = amf | scan_flags["ftp", "scan"] | scan_flags["ftp", "bruteforce"]
+    assert 0 < scan_flags["ftp", "bruteforce"].sum() and (union != amf).any()  # not one model's
+    all3 = "amf_lstm+scan+bruteforce"
+    assert rows[("ftp", all3)]["recall"] == pytest.approx(union.mean())
+    sample = {m: rows[("sample", m)]["notices_per_10k_benign"]
+              for m in ("amf_lstm", "scan", "bruteforce", all3)}
+    assert sample["scan"] > 0  # the sample's fan-out: notices of every model add up
+    assert sample[all3] == pytest.approx(sample["amf_lstm"] + sample["scan"] + sample["bruteforce"])
+    for model in ("amf_lstm", "scan", "bruteforce", "together"):  # only the FTP trace is labeled
+        pooled = rows[("pooled (labeled captures)", model)]
+        assert pooled == rows[("pooled (labeled, stream rows)", model)]
+        assert pooled["recall"] == pytest.approx(
+            rows[("ftp", all3 if model == "together" else model)]["recall"])

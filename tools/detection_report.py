@@ -24,9 +24,15 @@ The count detectors (scan, bruteforce; ``--count CARD ...``) are added with thei
 they are not trained, so every capture of the corpus (``--corpus``) is one they never saw,
 scored as ``zeekml score`` scores it; they have no baseline.
 
+``--together`` adds what an analyst running every model given would see: per capture, a
+flow flagged by any of them and the notices of all; then pooled rows over the labeled
+captures per model and together, over all their rows and over their stream rows only
+(the corpus's random samples of IoT-23 and CICIDS2017 rows are scored one row at a time,
+with no history: no window and no count can work on them).
+
 Usage: ``python tools/detection_report.py [--loco onnx_models/amf_lstm.loco.parquet
 onnx_models/flow_lm.loco.parquet] [--count CARD ...] [--suppress 600] [--suppress-by host]
-[--json]``
+[--together] [--json]``
 """
 
 from __future__ import annotations
@@ -71,24 +77,43 @@ def notices_opened(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray,
     return out["notice"].fillna(False).to_numpy(dtype=bool)
 
 
-def figures(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray, cls: pd.Series,
-            model: str, suppress: float, labeled: bool, by: str = "host") -> dict[str, Any]:
+def flags(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray, cls: pd.Series,
+          model: str, suppress: float, by: str = "host") -> tuple[np.ndarray, np.ndarray]:
+    """(rows flagged by the decision rule, rows that open a notice) of one model."""
     from zeekml.policy.notice import crosses
 
-    flagged = crosses(score, threshold)
-    binary = rows["binary"].to_numpy()
-    mal, ben = binary == 1, binary == 0 if labeled else np.ones(len(rows), dtype=bool)
+    return crosses(score, threshold), notices_opened(rows, score, threshold, cls, model,
+                                                     suppress, by)
+
+
+def rates(binary: np.ndarray, labeled: bool, flagged: np.ndarray, opened: np.ndarray
+          ) -> dict[str, Any]:
+    """Recall, precision, FPR and notices per 10,000 benign flows of flagged rows (and of
+    the rows that opened notices; ``opened`` counts notices: several per row when rows
+    of several models are summed)."""
+    mal, ben = binary == 1, binary == 0 if labeled else np.ones(len(binary), dtype=bool)
     tp, fp = int((flagged & mal).sum()), int((flagged & ben).sum())
-    opened = notices_opened(rows, score, threshold, cls, model, suppress, by)
-    out: dict[str, Any] = {
+    return {
         "malicious": int(mal.sum()), "benign": int(ben.sum()),
         "recall": tp / int(mal.sum()) if mal.any() else None,
         "precision": tp / (tp + fp) if tp + fp and mal.any() else None,
         "fpr": fp / int(ben.sum()) if ben.any() else None,
-        "notices_per_10k_benign": 1e4 * int((opened & ben).sum()) / int(ben.sum())
+        "notices_per_10k_benign": 1e4 * int(opened[ben].sum()) / int(ben.sum())
         if ben.any() else None,
     }
-    return out
+
+
+def figures(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray, cls: pd.Series,
+            model: str, suppress: float, labeled: bool, by: str = "host",
+            keep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`rates` of one model on one capture's rows; ``keep`` (if given) receives the
+    per-row arrays (for :func:`combined`)."""
+    flagged, opened = flags(rows, score, threshold, cls, model, suppress, by)
+    binary = rows["binary"].to_numpy()
+    if keep is not None:
+        keep.update(binary=binary, flagged=flagged, opened=opened,
+                    uid=rows["uid"].astype(str).to_numpy())
+    return rates(binary, labeled, flagged, opened)
 
 
 def report(files: list[Path], suppress: float, by: str = "host") -> list[dict[str, Any]]:
@@ -102,7 +127,7 @@ def report(files: list[Path], suppress: float, by: str = "host") -> list[dict[st
                                      "flows": len(rows)}
             entry["model_figures"] = figures(
                 rows, rows["score"].to_numpy(np.float64), rows["threshold"].to_numpy(np.float64),
-                rows["cls"], str(model), suppress, labeled, by)
+                rows["cls"], str(model), suppress, labeled, by, keep=entry.setdefault("_rows", {}))
             base = str(rows["baseline"].iloc[0]) if "baseline" in rows else ""
             if base and rows["baseline_score"].notna().any():
                 entry["baseline"] = base
@@ -132,12 +157,61 @@ def count_report(cards: list[Path], corpus: Path, suppress: float, by: str = "ho
         rows["binary"] = targets(flows)[0]
         labeled = bool((rows["binary"] >= 0).any())
         for card in cards:
-            score, thr, cls = score_capture(card, flows, np.asarray(c.sampled, dtype=bool))
+            sampled = np.asarray(c.sampled, dtype=bool)
+            score, thr, cls = score_capture(card, flows, sampled)
             name = load_card(card).name
+            keep: dict[str, Any] = {"sampled": np.broadcast_to(sampled, (len(rows),))}
             out.append({"capture": c.name, "model": name, "labeled": labeled,
                         "flows": len(rows), "model_figures": figures(
                             rows, score, thr, pd.Series(cls, dtype="str"), name, suppress,
-                            labeled, by)})
+                            labeled, by, keep=keep), "_rows": keep})
+    return out
+
+
+def combined(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per capture for every model above together, as an analyst running them all
+    would see it: a flow is flagged if any model flags it, every model's notices count;
+    then pooled rows over the labeled captures, for each model and for all together: all
+    their rows, and (when the count detectors' rows say which rows the corpus randomly
+    sampled) their stream rows only, the rows a window or a count can work on. The rows
+    of one capture line up by position: the out-of-fold files keep each capture's flows
+    in the corpus's order (checked: the same uids and labels in the same order)."""
+    by_cap: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:
+        by_cap.setdefault(e["capture"], []).append(e)
+    out = []
+    #: per model (and "together"): per labeled capture (binary, flagged, opened, stream)
+    pooled: dict[str, list[tuple[np.ndarray, ...]]] = {}
+    stream_known = True
+    for capture, es in by_cap.items():
+        first = es[0]["_rows"]
+        if any(not np.array_equal(e["_rows"]["uid"], first["uid"])
+               or not np.array_equal(e["_rows"]["binary"], first["binary"]) for e in es):
+            raise SystemExit(f"{capture}: the models' rows do not line up (uids or labels differ)")
+        flagged = np.logical_or.reduce([e["_rows"]["flagged"] for e in es])
+        opened = np.sum([e["_rows"]["opened"].astype(np.int64) for e in es], axis=0)
+        labeled = bool(es[0]["labeled"])
+        name = "+".join(str(e["model"]) for e in es)
+        out.append({"capture": capture, "model": name, "labeled": labeled,
+                    "flows": len(flagged),
+                    "model_figures": rates(first["binary"], labeled, flagged, opened)})
+        if not labeled:
+            continue
+        sampled = next((e["_rows"]["sampled"] for e in es if "sampled" in e["_rows"]), None)
+        stream_known &= sampled is not None
+        stream = ~sampled if sampled is not None else np.ones(len(flagged), dtype=bool)
+        for e in es:
+            pooled.setdefault(str(e["model"]), []).append(
+                (first["binary"], e["_rows"]["flagged"], e["_rows"]["opened"], stream))
+        pooled.setdefault("together", []).append((first["binary"], flagged, opened, stream))
+    for model, parts in pooled.items():
+        b, f, o, st = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        out.append({"capture": "pooled (labeled captures)", "model": model, "labeled": True,
+                    "flows": len(b), "model_figures": rates(b, True, f, o)})
+        if stream_known:
+            out.append({"capture": "pooled (labeled, stream rows)", "model": model,
+                        "labeled": True, "flows": int(st.sum()),
+                        "model_figures": rates(b[st], True, f[st], o[st])})
     return out
 
 
@@ -179,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                     "(default: the bundled default ones; --count alone: none)")
     ap.add_argument("--corpus", default=str(REPO / "tools" / "shared-corpus.json"),
                     help="the corpus the count detectors are scored on")
+    ap.add_argument("--together", action="store_true",
+                    help="add one row per capture for all the models together (a flow flagged "
+                    "by any; every model's notices counted) and a pooled row")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = ap.parse_args(argv)
     files = [Path(f) for f in args.loco]
@@ -191,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.count:
         entries += count_report([Path(c) for c in args.count], Path(args.corpus),
                                 args.suppress, args.suppress_by)
+    if args.together:
+        entries += combined(entries)
+    for e in entries:
+        e.pop("_rows", None)
     print(json.dumps(entries, indent=1) if args.json else table(entries))
     return 0
 
