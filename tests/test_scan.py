@@ -282,7 +282,7 @@ def test_a_card_of_its_own_is_a_model_by_path_and_is_bundled_by_default(tmp_path
     p = _card(tmp_path, thresholds={"address_scan": 5, "port_scan": 7}, name="mine")
     scorer = load_scorer(str(p))
     assert scorer.name == "mine" and scorer.thresholds == {"address_scan": 5, "port_scan": 7}
-    assert [s.name for s in load_scorers([])] == ["amf_lstm", "bruteforce", "flow_lm", "scan"]
+    assert [s.name for s in load_scorers([])] == ["amf_lstm", "bruteforce", "flood", "flow_lm", "scan"]
 
 
 def test_zeekml_eval_of_the_scan_detector_on_a_labeled_capture(capsys) -> None:

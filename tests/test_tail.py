@@ -492,8 +492,11 @@ def test_scan_of_many_hosts_keeps_state_bounded(tmp_path: Path, models: list[str
         hosts = [decode_texts(arrays[k], arrays[k.replace("_utf8", "_offsets")], k)
                  for k in arrays if k.endswith("keys_utf8")]
         assert hosts, f"{name}: no per-host keys in the state"
-        bound = 500 // 8 if name == "scan" else 500
-        assert all(0 < len(h) <= bound for h in hosts), (name, [len(h) for h in hosts])
+        bound = {"scan": 500 // 8, "flood": 500 // 16}.get(name, 500)
+        # the flood detector keeps victims of unanswered flows that are not outbound: these
+        # attempts leave local addresses for an outside one, it keeps none
+        least = 0 if name == "flood" else 1
+        assert all(least <= len(h) <= bound for h in hosts), (name, [len(h) for h in hosts])
         assert all(isinstance(k, str) and k for h in hosts for k in h)
 
 

@@ -12,15 +12,16 @@ AMF-LSTM, unigram word rarity for the flow LM):
 * notices per 10,000 benign flows: the flagged rows go through the runtime's own
   :class:`~zeekml.policy.notice.NoticePolicy` in stream order with the default
   suppression (one notice per host, class and model per 600 s of log time; the host is the
-  local responder of an inbound flow, else the originator, by address: the out-of-fold
-  files keep no Zeek ``local_*`` marks; ``--suppress-by orig`` keys by originator), and
+  local responder of an inbound flow, else the originator; local by Zeek's ``local_*``
+  marks where the rows have them, as ``zeekml score`` decides, else by address: the
+  out-of-fold files keep no marks; ``--suppress-by orig`` keys by originator), and
   the notices opened by benign flows are counted. For unlabeled captures (traffic presumed
   benign), every flow counts as benign.
 
 Goals printed beside the figures (issue 12): notices per 10,000 benign flows <= 5 on every
 benign or mostly-benign capture; each model above its baseline.
 
-The count detectors (scan, bruteforce; ``--count CARD ...``) are added with their own rows:
+The count detectors (scan, bruteforce, flood; ``--count CARD ...``) are added with their own rows:
 they are not trained, so every capture of the corpus (``--corpus``) is one they never saw,
 scored as ``zeekml score`` scores it; they have no baseline.
 
@@ -51,19 +52,23 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
 from zeekml.policy.notice import NoticePolicy, PolicyConfig  # noqa: E402
+from zeekml.records.addresses import inbound_flows  # noqa: E402
 from zeekml.records.verdicts import conform_verdicts  # noqa: E402
 
 DEFAULT_FILES = ("onnx_models/amf_lstm.loco.parquet", "onnx_models/flow_lm.loco.parquet")
 #: the bundled default count detectors (not trained: scored on the corpus directly)
-COUNT_CARDS = ("onnx_models/scan.card.json", "onnx_models/bruteforce.card.json")
+COUNT_CARDS = ("onnx_models/scan.card.json", "onnx_models/bruteforce.card.json",
+               "onnx_models/flood.card.json")
 NOTICE_GOAL = 5.0  # notices per 10,000 benign flows
 MOSTLY_BENIGN = 0.9  # share of benign rows that makes a capture "mostly benign"
 
 
 def notices_opened(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray,
-                   cls: pd.Series, model: str, suppress: float, by: str = "host"
-                   ) -> np.ndarray:
-    """Rows (in stream order) that open a notice under the runtime's policy."""
+                   cls: pd.Series, model: str, suppress: float, by: str = "host",
+                   about_responder: bool = False) -> np.ndarray:
+    """Rows (in stream order) that open a notice under the runtime's policy
+    (``about_responder``: the model's notices are about the responder, as the flood
+    detector's are)."""
     n = len(rows)
     scored = conform_verdicts(pd.DataFrame({
         "ts": rows["ts"].to_numpy(dtype=np.float64), "uid": rows["uid"],
@@ -72,18 +77,23 @@ def notices_opened(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray,
         "model": pd.Series([model] * n, dtype="str"), "score": score, "threshold": threshold,
     }))
     scored["cls"] = pd.Series(np.asarray(cls, dtype=object), dtype="str")
+    if about_responder:
+        scored["inbound"] = np.ones(n, dtype=bool)
+    elif {"local_orig", "local_resp"} & set(rows.columns):  # Zeek's marks, as zeekml score reads them
+        scored["inbound"] = inbound_flows(rows)
     out = NoticePolicy(PolicyConfig(suppress=suppress, suppress_by=by, all_flows=True)
                        ).decide(scored)
     return out["notice"].fillna(False).to_numpy(dtype=bool)
 
 
 def flags(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray, cls: pd.Series,
-          model: str, suppress: float, by: str = "host") -> tuple[np.ndarray, np.ndarray]:
+          model: str, suppress: float, by: str = "host", about_responder: bool = False
+          ) -> tuple[np.ndarray, np.ndarray]:
     """(rows flagged by the decision rule, rows that open a notice) of one model."""
     from zeekml.policy.notice import crosses
 
     return crosses(score, threshold), notices_opened(rows, score, threshold, cls, model,
-                                                     suppress, by)
+                                                     suppress, by, about_responder)
 
 
 def rates(binary: np.ndarray, labeled: bool, flagged: np.ndarray, opened: np.ndarray
@@ -105,10 +115,10 @@ def rates(binary: np.ndarray, labeled: bool, flagged: np.ndarray, opened: np.nda
 
 def figures(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray, cls: pd.Series,
             model: str, suppress: float, labeled: bool, by: str = "host",
-            keep: dict[str, Any] | None = None) -> dict[str, Any]:
+            keep: dict[str, Any] | None = None, about_responder: bool = False) -> dict[str, Any]:
     """:func:`rates` of one model on one capture's rows; ``keep`` (if given) receives the
     per-row arrays (for :func:`combined`)."""
-    flagged, opened = flags(rows, score, threshold, cls, model, suppress, by)
+    flagged, opened = flags(rows, score, threshold, cls, model, suppress, by, about_responder)
     binary = rows["binary"].to_numpy()
     if keep is not None:
         keep.update(binary=binary, flagged=flagged, opened=opened,
@@ -144,7 +154,7 @@ def count_report(cards: list[Path], corpus: Path, suppress: float, by: str = "ho
     """The count detectors' rows (no baseline): they are not trained, so every capture of
     the corpus is one they never saw; each is scored as ``zeekml score`` scores it
     (``tools/scan_report.py``: stream rows in order, random-sample rows alone)."""
-    from scan_report import score_capture
+    from scan_report import about_responder, score_capture
 
     from zeekml.eval.corpus import load_corpus
     from zeekml.models.card import load_card
@@ -153,7 +163,8 @@ def count_report(cards: list[Path], corpus: Path, suppress: float, by: str = "ho
     out = []
     for c in load_corpus(corpus):
         flows = c.flows.reset_index(drop=True)
-        rows = flows[["ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto"]].copy()
+        rows = flows[["ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto",
+                      *[c for c in ("local_orig", "local_resp") if c in flows.columns]]].copy()
         rows["binary"] = targets(flows)[0]
         labeled = bool((rows["binary"] >= 0).any())
         for card in cards:
@@ -164,7 +175,8 @@ def count_report(cards: list[Path], corpus: Path, suppress: float, by: str = "ho
             out.append({"capture": c.name, "model": name, "labeled": labeled,
                         "flows": len(rows), "model_figures": figures(
                             rows, score, thr, pd.Series(cls, dtype="str"), name, suppress,
-                            labeled, by, keep=keep), "_rows": keep})
+                            labeled, by, keep=keep, about_responder=about_responder(card)),
+                        "_rows": keep})
     return out
 
 

@@ -71,14 +71,20 @@ def score_capture(card_path: Path, flows: pd.DataFrame, sampled: np.ndarray
     return score, thr, cls
 
 
+def about_responder(card_path: Path) -> bool:
+    """Are the card's notices about the responder (the flood detector's victim)?"""
+    return bool(getattr(load_scorer(str(card_path), ScorerOptions()), "about_responder", False))
+
+
 def figures(flows: pd.DataFrame, score: np.ndarray, thr: np.ndarray, cls: np.ndarray,
-            labeled: bool, model: str = "scan") -> dict[str, Any]:
+            labeled: bool, model: str = "scan", responder: bool = False) -> dict[str, Any]:
     binary, klass = targets(flows)
     flagged = crosses(score, thr)
     mal = binary == 1
     ben = binary == 0 if labeled else np.ones(len(flows), dtype=bool)
     scans = klass == PORTSCAN
-    opened = notices_opened(flows, score, thr, pd.Series(cls, dtype="str"), model, 600.0)
+    opened = notices_opened(flows, score, thr, pd.Series(cls, dtype="str"), model, 600.0,
+                            about_responder=responder)
     tp, fp = int((flagged & mal).sum()), int((flagged & ben).sum())
     return {
         "flows": len(flows), "malicious": int(mal.sum()), "benign": int(ben.sum()),
@@ -150,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, flows, sampled, labeled in captures:
         flows = flows.reset_index(drop=True)
         score, thr, cls = score_capture(card, flows, np.asarray(sampled, dtype=bool))
-        f = figures(flows, score, thr, cls, labeled, model)
+        f = figures(flows, score, thr, cls, labeled, model, about_responder(card))
         entries.append({"capture": name, "labeled": labeled,
                         "sampled_rows": int(np.sum(sampled)), **f, **rates(f)})
     labeled = [e for e in entries if e["labeled"]]

@@ -18,7 +18,8 @@ from zeekml.models.card import load_card
 from zeekml.models.registry import resolve_model
 
 EVALUATORS = {"amf_lstm": "zeekml.eval.amf_eval", "flow_lm": "zeekml.eval.lm_eval",
-              "scan": "zeekml.eval.scan_eval", "bruteforce": "zeekml.eval.scan_eval"}
+              "scan": "zeekml.eval.scan_eval", "bruteforce": "zeekml.eval.scan_eval",
+              "flood": "zeekml.eval.scan_eval"}
 #: built-in kinds whose verdict no label class names (a DNS burst is DGA, tunnel or C&C)
 NO_LABEL_CLASS = ("dns_burst",)
 

@@ -1,4 +1,4 @@
-"""``zeekml eval`` for the count detectors (scan, bruteforce): the binary view, and how
+"""``zeekml eval`` for the count detectors (scan, bruteforce, flood): the binary view, and how
 each does on the label class its verdicts name.
 
 Each input file is scored as ``zeekml score`` scores it (the runtime's scorer, a fresh
@@ -8,7 +8,7 @@ consecutive flows, so each is scored alone (one failed flow is one target, one l
 attempt: never a notice). The decision is the runtime's (``score >= threshold``). A
 flagged flow counts as predicted the label class of its verdict (:data:`LABEL_OF`: both
 scan classes ``portscan``, ``repeated_attempts`` ``c2`` (a bot retrying its C&C), both
-guessing classes ``bruteforce``), every other flow as ``normal``; rows labeled
+guessing classes ``bruteforce``, the flood's ``ddos`` ``ddos``), every other flow as ``normal``; rows labeled
 Background/Unknown/unlabeled are excluded and counted.
 """
 
@@ -31,7 +31,7 @@ from zeekml.sources.options import ReadOptions
 
 #: the label class (:data:`zeekml.records.labels.CLASSES`) each count verdict names
 LABEL_OF = {"address_scan": "portscan", "port_scan": "portscan", "repeated_attempts": "c2",
-            "login_guessing": "bruteforce", "http_guessing": "bruteforce"}
+            "login_guessing": "bruteforce", "http_guessing": "bruteforce", "ddos": "ddos"}
 
 
 def _score_file(card: ModelCard, path: str, read: ReadOptions

@@ -51,6 +51,10 @@ class ScoreBatch:
     ``extra``     name -> array [B] of analyst context, written as extra output
                   columns (e.g. ``alt``, ``alt_p``, ``context`` as lists of uids;
                   ``context`` may be a :class:`Deferred`)
+    ``about_responder``  every notice of this model is about the flow's responder (the
+                  flood detector's victim), whatever the flow's direction: the
+                  suppression key's and the incident's host. Otherwise (the default)
+                  the responder of an inbound flow, else the originator.
     """
 
     model: str
@@ -58,6 +62,7 @@ class ScoreBatch:
     cls: np.ndarray
     threshold: np.ndarray
     extra: dict[str, np.ndarray | Deferred] = field(default_factory=dict)
+    about_responder: bool = False
 
     def __len__(self) -> int:
         return len(self.score)

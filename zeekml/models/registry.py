@@ -2,7 +2,7 @@
 
 ``--model`` takes either a path to an ``.onnx`` file (or to the ``NAME.card.json`` of a
 card-only model, whose kind needs no graph) or the name of a bundled model
-(``amf_lstm``, ``bruteforce``, ``flow_lm``, ``scan``; ``dns_burst`` runs only when
+(``amf_lstm``, ``bruteforce``, ``flood``, ``flow_lm``, ``scan``; ``dns_burst`` runs only when
 named). Bundled models live
 in the top-level ``onnx_models/`` directory of a source checkout, which installs as the
 package ``zeekml.onnx_models``; those in its ``optional/`` folder are not in the default set.
@@ -35,6 +35,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "scan": "zeekml.models.scan_scorer:ScanScorer",
     "dns_burst": "zeekml.models.dns_burst_scorer:DnsBurstScorer",
     "bruteforce": "zeekml.models.bruteforce_scorer:BruteforceScorer",
+    "flood": "zeekml.models.flood_scorer:FloodScorer",
 }
 
 #: bundled models that run only when named (``--model NAME``): not in the default set

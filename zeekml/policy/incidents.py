@@ -127,14 +127,19 @@ def flagged_rows(rows: pd.DataFrame, crossing: np.ndarray, opener: np.ndarray,
     return x
 
 
-def flagged_from_decision(decision: Any, flows: pd.DataFrame, models: int) -> pd.DataFrame:
+def flagged_from_decision(decision: Any, flows: pd.DataFrame, models: int,
+                          about_responder: np.ndarray | None = None) -> pd.DataFrame:
     """The tracker's input from :attr:`NoticePolicy.decision` over ``flows`` scored by
-    ``models`` models (rows are flow-major: row ``r`` is flow ``r // models``)."""
+    ``models`` models (rows are flow-major: row ``r`` is flow ``r // models``);
+    ``about_responder`` (bool per model): its rows count as inbound (the flood detector's
+    notices are about the victim, whatever the direction)."""
     flagged = np.asarray(decision.flagged, dtype=bool)
     idx = np.nonzero(flagged)[0]
     flow = idx // models
     inbound = np.zeros(len(flagged), dtype=bool)
     inbound[idx] = inbound_of(flows, flow)
+    if about_responder is not None:
+        inbound[idx] |= np.asarray(about_responder, dtype=bool)[idx % models]
     # rows holds the batch, or only the positions the decision names (the flagged among them)
     pos = getattr(decision, "positions", None)
     on = slice(None) if pos is None else pos

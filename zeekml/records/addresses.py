@@ -31,14 +31,11 @@ def private_values(s: pd.Series) -> np.ndarray:
     return out
 
 
-def inbound_flows(flows: pd.DataFrame) -> np.ndarray:
-    """Per flow: is it inbound (responder local, originator not)? Local as Zeek marked it
+def local_sides(flows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per flow: (originator local, responder local). Local as Zeek marked it
     (``local_orig``/``local_resp``, from ``Site::local_nets``) when it marked either side of
-    the flow, else by address (:func:`is_private`). The incident tracker, the notice
-    policy's suppression key and the DNS burst detector ask it."""
+    the flow, else by address (:func:`is_private`)."""
     n = len(flows)
-    if n == 0:
-        return np.zeros(0, dtype=bool)
 
     def flag(col: str) -> np.ndarray:
         if col not in flows.columns:
@@ -47,11 +44,26 @@ def inbound_flows(flows: pd.DataFrame) -> np.ndarray:
 
     lo, lr = flag("local_orig"), flag("local_resp")
     marked = lo | lr
-    if marked.all():
-        return np.asarray(lr & ~lo, dtype=bool)
+    if n == 0 or marked.all():
+        return lo, lr
     priv_o = is_private(flows["orig_h"]) if "orig_h" in flows.columns else np.zeros(n, bool)
     priv_r = is_private(flows["resp_h"]) if "resp_h" in flows.columns else np.zeros(n, bool)
-    return np.asarray(np.where(marked, lr & ~lo, priv_r & ~priv_o), dtype=bool)
+    return (np.asarray(np.where(marked, lo, priv_o), dtype=bool),
+            np.asarray(np.where(marked, lr, priv_r), dtype=bool))
+
+
+def inbound_flows(flows: pd.DataFrame) -> np.ndarray:
+    """Per flow: is it inbound (responder local, originator not; :func:`local_sides`)?
+    The incident tracker, the notice policy's suppression key and the DNS burst detector
+    ask it."""
+    lo, lr = local_sides(flows)
+    return np.asarray(lr & ~lo, dtype=bool)
+
+
+def outbound_flows(flows: pd.DataFrame) -> np.ndarray:
+    """Per flow: is it outbound (originator local, responder not; :func:`local_sides`)?"""
+    lo, lr = local_sides(flows)
+    return np.asarray(lo & ~lr, dtype=bool)
 
 
 def inbound_of(flows: pd.DataFrame, flow: np.ndarray) -> np.ndarray:

@@ -244,6 +244,13 @@ def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePo
     return decide_frame(flows, _score_all(flows, scorers), policy, flagged_context)
 
 
+def responder_models(batches: Sequence[ScoreBatch]) -> np.ndarray:
+    """Bool per model of a batch: its notices are about the responder of every flow
+    (:attr:`ScoreBatch.about_responder`), so its rows count as inbound for the suppression
+    key's and the incident's host."""
+    return np.array([b.about_responder for b in batches], dtype=bool)
+
+
 def _keys_by_host(policy: NoticePolicy) -> bool:
     """Does the policy's suppression key need to know which flows are inbound?"""
     return policy.config.suppress > 0 and policy.config.suppress_by == "host"
@@ -254,6 +261,7 @@ def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: Not
     """The second half of :func:`score_frame`: the scorers' ``batches`` for ``flows``
     decided by the policy (for a pipeline whose scorers ran in lanes)."""
     k = len(batches)
+    about_resp = responder_models(batches)
     if policy.config.all_flows or not policy.sparse_ok:
         scored = assemble(flows, batches, context=False)
         crossing = crosses(scored["score"].to_numpy(dtype=np.float64, na_value=np.nan),
@@ -263,7 +271,7 @@ def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: Not
         if _keys_by_host(policy):
             inbound = np.zeros(len(scored), dtype=bool)
             hit = np.flatnonzero(crossing)
-            inbound[hit] = inbound_of(flows, hit // max(k, 1))
+            inbound[hit] = inbound_of(flows, hit // max(k, 1)) | about_resp[hit % max(k, 1)]
             scored["inbound"] = inbound
         return policy.decide(scored)
     # only rows that cross their threshold can be written: those are assembled and decided,
@@ -279,7 +287,7 @@ def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: Not
     rows = np.flatnonzero(crosses(score, card))
     scored = assemble(flows, batches, context=False, rows=rows)
     if _keys_by_host(policy):
-        scored["inbound"] = inbound_of(flows, rows // k)
+        scored["inbound"] = inbound_of(flows, rows // k) | about_resp[rows % k]
     ts = np.repeat(flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan), k)
     if flagged_context:  # the incident tracker shows the context of any flagged flow
         fill_context(scored, batches, np.ones(len(scored), dtype=bool), rows)
@@ -477,7 +485,7 @@ class Pipeline:
         records = None
         if self.incidents is not None and self.policy.decision is not None:
             d = self.policy.decision
-            x = flagged_from_decision(d, flows, len(self.scorers))
+            x = flagged_from_decision(d, flows, len(self.scorers), responder_models(batches))
             records = self.incidents.update(x, float(d.clock[-1]))
         self._write(verdicts, records)
         return verdicts

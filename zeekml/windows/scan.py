@@ -108,7 +108,7 @@ def target_hash(peer_hash: np.ndarray, service: np.ndarray) -> np.ndarray:
     return h.astype(np.uint32).view(np.int32)
 
 
-def _distinct(values: np.ndarray) -> np.ndarray:
+def distinct_per_row(values: np.ndarray) -> np.ndarray:
     """Distinct values per row of a 2-D array (sorted in place)."""
     if values.shape[1] == 0:
         return np.zeros(len(values), dtype=np.int64)
@@ -178,10 +178,10 @@ class ScanHistory(CountedHistory):
             counted = seq.valid  # the current position always is
             # positions not counted take the current flow's own target, which counts
             # anyway: the distinct values of a row are then those of its counted positions
-            targets[rows] = _distinct(np.where(counted, m[:, :, 0], m[:, -1:, 0]))
+            targets[rows] = distinct_per_row(np.where(counted, m[:, :, 0], m[:, -1:, 0]))
             # distinct targets on the current flow's own responder: its services probed
             same_peer = m[:, :, 1] == m[:, -1:, 1]
-            on_peer[rows] = _distinct(np.where(counted & same_peer, m[:, :, 0], m[:, -1:, 0]))
+            on_peer[rows] = distinct_per_row(np.where(counted & same_peer, m[:, :, 0], m[:, -1:, 0]))
             # failed flows at the current flow's own target (address and service)
             again = counted & (m[:, :, 0] == m[:, -1:, 0])
             repeats[rows] = again.sum(axis=1)

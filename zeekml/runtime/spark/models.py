@@ -7,7 +7,8 @@ This module holds everything the Spark engine assumes about scorers, in one plac
   (keyed by the originator of a failed flow, ``orig_failed``), one
   :class:`~zeekml.windows.lookups.LookupHistory` (the originator of a DNS lookup,
   ``orig_dns``), one :class:`~zeekml.windows.logins.LoginHistory` (the originator of a
-  login attempt, ``orig_login``) or one
+  login attempt, ``orig_login``), one :class:`~zeekml.windows.floods.FloodHistory` (the
+  responder of an unanswered flow that is not outbound, ``resp_flood``) or one
   :class:`~zeekml.windows.conversation.ConversationWindows` (keyed by the host pair),
   held as an attribute, or no state at all (:func:`state_layout`); a window depends on
   the key's previous ``depth`` flows (``HostWindows.depth``, ``history.depth``);
@@ -77,14 +78,12 @@ def state_layout(scorer: Scorer) -> tuple[str, int]:
     safely and is refused; a stateless one is keyed by originator (any cut is exact).
     """
     from zeekml.windows.conversation import ConversationWindows
+    from zeekml.windows.counted import CountedHistory
     from zeekml.windows.host_window import HostWindows
-    from zeekml.windows.logins import LoginHistory
-    from zeekml.windows.lookups import LookupHistory
-    from zeekml.windows.scan import ScanHistory
 
     found = set()
     for value in vars(scorer).values():
-        if isinstance(value, (HostWindows, ScanHistory, LookupHistory, LoginHistory)):
+        if isinstance(value, (HostWindows, CountedHistory)):
             found.add((value.key, value.depth))
         elif isinstance(value, ConversationWindows):
             found.add(("pair", value.history.depth))
@@ -93,8 +92,8 @@ def state_layout(scorer: Scorer) -> tuple[str, int]:
     if not found and not scorer.state_dict():
         return "orig", 0
     raise ModelError(f"model {scorer.name!r} keeps state the Spark engine cannot partition "
-                     "(it needs exactly one HostWindows, ScanHistory, LookupHistory, LoginHistory or "
-                     "ConversationWindows)")
+                     "(it needs exactly one HostWindows, count detector store (CountedHistory) "
+                     "or ConversationWindows)")
 
 
 def state_keys(flows: pd.DataFrame, kind: str) -> pd.Series:
@@ -116,6 +115,10 @@ def state_keys(flows: pd.DataFrame, kind: str) -> pd.Series:
         from zeekml.windows.logins import login_keys
 
         return login_keys(flows)
+    if kind == "resp_flood":
+        from zeekml.windows.floods import flood_keys
+
+        return flood_keys(flows)
     from zeekml.windows.host_window import key_sides
 
     return key_sides(flows, kind)[0].astype("str").fillna("").reset_index(drop=True)

@@ -122,13 +122,14 @@ def score_group(pdf: pd.DataFrame, payload: Any, digest: str, call_rows: int,
     for rows in _calls(work, call_rows):
         flows = schema.conform(rows, with_labels=False)
         scorer.load_state_dict(empty)  # fresh windows: the call holds whole keys
-        scored = assemble(flows, [scorer.score(flows)])
+        batch = scorer.score(flows)
+        scored = assemble(flows, [batch])
         emit = rows["emit"].to_numpy(dtype=bool)
         scored = scored[emit].reset_index(drop=True)
         for col in ("ord", "seg", "file_idx", "source_line", "clock"):
             scored[col] = rows[col].to_numpy()[emit]
         scored["m"] = np.int32(m)
-        scored["inbound"] = inbound_flows(flows)[emit]
+        scored["inbound"] = inbound_flows(flows)[emit] | batch.about_responder
         out.append(scored)
     scored = pd.concat(out, ignore_index=True)
     decided = NoticePolicy(replace(config, suppress=0.0, all_flows=True)).decide(scored)

@@ -1,0 +1,121 @@
+"""Flood fan-in of a victim: how many distinct sources its recent unanswered flows came from.
+
+A distributed denial of service leaves one trace in a conn log whatever the vector (a SYN
+flood from spoofed sources, DNS, NTP or ISAKMP reflection, a botnet's UDP flood): one host
+receiving, within seconds, flows from many different addresses that it does not answer
+(or that a one-way NetFlow export shows without reply). The neural models see a window of
+the victim's last 10 flows; they cannot tell ten sources from thousands, and on NetFlow
+their thresholds are strict: held out, the AMF-LSTM named 3,971 of the 3,978 flows of a
+real ISAKMP reflection attack ``ddos`` and noticed 17.5% of them (docs/models.md).
+
+Only *unanswered flows that are not outbound* are kept (:func:`flood_flows`: a failed flow,
+:func:`~zeekml.windows.scan.failed_flows`, whose originator is not local while its
+responder is outside; an outbound failure is a local client's, and many local clients
+failing to reach one outside server is an outage, not an attack). Per victim (the
+responder), for each such flow its victim's last :data:`FLOOD_DEPTH` kept flows before it
+and the flow itself are looked at, those within :data:`FLOOD_HORIZON` seconds of it, and
+their distinct originator addresses are counted. Every other flow scores zero and never
+touches the store, so a busy server's answered clients neither dilute a flood nor take
+memory.
+
+The state key is :data:`FloodHistory.key` (``resp_flood``): the responder of a kept flow,
+:data:`NOT_KEPT_KEY` for any other flow; the Spark engine cuts the stream by it
+(:func:`flood_keys`), so the counts are exact there too. Originators are compared by 32-bit
+hashes (a collision, about one in four billion pairs, can only undercount).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from zeekml.records.addresses import outbound_flows
+from zeekml.records.distinct import factorized, row_texts, texts_at
+from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
+from zeekml.windows.history import FieldSpec
+from zeekml.windows.host_window import hash_values
+from zeekml.windows.scan import distinct_per_row, failed_flows
+
+#: previous kept flows of the victim looked at (the window is these and the current one)
+FLOOD_DEPTH = 63
+#: seconds: flows further from the current one (by ``ts``) do not count
+FLOOD_HORIZON = 60.0
+#: previous counted flows whose uids a notice lists, newest first
+CONTEXT_FLOWS = 5
+#: the state key of a flow that is not kept: no address is this, and it needs no state
+NOT_KEPT_KEY = "\x00not_flood"
+
+
+def flood_flows(flows: pd.DataFrame) -> np.ndarray:
+    """Bool ``[B]``: a failed flow (:func:`~zeekml.windows.scan.failed_flows`: no reply,
+    rejected, or a one-way NetFlow record; never ICMP) that is not outbound
+    (:func:`~zeekml.records.addresses.outbound_flows`, tested only for the failed ones)."""
+    out = failed_flows(flows)
+    rows = np.flatnonzero(out)
+    if len(rows):
+        cols = [c for c in ("orig_h", "resp_h", "local_orig", "local_resp") if c in flows.columns]
+        out[rows[outbound_flows(flows[cols].iloc[rows])]] = False
+    return out
+
+
+def flood_keys(flows: pd.DataFrame) -> pd.Series:
+    """The state key of every flow (``str``): its responder (missing -> ``""``) when it is
+    kept, :data:`NOT_KEPT_KEY` otherwise (what the Spark engine partitions by)."""
+    resp = flows["resp_h"].astype("str").fillna("").reset_index(drop=True)
+    return resp.where(pd.Series(flood_flows(flows)), NOT_KEPT_KEY)
+
+
+def _source_hashes(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """int32 hash of the originator address of each of ``rows``, hashed once per distinct
+    address of the batch."""
+    codes, values = factorized(flows["orig_h"])
+    u, inv = np.unique(codes[rows], return_inverse=True)
+    h = hash_values(pd.Series(texts_at(values, u), dtype="str"))
+    return h[inv.ravel()].astype(np.uint32).view(np.int32)
+
+
+@dataclass
+class FloodCounts:
+    """Per flow of a batch: kept or not (``kept``), distinct sources among its victim's
+    window (``sources``, the flow included; zero for a flow not kept), and what
+    :meth:`context` needs (valid until the store's next push)."""
+
+    kept: np.ndarray
+    sources: np.ndarray
+    parts: list[CountedPart]
+
+    def context(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For ``take`` (batch rows): uids ``[len(take), CONTEXT_FLOWS]`` of the earlier
+        flows each row counted, newest first, and how many of them are real."""
+        return counted_context(self.parts, take, CONTEXT_FLOWS)
+
+
+class FloodHistory(CountedHistory):
+    """Per-victim store of its last :data:`FLOOD_DEPTH` kept flows' (ts, source hash, uid)."""
+
+    #: the state key: the responder of a kept flow (:func:`flood_keys`)
+    key = "resp_flood"
+
+    def __init__(self, *, max_keys: int, depth: int = FLOOD_DEPTH,
+                 horizon: float = FLOOD_HORIZON) -> None:
+        super().__init__(max_keys=max_keys, depth=depth, horizon=horizon,
+                         fields={"src": FieldSpec(np.dtype(np.int32))})
+
+    def push(self, flows: pd.DataFrame) -> FloodCounts:
+        """Append a canonical flow batch's kept flows (rows in arrival order) and count
+        each one's distinct sources; other flows get zeros."""
+        kept = flood_flows(flows)
+        sources = np.zeros(len(flows), dtype=np.int64)
+        rows_all = np.flatnonzero(kept)
+        parts = []
+        keys = row_texts(flows["resp_h"], rows_all)
+        src = _source_hashes(flows, rows_all)
+        for rows, seq in self.extend_pieces(flows, rows_all, keys, {"src": src}):
+            src_w = seq.gather(seq.items["src"])  # [F, n]
+            # positions not counted take the current flow's own source, which counts
+            # anyway: the distinct values of a row are then those of its counted positions
+            sources[rows] = distinct_per_row(np.where(seq.valid, src_w, src_w[:, -1:]))
+            parts.append(CountedPart(rows, seq.valid, seq))
+        return FloodCounts(kept, sources, parts)
