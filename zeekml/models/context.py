@@ -15,21 +15,32 @@ import numpy as np
 
 def uid_lists(names: np.ndarray, have: np.ndarray) -> np.ndarray:
     """``names [B, k]`` bytes (``S``) or str, ``have [B]`` -> object array ``[B]`` of lists:
-    row ``i`` holds ``names[i, :have[i]]`` as ``str`` (non-UTF-8 bytes replaced)."""
+    row ``i`` holds ``names[i, :have[i]]`` as ``str`` (non-UTF-8 bytes replaced).
+
+    Only the rows and columns that hold real uids are decoded: a count detector's rows
+    are mostly empty (no earlier flow counted), and decoding every cell was most of the
+    cost (``--all``: 300k rows x 5 uids, 0.15 of 0.18 s)."""
     b = len(names)
     out = np.empty(b, dtype=object)
     if b == 0:
         return out
-    if names.dtype.kind == "S":
-        try:  # uids are ASCII in practice: a C-speed cast; anything else decodes slowly
-            names = names.astype(f"U{names.dtype.itemsize}")
-        except UnicodeDecodeError:
-            names = np.char.decode(names, "utf-8", errors="replace")
     have = np.asarray(have, dtype=np.int64)
-    order = np.argsort(have, kind="stable")
+    full = np.flatnonzero(have > 0)
+    width = int(have.max()) if b else 0
+    order = np.argsort(have[full], kind="stable")
+    sub = names[full[order], :width]
+    if sub.dtype.kind == "S":
+        try:  # uids are ASCII in practice: a C-speed cast; anything else decodes slowly
+            sub = sub.astype(f"U{sub.dtype.itemsize}")
+        except UnicodeDecodeError:
+            sub = np.char.decode(sub, "utf-8", errors="replace")
+    counts = have[full[order]]
     pieces: list[list[str]] = []
-    for j in range(names.shape[1] + 1):
-        sel = order[have[order] == j]
-        pieces.extend(names[sel, :j].tolist() if j else [[] for _ in range(len(sel))])
-    out[order] = np.fromiter(pieces, dtype=object, count=b)
+    for j in range(1, width + 1):
+        lo, hi = np.searchsorted(counts, [j, j + 1])
+        pieces.extend(sub[lo:hi, :j].tolist())
+    if len(full):
+        out[full[order]] = np.fromiter(pieces, dtype=object, count=len(full))
+    empty = np.flatnonzero(have <= 0)
+    out[empty] = np.fromiter(([] for _ in range(len(empty))), dtype=object, count=len(empty))
     return out
