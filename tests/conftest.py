@@ -73,3 +73,38 @@ def changed_card(tmp_path: Path, card: Path, changes: dict, filename: str | None
     path = tmp_path / (filename or card.name)
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
+
+
+#: the header of a labeled Zeek TSV conn log (Stratosphere's layout: ``label`` and
+#: ``detailedlabel`` after the counters), for ``zeekml eval`` tests that write their rows
+LABELED_CONN_HEAD = [
+    "#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-",
+    "#path\tconn", "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto"
+    "\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\thistory\torig_pkts"
+    "\torig_ip_bytes\tresp_pkts\tresp_ip_bytes\tlabel\tdetailedlabel",
+    "#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount"
+    "\tcount\tstring\tstring\tcount\tcount\tcount\tcount\tstring\tstring"]
+
+
+def score_json(tmp_path: Path, model: str, data: Path, *extra: str):  # -> pd.DataFrame
+    """Every verdict of ``zeekml score --model MODEL --all`` on ``data``, read back from
+    its JSON output."""
+    import pandas as pd
+
+    from zeekml.cli.main import main
+
+    out = tmp_path / "v.json"
+    assert main(["score", "--model", model, "--all", "--out-format", "json",
+                 "--out", str(out), *extra, str(data)]) == 0
+    return pd.read_json(out, lines=True)
+
+
+def eval_rows(tmp_path: Path, capsys, model: str, rows: list[str]) -> dict:
+    """``zeekml eval --model MODEL --json`` on a labeled conn log of ``rows`` (lines in the
+    :data:`LABELED_CONN_HEAD` layout): its JSON report."""
+    from zeekml.cli.main import main
+
+    path = tmp_path / "conn.log.labeled"
+    path.write_text("\n".join(LABELED_CONN_HEAD + rows) + "\n", encoding="utf-8")
+    assert main(["eval", "--model", model, "--data", str(path), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)

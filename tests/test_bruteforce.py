@@ -7,14 +7,11 @@ notice on benign corpus captures."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, changed_card, need, need_binary
+from tests.conftest import DATA, changed_card, eval_rows, need, need_binary, score_json
 from zeekml.errors import ModelError
 from zeekml.models.bruteforce_scorer import BruteforceScorer
 from zeekml.models.card import load_card
@@ -176,15 +173,6 @@ def test_on_by_default() -> None:
     assert "bruteforce" in [s.name for s in load_scorers([])]
 
 
-def _score_cli(tmp_path: Path, data: Path, *extra: str) -> pd.DataFrame:
-    from zeekml.cli.main import main
-
-    out = tmp_path / "v.json"
-    assert main(["score", "--model", "bruteforce", "--all", "--out-format", "json",
-                 "--out", str(out), *extra, str(data)]) == 0
-    return pd.read_json(out, lines=True)
-
-
 @pytest.mark.parametrize(("rel", "port", "least"), [
     # Zeek's FTP brute-force test trace: 30 control connections (60 records)
     ("nfdump/pcap-zeek-ftp-bruteforce/nfcapd", 21, 0.6),
@@ -197,7 +185,7 @@ def test_finds_brute_force_in_nfcapd_files(tmp_path, rel, port, least) -> None:
     need_binary("nfdump")
     d = DATA / rel
     need(d.is_dir(), f"{d} (shared data)")
-    v = _score_cli(tmp_path, d)
+    v = score_json(tmp_path, "bruteforce", d)
     attempts = v[v["id.resp_p"] == port]
     flagged = attempts["score"] >= attempts["threshold"]
     assert len(attempts) >= 30 and flagged.mean() >= least
@@ -211,7 +199,7 @@ def test_finds_internet_ssh_guessing_at_a_server(tmp_path) -> None:
     1250/1694-byte sessions from each of a few dozen internet addresses."""
     day = DATA / "zeek" / "rita-rotated-archive" / "2024-04-19"
     need(day.is_dir(), f"{day} (shared data)")
-    v = _score_cli(tmp_path, day)
+    v = score_json(tmp_path, "bruteforce", day)
     noticed = v[v["notice"].astype(bool)]
     assert len(noticed) >= 5
     assert set(noticed["id.resp_p"]) == {22} and set(noticed["id.resp_h"]) == {"64.225.56.201"}
@@ -226,7 +214,7 @@ def test_finds_internet_ssh_guessing_at_a_server(tmp_path) -> None:
 def test_no_notice_on_benign_traffic(tmp_path, rel) -> None:
     path = DATA / rel
     need(path.exists(), f"{path} (shared data)")
-    v = _score_cli(tmp_path, path)
+    v = score_json(tmp_path, "bruteforce", path)
     assert len(v) > 300 and not v["notice"].astype(bool).any()
     assert v["score"].max() >= 2  # attempts were counted
 
@@ -234,14 +222,7 @@ def test_no_notice_on_benign_traffic(tmp_path, rel) -> None:
 def test_zeekml_eval_of_the_bruteforce_detector(tmp_path, capsys) -> None:
     """``zeekml eval --model bruteforce`` on a labeled Zeek log: a guessing run labeled
     SSH-Patator beside benign HTTPS polling; its flags are predicted ``bruteforce``."""
-    from zeekml.cli.main import main
 
-    head = ["#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-",
-            "#path\tconn", "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto"
-            "\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\thistory\torig_pkts"
-            "\torig_ip_bytes\tresp_pkts\tresp_ip_bytes\tlabel\tdetailedlabel",
-            "#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount"
-            "\tcount\tstring\tstring\tcount\tcount\tcount\tcount\tstring\tstring"]
     rows = []
     for i in range(40):
         rows.append(f"{1000 + 2 * i}.5\tCg{i}\t10.0.0.7\t{40000 + i}\t10.0.0.22\t22\ttcp\tssh"
@@ -249,10 +230,7 @@ def test_zeekml_eval_of_the_bruteforce_detector(tmp_path, capsys) -> None:
                     "\tMalicious\tSSH-Patator")
         rows.append(f"{1000 + 2 * i}.7\tCb{i}\t10.0.0.8\t{50000 + i}\t10.0.0.44\t443\ttcp\tssl"
                     "\t0.4\t600\t4000\tSF\tShADadFf\t8\t920\t7\t4300\tBenign\t-")
-    path = tmp_path / "conn.log.labeled"
-    path.write_text("\n".join(head + rows) + "\n", encoding="utf-8")
-    assert main(["eval", "--model", "bruteforce", "--data", str(path), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = eval_rows(tmp_path, capsys, "bruteforce", rows)
     assert set(result["classes"]) == {"normal", "bruteforce"}
     brute = result["classes"]["bruteforce"]
     assert brute["precision"] == 1.0 and brute["recall"] == pytest.approx(33 / 40)

@@ -6,13 +6,11 @@ the nfdump binary, and no notice on benign corpus captures."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, changed_card, need, need_binary
+from tests.conftest import DATA, changed_card, eval_rows, need, need_binary, score_json
 from zeekml.errors import ModelError
 from zeekml.models.card import load_card
 from zeekml.models.flood_scorer import FloodScorer
@@ -188,15 +186,6 @@ def test_spark_key_is_the_victim_of_a_kept_flow() -> None:
     assert state_keys(df, "resp_flood").tolist() == [VICTIM, NOT_KEPT_KEY]
 
 
-def _score_cli(tmp_path: Path, data: Path, *extra: str) -> pd.DataFrame:
-    from zeekml.cli.main import main
-
-    out = tmp_path / "v.json"
-    assert main(["score", "--model", "flood", "--all", "--out-format", "json",
-                 "--out", str(out), *extra, str(data)]) == 0
-    return pd.read_json(out, lines=True)
-
-
 @pytest.mark.parametrize(("rel", "least"), [
     ("nfdump/pcap-stopddos-amp-udp-isakmp/nfcapd", 0.9),  # ISAKMP reflection, 2,767 reflectors
     ("nfdump/pcap-stopddos-amp-udp-bacnet-37810/nfcapd", 0.9),  # BACnet reflection
@@ -207,7 +196,7 @@ def test_finds_reflection_attacks_in_nfcapd_files(tmp_path, rel, least) -> None:
     need_binary("nfdump")
     d = DATA / rel
     need(d.is_dir(), f"{d} (shared data)")
-    v = _score_cli(tmp_path, d)
+    v = score_json(tmp_path, "flood", d)
     flagged = v["score"] >= v["threshold"]
     assert len(v) > 1000 and flagged.mean() >= least
     noticed = v[v["notice"].astype(bool)]
@@ -224,7 +213,7 @@ def test_finds_reflection_attacks_in_nfcapd_files(tmp_path, rel, least) -> None:
 def test_no_notice_on_benign_traffic(tmp_path, rel) -> None:
     path = DATA / rel
     need(path.exists(), f"{path} (shared data)")
-    v = _score_cli(tmp_path, path)
+    v = score_json(tmp_path, "flood", path)
     assert len(v) > 300 and not v["notice"].astype(bool).any()
     assert v["score"].max() >= 1  # unanswered flows were counted
 
@@ -232,26 +221,15 @@ def test_no_notice_on_benign_traffic(tmp_path, rel) -> None:
 def test_zeekml_eval_of_the_flood_detector(tmp_path, capsys) -> None:
     """``zeekml eval --model flood`` on a labeled Zeek log: a SYN flood from 40 sources
     labeled DDoS beside benign HTTPS; its flags are predicted ``ddos``."""
-    import json
 
-    from zeekml.cli.main import main
 
-    head = ["#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-",
-            "#path\tconn", "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto"
-            "\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\thistory\torig_pkts"
-            "\torig_ip_bytes\tresp_pkts\tresp_ip_bytes\tlabel\tdetailedlabel",
-            "#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount"
-            "\tcount\tstring\tstring\tcount\tcount\tcount\tcount\tstring\tstring"]
     rows = []
     for i in range(40):
         rows.append(f"{1000 + 0.1 * i:.1f}\tCd{i}\t{_src(i)}\t{40000 + i}\t192.168.5.10\t80\ttcp"
                     "\t-\t-\t0\t0\tS0\tS\t1\t40\t0\t0\tMalicious\tDDoS")
         rows.append(f"{1000 + 0.1 * i + 0.05:.2f}\tCb{i}\t192.168.5.20\t{50000 + i}\t1.1.1.1"
                     "\t443\ttcp\tssl\t0.4\t600\t4000\tSF\tShADadFf\t8\t920\t7\t4300\tBenign\t-")
-    path = tmp_path / "conn.log.labeled"
-    path.write_text("\n".join(head + rows) + "\n", encoding="utf-8")
-    assert main(["eval", "--model", "flood", "--data", str(path), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = eval_rows(tmp_path, capsys, "flood", rows)
     assert set(result["classes"]) == {"normal", "ddos"}
     ddos = result["classes"]["ddos"]
     assert ddos["precision"] == 1.0 and ddos["recall"] == pytest.approx(25 / 40)

@@ -24,15 +24,12 @@ before anything is scored.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import ModelError
 from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
-from zeekml.models.count_scorer import CountScorer, context_column
+from zeekml.models.count_scorer import CountScorer, context_column, validate_count_card
 from zeekml.models.registry import ScorerOptions
 from zeekml.windows.logins import WEB, LoginHistory, login_attempts
 
@@ -48,21 +45,7 @@ KEY_SHARE = 16
 
 def validate_card(card: ModelCard) -> tuple[int, float, dict[str, float]]:
     """Check the card's fields; return (depth, horizon, class -> threshold)."""
-    if card.kind != KIND:
-        raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
-    depth, horizon = card.count_window(LoginHistory.key, MAX_DEPTH)
-    unknown = sorted(set(card.thresholds) - set(CLASSES))
-    if unknown:
-        raise ModelError(f"{card.path}: unknown bruteforce threshold(s) {unknown}; the "
-                         f"classes are {list(CLASSES)}")
-    thresholds = {}
-    for cls in CLASSES:
-        t = card.thresholds.get(cls)
-        if t is None or not math.isfinite(t) or not 1 <= t <= depth + 1:
-            raise ModelError(f"{card.path}: threshold of {cls!r} must be a number in "
-                             f"1..{depth + 1} (the window's depth + 1)")
-        thresholds[cls] = float(t)
-    return depth, horizon, thresholds
+    return validate_count_card(card, KIND, LoginHistory.key, MAX_DEPTH, CLASSES)
 
 
 class BruteforceScorer(CountScorer[LoginHistory]):

@@ -9,17 +9,50 @@ Each detector's module validates its card and names its classes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
+from zeekml.errors import ModelError
 from zeekml.models.base import Deferred
 from zeekml.models.card import ModelCard
 from zeekml.models.context import uid_lists
 from zeekml.models.registry import ScorerOptions
 from zeekml.windows.counted import CountedHistory
+
+
+def validate_count_card(card: ModelCard, kind: str, key: str, max_depth: int,
+                        classes: Sequence[str], *, optional: Sequence[str] = (),
+                        least: float = 1.0, capped: bool = True
+                        ) -> tuple[int, float, dict[str, float]]:
+    """Check a count detector's card (it is untrusted): its kind, its window (key, depth,
+    horizon: :meth:`ModelCard.count_window`) and a finite threshold for each class, at
+    least ``least`` and (``capped``) at most the window's depth + 1 (no count is larger);
+    a class of ``optional`` may be left out, any other name is refused. Returns (depth,
+    horizon, class -> threshold)."""
+    if card.kind != kind:
+        raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {kind!r}")
+    depth, horizon = card.count_window(key, max_depth)
+    names = (*classes, *optional)
+    unknown = sorted(set(card.thresholds) - set(names))
+    if unknown:
+        raise ModelError(f"{card.path}: unknown {kind} threshold(s) {unknown}; the classes "
+                         f"are {list(names)}")
+    most = depth + 1 if capped else math.inf
+    thresholds = {}
+    for cls in names:
+        t = card.thresholds.get(cls)
+        if t is None and cls in optional:
+            continue
+        if t is None or not math.isfinite(t) or not least <= t <= most:
+            bound = (f"in {least:g}..{depth + 1} (the window's depth + 1)" if capped
+                     else f">= {least:g}")
+            raise ModelError(f"{card.path}: threshold of {cls!r} must be a number {bound}")
+        thresholds[cls] = float(t)
+    return depth, horizon, thresholds
 
 
 class _Counts(Protocol):

@@ -21,15 +21,12 @@ before anything is scored.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import ModelError
 from zeekml.models.base import ScoreBatch
 from zeekml.models.card import ModelCard
-from zeekml.models.count_scorer import CountScorer, context_column
+from zeekml.models.count_scorer import CountScorer, context_column, validate_count_card
 from zeekml.models.registry import ScorerOptions
 from zeekml.windows.lookups import LookupHistory, dns_lookups
 
@@ -44,14 +41,8 @@ KEY_SHARE = 64
 
 def validate_card(card: ModelCard) -> tuple[int, float, float]:
     """Check the card's fields; return (depth, horizon, threshold)."""
-    if card.kind != KIND:
-        raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
-    depth, horizon = card.count_window(LookupHistory.key, MAX_DEPTH)
-    t = card.thresholds.get(CLASSES[0])
-    if t is None or not math.isfinite(t) or not 1 <= t <= depth + 1:
-        raise ModelError(f"{card.path}: threshold of {CLASSES[0]!r} must be a number in "
-                         f"1..{depth + 1} (the window's depth + 1)")
-    return depth, horizon, float(t)
+    depth, horizon, t = validate_count_card(card, KIND, LookupHistory.key, MAX_DEPTH, CLASSES)
+    return depth, horizon, t[CLASSES[0]]
 
 
 class DnsBurstScorer(CountScorer[LookupHistory]):

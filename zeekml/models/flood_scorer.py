@@ -26,15 +26,12 @@ before anything is scored.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import ModelError
 from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
-from zeekml.models.count_scorer import CountScorer, context_column
+from zeekml.models.count_scorer import CountScorer, context_column, validate_count_card
 from zeekml.models.registry import ScorerOptions
 from zeekml.windows.floods import FloodHistory, flood_flows
 
@@ -48,19 +45,10 @@ KEY_SHARE = 16
 
 
 def validate_card(card: ModelCard) -> tuple[int, float, float]:
-    """Check the card's fields; return (depth, horizon, threshold)."""
-    if card.kind != KIND:
-        raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
-    depth, horizon = card.count_window(FloodHistory.key, MAX_DEPTH)
-    unknown = sorted(set(card.thresholds) - set(CLASSES))
-    if unknown:
-        raise ModelError(f"{card.path}: unknown flood threshold(s) {unknown}; the class is "
-                         f"{CLASSES[0]!r}")
-    t = card.thresholds.get(CLASSES[0])
-    if t is None or not math.isfinite(t) or not 2 <= t <= depth + 1:
-        raise ModelError(f"{card.path}: threshold of {CLASSES[0]!r} must be a number in "
-                         f"2..{depth + 1} (the window's depth + 1)")
-    return depth, horizon, float(t)
+    """Check the card's fields; return (depth, horizon, threshold): at least 2 sources."""
+    depth, horizon, t = validate_count_card(card, KIND, FloodHistory.key, MAX_DEPTH, CLASSES,
+                                            least=2)
+    return depth, horizon, t[CLASSES[0]]
 
 
 class FloodScorer(CountScorer[FloodHistory]):

@@ -37,17 +37,15 @@ before anything is scored.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from zeekml.errors import ModelError
 from zeekml.models.base import Deferred, ScoreBatch
 from zeekml.models.card import ModelCard
 from zeekml.models.context import uid_lists
-from zeekml.models.count_scorer import CountScorer
+from zeekml.models.count_scorer import CountScorer, validate_count_card
 from zeekml.models.registry import ScorerOptions
 from zeekml.records.addresses import inbound_of
 from zeekml.windows.scan import ScanCounts, ScanHistory, failed_flows, tcp_flows
@@ -66,23 +64,10 @@ KEY_SHARE = 8
 
 def validate_card(card: ModelCard) -> tuple[int, float, dict[str, float]]:
     """Check the scan card's fields; return (depth, horizon, class -> threshold), the
-    optional :data:`REPEATED` class only when the card names it."""
-    if card.kind != KIND:
-        raise ModelError(f"{card.path}: model kind is {card.kind!r}, not {KIND!r}")
-    depth, horizon = card.count_window(ScanHistory.key, MAX_DEPTH)
-    unknown = sorted(set(card.thresholds) - {*CLASSES, REPEATED})
-    if unknown:
-        raise ModelError(f"{card.path}: unknown scan threshold(s) {unknown}; the classes are "
-                         f"{[*CLASSES, REPEATED]}")
-    thresholds = {}
-    for cls in (*CLASSES, REPEATED):
-        t = card.thresholds.get(cls)
-        if t is None and cls == REPEATED:
-            continue
-        if t is None or not math.isfinite(t) or t < 1:
-            raise ModelError(f"{card.path}: threshold of {cls!r} must be a number >= 1")
-        thresholds[cls] = t
-    return depth, horizon, thresholds
+    optional :data:`REPEATED` class only when the card names it (thresholds >= 1, not capped:
+    a threshold above the window never fires, and says so in a card)."""
+    return validate_count_card(card, KIND, ScanHistory.key, MAX_DEPTH, CLASSES,
+                               optional=(REPEATED,), capped=False)
 
 
 def _context(counts: ScanCounts, repeated: np.ndarray, rows: np.ndarray) -> np.ndarray:
