@@ -257,3 +257,18 @@ def test_notices_are_about_the_victim_whatever_the_sources() -> None:
     x = flagged_from_decision(policy.decision, df, 1, responder_models([batch]))
     assert len(x) == 25 and x["inbound"].all()
     assert not flagged_from_decision(policy.decision, df, 1)["inbound"].any()
+
+
+def test_missing_addresses_and_times_are_scored_never_errors() -> None:
+    """A missing source, victim or timestamp: the flow is scored (a missing source is one
+    source, "", a missing victim its own key), never an error."""
+    df = _flows([(1000.0 + 0.1 * i, _src(i)) for i in range(20)])
+    df["orig_h"] = df["orig_h"].astype("str").mask(pd.Series(np.arange(20) % 5 == 0))
+    df.loc[3, "ts"] = np.nan
+    s = _scores(df)
+    # 15 real sources and the missing one: the row without a time is at 0, outside the
+    # others' 10 s, and counts only itself
+    assert len(s) == 20 and s.max() == 16 and s[3] == 1
+    df["resp_h"] = df["resp_h"].astype("str").mask(pd.Series(np.arange(20) >= 10))
+    s = _scores(df)
+    assert s[:10].max() <= 10 and s[10:].max() <= 10
