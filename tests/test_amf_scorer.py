@@ -43,8 +43,15 @@ def shipped():
     return load_card(SHIPPED)
 
 
-def test_bundled_name_resolves(shipped):
+def test_bundled_name_resolves(shipped, tmp_path, monkeypatch):
     assert resolve_model("amf_lstm").resolve() == SHIPPED.resolve()
+    # a directory of that name where zeekml runs does not hide the bundled model; a file
+    # of that name is a path (and not a model: refused when loaded)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "amf_lstm").mkdir()
+    assert resolve_model("amf_lstm").resolve() == SHIPPED.resolve()
+    (tmp_path / "flood").write_text("not a model")
+    assert resolve_model("flood") == Path("flood")
 
 
 def test_card_matches_runtime(shipped):

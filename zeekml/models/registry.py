@@ -98,9 +98,11 @@ def bundled_models() -> list[Path]:
 
 def resolve_model(spec: str) -> Path:
     """A path to an ``.onnx`` file or a card-only model's card, or a bundled model's
-    name -> its path."""
+    name -> its path. A bare name is a path only when it is a file: a directory of that
+    name in the working directory (``./flood/`` of a day's captures) does not hide the
+    bundled model."""
     p = Path(spec)
-    if p.suffix == ".onnx" or is_card_path(spec) or "/" in spec or p.exists():
+    if p.suffix == ".onnx" or is_card_path(spec) or "/" in spec or p.is_file():
         if not p.is_file():
             raise ModelError(f"{spec}: model file not found")
         return p
