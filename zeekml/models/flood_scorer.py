@@ -8,8 +8,8 @@ holds the window and the threshold; :mod:`zeekml.windows.floods` does the counti
 
 Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
 
-``score``      distinct originator addresses among the responder's last 64 unanswered,
-               not outbound flows within 60 s (the card's window), the flow included; 0
+``score``      distinct originator addresses among the responder's last 63 unanswered,
+               not outbound flows within 10 s and the flow itself (the card's window); 0
                for any other flow
 ``cls``        ``ddos``
 ``threshold``  the card's threshold

@@ -41,7 +41,7 @@ from zeekml.windows.scan import distinct_per_row, failed_flows
 #: previous kept flows of the victim looked at (the window is these and the current one)
 FLOOD_DEPTH = 63
 #: seconds: flows further from the current one (by ``ts``) do not count
-FLOOD_HORIZON = 60.0
+FLOOD_HORIZON = 10.0
 #: previous counted flows whose uids a notice lists, newest first
 CONTEXT_FLOWS = 5
 #: the state key of a flow that is not kept: no address is this, and it needs no state
