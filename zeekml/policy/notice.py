@@ -28,7 +28,9 @@ threshold for that class. This module decides, vectorized over a batch:
    ``suppress_by = "orig"`` keys every flow by its originator (Zeek's scan notices;
    zeekml before 2026-12). The rows given to :meth:`NoticePolicy.decide` may say
    which are inbound in an ``inbound`` column (the pipeline computes it from Zeek's
-   ``local_orig``/``local_resp`` where marked); without it the addresses decide.
+   ``local_orig``/``local_resp`` where marked, and sets it for every row of a model whose
+   notices are about the responder: ``ScoreBatch.about_responder``, the flood detector);
+   without it the addresses decide.
 
 After each :meth:`NoticePolicy.decide`, :attr:`NoticePolicy.decision` holds what was
 decided for every row of the batch (flagged, notice, stream clock): the incident
