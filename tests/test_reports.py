@@ -185,3 +185,23 @@ def test_detection_report_together_rows(corpus: Path) -> None:
         assert pooled == rows[("pooled (labeled, stream rows)", model)]
         assert pooled["recall"] == pytest.approx(
             rows[("ftp", all3 if model == "together" else model)]["recall"])
+
+
+def test_scan_report_keys_suppression_by_zeeks_local_marks(tmp_path: Path) -> None:
+    """An internet-facing server's day (RITA's archive: Zeek marked the server local, its
+    address is public): the report's notices are the ones zeekml score writes, which key an
+    inbound flow by its local responder from Zeek's marks, not from the address (keyed by
+    address every guessing source opened notices of its own)."""
+    import scan_report
+
+    day = DATA / "zeek" / "rita-rotated-archive" / "2024-04-19"
+    need(day.is_dir(), f"{day} (shared data)")
+    corpus = tmp_path / "corpus.json"
+    corpus.write_text(json.dumps({"format": "zeekml-corpus/1", "root": str(DATA), "captures": [
+        {"name": "rita-day", "labels": "none", "paths": [str(day.relative_to(DATA))]}]}))
+    got = json.loads(_run(scan_report, ["--corpus", str(corpus), "--card",
+                                        str(CARDS["bruteforce"]), "--json"]))
+    entry = got["captures"][0]
+    flagged, notices = _cli_counts(day, CARDS["bruteforce"], tmp_path)
+    assert (entry["flagged"], entry["notices"]) == (flagged, notices)
+    assert 0 < notices < flagged / 10  # the guessers at one server fold into few notices
