@@ -205,17 +205,18 @@ def test_finds_reflection_attacks_in_nfcapd_files(tmp_path, rel, least) -> None:
     assert (v["decision"] == "suppressed").sum() == flagged.sum() - 1  # folded into it
 
 
-@pytest.mark.parametrize("rel", [
-    "zeek/stratosphere-008-mixed/conn.log.labeled",  # a Windows host's day
-    "zeek/rita-proxy-rolling",  # clients behind a web proxy
-    "zeek/zat-sample/conn.log",
+@pytest.mark.parametrize(("rel", "counted"), [
+    ("zeek/stratosphere-008-mixed/conn.log.labeled", True),  # a Windows host's day
+    ("zeek/rita-proxy-rolling", True),  # clients behind a web proxy
+    # its only unanswered, not outbound flow is a DHCP request to 255.255.255.255: none kept
+    ("zeek/zat-sample/conn.log", False),
 ])
-def test_no_notice_on_benign_traffic(tmp_path, rel) -> None:
+def test_no_notice_on_benign_traffic(tmp_path, rel, counted) -> None:
     path = DATA / rel
     need(path.exists(), f"{path} (shared data)")
     v = score_json(tmp_path, "flood", path)
     assert len(v) > 300 and not v["notice"].astype(bool).any()
-    assert v["score"].max() >= 1  # unanswered flows were counted
+    assert (v["score"].max() >= 1) == counted
 
 
 def test_zeekml_eval_of_the_flood_detector(tmp_path, capsys) -> None:
@@ -272,3 +273,17 @@ def test_missing_addresses_and_times_are_scored_never_errors() -> None:
     df["resp_h"] = df["resp_h"].astype("str").mask(pd.Series(np.arange(20) >= 10))
     s = _scores(df)
     assert s[:10].max() <= 10 and s[10:].max() <= 10
+
+
+def test_broadcast_and_multicast_destinations_are_never_floods() -> None:
+    """Many local hosts' announcements and name queries to their subnet's broadcast (or a
+    multicast group) are never answered, by design: not kept, whatever Zeek's marks say."""
+    for victim in ("192.168.5.255", "224.0.0.251", "239.255.255.250", "ff02::fb",
+                   "255.255.255.255"):
+        df = _flows([(1000.0 + 0.1 * i, f"192.168.5.{1 + i}") for i in range(30)], victim=victim)
+        df["local_orig"] = pd.array([True] * 30, dtype="boolean")
+        df["local_resp"] = pd.array([True] * 30, dtype="boolean")
+        assert not flood_flows(df).any() and (_scores(df) == 0).all(), victim
+    # the same hosts flooding a unicast local address are counted
+    df = _flows([(1000.0 + 0.1 * i, f"192.168.5.{1 + i}") for i in range(30)], victim="192.168.5.254")
+    assert _scores(df).max() == 30

@@ -58,6 +58,7 @@ import pandas as pd
 
 from zeekml.errors import ModelError
 from zeekml.features.app_family import FAMILIES, family_codes
+from zeekml.records.addresses import MULTICAST_PREFIXES
 from zeekml.records.distinct import per_distinct
 from zeekml.records.schema import one_way_records
 
@@ -255,8 +256,7 @@ def decode_keys(keys: np.ndarray, radices: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ per-flow codes
-_MCAST = ("224.", "225.", "226.", "227.", "228.", "229.", "230.", "231.", "232.", "233.",
-          "234.", "235.", "236.", "237.", "238.", "239.", "255.255.255.255", "ff")
+_MCAST = MULTICAST_PREFIXES  # the words' mcast: a /24's .255 is not one (a trained vocabulary)
 
 
 def direction_codes(flows: pd.DataFrame) -> np.ndarray:

@@ -31,6 +31,23 @@ def private_values(s: pd.Series) -> np.ndarray:
     return out
 
 
+#: address prefixes of multicast (IPv4 224/4, IPv6 ff00::/8) and limited broadcast
+MULTICAST_PREFIXES = ("224.", "225.", "226.", "227.", "228.", "229.", "230.", "231.", "232.",
+                      "233.", "234.", "235.", "236.", "237.", "238.", "239.",
+                      "255.255.255.255", "ff")
+
+
+def group_addresses(addr: pd.Series) -> np.ndarray:
+    """Per value: a multicast or broadcast address (:data:`MULTICAST_PREFIXES`, or an IPv4
+    address ending in ``.255``: a /24's broadcast, the commonest subnet; a host numbered .255
+    in a larger subnet is taken for one too). A flow to one has no answer by design."""
+    def test(s: pd.Series) -> np.ndarray:
+        low = s.str.lower()
+        return np.asarray((low.str.startswith(MULTICAST_PREFIXES) | low.str.endswith(".255"))
+                          .to_numpy(dtype=bool, na_value=False), dtype=bool)
+    return np.asarray(per_distinct(addr, test, False), dtype=bool)
+
+
 def local_sides(flows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Per flow: (originator local, responder local). Local as Zeek marked it
     (``local_orig``/``local_resp``, from ``Site::local_nets``) when it marked either side of

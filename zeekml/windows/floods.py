@@ -9,9 +9,10 @@ their thresholds are strict: held out, the AMF-LSTM named 3,971 of the 3,978 flo
 real ISAKMP reflection attack ``ddos`` and noticed 17.5% of them (docs/models.md).
 
 Only *unanswered flows that are not outbound* are kept (:func:`flood_flows`: a failed flow,
-:func:`~zeekml.windows.scan.failed_flows`, whose originator is not local while its
-responder is outside; an outbound failure is a local client's, and many local clients
-failing to reach one outside server is an outage, not an attack). Per victim (the
+:func:`~zeekml.windows.scan.failed_flows`, unless its originator is local and its responder
+outside: an outbound failure is a local client's, and many local clients failing to reach
+one outside server is an outage, not an attack; and never a flow to a multicast or
+broadcast address, which nobody answers by design). Per victim (the
 responder), for each such flow its victim's last :data:`FLOOD_DEPTH` kept flows before it
 and the flow itself are looked at, those within :data:`FLOOD_HORIZON` seconds of it, and
 their distinct originator addresses are counted. Every other flow scores zero and never
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from zeekml.records.addresses import outbound_flows
+from zeekml.records.addresses import group_addresses, outbound_flows
 from zeekml.records.distinct import factorized, row_texts, texts_at
 from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
 from zeekml.windows.history import FieldSpec
@@ -51,12 +52,16 @@ NOT_KEPT_KEY = "\x00not_flood"
 def flood_flows(flows: pd.DataFrame) -> np.ndarray:
     """Bool ``[B]``: a failed flow (:func:`~zeekml.windows.scan.failed_flows`: no reply,
     rejected, or a one-way NetFlow record; never ICMP) that is not outbound
-    (:func:`~zeekml.records.addresses.outbound_flows`, tested only for the failed ones)."""
+    (:func:`~zeekml.records.addresses.outbound_flows`) and not to a multicast or broadcast
+    address (:func:`~zeekml.records.addresses.group_addresses`: announcements and name
+    queries of many local hosts to their subnet's broadcast are never answered), both
+    tested only for the failed ones."""
     out = failed_flows(flows)
     rows = np.flatnonzero(out)
     if len(rows):
         cols = [c for c in ("orig_h", "resp_h", "local_orig", "local_resp") if c in flows.columns]
-        out[rows[outbound_flows(flows[cols].iloc[rows])]] = False
+        some = flows[cols].iloc[rows]
+        out[rows[outbound_flows(some) | group_addresses(some["resp_h"])]] = False
     return out
 
 
