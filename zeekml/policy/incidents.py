@@ -62,7 +62,7 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.errors import ConfigError, StateError
-from zeekml.records.addresses import inbound_of
+from zeekml.records.addresses import subject_inbound
 from zeekml.records.incidents import INCIDENT_COLUMNS, INCIDENT_DTYPES, empty_incidents
 
 STATE_VERSION = 1
@@ -135,11 +135,9 @@ def flagged_from_decision(decision: Any, flows: pd.DataFrame, models: int,
     notices are about the victim, whatever the direction)."""
     flagged = np.asarray(decision.flagged, dtype=bool)
     idx = np.nonzero(flagged)[0]
-    flow = idx // models
     inbound = np.zeros(len(flagged), dtype=bool)
-    inbound[idx] = inbound_of(flows, flow)
-    if about_responder is not None:
-        inbound[idx] |= np.asarray(about_responder, dtype=bool)[idx % models]
+    inbound[idx] = subject_inbound(flows, idx, np.zeros(models, dtype=bool)
+                                   if about_responder is None else about_responder)
     # rows holds the batch, or only the positions the decision names (the flagged among them)
     pos = getattr(decision, "positions", None)
     on = slice(None) if pos is None else pos

@@ -83,6 +83,19 @@ def outbound_flows(flows: pd.DataFrame) -> np.ndarray:
     return np.asarray(lo & ~lr, dtype=bool)
 
 
+def subject_inbound(flows: pd.DataFrame, rows: np.ndarray, about_responder: np.ndarray
+                    ) -> np.ndarray:
+    """Per flow-major scored row (row ``r``: flow ``r // k``, model ``r % k`` of the ``k``
+    in ``about_responder``): is its notice about the responder? Yes for an inbound flow
+    (:func:`inbound_of`), and for every row of a model whose notices are always about the
+    responder (``ScoreBatch.about_responder``: the flood detector's victim). The notice
+    policy's suppression key and the incident tracker take it as their ``inbound``."""
+    about = np.asarray(about_responder, dtype=bool)
+    rows = np.asarray(rows, dtype=np.int64)
+    k = max(len(about), 1)
+    return np.asarray(inbound_of(flows, rows // k) | about[rows % k], dtype=bool)
+
+
 def inbound_of(flows: pd.DataFrame, flow: np.ndarray) -> np.ndarray:
     """:func:`inbound_flows` of the flows at positions ``flow`` (repeats allowed), each
     distinct flow tested once."""

@@ -48,7 +48,7 @@ from zeekml.models.base import Deferred, ScoreBatch, Scorer
 from zeekml.models.card import ModelCard
 from zeekml.policy.incidents import IncidentTracker, flagged_from_decision
 from zeekml.policy.notice import NoticePolicy, crosses
-from zeekml.records.addresses import inbound_of
+from zeekml.records.addresses import subject_inbound
 from zeekml.records.verdicts import empty_verdicts
 from zeekml.runtime.lanes import ScorerLanes, can_lane
 from zeekml.runtime.state import RunState, StateStore
@@ -271,7 +271,7 @@ def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: Not
         if _keys_by_host(policy):
             inbound = np.zeros(len(scored), dtype=bool)
             hit = np.flatnonzero(crossing)
-            inbound[hit] = inbound_of(flows, hit // max(k, 1)) | about_resp[hit % max(k, 1)]
+            inbound[hit] = subject_inbound(flows, hit, about_resp)
             scored["inbound"] = inbound
         return policy.decide(scored)
     # only rows that cross their threshold can be written: those are assembled and decided,
@@ -287,7 +287,7 @@ def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: Not
     rows = np.flatnonzero(crosses(score, card))
     scored = assemble(flows, batches, context=False, rows=rows)
     if _keys_by_host(policy):
-        scored["inbound"] = inbound_of(flows, rows // k) | about_resp[rows % k]
+        scored["inbound"] = subject_inbound(flows, rows, about_resp)
     ts = np.repeat(flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan), k)
     if flagged_context:  # the incident tracker shows the context of any flagged flow
         fill_context(scored, batches, np.ones(len(scored), dtype=bool), rows)
