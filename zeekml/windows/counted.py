@@ -82,6 +82,24 @@ class CountedPart:
     seq: KeySequences
 
 
+#: earlier counted flows whose uids a count detector's notice lists, newest first
+CONTEXT_FLOWS = 5
+
+
+@dataclass
+class CountedBatch:
+    """What a count detector's store returns for a batch besides its counts (each
+    detector's subclass holds those): the pieces counted, from which :meth:`context` gives
+    the earlier flows a notice lists (valid until the store's next push)."""
+
+    parts: list[CountedPart]
+
+    def context(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For ``take`` (batch rows): uids ``[len(take), CONTEXT_FLOWS]`` of the earlier
+        flows each row counted, newest first, and how many of them are real."""
+        return counted_context(self.parts, take, CONTEXT_FLOWS)
+
+
 def counted_context(parts: Sequence[CountedPart], take: np.ndarray, k: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     """For ``take`` (batch rows): uids ``[len(take), k]`` of the earlier flows each row

@@ -34,7 +34,7 @@ import pandas as pd
 
 from zeekml.records.addresses import group_addresses, outbound_flows
 from zeekml.records.distinct import factorized, row_texts, texts_at
-from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
+from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart
 from zeekml.windows.history import FieldSpec
 from zeekml.windows.host_window import hash_values
 from zeekml.windows.scan import distinct_per_row, failed_flows
@@ -43,8 +43,6 @@ from zeekml.windows.scan import distinct_per_row, failed_flows
 FLOOD_DEPTH = 63
 #: seconds: flows further from the current one (by ``ts``) do not count
 FLOOD_HORIZON = 10.0
-#: previous counted flows whose uids a notice lists, newest first
-CONTEXT_FLOWS = 5
 #: the state key of a flow that is not kept: no address is this, and it needs no state
 NOT_KEPT_KEY = "\x00not_flood"
 
@@ -82,19 +80,13 @@ def _source_hashes(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class FloodCounts:
+class FloodCounts(CountedBatch):
     """Per flow of a batch: kept or not (``kept``), distinct sources among its victim's
-    window (``sources``, the flow included; zero for a flow not kept), and what
-    :meth:`context` needs (valid until the store's next push)."""
+    window (``sources``, the flow included; zero for a flow not kept); :meth:`context` the
+    earlier flows counted."""
 
     kept: np.ndarray
     sources: np.ndarray
-    parts: list[CountedPart]
-
-    def context(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For ``take`` (batch rows): uids ``[len(take), CONTEXT_FLOWS]`` of the earlier
-        flows each row counted, newest first, and how many of them are real."""
-        return counted_context(self.parts, take, CONTEXT_FLOWS)
 
 
 class FloodHistory(CountedHistory):
@@ -123,4 +115,4 @@ class FloodHistory(CountedHistory):
             # anyway: the distinct values of a row are then those of its counted positions
             sources[rows] = distinct_per_row(np.where(seq.valid, src_w, src_w[:, -1:]))
             parts.append(CountedPart(rows, seq.valid, seq))
-        return FloodCounts(kept, sources, parts)
+        return FloodCounts(parts=parts, kept=kept, sources=sources)

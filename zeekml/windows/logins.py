@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from zeekml.records.distinct import lists_name_any
-from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
+from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart
 from zeekml.windows.history import FieldSpec
 from zeekml.windows.host_window import service_codes
 from zeekml.windows.scan import failed_flows, target_hash, target_sides, tcp_flows
@@ -62,8 +62,6 @@ SIZE_SLACK = 32
 SIZE_SHARE = 0.1
 #: attempt kinds (:func:`login_attempts`)
 NOT_ATTEMPT, LOGIN, WEB = 0, 1, 2
-#: previous alike attempts whose uids a notice lists, newest first
-CONTEXT_FLOWS = 5
 #: the state key of a flow that is no attempt: no address is this, and it needs no state
 NOT_ATTEMPT_KEY = "\x00not_login"
 
@@ -122,19 +120,13 @@ def alike_sizes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class LoginCounts:
+class LoginCounts(CountedBatch):
     """Per flow of a batch: its attempt kind (``kind``), and the alike attempts at its
     own target within the horizon (``alike``, the flow included; zero for a flow that is
-    no attempt), and what :meth:`context` needs (valid until the store's next push)."""
+    no attempt); :meth:`context` the earlier alike attempts counted."""
 
     kind: np.ndarray
     alike: np.ndarray
-    parts: list[CountedPart]
-
-    def context(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For ``take`` (batch rows): uids ``[len(take), CONTEXT_FLOWS]`` of the earlier
-        alike attempts each row counted, newest first, and how many of them are real."""
-        return counted_context(self.parts, take, CONTEXT_FLOWS)
 
 
 class LoginHistory(CountedHistory):
@@ -171,4 +163,4 @@ class LoginHistory(CountedHistory):
             again[r[ok], c[ok]] = True
             alike[rows] = again.sum(axis=1)
             parts.append(CountedPart(rows, again, seq))
-        return LoginCounts(kind, alike, parts)
+        return LoginCounts(parts=parts, kind=kind, alike=alike)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from zeekml.records.addresses import inbound_of
 from zeekml.records.distinct import factorized, lists_name_any, row_texts
-from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
+from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart
 
 #: previous lookups of the originator looked at (the window is these and the current one)
 LOOKUP_DEPTH = 255
@@ -39,8 +39,6 @@ LOOKUP_DEPTH = 255
 LOOKUP_HORIZON = 300.0
 #: the responder port of a DNS lookup
 DNS_PORT = 53
-#: previous lookups whose uids a notice lists, newest first
-CONTEXT_FLOWS = 5
 #: the state key of a flow that is no lookup: no address is this, and it needs no state
 NOT_LOOKUP_KEY = "\x00not_dns"
 
@@ -76,18 +74,12 @@ def lookup_keys(flows: pd.DataFrame) -> pd.Series:
 
 
 @dataclass
-class LookupCounts:
+class LookupCounts(CountedBatch):
     """Per flow of a batch: DNS lookups of its originator within the horizon (``lookups``,
-    the flow included; zero for a flow that is no lookup), and what :meth:`context` needs
-    (valid until the store's next push)."""
+    the flow included; zero for a flow that is no lookup); :meth:`context` the earlier
+    lookups counted."""
 
     lookups: np.ndarray
-    parts: list[CountedPart]
-
-    def context(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For ``take`` (batch rows): uids ``[len(take), CONTEXT_FLOWS]`` of the earlier
-        lookups each row counted, newest first, and how many of them are real."""
-        return counted_context(self.parts, take, CONTEXT_FLOWS)
 
 
 class LookupHistory(CountedHistory):
@@ -110,4 +102,4 @@ class LookupHistory(CountedHistory):
         for rows, seq in self.extend_pieces(flows, rows_all, keys):
             lookups[rows] = seq.valid.sum(axis=1)  # the current position always counts
             parts.append(CountedPart(rows, seq.valid, seq))
-        return LookupCounts(lookups, parts)
+        return LookupCounts(parts=parts, lookups=lookups)

@@ -34,7 +34,7 @@ import pandas as pd
 
 from zeekml.records.distinct import factorized, per_distinct, row_texts, texts_at
 from zeekml.records.schema import one_way_records
-from zeekml.windows.counted import CountedHistory, CountedPart, counted_context
+from zeekml.windows.counted import CONTEXT_FLOWS, CountedHistory, CountedPart, counted_context
 from zeekml.windows.history import FieldSpec
 from zeekml.windows.host_window import hash_values, service_codes
 
@@ -45,8 +45,6 @@ SCAN_HORIZON = 300.0
 #: connection states of an attempt that failed although packets came back (Zeek's
 #: rejected and half-open states); a flow without any reply packet failed whatever its state
 REJECTED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
-#: previous counted flows whose uids a notice lists, newest first
-CONTEXT_FLOWS = 5
 #: the state key of an answered flow: no address is this, and such a flow needs no state
 ANSWERED_KEY = "\x00answered"
 
