@@ -160,22 +160,23 @@ def count_report(cards: list[Path], corpus: Path, suppress: float, by: str = "ho
     from zeekml.models.card import load_card
     from zeekml.records.labels import targets
 
+    models = [(card, load_card(card).name, about_responder(card)) for card in cards]
     out = []
     for c in load_corpus(corpus):
         flows = c.flows.reset_index(drop=True)
         rows = flows[["ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto",
-                      *[c for c in ("local_orig", "local_resp") if c in flows.columns]]].copy()
+                      *[col for col in ("local_orig", "local_resp") if col in flows.columns]]
+                     ].copy()
         rows["binary"] = targets(flows)[0]
         labeled = bool((rows["binary"] >= 0).any())
-        for card in cards:
-            sampled = np.asarray(c.sampled, dtype=bool)
+        sampled = np.asarray(c.sampled, dtype=bool)
+        for card, name, about in models:
             score, thr, cls = score_capture(card, flows, sampled)
-            name = load_card(card).name
             keep: dict[str, Any] = {"sampled": np.broadcast_to(sampled, (len(rows),))}
             out.append({"capture": c.name, "model": name, "labeled": labeled,
                         "flows": len(rows), "model_figures": figures(
                             rows, score, thr, pd.Series(cls, dtype="str"), name, suppress,
-                            labeled, by, keep=keep, about_responder=about_responder(card)),
+                            labeled, by, keep=keep, about_responder=about),
                         "_rows": keep})
     return out
 

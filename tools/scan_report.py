@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     card = Path(args.card)
     model = load_card(card).name
+    responder = about_responder(card)
     captures = [(c.name, c.flows, c.sampled, c.labeled) for c in load_corpus(args.corpus)]
     for path in args.extra:
         flows = read_table(expand_inputs([path]))  # as zeekml score reads a path
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, flows, sampled, labeled in captures:
         flows = flows.reset_index(drop=True)
         score, thr, cls = score_capture(card, flows, np.asarray(sampled, dtype=bool))
-        f = figures(flows, score, thr, cls, labeled, model, about_responder(card))
+        f = figures(flows, score, thr, cls, labeled, model, responder)
         entries.append({"capture": name, "labeled": labeled,
                         "sampled_rows": int(np.sum(sampled)), **f, **rates(f)})
     labeled = [e for e in entries if e["labeled"]]
