@@ -33,11 +33,10 @@ import numpy as np
 import pandas as pd
 
 from zeekml.records.addresses import group_addresses, outbound_flows
-from zeekml.records.distinct import factorized, row_texts, texts_at
+from zeekml.records.distinct import row_texts
 from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart
 from zeekml.windows.history import FieldSpec
-from zeekml.windows.host_window import hash_values
-from zeekml.windows.scan import distinct_per_row, failed_flows
+from zeekml.windows.scan import distinct_per_row, failed_flows, row_hashes
 
 #: previous kept flows of the victim looked at (the window is these and the current one)
 FLOOD_DEPTH = 63
@@ -70,15 +69,6 @@ def flood_keys(flows: pd.DataFrame) -> pd.Series:
     return resp.where(pd.Series(flood_flows(flows)), NOT_KEPT_KEY)
 
 
-def _source_hashes(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """int32 hash of the originator address of each of ``rows``, hashed once per distinct
-    address of the batch."""
-    codes, values = factorized(flows["orig_h"])
-    u, inv = np.unique(codes[rows], return_inverse=True)
-    h = hash_values(pd.Series(texts_at(values, u), dtype="str"))
-    return h[inv.ravel()].astype(np.uint32).view(np.int32)
-
-
 @dataclass
 class FloodCounts(CountedBatch):
     """Per flow of a batch: kept or not (``kept``), distinct sources among its victim's
@@ -108,7 +98,7 @@ class FloodHistory(CountedHistory):
         rows_all = np.flatnonzero(kept)
         parts = []
         keys = row_texts(flows["resp_h"], rows_all)
-        src = _source_hashes(flows, rows_all)
+        src = row_hashes(flows["orig_h"], rows_all).view(np.int32)
         for rows, seq in self.extend_pieces(flows, rows_all, keys, {"src": src}):
             src_w = seq.gather(seq.items["src"])  # [F, n]
             # positions not counted take the current flow's own source, which counts

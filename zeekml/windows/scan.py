@@ -82,15 +82,19 @@ def tcp_flows(flows: pd.DataFrame) -> np.ndarray:
                         lambda s: s.str.lower().eq("tcp").to_numpy(dtype=bool), False)
 
 
+def row_hashes(col: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """``uint32`` hash of ``col`` at ``rows`` as the windows hash peers (missing -> the hash
+    of ``""``), from the column's factorization of the whole batch (shared with the other
+    scorers), each distinct value of these rows hashed once."""
+    codes, values = factorized(col)
+    distinct, inv = np.unique(codes[rows], return_inverse=True)
+    return hash_values(pd.Series(texts_at(values, distinct), dtype="str"))[inv.ravel()]
+
+
 def target_sides(flows: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(originator key ``str``, missing -> ``""``; responder hash ``uint32`` as the windows
-    hash peers) of the given rows. Built from each address column's factorization of the
-    whole batch (shared with the other scorers), and only for the distinct addresses of
-    these rows: no per-row strings, no copy of the batch."""
-    cr, ur = factorized(flows["resp_h"])
-    r_codes, r_inv = np.unique(cr[rows], return_inverse=True)
-    hashes = hash_values(pd.Series(texts_at(ur, r_codes), dtype="str"))
-    return row_texts(flows["orig_h"], rows), hashes[r_inv.ravel()]
+    """(originator key ``str``, missing -> ``""``; responder hash ``uint32``,
+    :func:`row_hashes`) of the given rows: no per-row strings, no copy of the batch."""
+    return row_texts(flows["orig_h"], rows), row_hashes(flows["resp_h"], rows)
 
 
 def target_hash(peer_hash: np.ndarray, service: np.ndarray) -> np.ndarray:
