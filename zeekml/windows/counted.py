@@ -72,6 +72,14 @@ class CountedHistory:
         self.history.load_state_dict(state)
 
 
+def store_keys(col: pd.Series, kept: np.ndarray, other: str) -> pd.Series:
+    """A count store's state key of every flow (what the Spark engine partitions by):
+    ``col`` (an address column) as ``str``, missing -> ``""``, where ``kept``; ``other``,
+    a key no address is, for the flows the store never takes."""
+    key = col.astype("str").fillna("").reset_index(drop=True)
+    return key.where(pd.Series(np.asarray(kept, dtype=bool)), other)
+
+
 @dataclass
 class CountedPart:
     """Rows counted together: their batch rows (ascending), the positions counted

@@ -34,7 +34,7 @@ import pandas as pd
 
 from zeekml.records.addresses import group_addresses, outbound_flows
 from zeekml.records.distinct import row_texts
-from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart
+from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart, store_keys
 from zeekml.windows.history import FieldSpec
 from zeekml.windows.scan import distinct_per_row, failed_flows, row_hashes
 
@@ -65,8 +65,7 @@ def flood_flows(flows: pd.DataFrame) -> np.ndarray:
 def flood_keys(flows: pd.DataFrame) -> pd.Series:
     """The state key of every flow (``str``): its responder (missing -> ``""``) when it is
     kept, :data:`NOT_KEPT_KEY` otherwise (what the Spark engine partitions by)."""
-    resp = flows["resp_h"].astype("str").fillna("").reset_index(drop=True)
-    return resp.where(pd.Series(flood_flows(flows)), NOT_KEPT_KEY)
+    return store_keys(flows["resp_h"], flood_flows(flows), NOT_KEPT_KEY)
 
 
 @dataclass

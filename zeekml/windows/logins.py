@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from zeekml.records.distinct import lists_name_any
-from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart
+from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart, store_keys
 from zeekml.windows.history import FieldSpec
 from zeekml.windows.host_window import service_codes
 from zeekml.windows.scan import failed_flows, target_hash, target_sides, tcp_flows
@@ -89,8 +89,7 @@ def login_attempts(flows: pd.DataFrame) -> np.ndarray:
 def login_keys(flows: pd.DataFrame) -> pd.Series:
     """The state key of every flow (``str``): its originator (missing -> ``""``) when it
     is an attempt, :data:`NOT_ATTEMPT_KEY` otherwise (what the Spark engine partitions by)."""
-    orig = flows["orig_h"].astype("str").fillna("").reset_index(drop=True)
-    return orig.where(pd.Series(login_attempts(flows) != NOT_ATTEMPT), NOT_ATTEMPT_KEY)
+    return store_keys(flows["orig_h"], login_attempts(flows) != NOT_ATTEMPT, NOT_ATTEMPT_KEY)
 
 
 def flow_sizes(flows: pd.DataFrame, rows: np.ndarray) -> np.ndarray:

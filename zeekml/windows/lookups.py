@@ -31,7 +31,7 @@ import pandas as pd
 
 from zeekml.records.addresses import inbound_of
 from zeekml.records.distinct import factorized, lists_name_any, row_texts
-from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart
+from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart, store_keys
 
 #: previous lookups of the originator looked at (the window is these and the current one)
 LOOKUP_DEPTH = 255
@@ -69,8 +69,7 @@ def lookup_keys(flows: pd.DataFrame) -> pd.Series:
     """The state key of every flow (``str``): its originator (missing -> ``""``) when it
     is a DNS lookup, :data:`NOT_LOOKUP_KEY` otherwise (what the Spark engine partitions
     by)."""
-    orig = flows["orig_h"].astype("str").fillna("").reset_index(drop=True)
-    return orig.where(pd.Series(dns_lookups(flows)), NOT_LOOKUP_KEY)
+    return store_keys(flows["orig_h"], dns_lookups(flows), NOT_LOOKUP_KEY)
 
 
 @dataclass

@@ -34,7 +34,13 @@ import pandas as pd
 
 from zeekml.records.distinct import factorized, per_distinct, row_texts, texts_at
 from zeekml.records.schema import one_way_records
-from zeekml.windows.counted import CONTEXT_FLOWS, CountedHistory, CountedPart, counted_context
+from zeekml.windows.counted import (
+    CONTEXT_FLOWS,
+    CountedHistory,
+    CountedPart,
+    counted_context,
+    store_keys,
+)
 from zeekml.windows.history import FieldSpec
 from zeekml.windows.host_window import hash_values, service_codes
 
@@ -146,8 +152,7 @@ class ScanCounts:
 def scan_keys(flows: pd.DataFrame) -> pd.Series:
     """The state key of every flow (``str``): its originator (missing -> ``""``) when it
     failed, :data:`ANSWERED_KEY` otherwise (what the Spark engine partitions by)."""
-    orig = flows["orig_h"].astype("str").fillna("").reset_index(drop=True)
-    return orig.where(pd.Series(failed_flows(flows)), ANSWERED_KEY)
+    return store_keys(flows["orig_h"], failed_flows(flows), ANSWERED_KEY)
 
 
 class ScanHistory(CountedHistory):
