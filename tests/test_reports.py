@@ -135,6 +135,15 @@ def test_netflow_view_report_reads_both_ways(corpus: Path, capsys) -> None:
     assert set(rows) == {("sample", "as read"), ("sample", "netflow")}
     assert rows[("sample", "as read")] == (360, "0.0%", 360, f"{128 / 360:.2%}")
     assert float(rows[("sample", "netflow")][1].rstrip("%")) > 0  # unanswered flows are one-way
+    # the NetFlow reading is scored afresh: no window carried over from the Zeek reading
+    from zeekml.eval.corpus import load_corpus
+    from zeekml.models.registry import load_scorer
+    from zeekml.sources.netflow_view import netflow_view
+
+    sample = next(c for c in load_corpus(corpus) if c.name == "sample")
+    view = netflow_view(sample.flows.reset_index(drop=True)).reset_index(drop=True)
+    b = load_scorer(str(CARDS["scan"])).score(view)
+    assert rows[("sample", "netflow")][3] == f"{(b.score >= b.threshold).mean():.2%}"
 
 
 def test_detection_report_together_rows(corpus: Path) -> None:

@@ -6,7 +6,8 @@ netflow_view`: what zeekml reads from a unidirectional exporter for the same tra
 one-way records paired by the real pairing stage). Printed per row: flows, share of
 one-way records (``paired`` False), recall on the malicious flows and the share of
 benign flows at or above the model's threshold (an unlabeled capture counts every flow
-as benign). Scored by the shipped model as it is (``--model``, default ``flow_lm``):
+as benign). Scored by the shipped model as it is (``--model``, default ``flow_lm``), a
+fresh scorer for each reading:
 these are not leave-one-capture-out figures, the model may have trained on the Zeek
 form of a benign capture; compare the two readings of one capture, not models.
 
@@ -49,7 +50,7 @@ def main() -> int:
     ap.add_argument("--model", default="flow_lm")
     ap.add_argument("--corpus", type=Path, default=CORPUS)
     a = ap.parse_args()
-    scorer = load_scorer(str(resolve_model(a.model)))
+    model = str(resolve_model(a.model))
     print(f"{'capture':30} {'read':8} {'flows':>7} {'one-way':>8} {'mal':>7} {'recall':>7} "
           f"{'benign':>7} {'flagged':>8}")
     for cap in load_corpus(a.corpus, names=a.captures or None):
@@ -59,7 +60,9 @@ def main() -> int:
         if from_zeek and projectable(flows).any():
             readings.append(("netflow", netflow_view(flows).reset_index(drop=True)))
         for kind, g in readings:
-            verdicts = scorer.score(g)
+            # a fresh scorer per reading, as zeekml score scores one input: the two readings
+            # of a capture share times and hosts, and windows must not carry between them
+            verdicts = load_scorer(model).score(g)
             flagged = np.asarray(verdicts.score >= verdicts.threshold, dtype=bool)
             binary = np.asarray(targets(g)[0]) if cap.labeled else np.zeros(len(g), dtype=int)
             print(row(cap.name, kind, g, flagged, binary))

@@ -372,7 +372,7 @@ def responder_bytes(flows: pd.DataFrame) -> np.ndarray:
     responder, which is what Zeek writes (``resp_bytes`` 0) for the same connection.
     Left missing, such a record's word was one no Zeek-trained model had seen, so every
     unanswered NetFlow flow was surprising for its format (CTU-Normal's benign flows read
-    as NetFlow: 5.0% flagged before, 1.4% after)."""
+    as NetFlow: 5.0% flagged before, 1.0% after, tools/netflow_view_report.py)."""
     v = payload_bytes(flows, "resp")
     return np.where(one_way_records(flows) & ~np.isfinite(v), 0.0, v)
 
