@@ -31,6 +31,10 @@ class CountedHistory:
 
     #: the state key (set by each detector's store)
     key = ""
+    #: the state key of every flow the store never takes (set by each detector's store;
+    #: no address is this): such a flow is scored without any state, so the Spark engine
+    #: scores it where it is read instead of sending it to a key's group
+    unkept = ""
 
     def __init__(self, *, max_keys: int, depth: int, horizon: float,
                  fields: dict[str, FieldSpec] | None = None) -> None:

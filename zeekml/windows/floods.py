@@ -83,6 +83,7 @@ class FloodHistory(CountedHistory):
 
     #: the state key: the responder of a kept flow (:func:`flood_keys`)
     key = "resp_flood"
+    unkept = NOT_KEPT_KEY
 
     def __init__(self, *, max_keys: int, depth: int = FLOOD_DEPTH,
                  horizon: float = FLOOD_HORIZON) -> None:

@@ -134,6 +134,7 @@ class LoginHistory(CountedHistory):
 
     #: the state key: the originator of an attempt (:func:`login_keys`)
     key = "orig_login"
+    unkept = NOT_ATTEMPT_KEY
 
     def __init__(self, *, max_keys: int, depth: int = LOGIN_DEPTH,
                  horizon: float = LOGIN_HORIZON) -> None:

@@ -86,6 +86,7 @@ class LookupHistory(CountedHistory):
 
     #: the state key: the originator of a DNS lookup (:func:`lookup_keys`)
     key = "orig_dns"
+    unkept = NOT_LOOKUP_KEY
 
     def __init__(self, *, max_keys: int, depth: int = LOOKUP_DEPTH,
                  horizon: float = LOOKUP_HORIZON) -> None:

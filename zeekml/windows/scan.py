@@ -160,6 +160,7 @@ class ScanHistory(CountedHistory):
 
     #: the state key: the originator of a failed flow (:func:`scan_keys`)
     key = "orig_failed"
+    unkept = ANSWERED_KEY
 
     def __init__(self, *, max_keys: int, depth: int = SCAN_DEPTH,
                  horizon: float = SCAN_HORIZON) -> None:

@@ -9,6 +9,13 @@ scores whole keys per call with a fresh scorer state, one onnxruntime run per
 ``batch_size`` windows, as the local engine's scorer would see them; the per-row part
 of the policy (thresholds, allow-list) is applied at once, and the rows leave for the
 next stage by :func:`~zeekml.runtime.spark.policy.route_scored`.
+
+A count detector's flows that its store never takes (an answered flow for the scan
+detector, a flow that is no login attempt for the brute-force detector: the key
+``ModelSpec.unkept``) need no state: they are not cut at all but scored in the task that
+reads their segment (:func:`score_unkept`), with the same scorer, policy and routing.
+Sent to their groups they were most of the cut: 2.2M of the 5M rows (five models) of
+``tools/bench_spark.py``'s 1M flows.
 """
 
 from __future__ import annotations
@@ -55,8 +62,9 @@ def split_segments(batches: Iterator[pd.DataFrame], plan: Any) -> Iterator[pd.Da
     """Executor side of the cut: segments -> per model, rows by (key, chunk) bucket.
 
     ``plan`` is a broadcast of {"segs", "before": clock offsets, "heavy": {kind:
-    HeavyKeys}, "models": [(key kind, depth)], "chunk_rows", "buckets"}. Done on the
-    Arrow tables of the packs: only the key columns become pandas (to hash them).
+    HeavyKeys}, "models": [(key kind, depth, unkept key)], "chunk_rows", "buckets"}.
+    Done on the Arrow tables of the packs: only the key columns become pandas (to hash
+    them). A model's unkept rows stay behind (:func:`score_unkept`).
     """
     p = plan.value
     segs, before = p["segs"], p["before"]
@@ -67,14 +75,24 @@ def split_segments(batches: Iterator[pd.DataFrame], plan: Any) -> Iterator[pd.Da
             off = before[int(np.searchsorted(segs, sid))]
             clock = np.maximum(seg.column("lclock").to_numpy(), off)
             base = seg.select(list(_CARRY)).append_column("clock", pa.array(clock))
-            for m, (kind, depth) in enumerate(p["models"]):
+            for m, (kind, depth, unkept) in enumerate(p["models"]):
                 keys = frame_of(seg.select([f"k_{kind}"]))[f"k_{kind}"]
+                kept = np.arange(len(keys))
+                if unkept:  # scored where they are read (score_unkept)
+                    kept = np.flatnonzero((keys != unkept).to_numpy(dtype=bool))
+                    if not len(kept):
+                        continue
+                    keys = keys.iloc[kept].reset_index(drop=True)
                 heavy: HeavyKeys | None = p["heavy"].get(kind)
                 rows, chunk, emit = chunks(keys, sid, heavy, p["chunk_rows"], depth)
-                table = base if len(rows) == len(keys) else base.take(rows)
+                rows_in_seg = kept[rows]
+                whole = len(rows_in_seg) == seg.num_rows and bool(
+                    (rows_in_seg == np.arange(seg.num_rows)).all())
+                table = base if whole else base.take(rows_in_seg)
                 skey = seg.column(f"k_{kind}")
+                if not whole:
+                    skey = skey.take(rows_in_seg)
                 if len(rows) != len(keys):
-                    skey = skey.take(rows)
                     keys = keys.iloc[rows].reset_index(drop=True)
                 table = (table.append_column("skey", skey)
                          .append_column("chunk", pa.array(chunk))
@@ -102,40 +120,81 @@ def _calls(work: pd.DataFrame, call_rows: int) -> Iterator[pd.DataFrame]:
             yield part[call == c].reset_index(drop=True)
 
 
-def score_group(pdf: pd.DataFrame, payload: Any, digest: str, call_rows: int,
-                config: PolicyConfig, parts: int, incidents: bool) -> pd.DataFrame:
-    """One (model, bucket) group: sort by key and stream order, score whole keys per call.
-
-    Each row leaves with its ``verdict`` and ``notice`` = flagged (threshold crossed,
-    not allow-listed); suppression, which spans rows, comes later.
-    """
+def _scored(rows: pd.DataFrame, scorer: Any, empty: dict[str, np.ndarray], m: int
+            ) -> pd.DataFrame:
+    """One call: rows holding whole keys (each key's in stream order) scored from a fresh
+    state; the rows to emit, with their verdicts and what the policy stages read."""
     from zeekml.records.addresses import inbound_flows
     from zeekml.runtime.pipeline import assemble
 
+    flows = schema.conform(rows, with_labels=False)
+    scorer.load_state_dict(empty)  # fresh windows: the call holds whole keys
+    batch = scorer.score(flows)
+    scored = assemble(flows, [batch])
+    emit = rows["emit"].to_numpy(dtype=bool)
+    scored = scored[emit].reset_index(drop=True)
+    for col in ("ord", "seg", "file_idx", "source_line", "clock"):
+        scored[col] = rows[col].to_numpy()[emit]
+    scored["m"] = np.int32(m)
+    scored["inbound"] = inbound_flows(flows)[emit] | batch.about_responder
+    return scored
+
+
+def _routed(out: list[pd.DataFrame], config: PolicyConfig, parts: int, incidents: bool
+            ) -> pd.DataFrame:
+    """Scored rows -> route records: each row with its ``verdict`` and ``notice`` =
+    flagged (threshold crossed, not allow-listed); suppression, which spans rows, comes
+    later."""
+    scored = pd.concat(out, ignore_index=True)
+    decided = NoticePolicy(replace(config, suppress=0.0, all_flows=True)).decide(scored)
+    for col in ("cls", "ord", "seg", "file_idx", "source_line", "clock", "m", "inbound"):
+        decided[col] = scored[col].to_numpy()
+    return route_scored(decided, config, parts, incidents)
+
+
+def score_group(pdf: pd.DataFrame, payload: Any, digest: str, call_rows: int,
+                config: PolicyConfig, parts: int, incidents: bool) -> pd.DataFrame:
+    """One (model, bucket) group: sort by key and stream order, score whole keys per call."""
     m = int(pdf["m"].iat[0])
     scorer, empty = worker_scorers(payload, digest)[m]
     work = unpack_all(pdf["data"])
     if work is None or not len(work):
         return route_scored(None, config, parts, incidents)
     work = work.sort_values(["skey", "chunk", "ord"], kind="stable").reset_index(drop=True)
-    out: list[pd.DataFrame] = []
-    for rows in _calls(work, call_rows):
-        flows = schema.conform(rows, with_labels=False)
-        scorer.load_state_dict(empty)  # fresh windows: the call holds whole keys
-        batch = scorer.score(flows)
-        scored = assemble(flows, [batch])
-        emit = rows["emit"].to_numpy(dtype=bool)
-        scored = scored[emit].reset_index(drop=True)
-        for col in ("ord", "seg", "file_idx", "source_line", "clock"):
-            scored[col] = rows[col].to_numpy()[emit]
-        scored["m"] = np.int32(m)
-        scored["inbound"] = inbound_flows(flows)[emit] | batch.about_responder
-        out.append(scored)
-    scored = pd.concat(out, ignore_index=True)
-    decided = NoticePolicy(replace(config, suppress=0.0, all_flows=True)).decide(scored)
-    for col in ("cls", "ord", "seg", "file_idx", "source_line", "clock", "m", "inbound"):
-        decided[col] = scored[col].to_numpy()
-    return route_scored(decided, config, parts, incidents)
+    out = [_scored(rows, scorer, empty, m) for rows in _calls(work, call_rows)]
+    return _routed(out, config, parts, incidents)
+
+
+def score_unkept(batches: Iterator[pd.DataFrame], plan: Any, payload: Any, digest: str,
+                 config: PolicyConfig, parts: int, incidents: bool
+                 ) -> Iterator[pd.DataFrame]:
+    """Executor side: each segment's flows that a count detector's store never takes
+    (their key is the model's ``unkept`` key), scored in the segment's own task, all of
+    them in one call from a fresh state (they need none), and routed as
+    :func:`score_group` routes its rows."""
+    p = plan.value
+    segs, before = p["segs"], p["before"]
+    for batch in batches:
+        for data in batch["data"]:
+            seg = read(data)
+            sid = int(seg.column("seg")[0].as_py())
+            base = None
+            for m, (kind, _depth, unkept) in enumerate(p["models"]):
+                if not unkept:
+                    continue
+                keys = seg.column(f"k_{kind}").to_numpy(zero_copy_only=False)
+                rows = np.flatnonzero(keys == unkept)
+                if not len(rows):
+                    continue
+                if base is None:
+                    off = before[int(np.searchsorted(segs, sid))]
+                    clock = np.maximum(seg.column("lclock").to_numpy(), off)
+                    base = seg.select(list(_CARRY)).append_column("clock", pa.array(clock))
+                table = base.take(rows).append_column(
+                    "emit", pa.array(np.ones(len(rows), dtype=bool)))
+                scorer, empty = worker_scorers(payload, digest)[m]
+                yield _routed([_scored(frame_of(table), scorer, empty, m)], config, parts,
+                              incidents)
 
 
 def score_segments(segs: DataFrame, seg_index: np.ndarray, before: np.ndarray,
@@ -148,7 +207,7 @@ def score_segments(segs: DataFrame, seg_index: np.ndarray, before: np.ndarray,
     sc = spark.sparkContext
     buckets = opts.buckets or max(2 * sc.defaultParallelism, math.ceil(flows / opts.group_rows))
     plan = sc.broadcast({"segs": seg_index, "before": before, "heavy": heavy,
-                         "models": [(m.key, m.depth) for m in models],
+                         "models": [(m.key, m.depth, m.unkept) for m in models],
                          "chunk_rows": opts.chunk_rows, "buckets": buckets})
     payload, digest = broadcast_models(spark, models, {
         "threads": opts.threads, "max_hosts": opts.max_hosts,
@@ -159,4 +218,10 @@ def score_segments(segs: DataFrame, seg_index: np.ndarray, before: np.ndarray,
                                  call_rows=min(opts.batch_rows, opts.max_hosts),
                                  config=config, parts=buckets, incidents=incidents))
     groups = cut.repartition(len(models) * buckets, "m", "bucket")  # a task per group, about
-    return groups.groupBy("m", "bucket").applyInPandas(fn, ROUTE_DDL), buckets
+    scored = groups.groupBy("m", "bucket").applyInPandas(fn, ROUTE_DDL)
+    if any(m.unkept for m in models):
+        unkept = segs.filter("rows > 0").select("data").mapInPandas(guard(functools.partial(
+            score_unkept, plan=plan, payload=payload, digest=digest, config=config,
+            parts=buckets, incidents=incidents)), ROUTE_DDL)
+        scored = scored.unionByName(unkept)
+    return scored, buckets
