@@ -552,3 +552,32 @@ def test_suppression_by_local_host_equals_local_engine(spark, models, tmp_path) 
         assert_same(got, exp)
         notices[by] = len(got)
     assert notices["orig"] > 1000 and notices["host"] < notices["orig"] / 20
+
+
+def test_unkept_flows_scored_where_read_equal_local(spark, tmp_path) -> None:
+    """The flows a count detector's store never takes skip the cut (``ModelSpec.unkept``)
+    and are scored in their segment's task: with thresholds of 0 every one of them is
+    flagged, goes through suppression and is counted into notices as the local engine
+    does."""
+    from zeekml.models.registry import resolve_model
+    from zeekml.runtime.spark import SparkOptions, score_files
+    from zeekml.runtime.spark.models import prepare_models
+    from zeekml.sources.stream import read_all
+    from zeekml.windows.logins import NOT_ATTEMPT_KEY, login_keys
+
+    model = str(resolve_model("bruteforce"))
+    assert prepare_models([model])[0].unkept == NOT_ATTEMPT_KEY
+    paths = _paths(["zeek/rita-rotated-archive/2024-04-19/conn.08:00:00-09:00:00.log.gz"])
+    config = PolicyConfig(all_flows=True, suppress=600.0,
+                          thresholds={"bruteforce:login_guessing": 0.0,
+                                      "bruteforce:http_guessing": 0.0})
+    score_files(spark, paths, str(tmp_path / "out"), models=[model], config=config,
+                options=SparkOptions(buckets=4), out_format="json")
+    got = read_json_lines(sorted((tmp_path / "out").glob("part-*")))
+    exp, _ = local_engine(paths, [model], config)
+    read = pd.concat(list(read_all(paths[0])), ignore_index=True)
+    assert (login_keys(read) == NOT_ATTEMPT_KEY).mean() > 0.5  # most rows took the new path
+    assert (exp["score"] >= 0).all()  # every row crossed its threshold
+    notices = exp["notice"].astype("boolean").fillna(False).astype(bool)
+    assert 1 <= notices.sum() < len(exp) // 10  # ... and most were suppressed into notices
+    assert_same(got, exp)
