@@ -58,6 +58,16 @@ def buckets_of(keys: pd.Series, chunk: np.ndarray, buckets: int) -> np.ndarray:
     return (h % np.uint64(buckets)).astype(np.int64)
 
 
+def _segment(data: Any, plan: dict[str, Any]) -> tuple[pa.Table, int, pa.Table]:
+    """A segment pack's table, its id, and the columns its rows carry into scoring, with
+    each row's stream clock (``plan``: the value of :func:`split_segments`' broadcast)."""
+    seg = read(data)
+    sid = int(seg.column("seg")[0].as_py())
+    off = plan["before"][int(np.searchsorted(plan["segs"], sid))]
+    clock = np.maximum(seg.column("lclock").to_numpy(), off)
+    return seg, sid, seg.select(list(_CARRY)).append_column("clock", pa.array(clock))
+
+
 def split_segments(batches: Iterator[pd.DataFrame], plan: Any) -> Iterator[pd.DataFrame]:
     """Executor side of the cut: segments -> per model, rows by (key, chunk) bucket.
 
@@ -67,14 +77,9 @@ def split_segments(batches: Iterator[pd.DataFrame], plan: Any) -> Iterator[pd.Da
     them). A model's unkept rows stay behind (:func:`score_unkept`).
     """
     p = plan.value
-    segs, before = p["segs"], p["before"]
     for batch in batches:
         for data in batch["data"]:
-            seg = read(data)
-            sid = int(seg.column("seg")[0].as_py())
-            off = before[int(np.searchsorted(segs, sid))]
-            clock = np.maximum(seg.column("lclock").to_numpy(), off)
-            base = seg.select(list(_CARRY)).append_column("clock", pa.array(clock))
+            seg, sid, base = _segment(data, p)
             for m, (kind, depth, unkept) in enumerate(p["models"]):
                 keys = frame_of(seg.select([f"k_{kind}"]))[f"k_{kind}"]
                 kept = np.arange(len(keys))
@@ -173,12 +178,9 @@ def score_unkept(batches: Iterator[pd.DataFrame], plan: Any, payload: Any, diges
     them in one call from a fresh state (they need none), and routed as
     :func:`score_group` routes its rows."""
     p = plan.value
-    segs, before = p["segs"], p["before"]
     for batch in batches:
         for data in batch["data"]:
-            seg = read(data)
-            sid = int(seg.column("seg")[0].as_py())
-            base = None
+            seg, _, base = _segment(data, p)
             for m, (kind, _depth, unkept) in enumerate(p["models"]):
                 if not unkept:
                     continue
@@ -186,10 +188,6 @@ def score_unkept(batches: Iterator[pd.DataFrame], plan: Any, payload: Any, diges
                 rows = np.flatnonzero(keys == unkept)
                 if not len(rows):
                     continue
-                if base is None:
-                    off = before[int(np.searchsorted(segs, sid))]
-                    clock = np.maximum(seg.column("lclock").to_numpy(), off)
-                    base = seg.select(list(_CARRY)).append_column("clock", pa.array(clock))
                 table = base.take(rows).append_column(
                     "emit", pa.array(np.ones(len(rows), dtype=bool)))
                 scorer, empty = worker_scorers(payload, digest)[m]
