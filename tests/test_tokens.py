@@ -209,6 +209,43 @@ def test_application_families_generalize_services() -> None:
                    "icmp-echo", "reg", "dyn", "ssh", "-"]
 
 
+def test_group_management_of_other_ip_protocols_is_infrastructure() -> None:
+    """A flow of neither TCP, UDP nor ICMP to a group (IGMP to 224.0.0.22, MLD behind a
+    hop-by-hop header to ff02::16, Argus's IGMP into 0.0.0.0/8) is ``infra``; a unicast
+    one (a tunnel) keeps the port rules."""
+    from zeekml.features.app_family import FAMILIES, family_codes
+
+    df = _table([
+        {"proto": "unknown_transport", "resp_h": "224.0.0.22"},
+        {"proto": "unknown_transport", "resp_h": "ff02::16"},
+        {"proto": "unknown_transport", "resp_h": "0.0.0.1"},
+        {"proto": "unknown_transport", "resp_h": "192.168.10.255"},
+        {"proto": "unknown_transport", "resp_h": "203.0.113.7"},
+        {"proto": "unknown_transport", "resp_h": "203.0.113.7", "resp_p": 22},
+        {"proto": "udp", "resp_h": "224.0.0.251", "resp_p": 60000},  # TCP/UDP: ports decide
+    ])
+    got = [FAMILIES[c] for c in family_codes(df)]
+    assert got == ["infra", "infra", "infra", "infra", "-", "ssh", "dyn"]
+
+
+def test_a_phones_igmp_reports_are_not_anomalies() -> None:
+    """An Android phone's day as Argus wrote it (slips-test2): its 7 IGMP reports were
+    every notice the flow LM gave it (a word never seen in training: score 91.4 against
+    83.2); as infrastructure they are far below the threshold, and the day has none."""
+    from zeekml.models.registry import load_scorer, resolve_model
+    from zeekml.sources.stream import read_all
+
+    path = DATA / "binetflow" / "slips-test2-malicious.binetflow"
+    need(path.is_file(), f"the shared capture {path}")
+    flows = pd.concat(list(read_all(path)), ignore_index=True)
+    scorer = load_scorer(str(resolve_model("flow_lm")))
+    score = scorer.score(flows).score
+    igmp = (flows["proto"] == "unknown_transport").to_numpy()
+    assert igmp.sum() == 7
+    assert score[igmp].max() < scorer.threshold - 5
+    assert (score >= scorer.threshold).sum() == 0
+
+
 def test_netflow_sizes_read_like_zeek_sizes() -> None:
     """Missing payload bytes are estimated from IP bytes and packets; a missing duration
     with known packets is 0: a NetFlow record and a Zeek flow of one SYN read alike."""
