@@ -108,10 +108,42 @@ def test_direction_uses_zeek_locality_then_private_ranges() -> None:
             {"orig_h": "1.1.1.1", "resp_h": "8.8.8.8"},
             {"orig_h": "10.0.0.1", "resp_h": "224.0.0.251"},
             {"orig_h": None, "resp_h": "8.8.8.8"},
+            # IPv6 between global addresses nobody marked: the sensor's own host started it
+            {"orig_h": "2601:19e:8200:91e0::1ec7", "resp_h": "2607:f8b0:4006:80f::2008"},
+            {"orig_h": "2a00:1450::1", "resp_h": "2601:19e::7", "local_orig": False,
+             "local_resp": True},
+            {"orig_h": "fd00::1", "resp_h": "2607:f8b0::1"},
+            {"orig_h": "255.255.255.255", "resp_h": "10.0.0.1"},  # turned around by Zeek
         ]
     )
     labels = [tk.DIR_LABELS[c] for c in tk.direction_codes(df)]
-    assert labels == ["out", "in", "out", "int", "ext", "mcast", "?"]
+    assert labels == ["out", "in", "out", "int", "ext", "mcast", "?", "out", "in", "out",
+                      "mcast"]
+
+
+def test_a_proxys_unmarked_ipv6_pings_are_not_anomalies() -> None:
+    """Two hours behind a web proxy (RITA's rolling capture, outside the corpus): Zeek
+    marked the local IPv4 network only, so the proxy's IPv6 pings to the web servers it
+    measures were external-to-external words; read as outbound they are below the flow
+    LM's threshold (they were 245 of its 254 flags); so are the DHCP server's broadcast
+    replies Zeek logged turned around (from 255.255.255.255)."""
+    from zeekml.models.registry import load_scorer, resolve_model
+    from zeekml.sources.open import expand_inputs
+    from zeekml.sources.stream import read_all
+
+    path = DATA / "zeek" / "rita-proxy-rolling"
+    need(path.is_dir(), f"the shared capture {path}")
+    flows = pd.concat([f for p in expand_inputs([str(path)]) for f in read_all(p)],
+                      ignore_index=True)
+    pings = (flows["proto"] == "icmp").to_numpy() & flows["orig_h"].str.contains(":").to_numpy()
+    assert pings.sum() > 200
+    reversed_dhcp = (flows["orig_h"] == "255.255.255.255").to_numpy()
+    assert reversed_dhcp.sum() >= 2
+    scorer = load_scorer(str(resolve_model("flow_lm")))
+    flagged = scorer.score(flows).score >= scorer.threshold
+    assert flagged[pings].sum() <= 1  # was 245
+    assert not flagged[reversed_dhcp].any()  # a group address as originator: mcast
+    assert flagged.sum() <= 3  # was 254
 
 
 def test_buckets_zero_and_missing_are_distinct() -> None:

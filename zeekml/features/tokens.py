@@ -259,20 +259,42 @@ def decode_keys(keys: np.ndarray, radices: np.ndarray) -> np.ndarray:
 _MCAST = MULTICAST_PREFIXES  # the words' mcast: a /24's .255 is not one (a trained vocabulary)
 
 
+def _ipv6(addr: pd.Series) -> np.ndarray:
+    return per_distinct(addr, lambda s: s.str.contains(":", regex=False).to_numpy(dtype=bool),
+                        False).astype(bool)
+
+
 def direction_codes(flows: pd.DataFrame) -> np.ndarray:
-    """Locality of originator and responder -> a :data:`DIR_LABELS` code."""
+    """Locality of originator and responder -> a :data:`DIR_LABELS` code.
+
+    An IPv6 flow between two global addresses that nobody marked local reads as outbound,
+    not external: Zeek's ``Site::local_nets`` is commonly set for the private IPv4 ranges
+    only (and empty by default), so a dual-stack network's own global IPv6 addresses are
+    unmarked, and a sensor mostly sees its own hosts start flows. Read as ``ext`` (a word
+    the corpus holds 176 times in 263,000 flows), a web proxy's IPv6 pings gave the flow
+    LM 245 of its 254 flags and all 9 notices in two hours of the RITA proxy capture.
+    A flow from a group (multicast or broadcast) address is ``mcast`` too.
+    """
     from zeekml.records.addresses import is_private
 
     lo = flows["local_orig"].fillna(False).to_numpy(dtype=bool) | is_private(flows["orig_h"])
     lr = flows["local_resp"].fillna(False).to_numpy(dtype=bool) | is_private(flows["resp_h"])
     missing = (flows["orig_h"].isna() | flows["resp_h"].isna()).to_numpy(dtype=bool)
-    mcast = per_distinct(flows["resp_h"], lambda s: s.str.lower().str.startswith(_MCAST)
-                         .to_numpy(dtype=bool), False).astype(bool)
+    def group(addr: pd.Series) -> np.ndarray:
+        return per_distinct(addr, lambda s: s.str.lower().str.startswith(_MCAST)
+                            .to_numpy(dtype=bool), False).astype(bool)
+
+    # a group address never starts a flow: Zeek turns one around when it saw the answer
+    # first (a DHCP server's broadcast reply logged from 255.255.255.255:68 to the server)
+    mcast = group(flows["resp_h"]) | group(flows["orig_h"])
     code = np.select(
         [missing, mcast, lo & lr, lo & ~lr, ~lo & lr],
         [0, 5, 3, 1, 2],
         default=4,
     )
+    ext = code == 4
+    if ext.any():
+        code[ext & _ipv6(flows["orig_h"]) & _ipv6(flows["resp_h"])] = 1
     return code.astype(np.int64)
 
 
