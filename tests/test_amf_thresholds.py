@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from zeekml.records.labels import CLASSES
-from zeekml.train.amf_thresholds import attack_view, calibrate, upper_bound
+from zeekml.train.amf_thresholds import EmitRule, attack_view, calibrate, upper_bound
 from zeekml.train.datasets import WindowSet
 
 
@@ -134,7 +134,8 @@ def test_a_class_held_by_too_few_captures_is_not_emitted() -> None:
     score, cls, benign = _benign_scores(3, n)
     support = {c: 5 for c in CLASSES} | {"webattack": 1, "dos": 2}
     plain = calibrate(score, cls, benign, CLASSES, alpha=0.0035)
-    rep = calibrate(score, cls, benign, CLASSES, alpha=0.0035, support=support, min_captures=3)
+    rep = calibrate(score, cls, benign, CLASSES, alpha=0.0035, support=support,
+                    rule=EmitRule(min_captures=3))
     for c in CLASSES[1:]:
         if c in ("webattack", "dos"):
             assert rep.thresholds[c] == NOT_EMITTED > 1.0
@@ -160,7 +161,8 @@ def test_a_deferred_class_is_never_emitted_and_the_others_keep_their_thresholds(
     score, cls, benign = _benign_scores(5, n)
     rng = np.random.default_rng(5)
     plain = calibrate(score, cls, benign, CLASSES, alpha=0.0035)
-    rep = calibrate(score, cls, benign, CLASSES, alpha=0.0035, deferred=("portscan", "bruteforce"))
+    rep = calibrate(score, cls, benign, CLASSES, alpha=0.0035,
+                    rule=EmitRule(deferred=("portscan", "bruteforce")))
     for c in CLASSES[1:]:
         if c in ("portscan", "bruteforce"):
             assert rep.thresholds[c] == NOT_EMITTED
@@ -174,7 +176,8 @@ def test_a_deferred_class_is_never_emitted_and_the_others_keep_their_thresholds(
     probs = _probs(rng, len(ws), 3, rng.uniform(0, 1, len(ws)))
     unknown = np.arange(len(ws)) % 2 == 0
     known, unk = amf_loco.fold_thresholds_by_payload(ws, probs, unknown, None, None, None,
-                                                     alpha=0.007, deferred=("portscan",))
+                                                     alpha=0.007,
+                                                     rule=EmitRule(deferred=("portscan",)))
     for g in ("a", "b", "c"):
         assert known[g].thresholds["portscan"] == unk[g].thresholds["portscan"] == NOT_EMITTED
     dec = amf_loco.decide(ws, probs, {g: r.thresholds for g, r in known.items()}, unknown,
@@ -213,7 +216,7 @@ def test_class_support_counts_captures_and_leaves_the_held_out_one_out() -> None
     probs = np.zeros((len(ws), len(CLASSES)))
     probs[:, 0] = 0.01
     probs[:, 3] = 0.99
-    ft = amf_loco.fold_thresholds(ws, probs, alpha=0.007, min_captures=2)
+    ft = amf_loco.fold_thresholds(ws, probs, alpha=0.007, rule=EmitRule(min_captures=2))
     assert ft["a"].per_class["portscan"]["emitted"] is True  # b and c hold it
     assert ft["c"].per_class["portscan"]["emitted"] is False  # only b of a, b
     assert ft["b"].per_class["webattack"]["emitted"] is False  # only a

@@ -31,7 +31,14 @@ from zeekml.eval.metrics import binary_report, classification_report, roc_auc
 from zeekml.features.flow_stats import payload_unknown as flow_payload_unknown
 from zeekml.models.card import class_thresholds
 from zeekml.records.labels import CLASSES
-from zeekml.train.amf_thresholds import DEFAULT_ALPHA, ThresholdReport, attack_view, calibrate
+from zeekml.train.amf_thresholds import (
+    DEFAULT_ALPHA,
+    EVERY_CLASS,
+    EmitRule,
+    ThresholdReport,
+    attack_view,
+    calibrate,
+)
 from zeekml.train.datasets import WindowSet
 
 log = logging.getLogger(__name__)
@@ -109,20 +116,18 @@ def class_support(ws: WindowSet, without: str | None = None) -> dict[str, int]:
 
 
 def fold_thresholds(ws: WindowSet, probs: np.ndarray, alpha: float = DEFAULT_ALPHA,
-                    min_captures: int = 1, full: WindowSet | None = None,
-                    deferred: Sequence[str] = ()) -> dict[str, ThresholdReport]:
+                    rule: EmitRule = EVERY_CLASS, full: WindowSet | None = None
+                    ) -> dict[str, ThresholdReport]:
     """For every capture, thresholds calibrated on every *other* capture's out-of-fold
-    benign flows; a class held by fewer than ``min_captures`` of the captures its fold
-    model trained on (those of ``full``, default ``ws``, other than the held-out one) is
-    not emitted, nor is one ``deferred`` (left to another detector)."""
+    benign flows; ``rule`` reads each class's support among the captures its fold model
+    trained on (those of ``full``, default ``ws``, other than the held-out one)."""
     score, cls = attack_view(probs, CLASSES)
     whole = ws if full is None else full
     out = {}
     for g in captures_of(ws):
         other = ws.group != g
         out[g] = calibrate(score[other], cls[other], ws.binary[other] == 0, CLASSES, alpha,
-                           support=class_support(whole, without=g), min_captures=min_captures,
-                           deferred=deferred)
+                           support=class_support(whole, without=g), rule=rule)
     return out
 
 
@@ -166,8 +171,7 @@ def at_least(report: ThresholdReport, floor: dict[str, float]) -> ThresholdRepor
 def fold_thresholds_by_payload(ws: WindowSet, probs: np.ndarray, unknown: np.ndarray,
                                view: WindowSet | None, view_probs: np.ndarray | None,
                                view_unknown: np.ndarray | None, alpha: float = DEFAULT_ALPHA,
-                               min_captures: int = 1, full: WindowSet | None = None,
-                               deferred: Sequence[str] = ()
+                               rule: EmitRule = EVERY_CLASS, full: WindowSet | None = None
                                ) -> tuple[dict[str, ThresholdReport], dict[str, ThresholdReport]]:
     """Per capture, :func:`fold_thresholds` (every other capture's out-of-fold benign flow
     as read, the thresholds every flow had before), and thresholds for flows with payload
@@ -175,7 +179,7 @@ def fold_thresholds_by_payload(ws: WindowSet, probs: np.ndarray, unknown: np.nda
     (their NetFlow ``view`` included), never below the first set. Flows read from NetFlow
     or Argus are then held to a false-alarm rate measured on benign flows read that way,
     and a flow with payload bytes known is decided exactly as before."""
-    known = fold_thresholds(ws, probs, alpha, min_captures, full, deferred)
+    known = fold_thresholds(ws, probs, alpha, rule, full)
     group, binary, cprobs, cunk = _with_view(ws, probs, unknown, view, view_probs, view_unknown)
     score, cls = attack_view(cprobs, CLASSES)
     whole = ws if full is None else full
@@ -183,8 +187,7 @@ def fold_thresholds_by_payload(ws: WindowSet, probs: np.ndarray, unknown: np.nda
     for g in captures_of(ws):
         m = (group != g) & cunk
         rep = calibrate(score[m], cls[m], binary[m] == 0, CLASSES, alpha,
-                        support=class_support(whole, without=g), min_captures=min_captures,
-                        deferred=deferred)
+                        support=class_support(whole, without=g), rule=rule)
         unk[g] = at_least(rep, known[g].thresholds)
     return known, unk
 
@@ -192,17 +195,15 @@ def fold_thresholds_by_payload(ws: WindowSet, probs: np.ndarray, unknown: np.nda
 def shipped_by_payload(ws: WindowSet, probs: np.ndarray, unknown: np.ndarray,
                        view: WindowSet | None, view_probs: np.ndarray | None,
                        view_unknown: np.ndarray | None, alpha: float, support: dict[str, int],
-                       min_captures: int, deferred: Sequence[str] = ()
-                       ) -> tuple[ThresholdReport, ThresholdReport]:
+                       rule: EmitRule) -> tuple[ThresholdReport, ThresholdReport]:
     """The shipped thresholds: every benign out-of-fold flow as read, and (never below
     them) those of flows with payload bytes unknown, the NetFlow view included."""
     score, cls = attack_view(probs, CLASSES)
-    known = calibrate(score, cls, ws.binary == 0, CLASSES, alpha, support=support,
-                      min_captures=min_captures, deferred=deferred)
+    known = calibrate(score, cls, ws.binary == 0, CLASSES, alpha, support=support, rule=rule)
     _, binary, cprobs, cunk = _with_view(ws, probs, unknown, view, view_probs, view_unknown)
     score, cls = attack_view(cprobs, CLASSES)
     rep = calibrate(score[cunk], cls[cunk], binary[cunk] == 0, CLASSES, alpha,
-                    support=support, min_captures=min_captures, deferred=deferred)
+                    support=support, rule=rule)
     return known, at_least(rep, known.thresholds)
 
 

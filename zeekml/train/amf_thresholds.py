@@ -121,16 +121,33 @@ def attack_view(probs: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, 
     return score, (nn.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64))
 
 
+@dataclass(frozen=True)
+class EmitRule:
+    """Which classes a model may emit at all: a class whose labeled flows came from fewer
+    than ``min_captures`` training captures has no evidence it generalizes, and a
+    ``deferred`` one is left to another detector (a count does it better)."""
+
+    min_captures: int = 1
+    deferred: tuple[str, ...] = ()
+
+    def emits(self, cls: str, held: int | None) -> bool:
+        """``held``: training captures holding ``cls`` (None: not known, not checked)."""
+        return (held is None or held >= self.min_captures) and cls not in self.deferred
+
+
+#: no class withheld
+EVERY_CLASS = EmitRule()
+
+
 def calibrate(
     score: np.ndarray, cls: np.ndarray, benign: np.ndarray, classes: Sequence[str],
     alpha: float = DEFAULT_ALPHA, floor: float = FLOOR, min_allowed: int = MIN_ALLOWED,
-    support: dict[str, int] | None = None, min_captures: int = 1,
-    deferred: Sequence[str] = (),
+    support: dict[str, int] | None = None, rule: EmitRule = EVERY_CLASS,
 ) -> ThresholdReport:
     """Per-class thresholds from out-of-fold ``score``/``cls`` of rows; ``benign`` marks
     the benign rows (every other row is ignored); ``support``: training captures holding
-    each class (a class under ``min_captures`` is not emitted, nor is one ``deferred``).
-    See the module docstring."""
+    each class, read by ``rule`` (a class it does not emit gets no threshold). See the
+    module docstring."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     normal = list(classes).index("normal")
@@ -149,8 +166,8 @@ def calibrate(
         else:
             t = floor
         held = None if support is None else int(support.get(classes[i], 0))
-        left = classes[i] in deferred
-        emitted = (held is None or held >= min_captures) and not left
+        left = classes[i] in rule.deferred
+        emitted = rule.emits(classes[i], held)
         if not emitted:
             t = NOT_EMITTED
         k = int((sc >= t).sum())

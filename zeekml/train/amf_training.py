@@ -47,6 +47,7 @@ from zeekml.train.amf_thresholds import (
     DEFAULT_ALPHA,
     MIN_CAPTURES,
     NOT_EMITTED,
+    EmitRule,
     attack_view,
     calibrate,
 )
@@ -282,16 +283,15 @@ def train(req: AmfTrainRequest) -> int:
     unk = amf_loco.payload_unknown(ws)
     v_unk = amf_loco.payload_unknown(vw) if vw is not None else None
     split = amf_loco.splits_by_payload(ws, unk, vw, v_unk)
+    rule = EmitRule(req.class_captures, tuple(req.deferred_classes))
     for kind, probs in oof.items():
         name = amf_loco.MODEL_NAMES[kind]
         if split:
             ft, fu = amf_loco.fold_thresholds_by_payload(ws, probs, unk, vw, v_oof.get(kind), v_unk,
-                                                         alpha, req.class_captures, full,
-                                                         req.deferred_classes)
+                                                         alpha, rule, full)
             per_fold_unknown[name] = {g: r.thresholds for g, r in fu.items()}
         else:
-            ft = amf_loco.fold_thresholds(ws, probs, alpha, req.class_captures, full,
-                                          req.deferred_classes)
+            ft = amf_loco.fold_thresholds(ws, probs, alpha, rule, full)
         per_fold[name] = {g: r.thresholds for g, r in ft.items()}
         pu = per_fold_unknown.get(name)
         dec = amf_loco.decide(ws, probs, per_fold[name], unk, pu)
@@ -318,11 +318,10 @@ def train(req: AmfTrainRequest) -> int:
     def ship(kind: str) -> tuple[Any, Any]:
         if split:
             return amf_loco.shipped_by_payload(ws, oof[kind], unk, vw, v_oof.get(kind), v_unk,
-                                               alpha, support, req.class_captures,
-                                               req.deferred_classes)
+                                               alpha, support, rule)
         score, cls = attack_view(oof[kind], CLASSES)
         return calibrate(score, cls, ws.binary == 0, CLASSES, alpha, support=support,
-                         min_captures=req.class_captures, deferred=req.deferred_classes), None
+                         rule=rule), None
 
     shipped, shipped_unknown = ship("amf")
     thresholds = shipped.thresholds
