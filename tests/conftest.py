@@ -108,3 +108,29 @@ def eval_rows(tmp_path: Path, capsys, model: str, rows: list[str]) -> dict:
     path.write_text("\n".join(LABELED_CONN_HEAD + rows) + "\n", encoding="utf-8")
     assert main(["eval", "--model", model, "--data", str(path), "--json"]) == 0
     return json.loads(capsys.readouterr().out)
+
+
+def scores_in_cuts(scorer, flows, cuts: int | None = None):  # -> np.ndarray
+    """A scorer's scores of ``flows`` in one call, or in consecutive calls of ``cuts`` rows."""
+    import numpy as np
+
+    if cuts is None:
+        return scorer.score(flows).score
+    return np.concatenate([scorer.score(flows.iloc[lo:lo + cuts].reset_index(drop=True)).score
+                           for lo in range(0, len(flows), cuts)])
+
+
+def assert_cuts_and_state_keep_scores(make_scorer, flows, whole) -> None:
+    """Scoring ``flows`` in calls of 1, 97 and 1,000 rows, or in two runs with the first
+    one's state saved and loaded into a fresh scorer, gives the scores ``whole``."""
+    import numpy as np
+
+    for cut in (1, 97, 1000):
+        np.testing.assert_array_equal(scores_in_cuts(make_scorer(), flows, cut), whole)
+    first = make_scorer()
+    head = first.score(flows.iloc[:1700].reset_index(drop=True)).score
+    state = {k: np.array(v) for k, v in first.state_dict().items()}
+    second = make_scorer()
+    second.load_state_dict(state)
+    tail = second.score(flows.iloc[1700:].reset_index(drop=True)).score
+    np.testing.assert_array_equal(np.concatenate([head, tail]), whole)

@@ -11,7 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, changed_card, eval_rows, need, need_binary, score_json
+from tests.conftest import (
+    DATA,
+    assert_cuts_and_state_keep_scores,
+    changed_card,
+    eval_rows,
+    need,
+    need_binary,
+    score_json,
+    scores_in_cuts,
+)
 from zeekml.errors import ModelError
 from zeekml.models.bruteforce_scorer import BruteforceScorer
 from zeekml.models.card import load_card
@@ -51,11 +60,7 @@ def _scorer() -> BruteforceScorer:
 
 def _scores(df: pd.DataFrame, scorer: BruteforceScorer | None = None,
             cuts: int | None = None) -> np.ndarray:
-    scorer = scorer or _scorer()
-    if cuts is None:
-        return scorer.score(df).score
-    return np.concatenate([scorer.score(df.iloc[lo:lo + cuts].reset_index(drop=True)).score
-                           for lo in range(0, len(df), cuts)])
+    return scores_in_cuts(scorer or _scorer(), df, cuts)
 
 
 def test_counts_alike_sessions_to_one_login_service() -> None:
@@ -141,15 +146,7 @@ def test_batch_cuts_and_a_saved_state_do_not_change_the_counts() -> None:
     df = _flows(rows)
     whole = _scores(df)
     assert whole.max() >= 20  # window positions are shared by the three services
-    for cut in (1, 97, 1000):
-        np.testing.assert_array_equal(_scores(df, cuts=cut), whole)
-    first = _scorer()
-    head = first.score(df.iloc[:1700].reset_index(drop=True)).score
-    state = {k: np.array(v) for k, v in first.state_dict().items()}
-    second = _scorer()
-    second.load_state_dict(state)
-    tail = second.score(df.iloc[1700:].reset_index(drop=True)).score
-    np.testing.assert_array_equal(np.concatenate([head, tail]), whole)
+    assert_cuts_and_state_keep_scores(_scorer, df, whole)
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, changed_card, need, need_binary
+from tests.conftest import (
+    DATA,
+    assert_cuts_and_state_keep_scores,
+    changed_card,
+    need,
+    need_binary,
+    scores_in_cuts,
+)
 from zeekml.errors import ModelError
 from zeekml.models.card import load_card
 from zeekml.models.dns_burst_scorer import DnsBurstScorer
@@ -41,13 +48,13 @@ def _flows(rows: list[tuple[float, str, int, str]]) -> pd.DataFrame:
     return conform(df, with_labels=False)
 
 
+def _scorer() -> DnsBurstScorer:
+    return DnsBurstScorer(load_card(CARD), ScorerOptions())
+
+
 def _scores(df: pd.DataFrame, scorer: DnsBurstScorer | None = None,
             cuts: int | None = None) -> np.ndarray:
-    scorer = scorer or DnsBurstScorer(load_card(CARD), ScorerOptions())
-    if cuts is None:
-        return scorer.score(df).score
-    return np.concatenate([scorer.score(df.iloc[lo:lo + cuts].reset_index(drop=True)).score
-                           for lo in range(0, len(df), cuts)])
+    return scores_in_cuts(scorer or _scorer(), df, cuts)
 
 
 def test_counts_an_originators_lookups_within_five_minutes() -> None:
@@ -90,15 +97,7 @@ def test_batch_cuts_and_a_saved_state_do_not_change_the_counts() -> None:
     df = _flows(rows)
     whole = _scores(df)
     assert whole.max() >= 200
-    for cut in (1, 97, 1000):
-        np.testing.assert_array_equal(_scores(df, cuts=cut), whole)
-    first = DnsBurstScorer(load_card(CARD), ScorerOptions())
-    head = first.score(df.iloc[:1700].reset_index(drop=True)).score
-    state = {k: np.array(v) for k, v in first.state_dict().items()}
-    second = DnsBurstScorer(load_card(CARD), ScorerOptions())
-    second.load_state_dict(state)
-    tail = second.score(df.iloc[1700:].reset_index(drop=True)).score
-    np.testing.assert_array_equal(np.concatenate([head, tail]), whole)
+    assert_cuts_and_state_keep_scores(_scorer, df, whole)
 
 
 @pytest.mark.parametrize("marked", [False, True])

@@ -10,7 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, changed_card, eval_rows, need, need_binary, score_json
+from tests.conftest import (
+    DATA,
+    assert_cuts_and_state_keep_scores,
+    changed_card,
+    eval_rows,
+    need,
+    need_binary,
+    score_json,
+    scores_in_cuts,
+)
 from zeekml.errors import ModelError
 from zeekml.models.card import load_card
 from zeekml.models.flood_scorer import FloodScorer
@@ -44,11 +53,7 @@ def _scorer(**options: int) -> FloodScorer:
 
 def _scores(df: pd.DataFrame, scorer: FloodScorer | None = None,
             cuts: int | None = None) -> np.ndarray:
-    scorer = scorer or _scorer()
-    if cuts is None:
-        return scorer.score(df).score
-    return np.concatenate([scorer.score(df.iloc[lo:lo + cuts].reset_index(drop=True)).score
-                           for lo in range(0, len(df), cuts)])
+    return scores_in_cuts(scorer or _scorer(), df, cuts)
 
 
 def _src(i: int) -> str:
@@ -122,15 +127,7 @@ def test_batch_cuts_and_a_saved_state_do_not_change_the_counts() -> None:
     df["resp_h"] = rng.choice(["192.168.5.10", "192.168.5.11", "192.168.5.12"], n)
     whole = _scores(df)
     assert whole.max() >= 16
-    for cut in (1, 97, 1000):
-        np.testing.assert_array_equal(_scores(df, cuts=cut), whole)
-    first = _scorer()
-    head = first.score(df.iloc[:1700].reset_index(drop=True)).score
-    state = {k: np.array(v) for k, v in first.state_dict().items()}
-    second = _scorer()
-    second.load_state_dict(state)
-    tail = second.score(df.iloc[1700:].reset_index(drop=True)).score
-    np.testing.assert_array_equal(np.concatenate([head, tail]), whole)
+    assert_cuts_and_state_keep_scores(_scorer, df, whole)
 
 
 def test_score_alone_is_one_source_at_most() -> None:
