@@ -78,7 +78,14 @@ def test_only_unanswered_flows_that_are_not_outbound_count() -> None:
     answered = _flows([(1000.0 + 0.1 * i, _src(i)) for i in range(n)], state="SF")
     assert not flood_flows(answered).any() and (_scores(answered) == 0).all()
     icmp = _flows([(1000.0 + 0.1 * i, _src(i)) for i in range(n)], proto="icmp")
-    assert not flood_flows(icmp).any()
+    assert not flood_flows(icmp).any()  # ICMP type 500: neither an echo request nor an error
+    # unanswered echo requests from many sources are a ping flood; answered ones, ICMP
+    # errors (a traceroute's time-exceeded from a dozen routers) and replies are not
+    for typ, rpk, kept in ((8, 0, True), (128, 0, True), (8, 1, False), (11, 0, False),
+                           (3, 0, False), (0, 0, False)):
+        pings = icmp.assign(orig_p=pd.array([typ] * n, dtype=icmp["orig_p"].dtype),
+                            resp_pkts=pd.array([rpk] * n, dtype=icmp["resp_pkts"].dtype))
+        assert flood_flows(pings).all() == kept and _scores(pings).max() == (n if kept else 0)
     # local clients failing to reach one outside server: an outage, not a flood
     outage = _flows([(1000.0 + 0.1 * i, f"10.0.{i}.5") for i in range(n)], victim="8.8.8.8")
     assert not flood_flows(outage).any() and (_scores(outage) == 0).all()

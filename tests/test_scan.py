@@ -192,6 +192,33 @@ def test_failed_means_no_reply_or_a_rejected_state() -> None:
     assert failed_flows(df).tolist() == [True, True, False, True, False, False]
 
 
+def test_a_probe_without_syn_answered_only_by_resets_failed() -> None:
+    """nmap's FIN, Xmas and NULL probes to a closed port get a reset and nothing else;
+    a reset to an ACK (a keep-alive to a server that forgot the connection), to data, or
+    a lone reset whose sender was never seen is no failed attempt."""
+    hist = ["Fr", "FQr", "r", "r", "Ar", "DFr", "Fr", "^r", "F", "ShR"]
+    opk = [1, 1, 1, 0, 1, 1, 1, 0, 1, 1]
+    rpk = [1, 1, 1, 2, 1, 1, 1, 1, 1, 1]
+    df = _flows([(0.0, "a", "b", 80, "tcp", "OTH", r) for r in rpk])
+    df["history"] = pd.Series(hist, dtype=df["history"].dtype)
+    df["orig_pkts"] = pd.array(opk, dtype=df["orig_pkts"].dtype)
+    want = [True, True, True, False, False, False, True, False, False, False]
+    assert failed_flows(df).tolist() == want
+    rows = np.array([1, 3, 6])
+    assert failed_flows(df, rows).tolist() == [want[i] for i in rows]
+
+
+def test_a_fin_scan_is_a_port_scan() -> None:
+    rows = [(1000.0 + 0.01 * i, "198.51.100.23", "192.168.50.10", 1 + i, "tcp", "OTH", 1)
+            for i in range(40)]
+    df = _flows(rows)
+    df["history"] = pd.Series(["Fr"] * 40, dtype=df["history"].dtype)
+    s = _score(df)
+    assert s["score"].tolist() == [float(min(i + 1, SCAN_DEPTH + 1)) for i in range(40)]
+    assert (s["cls"][1:] == "port_scan").all()
+    assert (s["score"] >= s["threshold"]).sum() == 21  # from the 20th distinct target on
+
+
 def test_spark_state_keys_put_a_failed_flow_with_its_originator() -> None:
     df = _flows([(0.0, "10.0.0.1", "b", 1, "tcp", "S0", 0), (0.0, "10.0.0.1", "b", 1, "tcp", "SF", 3)])
     assert scan_keys(df).tolist() == ["10.0.0.1", ANSWERED_KEY]

@@ -9,6 +9,10 @@ sshd, vsftpd and an HTTP login form that refuses every password):
 * ``http-bf``, ``ssh-bf``, ``ftp-bf``: hydra against the form, sshd and vsftpd
 * ``nmap-syn``, ``nmap-connect``, ``nmap-udp``, ``nmap-sweep``: nmap scans
 * ``synflood``, ``udpflood``: hping3 floods from random (spoofed) sources
+* since stop 37: ``icmpflood``, ``ackflood``, ``fragflood`` (spoofed floods),
+  ``reflect-few``/``reflect-many`` (8 or 60 fixed reflectors' replies), ``synack-slow``
+  (SYN-ACKs from random sources, 5 a second), ``nmap-fin``, ``nmap-xmas``, ``nmap-null``,
+  ``nmap-version`` and ``ssh-bf-slow`` (one hydra task)
 
 Each is captured with tcpdump on the server side, turned into nfcapd files by
 ``nfpcapd`` (the NetFlow a router would export: one record per direction) and scored
@@ -117,7 +121,41 @@ def attacks(work: Path) -> dict[str, tuple[str, list[str], float]]:
                                      "-c", "15000", SERVER], 120),
         "udpflood": ("udp port 53", ["hping3", "--udp", "-p", "53", "--rand-source", "-i",
                                      "u300", "-c", "15000", "-d", "64", SERVER], 120),
+        # more kinds, none of them tuned for (stop 37): an ICMP echo flood, a TCP ACK
+        # flood, fragmented UDP, reflections through few / many reflectors, a slow
+        # SYN-ACK reflection, nmap's other scans and a slower SSH guesser
+        "icmpflood": ("icmp", ["hping3", "--icmp", "--rand-source", "-i", "u300", "-c",
+                               "15000", SERVER], 120),
+        "ackflood": ("tcp port 80", ["hping3", "-A", "-p", "80", "--rand-source", "-i",
+                                     "u300", "-c", "15000", SERVER], 120),
+        "fragflood": ("udp or icmp or (ip[6:2] & 0x1fff != 0)",
+                      ["hping3", "--udp", "-p", "123", "--rand-source", "-d", "3000", "-i",
+                       "u1000", "-c", "5000", SERVER], 120),
+        "reflect-few": ("udp", reflect(SERVER, 8, 53, "u50000", 600), 120),
+        "reflect-many": ("udp", reflect(SERVER, 60, 123, "u200000", 150), 120),
+        "synack-slow": ("tcp", ["hping3", "-S", "-A", "-s", "80", "-k", "-p", "++20000",
+                                "--rand-source", "-i", "u200000", "-c", "300", SERVER], 120),
+        "nmap-xmas": (f"host {ATTACKER}", ["nmap", "-n", "-Pn", "-sX", "-T4", "-p1-1000",
+                                           SERVER], 300),
+        "nmap-null": (f"host {ATTACKER}", ["nmap", "-n", "-Pn", "-sN", "-T4", "-p1-1000",
+                                           SERVER], 300),
+        "nmap-fin": (f"host {ATTACKER}", ["nmap", "-n", "-Pn", "-sF", "-T4", "-p1-1000",
+                                          SERVER], 300),
+        "nmap-version": (f"host {ATTACKER}", ["nmap", "-n", "-Pn", "-sV", "-T4",
+                                              "--top-ports", "100", SERVER], 300),
+        "ssh-bf-slow": ("tcp port 22", ["hydra", "-I", "-l", USER, "-P", pw60, "-t", "1",
+                                        "-W", "3", f"ssh://{SERVER}"], 240),
     }
+
+
+def reflect(victim: str, reflectors: int, port: int, gap: str, count: int) -> list[str]:
+    """A reflection attack as the victim sees it: ``reflectors`` fixed addresses (spoofed
+    from the documentation range 203.0.113.0/24) sending replies from service ``port`` to
+    the victim's random ports, one hping3 per reflector, all at once."""
+    one = (f"hping3 --udp -k -s {port} -p ++30000 -d 1200 -i {gap} -c {count} "
+           f"-a 203.0.113.{{}} {victim} >/dev/null 2>&1 &")
+    loop = " ".join(one.format(i) for i in range(1, reflectors + 1))
+    return ["sh", "-c", f"{loop} wait"]
 
 
 @contextlib.contextmanager

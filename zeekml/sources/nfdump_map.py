@@ -164,10 +164,14 @@ def canonical_frame(
     lone_synack = syn & ack & one
     v6 = bool_mask(pc.match_substring(src, ":"))
     udp_hdr = np.where(v6, 48, 28)
+    # PSH on packets of bare headers (nmap's Xmas probe: FIN+PSH+URG, 40 bytes) is no
+    # data: Zeek's D needs payload
+    tcp_hdr = np.where(v6, 60, 40)
     hist = join_letters(
         [
             (tcp & lone_synack, "H"), (tcp & syn & ~lone_synack, "S"),
-            (tcp & ack & ~lone_synack & ~(one & (fin | rst | psh)), "A"), (tcp & psh, "D"),
+            (tcp & ack & ~lone_synack & ~(one & (fin | rst | psh)), "A"),
+            (tcp & psh & (iby_na | (iby > ipk * tcp_hdr)), "D"),
             (tcp & fin, "F"), (tcp & rst, "R"),
             (udp & ~iby_na & (iby > ipk * udp_hdr), "D"), (udp & bidir & (oby > opk * udp_hdr), "d"),
         ],

@@ -9,7 +9,7 @@ their thresholds are strict: held out, the AMF-LSTM named 3,971 of the 3,978 flo
 real ISAKMP reflection attack ``ddos`` and noticed 17.5% of them (docs/models.md).
 
 Only *unanswered flows that are not outbound* are kept (:func:`flood_flows`: a failed flow,
-:func:`~zeekml.windows.scan.failed_flows`, unless its originator is local and its responder
+:func:`~zeekml.windows.scan.failed_flows`, or an unanswered ICMP echo request, unless its originator is local and its responder
 outside: an outbound failure is a local client's, and many local clients failing to reach
 one outside server is an outage, not an attack; and never a flow to a multicast or
 broadcast address, which nobody answers by design). Per victim (the
@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from zeekml.records.addresses import group_addresses, outbound_flows
-from zeekml.records.distinct import row_texts
+from zeekml.records.distinct import per_distinct, row_texts
+from zeekml.records.schema import one_way_records
 from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart, store_keys
 from zeekml.windows.history import FieldSpec
 from zeekml.windows.scan import distinct_per_row, failed_flows, row_hashes
@@ -42,18 +43,44 @@ from zeekml.windows.scan import distinct_per_row, failed_flows, row_hashes
 FLOOD_DEPTH = 63
 #: seconds: flows further from the current one (by ``ts``) do not count
 FLOOD_HORIZON = 10.0
+#: the protocol names an ICMP flow may carry (Zeek writes ``icmp`` for both versions)
+ICMP_NAMES = ("icmp", "icmp6", "ipv6-icmp")
+#: ICMP echo request types: IPv4 8, ICMPv6 128
+ECHO_REQUEST_TYPES = (8, 128)
 #: the state key of a flow that is not kept: no address is this, and it needs no state
 NOT_KEPT_KEY = "\x00not_flood"
 
 
+def unanswered_pings(flows: pd.DataFrame) -> np.ndarray:
+    """Bool ``[B]``: an ICMP echo request (type 8, or 128 for ICMPv6: Zeek and the readers
+    put the type in ``orig_p``) that got no reply: no responder packet, or a one-way
+    NetFlow record no reverse was found for. ICMP errors and replies never: a traceroute
+    draws time-exceeded messages from a dozen routers in a second."""
+    icmp = per_distinct(flows["proto"], lambda s: s.str.lower().isin(ICMP_NAMES).to_numpy(
+        dtype=bool), False)
+    rows = np.flatnonzero(icmp)
+    out = np.zeros(len(flows), dtype=bool)
+    if len(rows):
+        some = flows.iloc[rows]
+        typ = pd.to_numeric(some["orig_p"], errors="coerce").to_numpy(dtype=np.float64,
+                                                                       na_value=np.nan)
+        rp = pd.to_numeric(some["resp_pkts"], errors="coerce").to_numpy(dtype=np.float64,
+                                                                         na_value=np.nan)
+        silent = (rp == 0) | (one_way_records(some) & np.isnan(rp))
+        out[rows] = np.isin(typ, ECHO_REQUEST_TYPES) & silent
+    return out
+
+
 def flood_flows(flows: pd.DataFrame) -> np.ndarray:
     """Bool ``[B]``: a failed flow (:func:`~zeekml.windows.scan.failed_flows`: no reply,
-    rejected, or a one-way NetFlow record; never ICMP) that is not outbound
+    rejected, or a one-way NetFlow record; ICMP not) or an unanswered echo request
+    (:func:`unanswered_pings`: a ping flood from spoofed sources, which the victim does
+    not or cannot answer) that is not outbound
     (:func:`~zeekml.records.addresses.outbound_flows`) and not to a multicast or broadcast
     address (:func:`~zeekml.records.addresses.group_addresses`: announcements and name
     queries of many local hosts to their subnet's broadcast are never answered), both
     tested only for the failed ones."""
-    out = failed_flows(flows)
+    out = failed_flows(flows) | unanswered_pings(flows)
     rows = np.flatnonzero(out)
     if len(rows):
         cols = [c for c in ("orig_h", "resp_h", "local_orig", "local_resp") if c in flows.columns]

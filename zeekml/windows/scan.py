@@ -51,15 +51,54 @@ SCAN_HORIZON = 300.0
 #: connection states of an attempt that failed although packets came back (Zeek's
 #: rejected and half-open states); a flow without any reply packet failed whatever its state
 REJECTED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
+#: the originator's Zeek history letters of a stealth probe (FIN; Q: several flags in one
+#: packet, as an Xmas scan's FIN+PSH+URG): answered only by resets it failed. An ACK is not
+#: one: a keep-alive to a server that forgot the connection is answered so too
+STEALTH_PROBE = frozenset("FQ")
 #: the state key of an answered flow: no address is this, and such a flow needs no state
 ANSWERED_KEY = "\x00answered"
+
+
+def _reset_only(history: pd.Series) -> np.ndarray:
+    """Per distinct Zeek ``history``: 0 not a probe answered by resets alone
+    (:func:`failed_flows`), 1 one whose originator's letters say it (FIN, Xmas), 2 one whose
+    originator has no letter (a NULL probe, or a lone reset whose sender Zeek never saw:
+    the packet count tells)."""
+    def one(h: str) -> int:
+        mine = {c for c in h if c.isupper()}
+        theirs = {c for c in h if c.islower()}
+        if "r" not in theirs or not theirs <= {"r"} or not mine <= STEALTH_PROBE:
+            return 0
+        return 1 if mine else 2
+    return history.map(one).to_numpy(dtype=np.int8)
+
+
+def _reset_answered(flows: pd.DataFrame, rows: np.ndarray | None) -> np.ndarray:
+    """Bool per row (or per ``rows``): :func:`_reset_only` applied, a letterless one only
+    where the originator sent a packet."""
+    if "history" not in flows.columns:
+        return np.zeros(len(flows) if rows is None else len(rows), dtype=bool)
+    kind = per_distinct(flows["history"], _reset_only, 0)
+    if rows is not None:
+        kind = kind[rows]
+    out = kind == 1
+    maybe = np.flatnonzero(kind == 2)
+    if len(maybe):
+        op = flows["orig_pkts"].iloc[maybe if rows is None else rows[maybe]]
+        out[maybe] = pd.to_numeric(op, errors="coerce").to_numpy(dtype=np.float64,
+                                                                 na_value=0.0) > 0
+    return out
 
 
 def failed_flows(flows: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
     """Bool ``[B]`` (or ``[len(rows)]``, for those batch rows only): an attempt that failed
     (no packet came back, or a rejected/half-open state). A one-way NetFlow record
-    (``paired`` False: no reverse record was found) has no reply either. Other missing
-    counters and states are not taken as failure. ICMP never counts, as in Zeek's
+    (``paired`` False: no reverse record was found) has no reply either. So has a TCP
+    probe that opened with no SYN (FIN, Xmas: history letters of the originator only
+    :data:`STEALTH_PROBE`; NULL: none, but a packet sent) and got only resets back
+    (``Fr``, ``r``): how a closed port answers nmap's FIN, Xmas and NULL scans, which no
+    state above names (Zeek and the NetFlow pairing call it ``OTH``). Other missing counters and states are not taken as failure. ICMP
+    never counts, as in Zeek's
     ``scan.zeek`` (connection attempts only): replies and unreachable messages are answers
     themselves, and unanswered echo requests to many addresses are what a web proxy's RTT
     pinger sends (the RITA proxy capture: 20 in five minutes), so a ping sweep is left to
@@ -75,11 +114,12 @@ def failed_flows(flows: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndar
     codes, values = factorized(flows["conn_state"])
     rejected = np.append(values.isin(REJECTED_STATES).to_numpy(dtype=bool), False)[at(codes)]
     one_way = one_way_records(flows, rows) & np.isnan(rp)
+    reset_only = _reset_answered(flows, rows)
     pcodes, pvalues = factorized(flows["proto"])
     icmp = np.append(pvalues.str.lower().str.startswith("icmp").to_numpy(dtype=bool,
                                                                           na_value=False),
                      False)[at(pcodes)]
-    return ((rp == 0) | rejected | one_way) & ~icmp
+    return ((rp == 0) | rejected | one_way | reset_only) & ~icmp
 
 
 def tcp_flows(flows: pd.DataFrame) -> np.ndarray:
