@@ -114,8 +114,9 @@ def test_reply_in_the_next_nfcapd_file_is_paired(tmp_path: Path) -> None:
     assert len(first) == 30 and set(first["orig_h"]) == {"192.168.56.1"}
     flows = read_table([spool])
     assert len(flows) == 30 and flows["paired"].all()
-    pd.testing.assert_frame_equal(flows.drop(columns=["source_file"]),
-                                  read_table([FTP]).drop(columns=["source_file"]))
+    # the same flows (uids and record numbers follow each file's records in end order)
+    skip = ["source_file", "source_line", "uid"]
+    pd.testing.assert_frame_equal(flows.drop(columns=skip), read_table([FTP]).drop(columns=skip))
     assert len(read_table([spool], options=ReadOptions(pair=False))) == 60
     # zeekml summary and convert read the directory as one stream too
     assert main(["convert", str(spool), "--out", str(tmp_path / "conn.log")]) == 0
@@ -216,7 +217,16 @@ def test_converted_flows_read_back_unpaired_again(tmp_path: Path, name: str) -> 
     assert main(["convert", str(folder), "--out", str(out)]) == 0
     once = read_table([out], options=ReadOptions(pair=False))
     assert (~once["paired"]).any() and once["paired"].any()
-    pd.testing.assert_frame_equal(read_table([out]), once)
+    again = read_table([out])
+    if name == "pcap-slips-test7-malicious":
+        pd.testing.assert_frame_equal(again, once)
+    else:
+        # pairing follows the stream's order: read in end order (nfdump -O tend) the IRC
+        # capture pairs 2,177 of at most 2,186 pairs, its converted log (written in first-
+        # record order) pairs 6 more of the one-way rows left; no paired row changes
+        assert 0 < len(once) - len(again) <= 10
+        kept = once[once["paired"].fillna(False)]
+        assert kept["uid"].isin(again["uid"]).all()
 
 
 def test_summary_counts_records_and_paired_flows(capsys: pytest.CaptureFixture[str]) -> None:

@@ -193,6 +193,9 @@ def test_spark_key_is_the_victim_of_a_kept_flow() -> None:
 @pytest.mark.parametrize(("rel", "least"), [
     ("nfdump/pcap-stopddos-amp-udp-isakmp/nfcapd", 0.9),  # ISAKMP reflection, 2,767 reflectors
     ("nfdump/pcap-stopddos-amp-udp-bacnet-37810/nfcapd", 0.9),  # BACnet reflection
+    # DNS reflection through 225 repeating reflectors: 58% in the nfcapd file's own order
+    # (nfpcapd's hash order, records grouped by reflector), 89.5% read in end order
+    ("nfdump/pcap-stopddos-amp-dns-rrsig-fragmented/nfcapd", 0.85),
 ])
 def test_finds_reflection_attacks_in_nfcapd_files(tmp_path, rel, least) -> None:
     """Real DDoS events read as NetFlow by the real nfdump binary: one notice about the
@@ -202,7 +205,7 @@ def test_finds_reflection_attacks_in_nfcapd_files(tmp_path, rel, least) -> None:
     need(d.is_dir(), f"{d} (shared data)")
     v = score_json(tmp_path, "flood", d)
     flagged = v["score"] >= v["threshold"]
-    assert len(v) > 1000 and flagged.mean() >= least
+    assert len(v) > 600 and flagged.mean() >= least
     noticed = v[v["notice"].astype(bool)]
     assert len(noticed) == 1 and set(noticed["verdict"]) == {"ddos"}
     assert len(noticed["context"].iloc[0]) == 5
