@@ -55,6 +55,9 @@ REJECTED_STATES = ("S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR")
 #: packet, as an Xmas scan's FIN+PSH+URG): answered only by resets it failed. An ACK is not
 #: one: a keep-alive to a server that forgot the connection is answered so too
 STEALTH_PROBE = frozenset("FQ")
+_STEALTH_LETTER = "[" + "".join(sorted(STEALTH_PROBE)) + "]"
+#: a history of those letters and the responder's resets only, at least one reset
+_RESET_ONLY = "[" + "".join(sorted(STEALTH_PROBE)) + r"\^]*r[" + "".join(sorted(STEALTH_PROBE)) + r"r\^]*"
 #: the state key of an answered flow: no address is this, and such a flow needs no state
 ANSWERED_KEY = "\x00answered"
 
@@ -64,13 +67,10 @@ def _reset_only(history: pd.Series) -> np.ndarray:
     (:func:`failed_flows`), 1 one whose originator's letters say it (FIN, Xmas), 2 one whose
     originator has no letter (a NULL probe, or a lone reset whose sender Zeek never saw:
     the packet count tells)."""
-    def one(h: str) -> int:
-        mine = {c for c in h if c.isupper()}
-        theirs = {c for c in h if c.islower()}
-        if "r" not in theirs or not theirs <= {"r"} or not mine <= STEALTH_PROBE:
-            return 0
-        return 1 if mine else 2
-    return history.map(one).to_numpy(dtype=np.int8)
+    # Zeek's letters are A-Z (originator) and a-z (responder), plus "^" (flipped)
+    probe = history.str.fullmatch(_RESET_ONLY).to_numpy(dtype=bool, na_value=False)
+    mine = history.str.contains(_STEALTH_LETTER).to_numpy(dtype=bool, na_value=False)
+    return np.where(probe, np.where(mine, 1, 2), 0).astype(np.int8)
 
 
 def _reset_answered(flows: pd.DataFrame, rows: np.ndarray | None) -> np.ndarray:
