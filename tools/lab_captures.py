@@ -11,7 +11,7 @@ sshd, vsftpd and an HTTP login form that refuses every password):
 * ``synflood``, ``udpflood``: hping3 floods from random (spoofed) sources
 * since stop 37: ``icmpflood``, ``ackflood``, ``fragflood`` (spoofed floods),
   ``reflect-few``/``reflect-many`` (8 or 60 fixed reflectors' replies), ``synack-slow``
-  (SYN-ACKs from random sources, 5 a second), ``nmap-fin``, ``nmap-xmas``, ``nmap-null``,
+  (SYN-ACKs from random sources, 5 a second), ``nmap-ping`` (a ping sweep of the /24), ``nmap-fin``, ``nmap-xmas``, ``nmap-null``,
   ``nmap-version`` and ``ssh-bf-slow`` (one hydra task)
 
 Each is captured with tcpdump on the server side, turned into nfcapd files by
@@ -135,6 +135,8 @@ def attacks(work: Path) -> dict[str, tuple[str, list[str], float]]:
         "reflect-many": ("udp", reflect(SERVER, 60, 123, "u200000", 150), 120),
         "synack-slow": ("tcp", ["hping3", "-S", "-A", "-s", "80", "-k", "-p", "++20000",
                                 "--rand-source", "-i", "u200000", "-c", "300", SERVER], 120),
+        "nmap-ping": (f"host {ATTACKER}", ["nmap", "-n", "-sn", "--send-ip",
+                                           "192.168.50.0/24"], 120),
         "nmap-xmas": (f"host {ATTACKER}", ["nmap", "-n", "-Pn", "-sX", "-T4", "-p1-1000",
                                            SERVER], 300),
         "nmap-null": (f"host {ATTACKER}", ["nmap", "-n", "-Pn", "-sN", "-T4", "-p1-1000",
@@ -178,6 +180,15 @@ def lab(work: Path) -> Iterator[None]:
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", SRV, "route", "add", "default", "dev", "zlab-s")
         sh("ip", "-n", ATK, "route", "add", "192.168.50.0/24", "dev", "zlab-a")
+        # every other address of the /24 answers ARP for nobody: fixed neighbour entries
+        # put the attacker's packets to them on the wire (a sweep then meets silence, as
+        # from hosts that are down, instead of dying in ARP, which no flow export sees)
+        mac = sh("ip", "-n", SRV, "-br", "link", "show", "zlab-s", capture_output=True,
+                 text=True).stdout.split()[2]
+        for i in range(1, 255):
+            if f"192.168.50.{i}" not in (SERVER, SERVER2):
+                sh("ip", "-n", ATK, "neigh", "replace", f"192.168.50.{i}", "lladdr", mac,
+                   "dev", "zlab-a", "nud", "permanent")
         # a user whose password is in no list (every attempt fails, as in a real attack)
         if sh("id", USER, check=False, capture_output=True).returncode:
             sh("useradd", "-M", USER)
