@@ -105,10 +105,14 @@ def check_records(inc: pd.DataFrame, closed_only: bool = True) -> pd.DataFrame:
 
 
 def incident_host(notices: pd.DataFrame, flows: pd.DataFrame) -> pd.Series:
-    """The host each notice's incident must be about (the documented inbound rule)."""
+    """The host each notice's incident must be about (the documented rule: the scan
+    detector's notices are about the scanner, the flood detector's about the victim,
+    the others about the local responder of an inbound flow, else the originator)."""
     by_uid = flows.drop_duplicates("uid").set_index("uid")
     mine = by_uid.loc[notices["uid"]].reset_index()
-    inbound = inbound_flows(mine)
+    model = notices["model"].to_numpy()
+    inbound = np.where(model == "scan", False, np.where(model == "flood", True,
+                                                        inbound_flows(mine)))
     return pd.Series(np.where(inbound, mine["resp_h"], mine["orig_h"]), index=notices.index)
 
 

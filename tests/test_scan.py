@@ -353,3 +353,24 @@ def test_rows_of_a_random_sample_are_scored_alone() -> None:
     b = scorer.score_alone(df)
     assert set(np.unique(b.score)) <= {0.0, 1.0} and b.score.sum() > 0
     assert (b.score < b.threshold).all() and len(scorer.store.history) == 0
+
+
+def test_a_sweep_from_outside_is_one_notice_about_the_scanner(tmp_path: Path) -> None:
+    """The default suppression keys an inbound flow by its local responder, but a scan's
+    notices are about the scanner (``ScoreBatch.about_originator``): one outside host
+    probing 40 local hosts is one notice, not one per host probed (nmap -sn of a /24 made
+    in the lab gave 252 notices before)."""
+    from tests.conftest import LABELED_CONN_HEAD
+    from zeekml.cli.main import main
+
+    rows = [f"{1000 + i}.0\tC{i}\t203.0.113.9\t40000\t192.168.1.{i + 1}\t22\ttcp\t-\t-\t0\t0"
+            f"\tS0\tS\t1\t60\t0\t0\t-\t-" for i in range(40)]
+    log = tmp_path / "conn.log"
+    log.write_text("\n".join(LABELED_CONN_HEAD + rows) + "\n", encoding="utf-8")
+    out = tmp_path / "n.json"
+    for by, want in (("host", 1), ("orig", 1)):
+        assert main(["score", "--model", "scan", "--suppress-by", by, "--out-format", "json",
+                     "--out", str(out), str(log)]) == 0
+        v = pd.read_json(out, lines=True)
+        assert len(v) == want and v["id.orig_h"].tolist() == ["203.0.113.9"]
+        assert v["n"].tolist() == [21] and v["verdict"].tolist() == ["address_scan"]

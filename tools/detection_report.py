@@ -65,10 +65,10 @@ MOSTLY_BENIGN = 0.9  # share of benign rows that makes a capture "mostly benign"
 
 def notices_opened(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray,
                    cls: pd.Series, model: str, suppress: float, by: str = "host",
-                   about_responder: bool = False) -> np.ndarray:
-    """Rows (in stream order) that open a notice under the runtime's policy
-    (``about_responder``: the model's notices are about the responder, as the flood
-    detector's are)."""
+                   subject: int = 0) -> np.ndarray:
+    """Rows (in stream order) that open a notice under the runtime's policy (``subject``:
+    1 the model's notices are about the responder, as the flood detector's are; -1 about
+    the originator, as the scan detector's are; 0 as the flow's direction says)."""
     n = len(rows)
     scored = conform_verdicts(pd.DataFrame({
         "ts": rows["ts"].to_numpy(dtype=np.float64), "uid": rows["uid"],
@@ -77,8 +77,8 @@ def notices_opened(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray,
         "model": pd.Series([model] * n, dtype="str"), "score": score, "threshold": threshold,
     }))
     scored["cls"] = pd.Series(np.asarray(cls, dtype=object), dtype="str")
-    if about_responder:
-        scored["inbound"] = np.ones(n, dtype=bool)
+    if subject:
+        scored["inbound"] = np.full(n, subject > 0, dtype=bool)
     elif {"local_orig", "local_resp"} & set(rows.columns):  # Zeek's marks, as zeekml score reads them
         scored["inbound"] = inbound_flows(rows)
     out = NoticePolicy(PolicyConfig(suppress=suppress, suppress_by=by, all_flows=True)
@@ -87,13 +87,13 @@ def notices_opened(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray,
 
 
 def flags(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray, cls: pd.Series,
-          model: str, suppress: float, by: str = "host", about_responder: bool = False
+          model: str, suppress: float, by: str = "host", subject: int = 0
           ) -> tuple[np.ndarray, np.ndarray]:
     """(rows flagged by the decision rule, rows that open a notice) of one model."""
     from zeekml.policy.notice import crosses
 
     return crosses(score, threshold), notices_opened(rows, score, threshold, cls, model,
-                                                     suppress, by, about_responder)
+                                                     suppress, by, subject)
 
 
 def rates(binary: np.ndarray, labeled: bool, flagged: np.ndarray, opened: np.ndarray
@@ -115,10 +115,10 @@ def rates(binary: np.ndarray, labeled: bool, flagged: np.ndarray, opened: np.nda
 
 def figures(rows: pd.DataFrame, score: np.ndarray, threshold: np.ndarray, cls: pd.Series,
             model: str, suppress: float, labeled: bool, by: str = "host",
-            keep: dict[str, Any] | None = None, about_responder: bool = False) -> dict[str, Any]:
+            keep: dict[str, Any] | None = None, subject: int = 0) -> dict[str, Any]:
     """:func:`rates` of one model on one capture's rows; ``keep`` (if given) receives the
     per-row arrays (for :func:`combined`)."""
-    flagged, opened = flags(rows, score, threshold, cls, model, suppress, by, about_responder)
+    flagged, opened = flags(rows, score, threshold, cls, model, suppress, by, subject)
     binary = rows["binary"].to_numpy()
     if keep is not None:
         keep.update(binary=binary, flagged=flagged, opened=opened,
@@ -154,13 +154,13 @@ def count_report(cards: list[Path], corpus: Path, suppress: float, by: str = "ho
     """The count detectors' rows (no baseline): they are not trained, so every capture of
     the corpus is one they never saw; each is scored as ``zeekml score`` scores it
     (``tools/scan_report.py``: stream rows in order, random-sample rows alone)."""
-    from scan_report import about_responder, score_capture
+    from scan_report import notice_subject, score_capture
 
     from zeekml.eval.corpus import load_corpus
     from zeekml.models.card import load_card
     from zeekml.records.labels import targets
 
-    models = [(card, load_card(card).name, about_responder(card)) for card in cards]
+    models = [(card, load_card(card).name, notice_subject(card)) for card in cards]
     out = []
     for c in load_corpus(corpus):
         flows = c.flows.reset_index(drop=True)
@@ -176,7 +176,7 @@ def count_report(cards: list[Path], corpus: Path, suppress: float, by: str = "ho
             out.append({"capture": c.name, "model": name, "labeled": labeled,
                         "flows": len(rows), "model_figures": figures(
                             rows, score, thr, pd.Series(cls, dtype="str"), name, suppress,
-                            labeled, by, keep=keep, about_responder=about),
+                            labeled, by, keep=keep, subject=about),
                         "_rows": keep})
     return out
 

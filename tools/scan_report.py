@@ -71,20 +71,24 @@ def score_capture(card_path: Path, flows: pd.DataFrame, sampled: np.ndarray
     return score, thr, cls
 
 
-def about_responder(card_path: Path) -> bool:
-    """Are the card's notices about the responder (the flood detector's victim)?"""
-    return bool(getattr(load_scorer(str(card_path), ScorerOptions()), "about_responder", False))
+def notice_subject(card_path: Path) -> int:
+    """Whom the card's notices are about: 1 the responder (the flood detector's victim),
+    -1 the originator (the scan detector's scanner), 0 as each flow's direction says."""
+    scorer = load_scorer(str(card_path), ScorerOptions())
+    if getattr(scorer, "about_responder", False):
+        return 1
+    return -1 if getattr(scorer, "about_originator", False) else 0
 
 
 def figures(flows: pd.DataFrame, score: np.ndarray, thr: np.ndarray, cls: np.ndarray,
-            labeled: bool, model: str = "scan", responder: bool = False) -> dict[str, Any]:
+            labeled: bool, model: str = "scan", subject: int = 0) -> dict[str, Any]:
     binary, klass = targets(flows)
     flagged = crosses(score, thr)
     mal = binary == 1
     ben = binary == 0 if labeled else np.ones(len(flows), dtype=bool)
     scans = klass == PORTSCAN
     opened = notices_opened(flows, score, thr, pd.Series(cls, dtype="str"), model, 600.0,
-                            about_responder=responder)
+                            subject=subject)
     tp, fp = int((flagged & mal).sum()), int((flagged & ben).sum())
     return {
         "flows": len(flows), "malicious": int(mal.sum()), "benign": int(ben.sum()),
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     card = Path(args.card)
     model = load_card(card).name
-    responder = about_responder(card)
+    subject = notice_subject(card)
     captures = [(c.name, c.flows, c.sampled, c.labeled) for c in load_corpus(args.corpus)]
     for path in args.extra:
         flows = read_table(expand_inputs([path]))  # as zeekml score reads a path
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, flows, sampled, labeled in captures:
         flows = flows.reset_index(drop=True)
         score, thr, cls = score_capture(card, flows, np.asarray(sampled, dtype=bool))
-        f = figures(flows, score, thr, cls, labeled, model, responder)
+        f = figures(flows, score, thr, cls, labeled, model, subject)
         entries.append({"capture": name, "labeled": labeled,
                         "sampled_rows": int(np.sum(sampled)), **f, **rates(f)})
     labeled = [e for e in entries if e["labeled"]]

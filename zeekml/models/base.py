@@ -55,6 +55,9 @@ class ScoreBatch:
                   flood detector's victim), whatever the flow's direction: the
                   suppression key's and the incident's host. Otherwise (the default)
                   the responder of an inbound flow, else the originator.
+    ``about_originator`` every notice of this model is about the flow's originator (the
+                  scan detector's scanner: a sweep of a /24 from outside is one notice
+                  about the scanner, not one per local host it probed)
     """
 
     model: str
@@ -63,6 +66,7 @@ class ScoreBatch:
     threshold: np.ndarray
     extra: dict[str, np.ndarray | Deferred] = field(default_factory=dict)
     about_responder: bool = False
+    about_originator: bool = False
 
     def __len__(self) -> int:
         return len(self.score)

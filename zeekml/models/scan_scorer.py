@@ -83,6 +83,11 @@ def _context(counts: ScanCounts, repeated: np.ndarray, rows: np.ndarray) -> np.n
 class ScanScorer(CountScorer[ScanHistory]):
     """Scorer for a scan card (see the module docstring for the outputs)."""
 
+    #: its notices are about the scanner (:attr:`ScoreBatch.about_originator`): a sweep of
+    #: a /24 from outside is one notice, not one per local host probed (nmap -sn from the
+    #: lab: 252 notices before)
+    about_originator = True
+
     def __init__(self, card: ModelCard, options: ScorerOptions | None = None) -> None:
         depth, horizon, self.thresholds = validate_card(card)
         super().__init__(card, options, ScanHistory, depth, horizon, KEY_SHARE)
@@ -116,6 +121,7 @@ class ScanScorer(CountScorer[ScanHistory]):
             cls=_CLASS_NAMES[which],  # a take: no [B] string array first
             threshold=threshold,
             extra={"context": Deferred(len(flows), partial(_context, c, repeated))},
+            about_originator=self.about_originator,
         )
 
     def score_alone(self, flows: pd.DataFrame) -> ScoreBatch:
@@ -128,4 +134,5 @@ class ScanScorer(CountScorer[ScanHistory]):
             score=failed_flows(flows).astype(np.float64),
             cls=np.full(b, CLASSES[0], dtype=object),
             threshold=np.full(b, self.thresholds[CLASSES[0]]),
+            about_originator=self.about_originator,
         )

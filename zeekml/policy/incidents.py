@@ -131,12 +131,13 @@ def flagged_from_decision(decision: Any, flows: pd.DataFrame, models: int,
                           about_responder: np.ndarray | None = None) -> pd.DataFrame:
     """The tracker's input from :attr:`NoticePolicy.decision` over ``flows`` scored by
     ``models`` models (rows are flow-major: row ``r`` is flow ``r // models``);
-    ``about_responder`` (bool per model): its rows count as inbound (the flood detector's
-    notices are about the victim, whatever the direction)."""
+    ``about_responder`` (per model, :func:`~zeekml.runtime.pipeline.responder_models`):
+    1 its rows count as inbound (the flood detector's notices are about the victim,
+    whatever the direction), -1 never (the scan detector's are about the scanner)."""
     flagged = np.asarray(decision.flagged, dtype=bool)
     idx = np.nonzero(flagged)[0]
     inbound = np.zeros(len(flagged), dtype=bool)
-    inbound[idx] = subject_inbound(flows, idx, np.zeros(models, dtype=bool)
+    inbound[idx] = subject_inbound(flows, idx, np.zeros(models, dtype=np.int8)
                                    if about_responder is None else about_responder)
     # rows holds the batch, or only the positions the decision names (the flagged among them)
     pos = getattr(decision, "positions", None)
@@ -471,7 +472,7 @@ class IncidentTracker:
                    verdict=verdict[rows].astype(object),
                    incident=np.array(ids, dtype=object))
         return {"order": order, "ti": ti, "act": act, "new": new, "followed": followed,
-                "peer": peer[order], "uid": uid[order], "x": x}
+                "peer": peer[order], "uid": uid[order], "host": hc[order], "x": x}
 
     def _groups(self, b: dict[str, Any], t: Table) -> dict[str, np.ndarray]:
         """Per (instance, update epoch) group of the sorted rows: counts and maxima."""
@@ -487,7 +488,13 @@ class IncidentTracker:
         model = _text(x["model"])[order]
         own = self._model_bits(model)
         flow = x["flow"].to_numpy(dtype=np.int64)[order]
-        _, finv = np.unique(flow, return_inverse=True)
+        # agreement: the models that flagged the same flow about the same host (a scan
+        # notice is about the scanner, another model's on the same inbound flow about
+        # the local host: different incidents, and the Spark engine tracks each host's
+        # rows apart)
+        hcode = np.asarray(b["host"], dtype=np.int64)
+        _, finv = np.unique(flow * (int(hcode.max()) + 1 if n else 1) + hcode,
+                            return_inverse=True)
         fmask = np.zeros(int(finv.max()) + 1 if n else 0, dtype=np.int64)
         np.bitwise_or.at(fmask, finv, own)
         agree = fmask[finv]

@@ -29,7 +29,9 @@ threshold for that class. This module decides, vectorized over a batch:
    zeekml before 2026-12). The rows given to :meth:`NoticePolicy.decide` may say
    which are inbound in an ``inbound`` column (the pipeline computes it from Zeek's
    ``local_orig``/``local_resp`` where marked, and sets it for every row of a model whose
-   notices are about the responder: ``ScoreBatch.about_responder``, the flood detector);
+   notices are about the responder: ``ScoreBatch.about_responder``, the flood detector;
+   and clears it for every row of a model whose notices are about the originator:
+   ``ScoreBatch.about_originator``, the scan detector's scanner);
    without it the addresses decide.
 
 After each :meth:`NoticePolicy.decide`, :attr:`NoticePolicy.decision` holds what was

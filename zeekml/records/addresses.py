@@ -83,17 +83,23 @@ def outbound_flows(flows: pd.DataFrame) -> np.ndarray:
     return np.asarray(lo & ~lr, dtype=bool)
 
 
-def subject_inbound(flows: pd.DataFrame, rows: np.ndarray, about_responder: np.ndarray
-                    ) -> np.ndarray:
+def subject_inbound(flows: pd.DataFrame, rows: np.ndarray, about: np.ndarray) -> np.ndarray:
     """Per flow-major scored row (row ``r``: flow ``r // k``, model ``r % k`` of the ``k``
-    in ``about_responder``): is its notice about the responder? Yes for an inbound flow
-    (:func:`inbound_of`), and for every row of a model whose notices are always about the
-    responder (``ScoreBatch.about_responder``: the flood detector's victim). The notice
-    policy's suppression key and the incident tracker take it as their ``inbound``."""
-    about = np.asarray(about_responder, dtype=bool)
+    in ``about``): is its notice about the responder? ``about`` per model: 1 always (its
+    notices are about the responder: ``ScoreBatch.about_responder``, the flood detector's
+    victim), -1 never (about the originator: ``ScoreBatch.about_originator``, the scan
+    detector's scanner), 0 (or a bool array's False) for an inbound flow
+    (:func:`inbound_of`) only. The notice policy's suppression key and the incident
+    tracker take it as their ``inbound``."""
+    a = np.asarray(about).astype(np.int8)
     rows = np.asarray(rows, dtype=np.int64)
-    k = max(len(about), 1)
-    return np.asarray(inbound_of(flows, rows // k) | about[rows % k], dtype=bool)
+    k = max(len(a), 1)
+    per_row = a[rows % k] if len(a) else np.zeros(len(rows), dtype=np.int8)
+    out = per_row > 0
+    ask = np.flatnonzero(per_row == 0)
+    if len(ask):
+        out[ask] = inbound_of(flows, rows[ask] // k)
+    return np.asarray(out, dtype=bool)
 
 
 def inbound_of(flows: pd.DataFrame, flow: np.ndarray) -> np.ndarray:

@@ -245,10 +245,13 @@ def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePo
 
 
 def responder_models(batches: Sequence[ScoreBatch]) -> np.ndarray:
-    """Bool per model of a batch: its notices are about the responder of every flow
-    (:attr:`ScoreBatch.about_responder`), so its rows count as inbound for the suppression
-    key's and the incident's host."""
-    return np.array([b.about_responder for b in batches], dtype=bool)
+    """Per model of a batch, whom its notices are about (``subject_inbound``'s ``about``):
+    1 the responder of every flow (:attr:`ScoreBatch.about_responder`: its rows count as
+    inbound for the suppression key's and the incident's host), -1 the originator of
+    every flow (:attr:`ScoreBatch.about_originator`: never inbound), 0 as the flow's
+    direction says."""
+    return np.array([1 if b.about_responder else -1 if b.about_originator else 0
+                     for b in batches], dtype=np.int8)
 
 
 def _keys_by_host(policy: NoticePolicy) -> bool:

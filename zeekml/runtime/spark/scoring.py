@@ -141,7 +141,8 @@ def _scored(rows: pd.DataFrame, scorer: Any, empty: dict[str, np.ndarray], m: in
     for col in ("ord", "seg", "file_idx", "source_line", "clock"):
         scored[col] = rows[col].to_numpy()[emit]
     scored["m"] = np.int32(m)
-    scored["inbound"] = inbound_flows(flows)[emit] | batch.about_responder
+    scored["inbound"] = ((inbound_flows(flows)[emit] | batch.about_responder)
+                         & (not batch.about_originator))
     return scored
 
 
