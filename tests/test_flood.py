@@ -250,7 +250,7 @@ def test_notices_are_about_the_victim_whatever_the_sources() -> None:
     notice, and the incident is the victim's."""
     from zeekml.policy.incidents import flagged_from_decision
     from zeekml.policy.notice import NoticePolicy, PolicyConfig
-    from zeekml.runtime.pipeline import responder_models, score_frame
+    from zeekml.runtime.pipeline import notice_subjects, score_frame
 
     df = _flows([(1000.0 + 0.1 * i, f"10.{i}.0.7") for i in range(40)], victim="10.0.0.5")
     scorer = _scorer()
@@ -258,11 +258,11 @@ def test_notices_are_about_the_victim_whatever_the_sources() -> None:
     notices = pd.concat([score_frame(df, [scorer], policy, flagged_context=True), policy.finish()])
     assert len(notices) == 1 and notices["resp_h"].iloc[0] == "10.0.0.5"
     batch = scorer.score(df)
-    assert responder_models([batch]).tolist() == [True]
+    assert notice_subjects([batch]).tolist() == [1]  # about the responder
     by_orig = NoticePolicy(PolicyConfig(suppress_by="orig"))  # the user's choice still holds
     assert len(pd.concat([score_frame(df, [_scorer()], by_orig), by_orig.finish()])) == 29
     # the incident tracker's input: every flagged row keyed as the victim's (inbound)
-    x = flagged_from_decision(policy.decision, df, 1, responder_models([batch]))
+    x = flagged_from_decision(policy.decision, df, 1, notice_subjects([batch]))
     assert len(x) == 29 and x["inbound"].all()
     assert not flagged_from_decision(policy.decision, df, 1)["inbound"].any()
 

@@ -128,17 +128,17 @@ def flagged_rows(rows: pd.DataFrame, crossing: np.ndarray, opener: np.ndarray,
 
 
 def flagged_from_decision(decision: Any, flows: pd.DataFrame, models: int,
-                          about_responder: np.ndarray | None = None) -> pd.DataFrame:
+                          subjects: np.ndarray | None = None) -> pd.DataFrame:
     """The tracker's input from :attr:`NoticePolicy.decision` over ``flows`` scored by
     ``models`` models (rows are flow-major: row ``r`` is flow ``r // models``);
-    ``about_responder`` (per model, :func:`~zeekml.runtime.pipeline.responder_models`):
+    ``subjects`` (per model, :func:`~zeekml.runtime.pipeline.notice_subjects`):
     1 its rows count as inbound (the flood detector's notices are about the victim,
     whatever the direction), -1 never (the scan detector's are about the scanner)."""
     flagged = np.asarray(decision.flagged, dtype=bool)
     idx = np.nonzero(flagged)[0]
     inbound = np.zeros(len(flagged), dtype=bool)
     inbound[idx] = subject_inbound(flows, idx, np.zeros(models, dtype=np.int8)
-                                   if about_responder is None else about_responder)
+                                   if subjects is None else subjects)
     # rows holds the batch, or only the positions the decision names (the flagged among them)
     pos = getattr(decision, "positions", None)
     on = slice(None) if pos is None else pos

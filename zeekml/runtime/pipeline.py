@@ -244,7 +244,7 @@ def score_frame(flows: pd.DataFrame, scorers: Sequence[Scorer], policy: NoticePo
     return decide_frame(flows, _score_all(flows, scorers), policy, flagged_context)
 
 
-def responder_models(batches: Sequence[ScoreBatch]) -> np.ndarray:
+def notice_subjects(batches: Sequence[ScoreBatch]) -> np.ndarray:
     """Per model of a batch, whom its notices are about (``subject_inbound``'s ``about``):
     1 the responder of every flow (:attr:`ScoreBatch.about_responder`: its rows count as
     inbound for the suppression key's and the incident's host), -1 the originator of
@@ -264,7 +264,7 @@ def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: Not
     """The second half of :func:`score_frame`: the scorers' ``batches`` for ``flows``
     decided by the policy (for a pipeline whose scorers ran in lanes)."""
     k = len(batches)
-    about_resp = responder_models(batches)
+    subjects = notice_subjects(batches)
     if policy.config.all_flows or not policy.sparse_ok:
         scored = assemble(flows, batches, context=False)
         crossing = crosses(scored["score"].to_numpy(dtype=np.float64, na_value=np.nan),
@@ -274,7 +274,7 @@ def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: Not
         if _keys_by_host(policy):
             inbound = np.zeros(len(scored), dtype=bool)
             hit = np.flatnonzero(crossing)
-            inbound[hit] = subject_inbound(flows, hit, about_resp)
+            inbound[hit] = subject_inbound(flows, hit, subjects)
             scored["inbound"] = inbound
         return policy.decide(scored)
     # only rows that cross their threshold can be written: those are assembled and decided,
@@ -290,7 +290,7 @@ def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: Not
     rows = np.flatnonzero(crosses(score, card))
     scored = assemble(flows, batches, context=False, rows=rows)
     if _keys_by_host(policy):
-        scored["inbound"] = subject_inbound(flows, rows, about_resp)
+        scored["inbound"] = subject_inbound(flows, rows, subjects)
     ts = np.repeat(flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan), k)
     if flagged_context:  # the incident tracker shows the context of any flagged flow
         fill_context(scored, batches, np.ones(len(scored), dtype=bool), rows)
@@ -488,7 +488,7 @@ class Pipeline:
         records = None
         if self.incidents is not None and self.policy.decision is not None:
             d = self.policy.decision
-            x = flagged_from_decision(d, flows, len(self.scorers), responder_models(batches))
+            x = flagged_from_decision(d, flows, len(self.scorers), notice_subjects(batches))
             records = self.incidents.update(x, float(d.clock[-1]))
         self._write(verdicts, records)
         return verdicts

@@ -33,18 +33,16 @@ import numpy as np
 import pandas as pd
 
 from zeekml.records.addresses import group_addresses, outbound_flows
-from zeekml.records.distinct import per_distinct, row_texts
+from zeekml.records.distinct import row_texts
 from zeekml.records.schema import one_way_records
 from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart, store_keys
 from zeekml.windows.history import FieldSpec
-from zeekml.windows.scan import distinct_per_row, failed_flows, row_hashes
+from zeekml.windows.scan import distinct_per_row, failed_flows, icmp_flows, row_hashes
 
 #: previous kept flows of the victim looked at (the window is these and the current one)
 FLOOD_DEPTH = 63
 #: seconds: flows further from the current one (by ``ts``) do not count
 FLOOD_HORIZON = 10.0
-#: the protocol names an ICMP flow may carry (Zeek writes ``icmp`` for both versions)
-ICMP_NAMES = ("icmp", "icmp6", "ipv6-icmp")
 #: ICMP echo request types: IPv4 8, ICMPv6 128
 ECHO_REQUEST_TYPES = (8, 128)
 #: the state key of a flow that is not kept: no address is this, and it needs no state
@@ -56,9 +54,7 @@ def unanswered_pings(flows: pd.DataFrame) -> np.ndarray:
     put the type in ``orig_p``) that got no reply: no responder packet, or a one-way
     NetFlow record no reverse was found for. ICMP errors and replies never: a traceroute
     draws time-exceeded messages from a dozen routers in a second."""
-    icmp = per_distinct(flows["proto"], lambda s: s.str.lower().isin(ICMP_NAMES).to_numpy(
-        dtype=bool), False)
-    rows = np.flatnonzero(icmp)
+    rows = np.flatnonzero(icmp_flows(flows))
     out = np.zeros(len(flows), dtype=bool)
     if len(rows):
         some = flows.iloc[rows]

@@ -97,8 +97,8 @@ def failed_flows(flows: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndar
     probe that opened with no SYN (FIN, Xmas: history letters of the originator only
     :data:`STEALTH_PROBE`; NULL: none, but a packet sent) and got only resets back
     (``Fr``, ``r``): how a closed port answers nmap's FIN, Xmas and NULL scans, which no
-    state above names (Zeek and the NetFlow pairing call it ``OTH``). Other missing counters and states are not taken as failure. ICMP
-    never counts, as in Zeek's
+    state above names (Zeek and the NetFlow pairing call it ``OTH``). Other missing
+    counters and states are not taken as failure. ICMP never counts, as in Zeek's
     ``scan.zeek`` (connection attempts only): replies and unreachable messages are answers
     themselves, and unanswered echo requests to many addresses are what a web proxy's RTT
     pinger sends (the RITA proxy capture: 20 in five minutes), so a ping sweep is left to
@@ -115,11 +115,14 @@ def failed_flows(flows: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndar
     rejected = np.append(values.isin(REJECTED_STATES).to_numpy(dtype=bool), False)[at(codes)]
     one_way = one_way_records(flows, rows) & np.isnan(rp)
     reset_only = _reset_answered(flows, rows)
-    pcodes, pvalues = factorized(flows["proto"])
-    icmp = np.append(pvalues.str.lower().str.startswith("icmp").to_numpy(dtype=bool,
-                                                                          na_value=False),
-                     False)[at(pcodes)]
-    return ((rp == 0) | rejected | one_way | reset_only) & ~icmp
+    return ((rp == 0) | rejected | one_way | reset_only) & ~at(icmp_flows(flows))
+
+
+def icmp_flows(flows: pd.DataFrame) -> np.ndarray:
+    """Bool per flow: its protocol is ICMP, either version (the readers write ``icmp`` for
+    both, as Zeek does; each distinct value tested once)."""
+    return per_distinct(flows["proto"], lambda s: s.str.lower().str.startswith("icmp")
+                        .to_numpy(dtype=bool, na_value=False), False)
 
 
 def tcp_flows(flows: pd.DataFrame) -> np.ndarray:
