@@ -2,7 +2,8 @@
 read as a router would export them: ``nfpcapd`` turns each pcap into nfcapd files, the real
 nfdump binary reads them, the bundled defaults score them. Before stop 37 every one of
 these flows scored below every threshold (nmap's Xmas and NULL scans: no SYN, so no
-failed attempt; a ping flood: ICMP was never a flood's)."""
+failed attempt; a ping flood: ICMP was never a flood's); before stop 38 the ping sweep's
+echo requests were not (ICMP was never a scan's)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def _nfcapd(tmp_path: Path, name: str) -> Path:
     ("nmap-xmas", "scan", "port_scan", 0.75),  # 100 ports probed, each answered by a reset
     ("nmap-null", "scan", "port_scan", 0.75),
     ("icmp-flood", "flood", "ddos", 0.9),  # 300 spoofed sources in 0.1 s
+    # 291 echo requests to 252 addresses in 3 s, most unanswered: one notice, the scanner
+    ("nmap-ping", "scan", "address_scan", 0.9),
 ])
 def test_stealth_scans_and_a_ping_flood_as_nfcapd(tmp_path, name, model, verdict, least) -> None:
     d = _nfcapd(tmp_path, name)

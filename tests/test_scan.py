@@ -76,12 +76,69 @@ def test_the_window_holds_the_last_failed_flows_only() -> None:
     assert s["score"].tolist() == [float(min(i + 1, SCAN_DEPTH + 1)) for i in range(50)]
 
 
-def test_icmp_never_counts() -> None:
-    """Unanswered echo requests to many addresses are what a web proxy's RTT pinger sends
-    (the RITA proxy capture), and replies and unreachable messages are answers."""
-    rows = [(float(i), "10.0.0.238", f"192.0.2.{i}", 0, "icmp", "OTH", 0) for i in range(40)]
-    s = _score(_flows(rows))
-    assert (s["score"] == 0).all()
+def _pings(times: list[float], orig: str = "10.0.0.238", typ: int = 8,
+            resp_pkts: int = 0) -> pd.DataFrame:
+    """Echo requests (ICMP type ``typ`` in ``orig_p``, as Zeek logs it) to a new address each."""
+    df = _flows([(t, orig, f"192.0.2.{i}", 0, "icmp", "OTH", resp_pkts)
+                 for i, t in enumerate(times)])
+    df["orig_p"] = typ
+    return df
+
+
+def test_a_ping_sweep_counts_and_a_proxys_rtt_pinger_does_not() -> None:
+    """Unanswered echo requests count within PING_SWEEP_HORIZON only: nmap's sweep sends
+    dozens a second; a web proxy's RTT pinger (the RITA proxy capture) reaches 24 distinct
+    addresses in 300 s but 8 in 10 s."""
+    sweep = _score(_pings([i * 0.1 for i in range(40)]))
+    assert sweep["score"].tolist() == [float(min(i + 1, SCAN_DEPTH + 1)) for i in range(40)]
+    assert (sweep["cls"] == "address_scan").all()
+    assert (sweep["score"] >= sweep["threshold"]).sum() == 21
+    # one every 12 s: each is alone in its window, though all 25 are within 300 s
+    slow = _score(_pings([i * 12.0 for i in range(25)], orig="10.0.0.239"))
+    assert (slow["score"] == 1).all()
+    # 3 a second for 10 s and more: the window holds the last PING_SWEEP_HORIZON seconds
+    steady = _score(_pings([i / 3 for i in range(60)], orig="10.0.0.240"))
+    assert steady["score"].max() == 31
+
+
+def test_icmp_answers_errors_and_answered_pings_never_count() -> None:
+    """Replies (type 0) and unreachable messages (3) are answers themselves; an answered
+    echo request is no failure."""
+    for typ, resp_pkts in ((0, 0), (3, 0), (8, 1), (128, 1)):
+        s = _score(_pings([i * 0.1 for i in range(40)], typ=typ, resp_pkts=resp_pkts))
+        assert (s["score"] == 0).all(), (typ, resp_pkts)
+    for typ in (13, 17, 128):  # timestamp (nmap's discovery), address mask, ICMPv6 echo
+        assert (_score(_pings([i * 0.1 for i in range(40)], typ=typ))["score"] > 0).all()
+
+
+def test_pings_and_failed_connections_share_the_originators_window() -> None:
+    """A sweep's pings and its TCP probes to the same hosts (nmap's host discovery) are
+    distinct targets of one window; an old ping stops counting, an old TCP probe does not."""
+    rows = [(float(i), "10.0.0.241", f"192.0.2.{i}", 443, "tcp", "S0", 0) for i in range(10)]
+    tcp = _flows(rows)
+    pings = _pings([10.0 + i for i in range(10)], orig="10.0.0.241")
+    later = _flows([(100.0, "10.0.0.241", "192.0.2.200", 443, "tcp", "S0", 0)])
+    df = pd.concat([tcp, pings, later], ignore_index=True)
+    df["uid"] = [f"C{i}" for i in range(len(df))]
+    s = _score(df)
+    assert s["score"].tolist()[:20] == [float(i + 1) for i in range(20)]
+    assert s["score"].iloc[-1] == 11  # the ten TCP probes and itself: the pings are 81 s old
+
+
+def test_a_scan_state_written_before_pings_were_kept_loads() -> None:
+    """A state file of the previous store (no ``ping`` field) loads: none of its flows
+    was a ping, and the counts go on from it."""
+    rows = [(float(i), "10.0.0.6", f"192.0.2.{i}", 23, "tcp", "S0", 0) for i in range(25)]
+    df = _flows(rows)
+    a = _scorer()
+    _score(df.iloc[:10].reset_index(drop=True), a)
+    full = a.state_dict()
+    state = {k: v.copy() for k, v in full.items() if not k.endswith("_ping")}
+    assert len(state) == len(full) - 1 and any(k.endswith("_uid") for k in state)
+    b = _scorer()
+    b.load_state_dict(state)
+    rest = _score(df.iloc[10:].reset_index(drop=True), b)
+    assert rest["score"].tolist() == [float(i + 1) for i in range(10, 25)]
 
 
 def test_a_host_probing_many_ports_of_one_server_is_a_port_scan() -> None:

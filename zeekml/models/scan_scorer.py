@@ -9,8 +9,9 @@ graph) holds the window and the thresholds; :mod:`zeekml.windows.scan` does the 
 Per flow (see :class:`~zeekml.models.base.ScoreBatch`):
 
 ``score``      distinct targets (responder address and service) among the originator's
-               last 32 failed TCP/UDP flows within 300 s (the card's window), the flow
-               included; 0 for a flow that was answered (or ICMP)
+               last 32 failed TCP/UDP flows and unanswered pings within 300 s (the card's
+               window; a ping within 10 s only: a ping sweep, not a proxy's RTT pinger),
+               the flow included; 0 for a flow that was answered (or another ICMP flow)
 ``cls``        ``port_scan`` when more than half of those targets (and at least two)
                are services of the flow's own responder (one host probed on many
                ports), else
@@ -48,7 +49,7 @@ from zeekml.models.context import uid_lists
 from zeekml.models.count_scorer import CountScorer, validate_count_card
 from zeekml.models.registry import ScorerOptions
 from zeekml.records.addresses import inbound_of
-from zeekml.windows.scan import ScanCounts, ScanHistory, failed_flows, tcp_flows
+from zeekml.windows.scan import ScanCounts, ScanHistory, scan_flows, tcp_flows
 
 KIND = "scan"
 CLASSES = ("address_scan", "port_scan")
@@ -126,12 +127,12 @@ class ScanScorer(CountScorer[ScanHistory]):
 
     def score_alone(self, flows: pd.DataFrame) -> ScoreBatch:
         """Each row scored as if its originator had no other flow (rows of a random
-        sample: their neighbours in the file are not their host's flows): a failed flow is
-        one target, never a scan. The store is not touched."""
+        sample: their neighbours in the file are not their host's flows): a failed flow (or
+        unanswered ping) is one target, never a scan. The store is not touched."""
         b = len(flows)
         return ScoreBatch(
             model=self.name,
-            score=failed_flows(flows).astype(np.float64),
+            score=scan_flows(flows)[0].astype(np.float64),
             cls=np.full(b, CLASSES[0], dtype=object),
             threshold=np.full(b, self.thresholds[CLASSES[0]]),
             about_originator=self.about_originator,

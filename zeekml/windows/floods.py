@@ -34,37 +34,16 @@ import pandas as pd
 
 from zeekml.records.addresses import group_addresses, outbound_flows
 from zeekml.records.distinct import row_texts
-from zeekml.records.schema import one_way_records
 from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart, store_keys
 from zeekml.windows.history import FieldSpec
-from zeekml.windows.scan import distinct_per_row, failed_flows, icmp_flows, row_hashes
+from zeekml.windows.scan import distinct_per_row, failed_flows, row_hashes, unanswered_pings
 
 #: previous kept flows of the victim looked at (the window is these and the current one)
 FLOOD_DEPTH = 63
 #: seconds: flows further from the current one (by ``ts``) do not count
 FLOOD_HORIZON = 10.0
-#: ICMP echo request types: IPv4 8, ICMPv6 128
-ECHO_REQUEST_TYPES = (8, 128)
 #: the state key of a flow that is not kept: no address is this, and it needs no state
 NOT_KEPT_KEY = "\x00not_flood"
-
-
-def unanswered_pings(flows: pd.DataFrame) -> np.ndarray:
-    """Bool ``[B]``: an ICMP echo request (type 8, or 128 for ICMPv6: Zeek and the readers
-    put the type in ``orig_p``) that got no reply: no responder packet, or a one-way
-    NetFlow record no reverse was found for. ICMP errors and replies never: a traceroute
-    draws time-exceeded messages from a dozen routers in a second."""
-    rows = np.flatnonzero(icmp_flows(flows))
-    out = np.zeros(len(flows), dtype=bool)
-    if len(rows):
-        some = flows.iloc[rows]
-        typ = pd.to_numeric(some["orig_p"], errors="coerce").to_numpy(dtype=np.float64,
-                                                                       na_value=np.nan)
-        rp = pd.to_numeric(some["resp_pkts"], errors="coerce").to_numpy(dtype=np.float64,
-                                                                         na_value=np.nan)
-        silent = (rp == 0) | (one_way_records(some) & np.isnan(rp))
-        out[rows] = np.isin(typ, ECHO_REQUEST_TYPES) & silent
-    return out
 
 
 def flood_flows(flows: pd.DataFrame) -> np.ndarray:

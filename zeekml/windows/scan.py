@@ -60,6 +60,15 @@ _STEALTH_LETTER = "[" + "".join(sorted(STEALTH_PROBE)) + "]"
 _RESET_ONLY = "[" + "".join(sorted(STEALTH_PROBE)) + r"\^]*r[" + "".join(sorted(STEALTH_PROBE)) + r"r\^]*"
 #: the state key of an answered flow: no address is this, and such a flow needs no state
 ANSWERED_KEY = "\x00answered"
+#: ICMP request types that want a reply: IPv4 echo 8, timestamp 13, information 15,
+#: address mask 17 (nmap's host discovery sends echo and timestamp requests); ICMPv6 echo
+#: 128 (its neighbour and router solicitations are not counted: unanswered by design)
+ICMP_REQUEST_TYPES = (8, 13, 15, 17, 128)
+#: seconds: an unanswered echo request counts in a window only within this of the flow
+#: (a ping sweep: nmap's 32 hosts in 2 s in Stratosphere-002, 252 of a /24 in the lab),
+#: not the whole :data:`SCAN_HORIZON` (a web proxy's RTT pinger, the RITA proxy capture:
+#: unanswered echo requests to 24 distinct addresses in 300 s, 14 in 60 s, 8 in 10 s)
+PING_SWEEP_HORIZON = 10.0
 
 
 def _reset_only(history: pd.Series) -> np.ndarray:
@@ -98,11 +107,10 @@ def failed_flows(flows: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndar
     :data:`STEALTH_PROBE`; NULL: none, but a packet sent) and got only resets back
     (``Fr``, ``r``): how a closed port answers nmap's FIN, Xmas and NULL scans, which no
     state above names (Zeek and the NetFlow pairing call it ``OTH``). Other missing
-    counters and states are not taken as failure. ICMP never counts, as in Zeek's
+    counters and states are not taken as failure. ICMP never is, as in Zeek's
     ``scan.zeek`` (connection attempts only): replies and unreachable messages are answers
-    themselves, and unanswered echo requests to many addresses are what a web proxy's RTT
-    pinger sends (the RITA proxy capture: 20 in five minutes), so a ping sweep is left to
-    the other models."""
+    themselves; an unanswered echo request is the scan store's other kind of flow
+    (:func:`unanswered_pings`, :func:`scan_flows`)."""
     def col(name: str) -> pd.Series:
         return flows[name] if rows is None else flows[name].iloc[rows]
 
@@ -116,6 +124,33 @@ def failed_flows(flows: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndar
     one_way = one_way_records(flows, rows) & np.isnan(rp)
     reset_only = _reset_answered(flows, rows)
     return ((rp == 0) | rejected | one_way | reset_only) & ~at(icmp_flows(flows))
+
+
+def unanswered_pings(flows: pd.DataFrame) -> np.ndarray:
+    """Bool ``[B]``: an ICMP request (:data:`ICMP_REQUEST_TYPES`, an echo request above all:
+    Zeek and the readers put the type in ``orig_p``) that got no reply: no responder
+    packet, or a one-way NetFlow record no reverse was found for. ICMP errors and replies
+    never: a traceroute draws time-exceeded messages from a dozen routers in a second.
+    (In the shared data only the Stratosphere port scan sends the other request types.)"""
+    rows = np.flatnonzero(icmp_flows(flows))
+    out = np.zeros(len(flows), dtype=bool)
+    if len(rows):
+        some = flows.iloc[rows]
+        typ = pd.to_numeric(some["orig_p"], errors="coerce").to_numpy(dtype=np.float64,
+                                                                       na_value=np.nan)
+        rp = pd.to_numeric(some["resp_pkts"], errors="coerce").to_numpy(dtype=np.float64,
+                                                                         na_value=np.nan)
+        silent = (rp == 0) | (one_way_records(some) & np.isnan(rp))
+        out[rows] = np.isin(typ, ICMP_REQUEST_TYPES) & silent
+    return out
+
+
+def scan_flows(flows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, ping) bool ``[B]``: the flows the scan store keeps, a failed attempt
+    (:func:`failed_flows`) or an unanswered echo request (:func:`unanswered_pings`), and
+    which of them are the latter (they count only within :data:`PING_SWEEP_HORIZON`)."""
+    ping = unanswered_pings(flows)
+    return failed_flows(flows) | ping, ping
 
 
 def icmp_flows(flows: pd.DataFrame) -> np.ndarray:
@@ -193,13 +228,15 @@ class ScanCounts:
 
 
 def scan_keys(flows: pd.DataFrame) -> pd.Series:
-    """The state key of every flow (``str``): its originator (missing -> ``""``) when it
-    failed, :data:`ANSWERED_KEY` otherwise (what the Spark engine partitions by)."""
-    return store_keys(flows["orig_h"], failed_flows(flows), ANSWERED_KEY)
+    """The state key of every flow (``str``): its originator (missing -> ``""``) when the
+    store keeps it (:func:`scan_flows`), :data:`ANSWERED_KEY` otherwise (what the Spark
+    engine partitions by)."""
+    return store_keys(flows["orig_h"], scan_flows(flows)[0], ANSWERED_KEY)
 
 
 class ScanHistory(CountedHistory):
-    """Per-originator store of its last :data:`SCAN_DEPTH` failed flows' (ts, target, uid)."""
+    """Per-originator store of its last :data:`SCAN_DEPTH` kept flows' (ts, target, uid,
+    whether an unanswered ping: :func:`scan_flows`)."""
 
     #: the state key: the originator of a failed flow (:func:`scan_keys`)
     key = "orig_failed"
@@ -209,24 +246,42 @@ class ScanHistory(CountedHistory):
                  horizon: float = SCAN_HORIZON) -> None:
         # the target (a hash of responder and service), the responder hash
         super().__init__(max_keys=max_keys, depth=depth, horizon=horizon,
-                         fields={"meta": FieldSpec(np.dtype(np.int32), (2,))})
+                         fields={"meta": FieldSpec(np.dtype(np.int32), (2,)),
+                                 "ping": FieldSpec(np.dtype(np.bool_))})
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """As the store's, and a state written before pings were kept (no ``ping``
+        field) loads with none of its flows a ping, which none of them was."""
+        if "held_ping" not in state and "buf_ping" not in state:
+            state = dict(state)
+            if "held_uid" in state:
+                state["held_ping"] = np.zeros(np.shape(state["held_uid"])[:1], dtype=np.bool_)
+            elif "buf_uid" in state:
+                state["buf_ping"] = np.zeros(np.shape(state["buf_uid"])[:2], dtype=np.bool_)
+        super().load_state_dict(state)
 
     def push(self, flows: pd.DataFrame) -> ScanCounts:
-        """Append a canonical flow batch's failed flows (rows in arrival order) and count
-        each one's window; answered flows get zeros."""
+        """Append a canonical flow batch's kept flows (rows in arrival order,
+        :func:`scan_flows`) and count each one's window; other flows get zeros."""
         b = len(flows)
         targets = np.zeros(b, dtype=np.int64)
         on_peer = np.zeros(b, dtype=np.int64)
         repeats = np.zeros(b, dtype=np.int64)
-        failed = np.flatnonzero(failed_flows(flows))
+        kept, ping = scan_flows(flows)
+        failed = np.flatnonzero(kept)
         parts, repeat_parts = [], []
         keys, peers = target_sides(flows, failed)
         meta = np.empty((len(failed), 2), dtype=np.int32)
         meta[:, 0] = target_hash(peers, service_codes(flows)[failed])
         meta[:, 1] = peers.view(np.int32)
-        for rows, seq in self.extend_pieces(flows, failed, keys, {"meta": meta}):
+        for rows, seq in self.extend_pieces(flows, failed, keys,
+                                            {"meta": meta, "ping": ping[failed]}):
             m = seq.gather(seq.items["meta"])  # [F, n, 2]
-            counted = seq.valid  # the current position always is
+            # the current position always is counted; a ping only within its horizon
+            counted = seq.valid
+            pinged = seq.gather(seq.items["ping"])
+            if pinged.any():
+                counted = counted & ~(pinged & (seq.ts[:, -1:] - seq.ts > PING_SWEEP_HORIZON))
             # positions not counted take the current flow's own target, which counts
             # anyway: the distinct values of a row are then those of its counted positions
             targets[rows] = distinct_per_row(np.where(counted, m[:, :, 0], m[:, -1:, 0]))
