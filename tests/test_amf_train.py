@@ -46,6 +46,9 @@ def test_card_written(trained: Path):
     assert card.kind == "amf_lstm"
     assert card.data["features"] == list(WINDOW_FEATURES)
     assert card.data["training"]["parity_max_abs_diff"] <= 1e-4
+    # the versions the figures were made with (the tree baseline moved with scikit-learn's)
+    libs = card.data["training"]["libraries"]
+    assert libs["torch"] and libs["numpy"] and set(libs) >= {"scikit-learn", "onnxruntime"}
     assert card.data["training"]["ensemble"] == 2
     files = card.data["training"]["files"]
     assert {Path(f["path"]).name for f in files} == {p.name for p in TRAIN}

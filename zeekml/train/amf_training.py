@@ -461,6 +461,7 @@ def train(req: AmfTrainRequest) -> int:
             "netflow_view_rows": int(len(v_full)) if v_full is not None else 0,
             "final_losses": [[round(v, 4) for v in member] for member in final_losses],
             "parity_max_abs_diff": parity,
+            "libraries": baselines.library_versions(),
         },
         "results_file": {"path": _shown(str(loco_out)), "rows": int(len(results)),
                          "netflow_view_path": _shown(str(view_out)) if view_out else None,

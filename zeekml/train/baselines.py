@@ -21,6 +21,25 @@ from zeekml.features.flow_stats import N_FEATURES
 L2 = 1.0
 
 
+#: the libraries whose versions a training run's figures depend on (recorded in the card)
+LIBRARIES = ("torch", "scikit-learn", "onnxruntime", "numpy", "pandas")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed version of each of :data:`LIBRARIES` (None: not installed). A baseline's
+    figures moved with scikit-learn's version (see :func:`fit_single_flow`), so the card
+    says which ones made them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def current_flow(x: np.ndarray, n_flow_features: int = N_FEATURES) -> np.ndarray:
     """``[N, F_flow]``: the per-flow features of each window's current (last) flow."""
     return np.ascontiguousarray(x[:, -1, :n_flow_features])
