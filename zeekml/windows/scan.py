@@ -134,13 +134,12 @@ def unanswered_pings(flows: pd.DataFrame) -> np.ndarray:
     (In the shared data only the Stratosphere port scan sends the other request types.)"""
     rows = np.flatnonzero(icmp_flows(flows))
     out = np.zeros(len(flows), dtype=bool)
-    if len(rows):
-        some = flows.iloc[rows]
-        typ = pd.to_numeric(some["orig_p"], errors="coerce").to_numpy(dtype=np.float64,
-                                                                       na_value=np.nan)
-        rp = pd.to_numeric(some["resp_pkts"], errors="coerce").to_numpy(dtype=np.float64,
-                                                                         na_value=np.nan)
-        silent = (rp == 0) | (one_way_records(some) & np.isnan(rp))
+    if len(rows):  # the two columns at the ICMP rows, not a copy of the batch's rows
+        typ = pd.to_numeric(flows["orig_p"].iloc[rows], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan)
+        rp = pd.to_numeric(flows["resp_pkts"].iloc[rows], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan)
+        silent = (rp == 0) | (one_way_records(flows, rows) & np.isnan(rp))
         out[rows] = np.isin(typ, ICMP_REQUEST_TYPES) & silent
     return out
 
