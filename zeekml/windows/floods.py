@@ -9,7 +9,7 @@ their thresholds are strict: held out, the AMF-LSTM named 3,971 of the 3,978 flo
 real ISAKMP reflection attack ``ddos`` and noticed 17.5% of them (docs/models.md).
 
 Only *unanswered flows that are not outbound* are kept (:func:`flood_flows`: a failed flow,
-:func:`~zeekml.windows.scan.failed_flows`, or an unanswered ICMP echo request, unless its originator is local and its responder
+:func:`~zeekml.windows.scan.failed_flows`, or an unanswered ICMP request (echo, timestamp), unless its originator is local and its responder
 outside: an outbound failure is a local client's, and many local clients failing to reach
 one outside server is an outage, not an attack; and never a flow to a multicast or
 broadcast address, which nobody answers by design). Per victim (the
@@ -48,7 +48,7 @@ NOT_KEPT_KEY = "\x00not_flood"
 
 def flood_flows(flows: pd.DataFrame) -> np.ndarray:
     """Bool ``[B]``: a failed flow (:func:`~zeekml.windows.scan.failed_flows`: no reply,
-    rejected, or a one-way NetFlow record; ICMP not) or an unanswered echo request
+    rejected, or a one-way NetFlow record; ICMP not) or an unanswered ICMP request
     (:func:`unanswered_pings`: a ping flood from spoofed sources, which the victim does
     not or cannot answer) that is not outbound
     (:func:`~zeekml.records.addresses.outbound_flows`) and not to a multicast or broadcast

@@ -64,7 +64,7 @@ ANSWERED_KEY = "\x00answered"
 #: address mask 17 (nmap's host discovery sends echo and timestamp requests); ICMPv6 echo
 #: 128 (its neighbour and router solicitations are not counted: unanswered by design)
 ICMP_REQUEST_TYPES = (8, 13, 15, 17, 128)
-#: seconds: an unanswered echo request counts in a window only within this of the flow
+#: seconds: an unanswered ICMP request counts in a window only within this of the flow
 #: (a ping sweep: nmap's 32 hosts in 2 s in Stratosphere-002, 252 of a /24 in the lab),
 #: not the whole :data:`SCAN_HORIZON` (a web proxy's RTT pinger, the RITA proxy capture:
 #: unanswered echo requests to 24 distinct addresses in 300 s, 14 in 60 s, 8 in 10 s)
@@ -109,7 +109,7 @@ def failed_flows(flows: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndar
     state above names (Zeek and the NetFlow pairing call it ``OTH``). Other missing
     counters and states are not taken as failure. ICMP never is, as in Zeek's
     ``scan.zeek`` (connection attempts only): replies and unreachable messages are answers
-    themselves; an unanswered echo request is the scan store's other kind of flow
+    themselves; an unanswered ICMP request is the scan store's other kind of flow
     (:func:`unanswered_pings`, :func:`scan_flows`)."""
     def col(name: str) -> pd.Series:
         return flows[name] if rows is None else flows[name].iloc[rows]
@@ -146,7 +146,7 @@ def unanswered_pings(flows: pd.DataFrame) -> np.ndarray:
 
 def scan_flows(flows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(kept, ping) bool ``[B]``: the flows the scan store keeps, a failed attempt
-    (:func:`failed_flows`) or an unanswered echo request (:func:`unanswered_pings`), and
+    (:func:`failed_flows`) or an unanswered ICMP request (:func:`unanswered_pings`), and
     which of them are the latter (they count only within :data:`PING_SWEEP_HORIZON`)."""
     ping = unanswered_pings(flows)
     return failed_flows(flows) | ping, ping
