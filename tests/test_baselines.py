@@ -10,22 +10,21 @@ over every fold the tree's recall at a 0.5% false-positive rate was 0 (stop 38).
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from conftest import DATA, REPO, need
+from conftest import DATA, REPO, need, need_module
 
 from zeekml.records.labels import CLASSES
-
-pytest.importorskip("sklearn", reason="scikit-learn (the training extra) fits the baseline")
 
 HELD_OUT = "cicids2017:2017-07-03"
 
 
 def test_the_single_flow_tree_stays_bounded_on_a_capture_it_never_saw() -> None:
+    need_module("sklearn")  # the training extra fits the baseline
+    need_module("torch")  # its class weights come from the AMF-LSTM trainer
+    need(DATA.is_dir(), f"the shared captures at {DATA}")
     from zeekml.eval.corpus import load_corpus
     from zeekml.train import amf_lstm, baselines
     from zeekml.train.datasets import corpus_windows
 
-    need(DATA.is_dir(), f"the shared captures at {DATA}")
     caps = load_corpus(REPO / "tools" / "shared-corpus.json", labeled_only=True)
     ws = corpus_windows(caps, 10, "local")
     train = ws.group != HELD_OUT
