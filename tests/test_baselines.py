@@ -31,7 +31,7 @@ def test_the_single_flow_tree_stays_bounded_on_a_capture_it_never_saw() -> None:
     assert (~train).sum() >= 500 and (ws.binary[~train] == 0).all()  # a benign day
     w = amf_lstm.sample_weights(ws.y[train], ws.group[train], len(CLASSES), 0.5)
     clf = baselines.fit_single_flow(ws.x[train], ws.y[train], w, len(CLASSES), seed=0)
-    raw = clf.clf._raw_predict(baselines.current_flow(ws.x[~train]))
+    raw = clf.clf.decision_function(baselines.current_flow(ws.x[~train]))  # log-odds
     assert np.isfinite(raw).all() and np.abs(raw).max() < 100
     p = clf.predict_proba(ws.x[~train])
     assert (p[:, CLASSES.index("normal")] > 0).all()
