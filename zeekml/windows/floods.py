@@ -9,10 +9,11 @@ their thresholds are strict: held out, the AMF-LSTM named 3,971 of the 3,978 flo
 real ISAKMP reflection attack ``ddos`` and noticed 17.5% of them (docs/models.md).
 
 Only *unanswered flows that are not outbound* are kept (:func:`flood_flows`: a failed flow,
-:func:`~zeekml.windows.scan.failed_flows`, or an unanswered ICMP request (echo, timestamp), unless its originator is local and its responder
-outside: an outbound failure is a local client's, and many local clients failing to reach
-one outside server is an outage, not an attack; and never a flow to a multicast or
-broadcast address, which nobody answers by design). Per victim (the
+:func:`~zeekml.windows.scan.failed_flows`, or an unanswered ICMP request (echo, timestamp),
+unless its originator is local and its responder outside: an outbound failure is a local
+client's, and many local clients failing to reach one outside server is an outage, not an
+attack; and never a flow to a multicast or broadcast address, which nobody answers by
+design). Per victim (the
 responder), for each such flow its victim's last :data:`FLOOD_DEPTH` kept flows before it
 and the flow itself are looked at, those within :data:`FLOOD_HORIZON` seconds of it, and
 their distinct originator addresses are counted. Every other flow scores zero and never
@@ -36,7 +37,7 @@ from zeekml.records.addresses import group_addresses, outbound_flows
 from zeekml.records.distinct import row_texts
 from zeekml.windows.counted import CountedBatch, CountedHistory, CountedPart, store_keys
 from zeekml.windows.history import FieldSpec
-from zeekml.windows.scan import distinct_per_row, failed_flows, row_hashes, unanswered_pings
+from zeekml.windows.scan import distinct_per_row, row_hashes, scan_flows
 
 #: previous kept flows of the victim looked at (the window is these and the current one)
 FLOOD_DEPTH = 63
@@ -49,13 +50,14 @@ NOT_KEPT_KEY = "\x00not_flood"
 def flood_flows(flows: pd.DataFrame) -> np.ndarray:
     """Bool ``[B]``: a failed flow (:func:`~zeekml.windows.scan.failed_flows`: no reply,
     rejected, or a one-way NetFlow record; ICMP not) or an unanswered ICMP request
-    (:func:`unanswered_pings`: a ping flood from spoofed sources, which the victim does
-    not or cannot answer) that is not outbound
+    (:func:`~zeekml.windows.scan.unanswered_pings`: a ping flood from spoofed sources,
+    which the victim does not or cannot answer), together the scan store's kept flows
+    (:func:`~zeekml.windows.scan.scan_flows`), that is not outbound
     (:func:`~zeekml.records.addresses.outbound_flows`) and not to a multicast or broadcast
     address (:func:`~zeekml.records.addresses.group_addresses`: announcements and name
     queries of many local hosts to their subnet's broadcast are never answered), both
     tested only for the failed ones."""
-    out = failed_flows(flows) | unanswered_pings(flows)
+    out = scan_flows(flows)[0]  # the scan store's kept flows (a fresh array)
     rows = np.flatnonzero(out)
     if len(rows):
         cols = [c for c in ("orig_h", "resp_h", "local_orig", "local_resp") if c in flows.columns]

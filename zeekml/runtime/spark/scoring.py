@@ -129,8 +129,8 @@ def _scored(rows: pd.DataFrame, scorer: Any, empty: dict[str, np.ndarray], m: in
             ) -> pd.DataFrame:
     """One call: rows holding whole keys (each key's in stream order) scored from a fresh
     state; the rows to emit, with their verdicts and what the policy stages read."""
-    from zeekml.records.addresses import inbound_flows
-    from zeekml.runtime.pipeline import assemble
+    from zeekml.records.addresses import subject_inbound
+    from zeekml.runtime.pipeline import assemble, notice_subjects
 
     flows = schema.conform(rows, with_labels=False)
     scorer.load_state_dict(empty)  # fresh windows: the call holds whole keys
@@ -141,8 +141,8 @@ def _scored(rows: pd.DataFrame, scorer: Any, empty: dict[str, np.ndarray], m: in
     for col in ("ord", "seg", "file_idx", "source_line", "clock"):
         scored[col] = rows[col].to_numpy()[emit]
     scored["m"] = np.int32(m)
-    scored["inbound"] = ((inbound_flows(flows)[emit] | batch.about_responder)
-                         & (not batch.about_originator))
+    # whom the notice is about, by the local engine's rule (one model: k = 1)
+    scored["inbound"] = subject_inbound(flows, np.flatnonzero(emit), notice_subjects([batch]))
     return scored
 
 
