@@ -19,6 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
 DATA = SHARED / "data"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: zat's sample conn.log (360 real flows, MIT): zeekml ships a byte-for-byte copy as the
+#: README's bundled sample (zeekml/data/sample_conn.log, made by tools/make_sample.py);
+#: tests read it here, where the shared data keeps it (:func:`zat_sample`)
+ZAT_SAMPLE = DATA / "zeek" / "zat-sample" / "conn.log"
 
 # Property tests draw the same examples on every CI run (a red CI is then reproducible);
 # locally they explore new examples each run.
@@ -34,6 +38,12 @@ def need(ok: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(f"required component missing under CI: {what}")
     pytest.skip(f"needs {what}")
+
+
+def zat_sample() -> Path:
+    """:data:`ZAT_SAMPLE`, skipping (locally) or failing (under CI) when it is missing."""
+    need(ZAT_SAMPLE.is_file(), f"zat's sample conn.log at {ZAT_SAMPLE} (shared data)")
+    return ZAT_SAMPLE
 
 
 def need_binary(name: str) -> str:

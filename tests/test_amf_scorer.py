@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import DATA, REPO, need, need_module
+from tests.conftest import DATA, REPO, need, need_module, zat_sample
 from zeekml.errors import ModelError, StateError
 from zeekml.models.amf_scorer import AmfScorer, context_uids
 from zeekml.models.base import Deferred
@@ -299,7 +299,7 @@ def test_a_class_the_card_does_not_emit_can_be_turned_back_on(tmp_path) -> None:
     card = load_card(resolve_model("amf_lstm"))
     silent = [c for c in card.data["classes"] if c != "normal" and card.threshold_for(c) > 1.0]
     assert "dos" in silent
-    sample = Path(__file__).resolve().parents[1] / "zeekml" / "data" / "sample_conn.log"
+    sample = zat_sample()
 
     def rows(*extra: str) -> list[dict[str, str]]:
         out = tmp_path / "v.log"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import DATA, need, need_module
+from tests.conftest import DATA, need, need_module, zat_sample
 from zeekml.cli.main import main
 
 TRAIN = [
@@ -260,7 +260,7 @@ def test_hidden_payload_bytes_are_what_a_netflow_reader_gives() -> None:
     from zeekml.sources import read_table
     from zeekml.train.amf_lstm import hide_payload_bytes
 
-    sample = Path(__file__).resolve().parents[1] / "zeekml" / "data" / "sample_conn.log"
+    sample = zat_sample()
     zeek = read_table(sample).head(20)
     netflow = zeek.copy()
     for col in ("orig_bytes", "resp_bytes"):

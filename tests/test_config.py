@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, zat_sample
 
 from zeekml import defaults
 from zeekml.cli.main import main
@@ -85,7 +85,7 @@ def test_config_file_is_a_config(tmp_path: Path) -> None:
 
 
 def test_bad_value_from_the_cli_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    sample = REPO / "zeekml" / "data" / "sample_conn.log"
+    sample = zat_sample()
     assert main(["score", "--suppress", "-1", "--out", str(tmp_path / "z.log"), str(sample)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "suppress" in err[0]

@@ -17,17 +17,18 @@ from pathlib import Path
 import pytest
 from test_syslog import Rsyslog, _free_port, rsyslog  # noqa: F401 - fixture
 
-from tests.conftest import REPO
+from tests.conftest import REPO, ZAT_SAMPLE, zat_sample
 from zeekml.runtime.pipeline import Counters
 from zeekml.sinks.base import Delivery, sink_delivery
 
-SAMPLE = REPO / "zeekml" / "data" / "sample_conn.log"
+SAMPLE = ZAT_SAMPLE
 #: lowered thresholds: the shipped models raise no notice on the sample, and these tests
 #: need notices to deliver (18 of them, see docs/models.md)
 LOWER = ("--threshold", "amf_lstm:portscan=0.8", "--suppress", "0")
 
 
 def _score(tmp: Path, *args: str, quiet: bool = False) -> subprocess.CompletedProcess[str]:
+    zat_sample()
     return subprocess.run([sys.executable, "-m", "zeekml.cli.main", *(["-q"] if quiet else []),
                            "score", "--threads", "1", "--out", str(tmp / "z.log"), *LOWER, *args,
                            str(SAMPLE)],

@@ -56,3 +56,15 @@ def test_readme_is_short_and_links_every_doc_page() -> None:
     assert len(readme.splitlines()) < 150
     for page in (REPO / "docs").glob("*.md"):
         assert f"docs/{page.name}" in readme, f"README does not link docs/{page.name}"
+
+
+def test_the_bundled_sample_is_zats_conn_log_byte_for_byte() -> None:
+    """The README's first command scores ``zeekml/data/sample_conn.log``, the one data file
+    zeekml ships: zat's MIT-licensed sample (its notice beside it), copied by
+    ``tools/make_sample.py``. The tests read it from the shared data; this keeps the
+    shipped copy exactly that file."""
+    from conftest import zat_sample
+
+    shipped = REPO / "zeekml" / "data" / "sample_conn.log"
+    assert shipped.read_bytes() == zat_sample().read_bytes()
+    assert "MIT License" in (shipped.parent / "sample_conn.log.LICENSE").read_text()

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, need
+from tests.conftest import DATA, ZAT_SAMPLE, need, zat_sample
 from zeekml.errors import StateError
 from zeekml.features.flow_stats import flow_features
 from zeekml.records.schema import conform
@@ -20,7 +20,7 @@ from zeekml.windows.host_window import (
     standalone,
 )
 
-SAMPLE = "zeekml/data/sample_conn.log"
+SAMPLE = ZAT_SAMPLE
 CAPTURE = DATA / "zeek" / "stratosphere-008-mixed" / "conn.log.labeled"
 FAN = [FANOUT_WINDOW_FEATURES.index(f) for f in FANOUT_FEATURES]
 
@@ -111,6 +111,7 @@ def test_batch_cuts_do_not_change_windows_on_a_real_capture() -> None:
 
 
 def test_state_round_trip_continues_exactly() -> None:
+    zat_sample()
     df = read_table(SAMPLE)
     whole = HostWindows(10, "local_dir", fanout=True).push(df, flow_features(df)).x
     a, b = df.iloc[:150].reset_index(drop=True), df.iloc[150:].reset_index(drop=True)
@@ -133,6 +134,7 @@ def test_depth_counts_the_fanout_history() -> None:
 
 
 def test_sampled_rows_get_the_fanout_of_a_flow_alone() -> None:
+    zat_sample()
     df = read_table(SAMPLE)
     w = standalone(HostWindows(10, "local_dir", fanout=True).push(df, flow_features(df)))
     last = w.x[:, -1, :]

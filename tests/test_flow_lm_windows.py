@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
+from conftest import zat_sample
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,7 +97,7 @@ def test_key_codes_factorize_like_pandas_in_first_appearance_order() -> None:
     from zeekml.sources.open import read_flows
     from zeekml.windows.conversation import conversation_key_codes
 
-    df = next(iter(read_flows(str(Path(__file__).parents[1] / "zeekml/data/sample_conn.log"))))
+    df = next(iter(read_flows(str(zat_sample()))))
     keys = conversation_keys(df)
     want_codes, want_uniques = pd.factorize(keys, use_na_sentinel=False)
     codes, uniques = conversation_key_codes(df)

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA, REPO, need, need_binary
+from conftest import DATA, REPO, ZAT_SAMPLE, need, need_binary, zat_sample
 
 from zeekml.cli.main import main as zeekml
 
 sys.path.insert(0, str(REPO / "tools"))
 
-SAMPLE = REPO / "zeekml" / "data" / "sample_conn.log"
+SAMPLE = ZAT_SAMPLE
 FTP = DATA / "nfdump" / "pcap-zeek-ftp-bruteforce" / "nfcapd"
 CARDS = {"scan": REPO / "onnx_models" / "scan.card.json",
          "bruteforce": REPO / "onnx_models" / "bruteforce.card.json"}
@@ -40,6 +40,7 @@ def _run(tool, argv: list[str]) -> str:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
+    zat_sample()
     need_binary("nfdump")
     need(FTP.is_dir(), f"the capture {FTP}")
     path = tmp_path_factory.mktemp("corpus") / "corpus.json"
@@ -63,6 +64,7 @@ def _cli_counts(path: Path, card: Path, tmp: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("name", ["scan", "bruteforce"])
 def test_scan_report_counts_what_zeekml_score_counts(corpus: Path, tmp_path: Path, name: str) -> None:
+    zat_sample()
     import scan_report
 
     got = json.loads(_run(scan_report, ["--corpus", str(corpus), "--card", str(CARDS[name]), "--json"]))
@@ -79,6 +81,7 @@ def test_scan_report_counts_what_zeekml_score_counts(corpus: Path, tmp_path: Pat
 def test_detection_report_rates_and_count_rows(corpus: Path, tmp_path: Path) -> None:
     """Model rows: recall, precision and FPR of an out-of-fold file at ``score >=
     threshold``, counted here independently; count rows: the notices zeekml score gives."""
+    zat_sample()
     import detection_report
 
     from zeekml.sources import read_table

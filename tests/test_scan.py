@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, changed_card, need, need_binary
+from tests.conftest import DATA, ZAT_SAMPLE, changed_card, need, need_binary, zat_sample
 from zeekml.errors import ModelError
 from zeekml.models.card import load_card
 from zeekml.models.registry import ScorerOptions, bundled_dir, load_scorer, load_scorers
@@ -29,7 +29,7 @@ from zeekml.windows.scan import (
     scan_keys,
 )
 
-SAMPLE = Path(__file__).resolve().parents[1] / "zeekml" / "data" / "sample_conn.log"
+SAMPLE = ZAT_SAMPLE
 CARD = bundled_dir() / "scan.card.json"
 
 
@@ -284,6 +284,7 @@ def test_spark_state_keys_put_a_failed_flow_with_its_originator() -> None:
 def test_the_bundled_sample_fan_out_is_found() -> None:
     """192.168.33.10's udp/16464 fan-out (202 addresses, 140 unanswered) raises a notice;
     nothing else in the sample does."""
+    zat_sample()
     from zeekml.policy.notice import NoticePolicy, PolicyConfig
     from zeekml.runtime.pipeline import assemble
 

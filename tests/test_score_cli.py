@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, need
+from tests.conftest import DATA, need, zat_sample
 from tests.test_pipeline import tiny_models  # noqa: F401 - fixture
 from zeekml.cli.main import main
 from zeekml.errors import FormatError
@@ -341,7 +341,7 @@ def test_readme_command_with_the_bundled_models(tmp_path, capsys) -> None:
 
     models = bundled_models()
     need(bool(models), "the bundled models in onnx_models/")
-    sample = Path(__file__).resolve().parents[1] / "zeekml" / "data" / "sample_conn.log"
+    sample = zat_sample()
     os.chdir(tmp_path)
     assert score("--all", "--out", "zeekml.log", str(sample)) == 0
     flows = read_table(sample)
@@ -363,7 +363,7 @@ def test_readme_command_with_the_bundled_models(tmp_path, capsys) -> None:
 def test_out_to_a_character_device_is_not_an_error(models, tmp_path) -> None:
     """``--out /dev/null`` or an ECS sink to it: fsync cannot apply there and must not fail."""
     need(Path("/dev/null").exists(), "/dev/null")
-    sample = Path(__file__).resolve().parents[1] / "zeekml" / "data" / "sample_conn.log"
+    sample = zat_sample()
     assert score("--all", *models, "--out", "/dev/null", str(sample)) == 0
     out = tmp_path / "z.log"
     assert score("--all", *models, "--sink", "ecs:/dev/null", "--out", str(out), str(sample)) == 0

@@ -26,7 +26,7 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, REPO, need, need_module
+from tests.conftest import DATA, REPO, need, need_module, zat_sample
 from tests.test_pipeline import KIND, build_tiny_model
 from zeekml.errors import ParseError
 from zeekml.features.flow_stats import flow_features
@@ -374,7 +374,7 @@ def test_relative_paths_after_chdir_equal_local(spark, models, tmp_path, monkeyp
     from zeekml.runtime.spark import SparkOptions, score_files
 
     (tmp_path / "in").mkdir()
-    shutil.copy(REPO / "zeekml" / "data" / "sample_conn.log", tmp_path / "in" / "conn.log")
+    shutil.copy(zat_sample(), tmp_path / "in" / "conn.log")
     monkeypatch.chdir(tmp_path)  # the session started elsewhere: "in/conn.log" is not there
     assert not (Path(spark.sparkContext._jvm.java.lang.System.getProperty("user.dir"))
                 / "in" / "conn.log").exists()

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from test_syslog import _free_port
 
-from tests.conftest import REPO, need_module
+from tests.conftest import REPO, ZAT_SAMPLE, need_module, zat_sample
 from tests.test_pipeline import tiny_models  # noqa: F401 - fixture
 from tests.test_tail import FAST, TailProc, append, data_lines, model_args, n_models
 from zeekml.errors import ConfigError
@@ -30,7 +30,7 @@ from zeekml.runtime.tail_sources import FileTail
 from zeekml.sources.options import ReadOptions
 from zeekml.sources.skips import SkipLog
 
-SAMPLE = REPO / "zeekml" / "data" / "sample_conn.log"
+SAMPLE = ZAT_SAMPLE
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -72,6 +72,7 @@ def wait_metrics(port: int, ok, proc: TailProc, timeout: float = 60) -> dict[str
 
 def sample_parts() -> tuple[bytes, list[bytes]]:
     """The bundled sample as its header and its data lines."""
+    zat_sample()
     lines = SAMPLE.read_bytes().splitlines(keepends=True)
     head = [ln for ln in lines if ln.startswith(b"#") and not ln.startswith(b"#close")]
     rows = [ln for ln in lines if not ln.startswith(b"#")]
@@ -179,6 +180,7 @@ def test_metrics_and_summary_show_drops_of_a_down_collector(tmp_path: Path, mode
 
 
 def test_metrics_port_in_use_and_bad_address(tmp_path: Path) -> None:
+    zat_sample()
     need_module("prometheus_client")
     import subprocess
     import sys

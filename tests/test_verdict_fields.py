@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA, REPO, need
+from conftest import DATA, ZAT_SAMPLE, need, zat_sample
 from test_incidents import zeek_rows
 
 from zeekml.cli.main import main
 from zeekml.records.verdicts import DECISIONS, NORMAL
 from zeekml.sinks.cef import message
 
-SAMPLE = REPO / "zeekml" / "data" / "sample_conn.log"
+SAMPLE = ZAT_SAMPLE
 #: lowered thresholds, so that these captures have notices, suppressed and allowed rows
 #: (at the shipped thresholds neither capture gives a notice)
 LOWER = ["--threshold", "amf_lstm:portscan=0.8", "--threshold", "amf_lstm:c2=0.8",
@@ -48,6 +48,7 @@ def _notice_hosts(df: pd.DataFrame) -> list[str]:
 
 @pytest.mark.parametrize("src", [SAMPLE, HELD_OUT], ids=["sample", "slips-test18"])
 def test_fields_mean_one_thing(tmp_path: Path, src: Path) -> None:
+    zat_sample()
     need(src.exists(), f"the capture {src}")
     first = _run(tmp_path, src)
     hosts = _notice_hosts(first)
@@ -86,6 +87,7 @@ def test_fields_mean_one_thing(tmp_path: Path, src: Path) -> None:
 
 
 def test_without_all_only_notices_are_written(tmp_path: Path) -> None:
+    zat_sample()
     out = tmp_path / "z.log"
     assert main(["-q", "score", "--out", str(out), "--suppress", "0", *LOWER, str(SAMPLE)]) == 0
     df = read_zeek_ascii(out)
@@ -94,6 +96,7 @@ def test_without_all_only_notices_are_written(tmp_path: Path) -> None:
 
 def test_message_says_the_decision(tmp_path: Path) -> None:
     """Syslog MSG / CEF Name / ECS message of a non-notice never claims a crossing."""
+    zat_sample()
     df = _run(tmp_path, SAMPLE)
     msgs = message(df.rename(columns={"id.orig_h": "orig_h", "id.orig_p": "orig_p",
                                       "id.resp_h": "resp_h", "id.resp_p": "resp_p"}))

@@ -9,8 +9,9 @@ and, once intended, a visible diff of these files::
     python tools/make_golden.py            # rewrite tests/golden/
     git diff --stat tests/golden/          # what changed, capture by capture
 
-The captures are read from ../shared/data (never copied into the repository); the bundled
-sample ships with zeekml.
+The captures are read from ../shared/data (never copied into the repository), the bundled
+sample too (zat's conn.log there, of which zeekml/data/sample_conn.log is a byte-for-byte copy:
+tests/test_docs.py checks it).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ GOLDEN = REPO / "tests" / "golden"
 
 #: golden name -> input (a Zeek conn.log, an nfcapd directory, an Argus binetflow)
 CAPTURES: dict[str, Path] = {
-    "sample": REPO / "zeekml" / "data" / "sample_conn.log",
+    "sample": DATA / "zeek" / "zat-sample" / "conn.log",
     "slips-test18-zeek": DATA / "zeek" / "slips-test18-ctu-sme-11" / "conn.log.labeled",
     "slips-test19-nfcapd": DATA / "nfdump" / "pcap-slips-test19-ssh-bruteforce" / "nfcapd",
     "zeek-ftp-bruteforce-nfcapd": DATA / "nfdump" / "pcap-zeek-ftp-bruteforce" / "nfcapd",
