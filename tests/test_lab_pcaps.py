@@ -53,3 +53,35 @@ def test_an_xmas_probe_reads_as_zeek_writes_it(tmp_path) -> None:
     t = read_table([str(_nfcapd(tmp_path, "nmap-xmas"))])
     answered = t[t["resp_pkts"].fillna(0) > 0]
     assert len(answered) >= 90 and set(answered["history"]) == {"Fr"}
+
+
+AMF_ALL = [f"amf_lstm:{c}=0" for c in ("ddos", "dos", "portscan", "c2", "bruteforce",
+                                        "webattack", "infiltration")]
+
+
+def test_an_inbound_sweep_flagged_by_a_flow_model_is_about_the_sweeper(tmp_path) -> None:
+    """The ping sweep from outside, every flow flagged by the AMF-LSTM (thresholds 0): one
+    notice per local host it reached before the sweep rule (224), and with it
+    (``--sweep-hosts``, default 5) the first four hosts' and one about the sweeper, whose
+    incident holds the rest of the sweep."""
+    import pandas as pd
+
+    from zeekml.cli.main import main
+
+    d = _nfcapd(tmp_path, "nmap-ping")
+    got = {}
+    for sweep in ("5", "0"):
+        out, inc = tmp_path / f"n{sweep}.json", tmp_path / f"i{sweep}.json"
+        args = ["score", "--model", "amf_lstm", "--sweep-hosts", sweep, "--out-format", "json",
+                "--out", str(out), "--incidents", str(inc), str(d)]
+        for t in AMF_ALL:
+            args += ["--threshold", t]
+        assert main(args) == 0
+        got[sweep] = (pd.read_json(out, lines=True), pd.read_json(inc, lines=True))
+    swept = got["0"][0]["id.resp_h"].nunique()
+    assert len(got["0"][0]) == swept >= 200 and len(got["0"][1]) == swept
+    notices, incidents = got["5"]
+    assert len(notices) == 5 and notices["n"].sum() == got["0"][0]["n"].sum()
+    assert notices["n"].max() > 0.9 * notices["n"].sum()
+    big = incidents.loc[incidents["flows"].idxmax()]
+    assert len(incidents) == 5 and big["host"] == "198.51.100.23" and big["role"] == "orig"

@@ -554,6 +554,52 @@ def test_suppression_by_local_host_equals_local_engine(spark, models, tmp_path) 
     assert notices["orig"] > 1000 and notices["host"] < notices["orig"] / 20
 
 
+def test_sweep_subject_equals_local_engine(spark, tmp_path) -> None:
+    """An inbound ping sweep (the lab's nmap-ping.pcap as nfcapd, real nfpcapd and
+    nfdump), every flow flagged by the AMF-LSTM: the Spark engine decides sweepers by
+    originator before suppression and writes the local engine's notices and incidents,
+    a handful (224 without it)."""
+    import subprocess
+
+    from tests.conftest import need_binary
+    from tests.test_lab_pcaps import AMF_ALL, LAB
+    from zeekml.models.registry import resolve_model
+    from zeekml.policy.incidents import IncidentConfig, IncidentTracker
+    from zeekml.policy.notice import parse_threshold
+    from zeekml.runtime.spark import SparkOptions, score_files
+
+    nfpcapd = need_binary("nfpcapd")
+    need_binary("nfdump")
+    d = tmp_path / "nfcapd"
+    d.mkdir()
+    subprocess.run([nfpcapd, "-r", str(LAB / "nmap-ping.pcap"), "-w", str(d)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={"TZ": "UTC", "PATH": "/usr/bin:/bin"})
+    models = [str(resolve_model("amf_lstm")), str(resolve_model("scan"))]
+    config = PolicyConfig(suppress=600.0, thresholds=dict(map(parse_threshold, AMF_ALL)))
+    icfg = IncidentConfig()
+    score_files(spark, [str(d)], str(tmp_path / "out"), models=models, config=config,
+                options=SparkOptions(buckets=4), out_format="parquet",
+                incidents_dir=str(tmp_path / "inc"), incident_config=icfg)
+    got = pd.read_parquet(tmp_path / "out")
+    exp, _ = local_engine([str(d)], models, config)
+    assert_same(got, exp)
+    assert (got["model"] == "amf_lstm").sum() == 5
+    scorers = [registry.load_scorer(m, registry.ScorerOptions(threads=1)) for m in models]
+    sink = _Collect()
+    sink.unit = "incident"
+    score_inputs(expand_inputs([str(d)]), Pipeline(scorers, NoticePolicy(config), [sink],
+                                                   pairer=Pairer(),
+                                                   incidents=IncidentTracker(icfg)),
+                 skips=SkipLog())
+    want = pd.concat(sink.frames, ignore_index=True)
+    inc = pd.read_parquet(tmp_path / "inc")
+    assert Counter(zip(inc["host"], inc["verdict"], inc["flows"], strict=True)) == Counter(
+        zip(want["host"], want["verdict"], want["flows"], strict=True))
+    sweeper = want[want["host"] == "198.51.100.23"]
+    assert (sweeper["flows"] > 300).any() and len(want) < 12
+
+
 def test_unkept_flows_scored_where_read_equal_local(spark, tmp_path) -> None:
     """The flows a count detector's store never takes skip the cut (``ModelSpec.unkept``)
     and are scored in their segment's task: with thresholds of 0 every one of them is

@@ -46,6 +46,10 @@ SUPPRESS_SECONDS = 600.0
 #: the host of that key: "host" (the local responder of an inbound flow, else the
 #: originator: one notice for a flood on one server) or "orig" (always the originator)
 SUPPRESS_BY = "host"
+#: with it: an outside host a model flags against this many distinct local hosts (one
+#: verdict, within the suppression interval) is the key's host itself (a sweep: one
+#: notice about the sweeper, not one per local host)
+SWEEP_HOSTS = 5
 #: seconds between state checkpoints of ``score`` over large inputs
 CHECKPOINT_SECONDS = 60.0
 #: seconds: ``score --state`` commits after an input whose rows are all written, but not

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size and --threads must be >= 1")
     base = score.build_policy(argparse.Namespace(config=args.config, threshold=args.threshold,
                                                  allow=args.allow, suppress=args.suppress,
-                                                 suppress_by=args.suppress_by, all=False))
+                                                 suppress_by=args.suppress_by,
+                                                 sweep_hosts=args.sweep_hosts, all=False))
     icfg = IncidentConfig(gap=args.incident_gap, update=args.incident_update)
     scorers = score.build_scorers(args)
     policy = CandidatePolicy(base, args.allow_lower)
@@ -122,6 +123,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"suppression interval in force (default {defaults.SUPPRESS_SECONDS:g})")
     p.add_argument("--suppress-by", choices=SUPPRESS_BY, default=None,
                    help=f"suppression key's host in force, as for score (default {defaults.SUPPRESS_BY})")
+    p.add_argument("--sweep-hosts", type=int, default=None, metavar="N",
+                   help=f"sweeper keys in force, as for score (default {defaults.SWEEP_HOSTS})")
     p.add_argument("--incident-gap", type=_seconds, default=defaults.INCIDENT_GAP, metavar="SECONDS",
                    help="incident idle gap, as for score (default %(default)g)")
     p.add_argument("--incident-update", type=_seconds, default=defaults.INCIDENT_UPDATE, metavar="SECONDS",

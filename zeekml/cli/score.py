@@ -55,6 +55,8 @@ def build_policy(args: argparse.Namespace) -> PolicyConfig:
         suppress=base.suppress if args.suppress is None else args.suppress,
         suppress_by=(base.suppress_by if getattr(args, "suppress_by", None) is None
                      else args.suppress_by),
+        sweep_hosts=(base.sweep_hosts if getattr(args, "sweep_hosts", None) is None
+                      else args.sweep_hosts),
         all_flows=base.all_flows or bool(args.all))
 
 
@@ -290,7 +292,8 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", action="append", default=[], metavar="CLASS=VALUE",
                    help="override a class threshold (CLASS=V or MODEL:CLASS=V; repeatable)")
     p.add_argument("--config", type=Path, metavar="FILE",
-                   help="JSON file with thresholds, allow, suppress, suppress_by, all")
+                   help="JSON file with thresholds, allow, suppress, suppress_by, "
+                        "sweep_hosts, all")
     p.add_argument("--allow", action="append", default=[], metavar="CIDR_OR_HOST",
                    help="never raise notices for flows with this host/subnet (repeatable)")
     p.add_argument("--suppress", type=float, default=None, metavar="SECONDS",
@@ -301,6 +304,11 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
                    help="the host of that key: 'host' = the local responder of an inbound "
                         "flow, else the originator (a flood on one server is one notice), "
                         f"'orig' = always the originator (default {defaults.SUPPRESS_BY})")
+    p.add_argument("--sweep-hosts", type=int, default=None, metavar="N",
+                   help="with --suppress-by host: an outside host a model flags against N "
+                        "local hosts (one verdict) is the key's host itself from then on (a "
+                        "sweep: one notice about it, not one per local host; 0 = never; "
+                        f"default {defaults.SWEEP_HOSTS})")
     p.add_argument("--threads", type=int, default=defaults.THREADS,
                    help="graph calls of the first model run at once (each on one onnxruntime "
                         "thread); the models of a batch run "

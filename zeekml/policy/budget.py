@@ -196,6 +196,9 @@ def notice_times(rows: pd.DataFrame, thresholds: dict[str, float], base: PolicyC
     })
     if "inbound" in rows.columns:  # the suppression key's host, as at run time
         scored["inbound"] = rows["inbound"].to_numpy(dtype=bool)
+    if "by_direction" in rows.columns:  # which rows may be a sweeper's
+        scored["by_direction"] = rows["by_direction"].astype("boolean").fillna(True).to_numpy(
+            dtype=bool)
     ticks = scored.assign(ts=rows["act"].to_numpy(dtype=np.float64), score=np.nan)
     order = np.empty(2 * n, dtype=np.int64)
     order[0::2] = np.arange(n) + n
@@ -329,7 +332,8 @@ class Calibration:
         th.update({c.key: c.threshold for c in self.classes
                    if c.threshold != c.floor or c.key in th or c.named})
         out: dict[str, Any] = {"thresholds": th, "suppress": base.suppress,
-                               "suppress_by": base.suppress_by}
+                               "suppress_by": base.suppress_by,
+                               "sweep_hosts": base.sweep_hosts}
         if base.allow:
             out["allow"] = [str(n) for n in base.allow]
         return out

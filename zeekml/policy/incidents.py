@@ -18,8 +18,9 @@ holds flows of each kind). A flow is inbound when its responder is local and its
 originator is not: local as Zeek marked it (``local_orig``/``local_resp``, from
 ``Site::local_nets``) when it marked either side of the flow, else by address
 (RFC 1918, unique-local, link-local and loopback ranges; see
-:func:`zeekml.records.addresses.is_private`). Models that report the same class for
-one host share its incidents.
+:func:`zeekml.records.addresses.is_private`), and its originator is not one the notice
+policy keys by itself as a sweeper (:mod:`zeekml.policy.sweep`). Models that
+report the same class for one host share its incidents.
 
 **Episode (log time).** Each flagged flow has an *activity time*: the stream's log
 clock at its row (the running maximum of ``ts``, as the notice policy uses). An
@@ -62,7 +63,7 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.errors import ConfigError, StateError
-from zeekml.records.addresses import subject_inbound
+from zeekml.records.addresses import subject_by_direction, subject_inbound
 from zeekml.records.incidents import INCIDENT_COLUMNS, INCIDENT_DTYPES, empty_incidents
 
 STATE_VERSION = 1
@@ -76,7 +77,7 @@ MAX_MODELS = 62
 FLOW_FIELDS = ("ts", "uid", "orig_h", "resp_h", "resp_p", "model", "verdict", "score",
                "context")
 #: the tracker's input columns (:func:`flagged_rows` makes them)
-INPUT_COLUMNS = (*FLOW_FIELDS, "act", "opener", "inbound", "flow")
+INPUT_COLUMNS = (*FLOW_FIELDS, "act", "opener", "inbound", "flow", "by_direction")
 
 _SEP = "\x1f"
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -139,12 +140,20 @@ def flagged_from_decision(decision: Any, flows: pd.DataFrame, models: int,
     inbound = np.zeros(len(flagged), dtype=bool)
     inbound[idx] = subject_inbound(flows, idx, np.zeros(models, dtype=np.int8)
                                    if subjects is None else subjects)
+    swept = getattr(decision, "swept", None)
+    if swept is not None:  # a sweeper: the notice is about it (zeekml.policy.sweep)
+        inbound &= ~np.asarray(swept, dtype=bool)
     # rows holds the batch, or only the positions the decision names (the flagged among them)
     pos = getattr(decision, "positions", None)
     on = slice(None) if pos is None else pos
-    return flagged_rows(decision.rows, flagged[on], np.asarray(decision.notice)[on],
-                        np.asarray(decision.clock)[on], inbound[on],
-                        (np.arange(len(flagged)) // models)[on])
+    x = flagged_rows(decision.rows, flagged[on], np.asarray(decision.notice)[on],
+                     np.asarray(decision.clock)[on], inbound[on],
+                     (np.arange(len(flagged)) // models)[on])
+    # which rows' subject follows the direction (what a sweeper's may be): calibration
+    # decides notices again from these rows
+    about = np.zeros(models, dtype=np.int8) if subjects is None else subjects
+    x["by_direction"] = subject_by_direction(np.arange(len(flagged))[on][flagged[on]], about)
+    return x
 
 
 def _text(values: Any) -> np.ndarray:

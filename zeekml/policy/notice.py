@@ -33,6 +33,10 @@ threshold for that class. This module decides, vectorized over a batch:
    and clears it for every row of a model whose notices are about the originator:
    ``ScoreBatch.about_originator``, the scan detector's scanner);
    without it the addresses decide.
+   One exception (:mod:`zeekml.policy.sweep`): an outside originator that a model
+   flags, with one verdict, against ``sweep_hosts`` distinct local hosts (a sweep, not a
+   flood) is keyed by itself from then on, as Zeek keys a scanner, rather than
+   one notice per local host it reaches.
 
 After each :meth:`NoticePolicy.decide`, :attr:`NoticePolicy.decision` holds what was
 decided for every row of the batch (flagged, notice, stream clock): the incident
@@ -61,6 +65,7 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.errors import ConfigError, StateError
+from zeekml.policy.sweep import SweepKeys
 from zeekml.records.addresses import is_private
 from zeekml.records.text_arrays import decode_texts, encode_texts
 from zeekml.records.verdicts import (
@@ -127,8 +132,15 @@ class PolicyConfig:
     #: whose notices a suppression window folds: "host" (the local side of an inbound
     #: flow, else the originator) or "orig" (the originator); see the module docstring
     suppress_by: str = defaults.SUPPRESS_BY
+    #: with ``suppress_by = "host"``: an outside originator flagged against this many
+    #: local hosts (one model, one verdict) is the key's host itself; 0 = never
+    sweep_hosts: int = defaults.SWEEP_HOSTS
 
     def __post_init__(self) -> None:
+        if (not isinstance(self.sweep_hosts, int) or isinstance(self.sweep_hosts, bool)
+                or self.sweep_hosts < 0):
+            raise ConfigError(f"sweep_hosts must be a whole number >= 0, got "
+                              f"{self.sweep_hosts!r}")
         if not (self.suppress >= 0 and math.isfinite(self.suppress)):
             raise ConfigError(f"suppression interval must be >= 0 seconds, got {self.suppress}")
         if self.suppress_by not in SUPPRESS_BY:
@@ -146,7 +158,7 @@ class PolicyConfig:
 
         ``{"thresholds": {"c2": 0.9, "flow_lm:anomaly": 8.0},
         "allow": ["10.0.0.0/8", "192.0.2.7"], "suppress": 3600, "suppress_by": "host",
-        "all": false}``
+        "sweep_hosts": 5, "all": false}``
         """
         p = Path(path)
         if p.stat().st_size > MAX_CONFIG_BYTES:
@@ -157,7 +169,8 @@ class PolicyConfig:
             raise ConfigError(f"{p}: config is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: config must be a JSON object")
-        unknown = set(data) - {"thresholds", "allow", "suppress", "suppress_by", "all"}
+        unknown = set(data) - {"thresholds", "allow", "suppress", "suppress_by", "sweep_hosts",
+                               "all"}
         if unknown:
             raise ConfigError(f"{p}: unknown config keys: {', '.join(sorted(unknown))}")
         out: dict[str, Any] = {}
@@ -182,6 +195,11 @@ class PolicyConfig:
             if data["suppress_by"] not in SUPPRESS_BY:
                 raise ConfigError(f"{p}: 'suppress_by' must be one of {', '.join(SUPPRESS_BY)}")
             out["suppress_by"] = data["suppress_by"]
+        if "sweep_hosts" in data:
+            f = data["sweep_hosts"]
+            if not isinstance(f, int) or isinstance(f, bool) or f < 0:
+                raise ConfigError(f"{p}: 'sweep_hosts' must be a whole number >= 0")
+            out["sweep_hosts"] = f
         if "all" in data:
             if not isinstance(data["all"], bool):
                 raise ConfigError(f"{p}: 'all' must be true or false")
@@ -233,6 +251,9 @@ class Decision:
     #: the batch positions ``rows`` holds when it holds only some (every flagged row is
     #: among them); ``None``: ``rows`` is the whole batch
     positions: np.ndarray | None = None
+    #: per batch row: an inbound flow keyed by its originator, a sweeper
+    #: (:mod:`zeekml.policy.sweep`); ``None``: none was
+    swept: np.ndarray | None = None
 
 
 def _running_max(ts: np.ndarray, start: float) -> np.ndarray:
@@ -255,7 +276,7 @@ def subject_hosts(df: pd.DataFrame, rows: np.ndarray, inbound: np.ndarray | None
     return resp.where(np.asarray(inbound, dtype=bool), orig)
 
 
-def _key_strings(df: pd.DataFrame, rows: np.ndarray, inbound: np.ndarray | None = None,
+def key_strings(df: pd.DataFrame, rows: np.ndarray, inbound: np.ndarray | None = None,
                  by: str = "orig") -> tuple[np.ndarray, np.ndarray]:
     """Factorize ``(host, verdict, model)`` of some rows: (codes, unique key strings).
 
@@ -297,6 +318,10 @@ class NoticePolicy:
         self.suppressed = 0
         self.decision: Decision | None = None
         self._context: Callable[[np.ndarray], np.ndarray] | None = None
+        self._swept: np.ndarray | None = None
+        self._direction: np.ndarray | None = None  # per row of the batch decided
+        self._sweep = SweepKeys(self.config.sweep_hosts if self.config.suppress_by == "host" else 0,
+                           self.config.suppress)
         self._clear_open()
 
     def _clear_open(self) -> None:
@@ -358,6 +383,10 @@ class NoticePolicy:
         crossing = crosses(score, th)  # of the given rows
         inbound = (df["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool)
                    if "inbound" in df.columns else None)
+        if inbound is not None and "by_direction" in df.columns:  # no sweeper but these
+            self._direction = df["by_direction"].astype("boolean").fillna(True).to_numpy(bool)
+        else:
+            self._direction = None
         verdict = df["cls"].astype("str").where(crossing, NORMAL).fillna(NORMAL)
         given = crossing.copy()
         if self.allow:
@@ -381,6 +410,7 @@ class NoticePolicy:
         base = self._seq
         emitted = None
         self._context = context
+        self._swept = None
         try:
             if self.config.suppress <= 0:
                 notice = candidate
@@ -395,7 +425,7 @@ class NoticePolicy:
             self._context = None
         self._seq += b
         self._max_ts = float(cm[-1])
-        self.decision = Decision(out, candidate, notice, cm, pos)
+        self.decision = Decision(out, candidate, notice, cm, pos, self._swept)
         if self.config.all_flows:
             out = out.assign(notice=pd.array(notice, dtype="boolean"),
                              n=pd.array(np.ones(b, dtype=np.int64), dtype="Int64"))
@@ -404,6 +434,26 @@ class NoticePolicy:
             return conform_verdicts(out[notice if pos is None else notice[pos]]
                                     .assign(notice=True, n=1))
         return emitted
+
+    def _sweepers(self, df: pd.DataFrame, cand: np.ndarray, at_cand: np.ndarray,
+                 about: np.ndarray | None, eff_ts: np.ndarray, cm: np.ndarray) -> np.ndarray:
+        """The candidates' ``inbound`` with those of a sweeping originator cleared
+        (:mod:`zeekml.policy.sweep`); sets :attr:`_swept` per batch row."""
+        if about is None:
+            about = (is_private(df["resp_h"].iloc[at_cand])
+                     & ~is_private(df["orig_h"].iloc[at_cand]))
+        about = np.array(about, dtype=bool)
+        inb = np.flatnonzero(about if self._direction is None
+                             else about & self._direction[at_cand])
+        codes, keys = key_strings(df, at_cand[inb], by="orig")
+        swept = self._sweep.swept(codes, keys, df["resp_h"].iloc[at_cand[inb]].to_numpy(object),
+                                  eff_ts[cand[inb]], cm[cand[inb]],
+                                  float(cm[-1]) if len(cm) else -np.inf)
+        if swept.any():
+            about[inb[swept]] = False
+            self._swept = np.zeros(len(cm), dtype=bool)
+            self._swept[cand[inb[swept]]] = True
+        return about
 
     def _fill_context(self, df: pd.DataFrame, rows: np.ndarray) -> None:
         """Context cells of the given rows of ``df`` from the ``context`` given to
@@ -439,8 +489,10 @@ class NoticePolicy:
             return r if loc is None else loc[r]
 
         at_cand = at(cand)
-        codes, ukeys = _key_strings(df, at_cand, None if inbound is None else inbound[at_cand],
-                                    self.config.suppress_by)
+        about = None if inbound is None else inbound[at_cand]
+        if self.config.suppress_by == "host" and self._sweep.hosts > 0:
+            about = self._sweepers(df, cand, at_cand, about, eff_ts, cm)
+        codes, ukeys = key_strings(df, at_cand, about, self.config.suppress_by)
         u = len(ukeys)
         n_open = len(self._okeys)
         # where each open window closes in this batch (b = not in it)
@@ -579,6 +631,7 @@ class NoticePolicy:
             "count": self._on.astype(np.int64),
             "opener": self._opos.astype(np.int64),
             "records_utf8": np.frombuffer(json.dumps(recs).encode("utf-8"), dtype=np.uint8),
+            **self._sweep.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
@@ -622,6 +675,7 @@ class NoticePolicy:
             # is always a notice whose candidate is its verdict
             rows["candidate"] = rows["candidate"].fillna(rows["verdict"])
             rows["decision"] = rows["decision"].fillna(NOTICE)
+            self._sweep.load_state_dict(state)
             self._max_ts = float(state["max_ts"])
             self._seq = int(state["seq"])
             self.suppressed = int(state["suppressed"])

@@ -102,6 +102,18 @@ def subject_inbound(flows: pd.DataFrame, rows: np.ndarray, about: np.ndarray) ->
     return np.asarray(out, dtype=bool)
 
 
+def subject_by_direction(rows: np.ndarray, about: np.ndarray) -> np.ndarray:
+    """Per flow-major scored row (as :func:`subject_inbound`'s): does whom its notice is
+    about follow the flow's direction (its model's ``about`` is 0), rather than being fixed
+    by the model (the flood detector's victim, the scan detector's scanner)? Only those
+    rows can be a sweeper's (:mod:`zeekml.policy.sweep`)."""
+    a = np.asarray(about).astype(np.int8)
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(a):
+        return np.ones(len(rows), dtype=bool)
+    return np.asarray(a[rows % len(a)] == 0, dtype=bool)
+
+
 def inbound_of(flows: pd.DataFrame, flow: np.ndarray) -> np.ndarray:
     """:func:`inbound_flows` of the flows at positions ``flow`` (repeats allowed), each
     distinct flow tested once."""

@@ -48,7 +48,7 @@ from zeekml.models.base import Deferred, ScoreBatch, Scorer
 from zeekml.models.card import ModelCard
 from zeekml.policy.incidents import IncidentTracker, flagged_from_decision
 from zeekml.policy.notice import NoticePolicy, crosses
-from zeekml.records.addresses import subject_inbound
+from zeekml.records.addresses import subject_by_direction, subject_inbound
 from zeekml.records.verdicts import empty_verdicts
 from zeekml.runtime.lanes import ScorerLanes, can_lane
 from zeekml.runtime.state import RunState, StateStore
@@ -276,6 +276,7 @@ def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: Not
             hit = np.flatnonzero(crossing)
             inbound[hit] = subject_inbound(flows, hit, subjects)
             scored["inbound"] = inbound
+            scored["by_direction"] = subject_by_direction(np.arange(len(scored)), subjects)
         return policy.decide(scored)
     # only rows that cross their threshold can be written: those are assembled and decided,
     # every other row is below its threshold and only moves the stream's clock
@@ -291,6 +292,7 @@ def decide_frame(flows: pd.DataFrame, batches: Sequence[ScoreBatch], policy: Not
     scored = assemble(flows, batches, context=False, rows=rows)
     if _keys_by_host(policy):
         scored["inbound"] = subject_inbound(flows, rows, subjects)
+        scored["by_direction"] = subject_by_direction(rows, subjects)
     ts = np.repeat(flows["ts"].to_numpy(dtype=np.float64, na_value=np.nan), k)
     if flagged_context:  # the incident tracker shows the context of any flagged flow
         fill_context(scored, batches, np.ones(len(scored), dtype=bool), rows)

@@ -32,7 +32,16 @@ from zeekml.runtime.spark.models import ModelSpec, prepare_models
 from zeekml.runtime.spark.options import SparkCounts, SparkOptions
 from zeekml.runtime.spark.output import ROW_DTYPES, verdict_rows, write_incidents, write_verdicts
 from zeekml.runtime.spark.pairing import pair_segments
-from zeekml.runtime.spark.policy import INC, OUT, ROUTE_DDL, SUP, suppress_group, track_group
+from zeekml.runtime.spark.policy import (
+    INC,
+    OUT,
+    ROUTE_DDL,
+    SUP,
+    SWP,
+    suppress_group,
+    sweep_group,
+    track_group,
+)
 from zeekml.runtime.spark.schemas import ddl
 from zeekml.runtime.spark.scoring import score_segments
 from zeekml.runtime.spark.segments import FLOW_COLUMNS, SEG_DDL, clock_offsets
@@ -75,11 +84,15 @@ def _route(segs: DataFrame, meta: pd.DataFrame, models: list[ModelSpec], config:
     if config.suppress > 0:
         scored = scored.persist()  # read twice: what goes on, and the rows to suppress
         cached.append(scored)
-        decided = scored.filter(f"kind = {SUP}").repartition(parts, "part").groupBy(
+        swept = scored.filter(f"kind = {SWP}").repartition(parts, "part").groupBy(
+            "part").applyInPandas(
+            guard_group(functools.partial(sweep_group, config=config, parts=parts)), ROUTE_DDL)
+        decided = scored.filter(f"kind = {SUP}").unionByName(swept).repartition(
+            parts, "part").groupBy(
             "part").applyInPandas(
             guard_group(functools.partial(suppress_group, config=config, parts=parts,
                                           incidents=incidents)), ROUTE_DDL)
-        scored = scored.filter(f"kind != {SUP}").unionByName(decided)
+        scored = scored.filter(f"kind != {SUP} and kind != {SWP}").unionByName(decided)
     final = scored.persist()
     cached.append(final)
     return final, parts

@@ -11,6 +11,12 @@ each row preceded by a *clock row* (no score, ``ts`` = the stream clock at the r
 that stands in for the flows of every other host (:func:`suppress_group`). So the
 ``notice`` flags and the notices' ``n`` equal the local engine's.
 
+Sweepers (:mod:`zeekml.policy.sweep`) go first: with ``suppress_by = "host"`` an
+inbound flagged row's key host depends on how many local hosts its originator was flagged
+against, so those rows go to a part by originator (:data:`SWP`), where one
+:class:`~zeekml.policy.sweep.SweepKeys` in stream order clears ``inbound`` where the
+originator sweeps (:func:`sweep_group`), and then on to suppression.
+
 Incidents: the flagged rows with their final notice flag go to a part by the
 incident's host (the responder of inbound flows, else the originator); one
 :class:`~zeekml.policy.incidents.IncidentTracker` per part, unchanged, builds the
@@ -35,18 +41,19 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.policy.incidents import IncidentConfig
-from zeekml.policy.notice import NoticePolicy, PolicyConfig, subject_hosts
+from zeekml.policy.notice import NoticePolicy, PolicyConfig, key_strings, subject_hosts
+from zeekml.policy.sweep import SweepKeys
 from zeekml.records.incidents import INCIDENT_DTYPES
 from zeekml.records.verdicts import NOTICE, SUPPRESSED, VERDICT_COLUMNS
 from zeekml.runtime.spark.packs import hash_parts, pack_parts, sendable, unpack_all
 
 ROUTE_DDL = "`kind` int, `part` bigint, `rows` bigint, `notes` string, `data` binary"
-OUT, SUP, INC = 0, 1, 2
+OUT, SUP, INC, SWP = 0, 1, 2, 3
 #: what an output pack holds of a verdict row
 OUT_COLUMNS = (*VERDICT_COLUMNS, "file_idx", "source_line", "ord", "m")
 #: what a flagged row carries to suppression and incidents
 FLAGGED_COLUMNS = (*VERDICT_COLUMNS, "cls", "file_idx", "source_line", "ord", "seg", "clock",
-                   "m", "inbound")
+                   "m", "inbound", "by_direction")
 #: rows the policy and the tracker take per call (bounds a worker's memory)
 STEP_ROWS = defaults.BATCH_ROWS
 
@@ -125,7 +132,11 @@ def route_scored(decided: pd.DataFrame | None, config: PolicyConfig, parts: int,
     out = []
     if config.suppress > 0:
         if flagged.any():
-            out.append(_route(decided[flagged], SUP, parts, config.suppress_by))
+            f = decided[flagged]
+            sweep = _sweep_rows(f, config)
+            if sweep.any():
+                out.append(_route(f[sweep], SWP, parts, "orig"))
+            out.append(_route(f[~sweep], SUP, parts, config.suppress_by))
         if config.all_flows and not flagged.all():
             out.append(_outs(decided[~flagged]))
     else:
@@ -133,6 +144,44 @@ def route_scored(decided: pd.DataFrame | None, config: PolicyConfig, parts: int,
         if incidents and flagged.any():
             out.append(_route(decided[flagged], INC, parts))
     return pd.concat(out, ignore_index=True) if out else _none()
+
+
+def _sweep_rows(rows: pd.DataFrame, config: PolicyConfig) -> np.ndarray:
+    """Flagged rows whose key host a sweeper may change: inbound, by host, sweep keys on."""
+    if config.suppress_by != "host" or config.sweep_hosts <= 0 or "inbound" not in rows:
+        return np.zeros(len(rows), dtype=bool)
+    return (rows["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+            & _by_direction(rows))
+
+
+def _by_direction(rows: pd.DataFrame) -> np.ndarray:
+    """The rows' ``by_direction`` (absent: every row's subject follows the direction)."""
+    if "by_direction" not in rows:
+        return np.ones(len(rows), dtype=bool)
+    return rows["by_direction"].astype("boolean").fillna(True).to_numpy(dtype=bool)
+
+
+def sweep_group(pdf: pd.DataFrame, config: PolicyConfig, parts: int) -> pd.DataFrame:
+    """One originator part's inbound flagged rows, in stream order, through one
+    :class:`~zeekml.policy.sweep.SweepKeys` (as the local policy's), then to suppression."""
+    rows = unpack_all(pdf["data"])
+    if rows is None or not len(rows):
+        return _none()
+    rows = rows.sort_values(["ord", "m"], kind="stable").reset_index(drop=True)
+    sweep = SweepKeys(config.sweep_hosts, config.suppress)
+    ts = rows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
+    clock = rows["clock"].to_numpy(dtype=np.float64, na_value=np.nan)
+    eff = np.where(np.isfinite(ts), ts, np.where(np.isfinite(clock), clock, 0.0))
+    inbound = rows["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    for lo in range(0, len(rows), STEP_ROWS):
+        hi = min(lo + STEP_ROWS, len(rows))
+        codes, keys = key_strings(rows, np.arange(lo, hi), by="orig")
+        swept = sweep.swept(codes, keys, rows["resp_h"].to_numpy(dtype=object)[lo:hi],
+                            eff[lo:hi], clock[lo:hi], float(np.nanmax(clock[lo:hi]))
+                            if np.isfinite(clock[lo:hi]).any() else -np.inf)
+        inbound[lo:hi] &= ~swept
+    rows["inbound"] = pd.array(inbound, dtype="boolean")
+    return _route(rows, SUP, parts, "host")
 
 
 def _notice_counts(rows: pd.DataFrame, by: str) -> np.ndarray:
@@ -153,7 +202,8 @@ def suppress_group(pdf: pd.DataFrame, config: PolicyConfig, parts: int, incident
     if rows is None or not len(rows):
         return _none()
     rows = rows.sort_values(["ord", "m"], kind="stable").reset_index(drop=True)
-    policy = NoticePolicy(replace(config, all_flows=True))
+    # sweepers were decided by originator before (sweep_group): the rows' inbound says it
+    policy = NoticePolicy(replace(config, all_flows=True, sweep_hosts=0))
     notice = np.zeros(len(rows), dtype=bool)
     for lo in range(0, len(rows), STEP_ROWS):
         b = rows.iloc[lo:lo + STEP_ROWS].reset_index(drop=True)

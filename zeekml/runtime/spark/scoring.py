@@ -129,7 +129,7 @@ def _scored(rows: pd.DataFrame, scorer: Any, empty: dict[str, np.ndarray], m: in
             ) -> pd.DataFrame:
     """One call: rows holding whole keys (each key's in stream order) scored from a fresh
     state; the rows to emit, with their verdicts and what the policy stages read."""
-    from zeekml.records.addresses import subject_inbound
+    from zeekml.records.addresses import subject_by_direction, subject_inbound
     from zeekml.runtime.pipeline import assemble, notice_subjects
 
     flows = schema.conform(rows, with_labels=False)
@@ -142,7 +142,9 @@ def _scored(rows: pd.DataFrame, scorer: Any, empty: dict[str, np.ndarray], m: in
         scored[col] = rows[col].to_numpy()[emit]
     scored["m"] = np.int32(m)
     # whom the notice is about, by the local engine's rule (one model: k = 1)
-    scored["inbound"] = subject_inbound(flows, np.flatnonzero(emit), notice_subjects([batch]))
+    about = notice_subjects([batch])
+    scored["inbound"] = subject_inbound(flows, np.flatnonzero(emit), about)
+    scored["by_direction"] = subject_by_direction(np.flatnonzero(emit), about)
     return scored
 
 
@@ -153,7 +155,8 @@ def _routed(out: list[pd.DataFrame], config: PolicyConfig, parts: int, incidents
     later."""
     scored = pd.concat(out, ignore_index=True)
     decided = NoticePolicy(replace(config, suppress=0.0, all_flows=True)).decide(scored)
-    for col in ("cls", "ord", "seg", "file_idx", "source_line", "clock", "m", "inbound"):
+    for col in ("cls", "ord", "seg", "file_idx", "source_line", "clock", "m", "inbound",
+                "by_direction"):
         decided[col] = scored[col].to_numpy()
     return route_scored(decided, config, parts, incidents)
 
