@@ -160,7 +160,9 @@ def test_inbound_attacks_are_one_incident_about_the_victim(tmp_path: Path) -> No
     inbound = scans[scans["id.resp_h"] == victim]
     sources = inbound["id.orig_h"].nunique()
     inc_scans = closed[closed["verdict"] == "portscan"]
-    assert sources > 100 * len(inc_scans)
+    # one incident stands for the flagged flows of every source (more than the notices
+    # show: since stop 39 a notice's window opens at the stream clock, and late flows fold)
+    assert len(inc_scans) == 1 and inc_scans["peers"].iloc[0] > 100 and sources > 50
     assert set(inc_scans["host"]) == {victim}
     # three of its scan notices are outbound (the host scanning others): role both
     assert set(inc_scans["role"]) == {"both" if len(inbound) < len(scans) else "resp"}

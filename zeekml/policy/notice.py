@@ -9,7 +9,9 @@ threshold for that class. This module decides, vectorized over a batch:
 2. **allow-list**: a flow with either endpoint in an allowed host or subnet never
    becomes a notice (its verdict is still written with ``--all``);
 3. **suppression**, like Zeek's notice framework: the first crossing of a
-   ``(host, verdict, model)`` key opens a window of ``suppress`` seconds of *log* time;
+   ``(host, verdict, model)`` key opens a window of ``suppress`` seconds of *log* time,
+   from the stream clock at that flow (not its own ``ts``: a flow logged late, a long
+   connection Zeek writes when it ends, would open a window already over);
    further crossings of that key inside the window are suppressed, and the window's
    one notice carries ``n`` = the flows it stands for.
    The notice is written when its window closes, that is when the stream's log time
@@ -403,7 +405,10 @@ class NoticePolicy:
             candidate = given
             ts = df["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
         cm = _running_max(ts, self._max_ts)
-        eff_ts = np.where(np.isfinite(ts), ts, np.where(np.isfinite(cm), cm, 0.0))
+        # a window opens at the stream clock, not at the flow's own ts: a flow that arrives
+        # late (a long connection Zeek logs when it ends, a shuffled CSV) would otherwise
+        # open a window already past its deadline, and every crossing would be a notice
+        eff_ts = np.where(np.isfinite(cm), cm, 0.0)
         decision = np.where(crossing, np.where(given, NOTICE, ALLOWED), BELOW).astype(object)
         out = conform_verdicts(df.assign(threshold=th, verdict=verdict, candidate=df["cls"],
                                          decision=decision))

@@ -169,9 +169,8 @@ def sweep_group(pdf: pd.DataFrame, config: PolicyConfig, parts: int) -> pd.DataF
         return _none()
     rows = rows.sort_values(["ord", "m"], kind="stable").reset_index(drop=True)
     sweep = SweepKeys(config.sweep_hosts, config.suppress)
-    ts = rows["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
     clock = rows["clock"].to_numpy(dtype=np.float64, na_value=np.nan)
-    eff = np.where(np.isfinite(ts), ts, np.where(np.isfinite(clock), clock, 0.0))
+    eff = np.where(np.isfinite(clock), clock, 0.0)  # as the local policy's: the clock
     inbound = rows["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     for lo in range(0, len(rows), STEP_ROWS):
         hi = min(lo + STEP_ROWS, len(rows))
