@@ -42,6 +42,9 @@ class SweepKeys:
     def __init__(self, hosts: int, interval: float) -> None:
         self.hosts = int(hosts)
         self.interval = float(interval)
+        self._clear()
+
+    def _clear(self) -> None:
         self._keys = np.empty(0, dtype=object)  # group key per open group
         self._deadline = np.empty(0, dtype=np.float64)
         self._count = np.empty(0, dtype=np.int64)  # distinct responders, capped at hosts
@@ -53,7 +56,8 @@ class SweepKeys:
 
     def swept(self, codes: np.ndarray, keys: np.ndarray, resp: np.ndarray,
                eff_ts: np.ndarray, clock: np.ndarray, end_clock: float) -> np.ndarray:
-        """Per row (rows in stream order): has its group swept out by this row?
+        """Per row (rows in stream order): has its group reached ``hosts`` distinct
+        responders by this row (a sweep)?
 
         ``codes`` the group of each row (indices into ``keys``, the group key strings),
         ``resp`` its responder, ``eff_ts`` its log time, ``clock`` the stream clock at
@@ -160,7 +164,7 @@ class SweepKeys:
         """Restore :meth:`state_dict` output, validated (a policy state written before
         sweepers had none: nothing remembered)."""
         if "sweep_keys_utf8" not in state:
-            self.__init__(self.hosts, self.interval)  # type: ignore[misc]
+            self._clear()
             return
         try:
             keys = decode_texts(state["sweep_keys_utf8"], state["sweep_keys_offsets"],
