@@ -279,7 +279,7 @@ def subject_hosts(df: pd.DataFrame, rows: np.ndarray, inbound: np.ndarray | None
 
 
 def key_strings(df: pd.DataFrame, rows: np.ndarray, inbound: np.ndarray | None = None,
-                 by: str = "orig") -> tuple[np.ndarray, np.ndarray]:
+                by: str = "orig") -> tuple[np.ndarray, np.ndarray]:
     """Factorize ``(host, verdict, model)`` of some rows: (codes, unique key strings).
 
     The host is the originator (``by = "orig"``) or :func:`subject_hosts`. The three
@@ -322,8 +322,9 @@ class NoticePolicy:
         self._context: Callable[[np.ndarray], np.ndarray] | None = None
         self._swept: np.ndarray | None = None
         self._direction: np.ndarray | None = None  # per row of the batch decided
-        self._sweep = SweepKeys(self.config.sweep_hosts if self.config.suppress_by == "host" else 0,
-                           self.config.suppress)
+        self._sweep = SweepKeys(
+            self.config.sweep_hosts if self.config.suppress_by == "host" else 0,
+            self.config.suppress)
         self._clear_open()
 
     def _clear_open(self) -> None:
@@ -441,7 +442,7 @@ class NoticePolicy:
         return emitted
 
     def _sweepers(self, df: pd.DataFrame, cand: np.ndarray, at_cand: np.ndarray,
-                 about: np.ndarray | None, eff_ts: np.ndarray, cm: np.ndarray) -> np.ndarray:
+                  about: np.ndarray | None, eff_ts: np.ndarray, cm: np.ndarray) -> np.ndarray:
         """The candidates' ``inbound`` with those of a sweeping originator cleared
         (:mod:`zeekml.policy.sweep`); sets :attr:`_swept` per batch row."""
         if about is None:
