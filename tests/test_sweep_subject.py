@@ -190,3 +190,18 @@ def test_rows_whose_subject_the_model_fixes_are_never_a_sweepers():
     sweep = _sweep(20).assign(inbound=True, by_direction=False)
     assert len(_notices([sweep])) == 20
     assert len(_notices([sweep.assign(by_direction=True)])) == 5
+
+
+def test_the_remembered_originators_are_bounded():
+    """A flood of spoofed sources, each flagged: at most ``max_groups`` are remembered,
+    the most recently flagged ones, and a sweeper among them is still found."""
+    tracker = SweepKeys(3, 1000.0, max_groups=4)
+    src = np.array([f"203.0.113.{i}" for i in range(10)], dtype=object)
+    t = np.arange(10, dtype=float)
+    run(tracker, src, np.array(["192.168.1.1"] * 10, dtype=object), t, t, [])
+    assert len(tracker) == 4
+    assert set(tracker._keys) == set(src[-4:])
+    got = run(tracker, np.array(["203.0.113.9"] * 2, dtype=object),
+              np.array(["192.168.1.2", "192.168.1.3"], dtype=object),
+              np.array([10.0, 11.0]), np.array([10.0, 11.0]), [])
+    assert got.tolist() == [False, True]  # its first host was remembered

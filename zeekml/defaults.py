@@ -50,6 +50,9 @@ SUPPRESS_BY = "host"
 #: verdict, within the suppression interval) is the key's host itself (a sweep: one
 #: notice about the sweeper, not one per local host)
 SWEEP_HOSTS = 5
+#: outside originators the sweep rule remembers at once (the least recently flagged are
+#: forgotten beyond it: a flood of spoofed sources cannot grow the state without bound)
+SWEEP_MAX_GROUPS = 100_000
 #: seconds between state checkpoints of ``score`` over large inputs
 CHECKPOINT_SECONDS = 60.0
 #: seconds: ``score --state`` commits after an input whose rows are all written, but not

@@ -22,7 +22,9 @@ the rows by originator and gets the local engine's answer).
 
 State: per group of the last episode the distinct responders counted (up to ``hosts``),
 the deadline, and while under ``hosts`` the responders themselves; groups whose deadline
-the stream clock has passed are dropped. It round-trips through plain arrays.
+the stream clock has passed are dropped, and beyond ``max_groups`` (every input is hostile:
+a flood from spoofed sources, each flagged) the least recently flagged are forgotten, the
+one place where the result can depend on batch cuts. It round-trips through plain arrays.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from zeekml import defaults
 from zeekml.errors import StateError
 from zeekml.records.text_arrays import decode_texts, encode_texts
 
@@ -39,9 +42,11 @@ from zeekml.records.text_arrays import decode_texts, encode_texts
 class SweepKeys:
     """Which inbound flagged rows belong to a sweeping originator (one per stream)."""
 
-    def __init__(self, hosts: int, interval: float) -> None:
+    def __init__(self, hosts: int, interval: float,
+                 max_groups: int = defaults.SWEEP_MAX_GROUPS) -> None:
         self.hosts = int(hosts)
         self.interval = float(interval)
+        self.max_groups = int(max_groups)
         self._clear()
 
     def _clear(self) -> None:
@@ -136,18 +141,25 @@ class SweepKeys:
         self._keys = np.concatenate([self._keys[~drop], gk]).astype(object)
         self._deadline = np.concatenate([self._deadline[~drop], dead])
         self._count = np.concatenate([self._count[~drop], cnt]).astype(np.int64)
+        if len(self._keys) > self.max_groups:
+            self._forget(np.argsort(self._deadline, kind="stable")[:-self.max_groups])
+
+    def _forget(self, at: np.ndarray) -> None:
+        """Drop the groups at positions ``at`` and their remembered responders."""
+        gone = np.zeros(len(self._keys), dtype=bool)
+        gone[at] = True
+        keep = ~np.asarray(pd.Index(self._owner).isin(self._keys[gone]), dtype=bool)
+        self._owner, self._pairs = self._owner[keep], self._pairs[keep]
+        self._keys, self._deadline = self._keys[~gone], self._deadline[~gone]
+        self._count = self._count[~gone]
 
     def _expire(self, end_clock: float) -> None:
         """Drop the groups no later row can continue (the clock only grows)."""
         if not len(self._keys) or not np.isfinite(end_clock):
             return
-        gone = self._deadline <= end_clock
-        if not gone.any():
-            return
-        keep = ~np.asarray(pd.Index(self._owner).isin(self._keys[gone]), dtype=bool)
-        self._owner, self._pairs = self._owner[keep], self._pairs[keep]
-        self._keys, self._deadline = self._keys[~gone], self._deadline[~gone]
-        self._count = self._count[~gone]
+        gone = np.flatnonzero(self._deadline <= end_clock)
+        if len(gone):
+            self._forget(gone)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, np.ndarray]:
