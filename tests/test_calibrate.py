@@ -218,3 +218,25 @@ def test_a_class_held_to_two_thresholds_is_counted_as_held() -> None:
     bf = by["bruteforce"]
     assert bf.before == 4 and bf.after <= 2 and bf.cut == 2 and bf.named
     assert policy["amf_lstm:bruteforce"] >= 0.9998  # never below a threshold in force
+
+
+def test_incident_counts_follow_the_sweep_rule() -> None:
+    """Calibrating by incidents counts a sweeper's flows as the run does: one outside host
+    flagged against 60 local hosts is 5 incidents (4 hosts, then the sweeper), not 60."""
+    from zeekml.policy.budget import incident_times, swept_rows
+    from zeekml.policy.incidents import IncidentConfig
+    from zeekml.policy.notice import PolicyConfig
+
+    n = 60
+    rows = pd.DataFrame({
+        "ts": np.arange(n, dtype=float), "uid": [f"C{i}" for i in range(n)],
+        "orig_h": "198.51.100.23", "resp_h": [f"192.168.50.{i + 1}" for i in range(n)],
+        "resp_p": 0, "model": "m", "verdict": "ddos", "score": 1.0,
+        "context": pd.Series([[]] * n, dtype=object), "act": np.arange(n, dtype=float),
+        "opener": False, "inbound": True, "flow": np.arange(n), "by_direction": True})
+    end = float(n + 10_000)
+    assert len(incident_times(rows, IncidentConfig(), end)) == n  # subjects as recorded
+    assert len(incident_times(rows, IncidentConfig(), end, PolicyConfig())) == 5
+    assert len(incident_times(rows, IncidentConfig(), end, PolicyConfig(sweep_hosts=0))) == n
+    fixed = rows.assign(by_direction=False)  # the flood detector's: about the victim
+    assert swept_rows(fixed, PolicyConfig())["inbound"].all()

@@ -43,7 +43,8 @@ import pandas as pd
 
 from zeekml.errors import ConfigError
 from zeekml.policy.incidents import INPUT_COLUMNS, IncidentConfig, IncidentTracker
-from zeekml.policy.notice import Decision, NoticePolicy, PolicyConfig, crosses
+from zeekml.policy.notice import Decision, NoticePolicy, PolicyConfig, crosses, key_strings
+from zeekml.policy.sweep import SweepKeys
 from zeekml.records.verdicts import NORMAL, empty_verdicts
 
 DAY = 86400.0
@@ -208,10 +209,42 @@ def notice_times(rows: pd.DataFrame, thresholds: dict[str, float], base: PolicyC
     return np.concatenate([o["ts"].to_numpy(dtype=np.float64) for o in out])
 
 
-def incident_times(rows: pd.DataFrame, config: IncidentConfig, end: float) -> np.ndarray:
-    """``first_seen`` of every incident the real tracker makes of these candidate rows."""
+def swept_rows(rows: pd.DataFrame, base: PolicyConfig) -> pd.DataFrame:
+    """Candidate rows (stream order) with ``inbound`` cleared where the notice policy's
+    sweep rule (:mod:`zeekml.policy.sweep`) keys them by their originator, as at run
+    time: the recorder keeps each row's subject from before the rule, which depends on
+    which rows cross the thresholds being tried."""
+    if (base.suppress <= 0 or base.suppress_by != "host" or base.sweep_hosts <= 0
+            or "inbound" not in rows.columns or not len(rows)):
+        return rows
+    r = rows.reset_index(drop=True)
+    # copies: to_numpy may hand back the caller's own memory
+    inb = np.array(r["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool))
+    if "by_direction" in r.columns:
+        inb &= r["by_direction"].astype("boolean").fillna(True).to_numpy(dtype=bool)
+    at = np.flatnonzero(inb)
+    if not len(at):
+        return rows
+    act = r["act"].to_numpy(dtype=np.float64)
+    codes, keys = key_strings(r, at, by="orig")
+    swept = SweepKeys(base.sweep_hosts, base.suppress).swept(
+        codes, keys, r["resp_h"].to_numpy(dtype=object)[at], act[at], act[at],
+        float(np.nanmax(act)))
+    if not swept.any():
+        return rows
+    inbound = np.array(r["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool))
+    inbound[at[swept]] = False
+    return r.assign(inbound=inbound)
+
+
+def incident_times(rows: pd.DataFrame, config: IncidentConfig, end: float,
+                   base: PolicyConfig | None = None) -> np.ndarray:
+    """``first_seen`` of every incident the real tracker makes of these candidate rows
+    (with ``base``, an incident's host as the sweep rule makes it: :func:`swept_rows`)."""
     if not len(rows):
         return np.zeros(0)
+    if base is not None:
+        rows = swept_rows(rows, base)
     t = IncidentTracker(config)
     recs = pd.concat([t.update(rows, end), t.finish(end)], ignore_index=True)
     return np.asarray(recs.loc[recs["state"] == "closed", "first_seen"].to_numpy(dtype=np.float64))
@@ -449,7 +482,7 @@ def _counter(rows: pd.DataFrame, key: str, unit: str, base: PolicyConfig,
         chosen = rows[crosses(score, threshold)]
         if unit == "notice":
             return _most_per_day(notice_times(chosen, {key: threshold}, base))
-        return _most_per_day(incident_times(chosen, icfg, end))
+        return _most_per_day(incident_times(chosen, icfg, end, base))
 
     return count
 
@@ -477,7 +510,7 @@ def _model_total(rows: pd.DataFrame, thresholds: dict[str, float], base: PolicyC
     chosen = rows[rows["score"].to_numpy(dtype=np.float64) >= np.nan_to_num(t, nan=np.inf)]
     if unit == "notice":
         return _most_per_day(notice_times(chosen, thresholds, base))
-    return _most_per_day(incident_times(chosen, icfg, end))
+    return _most_per_day(incident_times(chosen, icfg, end, base))
 
 
 def all_classes(floors: dict[tuple[str, str], float], cards: Iterable[Any],

@@ -171,7 +171,7 @@ def sweep_group(pdf: pd.DataFrame, config: PolicyConfig, parts: int) -> pd.DataF
     sweep = SweepKeys(config.sweep_hosts, config.suppress)
     clock = rows["clock"].to_numpy(dtype=np.float64, na_value=np.nan)
     eff = np.where(np.isfinite(clock), clock, 0.0)  # as the local policy's: the clock
-    inbound = rows["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    inbound = np.array(rows["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool))
     for lo in range(0, len(rows), STEP_ROWS):
         hi = min(lo + STEP_ROWS, len(rows))
         codes, keys = key_strings(rows, np.arange(lo, hi), by="orig")
