@@ -43,7 +43,14 @@ import pandas as pd
 
 from zeekml.errors import ConfigError
 from zeekml.policy.incidents import INPUT_COLUMNS, IncidentConfig, IncidentTracker
-from zeekml.policy.notice import Decision, NoticePolicy, PolicyConfig, crosses, key_strings
+from zeekml.policy.notice import (
+    Decision,
+    NoticePolicy,
+    PolicyConfig,
+    by_direction,
+    crosses,
+    swept_of,
+)
 from zeekml.policy.sweep import SweepKeys
 from zeekml.records.verdicts import NORMAL, empty_verdicts
 
@@ -198,8 +205,7 @@ def notice_times(rows: pd.DataFrame, thresholds: dict[str, float], base: PolicyC
     if "inbound" in rows.columns:  # the suppression key's host, as at run time
         scored["inbound"] = rows["inbound"].to_numpy(dtype=bool)
     if "by_direction" in rows.columns:  # which rows may be a sweeper's
-        scored["by_direction"] = rows["by_direction"].astype("boolean").fillna(True).to_numpy(
-            dtype=bool)
+        scored["by_direction"] = by_direction(rows)
     ticks = scored.assign(ts=rows["act"].to_numpy(dtype=np.float64), score=np.nan)
     order = np.empty(2 * n, dtype=np.int64)
     order[0::2] = np.arange(n) + n
@@ -218,20 +224,16 @@ def swept_rows(rows: pd.DataFrame, base: PolicyConfig) -> pd.DataFrame:
             or "inbound" not in rows.columns or not len(rows)):
         return rows
     r = rows.reset_index(drop=True)
-    # copies: to_numpy may hand back the caller's own memory
-    inb = np.array(r["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool))
-    if "by_direction" in r.columns:
-        inb &= r["by_direction"].astype("boolean").fillna(True).to_numpy(dtype=bool)
-    at = np.flatnonzero(inb)
+    at = np.flatnonzero(r["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+                        & by_direction(r))
     if not len(at):
         return rows
     act = r["act"].to_numpy(dtype=np.float64)
-    codes, keys = key_strings(r, at, by="orig")
-    swept = SweepKeys(base.sweep_hosts, base.suppress).swept(
-        codes, keys, r["resp_h"].to_numpy(dtype=object)[at], act[at], act[at],
-        float(np.nanmax(act)))
+    swept = swept_of(SweepKeys(base.sweep_hosts, base.suppress), r, at, act[at], act[at],
+                     float(np.nanmax(act)))
     if not swept.any():
         return rows
+    # a copy: to_numpy may hand back the caller's own memory
     inbound = np.array(r["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool))
     inbound[at[swept]] = False
     return r.assign(inbound=inbound)

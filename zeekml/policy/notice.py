@@ -274,8 +274,34 @@ def subject_hosts(df: pd.DataFrame, rows: np.ndarray, inbound: np.ndarray | None
     orig = df["orig_h"].iloc[rows]
     resp = df["resp_h"].iloc[rows]
     if inbound is None:
-        inbound = is_private(resp) & ~is_private(orig)
+        inbound = _inbound_by_address(df, rows)
     return resp.where(np.asarray(inbound, dtype=bool), orig)
+
+
+def _inbound_by_address(df: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Per row of ``rows``: responder private, originator not (no ``inbound`` given)."""
+    return np.asarray(is_private(df["resp_h"].iloc[rows]) & ~is_private(df["orig_h"].iloc[rows]),
+                      dtype=bool)
+
+
+def by_direction(df: pd.DataFrame, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """Per row: does whom its notice is about follow the flow's direction (the
+    ``by_direction`` column the pipeline writes; true where it is absent)? Only those rows
+    may be a sweeper's (:mod:`zeekml.policy.sweep`)."""
+    if "by_direction" not in df.columns:
+        return np.ones(len(df) if isinstance(rows, slice) else len(rows), dtype=bool)
+    col = df["by_direction"].iloc[rows].astype("boolean").fillna(True)
+    return np.array(col.to_numpy(dtype=bool), dtype=bool)
+
+
+def swept_of(sweep: SweepKeys, df: pd.DataFrame, rows: np.ndarray, t: np.ndarray,
+             clock: np.ndarray, end_clock: float) -> np.ndarray:
+    """Of ``df``'s inbound flagged rows ``rows`` (stream order; ``t`` and ``clock`` per
+    row, as :meth:`SweepKeys.swept` takes them): which are a sweeper's. The local policy,
+    the Spark engine's stage by originator and calibration all decide it here."""
+    codes, keys = key_strings(df, rows, by="orig")
+    return sweep.swept(codes, keys, df["resp_h"].iloc[rows].to_numpy(dtype=object), t, clock,
+                       end_clock)
 
 
 def key_strings(df: pd.DataFrame, rows: np.ndarray, inbound: np.ndarray | None = None,
@@ -321,7 +347,6 @@ class NoticePolicy:
         self.decision: Decision | None = None
         self._context: Callable[[np.ndarray], np.ndarray] | None = None
         self._swept: np.ndarray | None = None
-        self._direction: np.ndarray | None = None  # per row of the batch decided
         self._sweep = SweepKeys(
             self.config.sweep_hosts if self.config.suppress_by == "host" else 0,
             self.config.suppress)
@@ -386,10 +411,6 @@ class NoticePolicy:
         crossing = crosses(score, th)  # of the given rows
         inbound = (df["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool)
                    if "inbound" in df.columns else None)
-        if inbound is not None and "by_direction" in df.columns:  # no sweeper but these
-            self._direction = df["by_direction"].astype("boolean").fillna(True).to_numpy(bool)
-        else:
-            self._direction = None
         verdict = df["cls"].astype("str").where(crossing, NORMAL).fillna(NORMAL)
         given = crossing.copy()
         if self.allow:
@@ -422,7 +443,10 @@ class NoticePolicy:
                 notice = candidate
                 self._fill_context(out, np.flatnonzero(notice if pos is None else notice[pos]))
             else:
-                notice, emitted = self._suppress(out, loc, candidate, eff_ts, cm, base, inbound)
+                # the verdict rows drop the pipeline's by_direction: read from the input
+                notice, emitted = self._suppress(out, loc, candidate, eff_ts, cm, base, inbound,
+                                                 df[[c for c in ("by_direction",)
+                                                     if c in df.columns]])
                 held = candidate & ~notice
                 if held.any():
                     decision[held if pos is None else held[pos]] = SUPPRESSED
@@ -442,19 +466,15 @@ class NoticePolicy:
         return emitted
 
     def _sweepers(self, df: pd.DataFrame, cand: np.ndarray, at_cand: np.ndarray,
-                  about: np.ndarray | None, eff_ts: np.ndarray, cm: np.ndarray) -> np.ndarray:
+                  about: np.ndarray | None, eff_ts: np.ndarray, cm: np.ndarray,
+                  direction: pd.DataFrame) -> np.ndarray:
         """The candidates' ``inbound`` with those of a sweeping originator cleared
         (:mod:`zeekml.policy.sweep`); sets :attr:`_swept` per batch row."""
-        if about is None:
-            about = (is_private(df["resp_h"].iloc[at_cand])
-                     & ~is_private(df["orig_h"].iloc[at_cand]))
-        about = np.array(about, dtype=bool)
-        inb = np.flatnonzero(about if self._direction is None
-                             else about & self._direction[at_cand])
-        codes, keys = key_strings(df, at_cand[inb], by="orig")
-        swept = self._sweep.swept(codes, keys, df["resp_h"].iloc[at_cand[inb]].to_numpy(object),
-                                  eff_ts[cand[inb]], cm[cand[inb]],
-                                  float(cm[-1]) if len(cm) else -np.inf)
+        about = np.array(_inbound_by_address(df, at_cand) if about is None else about,
+                         dtype=bool)
+        inb = np.flatnonzero(about & by_direction(direction, at_cand))
+        swept = swept_of(self._sweep, df, at_cand[inb], eff_ts[cand[inb]], cm[cand[inb]],
+                         float(cm[-1]) if len(cm) else -np.inf)
         if swept.any():
             about[inb[swept]] = False
             self._swept = np.zeros(len(cm), dtype=bool)
@@ -479,6 +499,7 @@ class NoticePolicy:
         cm: np.ndarray,
         base: int,
         inbound: np.ndarray | None = None,
+        direction: pd.DataFrame | None = None,
     ) -> tuple[np.ndarray, pd.DataFrame | None]:
         """Suppression windows, vectorized over keys (one loop round per window per key).
 
@@ -497,7 +518,8 @@ class NoticePolicy:
         at_cand = at(cand)
         about = None if inbound is None else inbound[at_cand]
         if self.config.suppress_by == "host" and self._sweep.hosts > 0:
-            about = self._sweepers(df, cand, at_cand, about, eff_ts, cm)
+            about = self._sweepers(df, cand, at_cand, about, eff_ts, cm,
+                                   df if direction is None else direction)
         codes, ukeys = key_strings(df, at_cand, about, self.config.suppress_by)
         u = len(ukeys)
         n_open = len(self._okeys)

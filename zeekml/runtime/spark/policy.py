@@ -41,7 +41,13 @@ import pandas as pd
 
 from zeekml import defaults
 from zeekml.policy.incidents import IncidentConfig
-from zeekml.policy.notice import NoticePolicy, PolicyConfig, key_strings, subject_hosts
+from zeekml.policy.notice import (
+    NoticePolicy,
+    PolicyConfig,
+    by_direction,
+    subject_hosts,
+    swept_of,
+)
 from zeekml.policy.sweep import SweepKeys
 from zeekml.records.incidents import INCIDENT_DTYPES
 from zeekml.records.verdicts import NOTICE, SUPPRESSED, VERDICT_COLUMNS
@@ -151,14 +157,7 @@ def _sweep_rows(rows: pd.DataFrame, config: PolicyConfig) -> np.ndarray:
     if config.suppress_by != "host" or config.sweep_hosts <= 0 or "inbound" not in rows:
         return np.zeros(len(rows), dtype=bool)
     return (rows["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-            & _by_direction(rows))
-
-
-def _by_direction(rows: pd.DataFrame) -> np.ndarray:
-    """The rows' ``by_direction`` (absent: every row's subject follows the direction)."""
-    if "by_direction" not in rows:
-        return np.ones(len(rows), dtype=bool)
-    return rows["by_direction"].astype("boolean").fillna(True).to_numpy(dtype=bool)
+            & by_direction(rows))
 
 
 def sweep_group(pdf: pd.DataFrame, config: PolicyConfig, parts: int) -> pd.DataFrame:
@@ -174,10 +173,9 @@ def sweep_group(pdf: pd.DataFrame, config: PolicyConfig, parts: int) -> pd.DataF
     inbound = np.array(rows["inbound"].astype("boolean").fillna(False).to_numpy(dtype=bool))
     for lo in range(0, len(rows), STEP_ROWS):
         hi = min(lo + STEP_ROWS, len(rows))
-        codes, keys = key_strings(rows, np.arange(lo, hi), by="orig")
-        swept = sweep.swept(codes, keys, rows["resp_h"].to_numpy(dtype=object)[lo:hi],
-                            eff[lo:hi], clock[lo:hi], float(np.nanmax(clock[lo:hi]))
-                            if np.isfinite(clock[lo:hi]).any() else -np.inf)
+        swept = swept_of(sweep, rows, np.arange(lo, hi), eff[lo:hi], clock[lo:hi],
+                         float(np.nanmax(clock[lo:hi])) if np.isfinite(clock[lo:hi]).any()
+                         else -np.inf)
         inbound[lo:hi] &= ~swept
     rows["inbound"] = pd.array(inbound, dtype="boolean")
     return _route(rows, SUP, parts, "host")
